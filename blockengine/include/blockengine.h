@@ -1,0 +1,195 @@
+/*
+ * blockengine.h - the ovk block engine: open a disk image, ask what it holds,
+ * and do I/O on it.
+ *
+ * The only public header of libblockengine. Every front end (vmdkfs, ovffs,
+ * pvblk, the hypervisor, mgmt, the vmdk tool) uses the engine through this
+ * file and nothing else.
+ *
+ * Conventions
+ *  - Functions return 0 (or a non-negative count) on success and -errno on
+ *    failure; they never set errno. When a call fails, bdev_errmsg() on the
+ *    same thread returns a sentence naming the file, the field or offset and
+ *    what was expected.
+ *  - Offsets and lengths are in bytes. I/O need not be sector aligned.
+ *  - A struct bdev is thread-safe: any number of threads may do I/O on one
+ *    open image at once. A struct bdev_queue belongs to one thread.
+ */
+#ifndef OVK_BLOCKENGINE_H
+#define OVK_BLOCKENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct bdev;       /* an open image: the top of a chain of layers */
+struct bdev_queue; /* one thread's io_uring and its completions */
+
+/* ---- Opening ------------------------------------------------------------ */
+
+enum bdev_open_flag {
+	BDEV_O_RDWR = 1u << 0,         /* open for writing; takes write locks */
+	BDEV_O_SHARE = 1u << 1,        /* read-only without locks (qemu-img -U) */
+	BDEV_O_ALLOW_ESCAPE = 1u << 2, /* extent/parent names may leave the
+					  descriptor's folder */
+	BDEV_O_FORCE_CID = 1u << 3,    /* open a delta whose parentCID does not
+					  match its parent's CID */
+	BDEV_O_NO_BACKING = 1u << 4,   /* top layer only; unallocated reads zero */
+};
+
+struct bdev_open_opts {
+	uint32_t flags;             /* enum bdev_open_flag */
+	const char *format;         /* NULL probes; "raw" or "vmdk" forces */
+	uint64_t gt_cache_bytes;    /* grain-table cache bound; 0 = default */
+	uint64_t grain_cache_bytes; /* inflated-grain cache bound; 0 = default */
+	uint32_t readahead_grains;  /* grains inflated ahead of a sequential
+				       reader of a compressed image; 0 = default,
+				       UINT32_MAX = off */
+};
+
+/* Open the image at path. opts may be NULL (read-only, probed format). */
+int bdev_open(const char *path, const struct bdev_open_opts *opts,
+	      struct bdev **out);
+
+/*
+ * Open an image whose bytes are [offset, offset + length) of fd, e.g. a disk
+ * stored as a member of an OVA tar. name is used in messages and to resolve
+ * nothing: such an image may not reference other files. fd is duplicated.
+ */
+int bdev_open_region(int fd, uint64_t offset, uint64_t length,
+		     const char *name, const struct bdev_open_opts *opts,
+		     struct bdev **out);
+
+/* Flush (when writable), mark the image cleanly closed, release locks. */
+int bdev_close(struct bdev *b);
+
+/* The message for the last failing call on this thread ("" if none). */
+const char *bdev_errmsg(void);
+
+/* ---- What the image is -------------------------------------------------- */
+
+enum bdev_access { BDEV_ACCESS_RW, BDEV_ACCESS_RDONLY, BDEV_ACCESS_NOACCESS };
+
+struct bdev_info {
+	const char *filename;  /* path given to bdev_open */
+	const char *format;    /* "raw" or "vmdk" */
+	const char *subformat; /* VMDK createType, or NULL */
+	uint64_t size;         /* virtual size in bytes */
+	uint32_t sector_size;  /* 512 */
+	uint64_t cluster_size; /* grain size of the first sparse extent, else 0 */
+	bool read_only;
+	bool has_cid;
+	uint32_t cid;
+	uint32_t parent_cid; /* 0xffffffff when the image has no parent */
+	bool unclean;        /* some sparse extent has uncleanShutdown set */
+	bool compressed;     /* some extent holds compressed grains */
+	unsigned extent_count;
+	const char *parent_hint; /* parentFileNameHint, or NULL */
+};
+
+int bdev_get_info(const struct bdev *b, struct bdev_info *info);
+
+struct bdev_extent_info {
+	enum bdev_access access;
+	const char *type;     /* "FLAT", "SPARSE", "ZERO", "VMFS", ... */
+	const char *filename; /* resolved path, NULL for ZERO */
+	uint64_t offset;      /* first virtual byte this extent holds */
+	uint64_t size;        /* bytes of virtual disk it holds */
+	uint64_t file_offset; /* FLAT/VMFS: where its data starts in the file */
+	uint64_t grain_size;  /* sparse kinds: bytes per grain, else 0 */
+	uint32_t version;     /* sparse header version, else 0 */
+	bool compressed;
+	bool unclean;
+};
+
+int bdev_get_extent(const struct bdev *b, unsigned index,
+		    struct bdev_extent_info *out);
+
+/* The next layer down a delta chain (the parent disk), or NULL. */
+struct bdev *bdev_backing(const struct bdev *b);
+
+enum bdev_status {
+	BDEV_STATUS_UNALLOCATED = 0, /* not in this layer: the parent's bytes,
+					or zeros at the bottom */
+	BDEV_STATUS_DATA = 1,        /* stored in this layer */
+	BDEV_STATUS_ZERO = 2,        /* reads as zeros in this layer (zeroed
+					grain, ZERO extent) */
+};
+
+/*
+ * How [offset, offset + length) of this layer is stored. Returns an enum
+ * bdev_status for the first run of the range and sets *pnum to its length
+ * (at least 1 byte, at most length).
+ */
+int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
+		      uint64_t *pnum);
+
+/* ---- I/O ----------------------------------------------------------------
+ *
+ * Asynchronous calls queue a request on q and return at once (0 or -errno).
+ * The request's cb runs later inside bdev_queue_run() on the queue's thread,
+ * never inside the call that queued it, with ret 0 or -errno. Data moves
+ * straight between the image files and the caller's iovecs where the format
+ * stores it uncompressed. The iovecs must stay valid until cb runs.
+ */
+typedef void (*bdev_cb)(void *opaque, int ret);
+
+/* depth: submission ring entries (rounded up to a power of two). */
+int bdev_queue_new(unsigned depth, struct bdev_queue **out);
+/* Waits for the queue's requests to finish, then frees it. */
+void bdev_queue_free(struct bdev_queue *q);
+/* An eventfd that becomes readable when bdev_queue_run() has work. */
+int bdev_queue_fd(struct bdev_queue *q);
+/* Requests queued and not yet completed. */
+unsigned bdev_queue_inflight(const struct bdev_queue *q);
+/*
+ * Submit what is queued, wait until at least min_complete requests have
+ * completed (0 = do not wait), run their callbacks. Returns the number of
+ * callbacks run, or -errno.
+ */
+int bdev_queue_run(struct bdev_queue *q, unsigned min_complete);
+
+int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
+		   const struct iovec *iov, int iovcnt, bdev_cb cb,
+		   void *opaque);
+int bdev_aio_writev(struct bdev_queue *q, struct bdev *b, uint64_t offset,
+		    const struct iovec *iov, int iovcnt, bdev_cb cb,
+		    void *opaque);
+int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
+		   void *opaque);
+int bdev_aio_discard(struct bdev_queue *q, struct bdev *b, uint64_t offset,
+		     uint64_t length, bdev_cb cb, void *opaque);
+int bdev_aio_write_zeroes(struct bdev_queue *q, struct bdev *b,
+			  uint64_t offset, uint64_t length, bdev_cb cb,
+			  void *opaque);
+
+/* Blocking helpers: one request on this thread's own queue, waited for. */
+int bdev_preadv(struct bdev *b, uint64_t offset, const struct iovec *iov,
+		int iovcnt);
+int bdev_pread(struct bdev *b, void *buf, size_t len, uint64_t offset);
+int bdev_pwritev(struct bdev *b, uint64_t offset, const struct iovec *iov,
+		 int iovcnt);
+int bdev_pwrite(struct bdev *b, const void *buf, size_t len, uint64_t offset);
+int bdev_flush(struct bdev *b);
+int bdev_discard(struct bdev *b, uint64_t offset, uint64_t length);
+int bdev_write_zeroes(struct bdev *b, uint64_t offset, uint64_t length);
+
+/* ---- Statistics (for benchmarks and `vmdk info -v`) --------------------- */
+
+struct bdev_stats {
+	uint64_t gt_cache_hits, gt_cache_misses;
+	uint64_t grain_cache_hits, grain_cache_misses;
+	uint64_t grains_inflated, readahead_grains;
+};
+
+void bdev_get_stats(const struct bdev *b, struct bdev_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OVK_BLOCKENGINE_H */

@@ -1,0 +1,177 @@
+/*
+ * internal.h - what the engine's parts share below the public API:
+ * byte sources, format drivers, the map a driver answers, struct bdev.
+ *
+ * Data flow of a read: the core (queue.c) asks the top layer's format driver
+ * to map the request's first run (format->map), then moves the bytes:
+ * DATA runs with io_uring straight into the caller's iovecs, ZERO runs with
+ * memset, UNALLOCATED runs by recursing into b->backing (zeros at the bottom),
+ * COMPRESSED runs through the inflated-grain cache (grain_cache.c), which
+ * reads the record and asks format->decode to inflate it.
+ */
+#ifndef OVK_BLOCKENGINE_INTERNAL_H
+#define OVK_BLOCKENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "blockengine.h"
+
+#define BDEV_SECTOR 512u
+
+/* ---- Errors ------------------------------------------------------------
+ * Record the human message where an error is detected; the public call's
+ * caller reads it with bdev_errmsg(). Returns err so a driver can write
+ *   return bdev_err(-EINVAL, "%s: grainSize %" PRIu64 " at offset 20 ...", ...);
+ */
+int bdev_err(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Forget this thread's message (each public entry point starts with it). */
+void bdev_err_clear(void);
+
+/* ---- Byte sources --------------------------------------------------------
+ * A byte source is something addressable by offset: a region of a file (the
+ * whole file, or a member inside an OVA tar), or memory (tests, fuzzing).
+ * A source with fd >= 0 is read and written by the core with io_uring at
+ * base + offset on that fd; others go through the ops synchronously.
+ */
+struct bsrc;
+
+struct bsrc_ops {
+	const char *kind; /* "file", "region", "mem" */
+	/* Read len bytes at off. Returns bytes read (short only at the end of
+	   the source) or -errno. */
+	ssize_t (*pread)(struct bsrc *s, void *buf, size_t len, uint64_t off);
+	/* Write len bytes at off: all of them or -errno. NULL if read-only. */
+	ssize_t (*pwrite)(struct bsrc *s, const void *buf, size_t len,
+			  uint64_t off);
+	int (*flush)(struct bsrc *s);                 /* NULL: nothing to do */
+	int (*truncate)(struct bsrc *s, uint64_t len); /* NULL: cannot grow */
+	void (*close)(struct bsrc *s);
+};
+
+struct bsrc {
+	const struct bsrc_ops *ops;
+	char *name;      /* path or "archive.ova:disk1.vmdk", for messages */
+	uint64_t length; /* bytes addressable (file size for a whole file) */
+	bool writable;
+	bool whole_file; /* may grow: length tracks the file's size */
+	int fd;          /* -1 when not backed by a file descriptor */
+	uint64_t base;   /* offset of byte 0 of the source within fd */
+	void *priv;
+};
+
+/*
+ * Open path as a whole-file source. writable opens O_RDWR and takes an
+ * exclusive OFD lock; otherwise O_RDONLY with a shared OFD lock unless
+ * nolock. A conflicting lock fails with -EBUSY and a message saying the
+ * image is in use.
+ */
+int bsrc_open_file(const char *path, bool writable, bool nolock,
+		   struct bsrc **out);
+/* A read-only region of fd (duplicated). name is for messages. */
+int bsrc_open_region(int fd, uint64_t offset, uint64_t length,
+		     const char *name, struct bsrc **out);
+/* A read-only source over caller-owned memory (not copied). */
+int bsrc_open_mem(const void *buf, size_t len, const char *name,
+		  struct bsrc **out);
+void bsrc_close(struct bsrc *s);
+
+/* Full read: -EIO with a message naming the source and offset when the
+   source ends before off + len. */
+int bsrc_read_full(struct bsrc *s, void *buf, size_t len, uint64_t off);
+
+/* ---- Format drivers ------------------------------------------------------ */
+
+enum bdev_map_kind {
+	BDEV_MAP_DATA,       /* stored as is at src/src_off */
+	BDEV_MAP_ZERO,       /* reads as zeros in this layer */
+	BDEV_MAP_UNALLOC,    /* not in this layer: ask b->backing */
+	BDEV_MAP_COMPRESSED, /* inside a compressed grain record */
+	BDEV_MAP_NOACCESS,   /* NOACCESS extent: reads fail with EIO */
+};
+
+/* What a driver says about the first run of a range (see format->map). */
+struct bdev_map {
+	enum bdev_map_kind kind;
+	uint64_t len;      /* bytes from the asked offset this run covers, > 0 */
+	struct bsrc *src;  /* DATA, COMPRESSED */
+	uint64_t src_off;  /* DATA: where the asked offset lives in src;
+			      COMPRESSED: where the grain record starts */
+	uint32_t src_len;  /* COMPRESSED: bytes to read at src_off, enough for
+			      the whole record (clamped to the source) */
+	uint64_t grain_off;  /* COMPRESSED: virtual offset of the grain start */
+	uint32_t grain_size; /* COMPRESSED: bytes of the inflated grain */
+	bool read_only;      /* RDONLY extent (or read-only image) */
+	unsigned extent;     /* extent index, for messages */
+};
+
+struct bdev_format {
+	const char *name;
+	/* Confidence 0..100 that head (the first bytes of the file, up to
+	   4 KiB) is this format. */
+	int (*probe)(const uint8_t *head, size_t len);
+	/*
+	 * Fill b->info and b->priv from src (owned by the driver from now on,
+	 * also on failure). path is the file the user named (NULL for a region
+	 * or memory source); drivers that reference other files resolve them
+	 * against its folder. A driver that opens parents sets b->backing.
+	 */
+	int (*open)(struct bdev *b, struct bsrc *src, const char *path);
+	void (*close)(struct bdev *b);
+	/*
+	 * Describe the first run of [off, off + len) of this layer, where
+	 * off + len <= b->info.size. Called from many threads at once; must not
+	 * hold a lock across I/O. May read metadata synchronously (cached).
+	 */
+	int (*map)(struct bdev *b, uint64_t off, uint64_t len,
+		   struct bdev_map *m);
+	/* Inflate a COMPRESSED record (in, inlen bytes read at m->src_off) into
+	   out (m->grain_size bytes). */
+	int (*decode)(struct bdev *b, const struct bdev_map *m,
+		      const uint8_t *in, size_t inlen, uint8_t *out);
+	int (*get_extent)(const struct bdev *b, unsigned index,
+			  struct bdev_extent_info *out);
+	/* Make all completed writes durable (data before metadata). */
+	int (*flush)(struct bdev *b);
+};
+
+extern const struct bdev_format bdev_format_raw;
+extern const struct bdev_format bdev_format_vmdk;
+
+/* ---- The image handle ---------------------------------------------------- */
+
+struct grain_cache;
+
+struct bdev {
+	const struct bdev_format *fmt;
+	void *priv;                 /* the driver's */
+	char *filename;             /* as given; info.filename points here */
+	struct bdev_info info;      /* filled by fmt->open; strings owned by
+				       the driver (or b) */
+	struct bdev_open_opts opts; /* defaults filled in by the core */
+	struct bdev *backing;       /* parent layer, closed by the core */
+	struct grain_cache *gcache; /* created by the core when info.compressed */
+	struct {
+		atomic_uint_fast64_t gt_hits, gt_misses;
+		atomic_uint_fast64_t grain_hits, grain_misses;
+		atomic_uint_fast64_t inflated, readahead;
+	} stats;
+};
+
+/*
+ * Open path (or src when path is NULL) as a layer of a chain, with the
+ * caller's options; used by bdev_open and by drivers that open parents.
+ */
+int bdev_open_layer(const char *path, struct bsrc *src,
+		    const struct bdev_open_opts *opts, struct bdev **out);
+
+/* Defaults for opts fields left 0. */
+#define BDEV_DEFAULT_GT_CACHE (4u << 20)
+#define BDEV_DEFAULT_GRAIN_CACHE (8u << 20)
+#define BDEV_DEFAULT_READAHEAD 8u
+
+#endif /* OVK_BLOCKENGINE_INTERNAL_H */
