@@ -1,0 +1,278 @@
+/*
+ * bsrc_file.c - byte sources backed by a file descriptor: a whole file
+ * (readable, maybe writable, locked) or a read-only region of one (a member
+ * of an OVA tar). The core moves their bytes with io_uring at base + offset;
+ * the ops below serve the synchronous callers (drivers reading metadata).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/*
+ * The byte range every ovk process locks. OFD locks may lie beyond EOF, so
+ * a range far past any real image never collides with data ranges someone
+ * else might lock.
+ */
+#define BSRC_LOCK_START (1ull << 62)
+#define BSRC_LOCK_LEN 1
+
+/* Reads up to len bytes at base + off, stopping only at end of file. */
+static ssize_t fd_pread_all(int fd, void *buf, size_t len, uint64_t pos)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done,
+				  (off_t)(pos + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+/* Reads from a whole file or a region, clamped to the region's end. */
+static ssize_t bsrc_fd_pread(struct bsrc *s, void *buf, size_t len,
+			     uint64_t off)
+{
+	ssize_t n;
+
+	if (!s->whole_file) {
+		if (off >= s->length)
+			return 0;
+		if (len > s->length - off)
+			len = (size_t)(s->length - off);
+	}
+	n = fd_pread_all(s->fd, buf, len, s->base + off);
+	if (n < 0)
+		return bdev_err((int)n, "%s: read of %zu bytes at offset %" PRIu64
+				" failed: %s", s->name, len, off, strerror((int)-n));
+	return n;
+}
+
+/* Writes all len bytes at off of a whole file, growing it if needed. */
+static ssize_t bsrc_file_pwrite(struct bsrc *s, const void *buf, size_t len,
+				uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(s->fd, (const uint8_t *)buf + done,
+				   len - done, (off_t)(s->base + off + done));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return bdev_err(-errno, "%s: write of %zu bytes at offset %"
+					PRIu64 " failed: %s", s->name, len,
+					off + done, strerror(errno));
+		}
+		done += (size_t)n;
+	}
+	if (off + len > s->length)
+		s->length = off + len;
+	return (ssize_t)len;
+}
+
+/* Makes written data durable. */
+static int bsrc_file_flush(struct bsrc *s)
+{
+	if (fdatasync(s->fd) < 0)
+		return bdev_err(-errno, "%s: fdatasync failed: %s", s->name,
+				strerror(errno));
+	return 0;
+}
+
+/* Sets the file's size to len. */
+static int bsrc_file_truncate(struct bsrc *s, uint64_t len)
+{
+	if (ftruncate(s->fd, (off_t)len) < 0)
+		return bdev_err(-errno, "%s: cannot resize to %" PRIu64
+				" bytes: %s", s->name, len, strerror(errno));
+	s->length = len;
+	return 0;
+}
+
+/* Closes the descriptor (dropping its OFD lock) and frees the source. */
+static void bsrc_fd_close(struct bsrc *s)
+{
+	close(s->fd);
+	free(s->name);
+	free(s);
+}
+
+static const struct bsrc_ops bsrc_file_ro_ops = {
+	.kind = "file",
+	.pread = bsrc_fd_pread,
+	.close = bsrc_fd_close,
+};
+
+static const struct bsrc_ops bsrc_file_rw_ops = {
+	.kind = "file",
+	.pread = bsrc_fd_pread,
+	.pwrite = bsrc_file_pwrite,
+	.flush = bsrc_file_flush,
+	.truncate = bsrc_file_truncate,
+	.close = bsrc_fd_close,
+};
+
+static const struct bsrc_ops bsrc_region_ops = {
+	.kind = "region",
+	.pread = bsrc_fd_pread,
+	.close = bsrc_fd_close,
+};
+
+/*
+ * Takes the ovk lock on fd: exclusive for a writer, shared for a reader.
+ * On conflict returns -EBUSY with a message saying who holds it and what
+ * to do about it.
+ */
+static int bsrc_lock(int fd, const char *path, bool writable)
+{
+	struct flock fl = {
+		.l_type = writable ? F_WRLCK : F_RDLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)BSRC_LOCK_START,
+		.l_len = BSRC_LOCK_LEN,
+	};
+	struct flock probe;
+
+	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	if (errno != EAGAIN && errno != EACCES)
+		return bdev_err(-errno, "%s: cannot lock image: %s", path,
+				strerror(errno));
+	probe = fl;
+	probe.l_type = F_WRLCK;
+	if (fcntl(fd, F_OFD_GETLK, &probe) == 0 && probe.l_type == F_WRLCK)
+		return bdev_err(-EBUSY, "%s: image is in use by another process "
+				"(locked for writing); use -U to read it anyway",
+				path);
+	return bdev_err(-EBUSY, "%s: image is in use by another process (open "
+			"for reading); close it before opening it for writing",
+			path);
+}
+
+/* Allocates a source for fd; takes ownership of fd only on success. */
+static int bsrc_new_fd(int fd, const char *name, const struct bsrc_ops *ops,
+		       struct bsrc **out)
+{
+	struct bsrc *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return bdev_err(-ENOMEM, "%s: out of memory", name);
+	s->name = strdup(name);
+	if (!s->name) {
+		free(s);
+		return bdev_err(-ENOMEM, "%s: out of memory", name);
+	}
+	s->ops = ops;
+	s->fd = fd;
+	*out = s;
+	return 0;
+}
+
+/* Opens path as a whole-file source, locked unless nolock (readers only). */
+int bsrc_open_file(const char *path, bool writable, bool nolock,
+		   struct bsrc **out)
+{
+	struct stat st;
+	struct bsrc *s;
+	int fd, ret;
+
+	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0)
+		return bdev_err(-errno, "%s: cannot open %s: %s", path,
+				writable ? "for writing" : "for reading",
+				strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		ret = bdev_err(-errno, "%s: cannot stat: %s", path,
+			       strerror(errno));
+		goto err_close_fd;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ret = bdev_err(-EISDIR, "%s: is a directory, expected an image "
+			       "file", path);
+		goto err_close_fd;
+	}
+	if (writable || !nolock) {
+		ret = bsrc_lock(fd, path, writable);
+		if (ret < 0)
+			goto err_close_fd;
+	}
+	ret = bsrc_new_fd(fd, path,
+			  writable ? &bsrc_file_rw_ops : &bsrc_file_ro_ops, &s);
+	if (ret < 0)
+		goto err_close_fd;
+	s->writable = writable;
+	s->whole_file = true;
+	s->length = (uint64_t)st.st_size;
+	if (S_ISBLK(st.st_mode)) {
+		off_t end = lseek(fd, 0, SEEK_END);
+		if (end > 0)
+			s->length = (uint64_t)end;
+	}
+	*out = s;
+	return 0;
+
+err_close_fd:
+	close(fd);
+	return ret;
+}
+
+/* A read-only view of [offset, offset + length) of a duplicate of fd. */
+int bsrc_open_region(int fd, uint64_t offset, uint64_t length,
+		     const char *name, struct bsrc **out)
+{
+	struct bsrc *s;
+	int dfd, ret;
+
+	if (offset + length < offset)
+		return bdev_err(-EINVAL, "%s: region at offset %" PRIu64
+				" with length %" PRIu64 " overflows", name,
+				offset, length);
+	dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dfd < 0)
+		return bdev_err(-errno, "%s: cannot duplicate descriptor %d: %s",
+				name, fd, strerror(errno));
+	ret = bsrc_new_fd(dfd, name, &bsrc_region_ops, &s);
+	if (ret < 0) {
+		close(dfd);
+		return ret;
+	}
+	s->base = offset;
+	s->length = length;
+	*out = s;
+	return 0;
+}
+
+/* Closes any kind of source. */
+void bsrc_close(struct bsrc *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+/* Reads exactly len bytes at off or fails naming the source and offset. */
+int bsrc_read_full(struct bsrc *s, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = s->ops->pread(s, buf, len, off);
+
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < len)
+		return bdev_err(-EIO, "%s: source ends at offset %" PRIu64
+				", expected %zu bytes at offset %" PRIu64,
+				s->name, off + (uint64_t)n, len, off);
+	return 0;
+}

@@ -1,0 +1,293 @@
+/*
+ * core.c - opening and closing images (format probing, layer chains), and
+ * the public calls that describe an open image.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grain_cache.h"
+#include "internal.h"
+
+#define BDEV_PROBE_BYTES 4096
+
+static const struct bdev_format *const bdev_formats[] = {
+	&bdev_format_vmdk,
+	&bdev_format_raw,
+};
+
+/* The driver named name, or NULL. */
+static const struct bdev_format *bdev_format_by_name(const char *name)
+{
+	for (size_t i = 0; i < sizeof(bdev_formats) / sizeof(bdev_formats[0]);
+	     i++)
+		if (strcmp(bdev_formats[i]->name, name) == 0)
+			return bdev_formats[i];
+	return NULL;
+}
+
+/* The driver most confident about src's first bytes (raw at worst). */
+static int bdev_probe(struct bsrc *src, const struct bdev_format **out)
+{
+	uint8_t head[BDEV_PROBE_BYTES];
+	ssize_t n = src->ops->pread(src, head, sizeof(head), 0);
+	int best = -1;
+
+	if (n < 0)
+		return (int)n;
+	for (size_t i = 0; i < sizeof(bdev_formats) / sizeof(bdev_formats[0]);
+	     i++) {
+		int score = bdev_formats[i]->probe(head, (size_t)n);
+		if (score > best) {
+			best = score;
+			*out = bdev_formats[i];
+		}
+	}
+	return 0;
+}
+
+/* opts with every 0 field replaced by its default. */
+static struct bdev_open_opts bdev_opts_defaults(const struct bdev_open_opts *o)
+{
+	struct bdev_open_opts opts = o ? *o : (struct bdev_open_opts){0};
+
+	if (!opts.gt_cache_bytes)
+		opts.gt_cache_bytes = BDEV_DEFAULT_GT_CACHE;
+	if (!opts.grain_cache_bytes)
+		opts.grain_cache_bytes = BDEV_DEFAULT_GRAIN_CACHE;
+	if (!opts.readahead_grains)
+		opts.readahead_grains = BDEV_DEFAULT_READAHEAD;
+	return opts;
+}
+
+/* Rejects flag combinations that mean nothing. */
+static int bdev_check_flags(const char *name, const struct bdev_open_opts *o)
+{
+	if (!o)
+		return 0;
+	if ((o->flags & BDEV_O_RDWR) && (o->flags & BDEV_O_SHARE))
+		return bdev_err(-EINVAL, "%s: BDEV_O_SHARE (-U) opens read-only "
+				"and cannot be combined with BDEV_O_RDWR", name);
+	return 0;
+}
+
+/* Opens one layer from path or src (owned from here on), probing or
+   forcing its format, and sets up its grain cache. */
+int bdev_open_layer(const char *path, struct bsrc *src,
+		    const struct bdev_open_opts *opts, struct bdev **out)
+{
+	struct bdev_open_opts o = bdev_opts_defaults(opts);
+	const struct bdev_format *fmt = NULL;
+	struct bdev *b;
+	int ret;
+
+	if (!src) {
+		ret = bsrc_open_file(path, o.flags & BDEV_O_RDWR,
+				     o.flags & BDEV_O_SHARE, &src);
+		if (ret < 0)
+			return ret;
+	}
+	if (o.format) {
+		fmt = bdev_format_by_name(o.format);
+		if (!fmt) {
+			ret = bdev_err(-EINVAL, "%s: unknown format \"%s\", "
+				       "expected \"raw\" or \"vmdk\"", src->name,
+				       o.format);
+			goto err_close_src;
+		}
+	} else {
+		ret = bdev_probe(src, &fmt);
+		if (ret < 0)
+			goto err_close_src;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		ret = bdev_err(-ENOMEM, "%s: out of memory", src->name);
+		goto err_close_src;
+	}
+	b->filename = strdup(path ? path : src->name);
+	if (!b->filename) {
+		ret = bdev_err(-ENOMEM, "%s: out of memory", src->name);
+		goto err_free_bdev;
+	}
+	b->fmt = fmt;
+	b->opts = o;
+	b->opts.format = NULL; /* the caller's string need not outlive us */
+	ret = fmt->open(b, src, path);
+	if (ret < 0)
+		goto err_close_backing;
+	if (!b->info.filename)
+		b->info.filename = b->filename;
+	if (!b->info.format)
+		b->info.format = fmt->name;
+	if (!b->info.sector_size)
+		b->info.sector_size = BDEV_SECTOR;
+	if (b->info.compressed) {
+		b->gcache = gcache_new(o.grain_cache_bytes);
+		if (!b->gcache) {
+			ret = bdev_err(-ENOMEM, "%s: out of memory for the grain "
+				       "cache", b->filename);
+			goto err_close_format;
+		}
+	}
+	*out = b;
+	return 0;
+
+err_close_format:
+	fmt->close(b);
+err_close_backing:
+	if (b->backing)
+		bdev_close(b->backing);
+	free(b->filename);
+err_free_bdev:
+	free(b);
+	return ret;
+err_close_src:
+	bsrc_close(src);
+	return ret;
+}
+
+/* Opens the image at path. */
+int bdev_open(const char *path, const struct bdev_open_opts *opts,
+	      struct bdev **out)
+{
+	int ret;
+
+	bdev_err_clear();
+	if (!path || !out)
+		return bdev_err(-EINVAL, "bdev_open: no path or result pointer");
+	ret = bdev_check_flags(path, opts);
+	if (ret < 0)
+		return ret;
+	return bdev_open_layer(path, NULL, opts, out);
+}
+
+/* Opens [offset, offset + length) of fd as a read-only image. */
+int bdev_open_region(int fd, uint64_t offset, uint64_t length,
+		     const char *name, const struct bdev_open_opts *opts,
+		     struct bdev **out)
+{
+	struct bsrc *src;
+	int ret;
+
+	bdev_err_clear();
+	if (!name)
+		name = "region";
+	if (!out)
+		return bdev_err(-EINVAL, "%s: no result pointer", name);
+	ret = bdev_check_flags(name, opts);
+	if (ret < 0)
+		return ret;
+	if (opts && (opts->flags & BDEV_O_RDWR))
+		return bdev_err(-EROFS, "%s: an image inside a region of a file "
+				"can only be opened read-only", name);
+	ret = bsrc_open_region(fd, offset, length, name, &src);
+	if (ret < 0)
+		return ret;
+	return bdev_open_layer(NULL, src, opts, out);
+}
+
+/* Flushes a writable image, closes the driver, its parents and sources. */
+int bdev_close(struct bdev *b)
+{
+	int ret = 0;
+
+	if (!b)
+		return 0;
+	bdev_err_clear();
+	if (!b->info.read_only && b->fmt->flush)
+		ret = b->fmt->flush(b);
+	gcache_kill(b->gcache);
+	b->fmt->close(b);
+	if (b->backing) {
+		int r = bdev_close(b->backing);
+		if (!ret)
+			ret = r;
+	}
+	free(b->filename);
+	free(b);
+	return ret;
+}
+
+/* A copy of what the driver said about the image. */
+int bdev_get_info(const struct bdev *b, struct bdev_info *info)
+{
+	bdev_err_clear();
+	if (!b || !info)
+		return bdev_err(-EINVAL, "bdev_get_info: no image or result");
+	*info = b->info;
+	return 0;
+}
+
+/* The driver's description of extent index. */
+int bdev_get_extent(const struct bdev *b, unsigned index,
+		    struct bdev_extent_info *out)
+{
+	bdev_err_clear();
+	if (!b || !out)
+		return bdev_err(-EINVAL, "bdev_get_extent: no image or result");
+	if (index >= b->info.extent_count)
+		return bdev_err(-ENOENT, "%s: no extent %u, the image has %u",
+				b->filename, index, b->info.extent_count);
+	if (!b->fmt->get_extent)
+		return bdev_err(-ENOTSUP, "%s: format %s cannot describe its "
+				"extents", b->filename, b->fmt->name);
+	return b->fmt->get_extent(b, index, out);
+}
+
+struct bdev *bdev_backing(const struct bdev *b)
+{
+	return b ? b->backing : NULL;
+}
+
+/* How the first run of [offset, offset + length) is stored in this layer. */
+int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
+		      uint64_t *pnum)
+{
+	struct bdev_map m;
+	int ret;
+
+	bdev_err_clear();
+	if (!b || !pnum)
+		return bdev_err(-EINVAL, "bdev_block_status: no image or result");
+	if (length == 0 || offset >= b->info.size)
+		return bdev_err(-EINVAL, "%s: block status of %" PRIu64
+				" bytes at offset %" PRIu64 " is outside the "
+				"image (%" PRIu64 " bytes)", b->filename, length,
+				offset, b->info.size);
+	if (length > b->info.size - offset)
+		length = b->info.size - offset;
+	ret = b->fmt->map(b, offset, length, &m);
+	if (ret < 0)
+		return ret;
+	if (m.len == 0 || m.len > length)
+		return bdev_err(-EIO, "%s: format driver mapped %" PRIu64
+				" bytes at offset %" PRIu64 ", expected 1 to %"
+				PRIu64, b->filename, m.len, offset, length);
+	*pnum = m.len;
+	switch (m.kind) {
+	case BDEV_MAP_ZERO:
+		return BDEV_STATUS_ZERO;
+	case BDEV_MAP_UNALLOC:
+		return BDEV_STATUS_UNALLOCATED;
+	case BDEV_MAP_DATA:
+	case BDEV_MAP_COMPRESSED:
+	case BDEV_MAP_NOACCESS:
+	default:
+		return BDEV_STATUS_DATA;
+	}
+}
+
+/* Counters of the top layer's caches. */
+void bdev_get_stats(const struct bdev *b, struct bdev_stats *out)
+{
+	*out = (struct bdev_stats){
+		.gt_cache_hits = atomic_load(&b->stats.gt_hits),
+		.gt_cache_misses = atomic_load(&b->stats.gt_misses),
+		.grain_cache_hits = atomic_load(&b->stats.grain_hits),
+		.grain_cache_misses = atomic_load(&b->stats.grain_misses),
+		.grains_inflated = atomic_load(&b->stats.inflated),
+		.readahead_grains = atomic_load(&b->stats.readahead),
+	};
+}
