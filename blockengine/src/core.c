@@ -9,6 +9,7 @@
 
 #include "grain_cache.h"
 #include "internal.h"
+#include "testing.h"
 
 #define BDEV_PROBE_BYTES 4096
 
@@ -72,36 +73,14 @@ static int bdev_check_flags(const char *name, const struct bdev_open_opts *o)
 	return 0;
 }
 
-/* Opens one layer from path or src (owned from here on), probing or
-   forcing its format, and sets up its grain cache. */
-int bdev_open_layer(const char *path, struct bsrc *src,
-		    const struct bdev_open_opts *opts, struct bdev **out)
+/* Sets up a layer over src (owned from here on) with driver fmt. */
+static int bdev_open_with(const struct bdev_format *fmt, const char *path,
+			  struct bsrc *src, const struct bdev_open_opts *o,
+			  struct bdev **out)
 {
-	struct bdev_open_opts o = bdev_opts_defaults(opts);
-	const struct bdev_format *fmt = NULL;
-	struct bdev *b;
+	struct bdev *b = calloc(1, sizeof(*b));
 	int ret;
 
-	if (!src) {
-		ret = bsrc_open_file(path, o.flags & BDEV_O_RDWR,
-				     o.flags & BDEV_O_SHARE, &src);
-		if (ret < 0)
-			return ret;
-	}
-	if (o.format) {
-		fmt = bdev_format_by_name(o.format);
-		if (!fmt) {
-			ret = bdev_err(-EINVAL, "%s: unknown format \"%s\", "
-				       "expected \"raw\" or \"vmdk\"", src->name,
-				       o.format);
-			goto err_close_src;
-		}
-	} else {
-		ret = bdev_probe(src, &fmt);
-		if (ret < 0)
-			goto err_close_src;
-	}
-	b = calloc(1, sizeof(*b));
 	if (!b) {
 		ret = bdev_err(-ENOMEM, "%s: out of memory", src->name);
 		goto err_close_src;
@@ -112,7 +91,7 @@ int bdev_open_layer(const char *path, struct bsrc *src,
 		goto err_free_bdev;
 	}
 	b->fmt = fmt;
-	b->opts = o;
+	b->opts = *o;
 	b->opts.format = NULL; /* the caller's string need not outlive us */
 	ret = fmt->open(b, src, path);
 	if (ret < 0)
@@ -124,7 +103,7 @@ int bdev_open_layer(const char *path, struct bsrc *src,
 	if (!b->info.sector_size)
 		b->info.sector_size = BDEV_SECTOR;
 	if (b->info.compressed) {
-		b->gcache = gcache_new(o.grain_cache_bytes);
+		b->gcache = gcache_new(o->grain_cache_bytes);
 		if (!b->gcache) {
 			ret = bdev_err(-ENOMEM, "%s: out of memory for the grain "
 				       "cache", b->filename);
@@ -146,6 +125,50 @@ err_free_bdev:
 err_close_src:
 	bsrc_close(src);
 	return ret;
+}
+
+/* Opens one layer from path or src (owned from here on), probing or
+   forcing its format. */
+int bdev_open_layer(const char *path, struct bsrc *src,
+		    const struct bdev_open_opts *opts, struct bdev **out)
+{
+	struct bdev_open_opts o = bdev_opts_defaults(opts);
+	const struct bdev_format *fmt = NULL;
+	int ret;
+
+	if (!src) {
+		ret = bsrc_open_file(path, o.flags & BDEV_O_RDWR,
+				     o.flags & BDEV_O_SHARE, &src);
+		if (ret < 0)
+			return ret;
+	}
+	if (o.format) {
+		fmt = bdev_format_by_name(o.format);
+		if (!fmt) {
+			ret = bdev_err(-EINVAL, "%s: unknown format \"%s\", "
+				       "expected \"raw\" or \"vmdk\"", src->name,
+				       o.format);
+			bsrc_close(src);
+			return ret;
+		}
+	} else {
+		ret = bdev_probe(src, &fmt);
+		if (ret < 0) {
+			bsrc_close(src);
+			return ret;
+		}
+	}
+	return bdev_open_with(fmt, path, src, &o, out);
+}
+
+/* Opens src with a driver the engine does not list (tests, fuzzers). */
+int bdev_open_format(const struct bdev_format *fmt, struct bsrc *src,
+		     const struct bdev_open_opts *opts, struct bdev **out)
+{
+	struct bdev_open_opts o = bdev_opts_defaults(opts);
+
+	bdev_err_clear();
+	return bdev_open_with(fmt, NULL, src, &o, out);
 }
 
 /* Opens the image at path. */
