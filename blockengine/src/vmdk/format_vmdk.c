@@ -1,20 +1,693 @@
-/* format_vmdk.c - the VMDK format driver (being written; see issue 2). */
+/*
+ * format_vmdk.c - the VMDK format driver: probe, open (descriptor or
+ * single sparse file, extents, parent chain), map, decode, extent info.
+ */
+#include <endian.h>
 #include <errno.h>
-#include "internal.h"
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "vmdk.h"
+
+/* Confidence that head is a VMDK: a sparse magic or a descriptor. */
 static int vmdk_probe(const uint8_t *head, size_t len)
 {
+	if (vmdk_is_sparse_magic(head, len) || vmdk_is_cowd_magic(head, len) ||
+	    vmdk_is_sesparse_magic(head, len))
+		return 100;
+	return vmdk_desc_probe(head, len);
+}
+
+static const char *name_of(const struct bdev *b, const char *path,
+			   const struct bsrc *src)
+{
+	(void)b;
+	return path ? path : src->name;
+}
+
+/* Release everything img holds (extents, sources, tables, cache). */
+static void image_free(struct vmdk_image *img)
+{
+	for (unsigned i = 0; i < img->n_extents; i++) {
+		struct vmdk_extent *e = &img->extents[i];
+		vmdk_sparse_tables_free(e);
+		if (e->owns_src)
+			bsrc_close(e->src);
+		free(e->path);
+	}
+	free(img->extents);
+	vmdk_desc_free(&img->desc);
+	free(img->create_type);
+	free(img->parent_path);
+	vmdk_gt_cache_destroy(&img->gtc);
+	free(img);
+}
+
+/* Does a file name leave the folder it is relative to? */
+static bool name_escapes(const char *n)
+{
+	const char *p = n;
+
+	if (n[0] == '/' || n[0] == '\\' || (n[0] && n[1] == ':'))
+		return true;
+	while (*p) {
+		size_t l = strcspn(p, "/\\");
+		if (l == 2 && p[0] == '.' && p[1] == '.')
+			return true;
+		p += l;
+		if (*p)
+			p++;
+	}
+	return false;
+}
+
+/* name resolved against the folder of base (malloc'd), or an error naming
+   what and where when it escapes that folder without ALLOW_ESCAPE. */
+static int resolve(const struct bdev *b, const char *base, const char *name,
+		   const char *what, unsigned line, char **out)
+{
+	const char *slash = strrchr(base, '/');
+	size_t dl = slash ? (size_t)(slash - base) + 1 : 0;
+	char *p;
+
+	if (name_escapes(name) && !(b->opts.flags & BDEV_O_ALLOW_ESCAPE)) {
+		if (line)
+			return bdev_err(-EPERM, "%s: line %u: %s \"%s\" lies outside the "
+					"descriptor's folder; open with allow-escape to follow it",
+					base, line, what, name);
+		return bdev_err(-EPERM, "%s: %s \"%s\" lies outside the descriptor's "
+				"folder; open with allow-escape to follow it", base, what, name);
+	}
+	if (name[0] == '/')
+		dl = 0;
+	p = malloc(dl + strlen(name) + 1);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, base, dl);
+	strcpy(p + dl, name);
+	*out = p;
 	return 0;
 }
 
+/* Open a sparse extent's tables from e->src, by the magic found there. */
+static int open_sparse_kind(struct vmdk_extent *e, const char *name)
+{
+	uint8_t magic[8] = { 0 };
+	size_t n = e->src->length < 8 ? (size_t)e->src->length : 8;
+	int ret;
+
+	if (n) {
+		ret = bsrc_read_full(e->src, magic, n, 0);
+		if (ret < 0)
+			return ret;
+	}
+	if (vmdk_is_sparse_magic(magic, n))
+		return vmdk_sparse_open(e, name);
+	if (vmdk_is_cowd_magic(magic, n))
+		return vmdk_cowd_open(e, name);
+	if (vmdk_is_sesparse_magic(magic, n))
+		return vmdk_sesparse_open(e, name);
+	return bdev_err(-EINVAL, "%s: magic at offset 0 is %02x %02x %02x %02x, expected "
+			"\"KDMV\", \"COWD\" or a seSparse header for a %s extent", name,
+			magic[0], magic[1], magic[2], magic[3], vmdk_ext_type_name(e->type));
+}
+
+/* Read and parse the descriptor embedded in a hosted sparse file. */
+static int read_embedded_desc(struct vmdk_image *img, struct bsrc *src,
+			      const char *name)
+{
+	uint8_t hb[512];
+	struct vmdk_sparse_hdr h;
+	char *text;
+	int ret;
+
+	ret = bsrc_read_full(src, hb, sizeof(hb), 0);
+	if (ret < 0)
+		return ret;
+	ret = vmdk_sparse_header_parse(hb, 0, src->length, name, &h);
+	if (ret < 0 || h.desc_offset == 0 || h.desc_size == 0)
+		return ret;
+	text = malloc(h.desc_size * 512);
+	if (!text)
+		return -ENOMEM;
+	ret = bsrc_read_full(src, text, h.desc_size * 512, h.desc_offset * 512);
+	if (ret == 0) {
+		char where[64];
+		snprintf(where, sizeof(where), " (descriptor at offset %" PRIu64 ")",
+			 h.desc_offset * 512);
+		size_t nl = strlen(name) + strlen(where) + 1;
+		char *label = malloc(nl);
+		if (!label) {
+			free(text);
+			return -ENOMEM;
+		}
+		snprintf(label, nl, "%s%s", name, where);
+		ret = vmdk_desc_parse(text, h.desc_size * 512, label, &img->desc);
+		img->desc_parsed = ret == 0;
+		free(label);
+	}
+	free(text);
+	return ret;
+}
+
+/* The image is one sparse file (monolithicSparse, streamOptimized, a lone
+   COWD or seSparse extent): src is its only extent. */
+static int open_single(struct bdev *b, struct vmdk_image *img, struct bsrc *src,
+		       const char *name, const uint8_t *head, size_t hl)
+{
+	struct vmdk_extent *e;
+	const char *ct;
+	int ret;
+
+	img->extents = calloc(1, sizeof(*img->extents));
+	if (!img->extents) {
+		bsrc_close(src);
+		return -ENOMEM;
+	}
+	img->n_extents = 1;
+	e = &img->extents[0];
+	e->src = src;
+	e->owns_src = true;
+	e->access = BDEV_ACCESS_RW;
+	e->path = strdup(name);
+	if (!e->path)
+		return -ENOMEM;
+
+	if (vmdk_is_sparse_magic(head, hl)) {
+		e->type = VMDK_EXT_SPARSE;
+		ret = vmdk_sparse_open(e, name);
+		if (ret < 0)
+			return ret;
+		ret = read_embedded_desc(img, src, name);
+		if (ret < 0)
+			return ret;
+		ct = e->compressed ? "streamOptimized" : "monolithicSparse";
+	} else if (vmdk_is_cowd_magic(head, hl)) {
+		e->type = VMDK_EXT_VMFSSPARSE;
+		ret = vmdk_cowd_open(e, name);
+		ct = "vmfsSparse";
+	} else {
+		e->type = VMDK_EXT_SESPARSE;
+		ret = vmdk_sesparse_open(e, name);
+		ct = "seSparse";
+	}
+	if (ret < 0)
+		return ret;
+	e->size = e->capacity * 512;
+	if (img->desc_parsed && img->desc.create_type)
+		ct = img->desc.create_type;
+	img->create_type = strdup(ct);
+	return img->create_type ? 0 : -ENOMEM;
+}
+
+/* The descriptor names the extents: open each (sharing a source between
+   extents of one file). */
+static int open_described(struct bdev *b, struct vmdk_image *img,
+			  const char *path)
+{
+	const struct vmdk_desc *d = &img->desc;
+	bool rdwr = b->opts.flags & BDEV_O_RDWR;
+	int ret;
+
+	img->extents = calloc(d->n_extents ? d->n_extents : 1, sizeof(*img->extents));
+	if (!img->extents)
+		return -ENOMEM;
+	for (unsigned i = 0; i < d->n_extents; i++) {
+		const struct vmdk_desc_extent *x = &d->extents[i];
+		struct vmdk_extent *e = &img->extents[i];
+
+		img->n_extents = i + 1;
+		e->type = x->type;
+		e->access = x->access;
+		e->size = x->sectors * 512;
+		e->index = i;
+		if (x->type == VMDK_EXT_ZERO)
+			continue;
+		if (!path)
+			return bdev_err(-EINVAL, "%s: line %u: extent file \"%s\" cannot be "
+					"found: an image opened from a region or memory must be a "
+					"single file (monolithicSparse or streamOptimized)",
+					img->desc_label, x->line, x->name);
+		ret = resolve(b, path, x->name, "extent file", x->line, &e->path);
+		if (ret < 0)
+			return ret;
+		for (unsigned j = 0; j < i; j++) {
+			struct vmdk_extent *o = &img->extents[j];
+			if (o->path && strcmp(o->path, e->path) == 0) {
+				e->src = o->src;
+				break;
+			}
+		}
+		if (!e->src) {
+			bool writable = false;
+			for (unsigned j = i; j < d->n_extents; j++)
+				if (d->extents[j].access == BDEV_ACCESS_RW &&
+				    d->extents[j].name &&
+				    strcmp(d->extents[j].name, x->name) == 0)
+					writable = rdwr;
+			ret = bsrc_open_file(e->path, writable,
+					     b->opts.flags & BDEV_O_SHARE, &e->src);
+			if (ret < 0) {
+				char why[256];
+				snprintf(why, sizeof(why), "%s", bdev_errmsg());
+				return bdev_err(ret, "%s: line %u: extent file \"%s\" cannot be "
+						"opened: %s", path, x->line, x->name, why);
+			}
+			e->owns_src = true;
+		}
+		switch (x->type) {
+		case VMDK_EXT_FLAT:
+		case VMDK_EXT_VMFS:
+		case VMDK_EXT_VMFSRDM:
+		case VMDK_EXT_VMFSRAW:
+			e->flat_off = x->offset * 512;
+			break;
+		case VMDK_EXT_SPARSE:
+		case VMDK_EXT_VMFSSPARSE:
+		case VMDK_EXT_SESPARSE:
+			ret = open_sparse_kind(e, e->path);
+			if (ret < 0)
+				return ret;
+			break;
+		case VMDK_EXT_ZERO:
+			break;
+		}
+	}
+	img->create_type = strdup(d->create_type);
+	return img->create_type ? 0 : -ENOMEM;
+}
+
+/* Open the parent named by parentFileNameHint and check its CID. */
+static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
+{
+	struct bdev_open_opts po = b->opts;
+	const char *hint = img->desc.parent_hint;
+	int ret;
+
+	if (!path)
+		return bdev_err(-EINVAL, "%s: parentFileNameHint \"%s\" cannot be followed: an "
+				"image opened from a region or memory may not reference other "
+				"files", b->filename, hint);
+	ret = resolve(b, path, hint, "parentFileNameHint", 0, &img->parent_path);
+	if (ret < 0)
+		return ret;
+	po.flags &= ~(uint32_t)BDEV_O_RDWR;
+	po.format = NULL;
+	ret = bdev_open_layer(img->parent_path, NULL, &po, &b->backing);
+	if (ret < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", bdev_errmsg());
+		b->backing = NULL;
+		return bdev_err(ret, "%s: parent \"%s\" cannot be opened: %s", path,
+				img->parent_path, why);
+	}
+	if (b->opts.flags & BDEV_O_FORCE_CID)
+		return 0;
+	if (!b->backing->info.has_cid)
+		return bdev_err(-EINVAL, "%s: parent %s has no CID (format %s), expected a VMDK "
+				"whose CID is %08" PRIx32 "; open with force-cid to use it anyway",
+				path, img->parent_path, b->backing->info.format,
+				img->desc.parent_cid);
+	if (b->backing->info.cid != img->desc.parent_cid)
+		return bdev_err(-EINVAL, "%s: parentCID is %08" PRIx32 " but its parent %s has "
+				"CID %08" PRIx32 ": the parent changed after this delta was "
+				"made; open with force-cid to use it anyway",
+				path, img->desc.parent_cid, img->parent_path,
+				b->backing->info.cid);
+	return 0;
+}
+
+/* Open a VMDK from src; see struct bdev_format. */
 static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 {
-	bsrc_close(src);
-	return bdev_err(-ENOTSUP, "%s: VMDK driver not built yet", path ? path : "image");
+	const char *name = name_of(b, path, src);
+	struct vmdk_image *img = calloc(1, sizeof(*img));
+	uint8_t head[8] = { 0 };
+	size_t hl = src->length < 8 ? (size_t)src->length : 8;
+	uint64_t pos = 0;
+	int ret;
+
+	if (!img) {
+		bsrc_close(src);
+		return -ENOMEM;
+	}
+	img->desc.parent_cid = VMDK_NO_PARENT_CID;
+	img->desc_label = name;
+	ret = vmdk_gt_cache_init(&img->gtc, b->opts.gt_cache_bytes ?
+				 b->opts.gt_cache_bytes : BDEV_DEFAULT_GT_CACHE);
+	if (ret < 0) {
+		bsrc_close(src);
+		goto err_free_image;
+	}
+	if (hl < 4) {
+		bsrc_close(src);
+		ret = bdev_err(-EINVAL, "%s: file is %" PRIu64 " bytes, too small to be a VMDK",
+			       name, src->length);
+		goto err_free_image;
+	}
+	ret = bsrc_read_full(src, head, hl, 0);
+	if (ret < 0) {
+		bsrc_close(src);
+		goto err_free_image;
+	}
+
+	if (vmdk_is_sparse_magic(head, hl) || vmdk_is_cowd_magic(head, hl) ||
+	    vmdk_is_sesparse_magic(head, hl)) {
+		ret = open_single(b, img, src, name, head, hl);
+		if (ret < 0)
+			goto err_free_image;
+	} else {
+		char *text;
+		if (src->length > VMDK_DESC_MAX_BYTES) {
+			ret = bdev_err(-EFBIG, "%s: not a sparse extent (magic %02x %02x %02x %02x) "
+				       "and %" PRIu64 " bytes, expected a descriptor of at most %u "
+				       "bytes", name, head[0], head[1], head[2], head[3],
+				       src->length, VMDK_DESC_MAX_BYTES);
+			bsrc_close(src);
+			goto err_free_image;
+		}
+		text = malloc(src->length + 1);
+		if (!text) {
+			bsrc_close(src);
+			ret = -ENOMEM;
+			goto err_free_image;
+		}
+		ret = bsrc_read_full(src, text, src->length, 0);
+		if (ret == 0)
+			ret = vmdk_desc_parse(text, src->length, name, &img->desc);
+		free(text);
+		bsrc_close(src);
+		if (ret < 0)
+			goto err_free_image;
+		img->desc_parsed = true;
+		if (img->desc.n_extents == 0) {
+			ret = bdev_err(-EINVAL, "%s: no extent lines, expected at least one "
+				       "(e.g. RW 2048 SPARSE \"disk.vmdk\")", name);
+			goto err_free_image;
+		}
+		ret = open_described(b, img, path);
+		if (ret < 0)
+			goto err_free_image;
+	}
+
+	for (unsigned i = 0; i < img->n_extents; i++) {
+		struct vmdk_extent *e = &img->extents[i];
+		e->index = i;
+		e->start = pos;
+		if (e->size > UINT64_MAX / 2 - pos) {
+			ret = bdev_err(-EFBIG, "%s: extents add up to more than 2^63 bytes", name);
+			goto err_free_image;
+		}
+		pos += e->size;
+		if (e->compressed)
+			b->info.compressed = true;
+		if (e->unclean)
+			b->info.unclean = true;
+		if (e->kind != VMDK_SPARSE_NONE && !b->info.cluster_size)
+			b->info.cluster_size = e->grain_bytes;
+	}
+
+	b->priv = img;
+	b->info.format = "vmdk";
+	b->info.subformat = img->create_type;
+	b->info.size = pos;
+	b->info.sector_size = BDEV_SECTOR;
+	b->info.read_only = !(b->opts.flags & BDEV_O_RDWR);
+	b->info.has_cid = img->desc_parsed && img->desc.has_cid;
+	b->info.cid = img->desc.cid;
+	b->info.parent_cid = img->desc_parsed ? img->desc.parent_cid : VMDK_NO_PARENT_CID;
+	b->info.extent_count = img->n_extents;
+	b->info.parent_hint = img->desc.parent_hint;
+
+	if (img->desc.parent_hint && !(b->opts.flags & BDEV_O_NO_BACKING)) {
+		ret = open_parent(b, img, path);
+		if (ret < 0)
+			goto err_clear_priv; /* the core closes b->backing */
+	}
+	return 0;
+
+err_clear_priv:
+	b->priv = NULL;
+	memset(&b->info, 0, sizeof(b->info));
+err_free_image:
+	image_free(img);
+	return ret;
+}
+
+/* Close what vmdk_open opened (the core closes the parent). */
+static void vmdk_close(struct bdev *b)
+{
+	if (b->priv)
+		image_free(b->priv);
+	b->priv = NULL;
+}
+
+/* Map a run inside a sparse extent: merge grains of one state (and, for
+   DATA, contiguous in the file); a compressed grain is a run of its own. */
+static int map_sparse(struct bdev *b, struct vmdk_image *img,
+		      struct vmdk_extent *e, uint64_t rel, uint64_t len,
+		      struct bdev_map *m)
+{
+	const uint64_t gb = e->grain_bytes;
+	uint64_t done = 0, expect = 0;
+	int first = -1;
+
+	while (done < len) {
+		uint64_t pos = rel + done;
+		uint64_t grain = pos >> e->grain_shift;
+		uint64_t gdi = grain / e->gt_entries;
+		uint32_t gti = (uint32_t)(grain % e->gt_entries);
+		const uint8_t *gt = NULL;
+		struct vmdk_gt_entry *ref = NULL;
+		bool stop = false;
+
+		if (gdi < e->gd_entries) {
+			if (e->mem_gts) {
+				gt = (const uint8_t *)e->mem_gts[gdi];
+			} else if (e->gd[gdi]) {
+				int ret = vmdk_gt_cache_get(&img->gtc, b, e, (uint32_t)gdi,
+							    &gt, &ref);
+				if (ret < 0)
+					return ret;
+			}
+		}
+		if (!gt) {
+			/* No table: the whole table's span is unallocated. */
+			uint64_t span_end = gdi < e->gd_entries ?
+				(gdi + 1) * e->gt_entries * gb : e->size;
+			uint64_t n = span_end > pos ? span_end - pos : len - done;
+			if (n > len - done)
+				n = len - done;
+			if (first < 0)
+				first = VMDK_GRAIN_UNALLOC;
+			else if (first != VMDK_GRAIN_UNALLOC)
+				break;
+			done += n;
+			continue;
+		}
+		for (; gti < e->gt_entries && done < len; gti++) {
+			uint64_t foff = 0, in = (rel + done) & (gb - 1);
+			uint64_t n = gb - in;
+			int st = vmdk_gte_decode(e, gt, gti, &foff);
+
+			if (n > len - done)
+				n = len - done;
+			if (st < 0) {
+				if (ref)
+					vmdk_gt_cache_put(&img->gtc, ref);
+				return st;
+			}
+			if (first < 0) {
+				first = st;
+				if (st == VMDK_GRAIN_DATA && e->compressed) {
+					uint64_t avail = foff < e->src->length ?
+						e->src->length - foff : 0;
+					uint64_t bound = vmdk_stream_record_bound(gb);
+					if (ref)
+						vmdk_gt_cache_put(&img->gtc, ref);
+					if (avail == 0)
+						return bdev_err(-EIO, "%s: grain %" PRIu64 " at offset %"
+								PRIu64 " lies beyond the end of the file (%"
+								PRIu64 " bytes)", e->path, grain, foff,
+								e->src->length);
+					m->kind = BDEV_MAP_COMPRESSED;
+					m->len = n;
+					m->src = e->src;
+					m->src_off = foff;
+					m->src_len = (uint32_t)(bound < avail ? bound : avail);
+					m->grain_off = e->start + ((rel + done) & ~(gb - 1));
+					m->grain_size = (uint32_t)gb;
+					return 0;
+				}
+				if (st == VMDK_GRAIN_DATA)
+					m->src_off = foff + in;
+			} else if (st != first || (st == VMDK_GRAIN_DATA &&
+						   (e->compressed || foff != expect))) {
+				stop = true;
+				break;
+			}
+			if (st == VMDK_GRAIN_DATA) {
+				if (foff + in + n > e->src->length) {
+					if (done)
+						break; /* serve what precedes it first */
+					if (ref)
+						vmdk_gt_cache_put(&img->gtc, ref);
+					return bdev_err(-EIO, "%s: grain %" PRIu64 " at offset %" PRIu64
+							" lies beyond the end of the file (%" PRIu64
+							" bytes)", e->path,
+							(rel + done) >> e->grain_shift, foff,
+							e->src->length);
+				}
+				expect = foff + gb;
+			}
+			done += n;
+		}
+		if (ref)
+			vmdk_gt_cache_put(&img->gtc, ref);
+		if (stop)
+			break;
+	}
+	m->len = done;
+	m->kind = first == VMDK_GRAIN_DATA ? BDEV_MAP_DATA :
+		  first == VMDK_GRAIN_ZERO ? BDEV_MAP_ZERO : BDEV_MAP_UNALLOC;
+	if (m->kind == BDEV_MAP_DATA)
+		m->src = e->src;
+	return 0;
+}
+
+/* Describe the first run of [off, off + len); see struct bdev_format. */
+static int vmdk_map(struct bdev *b, uint64_t off, uint64_t len, struct bdev_map *m)
+{
+	struct vmdk_image *img = b->priv;
+	unsigned lo = 0, hi = img->n_extents;
+	struct vmdk_extent *e;
+	uint64_t rel;
+
+	while (hi - lo > 1) {
+		unsigned mid = lo + (hi - lo) / 2;
+		if (img->extents[mid].start <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	e = &img->extents[lo];
+	if (off < e->start || off - e->start >= e->size)
+		return bdev_err(-EIO, "%s: offset %" PRIu64 " is outside every extent",
+				b->filename, off);
+	rel = off - e->start;
+	if (len > e->size - rel)
+		len = e->size - rel;
+	memset(m, 0, sizeof(*m));
+	m->extent = lo;
+	m->read_only = e->access == BDEV_ACCESS_RDONLY;
+
+	switch (e->type) {
+	case VMDK_EXT_ZERO:
+		m->kind = e->access == BDEV_ACCESS_NOACCESS ? BDEV_MAP_NOACCESS : BDEV_MAP_ZERO;
+		m->len = len;
+		return 0;
+	case VMDK_EXT_FLAT:
+	case VMDK_EXT_VMFS:
+	case VMDK_EXT_VMFSRDM:
+	case VMDK_EXT_VMFSRAW:
+		if (e->access == BDEV_ACCESS_NOACCESS) {
+			m->kind = BDEV_MAP_NOACCESS;
+			m->len = len;
+			return 0;
+		}
+		m->src_off = e->flat_off + rel;
+		m->len = len;
+		if (!e->src->writable && m->src_off >= e->src->length) {
+			/* A flat file shorter than its extent reads as zeros
+			   past its end, as a sparse host file would. */
+			m->kind = BDEV_MAP_ZERO;
+			return 0;
+		}
+		if (!e->src->writable && len > e->src->length - m->src_off)
+			m->len = e->src->length - m->src_off;
+		m->kind = BDEV_MAP_DATA;
+		m->src = e->src;
+		return 0;
+	default:
+		if (e->access == BDEV_ACCESS_NOACCESS) {
+			m->kind = BDEV_MAP_NOACCESS;
+			m->len = len;
+			return 0;
+		}
+		return map_sparse(b, img, e, rel, len, m);
+	}
+}
+
+/* Inflate a compressed grain; see struct bdev_format. */
+static int vmdk_decode(struct bdev *b, const struct bdev_map *m,
+		       const uint8_t *in, size_t inlen, uint8_t *out)
+{
+	struct vmdk_image *img = b->priv;
+	const struct vmdk_extent *e;
+	uint64_t rel, need;
+
+	if (m->extent >= img->n_extents)
+		return bdev_err(-EINVAL, "%s: decode of extent %u, the image has %u",
+				b->filename, m->extent, img->n_extents);
+	e = &img->extents[m->extent];
+	rel = m->grain_off - e->start;
+	need = e->size - rel < m->grain_size ? e->size - rel : m->grain_size;
+	return vmdk_stream_decode(e, m->src_off, rel / 512, in, inlen, out,
+				  m->grain_size, need);
+}
+
+/* Describe extent index; see struct bdev_format. */
+static int vmdk_get_extent(const struct bdev *b, unsigned index,
+			   struct bdev_extent_info *out)
+{
+	const struct vmdk_image *img = b->priv;
+	const struct vmdk_extent *e;
+
+	if (index >= img->n_extents)
+		return bdev_err(-ENOENT, "%s: no extent %u, the image has %u",
+				b->filename, index, img->n_extents);
+	e = &img->extents[index];
+	memset(out, 0, sizeof(*out));
+	out->access = e->access;
+	out->type = vmdk_ext_type_name(e->type);
+	out->filename = e->path;
+	out->offset = e->start;
+	out->size = e->size;
+	out->file_offset = e->flat_off;
+	if (e->kind != VMDK_SPARSE_NONE) {
+		out->grain_size = e->grain_bytes;
+		out->version = e->version;
+	}
+	out->compressed = e->compressed;
+	out->unclean = e->unclean;
+	return 0;
+}
+
+/* Make writes durable: flush every writable extent file. */
+static int vmdk_flush(struct bdev *b)
+{
+	struct vmdk_image *img = b->priv;
+
+	for (unsigned i = 0; i < img->n_extents; i++) {
+		struct vmdk_extent *e = &img->extents[i];
+		if (e->owns_src && e->src->writable && e->src->ops->flush) {
+			int ret = e->src->ops->flush(e->src);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
 }
 
 const struct bdev_format bdev_format_vmdk = {
 	.name = "vmdk",
 	.probe = vmdk_probe,
 	.open = vmdk_open,
+	.close = vmdk_close,
+	.map = vmdk_map,
+	.decode = vmdk_decode,
+	.get_extent = vmdk_get_extent,
+	.flush = vmdk_flush,
 };

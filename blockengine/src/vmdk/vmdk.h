@@ -1,0 +1,251 @@
+/*
+ * vmdk.h - private to the VMDK format driver: the parsed descriptor, sparse
+ * headers, extents and the grain-table cache. Nothing outside
+ * blockengine/src/vmdk (and its unit tests and fuzzers) includes this.
+ */
+#ifndef OVK_VMDK_H
+#define OVK_VMDK_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+/* ---- Descriptor (descriptor.c) ----------------------------------------- */
+
+#define VMDK_DESC_MAX_BYTES (1u << 20)  /* larger descriptors are refused */
+#define VMDK_DESC_MAX_EXTENTS 65536u
+#define VMDK_NO_PARENT_CID 0xffffffffu
+
+enum vmdk_ext_type {
+	VMDK_EXT_FLAT,
+	VMDK_EXT_VMFS,
+	VMDK_EXT_VMFSRDM,
+	VMDK_EXT_VMFSRAW,
+	VMDK_EXT_ZERO,
+	VMDK_EXT_SPARSE,
+	VMDK_EXT_VMFSSPARSE,
+	VMDK_EXT_SESPARSE,
+};
+
+struct vmdk_desc_extent {
+	enum bdev_access access;
+	enum vmdk_ext_type type;
+	uint64_t sectors;
+	uint64_t offset; /* sectors into the file (FLAT kinds), else 0 */
+	char *name;      /* as written (unquoted), NULL for ZERO */
+	unsigned line;   /* 1-based line in the descriptor, for messages */
+};
+
+struct vmdk_ddb {
+	char *key; /* without the "ddb." prefix */
+	char *value;
+};
+
+struct vmdk_desc {
+	unsigned version;
+	char *encoding;
+	bool has_cid;
+	uint32_t cid;
+	uint32_t parent_cid; /* VMDK_NO_PARENT_CID when absent */
+	char *create_type;
+	char *parent_hint;   /* parentFileNameHint, or NULL */
+	struct vmdk_desc_extent *extents;
+	unsigned n_extents;
+	struct vmdk_ddb *ddb;
+	unsigned n_ddb;
+};
+
+/* Confidence 0..100 that head is a text descriptor. */
+int vmdk_desc_probe(const uint8_t *head, size_t len);
+/*
+ * Parse descriptor text (len bytes; stops at the first NUL, as embedded
+ * descriptors are NUL padded). name is used in messages. On failure the
+ * message names name, the line and what was expected, and *d is empty.
+ */
+int vmdk_desc_parse(const char *text, size_t len, const char *name,
+		    struct vmdk_desc *d);
+void vmdk_desc_free(struct vmdk_desc *d);
+/* The value of ddb.<key>, or NULL. */
+const char *vmdk_desc_ddb(const struct vmdk_desc *d, const char *key);
+const char *vmdk_ext_type_name(enum vmdk_ext_type t);
+
+/* ---- Hosted sparse header (sparse_header.c) ----------------------------- */
+
+#define VMDK4_MAGIC "KDMV"
+#define VMDK4_FLAG_NL_DETECT (1u << 0)
+#define VMDK4_FLAG_RGD (1u << 1)
+#define VMDK4_FLAG_ZERO_GRAIN (1u << 2)
+#define VMDK4_FLAG_COMPRESSED (1u << 16)
+#define VMDK4_FLAG_MARKERS (1u << 17)
+#define VMDK4_GD_AT_END UINT64_C(0xffffffffffffffff)
+#define VMDK4_MAX_GRAIN_SECTORS (1u << 21) /* QEMU's bound: 1 GiB */
+#define VMDK4_MAX_COMPRESSED_GRAIN_SECTORS (1u << 14) /* 8 MiB */
+#define VMDK4_MAX_GTES_PER_GT 512u
+#define VMDK_MAX_GD_ENTRIES (1u << 22)
+#define VMDK_MAX_CAPACITY_SECTORS (UINT64_C(1) << 40) /* 512 TiB */
+#define VMDK_MAX_DESC_SECTORS (VMDK_DESC_MAX_BYTES / 512)
+
+enum vmdk_marker_type {
+	VMDK_MARKER_EOS = 0,
+	VMDK_MARKER_GT = 1,
+	VMDK_MARKER_GD = 2,
+	VMDK_MARKER_FOOTER = 3,
+};
+
+struct vmdk_sparse_hdr {
+	uint32_t version;
+	uint32_t flags;
+	uint64_t capacity;      /* sectors */
+	uint64_t grain_sectors;
+	uint64_t desc_offset;   /* sectors, 0 = none */
+	uint64_t desc_size;     /* sectors */
+	uint32_t gtes_per_gt;
+	uint64_t rgd_offset;    /* sectors */
+	uint64_t gd_offset;     /* sectors, or VMDK4_GD_AT_END */
+	uint64_t overhead;      /* sectors */
+	bool unclean;
+	uint16_t compress_algorithm;
+	uint32_t gd_entries;    /* derived from capacity */
+	bool compressed;        /* deflate grains */
+	bool gd_ok, rgd_ok;     /* the directory lies inside the file */
+};
+
+/*
+ * Decode and check the 512-byte header at hdr_off (0, or the footer's
+ * offset) of a file of file_len bytes. Fields that would make later reads
+ * unsafe fail with "<name>: <field> at offset N is X, expected Y"; a GD or
+ * RGD outside the file only clears gd_ok/rgd_ok (the caller picks one).
+ */
+int vmdk_sparse_header_parse(const uint8_t *buf, uint64_t hdr_off,
+			     uint64_t file_len, const char *name,
+			     struct vmdk_sparse_hdr *h);
+/* True if buf (>= 4 bytes) starts with a hosted sparse magic. */
+bool vmdk_is_sparse_magic(const uint8_t *buf, size_t len);
+
+/* A stream marker or grain record header (first 16 bytes of a sector). */
+struct vmdk_marker {
+	uint64_t val;   /* lba for grain records, numSectors for markers */
+	uint32_t size;  /* compressed bytes for grains, 0 for markers */
+	uint32_t type;  /* markers only */
+};
+void vmdk_marker_decode(const uint8_t *buf, struct vmdk_marker *m);
+
+/* ---- Extents ------------------------------------------------------------ */
+
+enum vmdk_sparse_kind {
+	VMDK_SPARSE_NONE,   /* FLAT/VMFS/RDM/ZERO */
+	VMDK_SPARSE_HOSTED, /* "KDMV" (also stream) */
+	VMDK_SPARSE_COWD,   /* "COWD" (vmfsSparse) */
+	VMDK_SPARSE_SE,     /* seSparse */
+};
+
+struct vmdk_extent {
+	enum vmdk_ext_type type;
+	enum bdev_access access;
+	enum vmdk_sparse_kind kind;
+	uint64_t start;      /* first virtual byte */
+	uint64_t size;       /* virtual bytes */
+	struct bsrc *src;    /* NULL for ZERO */
+	bool owns_src;       /* close src when the extent goes */
+	char *path;          /* resolved file name (owned), NULL for ZERO */
+	uint64_t flat_off;   /* bytes into src where FLAT data starts */
+	unsigned index;
+
+	/* Sparse kinds. */
+	uint32_t version;
+	bool compressed, markers, zero_gte, unclean;
+	bool used_rgd;        /* the primary directory was damaged */
+	bool rebuilt;         /* map rebuilt by scanning the stream */
+	uint64_t capacity;    /* sectors, from the extent's own header */
+	uint64_t grain_bytes;
+	unsigned grain_shift; /* log2(grain_bytes) */
+	uint32_t gt_entries;  /* entries per grain table */
+	unsigned gte_size;    /* 4 or 8 bytes */
+	uint64_t gt_bytes;    /* gt_entries * gte_size */
+	uint32_t gd_entries;
+	uint64_t *gd;         /* byte offset of each GT in src, 0 = none */
+	uint64_t *rgd;        /* redundant directory, or NULL */
+	uint32_t **mem_gts;   /* rebuilt stream map (host-endian u32 GTEs) */
+	uint64_t se_grains_off; /* seSparse: byte offset of grain 0 */
+};
+
+/* What one grain of a sparse extent holds. */
+enum vmdk_grain_state {
+	VMDK_GRAIN_UNALLOC,
+	VMDK_GRAIN_ZERO,
+	VMDK_GRAIN_DATA,
+};
+
+/* extent_sparse.c: hosted sparse and streamOptimized. */
+int vmdk_sparse_open(struct vmdk_extent *e, const char *name);
+/* extent_cowd.c */
+bool vmdk_is_cowd_magic(const uint8_t *buf, size_t len);
+int vmdk_cowd_open(struct vmdk_extent *e, const char *name);
+/* extent_sesparse.c */
+bool vmdk_is_sesparse_magic(const uint8_t *buf, size_t len);
+int vmdk_sesparse_open(struct vmdk_extent *e, const char *name);
+/* Free the tables a sparse open allocated. */
+void vmdk_sparse_tables_free(struct vmdk_extent *e);
+
+/*
+ * Decode GTE idx of a grain table (raw little-endian bytes) of e. Returns
+ * the state, and for DATA the byte offset of the grain (or its compressed
+ * record) in e->src. -EINVAL (with a message) for an entry that cannot be.
+ */
+int vmdk_gte_decode(const struct vmdk_extent *e, const uint8_t *gt,
+		    uint32_t idx, uint64_t *file_off);
+
+/* ---- Grain-table cache (gt_cache.c) ------------------------------------- */
+
+struct vmdk_gt_entry;
+
+struct vmdk_gt_cache {
+	pthread_mutex_t lock;
+	uint64_t limit;  /* bytes */
+	uint64_t used;
+	unsigned nbuckets;
+	struct vmdk_gt_entry **buckets;
+	struct vmdk_gt_entry *lru_head, *lru_tail; /* head = most recent */
+};
+
+int vmdk_gt_cache_init(struct vmdk_gt_cache *c, uint64_t limit_bytes);
+void vmdk_gt_cache_destroy(struct vmdk_gt_cache *c);
+/*
+ * The grain table gd_index of extent e, pinned until vmdk_gt_cache_put.
+ * Reads it (outside the lock) on a miss and counts hits and misses in b.
+ * Falls back to the redundant table if the primary one is damaged.
+ */
+int vmdk_gt_cache_get(struct vmdk_gt_cache *c, struct bdev *b,
+		      struct vmdk_extent *e, uint32_t gd_index,
+		      const uint8_t **gt, struct vmdk_gt_entry **ref);
+void vmdk_gt_cache_put(struct vmdk_gt_cache *c, struct vmdk_gt_entry *ref);
+/* Check every DATA entry of a GT lies inside e->src (0, or -EINVAL). */
+int vmdk_gt_check(const struct vmdk_extent *e, const uint8_t *gt);
+
+/* ---- The open image (format_vmdk.c) -------------------------------------- */
+
+struct vmdk_image {
+	struct vmdk_desc desc;
+	const char *desc_label; /* the descriptor's file name, for messages */
+	bool desc_parsed;
+	char *create_type;  /* info.subformat */
+	char *parent_path;  /* resolved parent file, or NULL */
+	struct vmdk_extent *extents;
+	unsigned n_extents;
+	struct vmdk_gt_cache gtc;
+};
+
+/* Inflate a stream grain record (stream.c). */
+int vmdk_stream_decode(const struct vmdk_extent *e, uint64_t rec_off,
+		       uint64_t grain_lba, const uint8_t *in, size_t inlen,
+		       uint8_t *out, size_t out_size, size_t need);
+/* Worst-case record size of one compressed grain. */
+uint64_t vmdk_stream_record_bound(uint64_t grain_bytes);
+/* Rebuild e's map by walking grain records and markers from overhead. */
+int vmdk_stream_rebuild(struct vmdk_extent *e, const char *name,
+			uint64_t overhead_sectors);
+
+#endif /* OVK_VMDK_H */
