@@ -651,6 +651,7 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 {
 	uint32_t n = layer->opts.readahead_grains;
 	uint64_t gs = m->grain_size, off, end;
+	bool issued = false;
 
 	if (n == UINT32_MAX || !gs)
 		return;
@@ -676,10 +677,15 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 		gr = gread_start(q, layer, &ra, true);
 		if (!gr)
 			break;
+		issued = true;
 		gread_sync(q, gr);
 	}
 	q->ra_layer = layer;
 	q->ra_upto = off > end ? off : end;
+	/* Submit now: the layer may close before the next bdev_queue_run(),
+	   and a read still unsubmitted would name a closed descriptor. */
+	if (issued && q->unsubmitted && io_uring_submit(&q->ring) >= 0)
+		q->unsubmitted = 0;
 }
 
 /* Serves a COMPRESSED run from the grain cache, reading and inflating the
