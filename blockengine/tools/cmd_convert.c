@@ -1,0 +1,464 @@
+/*
+ * cmd_convert.c - `vmdk convert -O raw`: flatten an image (its whole chain)
+ * into a raw file. Zero and unallocated ranges are skipped (the output is
+ * truncated to size first, so they read as holes), and so are all-zero
+ * blocks inside data. Reads are large and several are in flight on each
+ * worker's own queue; compressed images get two workers, because the engine
+ * inflates grains on the thread that reads them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+
+static const char convert_help[] =
+"Usage: vmdk convert [-p] [-U] [-f FMT] [-m N] [-S SIZE] [--threads N]\n"
+"                    -O raw SRC DST\n"
+"\n"
+"Read SRC through the ovk engine (following its delta chain down to the\n"
+"base disk) and write the disk's bytes to DST as a raw image. DST is\n"
+"created or truncated, sized to SRC's virtual size, and only ranges holding\n"
+"non-zero data are written: zeroed grains, unallocated ranges and all-zero\n"
+"blocks stay holes in DST.\n"
+"\n"
+"Options:\n"
+"  -O raw        output format; only 'raw' is supported (the default)\n"
+"  -f FMT        force SRC's format: 'vmdk' or 'raw' (default: probe)\n"
+"  -p, --progress  show a progress bar (percent, rate, ETA) on stderr when\n"
+"                stderr is a terminal\n"
+"  -U, --force-share  open SRC without taking locks\n"
+"  -m N          requests in flight per worker thread (default 8, 1..64)\n"
+"  -S SIZE       smallest run of zero bytes left as a hole (default 4k;\n"
+"                0 writes every data byte); like qemu-img's -S\n"
+"  --threads N   worker threads, each with its own queue (default: 2 when\n"
+"                the image holds compressed grains, else 1; max 16)\n"
+"  -h, --help    show this help\n"
+"\n"
+"Requests are 1 MiB reads. DST is written with pwrite(2) and synced with\n"
+"fdatasync(2) before exit.\n"
+"\n"
+"Examples:\n"
+"  vmdk convert -O raw disk.vmdk disk.raw\n"
+"  vmdk convert -p -O raw appliance-disk1.vmdk /var/tmp/disk1.raw\n"
+"\n"
+"Exit status: 0 on success, 1 on error ('vmdk: MESSAGE' on stderr).\n";
+
+#define CHUNK (1u << 20)
+
+struct conv {
+	struct bdev *b;
+	uint64_t size;
+	int dst_fd;
+	bool write_all;		/* DST cannot be truncated: write zeros too */
+	size_t sparse;		/* zero runs at least this long become holes */
+	unsigned depth;
+
+	pthread_mutex_t lock;	/* guards next, run_end, run_kind, error */
+	uint64_t next;
+	uint64_t run_end;
+	int run_kind;
+	int error;
+	char errmsg[1024];
+
+	_Atomic uint64_t done;
+	_Atomic unsigned workers_left;
+};
+
+struct slot {
+	struct conv *cv;
+	uint64_t off;
+	size_t len;
+	void *buf;
+	struct iovec iov;
+	bool busy;
+};
+
+/* Remember the first error (with the engine's message when there is one). */
+static void conv_fail(struct conv *cv, int err, const char *msg)
+{
+	pthread_mutex_lock(&cv->lock);
+	if (!cv->error) {
+		cv->error = err;
+		snprintf(cv->errmsg, sizeof(cv->errmsg), "%s", msg);
+	}
+	pthread_mutex_unlock(&cv->lock);
+}
+
+static void conv_fail_bdev(struct conv *cv, int err, const char *what)
+{
+	const char *m = bdev_errmsg();
+	char buf[1024];
+
+	if (!m || !*m) {
+		snprintf(buf, sizeof(buf), "%s: %s", what, strerror(-err));
+		m = buf;
+	}
+	conv_fail(cv, err, m);
+}
+
+/*
+ * Hand out the next range of data to read, at most one chunk, never
+ * crossing a status run. Zero runs are skipped here (counted as done).
+ * Returns false when the disk is covered or an error happened.
+ */
+static bool conv_next(struct conv *cv, uint64_t *off, size_t *len)
+{
+	bool ok = false;
+
+	pthread_mutex_lock(&cv->lock);
+	while (!cv->error && cv->next < cv->size) {
+		if (cv->next >= cv->run_end) {
+			uint64_t n = 0;
+			unsigned d;
+			bool p;
+			int k = chain_status(cv->b, cv->next,
+					     cv->size - cv->next, &n, &d, &p);
+
+			if (k < 0) {
+				pthread_mutex_unlock(&cv->lock);
+				conv_fail_bdev(cv, k, "block status");
+				return false;
+			}
+			cv->run_kind = cv->write_all ? CHAIN_DATA : k;
+			cv->run_end = cv->next + n;
+		}
+		if (cv->run_kind == CHAIN_ZERO) {
+			cv->done += cv->run_end - cv->next;
+			cv->next = cv->run_end;
+			continue;
+		}
+		*off = cv->next;
+		*len = CHUNK;
+		/* keep requests chunk-aligned so they match grain runs */
+		if (*len > CHUNK - cv->next % CHUNK)
+			*len = CHUNK - cv->next % CHUNK;
+		if (*len > cv->run_end - cv->next)
+			*len = (size_t)(cv->run_end - cv->next);
+		cv->next += *len;
+		ok = true;
+		break;
+	}
+	pthread_mutex_unlock(&cv->lock);
+	return ok;
+}
+
+static int write_full(int fd, const char *p, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Write the non-zero parts of a slot's buffer to DST. */
+static int write_data(struct conv *cv, const char *buf, size_t len,
+		      uint64_t off)
+{
+	size_t blk = cv->sparse, pos = 0;
+
+	if (cv->write_all || blk == 0)
+		return write_full(cv->dst_fd, buf, len, off);
+	while (pos < len) {
+		size_t start, n;
+
+		/* skip zero blocks */
+		while (pos < len) {
+			n = len - pos < blk ? len - pos : blk;
+			if (!buf_is_zero(buf + pos, n))
+				break;
+			pos += n;
+		}
+		start = pos;
+		while (pos < len) {
+			n = len - pos < blk ? len - pos : blk;
+			if (buf_is_zero(buf + pos, n))
+				break;
+			pos += n;
+		}
+		if (pos > start) {
+			int ret = write_full(cv->dst_fd, buf + start,
+					     pos - start, off + start);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+static void read_done(void *opaque, int ret)
+{
+	struct slot *s = opaque;
+	struct conv *cv = s->cv;
+	char msg[512];
+
+	s->busy = false;
+	if (ret < 0) {
+		conv_fail_bdev(cv, ret, "read");
+		return;
+	}
+	ret = write_data(cv, s->buf, s->len, s->off);
+	if (ret < 0) {
+		snprintf(msg, sizeof(msg), "writing output at offset %" PRIu64
+			 ": %s", s->off, strerror(-ret));
+		conv_fail(cv, ret, msg);
+		return;
+	}
+	cv->done += s->len;
+}
+
+static void *worker(void *arg)
+{
+	struct conv *cv = arg;
+	struct bdev_queue *q = NULL;
+	struct slot *slots;
+	unsigned i, inflight = 0;
+	bool more = true;
+	int ret;
+
+	slots = calloc(cv->depth, sizeof(*slots));
+	if (!slots) {
+		conv_fail(cv, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < cv->depth; i++) {
+		slots[i].cv = cv;
+		if (posix_memalign(&slots[i].buf, 4096, CHUNK)) {
+			conv_fail(cv, -ENOMEM, "out of memory");
+			goto out_free;
+		}
+	}
+	ret = bdev_queue_new(cv->depth * 2, &q);
+	if (ret < 0) {
+		conv_fail_bdev(cv, ret, "creating an I/O queue");
+		goto out_free;
+	}
+	for (;;) {
+		for (i = 0; more && i < cv->depth; i++) {
+			struct slot *s = &slots[i];
+
+			if (s->busy)
+				continue;
+			if (!conv_next(cv, &s->off, &s->len)) {
+				more = false;
+				break;
+			}
+			s->iov.iov_base = s->buf;
+			s->iov.iov_len = s->len;
+			s->busy = true;
+			ret = bdev_aio_readv(q, cv->b, s->off, &s->iov, 1,
+					     read_done, s);
+			if (ret < 0) {
+				s->busy = false;
+				conv_fail_bdev(cv, ret, "queueing a read");
+				more = false;
+				break;
+			}
+		}
+		inflight = 0;
+		for (i = 0; i < cv->depth; i++)
+			inflight += slots[i].busy;
+		if (!inflight)
+			break;
+		ret = bdev_queue_run(q, 1);
+		if (ret < 0) {
+			conv_fail_bdev(cv, ret, "running the I/O queue");
+			more = false;
+			/* waiting again would spin; the queue frees on exit */
+			break;
+		}
+		pthread_mutex_lock(&cv->lock);
+		if (cv->error)
+			more = false;
+		pthread_mutex_unlock(&cv->lock);
+	}
+	bdev_queue_free(q);
+out_free:
+	for (i = 0; i < cv->depth; i++)
+		free(slots[i].buf);
+	free(slots);
+out:
+	cv->workers_left--;
+	return NULL;
+}
+
+static void show_progress(struct conv *cv, double t0, bool final)
+{
+	double el = now_sec() - t0;
+	uint64_t done = cv->done;
+	double pct = cv->size ? 100.0 * (double)done / (double)cv->size : 100.0;
+	double rate = el > 0 ? (double)done / el : 0;
+	char r[32];
+	int width = 30, fill = (int)(pct * width / 100.0), i;
+	char bar[40];
+
+	for (i = 0; i < width; i++)
+		bar[i] = i < fill ? '#' : '.';
+	bar[width] = '\0';
+	human_size((uint64_t)rate, r, sizeof(r));
+	if (final) {
+		fprintf(stderr, "\r[%s] %5.1f%%  %s/s  done in %.1f s   \n",
+			bar, pct, r, el);
+	} else {
+		double eta = rate > 0 ? (double)(cv->size - done) / rate : 0;
+		unsigned e = (unsigned)eta;
+
+		fprintf(stderr, "\r[%s] %5.1f%%  %s/s  ETA %u:%02u:%02u   ",
+			bar, pct, r, e / 3600, e / 60 % 60, e % 60);
+	}
+	fflush(stderr);
+}
+
+static bool chain_compressed(struct bdev *b)
+{
+	for (; b; b = bdev_backing(b)) {
+		struct bdev_info in;
+
+		if (bdev_get_info(b, &in) == 0 && in.compressed)
+			return true;
+	}
+	return false;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "progress", no_argument, NULL, 'p' },
+		{ "force-share", no_argument, NULL, 'U' },
+		{ "threads", required_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *format = NULL, *ofmt = "raw", *src, *dst;
+	bool progress = false, share = false;
+	uint64_t depth = 8, threads = 0, sparse = 4096;
+	struct conv cv;
+	struct bdev_info in;
+	pthread_t tids[16];
+	unsigned nthreads, i;
+	struct stat st;
+	double t0;
+	int c, ret, rc = 1;
+
+	while ((c = getopt_long(argc, argv, "+hpUf:O:m:S:", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'p': progress = true; break;
+		case 'U': share = true; break;
+		case 'f': format = optarg; break;
+		case 'O': ofmt = optarg; break;
+		case 'm':
+			if (parse_uint(optarg, 1, 64, &depth)) {
+				tool_usage_err("convert", "-m must be 1..64, not '%s'", optarg);
+				return 1;
+			}
+			break;
+		case 'S':
+			if (parse_size(optarg, &sparse) || sparse > CHUNK) {
+				tool_usage_err("convert", "bad -S size '%s' (0..1M)", optarg);
+				return 1;
+			}
+			break;
+		case 'T':
+			if (parse_uint(optarg, 1, 16, &threads)) {
+				tool_usage_err("convert", "--threads must be 1..16, not '%s'", optarg);
+				return 1;
+			}
+			break;
+		case 'h': fputs(convert_help, stdout); return 0;
+		default: tool_usage_err("convert", "bad option"); return 1;
+		}
+	}
+	if (strcmp(ofmt, "raw")) {
+		tool_usage_err("convert", "output format '%s' is not supported (only 'raw')", ofmt);
+		return 1;
+	}
+	if (optind != argc - 2) {
+		tool_usage_err("convert", "expected SRC and DST");
+		return 1;
+	}
+	src = argv[optind];
+	dst = argv[optind + 1];
+
+	memset(&cv, 0, sizeof(cv));
+	if (tool_open(src, format, share, false, &cv.b) < 0)
+		return 1;
+	ret = bdev_get_info(cv.b, &in);
+	if (ret < 0) {
+		tool_bdev_err(ret, src);
+		goto out_close;
+	}
+	cv.size = in.size;
+	cv.depth = (unsigned)depth;
+	cv.sparse = (size_t)sparse;
+	cv.dst_fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (cv.dst_fd < 0) {
+		tool_err("cannot open output '%s': %s", dst, strerror(errno));
+		goto out_close;
+	}
+	if (fstat(cv.dst_fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		if (ftruncate(cv.dst_fd, 0) < 0 ||
+		    ftruncate(cv.dst_fd, (off_t)cv.size) < 0) {
+			tool_err("cannot size output '%s' to %" PRIu64 " bytes: %s",
+				 dst, cv.size, strerror(errno));
+			goto out_fd;
+		}
+	} else {
+		cv.write_all = true;
+	}
+	nthreads = threads ? (unsigned)threads : (chain_compressed(cv.b) ? 2 : 1);
+	pthread_mutex_init(&cv.lock, NULL);
+	cv.workers_left = nthreads;
+	progress = progress && isatty(STDERR_FILENO);
+	t0 = now_sec();
+	for (i = 0; i < nthreads; i++) {
+		ret = pthread_create(&tids[i], NULL, worker, &cv);
+		if (ret) {
+			conv_fail(&cv, -ret, "cannot start a worker thread");
+			cv.workers_left -= nthreads - i;
+			nthreads = i;
+			break;
+		}
+	}
+	while (progress && cv.workers_left) {
+		show_progress(&cv, t0, false);
+		usleep(200000);
+	}
+	for (i = 0; i < nthreads; i++)
+		pthread_join(tids[i], NULL);
+	if (!cv.error && fdatasync(cv.dst_fd) < 0 && errno != EINVAL)
+		conv_fail(&cv, -errno, "syncing the output failed");
+	if (progress && !cv.error)
+		show_progress(&cv, t0, true);
+	if (cv.error) {
+		if (progress)
+			fputc('\n', stderr);
+		tool_err("%s", cv.errmsg);
+	} else {
+		rc = 0;
+	}
+	pthread_mutex_destroy(&cv.lock);
+out_fd:
+	if (close(cv.dst_fd) < 0 && rc == 0) {
+		tool_err("closing output '%s': %s", dst, strerror(errno));
+		rc = 1;
+	}
+out_close:
+	bdev_close(cv.b);
+	return rc;
+}

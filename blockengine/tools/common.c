@@ -1,0 +1,210 @@
+/* common.c - helpers shared by the `vmdk` tool's commands. */
+#include "common.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void tool_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(TOOL_NAME ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void tool_bdev_err(int ret, const char *what)
+{
+	const char *msg = bdev_errmsg();
+
+	if (msg && *msg)
+		tool_err("%s", msg);
+	else
+		tool_err("%s: %s", what, strerror(ret < 0 ? -ret : ret));
+}
+
+void tool_usage_err(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(TOOL_NAME ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '" TOOL_NAME " %s --help' for more information.\n",
+		cmd ? cmd : "");
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case '\0': break;
+	case 'b': case 'B': shift = 0; end++; break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
+	default: return -EINVAL;
+	}
+	if (*end == 'i' && shift)
+		end++;
+	if ((*end == 'B' || *end == 'b') && shift)
+		end++;
+	if (*end)
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || end == s)
+		return -EINVAL;
+	if (v < min || v > max)
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+int tool_open(const char *path, const char *format, bool share,
+	      bool writable, struct bdev **out)
+{
+	struct bdev_open_opts o = { 0 };
+	int ret;
+
+	o.format = format;
+	if (writable)
+		o.flags |= BDEV_O_RDWR;
+	else if (share)
+		o.flags |= BDEV_O_SHARE;
+	ret = bdev_open(path, &o, out);
+	if (ret < 0)
+		tool_bdev_err(ret, path);
+	return ret;
+}
+
+const char *human_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB",
+					     "PiB", "EiB" };
+	unsigned u = 0;
+	double v = (double)bytes;
+
+	while (v >= 1024.0 && u < 6) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%" PRIu64 " B", bytes);
+	else if (v == (double)(uint64_t)v)
+		snprintf(buf, len, "%.0f %s", v, units[u]);
+	else
+		snprintf(buf, len, "%.3g %s", v, units[u]);
+	return buf;
+}
+
+int chain_status(struct bdev *top, uint64_t off, uint64_t len,
+		 uint64_t *pnum, unsigned *depth, bool *present)
+{
+	struct bdev *l = top, *last = top;
+	unsigned d = 0;
+
+	while (l) {
+		uint64_t n = 0;
+		int st = bdev_block_status(l, off, len, &n);
+
+		if (st < 0)
+			return st;
+		if (n == 0 || n > len)
+			n = len;	/* defensive: the engine promises 1..len */
+		len = n;
+		if (st == BDEV_STATUS_DATA || st == BDEV_STATUS_ZERO) {
+			*pnum = n;
+			*depth = d;
+			*present = true;
+			return st == BDEV_STATUS_DATA ? CHAIN_DATA : CHAIN_ZERO;
+		}
+		last = l;
+		l = bdev_backing(l);
+		if (l)
+			d++;
+	}
+	(void)last;
+	*pnum = len;
+	*depth = d;
+	*present = false;
+	return CHAIN_ZERO;
+}
+
+void json_str(FILE *f, const char *s)
+{
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		switch (c) {
+		case '"': fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (c < 0x20)
+				fprintf(f, "\\u%04x", c);
+			else
+				fputc(c, f);
+		}
+	}
+	fputc('"', f);
+}
+
+bool buf_is_zero(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	size_t i;
+
+	/* Check 16 bytes, then compare the buffer against itself shifted. */
+	for (i = 0; i < len && i < 16; i++)
+		if (p[i])
+			return false;
+	if (len <= 16)
+		return true;
+	return memcmp(p, p + 16, len - 16) == 0;
+}
+
+double now_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,64 @@
+/*
+ * common.h - helpers shared by the `vmdk` tool's commands: option parsing,
+ * opening images, error reporting, allocation walks over a chain, JSON.
+ */
+#ifndef OVK_VMDK_TOOL_COMMON_H
+#define OVK_VMDK_TOOL_COMMON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "blockengine.h"
+
+#define TOOL_NAME "vmdk"
+
+/* Each command: argc/argv start at the command name. Returns the exit code. */
+int cmd_info(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Print "vmdk: <fmt>" and a newline on stderr. */
+void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print the engine's message for a failed call (ret = -errno). */
+void tool_bdev_err(int ret, const char *what);
+/* Print a usage error and the hint to run `vmdk CMD --help`. */
+void tool_usage_err(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Parse "4096", "64k", "1M", "6G", "2T" (binary units). */
+int parse_size(const char *s, uint64_t *out);
+/* Parse an unsigned decimal count within [min, max]. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Open path read-only (share = no locks); prints the error on failure. */
+int tool_open(const char *path, const char *format, bool share,
+	      bool writable, struct bdev **out);
+
+/* "10 MiB", "6 GiB", "1.5 KiB": into buf of at least 32 bytes. */
+const char *human_size(uint64_t bytes, char *buf, size_t len);
+
+enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
+
+/*
+ * How [off, off + len) reads through the whole chain: data stored in some
+ * layer, or zeros (a zeroed grain, a ZERO extent, or unallocated down to
+ * the bottom). *pnum gets the run length, *depth the layer answering
+ * (0 = top; bottom + 1 for zeros past the bottom). Returns the kind or
+ * -errno.
+ */
+int chain_status(struct bdev *top, uint64_t off, uint64_t len,
+		 uint64_t *pnum, unsigned *depth, bool *present);
+
+/* JSON helpers writing to f. */
+void json_str(FILE *f, const char *s);
+
+/* True when the buffer holds only zero bytes. */
+bool buf_is_zero(const void *buf, size_t len);
+
+/* Monotonic seconds. */
+double now_sec(void);
+
+#endif
