@@ -302,15 +302,16 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 	}
 }
 
-/* Counters of the top layer's caches. */
+/* Counters of the image's caches, summed over its chain of layers. */
 void bdev_get_stats(const struct bdev *b, struct bdev_stats *out)
 {
-	*out = (struct bdev_stats){
-		.gt_cache_hits = atomic_load(&b->stats.gt_hits),
-		.gt_cache_misses = atomic_load(&b->stats.gt_misses),
-		.grain_cache_hits = atomic_load(&b->stats.grain_hits),
-		.grain_cache_misses = atomic_load(&b->stats.grain_misses),
-		.grains_inflated = atomic_load(&b->stats.inflated),
-		.readahead_grains = atomic_load(&b->stats.readahead),
-	};
+	*out = (struct bdev_stats){ 0 };
+	for (; b; b = b->backing) {
+		out->gt_cache_hits += atomic_load(&b->stats.gt_hits);
+		out->gt_cache_misses += atomic_load(&b->stats.gt_misses);
+		out->grain_cache_hits += atomic_load(&b->stats.grain_hits);
+		out->grain_cache_misses += atomic_load(&b->stats.grain_misses);
+		out->grains_inflated += atomic_load(&b->stats.inflated);
+		out->readahead_grains += atomic_load(&b->stats.readahead);
+	}
 }
