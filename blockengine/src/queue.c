@@ -22,6 +22,12 @@
 #include "grain_cache.h"
 #include "internal.h"
 
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
+#endif
+
 #define BSUB_INLINE_IOV 4
 #define BDEV_THREAD_QUEUE_DEPTH 64
 #define BDEV_ZERO_CHUNK 65536u
@@ -369,6 +375,17 @@ static void bsub_start(struct bdev_queue *q, struct breq *r, struct bsub *s)
 	q->subs++;
 }
 
+/* Tells valgrind that the kernel filled the first n bytes of s's iovecs
+   (it cannot see io_uring's writes); free otherwise. */
+static void bsub_mark_read(const struct bsub *s, uint64_t n)
+{
+	for (int i = 0; i < s->iovcnt && n; i++) {
+		size_t k = s->iov[i].iov_len < n ? s->iov[i].iov_len : (size_t)n;
+		VALGRIND_MAKE_MEM_DEFINED(s->iov[i].iov_base, k);
+		n -= k;
+	}
+}
+
 /* Drops the first n bytes of s's iovecs after a short transfer. */
 static void bsub_advance(struct bsub *s, uint64_t n)
 {
@@ -417,6 +434,8 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	case BSUB_READ:
 	case BSUB_WRITE:
 	case BSUB_GRAIN:
+		if (s->kind != BSUB_WRITE)
+			bsub_mark_read(s, (uint64_t)res);
 		if ((uint64_t)res >= s->left) {
 			if (s->gr)
 				s->gr->got += (uint64_t)res;
