@@ -995,6 +995,8 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 	q->ra_end = offset + len;
 	split_read(q, r, b, offset, len, &cur, seq);
 	breq_put(r);
+	if (q->unsubmitted)
+		queue_poke(q); /* an fd poller must call bdev_queue_run() */
 	return 0;
 }
 
@@ -1017,6 +1019,8 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
 	split_write(q, r, b, op, offset, len, &cur);
 	breq_put(r);
+	if (q->unsubmitted)
+		queue_poke(q); /* an fd poller must call bdev_queue_run() */
 	return 0;
 }
 
@@ -1082,6 +1086,8 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 			breq_fail(r, ret);
 	}
 	breq_put(r);
+	if (q->unsubmitted)
+		queue_poke(q); /* an fd poller must call bdev_queue_run() */
 	return 0;
 }
 
@@ -1140,7 +1146,11 @@ err_free_queue:
 	return ret;
 }
 
-/* The eventfd that io_uring (and finished synchronous requests) signal. */
+/*
+ * The eventfd that io_uring signals for completions, and that the queue
+ * signals itself (once per batch) when requests finished without I/O or
+ * wait to be submitted. A poller reads it, then calls bdev_queue_run(q, 0).
+ */
 int bdev_queue_fd(struct bdev_queue *q)
 {
 	q->fd_wanted = true;

@@ -1,6 +1,7 @@
 /* test_raw_io.c - reads and writes of a raw image through the async and
    blocking calls, with scatter-gather and unaligned offsets. */
 #include <limits.h>
+#include <poll.h>
 
 #include "testutil.h"
 
@@ -33,6 +34,30 @@ static void test_async_scatter_read(struct bdev *b)
 	CHECK_EQ(pattern_mismatch(a, sizeof(a), 12345), -1);
 	CHECK_EQ(pattern_mismatch(c, sizeof(c), 12345 + 3), -1);
 	CHECK_EQ(pattern_mismatch(d, sizeof(d), 12345 + 3 + 5000), -1);
+	bdev_queue_free(q);
+}
+
+/* The queue's eventfd becomes readable for queued work, and running the
+   queue then finishes it without blocking. */
+static void test_eventfd(struct bdev *b)
+{
+	struct bdev_queue *q;
+	struct pollfd pfd;
+	uint8_t buf[512];
+	struct iovec v = { buf, sizeof(buf) };
+	uint64_t cnt;
+	int done = 0;
+
+	CHECK_EQ(bdev_queue_new(4, &q), 0);
+	pfd = (struct pollfd){ .fd = bdev_queue_fd(q), .events = POLLIN };
+	CHECK_EQ(poll(&pfd, 1, 0), 0);
+	CHECK_EQ(bdev_aio_readv(q, b, 4096, &v, 1, count_cb, &done), 0);
+	while (!done) {
+		CHECK_EQ(poll(&pfd, 1, 5000), 1);
+		CHECK_EQ(read(pfd.fd, &cnt, sizeof(cnt)), (ssize_t)sizeof(cnt));
+		CHECK(bdev_queue_run(q, 0) >= 0);
+	}
+	CHECK_EQ(pattern_mismatch(buf, sizeof(buf), 4096), -1);
 	bdev_queue_free(q);
 }
 
@@ -146,6 +171,7 @@ int main(void)
 	test_info(b, path);
 	test_async_scatter_read(b);
 	test_blocking_read(b);
+	test_eventfd(b);
 	test_out_of_range(b, path);
 	CHECK_EQ(bdev_close(b), 0);
 	test_write(path);
