@@ -179,6 +179,40 @@ int bdev_flush(struct bdev *b);
 int bdev_discard(struct bdev *b, uint64_t offset, uint64_t length);
 int bdev_write_zeroes(struct bdev *b, uint64_t offset, uint64_t length);
 
+/* ---- Creating images, snapshots, commit -------------------------------- */
+
+struct bdev_create_opts {
+	const char *format;       /* "vmdk" (default) or "raw" */
+	const char *subformat;    /* VMDK createType: monolithicSparse (default),
+				     monolithicFlat, twoGbMaxExtentSparse,
+				     twoGbMaxExtentFlat, streamOptimized, vmfs,
+				     vmfsSparse */
+	uint64_t size;            /* virtual bytes; 0 with backing = parent's */
+	const char *backing;      /* parent image of a delta disk, or NULL */
+	const char *adapter_type; /* ide (default), lsilogic, buslogic,
+				     legacyESX, pvscsi */
+	unsigned hwversion;       /* ddb.virtualHWVersion; 0 = 4 */
+	bool zeroed_grain;        /* sparse: zeroed-grain entries (header v2+) */
+	uint64_t grain_size;      /* sparse grain bytes; 0 = 64 KiB */
+};
+
+/* Create a new, empty image at path (refuses to overwrite a file). */
+int bdev_create(const char *path, const struct bdev_create_opts *o);
+
+/*
+ * Freeze b's current top layer: create child_path as a delta disk on it
+ * and send every later write to the child. In-flight writes finish in the
+ * old top first, so the frozen layer is a consistent point in time that
+ * readers may open read-only (shared) while b keeps running.
+ */
+int bdev_snapshot(struct bdev *b, const char *child_path);
+
+/*
+ * Merge the delta disk at child_path into its parent and delete it.
+ * Crash-safe: an interrupted commit can be run again to completion.
+ */
+int bdev_commit(const char *child_path);
+
 /* ---- Statistics (for benchmarks and `vmdk info -v`) --------------------- */
 
 struct bdev_stats {

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "blockengine.h"
 
@@ -137,6 +138,33 @@ struct bdev_format {
 			  struct bdev_extent_info *out);
 	/* Make all completed writes durable (data before metadata). */
 	int (*flush)(struct bdev *b);
+
+	/* ---- Write path; NULL where the format cannot do it. ---- */
+	/*
+	 * Write a run that map() says cannot be written in place (UNALLOC,
+	 * ZERO or COMPRESSED in a writable layer): [off, off + len) from iov
+	 * (already sliced to the run). Allocates as the format needs (a fresh
+	 * grain filled from the backing layer around the written bytes, an
+	 * appended compressed grain...) and publishes the new mapping only
+	 * once the data is written. Returns bytes handled (> 0, <= len) or
+	 * -errno. Runs synchronously in the submitting thread; must not hold
+	 * an image-wide lock across I/O. NULL: -ENOTSUP.
+	 */
+	ssize_t (*write_alloc)(struct bdev *b, uint64_t off, uint64_t len,
+			       const struct iovec *iov, int iovcnt);
+	/*
+	 * Make whole grains of [off, off + len) read as zeros without writing
+	 * data (zeroed-grain entries; discard may also drop the grain).
+	 * Returns bytes handled from off (0 = let the core write zeros).
+	 */
+	ssize_t (*zero)(struct bdev *b, uint64_t off, uint64_t len,
+			bool discard);
+	/* Once, before the first write after open: set uncleanShutdown,
+	   give the image a new CID; durable before it returns. */
+	int (*begin_write)(struct bdev *b);
+	/* On close of a writable image, after the last flush: finish
+	   metadata (stream footer...), clear uncleanShutdown. */
+	int (*finish)(struct bdev *b);
 };
 
 extern const struct bdev_format bdev_format_raw;
