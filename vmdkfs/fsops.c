@@ -1,0 +1,601 @@
+/* fsops.c - the FUSE operations: the raw windows, info.json and fs/. */
+#include "vmdkfs.h"
+#include "browse.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define VMDKFS_IO_MAX (1u << 20)
+
+/* Inode numbers: small ones for our own nodes, guest inodes shifted into
+ * a per-filesystem range so hard links stay recognisable under fs/. */
+enum {
+	INO_ROOT = 1, INO_DISK, INO_INFO, INO_PARTDIR, INO_FSDIR, INO_STATUS,
+	INO_PART0 = 16,
+};
+#define INO_GUEST_SHIFT 48
+#define INO_GUEST_MASK ((UINT64_C(1) << INO_GUEST_SHIFT) - 1)
+
+enum node_kind {
+	NODE_NONE, NODE_ROOT, NODE_DISK, NODE_INFO, NODE_PARTDIR, NODE_PART,
+	NODE_FSDIR, NODE_STATUS, NODE_GUEST,
+};
+
+struct node {
+	enum node_kind kind;
+	const struct vmdkfs_window *win; /* NODE_DISK, NODE_PART */
+	unsigned index;                  /* partition or target index */
+	const struct browse_target *target;
+	char real[PATH_MAX];             /* NODE_GUEST: path in staging */
+};
+
+/* An open file: a window, an in-memory document or a guest file. */
+struct handle {
+	enum node_kind kind;
+	const struct vmdkfs_window *win;
+	int fd; /* NODE_GUEST */
+};
+
+static struct vmdkfs_view *view(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+/* Resolves path in the calling session's view; 0 or -ENOENT. */
+static int resolve(const char *path, struct node *n)
+{
+	struct vmdkfs_view *v = view();
+	struct vmdkfs *fs = v->fs;
+	const char *rest;
+	size_t len;
+	unsigned i;
+
+	memset(n, 0, sizeof(*n));
+	if (!strcmp(path, "/")) {
+		n->kind = NODE_ROOT;
+		return 0;
+	}
+	if (!strcmp(path, "/disk")) {
+		n->kind = NODE_DISK;
+		n->win = &fs->disk;
+		return 0;
+	}
+	if (!strcmp(path, "/info.json") && !v->staging) {
+		n->kind = NODE_INFO;
+		return 0;
+	}
+	if (!strncmp(path, "/partitions", 11)) {
+		rest = path + 11;
+		if (!*rest) {
+			n->kind = NODE_PARTDIR;
+			return 0;
+		}
+		if (*rest++ != '/')
+			return -ENOENT;
+		for (i = 0; i < fs->pt->count; i++) {
+			if (!strcmp(rest, fs->parts[i].name)) {
+				n->kind = NODE_PART;
+				n->win = &fs->parts[i];
+				n->index = i;
+				return 0;
+			}
+		}
+		return -ENOENT;
+	}
+	if (!strncmp(path, "/fs", 3) && fs->browse && !v->staging) {
+		const struct browse_target *t;
+
+		rest = path + 3;
+		if (!*rest) {
+			n->kind = NODE_FSDIR;
+			return 0;
+		}
+		if (*rest++ != '/')
+			return -ENOENT;
+		if (!strcmp(rest, "status.txt")) {
+			n->kind = NODE_STATUS;
+			return 0;
+		}
+		len = strcspn(rest, "/");
+		t = browse_find(fs->browse, rest, len);
+		if (!t || !t->mounted)
+			return -ENOENT;
+		if (snprintf(n->real, sizeof(n->real), "%s%s", t->dir,
+			     rest + len) >= (int)sizeof(n->real))
+			return -ENAMETOOLONG;
+		n->kind = NODE_GUEST;
+		n->target = t;
+		n->index = (unsigned)(t - fs->browse->targets);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+static uint64_t guest_ino(unsigned target, ino_t ino)
+{
+	return ((uint64_t)(target + 1) << INO_GUEST_SHIFT) |
+	       ((uint64_t)ino & INO_GUEST_MASK);
+}
+
+static int doc_get(struct vmdkfs *fs, enum node_kind k, const char **data,
+		   size_t *len)
+{
+	int ret;
+
+	if (k == NODE_STATUS) {
+		*data = fs->browse->status ? fs->browse->status : "";
+		*len = fs->browse->status_len;
+		return 0;
+	}
+	pthread_mutex_lock(&fs->info_lock);
+	if (!fs->info_json) {
+		ret = vmdkfs_info_json(fs, &fs->info_json, &fs->info_len);
+		if (ret < 0) {
+			pthread_mutex_unlock(&fs->info_lock);
+			return ret;
+		}
+	}
+	pthread_mutex_unlock(&fs->info_lock);
+	*data = fs->info_json;
+	*len = fs->info_len;
+	return 0;
+}
+
+static void fill_stat(struct vmdkfs *fs, const struct node *n,
+		      struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_atim = st->st_mtim = st->st_ctim = fs->mtime;
+	st->st_blksize = 4096;
+	switch (n->kind) {
+	case NODE_ROOT:
+	case NODE_PARTDIR:
+	case NODE_FSDIR:
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		st->st_ino = n->kind == NODE_ROOT ? INO_ROOT :
+			     n->kind == NODE_PARTDIR ? INO_PARTDIR : INO_FSDIR;
+		break;
+	case NODE_DISK:
+	case NODE_PART:
+		st->st_mode = S_IFREG | (fs->writable ? 0644 : 0444);
+		st->st_nlink = 1;
+		st->st_size = (off_t)n->win->size;
+		st->st_blocks = (blkcnt_t)(n->win->size / 512);
+		st->st_ino = n->kind == NODE_DISK ? INO_DISK :
+			     INO_PART0 + n->index;
+		break;
+	case NODE_INFO:
+	case NODE_STATUS: {
+		const char *d;
+		size_t len = 0;
+
+		doc_get(fs, n->kind, &d, &len);
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+		st->st_size = (off_t)len;
+		st->st_ino = n->kind == NODE_INFO ? INO_INFO : INO_STATUS;
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static int op_getattr(const char *path, struct stat *st,
+		      struct fuse_file_info *fi)
+{
+	struct vmdkfs *fs = view()->fs;
+	struct node n;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	if (n.kind == NODE_GUEST) {
+		if (lstat(n.real, st) < 0)
+			return -errno;
+		st->st_ino = guest_ino(n.index, st->st_ino);
+		return 0;
+	}
+	fill_stat(fs, &n, st);
+	return 0;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+	struct node n;
+	ssize_t r;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	if (n.kind != NODE_GUEST)
+		return -EINVAL;
+	r = readlink(n.real, buf, size - 1);
+	if (r < 0)
+		return -errno;
+	buf[r] = '\0';
+	return 0;
+}
+
+static int fill_dir_entry(void *buf, fuse_fill_dir_t filler, const char *name,
+			  uint64_t ino, mode_t mode)
+{
+	struct stat st;
+
+	memset(&st, 0, sizeof(st));
+	st.st_ino = ino;
+	st.st_mode = mode;
+	return filler(buf, name, &st, 0, 0);
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
+		      off_t off, struct fuse_file_info *fi,
+		      enum fuse_readdir_flags flags)
+{
+	struct vmdkfs_view *v = view();
+	struct vmdkfs *fs = v->fs;
+	struct node n;
+	unsigned i;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	switch (n.kind) {
+	case NODE_ROOT:
+		fill_dir_entry(buf, filler, ".", INO_ROOT, S_IFDIR);
+		fill_dir_entry(buf, filler, "..", INO_ROOT, S_IFDIR);
+		fill_dir_entry(buf, filler, "disk", INO_DISK, S_IFREG);
+		fill_dir_entry(buf, filler, "partitions", INO_PARTDIR, S_IFDIR);
+		if (!v->staging) {
+			fill_dir_entry(buf, filler, "info.json", INO_INFO,
+				       S_IFREG);
+			if (fs->browse)
+				fill_dir_entry(buf, filler, "fs", INO_FSDIR,
+					       S_IFDIR);
+		}
+		return 0;
+	case NODE_PARTDIR:
+		fill_dir_entry(buf, filler, ".", INO_PARTDIR, S_IFDIR);
+		fill_dir_entry(buf, filler, "..", INO_ROOT, S_IFDIR);
+		for (i = 0; i < fs->pt->count; i++)
+			fill_dir_entry(buf, filler, fs->parts[i].name,
+				       INO_PART0 + i, S_IFREG);
+		return 0;
+	case NODE_FSDIR:
+		fill_dir_entry(buf, filler, ".", INO_FSDIR, S_IFDIR);
+		fill_dir_entry(buf, filler, "..", INO_ROOT, S_IFDIR);
+		fill_dir_entry(buf, filler, "status.txt", INO_STATUS, S_IFREG);
+		for (i = 0; i < fs->browse->count; i++) {
+			const struct browse_target *t = &fs->browse->targets[i];
+			struct stat st;
+
+			if (!t->mounted || lstat(t->dir, &st) < 0)
+				continue;
+			fill_dir_entry(buf, filler, t->name,
+				       guest_ino(i, st.st_ino), S_IFDIR);
+		}
+		return 0;
+	case NODE_GUEST: {
+		DIR *d = opendir(n.real);
+		struct dirent *de;
+
+		if (!d)
+			return -errno;
+		while ((de = readdir(d))) {
+			uint64_t ino = guest_ino(n.index, de->d_ino);
+
+			if (fill_dir_entry(buf, filler, de->d_name, ino,
+					   (mode_t)DTTOIF(de->d_type)))
+				break;
+		}
+		closedir(d);
+		return 0;
+	}
+	default:
+		return -ENOTDIR;
+	}
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+	struct vmdkfs *fs = view()->fs;
+	bool wants_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct handle *h;
+	struct node n;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	switch (n.kind) {
+	case NODE_DISK:
+	case NODE_PART:
+		if (wants_write && !fs->writable)
+			return -EROFS;
+		break;
+	case NODE_INFO:
+	case NODE_STATUS:
+	case NODE_GUEST:
+		if (wants_write)
+			return -EROFS;
+		break;
+	default:
+		return -EISDIR;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->kind = n.kind;
+	h->win = n.win;
+	h->fd = -1;
+	if (n.kind == NODE_GUEST) {
+		h->fd = open(n.real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (h->fd < 0) {
+			ret = -errno;
+			free(h);
+			return ret;
+		}
+		fi->keep_cache = 1;
+	} else if (n.kind == NODE_DISK || n.kind == NODE_PART) {
+		/* Read-write: every read goes to the engine so that readers
+		 * of other windows (and of the image) see fresh data. */
+		if (fs->writable)
+			fi->direct_io = 1;
+		else
+			fi->keep_cache = 1;
+	} else {
+		fi->keep_cache = 1;
+	}
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	if (h->fd >= 0)
+		close(h->fd);
+	free(h);
+	return 0;
+}
+
+/* Reads up to size bytes of window w at off into buf; bytes or -errno. */
+static int window_read(struct vmdkfs *fs, const struct vmdkfs_window *w,
+		       char *buf, size_t size, off_t off)
+{
+	uint64_t o = (uint64_t)off;
+	int ret;
+
+	if (off < 0)
+		return -EINVAL;
+	if (o >= w->size)
+		return 0;
+	if (size > w->size - o)
+		size = (size_t)(w->size - o);
+	ret = bdev_pread(fs->bdev, buf, size, w->offset + o);
+	if (ret < 0) {
+		vmdkfs_log("read %s at %llu+%zu: %s", w->name,
+			   (unsigned long long)o, size, bdev_errmsg());
+		return ret;
+	}
+	return (int)size;
+}
+
+static int op_read_buf(const char *path, struct fuse_bufvec **bufp,
+		       size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct vmdkfs *fs = view()->fs;
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fuse_bufvec *bv;
+	char *mem;
+	int ret;
+
+	bv = malloc(sizeof(*bv));
+	if (!bv)
+		return -ENOMEM;
+	*bv = FUSE_BUFVEC_INIT(size);
+	if (h->kind == NODE_GUEST) {
+		/* Let libfuse splice straight from the guest file. */
+		bv->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv->buf[0].fd = h->fd;
+		bv->buf[0].pos = off;
+		*bufp = bv;
+		return 0;
+	}
+	mem = malloc(size ? size : 1);
+	if (!mem) {
+		free(bv);
+		return -ENOMEM;
+	}
+	if (h->kind == NODE_INFO || h->kind == NODE_STATUS) {
+		const char *d;
+		size_t len;
+
+		ret = doc_get(fs, h->kind, &d, &len);
+		if (ret == 0) {
+			if (off < 0 || (size_t)off >= len)
+				ret = 0;
+			else {
+				ret = (int)(len - (size_t)off < size ?
+					    len - (size_t)off : size);
+				memcpy(mem, d + off, (size_t)ret);
+			}
+		}
+	} else {
+		ret = window_read(fs, h->win, mem, size, off);
+	}
+	if (ret < 0) {
+		free(mem);
+		free(bv);
+		return ret;
+	}
+	bv->buf[0].mem = mem;
+	bv->buf[0].size = (size_t)ret;
+	*bufp = bv;
+	return 0;
+}
+
+static int op_write(const char *path, const char *buf, size_t size,
+		    off_t off, struct fuse_file_info *fi)
+{
+	struct vmdkfs *fs = view()->fs;
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	const struct vmdkfs_window *w = h->win;
+	uint64_t o = (uint64_t)off;
+	int ret;
+
+	if (!w || !fs->writable)
+		return -EROFS;
+	if (off < 0)
+		return -EINVAL;
+	if (o >= w->size)
+		return size ? -ENOSPC : 0;
+	if (size > w->size - o)
+		size = (size_t)(w->size - o);
+	ret = bdev_pwrite(fs->bdev, buf, size, w->offset + o);
+	if (ret < 0) {
+		vmdkfs_log("write %s at %llu+%zu: %s", w->name,
+			   (unsigned long long)o, size, bdev_errmsg());
+		return ret;
+	}
+	return (int)size;
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct vmdkfs *fs = view()->fs;
+	int ret;
+
+	if (!fs->writable)
+		return 0;
+	ret = bdev_flush(fs->bdev);
+	if (ret < 0)
+		vmdkfs_log("flush: %s", bdev_errmsg());
+	return ret;
+}
+
+static int op_truncate(const char *path, off_t size,
+		       struct fuse_file_info *fi)
+{
+	struct node n;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	if (n.kind != NODE_DISK && n.kind != NODE_PART)
+		return -EROFS;
+	if (!view()->fs->writable)
+		return -EROFS;
+	/* A window is as large as the disk or partition, never more. */
+	return (uint64_t)size == n.win->size ? 0 : -EPERM;
+}
+
+static int op_statfs(const char *path, struct statvfs *sv)
+{
+	struct vmdkfs *fs = view()->fs;
+	struct node n;
+	int ret = resolve(path, &n);
+
+	if (ret == 0 && n.kind == NODE_GUEST)
+		return statvfs(n.real, sv) < 0 ? -errno : 0;
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = sv->f_frsize = 4096;
+	sv->f_blocks = fs->size / 4096;
+	sv->f_namemax = 255;
+	return 0;
+}
+
+static int op_getxattr(const char *path, const char *name, char *value,
+		       size_t size)
+{
+	struct node n;
+	ssize_t r;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	if (n.kind != NODE_GUEST)
+		return -ENODATA;
+	r = lgetxattr(n.real, name, value, size);
+	return r < 0 ? -errno : (int)r;
+}
+
+static int op_listxattr(const char *path, char *list, size_t size)
+{
+	struct node n;
+	ssize_t r;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	if (n.kind != NODE_GUEST)
+		return 0;
+	r = llistxattr(n.real, list, size);
+	return r < 0 ? -errno : (int)r;
+}
+
+static int op_access(const char *path, int mask)
+{
+	struct node n;
+	int ret = resolve(path, &n);
+
+	if (ret < 0)
+		return ret;
+	if ((mask & W_OK) && !((n.kind == NODE_DISK || n.kind == NODE_PART) &&
+			       view()->fs->writable))
+		return -EROFS;
+	if (n.kind == NODE_GUEST)
+		return access(n.real, mask & ~W_OK) < 0 ? -errno : 0;
+	return 0;
+}
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct vmdkfs_view *v = view();
+
+	cfg->use_ino = 1;
+	if (!v->fs->writable) {
+		/* Nothing changes under a read-only mount. */
+		cfg->entry_timeout = 3600;
+		cfg->attr_timeout = 3600;
+		cfg->negative_timeout = 60;
+	}
+	conn->max_write = VMDKFS_IO_MAX;
+	conn->max_readahead = VMDKFS_IO_MAX;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	return v;
+}
+
+const struct fuse_operations vmdkfs_ops = {
+	.init = op_init,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.readdir = op_readdir,
+	.open = op_open,
+	.release = op_release,
+	.read_buf = op_read_buf,
+	.write = op_write,
+	.fsync = op_fsync,
+	.truncate = op_truncate,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.access = op_access,
+};

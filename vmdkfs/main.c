@@ -1,0 +1,720 @@
+/*
+ * main.c - vmdkfs: options, checks a user can act on, daemonising, and the
+ * order in which the image, the two FUSE sessions and the guest
+ * filesystems are set up and torn down.
+ */
+#include "vmdkfs.h"
+#include "browse.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#ifndef OVK_VERSION
+#define OVK_VERSION "0"
+#endif
+
+static const char usage[] =
+"Usage: vmdkfs [OPTIONS] IMAGE MOUNTPOINT\n"
+"       mount -t fuse.vmdkfs IMAGE MOUNTPOINT -o OPTIONS\n"
+"\n"
+"Mount a disk image (VMDK of any kind, delta chains, or raw) as a folder:\n"
+"  disk          the whole virtual disk as one raw file\n"
+"  partitions/   one raw file per MBR or GPT partition (p1-linux, ...)\n"
+"  info.json     what `vmdk info --output=json` says about the image\n"
+"  fs/           with browse: each guest filesystem, mounted read-only;\n"
+"                fs/status.txt says what was mounted and why not\n"
+"\n"
+"Options (-o NAME[,NAME...] or as shown):\n"
+"  -o ro             read-only (default)\n"
+"  -o rw             writes to disk and partitions/ go to the image through\n"
+"                    the engine, which locks it (a second writer is refused).\n"
+"                    Through mount(8) or fstab, which always pass 'rw', say\n"
+"                    '-o readwrite' instead\n"
+"  -o snapshot[=CHILD]  writes go to a new delta child CHILD (default:\n"
+"                    IMAGE-snapshot-DATE.vmdk beside IMAGE); the base stays\n"
+"                    untouched. Review, then `vmdk commit CHILD` or delete it\n"
+"  -o browse, --browse\n"
+"                    mount guest filesystems under fs/: with the kernel (loop\n"
+"                    device) as root, else with fuse2fs, ntfs-3g, fusefat\n"
+"  -o browse=kernel|fuse|auto   force the kernel or the userspace drivers\n"
+"  -o format=vmdk|raw  do not probe the image format\n"
+"  -o share          read without taking the image's locks (like qemu-img -U)\n"
+"  -f                stay in the foreground\n"
+"  -d                debug: foreground, log every FUSE request\n"
+"  -s                single-threaded\n"
+"  -h, --help        this help;  -V, --version  the version\n"
+"  Other -o options go to FUSE (allow_other, ...).\n"
+"\n"
+"Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`: guest\n"
+"filesystems are unmounted first, then the image is closed cleanly.\n"
+"\n"
+"Examples:\n"
+"  vmdkfs disk.vmdk /mnt/disk\n"
+"  vmdkfs --browse disk.vmdk /mnt/disk && clamscan -r /mnt/disk/fs\n"
+"  fstab:  /vm/disk.vmdk /mnt/disk fuse.vmdkfs ro,browse,nofail 0 0\n";
+
+struct options {
+	const char *image;
+	const char *mountpoint;
+	int ro, rw, readwrite, snapshot, browse, share;
+	char *browse_mode;
+	char *format;
+	char *snapshot_path;
+	int foreground, debug, single, help, version;
+};
+
+#define OPT(t, f, v) { t, offsetof(struct options, f), v }
+static const struct fuse_opt vmdkfs_opts[] = {
+	OPT("ro", ro, 1),
+	OPT("rw", rw, 1),
+	OPT("readwrite", readwrite, 1),
+	OPT("snapshot", snapshot, 1),
+	OPT("browse", browse, 1),
+	OPT("--browse", browse, 1),
+	OPT("browse=%s", browse_mode, 0),
+	OPT("--browse=%s", browse_mode, 0),
+	OPT("format=%s", format, 0),
+	OPT("snapshot=%s", snapshot_path, 0),
+	OPT("share", share, 1),
+	OPT("-f", foreground, 1),
+	OPT("-d", debug, 1),
+	OPT("debug", debug, 1),
+	OPT("-s", single, 1),
+	OPT("-h", help, 1),
+	OPT("--help", help, 1),
+	OPT("-V", version, 1),
+	OPT("--version", version, 1),
+	FUSE_OPT_END
+};
+
+static bool daemonised;
+
+/* Weak: an engine built without delta-child creation leaves it NULL, and
+ * -o snapshot is then refused with a message instead of failing to link. */
+#pragma weak bdev_create
+
+void vmdkfs_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (daemonised) {
+		vsyslog(LOG_NOTICE, fmt, ap);
+	} else {
+		fputs("vmdkfs: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1; /* keep for FUSE */
+	if (!o->image) {
+		o->image = arg;
+		return 0;
+	}
+	if (!o->mountpoint) {
+		o->mountpoint = arg;
+		return 0;
+	}
+	vmdkfs_log("unexpected argument '%s' (one IMAGE and one MOUNTPOINT)",
+		   arg);
+	return -1;
+}
+
+/* True when mount(8) started us (through mount.fuse3): it always adds
+ * 'rw' unless told 'ro', so a bare 'rw' then says nothing. */
+static bool started_by_mount(void)
+{
+	pid_t pid = getppid();
+	int depth;
+
+	for (depth = 0; depth < 3 && pid > 1; depth++) {
+		char path[64], buf[512];
+		FILE *f;
+		char *p;
+		int ppid = 0;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		f = fopen(path, "r");
+		if (!f)
+			return false;
+		if (!fgets(buf, sizeof(buf), f)) {
+			fclose(f);
+			return false;
+		}
+		fclose(f);
+		p = strchr(buf, '(');
+		if (p && (!strncmp(p, "(mount)", 7) ||
+			  !strncmp(p, "(mount.fuse", 11)))
+			return true;
+		p = strrchr(buf, ')');
+		if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+			return false;
+		pid = ppid;
+	}
+	return false;
+}
+
+/* Checks the user can act on before anything is mounted. */
+static int check_mountpoint(const char *mp)
+{
+	struct stat st, parent;
+	char up[PATH_MAX + 4];
+	DIR *d;
+	struct dirent *de;
+
+	if (stat(mp, &st) < 0) {
+		if (errno == ENOTCONN)
+			vmdkfs_log("mountpoint %s: a dead FUSE mount is still "
+				   "there; run `fusermount3 -uz %s`", mp, mp);
+		else if (errno == ENOENT)
+			vmdkfs_log("mountpoint %s does not exist (mkdir it "
+				   "first)", mp);
+		else
+			vmdkfs_log("mountpoint %s: %s", mp, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		vmdkfs_log("mountpoint %s is not a directory", mp);
+		return -1;
+	}
+	snprintf(up, sizeof(up), "%s/..", mp);
+	if (stat(up, &parent) == 0 &&
+	    (st.st_dev != parent.st_dev || st.st_ino == parent.st_ino) &&
+	    strcmp(mp, "/") != 0) {
+		vmdkfs_log("mountpoint %s is busy: something is already "
+			   "mounted there (unmount it first)", mp);
+		return -1;
+	}
+	d = opendir(mp);
+	if (!d) {
+		vmdkfs_log("mountpoint %s: %s", mp, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			closedir(d);
+			vmdkfs_log("mountpoint %s is busy: it is not empty",
+				   mp);
+			return -1;
+		}
+	}
+	closedir(d);
+	return 0;
+}
+
+static bool ends_with_vmdk(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 5 && !strcasecmp(s + n - 5, ".vmdk");
+}
+
+static int open_image(struct vmdkfs *fs, const struct options *o)
+{
+	struct bdev_open_opts oo = { 0 };
+	struct bdev_info in;
+	int ret;
+
+	if (access(o->image, F_OK) < 0) {
+		vmdkfs_log("image %s: %s", o->image, strerror(errno));
+		return -1;
+	}
+	oo.format = o->format;
+	if (fs->snapshot_child) {
+		struct bdev_create_opts co = { 0 };
+
+		if (!bdev_create) {
+			vmdkfs_log("-o snapshot: this engine cannot create delta "
+				   "children yet; mount read-only, or use -o rw");
+			return -1;
+		}
+		co.format = "vmdk";
+		co.subformat = "monolithicSparse";
+		co.backing = o->image;
+		ret = bdev_create(fs->snapshot_child, &co);
+		if (ret < 0) {
+			const char *msg = bdev_errmsg();
+
+			vmdkfs_log("cannot create the snapshot child %s: %s",
+				   fs->snapshot_child,
+				   *msg ? msg : strerror(-ret));
+			return -1;
+		}
+		vmdkfs_log("writes go to the snapshot child %s; %s stays "
+			   "untouched", fs->snapshot_child, o->image);
+		ret = bdev_open(fs->snapshot_child, &(struct bdev_open_opts){
+					.flags = BDEV_O_RDWR }, &fs->bdev);
+		if (ret < 0) {
+			const char *msg = bdev_errmsg();
+
+			vmdkfs_log("cannot open the snapshot child %s: %s",
+				   fs->snapshot_child,
+				   *msg ? msg : strerror(-ret));
+			return -1;
+		}
+		goto opened;
+	}
+	if (fs->writable)
+		oo.flags |= BDEV_O_RDWR;
+	else if (o->share)
+		oo.flags |= BDEV_O_SHARE;
+	ret = bdev_open(o->image, &oo, &fs->bdev);
+	if (ret < 0) {
+		const char *msg = bdev_errmsg();
+
+		if (ret == -EBUSY || ret == -EAGAIN)
+			vmdkfs_log("image in use: %s (another program holds "
+				   "it for writing; mount read-only with "
+				   "-o ro,share to read it anyway)",
+				   *msg ? msg : o->image);
+		else
+			vmdkfs_log("cannot open %s: %s", o->image,
+				   *msg ? msg : strerror(-ret));
+		return -1;
+	}
+opened:
+	ret = bdev_get_info(fs->bdev, &in);
+	if (ret < 0) {
+		vmdkfs_log("%s: %s", o->image, bdev_errmsg());
+		goto err_close;
+	}
+	if (!o->format && !fs->snapshot_child && !strcmp(in.format, "raw") &&
+	    ends_with_vmdk(o->image)) {
+		vmdkfs_log("%s is not a VMDK: no sparse header or descriptor "
+			   "found (use -o format=raw to serve it as raw bytes)",
+			   o->image);
+		goto err_close;
+	}
+	fs->size = in.size;
+	return 0;
+
+err_close:
+	bdev_close(fs->bdev);
+	fs->bdev = NULL;
+	return -1;
+}
+
+static int pt_read(void *opaque, void *buf, size_t len, uint64_t off)
+{
+	struct vmdkfs *fs = opaque;
+
+	if (off > fs->size || len > fs->size - off)
+		return -EIO;
+	return bdev_pread(fs->bdev, buf, len, off);
+}
+
+static void pt_warn(const char *msg)
+{
+	vmdkfs_log("%s", msg);
+}
+
+static int load_partitions(struct vmdkfs *fs)
+{
+	unsigned i;
+	int ret;
+
+	fs->pt = calloc(1, sizeof(*fs->pt));
+	if (!fs->pt)
+		return -ENOMEM;
+	ret = ptable_read(pt_read, fs, fs->size, fs->pt, pt_warn);
+	if (ret < 0) {
+		vmdkfs_log("reading the partition table: %s", bdev_errmsg());
+		return ret;
+	}
+	fs->parts = calloc(fs->pt->count ? fs->pt->count : 1,
+			   sizeof(*fs->parts));
+	if (!fs->parts)
+		return -ENOMEM;
+	for (i = 0; i < fs->pt->count; i++) {
+		fs->parts[i].name = fs->pt->parts[i].name;
+		fs->parts[i].offset = fs->pt->parts[i].offset;
+		fs->parts[i].size = fs->pt->parts[i].size;
+	}
+	fs->disk.name = "disk";
+	fs->disk.offset = 0;
+	fs->disk.size = fs->size;
+	return 0;
+}
+
+/* One FUSE session: its struct fuse, where it is mounted, its loop thread. */
+struct session {
+	struct fuse *fuse;
+	struct vmdkfs_view view;
+	const char *mountpoint;
+	bool mounted;
+	pthread_t thread;
+	bool threaded;
+	bool single;
+};
+
+static int session_loop(struct session *s)
+{
+	struct fuse_loop_config *cfg;
+	int ret;
+
+	if (s->single)
+		return fuse_loop(s->fuse);
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	/* Guest filesystems read through the staging view while a request on
+	 * fs/ waits for them: leave room for both. */
+	fuse_loop_cfg_set_max_threads(cfg, 64);
+	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	ret = fuse_loop_mt(s->fuse, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return ret;
+}
+
+static void *session_thread(void *arg)
+{
+	session_loop(arg);
+	return NULL;
+}
+
+static int session_start(struct session *s, struct fuse_args *args,
+			 struct vmdkfs *fs, bool staging, const char *mp)
+{
+	s->view.fs = fs;
+	s->view.staging = staging;
+	s->mountpoint = mp;
+	s->fuse = fuse_new(args, &vmdkfs_ops, sizeof(vmdkfs_ops), &s->view);
+	if (!s->fuse) {
+		vmdkfs_log("bad FUSE options (see --help)");
+		return -1;
+	}
+	if (fuse_mount(s->fuse, mp) != 0) {
+		vmdkfs_log("cannot mount on %s (is /dev/fuse usable, and "
+			   "fusermount3 installed?)", mp);
+		fuse_destroy(s->fuse);
+		s->fuse = NULL;
+		return -1;
+	}
+	s->mounted = true;
+	return 0;
+}
+
+/* Unmounts a session's mount (retrying while a loop device lets go) and
+ * waits for its loop thread. */
+static void session_stop(struct session *s)
+{
+	if (!s->fuse)
+		return;
+	fuse_exit(s->fuse);
+	if (s->mounted && s->threaded) {
+		int i;
+
+		for (i = 0; i < 50; i++) {
+			if (geteuid() == 0) {
+				if (umount2(s->mountpoint, UMOUNT_NOFOLLOW) == 0 ||
+				    errno == EINVAL)
+					break;
+			} else {
+				fuse_unmount(s->fuse);
+				break;
+			}
+			usleep(100000);
+		}
+		if (i == 50) {
+			vmdkfs_log("%s stays busy; detaching it", s->mountpoint);
+			umount2(s->mountpoint, MNT_DETACH);
+		}
+		s->mounted = false;
+		pthread_join(s->thread, NULL);
+	} else if (s->mounted) {
+		fuse_unmount(s->fuse);
+		s->mounted = false;
+	}
+	fuse_destroy(s->fuse);
+	s->fuse = NULL;
+}
+
+static void build_fuse_args(struct fuse_args *args, const char *argv0,
+			    const struct fuse_args *user, const char *image,
+			    bool writable, bool debug)
+{
+	char opt[PATH_MAX + 64];
+	const char *p;
+	size_t n = 0;
+	int i;
+
+	fuse_opt_add_arg(args, argv0);
+	for (i = 1; i < user->argc; i++)
+		fuse_opt_add_arg(args, user->argv[i]);
+	/* fsname: the image, with commas (the option separator) escaped. */
+	n = (size_t)snprintf(opt, sizeof(opt), "fsname=");
+	for (p = image; *p && n + 3 < sizeof(opt); p++) {
+		if (*p == ',' || *p == '\\')
+			opt[n++] = '\\';
+		opt[n++] = *p;
+	}
+	opt[n] = '\0';
+	fuse_opt_add_arg(args, "-o");
+	fuse_opt_add_arg(args, opt);
+	fuse_opt_add_arg(args, "-osubtype=vmdkfs");
+	if (!writable)
+		fuse_opt_add_arg(args, "-oro");
+	if (geteuid() == 0)
+		fuse_opt_add_arg(args, "-oallow_other,default_permissions");
+	if (debug)
+		fuse_opt_add_arg(args, "-d");
+}
+
+/* Forks; the parent waits for the child's verdict and exits with it. */
+static int daemonise(int *report_fd)
+{
+	int pfd[2];
+	pid_t pid;
+	char st = 1;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		vmdkfs_log("pipe: %s", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		vmdkfs_log("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid > 0) {
+		close(pfd[1]);
+		if (read(pfd[0], &st, 1) != 1)
+			st = 1;
+		_exit(st);
+	}
+	close(pfd[0]);
+	setsid();
+	*report_fd = pfd[1];
+	return 0;
+}
+
+static void report_ready(int *report_fd, char status)
+{
+	if (*report_fd < 0)
+		return;
+	if (status == 0) {
+		int fd = open("/dev/null", O_RDWR);
+
+		if (fd >= 0) {
+			dup2(fd, 0);
+			dup2(fd, 1);
+			dup2(fd, 2);
+			if (fd > 2)
+				close(fd);
+		}
+		openlog("vmdkfs", LOG_PID, LOG_DAEMON);
+		daemonised = true;
+		if (chdir("/") < 0)
+			vmdkfs_log("chdir /: %s", strerror(errno));
+	}
+	if (write(*report_fd, &status, 1) < 0) {
+		/* the parent is gone: nothing to tell */
+	}
+	close(*report_fd);
+	*report_fd = -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args uargs = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args margs = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_args sargs = FUSE_ARGS_INIT(0, NULL);
+	struct session main_s = { 0 }, stage_s = { 0 };
+	enum vmdkfs_browse_mode bmode = VMDKFS_BROWSE_OFF;
+	char image[PATH_MAX], mp[PATH_MAX], child[PATH_MAX + 64];
+	struct options o = { 0 };
+	struct vmdkfs fs = { 0 };
+	int report_fd = -1, rc = 1;
+	struct stat ist;
+
+	if (fuse_opt_parse(&uargs, &o, vmdkfs_opts, opt_proc) < 0)
+		return 1;
+	if (o.help) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (o.version) {
+		printf("vmdkfs (ovk) %s, FUSE %s\n", OVK_VERSION,
+		       fuse_pkgversion());
+		return 0;
+	}
+	if (!o.image || !o.mountpoint) {
+		fprintf(stderr, "vmdkfs: expected IMAGE and MOUNTPOINT\n"
+			"Try 'vmdkfs --help' for more information.\n");
+		return 1;
+	}
+	if (o.browse_mode) {
+		if (!strcmp(o.browse_mode, "auto"))
+			bmode = VMDKFS_BROWSE_AUTO;
+		else if (!strcmp(o.browse_mode, "kernel"))
+			bmode = VMDKFS_BROWSE_KERNEL;
+		else if (!strcmp(o.browse_mode, "fuse"))
+			bmode = VMDKFS_BROWSE_FUSE;
+		else if (!strcmp(o.browse_mode, "off"))
+			bmode = VMDKFS_BROWSE_OFF;
+		else {
+			vmdkfs_log("browse must be auto, kernel, fuse or off, "
+				   "not '%s'", o.browse_mode);
+			return 1;
+		}
+	} else if (o.browse) {
+		bmode = VMDKFS_BROWSE_AUTO;
+	}
+	if (o.format && strcmp(o.format, "vmdk") && strcmp(o.format, "raw")) {
+		vmdkfs_log("format must be vmdk or raw, not '%s'", o.format);
+		return 1;
+	}
+	fs.writable = o.readwrite || (o.rw && !o.ro);
+	if (o.rw && !o.readwrite && started_by_mount())
+		fs.writable = false; /* mount(8)'s implicit 'rw' */
+	if (o.rw && o.ro && !started_by_mount()) {
+		vmdkfs_log("-o ro and -o rw contradict each other");
+		return 1;
+	}
+	if (o.snapshot || o.snapshot_path) {
+		if (o.snapshot_path) {
+			snprintf(child, sizeof(child), "%s", o.snapshot_path);
+		} else {
+			char stamp[32];
+			time_t now = time(NULL);
+			struct tm tm;
+			size_t n = strlen(image);
+
+			localtime_r(&now, &tm);
+			strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+			if (ends_with_vmdk(image))
+				n -= 5;
+			snprintf(child, sizeof(child), "%.*s-snapshot-%s.vmdk",
+				 (int)n, image, stamp);
+		}
+		if (access(child, F_OK) == 0) {
+			vmdkfs_log("snapshot child %s already exists", child);
+			return 1;
+		}
+		fs.snapshot_child = child;
+		fs.writable = true;
+	}
+	fs.debug = o.debug;
+	if (o.debug)
+		o.foreground = 1;
+
+	if (!realpath(o.image, image)) {
+		vmdkfs_log("image %s: %s", o.image,
+			   errno == ENOENT ? "no such file" : strerror(errno));
+		return 1;
+	}
+	if (!realpath(o.mountpoint, mp)) {
+		if (errno == ENOTCONN)
+			vmdkfs_log("mountpoint %s: a dead FUSE mount is still "
+				   "there; run `fusermount3 -uz %s`",
+				   o.mountpoint, o.mountpoint);
+		else
+			vmdkfs_log("mountpoint %s does not exist (mkdir it "
+				   "first)", o.mountpoint);
+		return 1;
+	}
+	o.image = image;
+	o.mountpoint = mp;
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		vmdkfs_log("no usable /dev/fuse (%s): load the fuse module "
+			   "(modprobe fuse) or, in a container, pass the device "
+			   "through", strerror(errno));
+		return 1;
+	}
+	if (check_mountpoint(mp) < 0)
+		return 1;
+
+	if (!o.foreground && daemonise(&report_fd) < 0)
+		return 1;
+
+	fs.image = image;
+	pthread_mutex_init(&fs.info_lock, NULL);
+	if (stat(image, &ist) == 0)
+		fs.mtime = ist.st_mtim;
+	if (open_image(&fs, &o) < 0)
+		goto out;
+	if (load_partitions(&fs) < 0)
+		goto err_close_image;
+
+	if (bmode != VMDKFS_BROWSE_OFF) {
+		if (browse_new(bmode, &fs.browse) < 0)
+			goto err_close_image;
+		build_fuse_args(&sargs, argv[0], &uargs, image, fs.writable,
+				false);
+		stage_s.single = o.single;
+		if (session_start(&stage_s, &sargs, &fs, true,
+				  fs.browse->devdir) < 0)
+			goto err_free_browse;
+		if (pthread_create(&stage_s.thread, NULL, session_thread,
+				   &stage_s) != 0) {
+			vmdkfs_log("cannot start the staging thread");
+			goto err_stop_staging;
+		}
+		stage_s.threaded = true;
+		browse_mount_all(fs.browse, &fs);
+	}
+
+	build_fuse_args(&margs, argv[0], &uargs, image, fs.writable, o.debug);
+	main_s.single = o.single;
+	if (session_start(&main_s, &margs, &fs, false, mp) < 0)
+		goto err_unmount_guests;
+	if (fuse_set_signal_handlers(fuse_get_session(main_s.fuse)) != 0) {
+		vmdkfs_log("cannot install signal handlers");
+		goto err_stop_main;
+	}
+	report_ready(&report_fd, 0);
+
+	rc = session_loop(&main_s) < 0 ? 1 : 0;
+	fuse_remove_signal_handlers(fuse_get_session(main_s.fuse));
+
+err_stop_main:
+	/* Guest filesystems first, so nothing reads the image any more. */
+	if (fs.browse)
+		browse_unmount_all(fs.browse);
+	session_stop(&main_s);
+err_unmount_guests:
+	if (fs.browse)
+		browse_unmount_all(fs.browse);
+err_stop_staging:
+	session_stop(&stage_s);
+err_free_browse:
+	browse_free(fs.browse);
+err_close_image:
+	if (bdev_close(fs.bdev) < 0) {
+		vmdkfs_log("closing %s: %s", image, bdev_errmsg());
+		rc = 1;
+	}
+out:
+	report_ready(&report_fd, 1);
+	free(fs.info_json);
+	free(fs.parts);
+	free(fs.pt);
+	fuse_opt_free_args(&margs);
+	fuse_opt_free_args(&sargs);
+	fuse_opt_free_args(&uargs);
+	free(o.browse_mode);
+	free(o.format);
+	free(o.snapshot_path);
+	return rc;
+}

@@ -1,0 +1,76 @@
+/*
+ * vmdkfs.h - what the parts of vmdkfs share: the mounted image, its
+ * partitions, the browse manager and the two FUSE views.
+ *
+ * Two FUSE sessions serve one image. The user's mount shows disk,
+ * partitions/, info.json and (with browse) fs/. A private mount in a staging
+ * folder shows disk and partitions/ only: guest filesystems are mounted from
+ * there, so nothing holds files open on the user's mount and a plain
+ * `fusermount3 -u MOUNTPOINT` succeeds. fs/NAME in the user's mount passes
+ * through to the guest filesystem mounted in the staging folder.
+ */
+#ifndef OVK_VMDKFS_H
+#define OVK_VMDKFS_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "blockengine.h"
+#include "ptable.h"
+
+struct browse;
+
+enum vmdkfs_browse_mode {
+	VMDKFS_BROWSE_OFF,
+	VMDKFS_BROWSE_AUTO,   /* kernel when root, else userspace drivers */
+	VMDKFS_BROWSE_KERNEL, /* loop device + mount(8) */
+	VMDKFS_BROWSE_FUSE,   /* fuse2fs, ntfs-3g, fusefat */
+};
+
+/* A raw window onto the disk: the disk itself or one partition. */
+struct vmdkfs_window {
+	const char *name; /* file name under partitions/, or "disk" */
+	uint64_t offset;
+	uint64_t size;
+};
+
+struct vmdkfs {
+	struct bdev *bdev;
+	const char *image;
+	uint64_t size;
+	struct timespec mtime; /* of the image file, shown on every node */
+	bool writable;
+	const char *snapshot_child; /* -o snapshot: the delta child */
+	bool debug;
+	struct ptable *pt;
+	struct vmdkfs_window disk;
+	struct vmdkfs_window *parts; /* pt->count windows */
+
+	pthread_mutex_t info_lock;
+	char *info_json; /* built on first use */
+	size_t info_len;
+
+	struct browse *browse; /* NULL without --browse */
+};
+
+/* Per-session private data: which tree the session shows. */
+struct vmdkfs_view {
+	struct vmdkfs *fs;
+	bool staging; /* the private view: disk and partitions/ only */
+};
+
+/* fsops.c: the FUSE operations shared by both views. */
+extern const struct fuse_operations vmdkfs_ops;
+
+/* infojson.c: the `vmdk info --output=json` document for the image. */
+int vmdkfs_info_json(struct vmdkfs *fs, char **out, size_t *len);
+
+/* main.c: log a line to stderr (and syslog once daemonised). */
+void vmdkfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
