@@ -52,6 +52,8 @@ static const char usage[] =
 "  -o browse=kernel|fuse|auto   force the kernel or the userspace drivers\n"
 "  -o format=vmdk|raw  do not probe the image format\n"
 "  -o share          read without taking the image's locks (like qemu-img -U)\n"
+"  -o allow_escape   follow extent and parent names that leave the\n"
+"                    descriptor's folder (absolute parent paths)\n"
 "  -f                stay in the foreground\n"
 "  -d                debug: foreground, log every FUSE request\n"
 "  -s                single-threaded\n"
@@ -69,7 +71,7 @@ static const char usage[] =
 struct options {
 	const char *image;
 	const char *mountpoint;
-	int ro, rw, readwrite, snapshot, browse, share;
+	int ro, rw, readwrite, snapshot, browse, share, allow_escape;
 	char *browse_mode;
 	char *format;
 	char *snapshot_path;
@@ -89,6 +91,7 @@ static const struct fuse_opt vmdkfs_opts[] = {
 	OPT("format=%s", format, 0),
 	OPT("snapshot=%s", snapshot_path, 0),
 	OPT("share", share, 1),
+	OPT("allow_escape", allow_escape, 1),
 	OPT("-f", foreground, 1),
 	OPT("-d", debug, 1),
 	OPT("debug", debug, 1),
@@ -241,6 +244,8 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 		return -1;
 	}
 	oo.format = o->format;
+	if (o->allow_escape)
+		oo.flags |= BDEV_O_ALLOW_ESCAPE;
 	if (fs->snapshot_child) {
 		struct bdev_create_opts co = { 0 };
 
@@ -263,8 +268,8 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 		}
 		vmdkfs_log("writes go to the snapshot child %s; %s stays "
 			   "untouched", fs->snapshot_child, o->image);
-		ret = bdev_open(fs->snapshot_child, &(struct bdev_open_opts){
-					.flags = BDEV_O_RDWR }, &fs->bdev);
+		oo.flags |= BDEV_O_RDWR;
+		ret = bdev_open(fs->snapshot_child, &oo, &fs->bdev);
 		if (ret < 0) {
 			const char *msg = bdev_errmsg();
 
