@@ -1,0 +1,577 @@
+/* ovffs - mount an OVF package (OVA, .ovf, folder) read-only as a tree a
+ * person can browse: the descriptor, manifest and certificate as they are,
+ * verify.txt, one folder per virtual system, and disks/ with each disk's
+ * original file and <disk>.raw, the flattened virtual disk served by the
+ * engine straight from the package. */
+#define FUSE_USE_VERSION 35
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blockengine.h"
+#include "ovf.h"
+
+enum node_kind { NODE_DIR, NODE_TEXT, NODE_VERIFY, NODE_STREAM, NODE_BDEV };
+
+struct node {
+	char *name;
+	enum node_kind kind;
+	struct node **kids;
+	size_t nkids;
+	char *text;                /* TEXT, VERIFY (once made) */
+	size_t text_len;
+	struct ovf_stream *stream; /* STREAM */
+	struct bdev *bdev;         /* BDEV */
+	uint64_t size;
+	bool size_known;
+};
+
+struct ovffs {
+	struct ovf_pkg *pkg;
+	struct node root;
+	pthread_mutex_t lock; /* verify.txt and lazy sizes */
+	bool debug;
+};
+
+static struct ovffs fs;
+
+/* Prints a message to stderr prefixed with the program name. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("ovffs: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Adds a child node named name (made safe for a path component). */
+static struct node *add_node(struct node *dir, const char *name,
+			     enum node_kind kind)
+{
+	struct node **v = realloc(dir->kids, (dir->nkids + 1) * sizeof(*v));
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!v || !n) {
+		free(n);
+		if (v)
+			dir->kids = v;
+		return NULL;
+	}
+	dir->kids = v;
+	n->name = strdup(name && *name ? name : "_");
+	if (!n->name) {
+		free(n);
+		return NULL;
+	}
+	for (char *c = n->name; *c; c++)
+		if (*c == '/')
+			*c = '_';
+	if (!strcmp(n->name, ".") || !strcmp(n->name, ".."))
+		n->name[0] = '_';
+	/* names must be unique in a folder */
+	for (size_t i = 0; i < dir->nkids; i++) {
+		if (!strcmp(dir->kids[i]->name, n->name)) {
+			char *alt = malloc(strlen(n->name) + 24);
+
+			if (alt) {
+				sprintf(alt, "%s~%zu", n->name, dir->nkids);
+				free(n->name);
+				n->name = alt;
+			}
+			break;
+		}
+	}
+	n->kind = kind;
+	dir->kids[dir->nkids++] = n;
+	return n;
+}
+
+/* Adds a text file (takes text). */
+static int add_text(struct node *dir, const char *name, char *text)
+{
+	struct node *n;
+
+	if (!text)
+		return -ENOMEM;
+	n = add_node(dir, name, NODE_TEXT);
+	if (!n) {
+		free(text);
+		return -ENOMEM;
+	}
+	n->text = text;
+	n->text_len = strlen(text);
+	n->size = n->text_len;
+	n->size_known = true;
+	return 0;
+}
+
+/* Adds a member of the package as it is stored. */
+static int add_member(struct node *dir, const char *name)
+{
+	struct ovf_stream *s;
+	struct node *n;
+
+	if (ovf_member_open(fs.pkg, name, &s) < 0) {
+		say("%s", ovf_errmsg());
+		return -EIO;
+	}
+	n = add_node(dir, strrchr(name, '/') ? strrchr(name, '/') + 1 : name,
+		     NODE_STREAM);
+	if (!n) {
+		ovf_stream_close(s);
+		return -ENOMEM;
+	}
+	n->stream = s;
+	return 0;
+}
+
+/* Adds one folder per system (collections included), flattened. */
+static int add_systems(const struct ovf_envelope *env,
+		       const struct ovf_system *s)
+{
+	struct node *d = add_node(&fs.root, s->id ? s->id : "system", NODE_DIR);
+	int r = d ? 0 : -ENOMEM;
+
+	if (r >= 0 && !s->collection)
+		r = add_text(d, "hardware.json", ovf_system_hardware_json(env, s));
+	if (r >= 0)
+		r = add_text(d, "summary.txt", ovf_system_summary(env, s));
+	if (r >= 0)
+		r = add_text(d, "product.json", ovf_system_product_json(s));
+	if (r >= 0 && s->neulas) {
+		struct { char *p; } b = { NULL };
+		size_t len = 0;
+
+		for (size_t i = 0; i < s->neulas; i++)
+			len += (s->eulas[i] ? strlen(s->eulas[i]) : 0) + 2;
+		b.p = calloc(1, len + 1);
+		for (size_t i = 0; b.p && i < s->neulas; i++) {
+			strcat(b.p, s->eulas[i] ? s->eulas[i] : "");
+			strcat(b.p, "\n");
+			if (i + 1 < s->neulas)
+				strcat(b.p, "\n");
+		}
+		r = add_text(d, "eula.txt", b.p);
+	}
+	for (size_t i = 0; r >= 0 && i < s->nchildren; i++)
+		r = add_systems(env, &s->children[i]);
+	return r;
+}
+
+/* Adds disks/<file> and disks/<diskId>.raw for every disk with a file. */
+static int add_disks(const struct ovf_envelope *env)
+{
+	struct node *dir = add_node(&fs.root, "disks", NODE_DIR);
+
+	if (!dir)
+		return -ENOMEM;
+	for (size_t i = 0; i < env->ndisks; i++) {
+		const struct ovf_disk *d = &env->disks[i];
+		const struct ovf_file *f = ovf_find_file(env, d->file_ref);
+		struct bdev_open_opts oo = { .flags = BDEV_O_SHARE | BDEV_O_NO_BACKING };
+		struct bdev_info info;
+		struct ovf_stream *s;
+		struct node *n;
+		char *rawname;
+		uint64_t base;
+		int fd, r;
+
+		if (!f || !f->href)
+			continue;
+		if (ovf_file_open(fs.pkg, f, &s) < 0) {
+			say("disk %s: %s", d->disk_id ? d->disk_id : "?", ovf_errmsg());
+			continue;
+		}
+		n = add_node(dir, strrchr(f->href, '/') ? strrchr(f->href, '/') + 1
+							: f->href, NODE_STREAM);
+		if (!n) {
+			ovf_stream_close(s);
+			return -ENOMEM;
+		}
+		n->stream = s;
+		if (ovf_stream_region(s, &fd, &base) < 0) {
+			say("disk %s: %s is %s; its .raw view needs an engine byte-source API that does not exist yet (the original file is served)",
+			    d->disk_id ? d->disk_id : "?", f->href,
+			    f->compression && !strcmp(f->compression, "gzip")
+				    ? "gzip-compressed" : "chunked or inside a gzip'd OVA");
+			continue;
+		}
+		if (ovf_stream_size(s, &n->size) < 0)
+			continue;
+		n->size_known = true;
+		rawname = malloc(strlen(d->disk_id ? d->disk_id : "disk") + 5);
+		if (!rawname)
+			return -ENOMEM;
+		sprintf(rawname, "%s.raw", d->disk_id ? d->disk_id : "disk");
+		{
+			struct bdev *b = NULL;
+
+			r = bdev_open_region(fd, base, n->size, f->href, &oo, &b);
+			if (r < 0) {
+				say("disk %s: %s: %s", d->disk_id ? d->disk_id : "?",
+				    f->href, bdev_errmsg());
+				free(rawname);
+				continue;
+			}
+			if (bdev_get_info(b, &info) < 0) {
+				bdev_close(b);
+				free(rawname);
+				continue;
+			}
+			n = add_node(dir, rawname, NODE_BDEV);
+			free(rawname);
+			if (!n) {
+				bdev_close(b);
+				return -ENOMEM;
+			}
+			n->bdev = b;
+			n->size = info.size;
+			n->size_known = true;
+		}
+	}
+	return 0;
+}
+
+/* Builds the whole tree from the opened package. */
+static int build_tree(void)
+{
+	const struct ovf_envelope *env = ovf_pkg_envelope(fs.pkg);
+	struct node *v;
+	int r;
+
+	fs.root.kind = NODE_DIR;
+	fs.root.name = strdup("/");
+	r = add_member(&fs.root, ovf_pkg_descriptor_name(fs.pkg));
+	if (r >= 0 && ovf_pkg_manifest_name(fs.pkg))
+		r = add_member(&fs.root, ovf_pkg_manifest_name(fs.pkg));
+	if (r >= 0 && ovf_pkg_cert_name(fs.pkg))
+		r = add_member(&fs.root, ovf_pkg_cert_name(fs.pkg));
+	if (r < 0)
+		return r;
+	v = add_node(&fs.root, "verify.txt", NODE_VERIFY);
+	if (!v)
+		return -ENOMEM;
+	if (env->content) {
+		r = add_systems(env, env->content);
+		if (r < 0)
+			return r;
+	}
+	return add_disks(env);
+}
+
+/* Makes verify.txt on first use: it reads every file of the package. */
+static void ensure_verify(struct node *n)
+{
+	pthread_mutex_lock(&fs.lock);
+	if (!n->size_known) {
+		struct ovf_verify v;
+
+		if (ovf_verify(fs.pkg, &v) < 0) {
+			n->text = malloc(strlen(ovf_errmsg()) + 32);
+			if (n->text)
+				sprintf(n->text, "cannot verify: %s\n", ovf_errmsg());
+		} else {
+			n->text = ovf_verify_text(&v);
+			ovf_verify_free(&v);
+		}
+		n->text_len = n->text ? strlen(n->text) : 0;
+		n->size = n->text_len;
+		n->size_known = true;
+	}
+	pthread_mutex_unlock(&fs.lock);
+}
+
+/* Finds the node for a path. */
+static struct node *lookup(const char *path)
+{
+	struct node *n = &fs.root;
+	const char *c = path;
+
+	while (*c == '/')
+		c++;
+	while (*c && n) {
+		const char *e = strchr(c, '/');
+		size_t len = e ? (size_t)(e - c) : strlen(c);
+		struct node *next = NULL;
+
+		for (size_t i = 0; i < n->nkids && !next; i++)
+			if (strlen(n->kids[i]->name) == len &&
+			    !memcmp(n->kids[i]->name, c, len))
+				next = n->kids[i];
+		n = next;
+		c += len;
+		while (*c == '/')
+			c++;
+	}
+	return n;
+}
+
+/* The size of a file node, learning it lazily (gzip'd files). */
+static int node_size(struct node *n, uint64_t *size)
+{
+	int r = 0;
+
+	if (n->kind == NODE_VERIFY)
+		ensure_verify(n);
+	if (!n->size_known) {
+		pthread_mutex_lock(&fs.lock);
+		if (!n->size_known) {
+			r = ovf_stream_size(n->stream, &n->size);
+			if (r < 0)
+				say("%s: %s", n->name, ovf_errmsg());
+			else
+				n->size_known = true;
+		}
+		pthread_mutex_unlock(&fs.lock);
+	}
+	*size = n->size;
+	return r;
+}
+
+static int fs_getattr(const char *path, struct stat *st,
+		      struct fuse_file_info *fi)
+{
+	struct node *n = lookup(path);
+	uint64_t size;
+
+	if (!n)
+		return -ENOENT;
+	memset(st, 0, sizeof(*st));
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	if (n->kind == NODE_DIR) {
+		st->st_mode = S_IFDIR | 0555;
+		st->st_nlink = 2;
+		return 0;
+	}
+	if (node_size(n, &size) < 0)
+		return -EIO;
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	return 0;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill,
+		      off_t off, struct fuse_file_info *fi,
+		      enum fuse_readdir_flags flags)
+{
+	struct node *n = lookup(path);
+
+	if (!n)
+		return -ENOENT;
+	if (n->kind != NODE_DIR)
+		return -ENOTDIR;
+	fill(buf, ".", NULL, 0, 0);
+	fill(buf, "..", NULL, 0, 0);
+	for (size_t i = 0; i < n->nkids; i++)
+		fill(buf, n->kids[i]->name, NULL, 0, 0);
+	return 0;
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct node *n = lookup(path);
+
+	if (!n)
+		return -ENOENT;
+	if (n->kind == NODE_DIR)
+		return -EISDIR;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	if (n->kind == NODE_VERIFY)
+		ensure_verify(n);
+	fi->fh = (uint64_t)(uintptr_t)n;
+	fi->keep_cache = 1;
+	return 0;
+}
+
+static int fs_read(const char *path, char *buf, size_t len, off_t off,
+		   struct fuse_file_info *fi)
+{
+	struct node *n = (struct node *)(uintptr_t)fi->fh;
+	uint64_t size;
+	int r;
+
+	if (off < 0)
+		return -EINVAL;
+	if (node_size(n, &size) < 0)
+		return -EIO;
+	if ((uint64_t)off >= size)
+		return 0;
+	if (len > size - (uint64_t)off)
+		len = (size_t)(size - (uint64_t)off);
+	switch (n->kind) {
+	case NODE_TEXT:
+	case NODE_VERIFY:
+		memcpy(buf, n->text + off, len);
+		return (int)len;
+	case NODE_STREAM: {
+		ssize_t got = ovf_stream_pread(n->stream, buf, len, (uint64_t)off);
+
+		if (got < 0) {
+			say("%s: %s", path, ovf_errmsg());
+			return -EIO;
+		}
+		return (int)got;
+	}
+	case NODE_BDEV:
+		r = bdev_pread(n->bdev, buf, len, (uint64_t)off);
+		if (r < 0) {
+			say("%s: %s", path, bdev_errmsg());
+			return r;
+		}
+		return (int)len;
+	default:
+		return -EISDIR;
+	}
+}
+
+static const struct fuse_operations ovffs_ops = {
+	.getattr = fs_getattr,
+	.readdir = fs_readdir,
+	.open = fs_open,
+	.read = fs_read,
+};
+
+/* Frees a node and what is below it. */
+static void free_node(struct node *n, bool self)
+{
+	for (size_t i = 0; i < n->nkids; i++)
+		free_node(n->kids[i], true);
+	free(n->kids);
+	free(n->text);
+	free(n->name);
+	if (n->stream)
+		ovf_stream_close(n->stream);
+	if (n->bdev)
+		bdev_close(n->bdev);
+	if (self)
+		free(n);
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: ovffs [-f] [-d] [-s] [-o OPTIONS] PACKAGE MOUNTPOINT\n"
+	      "Mount an OVA file, a .ovf file or a folder read-only.\n"
+	      "  -f  stay in the foreground   -d  debug (implies -f)\n"
+	      "  -s  single-threaded          -o  FUSE mount options\n"
+	      "Unmount with: fusermount3 -u MOUNTPOINT\n", f);
+}
+
+int main(int argc, char **argv)
+{
+	const char *pkg_path = NULL, *mp = NULL;
+	bool foreground = false, single = false;
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *cfg;
+	struct fuse *f;
+	char *fsname;
+	int r, ret = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			usage(stdout);
+			return 0;
+		} else if (!strcmp(argv[i], "-f")) {
+			foreground = true;
+		} else if (!strcmp(argv[i], "-d")) {
+			fs.debug = foreground = true;
+		} else if (!strcmp(argv[i], "-s")) {
+			single = true;
+		} else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+			i++; /* passed to FUSE below */
+		} else if (argv[i][0] == '-') {
+			say("unknown option %s", argv[i]);
+			usage(stderr);
+			return 2;
+		} else if (!pkg_path) {
+			pkg_path = argv[i];
+		} else if (!mp) {
+			mp = argv[i];
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!pkg_path || !mp) {
+		usage(stderr);
+		return 2;
+	}
+	if (access(mp, F_OK) < 0) {
+		say("mount point %s: %s", mp, strerror(errno));
+		return 1;
+	}
+	pthread_mutex_init(&fs.lock, NULL);
+	if (ovf_open(pkg_path, &fs.pkg) < 0) {
+		say("cannot open %s", ovf_errmsg());
+		return 1;
+	}
+	r = build_tree();
+	if (r < 0) {
+		say("%s: cannot build the tree: %s", pkg_path, strerror(-r));
+		goto err_free_tree;
+	}
+	fsname = malloc(strlen(pkg_path) + 32);
+	if (!fsname)
+		goto err_free_tree;
+	sprintf(fsname, "ro,fsname=ovffs:%s,subtype=ovffs", pkg_path);
+	fuse_opt_add_arg(&args, argv[0]);
+	fuse_opt_add_arg(&args, "-o");
+	fuse_opt_add_arg(&args, fsname);
+	free(fsname);
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "-o") && i + 1 < argc) {
+			fuse_opt_add_arg(&args, "-o");
+			fuse_opt_add_arg(&args, argv[++i]);
+		}
+	if (fs.debug)
+		fuse_opt_add_arg(&args, "-d");
+	f = fuse_new(&args, &ovffs_ops, sizeof(ovffs_ops), NULL);
+	if (!f) {
+		say("bad FUSE options");
+		goto err_free_args;
+	}
+	if (fuse_mount(f, mp) != 0) {
+		say("cannot mount on %s (is /dev/fuse usable, fusermount3 installed?)", mp);
+		goto err_destroy;
+	}
+	if (fuse_set_signal_handlers(fuse_get_session(f)) != 0)
+		goto err_unmount;
+	if (fuse_daemonize(foreground) != 0)
+		goto err_signals;
+	if (single) {
+		ret = fuse_loop(f) ? 1 : 0;
+	} else {
+		cfg = fuse_loop_cfg_create();
+		if (cfg) {
+			fuse_loop_cfg_set_max_threads(cfg, 16);
+			ret = fuse_loop_mt(f, cfg) ? 1 : 0;
+			fuse_loop_cfg_destroy(cfg);
+		}
+	}
+err_signals:
+	fuse_remove_signal_handlers(fuse_get_session(f));
+err_unmount:
+	fuse_unmount(f);
+err_destroy:
+	fuse_destroy(f);
+err_free_args:
+	fuse_opt_free_args(&args);
+err_free_tree:
+	free_node(&fs.root, false);
+	ovf_close(fs.pkg);
+	return ret;
+}

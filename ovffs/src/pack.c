@@ -1,0 +1,455 @@
+/* pack.c - write an OVA from a folder (descriptor first, manifest next,
+ * then files in References order) and extract one into a folder. Holes in
+ * sparse files stay holes both ways. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "ovf_i.h"
+
+#define COPY_BUF (1u << 20)
+#define USTAR_MAX_SIZE 077777777777ull /* 11 octal digits */
+
+/* Writes all of buf at the current position of fd. */
+static int write_all(int fd, const void *buf, size_t len, const char *name)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = write(fd, (const char *)buf + done, len - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return ovf_err(-errno, "%s: write: %s", name, strerror(errno));
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+/* Writes an octal field of n bytes (n-1 digits and a NUL). */
+static void octal(char *f, size_t n, uint64_t v)
+{
+	snprintf(f, n, "%0*llo", (int)(n - 1), (unsigned long long)v);
+}
+
+/* Builds one 512-byte ustar header block. */
+static void header(unsigned char *blk, const char *name, uint64_t size,
+		   char type, time_t mtime)
+{
+	unsigned sum = 0;
+
+	memset(blk, 0, 512);
+	strncpy((char *)blk, name, 100);
+	octal((char *)blk + 100, 8, 0644);
+	octal((char *)blk + 108, 8, 0);
+	octal((char *)blk + 116, 8, 0);
+	if (size <= USTAR_MAX_SIZE) {
+		octal((char *)blk + 124, 12, size);
+	} else { /* GNU base-256: big-endian with the top bit set */
+		blk[124] = 0x80;
+		for (int i = 11; i >= 4; i--) {
+			blk[124 + i] = (unsigned char)size;
+			size >>= 8;
+		}
+	}
+	octal((char *)blk + 136, 12, (uint64_t)mtime);
+	memset(blk + 148, ' ', 8);
+	blk[156] = (unsigned char)type;
+	memcpy(blk + 257, "ustar", 6);
+	memcpy(blk + 263, "00", 2);
+	for (int i = 0; i < 512; i++)
+		sum += blk[i];
+	snprintf((char *)blk + 148, 8, "%06o", sum);
+	blk[155] = ' ';
+}
+
+/* One pax record "LEN key=value\n" appended to b. */
+static void pax_record(struct ovf_buf *b, const char *key, const char *val)
+{
+	size_t body = strlen(key) + strlen(val) + 3, len = body + 1;
+	char tmp[32];
+
+	/* LEN counts its own digits */
+	while ((size_t)snprintf(tmp, sizeof(tmp), "%zu", len) + body != len)
+		len = (size_t)snprintf(tmp, sizeof(tmp), "%zu", len) + body;
+	ovf_buf_printf(b, "%zu %s=%s\n", len, key, val);
+}
+
+/* Writes the header(s) for a member: pax first when the name is long or
+   the size needs more than 11 octal digits. */
+static int write_header(int fd, const char *out, const char *name,
+			uint64_t size, time_t mtime)
+{
+	unsigned char blk[512];
+	int r;
+
+	if (strlen(name) > 100 || size > USTAR_MAX_SIZE) {
+		struct ovf_buf b = { 0 };
+		char num[32];
+		char *rec;
+		size_t len;
+
+		if (strlen(name) > 100)
+			pax_record(&b, "path", name);
+		if (size > USTAR_MAX_SIZE) {
+			snprintf(num, sizeof(num), "%llu", (unsigned long long)size);
+			pax_record(&b, "size", num);
+		}
+		len = b.len;
+		rec = ovf_buf_take(&b);
+		if (!rec)
+			return ovf_err(-ENOMEM, "out of memory");
+		header(blk, "PaxHeaders/member", len, 'x', mtime);
+		r = write_all(fd, blk, 512, out);
+		if (r >= 0)
+			r = write_all(fd, rec, len, out);
+		free(rec);
+		if (r >= 0 && len % 512) {
+			memset(blk, 0, sizeof(blk));
+			r = write_all(fd, blk, 512 - len % 512, out);
+		}
+		if (r < 0)
+			return r;
+	}
+	header(blk, name, size, '0', mtime);
+	return write_all(fd, blk, 512, out);
+}
+
+/* Copies size bytes of in (from 0) to out's current position, leaving
+   holes where in has them; pads to the 512 block. */
+static int copy_member(int in, int out, uint64_t size, const char *inname,
+		       const char *outname)
+{
+	char *buf = malloc(COPY_BUF);
+	off_t start = lseek(out, 0, SEEK_CUR);
+	uint64_t pos = 0;
+	int r = 0;
+
+	if (!buf)
+		return ovf_err(-ENOMEM, "out of memory");
+	while (pos < size) {
+		off_t data = lseek(in, (off_t)pos, SEEK_DATA);
+		off_t hole;
+
+		if (data < 0 && errno == ENXIO)
+			break; /* only a hole is left */
+		if (data < 0)
+			data = (off_t)pos;
+		hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0 || (uint64_t)hole > size)
+			hole = (off_t)size;
+		for (uint64_t at = (uint64_t)data; at < (uint64_t)hole;) {
+			size_t want = (uint64_t)hole - at < COPY_BUF ?
+				      (size_t)((uint64_t)hole - at) : COPY_BUF;
+			ssize_t n = pread(in, buf, want, (off_t)at);
+
+			if (n <= 0) {
+				r = ovf_err(n < 0 ? -errno : -EIO, "%s: read at %llu: %s",
+					    inname, (unsigned long long)at,
+					    n < 0 ? strerror(errno) : "file shrank");
+				goto out_free;
+			}
+			if (pwrite(out, buf, (size_t)n, start + (off_t)at) != n) {
+				r = ovf_err(-errno, "%s: write: %s", outname,
+					    strerror(errno));
+				goto out_free;
+			}
+			at += (uint64_t)n;
+		}
+		pos = (uint64_t)hole;
+	}
+	{
+		uint64_t padded = (size + 511) / 512 * 512;
+		off_t end = start + (off_t)padded;
+
+		/* extend over a trailing hole and padding */
+		if (ftruncate(out, end) < 0 && errno != EINVAL) {
+			r = ovf_err(-errno, "%s: %s", outname, strerror(errno));
+			goto out_free;
+		}
+		if (lseek(out, end, SEEK_SET) < 0)
+			r = ovf_err(-errno, "%s: %s", outname, strerror(errno));
+	}
+out_free:
+	free(buf);
+	return r;
+}
+
+/* Hex digest of a whole file. */
+static int file_digest(const char *path, const EVP_MD *md, char *hex)
+{
+	unsigned char dig[EVP_MAX_MD_SIZE], *buf = malloc(COPY_BUF);
+	unsigned int dlen;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+	ssize_t n;
+
+	if (fd < 0) {
+		r = ovf_err(-errno, "%s: %s", path, strerror(errno));
+		goto out_free;
+	}
+	if (!buf || !ctx) {
+		r = ovf_err(-ENOMEM, "out of memory");
+		goto out_free;
+	}
+	EVP_DigestInit_ex(ctx, md, NULL);
+	while ((n = read(fd, buf, COPY_BUF)) > 0)
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+	if (n < 0) {
+		r = ovf_err(-errno, "%s: %s", path, strerror(errno));
+		goto out_free;
+	}
+	EVP_DigestFinal_ex(ctx, dig, &dlen);
+	for (unsigned i = 0; i < dlen; i++)
+		sprintf(hex + 2 * i, "%02x", dig[i]);
+out_free:
+	if (fd >= 0)
+		close(fd);
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return r;
+}
+
+/* Packs a folder package (or the folder of a .ovf) into an OVA. */
+int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
+	     struct ovf_finding_list *warnings)
+{
+	static const char *const algo_name[] = { "SHA1", "SHA256", "SHA512" };
+	const EVP_MD *md = algo == OVF_SHA1 ? EVP_sha1() :
+			   algo == OVF_SHA512 ? EVP_sha512() : EVP_sha256();
+	struct ovf_pkg *p;
+	char **order = NULL, *mfname = NULL, *mftext = NULL;
+	size_t norder = 0;
+	struct ovf_buf mf = { 0 };
+	time_t now = time(NULL);
+	unsigned char zero[1024] = { 0 };
+	int out = -1, r;
+
+	r = ovf_open(src, &p);
+	if (r < 0)
+		return r;
+	if (p->ova) {
+		r = ovf_err(-EINVAL, "%s: already an OVA; pack takes a folder or a .ovf file", src);
+		goto err_close_pkg;
+	}
+	/* the order: descriptor, manifest, then References order */
+	order = calloc(p->nmembers + 2, sizeof(*order));
+	if (!order || !(order[norder++] = strdup(p->descriptor))) {
+		r = ovf_err(-ENOMEM, "out of memory");
+		goto err_free_order;
+	}
+	for (size_t f = 0; f < p->env->nfiles; f++) {
+		char **parts;
+		size_t np;
+
+		r = ovf_pkg_file_parts(p, &p->env->files[f], &parts, &np);
+		if (r < 0)
+			goto err_free_order;
+		if (!np) {
+			ovf_strv_free(parts, np);
+			r = ovf_err(-ENOENT, "%s: References/File[@id=%s]: %s is not in %s",
+				    src, p->env->files[f].id ? p->env->files[f].id : "?",
+				    p->env->files[f].href, p->dir);
+			goto err_free_order;
+		}
+		for (size_t j = 0; j < np; j++) {
+			bool dup = false;
+
+			for (size_t k = 0; k < norder; k++)
+				dup = dup || !strcmp(order[k], parts[j]);
+			if (dup || norder >= p->nmembers + 1) {
+				free(parts[j]);
+				continue;
+			}
+			order[norder++] = parts[j];
+		}
+		free(parts);
+	}
+	if (warnings && (p->manifest || p->cert))
+		ovf_finding_add(warnings, OVF_SEV_WARN, p->dir,
+				"existing %s%s%s not copied: a fresh %s manifest is written",
+				p->manifest ? p->manifest : "",
+				p->manifest && p->cert ? " and " : "",
+				p->cert ? p->cert : "", algo_name[algo]);
+	for (size_t i = 0; i < norder; i++) {
+		char hex[EVP_MAX_MD_SIZE * 2 + 1];
+		char *path = ovf_asprintf("%s/%s", p->dir, order[i]);
+
+		if (!path) {
+			r = ovf_err(-ENOMEM, "out of memory");
+			goto err_free_order;
+		}
+		r = file_digest(path, md, hex);
+		free(path);
+		if (r < 0)
+			goto err_free_order;
+		ovf_buf_printf(&mf, "%s(%s)= %s\n", algo_name[algo], order[i], hex);
+	}
+	mftext = ovf_buf_take(&mf);
+	mfname = ovf_strdup(p->descriptor);
+	if (!mftext || !mfname) {
+		r = ovf_err(-ENOMEM, "out of memory");
+		goto err_free_order;
+	}
+	strcpy(mfname + strlen(mfname) - 4, ".mf");
+	out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0) {
+		r = ovf_err(-errno, "%s: %s", out_path, strerror(errno));
+		goto err_free_order;
+	}
+	for (size_t i = 0; i < norder; i++) {
+		char *path = ovf_asprintf("%s/%s", p->dir, order[i]);
+		struct stat st;
+		int in;
+
+		if (!path) {
+			r = ovf_err(-ENOMEM, "out of memory");
+			goto err_close_out;
+		}
+		in = open(path, O_RDONLY | O_CLOEXEC);
+		if (in < 0 || fstat(in, &st) < 0) {
+			r = ovf_err(-errno, "%s: %s", path, strerror(errno));
+			if (in >= 0)
+				close(in);
+			free(path);
+			goto err_close_out;
+		}
+		r = write_header(out, out_path, order[i], (uint64_t)st.st_size, now);
+		if (r >= 0)
+			r = copy_member(in, out, (uint64_t)st.st_size, path, out_path);
+		close(in);
+		free(path);
+		if (r < 0)
+			goto err_close_out;
+		if (i == 0) { /* the manifest right after the descriptor */
+			size_t len = strlen(mftext);
+
+			r = write_header(out, out_path, mfname, len, now);
+			if (r >= 0)
+				r = write_all(out, mftext, len, out_path);
+			if (r >= 0 && len % 512)
+				r = write_all(out, zero, 512 - len % 512, out_path);
+			if (r < 0)
+				goto err_close_out;
+		}
+	}
+	r = write_all(out, zero, sizeof(zero), out_path);
+	if (r < 0)
+		goto err_close_out;
+	if (close(out) < 0) {
+		out = -1;
+		r = ovf_err(-errno, "%s: %s", out_path, strerror(errno));
+		goto err_close_out;
+	}
+	ovf_strv_free(order, norder);
+	free(mfname);
+	free(mftext);
+	ovf_close(p);
+	return 0;
+
+err_close_out:
+	if (out >= 0)
+		close(out);
+	unlink(out_path);
+err_free_order:
+	ovf_strv_free(order, norder);
+	free(mfname);
+	free(mftext);
+	free(ovf_buf_take(&mf));
+err_close_pkg:
+	ovf_close(p);
+	return r;
+}
+
+/* Makes the folders leading to rel inside dirfd. */
+static int make_parents(int dirfd, const char *rel, const char *dir)
+{
+	char *tmp = strdup(rel);
+
+	if (!tmp)
+		return ovf_err(-ENOMEM, "out of memory");
+	for (char *s = strchr(tmp, '/'); s; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		if (mkdirat(dirfd, tmp, 0755) < 0 && errno != EEXIST) {
+			int e = errno;
+
+			free(tmp);
+			return ovf_err(-e, "%s/%s: %s", dir, rel, strerror(e));
+		}
+		*s = '/';
+	}
+	free(tmp);
+	return 0;
+}
+
+/* True when the block is all zeros. */
+static bool all_zero(const char *b, size_t n)
+{
+	return n == 0 || (b[0] == 0 && !memcmp(b, b + 1, n - 1));
+}
+
+/* Extracts every member into dir; all-zero blocks become holes. */
+int ovf_unpack(struct ovf_pkg *p, const char *dir)
+{
+	char *buf;
+	int dfd, r = 0;
+
+	ovf_err_clear();
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return ovf_err(-errno, "%s: %s", dir, strerror(errno));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ovf_err(-errno, "%s: %s", dir, strerror(errno));
+	buf = malloc(COPY_BUF);
+	if (!buf) {
+		close(dfd);
+		return ovf_err(-ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < p->nmembers && r >= 0; i++) {
+		const struct ovf_member *m = &p->members[i];
+		struct ovf_stream *s = NULL;
+		int fd;
+
+		if (!ovf_name_is_safe(m->name)) {
+			r = ovf_err(-EPERM, "%s: member \"%s\" refused: unsafe name",
+				    p->path, m->name);
+			break;
+		}
+		r = make_parents(dfd, m->name, dir);
+		if (r < 0)
+			break;
+		fd = openat(dfd, m->name, O_WRONLY | O_CREAT | O_TRUNC |
+			    O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			r = ovf_err(-errno, "%s/%s: %s", dir, m->name, strerror(errno));
+			break;
+		}
+		r = ovf_member_open(p, m->name, &s);
+		for (uint64_t at = 0; r >= 0 && at < m->size;) {
+			size_t want = m->size - at < COPY_BUF ? (size_t)(m->size - at)
+							      : COPY_BUF;
+
+			r = ovf_stream_read_full(s, buf, want, at);
+			if (r >= 0 && !all_zero(buf, want) &&
+			    pwrite(fd, buf, want, (off_t)at) != (ssize_t)want)
+				r = ovf_err(-errno, "%s/%s: write: %s", dir,
+					    m->name, strerror(errno));
+			at += want;
+		}
+		if (r >= 0 && ftruncate(fd, (off_t)m->size) < 0)
+			r = ovf_err(-errno, "%s/%s: %s", dir, m->name, strerror(errno));
+		ovf_stream_close(s);
+		close(fd);
+	}
+	free(buf);
+	close(dfd);
+	return r;
+}
