@@ -200,6 +200,26 @@ struct bdev_create_opts {
 int bdev_create(const char *path, const struct bdev_create_opts *o);
 
 /*
+ * Fill a new image front to back (what `vmdk convert` uses): bdev_writer_new
+ * creates path as bdev_create does and returns a writer for its contents.
+ * bdev_writer_write stores [off, off + len): off a multiple of
+ * bdev_writer_grain(), len a multiple of it or reaching the end of the disk.
+ * It may be called from several threads at once (compression runs in the
+ * calling thread); ranges never written read as zeros (or the parent's
+ * bytes), so callers skip all-zero grains. A streamOptimized grain can be
+ * written only once. bdev_writer_close writes the tables (and a stream's
+ * footer), syncs and frees w; bdev_writer_abort deletes what was created.
+ */
+struct bdev_writer;
+int bdev_writer_new(const char *path, const struct bdev_create_opts *o,
+		    struct bdev_writer **out);
+uint64_t bdev_writer_grain(const struct bdev_writer *w);
+int bdev_writer_write(struct bdev_writer *w, uint64_t off, const void *buf,
+		      size_t len);
+int bdev_writer_close(struct bdev_writer *w);
+void bdev_writer_abort(struct bdev_writer *w);
+
+/*
  * Freeze b's current top layer: create child_path as a delta disk on it
  * and send every later write to the child. In-flight writes finish in the
  * old top first, so the frozen layer is a consistent point in time that

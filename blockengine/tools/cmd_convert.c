@@ -1,6 +1,7 @@
 /*
- * cmd_convert.c - `vmdk convert -O raw`: flatten an image (its whole chain)
- * into a raw file. Zero and unallocated ranges are skipped (the output is
+ * cmd_convert.c - `vmdk convert`: flatten an image (its whole chain) into a
+ * raw file, or write it as a new VMDK of any subformat (-O vmdk) through the
+ * engine's image writer. Zero and unallocated ranges are skipped (the output is
  * truncated to size first, so they read as holes), and so are all-zero
  * blocks inside data. Reads are large and several are in flight on each
  * worker's own queue; compressed images get two workers, because the engine
@@ -21,7 +22,7 @@
 
 static const char convert_help[] =
 "Usage: vmdk convert [-p] [-U] [-f FMT] [-m N] [-S SIZE] [--threads N]\n"
-"                    -O raw SRC DST\n"
+"                    [-O raw|vmdk] [-o OPTIONS] SRC DST\n"
 "\n"
 "Read SRC through the ovk engine (following its delta chain down to the\n"
 "base disk) and write the disk's bytes to DST as a raw image. DST is\n"
@@ -30,7 +31,14 @@ static const char convert_help[] =
 "blocks stay holes in DST.\n"
 "\n"
 "Options:\n"
-"  -O raw        output format; only 'raw' is supported (the default)\n"
+"  -O FMT        output format: raw (the default) or vmdk. With vmdk, DST\n"
+"                is created (never overwritten) with the -o options of\n"
+"                'vmdk create' (subformat=..., adapter_type=..., ...); only\n"
+"                grains holding non-zero data are stored. streamOptimized\n"
+"                grains are compressed on every worker thread and appended\n"
+"                in the order they finish (the grain tables say where each\n"
+"                one is), so the grains are in LBA order only per worker.\n"
+"  -o OPTIONS    VMDK creation options, see 'vmdk create --help'\n"
 "  -f FMT        force SRC's format: 'vmdk' or 'raw' (default: probe)\n"
 "  -p, --progress  show a progress bar (percent, rate, ETA) on stderr when\n"
 "                stderr is a terminal\n"
@@ -39,7 +47,8 @@ static const char convert_help[] =
 "  -S SIZE       smallest run of zero bytes left as a hole (default 4k;\n"
 "                0 writes every data byte); like qemu-img's -S\n"
 "  --threads N   worker threads, each with its own queue (default: 2 when\n"
-"                the image holds compressed grains, else 1; max 16)\n"
+"                the image holds compressed grains or the output is\n"
+"                streamOptimized, else 1; max 16)\n"
 "  -h, --help    show this help\n"
 "\n"
 "Requests are 1 MiB reads. DST is written with pwrite(2) and synced with\n"
@@ -57,6 +66,8 @@ struct conv {
 	struct bdev *b;
 	uint64_t size;
 	int dst_fd;
+	struct bdev_writer *w;	/* -O vmdk: the image writer, else NULL */
+	uint64_t align;		/* -O vmdk: the writer's grain */
 	bool write_all;		/* DST cannot be truncated: write zeros too */
 	size_t sparse;		/* zero runs at least this long become holes */
 	unsigned depth;
@@ -131,17 +142,35 @@ static bool conv_next(struct conv *cv, uint64_t *off, size_t *len)
 			cv->run_end = cv->next + n;
 		}
 		if (cv->run_kind == CHAIN_ZERO) {
-			cv->done += cv->run_end - cv->next;
-			cv->next = cv->run_end;
-			continue;
+			uint64_t end = cv->run_end;
+
+			/* a writer takes whole grains: skip only whole
+			   zero grains, read the rest (zeros) with the data */
+			if (cv->align && end < cv->size)
+				end -= end % cv->align;
+			if (end > cv->next) {
+				cv->done += end - cv->next;
+				cv->next = end;
+				continue;
+			}
+			cv->run_kind = CHAIN_DATA;
 		}
 		*off = cv->next;
 		*len = CHUNK;
 		/* keep requests chunk-aligned so they match grain runs */
 		if (*len > CHUNK - cv->next % CHUNK)
 			*len = CHUNK - cv->next % CHUNK;
-		if (*len > cv->run_end - cv->next)
-			*len = (size_t)(cv->run_end - cv->next);
+		if (*len > cv->run_end - cv->next) {
+			uint64_t end = cv->run_end;
+
+			if (cv->align && end % cv->align && end < cv->size) {
+				end += cv->align - end % cv->align;
+				if (end > cv->size)
+					end = cv->size;
+			}
+			if (end - cv->next < *len)
+				*len = (size_t)(end - cv->next);
+		}
 		cv->next += *len;
 		ok = true;
 		break;
@@ -202,6 +231,38 @@ static int write_data(struct conv *cv, const char *buf, size_t len,
 	return 0;
 }
 
+/* -O vmdk: hand the non-zero grains of a buffer to the writer. */
+static int write_grains(struct conv *cv, const char *buf, size_t len,
+			uint64_t off)
+{
+	size_t g = (size_t)cv->align, pos = 0;
+
+	while (pos < len) {
+		size_t start, n;
+
+		while (pos < len) {
+			n = len - pos < g ? len - pos : g;
+			if (!buf_is_zero(buf + pos, n))
+				break;
+			pos += n;
+		}
+		start = pos;
+		while (pos < len) {
+			n = len - pos < g ? len - pos : g;
+			if (buf_is_zero(buf + pos, n))
+				break;
+			pos += n;
+		}
+		if (pos > start) {
+			int ret = bdev_writer_write(cv->w, off + start, buf + start,
+						    pos - start);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 static void read_done(void *opaque, int ret)
 {
 	struct slot *s = opaque;
@@ -211,6 +272,15 @@ static void read_done(void *opaque, int ret)
 	s->busy = false;
 	if (ret < 0) {
 		conv_fail_bdev(cv, ret, "read");
+		return;
+	}
+	if (cv->w) {
+		ret = write_grains(cv, s->buf, s->len, s->off);
+		if (ret < 0) {
+			conv_fail_bdev(cv, ret, "writing the output image");
+			return;
+		}
+		cv->done += s->len;
 		return;
 	}
 	ret = write_data(cv, s->buf, s->len, s->off);
@@ -346,6 +416,8 @@ int cmd_convert(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *format = NULL, *ofmt = "raw", *src, *dst;
+	struct bdev_create_opts co = { 0 };
+	bool have_o = false;
 	bool progress = false, share = false;
 	uint64_t depth = 8, threads = 0, sparse = 4096;
 	struct conv cv;
@@ -356,12 +428,17 @@ int cmd_convert(int argc, char **argv)
 	double t0;
 	int c, ret, rc = 1;
 
-	while ((c = getopt_long(argc, argv, "+hpUf:O:m:S:", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+hpUf:O:o:m:S:", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'p': progress = true; break;
 		case 'U': share = true; break;
 		case 'f': format = optarg; break;
 		case 'O': ofmt = optarg; break;
+		case 'o':
+			if (parse_create_opts("convert", optarg, &co))
+				return 1;
+			have_o = true;
+			break;
 		case 'm':
 			if (parse_uint(optarg, 1, 64, &depth)) {
 				tool_usage_err("convert", "-m must be 1..64, not '%s'", optarg);
@@ -384,8 +461,13 @@ int cmd_convert(int argc, char **argv)
 		default: tool_usage_err("convert", "bad option"); return 1;
 		}
 	}
-	if (strcmp(ofmt, "raw")) {
-		tool_usage_err("convert", "output format '%s' is not supported (only 'raw')", ofmt);
+	if (strcmp(ofmt, "raw") && strcmp(ofmt, "vmdk")) {
+		tool_usage_err("convert", "output format '%s' is not supported "
+			       "(only 'raw' or 'vmdk')", ofmt);
+		return 1;
+	}
+	if (have_o && strcmp(ofmt, "vmdk")) {
+		tool_usage_err("convert", "-o options need -O vmdk");
 		return 1;
 	}
 	if (optind != argc - 2) {
@@ -406,6 +488,18 @@ int cmd_convert(int argc, char **argv)
 	cv.size = in.size;
 	cv.depth = (unsigned)depth;
 	cv.sparse = (size_t)sparse;
+	cv.dst_fd = -1;
+	if (!strcmp(ofmt, "vmdk")) {
+		co.format = "vmdk";
+		co.size = cv.size;
+		ret = bdev_writer_new(dst, &co, &cv.w);
+		if (ret < 0) {
+			tool_bdev_err(ret, dst);
+			goto out_close;
+		}
+		cv.align = bdev_writer_grain(cv.w);
+		goto start;
+	}
 	cv.dst_fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 	if (cv.dst_fd < 0) {
 		tool_err("cannot open output '%s': %s", dst, strerror(errno));
@@ -421,7 +515,10 @@ int cmd_convert(int argc, char **argv)
 	} else {
 		cv.write_all = true;
 	}
-	nthreads = threads ? (unsigned)threads : (chain_compressed(cv.b) ? 2 : 1);
+start:
+	nthreads = threads ? (unsigned)threads :
+		   (chain_compressed(cv.b) || (co.subformat &&
+		    !strcmp(co.subformat, "streamOptimized")) ? 2 : 1);
 	pthread_mutex_init(&cv.lock, NULL);
 	cv.workers_left = nthreads;
 	progress = progress && isatty(STDERR_FILENO);
@@ -441,7 +538,15 @@ int cmd_convert(int argc, char **argv)
 	}
 	for (i = 0; i < nthreads; i++)
 		pthread_join(tids[i], NULL);
-	if (!cv.error && fdatasync(cv.dst_fd) < 0 && errno != EINVAL)
+	if (cv.w) {
+		if (cv.error) {
+			bdev_writer_abort(cv.w);
+		} else {
+			ret = bdev_writer_close(cv.w);
+			if (ret < 0)
+				conv_fail_bdev(&cv, ret, dst);
+		}
+	} else if (!cv.error && fdatasync(cv.dst_fd) < 0 && errno != EINVAL)
 		conv_fail(&cv, -errno, "syncing the output failed");
 	if (progress && !cv.error)
 		show_progress(&cv, t0, true);
@@ -454,7 +559,7 @@ int cmd_convert(int argc, char **argv)
 	}
 	pthread_mutex_destroy(&cv.lock);
 out_fd:
-	if (close(cv.dst_fd) < 0 && rc == 0) {
+	if (cv.dst_fd >= 0 && close(cv.dst_fd) < 0 && rc == 0) {
 		tool_err("closing output '%s': %s", dst, strerror(errno));
 		rc = 1;
 	}

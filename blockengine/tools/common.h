@@ -19,6 +19,11 @@ int cmd_convert(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+
+/* Parse qemu-img style -o "key=value,..." (modifies list) into o; prints
+   a usage error for cmd and returns -1 on a bad item. */
+int parse_create_opts(const char *cmd, char *list, struct bdev_create_opts *o);
 
 /* Print "vmdk: <fmt>" and a newline on stderr. */
 void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -16,6 +16,9 @@ static const char usage_text[] =
 "ovk block engine. Options mirror qemu-img's where the operation is the same.\n"
 "\n"
 "Commands:\n"
+"  create   [-f FMT] [-o subformat=...,adapter_type=...,hwversion=N,zeroed_grain=on]\n"
+"           [-b PARENT] IMAGE [SIZE]\n"
+"           make a new image of any VMDK subformat, or a delta disk\n"
 "  info     [--output=human|json] [-U] IMAGE\n"
 "           what the image is: format, createType, size, CIDs, delta chain,\n"
 "           extents, allocation of the top layer\n"
@@ -64,6 +67,8 @@ int main(int argc, char **argv)
 		return cmd_map(argc - 1, argv + 1);
 	if (!strcmp(cmd, "compare"))
 		return cmd_compare(argc - 1, argv + 1);
+	if (!strcmp(cmd, "create"))
+		return cmd_create(argc - 1, argv + 1);
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench(argc - 1, argv + 1);
 	tool_err("unknown command '%s'", cmd);

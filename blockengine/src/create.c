@@ -1,0 +1,223 @@
+/*
+ * create.c - bdev_create and the image writer's public entry points:
+ * option checks shared by all formats, and the raw format's writer.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "create.h"
+
+/* Create path with O_EXCL so an existing file is never overwritten. */
+int create_excl(const char *path, int *fd)
+{
+	int f = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+
+	if (f < 0) {
+		int e = errno;
+		if (e == EEXIST)
+			return bdev_err(-EEXIST, "%s: file exists; refusing to "
+					"overwrite it", path);
+		return bdev_err(-e, "%s: cannot create: %s", path, strerror(e));
+	}
+	*fd = f;
+	return 0;
+}
+
+/* pwrite(2) until all of buf is written. */
+int write_all_at(int fd, const char *name, const void *buf, size_t len,
+		 uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+		if (n < 0) {
+			int e = errno;
+			if (e == EINTR)
+				continue;
+			return bdev_err(-e, "%s: write of %zu bytes at offset %" PRIu64
+					" failed: %s", name, len, off, strerror(e));
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* ---- raw ------------------------------------------------------------------ */
+
+struct raw_writer {
+	struct bdev_writer w;
+	char *path;
+	int fd;
+};
+
+static int raw_write(struct bdev_writer *w, uint64_t off, const void *buf,
+		     size_t len)
+{
+	struct raw_writer *r = (struct raw_writer *)w;
+
+	return write_all_at(r->fd, r->path, buf, len, off);
+}
+
+static void raw_free(struct raw_writer *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r->path);
+	free(r);
+}
+
+static int raw_finish(struct bdev_writer *w)
+{
+	struct raw_writer *r = (struct raw_writer *)w;
+	int ret = 0;
+
+	if (fdatasync(r->fd) < 0)
+		ret = bdev_err(-errno, "%s: fdatasync failed: %s", r->path,
+			       strerror(errno));
+	if (close(r->fd) < 0 && !ret)
+		ret = bdev_err(-errno, "%s: close failed: %s", r->path,
+			       strerror(errno));
+	r->fd = -1;
+	if (ret < 0)
+		unlink(r->path);
+	raw_free(r);
+	return ret;
+}
+
+static void raw_abort(struct bdev_writer *w)
+{
+	struct raw_writer *r = (struct raw_writer *)w;
+
+	unlink(r->path);
+	raw_free(r);
+}
+
+static int raw_writer_new(const char *path, const struct bdev_create_opts *o,
+			  struct bdev_writer **out)
+{
+	struct raw_writer *r = calloc(1, sizeof(*r));
+	int ret;
+
+	if (!r || !(r->path = strdup(path))) {
+		free(r);
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	}
+	ret = create_excl(path, &r->fd);
+	if (ret < 0) {
+		free(r->path);
+		free(r);
+		return ret;
+	}
+	if (ftruncate(r->fd, (off_t)o->size) < 0) {
+		ret = bdev_err(-errno, "%s: cannot size to %" PRIu64 " bytes: %s",
+			       path, o->size, strerror(errno));
+		raw_abort(&r->w);
+		return ret;
+	}
+	r->w.size = o->size;
+	r->w.grain = 4096;
+	r->w.write = raw_write;
+	r->w.finish = raw_finish;
+	r->w.abort = raw_abort;
+	*out = &r->w;
+	return 0;
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+/* Check what holds for every format; fill defaults into *d. */
+static int check_opts(const char *path, const struct bdev_create_opts *o,
+		      struct bdev_create_opts *d)
+{
+	static const struct bdev_create_opts none;
+
+	*d = o ? *o : none;
+	if (!path || !*path)
+		return bdev_err(-EINVAL, "bdev_create: no path");
+	if (!d->format)
+		d->format = "vmdk";
+	if (strcmp(d->format, "vmdk") && strcmp(d->format, "raw"))
+		return bdev_err(-EINVAL, "%s: unknown format \"%s\", expected "
+				"\"vmdk\" or \"raw\"", path, d->format);
+	if (d->size % BDEV_SECTOR)
+		return bdev_err(-EINVAL, "%s: size %" PRIu64 " is not a multiple "
+				"of 512 bytes", path, d->size);
+	if (!strcmp(d->format, "raw")) {
+		if (d->subformat || d->backing || d->zeroed_grain ||
+		    d->adapter_type || d->hwversion || d->grain_size)
+			return bdev_err(-EINVAL, "%s: the raw format takes only a "
+					"size (no subformat, backing file, adapter "
+					"type, hardware version or grain options)", path);
+		if (!d->size)
+			return bdev_err(-EINVAL, "%s: a raw image needs a size", path);
+	}
+	return 0;
+}
+
+int bdev_writer_new(const char *path, const struct bdev_create_opts *o,
+		    struct bdev_writer **out)
+{
+	struct bdev_create_opts d;
+	int ret;
+
+	bdev_err_clear();
+	if (!out)
+		return bdev_err(-EINVAL, "bdev_writer_new: no result pointer");
+	ret = check_opts(path, o, &d);
+	if (ret < 0)
+		return ret;
+	if (!strcmp(d.format, "raw"))
+		return raw_writer_new(path, &d, out);
+	return vmdk_writer_new(path, &d, out);
+}
+
+uint64_t bdev_writer_grain(const struct bdev_writer *w)
+{
+	return w->grain;
+}
+
+int bdev_writer_write(struct bdev_writer *w, uint64_t off, const void *buf,
+		      size_t len)
+{
+	bdev_err_clear();
+	if (off % w->grain || off > w->size || len > w->size - off ||
+	    (len % w->grain && off + len != w->size))
+		return bdev_err(-EINVAL, "image writer: write of %zu bytes at "
+				"offset %" PRIu64 " is not whole %" PRIu64
+				"-byte grains inside the %" PRIu64 "-byte disk",
+				len, off, w->grain, w->size);
+	if (!len)
+		return 0;
+	return w->write(w, off, buf, len);
+}
+
+int bdev_writer_close(struct bdev_writer *w)
+{
+	bdev_err_clear();
+	return w->finish(w);
+}
+
+void bdev_writer_abort(struct bdev_writer *w)
+{
+	if (w)
+		w->abort(w);
+}
+
+int bdev_create(const char *path, const struct bdev_create_opts *o)
+{
+	struct bdev_writer *w;
+	int ret = bdev_writer_new(path, o, &w);
+
+	if (ret < 0)
+		return ret;
+	ret = w->finish(w);
+	return ret;
+}
