@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "blockengine.h"
@@ -38,6 +39,7 @@ struct ovffs {
 	struct node root;
 	pthread_mutex_t lock; /* verify.txt and lazy sizes */
 	bool debug;
+	struct timespec mtime; /* the package's: every node shows it */
 };
 
 static struct ovffs fs;
@@ -350,6 +352,7 @@ static int fs_getattr(const char *path, struct stat *st,
 	memset(st, 0, sizeof(*st));
 	st->st_uid = getuid();
 	st->st_gid = getgid();
+	st->st_mtim = st->st_ctim = st->st_atim = fs.mtime;
 	if (n->kind == NODE_DIR) {
 		st->st_mode = S_IFDIR | 0555;
 		st->st_nlink = 2;
@@ -513,6 +516,12 @@ int main(int argc, char **argv)
 	if (access(mp, F_OK) < 0) {
 		say("mount point %s: %s", mp, strerror(errno));
 		return 1;
+	}
+	{
+		struct stat st;
+
+		if (stat(pkg_path, &st) == 0)
+			fs.mtime = st.st_mtim;
 	}
 	pthread_mutex_init(&fs.lock, NULL);
 	if (ovf_open(pkg_path, &fs.pkg) < 0) {
