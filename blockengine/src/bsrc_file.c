@@ -79,8 +79,12 @@ static ssize_t bsrc_file_pwrite(struct bsrc *s, const void *buf, size_t len,
 		}
 		done += (size_t)n;
 	}
-	if (off + len > s->length)
-		s->length = off + len;
+	/* writers allocating at the end race here: only ever grow */
+	uint64_t end = off + len, cur = __atomic_load_n(&s->length, __ATOMIC_RELAXED);
+	while (end > cur && !__atomic_compare_exchange_n(&s->length, &cur, end, true,
+							 __ATOMIC_RELEASE,
+							 __ATOMIC_RELAXED))
+		;
 	return (ssize_t)len;
 }
 
@@ -161,6 +165,26 @@ static int bsrc_lock(int fd, const char *path, bool writable)
 	return bdev_err(-EBUSY, "%s: image is in use by another process (open "
 			"for reading); close it before opening it for writing",
 			path);
+}
+
+/* Turns s's exclusive lock into a shared one and stops writes through it
+   (a layer frozen by a snapshot: others may now open it read-only). */
+int bsrc_make_read_only(struct bsrc *s)
+{
+	struct flock fl = {
+		.l_type = F_RDLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)BSRC_LOCK_START,
+		.l_len = BSRC_LOCK_LEN,
+	};
+
+	if (!s->writable || s->fd < 0)
+		return 0;
+	if (fcntl(s->fd, F_OFD_SETLK, &fl) < 0)
+		return bdev_err(-errno, "%s: cannot downgrade the image lock: %s",
+				s->name, strerror(errno));
+	s->writable = false;
+	return 0;
 }
 
 /* Allocates a source for fd; takes ownership of fd only on success. */

@@ -90,6 +90,8 @@ static int bdev_open_with(const struct bdev_format *fmt, const char *path,
 		ret = bdev_err(-ENOMEM, "%s: out of memory", src->name);
 		goto err_free_bdev;
 	}
+	pthread_rwlock_init(&b->top_lock, NULL);
+	pthread_mutex_init(&b->begin_lock, NULL);
 	b->fmt = fmt;
 	b->opts = *o;
 	b->opts.format = NULL; /* the caller's string need not outlive us */
@@ -211,7 +213,8 @@ int bdev_open_region(int fd, uint64_t offset, uint64_t length,
 	return bdev_open_layer(NULL, src, opts, out);
 }
 
-/* Flushes a writable image, closes the driver, its parents and sources. */
+/* Flushes a writable image, marks it cleanly closed when it was written,
+   closes the driver, its parents and sources. Returns the first error. */
 int bdev_close(struct bdev *b)
 {
 	int ret = 0;
@@ -221,6 +224,9 @@ int bdev_close(struct bdev *b)
 	bdev_err_clear();
 	if (!b->info.read_only && b->fmt->flush)
 		ret = b->fmt->flush(b);
+	if (!ret && !b->info.read_only && atomic_load(&b->write_begun) &&
+	    b->fmt->finish)
+		ret = b->fmt->finish(b);
 	gcache_kill(b->gcache);
 	b->fmt->close(b);
 	if (b->backing) {
@@ -229,6 +235,8 @@ int bdev_close(struct bdev *b)
 			ret = r;
 	}
 	free(b->filename);
+	pthread_rwlock_destroy(&b->top_lock);
+	pthread_mutex_destroy(&b->begin_lock);
 	free(b);
 	return ret;
 }

@@ -81,6 +81,9 @@ int bsrc_open_mem(const void *buf, size_t len, const char *name,
 		  struct bsrc **out);
 void bsrc_close(struct bsrc *s);
 
+/* Downgrade a writable file source's lock to shared; no writes after. */
+int bsrc_make_read_only(struct bsrc *s);
+
 /* Full read: -EIO with a message naming the source and offset when the
    source ends before off + len. */
 int bsrc_read_full(struct bsrc *s, void *buf, size_t len, uint64_t off);
@@ -183,6 +186,13 @@ struct bdev {
 	struct bdev_open_opts opts; /* defaults filled in by the core */
 	struct bdev *backing;       /* parent layer, closed by the core */
 	struct grain_cache *gcache; /* created by the core when info.compressed */
+	/* Write path (core): writers and readers hold top_lock shared while
+	   they map and queue; bdev_snapshot holds it exclusive to swap the
+	   top layer. writes_inflight counts write requests not yet done. */
+	pthread_rwlock_t top_lock;
+	pthread_mutex_t begin_lock;
+	atomic_bool write_begun;    /* fmt->begin_write has run */
+	atomic_uint writes_inflight;
 	struct {
 		atomic_uint_fast64_t gt_hits, gt_misses;
 		atomic_uint_fast64_t grain_hits, grain_misses;
@@ -196,6 +206,12 @@ struct bdev {
  */
 int bdev_open_layer(const char *path, struct bsrc *src,
 		    const struct bdev_open_opts *opts, struct bdev **out);
+
+/* Runs fmt->begin_write once per writing session (queue.c). */
+int bdev_begin_write_once(struct bdev *b);
+/* VMDK: flush and finish a layer a snapshot froze, then make its files
+   read-only with shared locks (vmdk/write_sparse.c). */
+int vmdk_freeze_layer(struct bdev *b);
 
 /* Defaults for opts fields left 0. */
 #define BDEV_DEFAULT_GT_CACHE (4u << 20)

@@ -41,6 +41,7 @@ struct breq {
 	int ret;          /* first error, 0 if none */
 	char *errmsg;     /* its message, restored before cb */
 	unsigned pending; /* pieces in flight (+1 while being split) */
+	struct bdev *wb;  /* a write to this image: counted in writes_inflight */
 	struct breq *next;
 };
 
@@ -210,7 +211,8 @@ static struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque)
 		q->free_reqs = r->next;
 	else if (!(r = malloc(sizeof(*r))))
 		return NULL;
-	*r = (struct breq){ .q = q, .cb = cb, .opaque = opaque, .pending = 1 };
+	*r = (struct breq){ .q = q, .cb = cb, .opaque = opaque, .pending = 1,
+			    .wb = NULL };
 	q->inflight++;
 	return r;
 }
@@ -231,6 +233,8 @@ static void breq_put(struct breq *r)
 
 	if (--r->pending)
 		return;
+	if (r->wb)
+		atomic_fetch_sub(&r->wb->writes_inflight, 1);
 	r->next = NULL;
 	*q->done_tail = r;
 	q->done_tail = &r->next;
@@ -416,7 +420,9 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	if (res < 0) {
 		if (s->kind == BSUB_DISCARD && (res == -EOPNOTSUPP ||
 						res == -EINVAL)) {
-			goto done; /* discard is a hint */
+			/* reads after a discard must still see zeros */
+			s->kind = BSUB_ZERO_RANGE;
+			goto retry;
 		}
 		if (s->kind == BSUB_ZERO_RANGE && (res == -EOPNOTSUPP ||
 						   res == -EINVAL)) {
@@ -833,21 +839,6 @@ static void split_read(struct bdev_queue *q, struct breq *r,
 	}
 }
 
-/* Names a map kind for messages. */
-static const char *map_kind_name(enum bdev_map_kind k)
-{
-	switch (k) {
-	case BDEV_MAP_ZERO:
-		return "a zeroed grain";
-	case BDEV_MAP_UNALLOC:
-		return "an unallocated grain";
-	case BDEV_MAP_COMPRESSED:
-		return "a compressed grain";
-	default:
-		return "a NOACCESS extent";
-	}
-}
-
 enum wop { WOP_WRITE, WOP_DISCARD, WOP_ZEROES };
 
 /* Starts a discard or zeroing fallocate on a DATA run of a file source. */
@@ -873,14 +864,78 @@ static void run_falloc(struct bdev_queue *q, struct breq *r, enum wop op,
 	bsub_start(q, r, s);
 }
 
-/* Writes, discards or zeroes [off, off + len) of the top layer in place;
-   runs that would need allocating sparse grains are refused. */
+/* Skips the next len bytes of the caller's buffers. */
+static void iovcur_skip(struct iovcur *cur, uint64_t len)
+{
+	iovcur_settle(cur);
+	IOVCUR_WALK(cur, len, p, n, ((void)p, (void)n));
+}
+
+/*
+ * Writes len bytes from cur through the driver's allocating path (runs the
+ * driver maps UNALLOC, ZERO or COMPRESSED), synchronously. Returns bytes
+ * done (> 0) or -errno; cur moves over exactly what was done.
+ */
+static ssize_t run_alloc(struct bdev *b, uint64_t off, uint64_t len,
+			 struct iovcur *cur)
+{
+	struct iovec inl[BSUB_INLINE_IOV], *v;
+	struct iovcur save = *cur;
+	ssize_t n;
+	int cnt;
+
+	if (!b->fmt->write_alloc)
+		return bdev_err(-ENOTSUP, "%s: format %s cannot allocate storage "
+				"for a write at offset %" PRIu64, b->filename,
+				b->fmt->name, off);
+	cnt = iovcur_slice(cur, len, inl, BSUB_INLINE_IOV, &v);
+	if (cnt < 0)
+		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+	n = b->fmt->write_alloc(b, off, len, v, cnt);
+	if (v != inl)
+		free(v);
+	if (n == 0 || n > (ssize_t)len)
+		n = bdev_err(-EIO, "%s: format driver wrote %zd bytes at offset %"
+			     PRIu64 ", expected 1 to %" PRIu64, b->filename, n,
+			     off, len);
+	if (n > 0 && (uint64_t)n < len) {
+		*cur = save;
+		iovcur_skip(cur, (uint64_t)n);
+	}
+	return n;
+}
+
+/* Writes len zero bytes at off through the allocating path. */
+static ssize_t run_alloc_zeros(struct bdev *b, uint64_t off, uint64_t len)
+{
+	uint64_t done = 0;
+
+	while (done < len) {
+		uint64_t k = len - done < BDEV_ZERO_CHUNK ? len - done :
+			     BDEV_ZERO_CHUNK;
+		struct iovec v = { (void *)bdev_zeros, (size_t)k };
+		struct iovcur c = { .iov = &v, .cnt = 1 };
+		ssize_t n = run_alloc(b, off + done, k, &c);
+		if (n < 0)
+			return n;
+		done += (uint64_t)n;
+	}
+	return (ssize_t)done;
+}
+
+/*
+ * Writes, discards or zeroes [off, off + len) of the top layer: DATA runs
+ * in place with io_uring; other runs through the driver (write_alloc, or
+ * zero for whole grains). Discard and write-zeroes both leave the range
+ * reading as zeros.
+ */
 static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 			enum wop op, uint64_t off, uint64_t len,
 			struct iovcur *cur)
 {
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;
+		ssize_t n;
 		int ret = b->fmt->map(b, off, len, &m);
 
 		if (ret < 0) {
@@ -901,34 +956,75 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 					      m.extent));
 			return;
 		}
-		if (m.kind == BDEV_MAP_DATA) {
-			if (op == WOP_WRITE)
-				run_data(q, r, true, m.src, m.src_off, m.len,
-					 cur);
-			else
-				run_falloc(q, r, op, m.src, m.src_off, m.len);
-		} else if (op == WOP_DISCARD ||
-			   (op == WOP_ZEROES && (m.kind == BDEV_MAP_ZERO ||
-			    (m.kind == BDEV_MAP_UNALLOC && !b->backing)))) {
-			/* a hint, or already reads as zeros */
-		} else if (m.kind == BDEV_MAP_NOACCESS) {
+		if (m.kind == BDEV_MAP_NOACCESS) {
 			breq_fail(r, bdev_err(-EIO, "%s: offset %" PRIu64
 					      " lies in extent %u, which is "
 					      "NOACCESS", b->filename, off,
 					      m.extent));
 			return;
+		}
+		if (op == WOP_WRITE) {
+			if (m.kind == BDEV_MAP_DATA) {
+				run_data(q, r, true, m.src, m.src_off, m.len, cur);
+				n = (ssize_t)m.len;
+			} else {
+				n = run_alloc(b, off, m.len, cur);
+			}
 		} else {
-			breq_fail(r, bdev_err(-ENOTSUP, "%s: offset %" PRIu64
-					      " lies in %s of extent %u; writing "
-					      "to unallocated sparse grains is "
-					      "not supported yet", b->filename,
-					      off, map_kind_name(m.kind),
-					      m.extent));
+			n = 0;
+			if (b->fmt->zero && m.kind != BDEV_MAP_DATA) {
+				n = b->fmt->zero(b, off, m.len, op == WOP_DISCARD);
+				if (n > (ssize_t)m.len)
+					n = bdev_err(-EIO, "%s: format driver zeroed "
+						     "%zd bytes at offset %" PRIu64
+						     ", expected at most %" PRIu64,
+						     b->filename, n, off, m.len);
+			} else if (b->fmt->zero && op == WOP_DISCARD) {
+				/* whole grains dropped from the tables */
+				n = b->fmt->zero(b, off, m.len, true);
+			}
+			if (n == 0) {
+				/* this piece by hand, up to the next grain */
+				uint64_t cs = b->info.cluster_size, piece = m.len;
+				if (cs && cs - off % cs < piece)
+					piece = cs - off % cs;
+				if (m.kind == BDEV_MAP_DATA)
+					run_falloc(q, r, op, m.src, m.src_off, piece);
+				else if (m.kind == BDEV_MAP_ZERO ||
+					 (m.kind == BDEV_MAP_UNALLOC && !b->backing))
+					; /* reads as zeros already */
+				else if ((n = run_alloc_zeros(b, off, piece)) < 0)
+					piece = 0;
+				if (n >= 0)
+					n = (ssize_t)piece;
+			}
+		}
+		if (n < 0) {
+			breq_fail(r, (int)n);
 			return;
 		}
-		off += m.len;
-		len -= m.len;
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
 	}
+}
+
+/* Runs fmt->begin_write the first time b is written in this session. */
+int bdev_begin_write_once(struct bdev *b)
+{
+	int ret = 0;
+
+	if (atomic_load_explicit(&b->write_begun, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&b->begin_lock);
+	if (!atomic_load(&b->write_begun)) {
+		if (b->fmt->begin_write)
+			ret = b->fmt->begin_write(b);
+		if (ret == 0)
+			atomic_store_explicit(&b->write_begun, true,
+					      memory_order_release);
+	}
+	pthread_mutex_unlock(&b->begin_lock);
+	return ret;
 }
 
 /* ---- the checked public calls ------------------------------------------- */
@@ -993,7 +1089,9 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 	seq = q->ra_b == b && q->ra_end == offset;
 	q->ra_b = b;
 	q->ra_end = offset + len;
+	pthread_rwlock_rdlock(&b->top_lock);
 	split_read(q, r, b, offset, len, &cur, seq);
+	pthread_rwlock_unlock(&b->top_lock);
 	breq_put(r);
 	if (q->unsubmitted)
 		queue_poke(q); /* an fd poller must call bdev_queue_run() */
@@ -1014,10 +1112,21 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 	ret = io_check(q, b, names[op], true, offset, len);
 	if (ret < 0)
 		return ret;
+	pthread_rwlock_rdlock(&b->top_lock);
+	ret = bdev_begin_write_once(b);
+	if (ret < 0) {
+		pthread_rwlock_unlock(&b->top_lock);
+		return ret;
+	}
 	r = breq_get(q, cb, opaque);
-	if (!r)
+	if (!r) {
+		pthread_rwlock_unlock(&b->top_lock);
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+	}
+	r->wb = b;
+	atomic_fetch_add(&b->writes_inflight, 1);
 	split_write(q, r, b, op, offset, len, &cur);
+	pthread_rwlock_unlock(&b->top_lock);
 	breq_put(r);
 	if (q->unsubmitted)
 		queue_poke(q); /* an fd poller must call bdev_queue_run() */
@@ -1081,7 +1190,10 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 			bsub_start(q, r, s);
 		}
 	} else if (b->fmt->flush) {
-		int ret = b->fmt->flush(b);
+		int ret;
+		pthread_rwlock_rdlock(&b->top_lock);
+		ret = b->fmt->flush(b);
+		pthread_rwlock_unlock(&b->top_lock);
 		if (ret < 0)
 			breq_fail(r, ret);
 	}

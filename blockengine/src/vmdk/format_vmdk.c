@@ -37,6 +37,7 @@ static void image_free(struct vmdk_image *img)
 			bsrc_close(e->src);
 		free(e->path);
 	}
+	vmdk_write_teardown(img);
 	free(img->extents);
 	vmdk_desc_free(&img->desc);
 	free(img->create_type);
@@ -421,6 +422,11 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 	b->info.extent_count = img->n_extents;
 	b->info.parent_hint = img->desc.parent_hint;
 
+	if (b->opts.flags & BDEV_O_RDWR) {
+		ret = vmdk_write_setup(b, img);
+		if (ret < 0)
+			goto err_clear_priv;
+	}
 	if (img->desc.parent_hint && !(b->opts.flags & BDEV_O_NO_BACKING)) {
 		ret = open_parent(b, img, path);
 		if (ret < 0)
@@ -530,8 +536,10 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 			}
 			if (st == VMDK_GRAIN_DATA) {
 				if (foff + in + n > e->src->length) {
-					if (done)
-						break; /* serve what precedes it first */
+					if (done) {
+						stop = true; /* serve what precedes it first */
+						break;
+					}
 					if (ref)
 						vmdk_gt_cache_put(&img->gtc, ref);
 					return bdev_err(-EIO, "%s: grain %" PRIu64 " at offset %" PRIu64
@@ -665,22 +673,6 @@ static int vmdk_get_extent(const struct bdev *b, unsigned index,
 	return 0;
 }
 
-/* Make writes durable: flush every writable extent file. */
-static int vmdk_flush(struct bdev *b)
-{
-	struct vmdk_image *img = b->priv;
-
-	for (unsigned i = 0; i < img->n_extents; i++) {
-		struct vmdk_extent *e = &img->extents[i];
-		if (e->owns_src && e->src->writable && e->src->ops->flush) {
-			int ret = e->src->ops->flush(e->src);
-			if (ret < 0)
-				return ret;
-		}
-	}
-	return 0;
-}
-
 const struct bdev_format bdev_format_vmdk = {
 	.name = "vmdk",
 	.probe = vmdk_probe,
@@ -690,4 +682,8 @@ const struct bdev_format bdev_format_vmdk = {
 	.decode = vmdk_decode,
 	.get_extent = vmdk_get_extent,
 	.flush = vmdk_flush,
+	.write_alloc = vmdk_write_alloc,
+	.zero = vmdk_zero,
+	.begin_write = vmdk_begin_write,
+	.finish = vmdk_finish,
 };

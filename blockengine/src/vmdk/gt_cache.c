@@ -18,6 +18,7 @@ struct vmdk_gt_entry {
 	const struct vmdk_extent *ext;
 	uint32_t gd_index;
 	unsigned pins;
+	bool dirty; /* changed in memory, not written yet (holds a pin) */
 	uint64_t bytes;
 	uint8_t data[];
 };
@@ -227,4 +228,58 @@ void vmdk_gt_cache_put(struct vmdk_gt_cache *c, struct vmdk_gt_entry *ref)
 	if (ref->pins == 0 && c->used > c->limit)
 		evict(c);
 	pthread_mutex_unlock(&c->lock);
+}
+
+/* Mark a pinned table dirty; being dirty holds one more pin, so the table
+   stays cached until vmdk_gt_cache_take_dirty hands it to a flush. */
+void vmdk_gt_cache_mark_dirty(struct vmdk_gt_cache *c, struct vmdk_gt_entry *ref)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!ref->dirty) {
+		ref->dirty = true;
+		ref->pins++;
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Snapshot the dirty tables; see vmdk.h. Each returned ref keeps the pin
+   its dirtiness held until the caller puts it. */
+int vmdk_gt_cache_take_dirty(struct vmdk_gt_cache *c, struct vmdk_dirty_gt **out,
+			     size_t *n)
+{
+	struct vmdk_dirty_gt *v = NULL;
+	size_t cnt = 0, cap = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (struct vmdk_gt_entry *e = c->lru_head; e; e = e->next) {
+		if (!e->dirty)
+			continue;
+		if (cnt == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			struct vmdk_dirty_gt *nv = realloc(v, nc * sizeof(*v));
+			if (!nv) {
+				ret = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = nc;
+		}
+		v[cnt].copy = malloc(e->bytes);
+		if (!v[cnt].copy) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(v[cnt].copy, e->data, e->ext->gt_bytes);
+		/* the writer only ever names its extent through this entry */
+		v[cnt].ext = (struct vmdk_extent *)e->ext;
+		v[cnt].gd_index = e->gd_index;
+		v[cnt].ref = e;
+		e->dirty = false;
+		cnt++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	*out = v;
+	*n = cnt;
+	return ret;
 }

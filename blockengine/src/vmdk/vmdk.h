@@ -170,6 +170,13 @@ struct vmdk_extent {
 	uint64_t *rgd;        /* redundant directory, or NULL */
 	uint32_t **mem_gts;   /* rebuilt stream map (host-endian u32 GTEs) */
 	uint64_t se_grains_off; /* seSparse: byte offset of grain 0 */
+
+	/* Write path (write_sparse.c); only for writable hosted/COWD. */
+	uint64_t gd_off, rgd_off;   /* bytes; 0 = none */
+	_Atomic uint64_t next_free; /* byte offset of the next fresh grain */
+	bool gd_dirty;              /* some gd/rgd entry not on disk yet */
+	pthread_mutex_t gt_alloc_mu; /* held while a new GT is zeroed on disk */
+	bool write_init;
 };
 
 /* What one grain of a sparse extent holds. */
@@ -236,7 +243,42 @@ struct vmdk_image {
 	struct vmdk_extent *extents;
 	unsigned n_extents;
 	struct vmdk_gt_cache gtc;
+
+	/* Write path (write_sparse.c). */
+	pthread_mutex_t alloc_mu;      /* short holds: in-flight grain list */
+	pthread_cond_t alloc_cv;       /* an in-flight grain finished */
+	struct vmdk_alloc *allocs;     /* grains being allocated now */
+	pthread_mutex_t flush_mu;      /* one metadata flush at a time */
+	bool write_init;
 };
+
+/* write_sparse.c: the write-path hooks of the VMDK driver. */
+int vmdk_write_setup(struct bdev *b, struct vmdk_image *img);
+void vmdk_write_teardown(struct vmdk_image *img);
+ssize_t vmdk_write_alloc(struct bdev *b, uint64_t off, uint64_t len,
+			 const struct iovec *iov, int iovcnt);
+ssize_t vmdk_zero(struct bdev *b, uint64_t off, uint64_t len, bool discard);
+int vmdk_begin_write(struct bdev *b);
+int vmdk_finish(struct bdev *b);
+int vmdk_flush(struct bdev *b);
+/* The extent holding virtual byte off, or NULL. */
+struct vmdk_extent *vmdk_find_extent(struct vmdk_image *img, uint64_t off);
+
+/* gt_cache.c, write side: tables changed in memory and not yet on disk are
+   pinned until written. */
+/* Mark a pinned table dirty (pins it until vmdk_gt_cache_take_dirty). */
+void vmdk_gt_cache_mark_dirty(struct vmdk_gt_cache *c, struct vmdk_gt_entry *ref);
+struct vmdk_dirty_gt {
+	struct vmdk_extent *ext;
+	uint32_t gd_index;
+	struct vmdk_gt_entry *ref; /* pinned until vmdk_gt_cache_put */
+	uint8_t *copy;             /* snapshot of the table (malloc'd) */
+};
+/* Snapshot every dirty table of the cache and mark them clean; the caller
+   writes each copy, then puts each ref and frees the copies. */
+int vmdk_gt_cache_take_dirty(struct vmdk_gt_cache *c, struct vmdk_dirty_gt **out,
+			     size_t *n);
+
 
 /* Inflate a stream grain record (stream.c). */
 int vmdk_stream_decode(const struct vmdk_extent *e, uint64_t rec_off,
