@@ -28,6 +28,10 @@ static const char usage_text[] =
 "           which ranges hold data, zeros, or nothing, and in which layer\n"
 "  compare  [-U] A B\n"
 "           exit 0 if the two disks read the same, 1 if not, 2 on error\n"
+"  snapshot create IMAGE CHILD\n"
+"           freeze IMAGE under a new delta disk CHILD\n"
+"  commit   CHILD\n"
+"           merge the delta disk CHILD into its parent, then delete it\n"
 "  bench    [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w] [-U] IMAGE\n"
 "           time COUNT requests, like qemu-img bench\n"
 "\n"
@@ -69,6 +73,10 @@ int main(int argc, char **argv)
 		return cmd_compare(argc - 1, argv + 1);
 	if (!strcmp(cmd, "create"))
 		return cmd_create(argc - 1, argv + 1);
+	if (!strcmp(cmd, "snapshot"))
+		return cmd_snapshot(argc - 1, argv + 1);
+	if (!strcmp(cmd, "commit"))
+		return cmd_commit(argc - 1, argv + 1);
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench(argc - 1, argv + 1);
 	tool_err("unknown command '%s'", cmd);
