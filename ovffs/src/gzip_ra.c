@@ -178,8 +178,9 @@ static int gz_rest_is_zero(struct gz *g, struct ovf_stream *s, bool *zero)
 }
 
 /*
- * Decodes one step into the window ring. Points *data at the bytes made and sets *n
- * (possibly none); *n == 0 with g->ended set means the end of the data.
+ * Decodes one step into the window ring. Points *data at the bytes made
+ * and sets *n (possibly none). Returns 1 at the end of the data, else 0
+ * or -errno.
  */
 static int gz_step(struct gz *g, struct ovf_stream *s, unsigned char **data,
 		   size_t *n)
@@ -205,7 +206,7 @@ static int gz_step(struct gz *g, struct ovf_stream *s, unsigned char **data,
 		/* between members and nothing follows: the end */
 		g->ended = true;
 		g->total = g->cur_out;
-		return 0;
+		return 1;
 	}
 	if (g->wpos == GZ_WIN)
 		g->wpos = 0;
@@ -253,7 +254,7 @@ static int gz_step(struct gz *g, struct ovf_stream *s, unsigned char **data,
 			if (zero) {
 				g->ended = true;
 				g->total = g->cur_out;
-				return 0;
+				return 1;
 			}
 		}
 		inflateReset2(&g->zs, 15 + 16);
@@ -307,6 +308,10 @@ static ssize_t gz_pread(struct ovf_stream *s, void *buf, size_t len,
 		r = gz_step(g, s, &data, &n);
 		if (r < 0)
 			break;
+		if (r == 1) {
+			r = 0;
+			break;
+		}
 		start = g->cur_out - n;
 		if (n && g->cur_out > off + done) {
 			uint64_t from = off + done - start;
@@ -317,8 +322,6 @@ static ssize_t gz_pread(struct ovf_stream *s, void *buf, size_t len,
 			memcpy((char *)buf + done, data + from, take);
 			done += take;
 		}
-		if (!n && g->ended)
-			break;
 	}
 	if (r < 0) {
 		gz_reset_decoder(g); /* force a clean restart next time */
@@ -342,7 +345,7 @@ static int gz_size(struct ovf_stream *s, uint64_t *size)
 
 		r = gz_position(g, s, g->zs_live && g->cur_out > from ?
 					      g->cur_out : from);
-		while (r >= 0 && !g->ended) {
+		while (r == 0) {
 			unsigned char *data;
 			size_t n;
 
