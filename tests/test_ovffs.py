@@ -1,0 +1,206 @@
+"""ovffs: mount packages and browse them; disks read through the engine
+must equal `qemu-img convert -O raw` of the original disk files."""
+import gzip
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+import ovfgen
+from conftest import assert_same_file, need, run, tool
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    need("qemu-img")
+    need("qemu-io")
+    need("fusermount3")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing")
+
+
+class Mount:
+    def __init__(self, pkg, mnt):
+        self.mnt = str(mnt)
+        os.makedirs(self.mnt, exist_ok=True)
+        r = run([tool("ovffs"), pkg, self.mnt], check=False)
+        assert r.returncode == 0, r.stderr
+        self.stderr = r.stderr
+        for _ in range(100):
+            if os.path.ismount(self.mnt):
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(self.mnt)
+
+    def path(self, *p):
+        return os.path.join(self.mnt, *p)
+
+    def close(self):
+        for _ in range(50):
+            if subprocess.run(["fusermount3", "-u", self.mnt],
+                              capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        subprocess.run(["fusermount3", "-uz", self.mnt], capture_output=True)
+
+
+@pytest.fixture
+def mount(tmp_path):
+    mounts = []
+
+    def _mount(pkg):
+        m = Mount(str(pkg), tmp_path / f"mnt{len(mounts)}")
+        mounts.append(m)
+        return m
+    yield _mount
+    for m in mounts:
+        m.close()
+
+
+def qemu_raw(src, dst):
+    run(["qemu-img", "convert", "-O", "raw", src, dst])
+    return dst
+
+
+def test_vmware_ova_tree(tmp_path, mount):
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path), disks=2)
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks, tmp_path / "a.ova")
+    m = mount(ova)
+    top = sorted(os.listdir(m.mnt))
+    assert top == sorted([desc, "appliance.mf", "verify.txt", "vm1", "disks"])
+    assert open(m.path(desc), "rb").read() == open(os.path.join(folder, desc), "rb").read()
+    assert sorted(os.listdir(m.path("vm1"))) == ["eula.txt", "hardware.json",
+                                                "product.json", "summary.txt"]
+    hw = json.load(open(m.path("vm1", "hardware.json")))
+    assert hw["cpus"] == 2 and hw["memory_bytes"] == 2 << 30
+    prod = json.load(open(m.path("vm1", "product.json")))
+    assert prod[0]["product"] == "Test Appliance"
+    assert "No warranty." in open(m.path("vm1", "eula.txt")).read()
+    assert "cpus: 2" in open(m.path("vm1", "summary.txt")).read()
+    v = open(m.path("verify.txt")).read()
+    assert "manifest: all digests match" in v
+    for i, d in enumerate(disks):
+        src = os.path.join(folder, d)
+        assert open(m.path("disks", d), "rb").read() == open(src, "rb").read()
+        ref = qemu_raw(src, str(tmp_path / f"ref{i}.raw"))
+        assert_same_file(m.path("disks", f"vmdisk{i + 1}.raw"), ref)
+
+
+def test_random_access_into_raw(tmp_path, mount):
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path))
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks, tmp_path / "a.ova")
+    ref = open(qemu_raw(os.path.join(folder, disks[0]), str(tmp_path / "r.raw")), "rb").read()
+    m = mount(ova)
+    with open(m.path("disks", "vmdisk1.raw"), "rb") as f:
+        for off, ln in [(5 << 20, 4096), (1 << 20, 300 << 10), (12345, 777),
+                        ((64 << 20) - 100, 100), (0, 65536)]:
+            f.seek(off)
+            assert f.read(ln) == ref[off:off + ln]
+
+
+def test_read_only(tmp_path, mount):
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path))
+    m = mount(folder)
+    with pytest.raises(OSError):
+        open(m.path("disks", "vmdisk1.raw"), "r+b")
+    with pytest.raises(OSError):
+        open(m.path("new-file"), "w")
+
+
+def test_virtualbox_and_collection_folders(tmp_path, mount):
+    folder = tmp_path / "vbox"
+    folder.mkdir()
+    ovfgen.make_disk(folder / "vbox-disk001.vmdk", "16M")
+    (folder / "vbox.ovf").write_text(ovfgen.vbox_envelope("vbox-disk001.vmdk", None, 16 << 20))
+    ova = ovfgen.make_ova(str(folder), ["vbox.ovf", "vbox-disk001.vmdk"], tmp_path / "v.ova")
+    m = mount(ova)
+    assert "vbox-vm" in os.listdir(m.mnt)
+    ref = qemu_raw(str(folder / "vbox-disk001.vmdk"), str(tmp_path / "v.raw"))
+    assert_same_file(m.path("disks", "vmdisk1.raw"), ref)
+    assert "manifest: none" in open(m.path("verify.txt")).read()
+
+
+def test_gzip_and_chunked_files(tmp_path, mount):
+    """ovf:compression="gzip" and chunked files are served as the whole,
+    decompressed original file, with random access."""
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    disk = ovfgen.make_disk(str(tmp_path / "d.vmdk"), "32M",
+                            writes=[(0, 0x41, "1M"), ("9M", 0x42, "3M"),
+                                    ("20M", 0x43, "5M")])
+    orig = open(disk, "rb").read()
+    # gzip'd file, written as several gzip members (like pigz/ovftool)
+    with open(folder / "g.vmdk.gz", "wb") as f:
+        for i in range(0, len(orig), 50000):
+            f.write(gzip.compress(orig[i:i + 50000]))
+    # chunked: compressed first, then split into chunks of 7000 bytes
+    comp = gzip.compress(orig)
+    for i in range(0, len(comp), 7000):
+        (folder / f"c.vmdk.{i // 7000:09d}").write_bytes(comp[i:i + 7000])
+    files = [("f1", "g.vmdk.gz", os.path.getsize(folder / "g.vmdk.gz"), 'ovf:compression="gzip"'),
+             ("f2", "c.vmdk", len(comp), 'ovf:compression="gzip" ovf:chunkSize="7000"')]
+    disks = [("vmdisk1", "f1", 32, None), ("vmdisk2", "f2", 32, None)]
+    (folder / "gz.ovf").write_text(ovfgen.vmware_envelope(
+        files, disks, ovfgen.vmware_system("gzvm", ["vmdisk1", "vmdisk2"]),
+        units="byte * 2^20"))
+    names = ["gz.ovf", "g.vmdk.gz"] + sorted(n for n in os.listdir(folder)
+                                            if n.startswith("c.vmdk."))
+    ovfgen.write_manifest(str(folder), "gz.mf", names)
+    r = run([tool("ovf"), "validate", str(folder)])
+    assert "valid (0 errors" in r.stdout
+    ova = ovfgen.make_ova(str(folder), ["gz.ovf", "gz.mf"] + names[1:], tmp_path / "gz.ova")
+    m = mount(ova)
+    for name in ("g.vmdk.gz", "c.vmdk"):
+        p = m.path("disks", name)
+        assert os.path.getsize(p) == len(orig)
+        with open(p, "rb") as f:
+            for off in (len(orig) - 1000, 17, len(orig) // 2, 0):
+                f.seek(off)
+                assert f.read(5000) == orig[off:off + 5000]
+            f.seek(0)
+            assert f.read() == orig
+
+
+def test_ova_over_8gib_member_raw(tmp_path, mount):
+    """A sparse 9 GiB flat disk in a GNU-format OVA, served by the engine."""
+    import tarfile
+    size = 9 << 30
+    desc = ovfgen.vmware_envelope(
+        [("file1", "big.raw", size, None)], [("vmdisk1", "file1", 9, None)],
+        ovfgen.vmware_system("big", ["vmdisk1"]), units="byte * 2^30")
+    out = tmp_path / "big.ova"
+    with open(out, "wb") as f:
+        data = desc.encode()
+        ti = tarfile.TarInfo("big.ovf")
+        ti.size = len(data)
+        f.write(ti.tobuf(format=tarfile.GNU_FORMAT))
+        f.write(data + bytes(-len(data) % 512))
+        ti = tarfile.TarInfo("big.raw")
+        ti.size = size
+        f.write(ti.tobuf(format=tarfile.GNU_FORMAT))
+        start = f.tell()
+        f.seek(start + (8 << 30) + 4096)
+        f.write(b"past 8 GiB")
+        f.seek(start + size)
+        f.write(bytes(1024))
+    m = mount(out)
+    p = m.path("disks", "vmdisk1.raw")
+    assert os.path.getsize(p) == size
+    with open(p, "rb") as f:
+        f.seek((8 << 30) + 4096)
+        assert f.read(10) == b"past 8 GiB"
+        f.seek(size - 10)
+        assert f.read(100) == bytes(10)
+
+
+def test_clear_error_on_bad_package(tmp_path):
+    bad = tmp_path / "bad.ova"
+    bad.write_bytes(b"this is not a tar archive" * 40)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = run([tool("ovffs"), bad, mnt], check=False)
+    assert r.returncode != 0
+    assert "bad.ova: bad tar header at offset 0" in r.stderr
+    assert not os.path.ismount(mnt)
