@@ -307,16 +307,24 @@ static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 	if (b->opts.flags & BDEV_O_FORCE_CID)
 		return 0;
 	if (!b->backing->info.has_cid)
-		return bdev_err(-EINVAL, "%s: parent %s has no CID (format %s), expected a VMDK "
-				"whose CID is %08" PRIx32 "; open with force-cid to use it anyway",
-				path, img->parent_path, b->backing->info.format,
-				img->desc.parent_cid);
-	if (b->backing->info.cid != img->desc.parent_cid)
-		return bdev_err(-EINVAL, "%s: parentCID is %08" PRIx32 " but its parent %s has "
-				"CID %08" PRIx32 ": the parent changed after this delta was "
-				"made; open with force-cid to use it anyway",
-				path, img->desc.parent_cid, img->parent_path,
-				b->backing->info.cid);
+		bdev_err(-EINVAL, "%s: parent %s has no CID (format %s), expected a VMDK "
+			 "whose CID is %08" PRIx32 "; open with force-cid to use it anyway",
+			 path, img->parent_path, b->backing->info.format,
+			 img->desc.parent_cid);
+	else if (b->backing->info.cid != img->desc.parent_cid)
+		bdev_err(-EINVAL, "%s: parentCID is %08" PRIx32 " but its parent %s has "
+			 "CID %08" PRIx32 ": the parent changed after this delta was "
+			 "made; open with force-cid to use it anyway",
+			 path, img->desc.parent_cid, img->parent_path,
+			 b->backing->info.cid);
+	else
+		return 0;
+	/* Close the parent here: closing clears this thread's message. */
+	char msg[1024];
+	snprintf(msg, sizeof(msg), "%s", bdev_errmsg());
+	bdev_close(b->backing);
+	b->backing = NULL;
+	return bdev_err(-EINVAL, "%s", msg);
 	return 0;
 }
 
