@@ -287,11 +287,11 @@ int ovf_open(const char *path, struct ovf_pkg **out)
 	if (r < 0)
 		goto err_free_want;
 	{
-		char *name = ovf_asprintf("%s%s%s", path, p->ova ? ":" : "",
-					  p->ova ? p->descriptor : "");
+		char *name = p->ova ? ovf_asprintf("%s:%s", path, p->descriptor)
+				    : ovf_asprintf("%s/%s", p->dir, p->descriptor);
 
-		r = ovf_parse_descriptor(desc_buf, desc_len,
-					 name && p->ova ? name : path, &p->env);
+		r = ovf_parse_descriptor(desc_buf, desc_len, name ? name : path,
+					 &p->env);
 		free(name);
 	}
 	free(desc_buf);

@@ -115,23 +115,23 @@ static char *tar_field(const char *f, size_t n)
 
 /* Reads the data of a name/pax record member into memory. */
 static int tar_read_small(struct ovf_stream *src, const char *arch,
-			  uint64_t off, uint64_t size, size_t max, char **out)
+			  uint64_t hoff, uint64_t size, size_t max, char **out)
 {
 	char *p;
 	int r;
 
 	if (size > max)
 		return ovf_err(-EINVAL, "%s: extended header at offset %llu is %llu bytes, more than the %zu allowed",
-			       arch, (unsigned long long)off,
+			       arch, (unsigned long long)hoff,
 			       (unsigned long long)size, max);
 	p = malloc((size_t)size + 1);
 	if (!p)
 		return ovf_err(-ENOMEM, "%s: out of memory", arch);
-	r = ovf_stream_read_full(src, p, (size_t)size, off);
+	r = ovf_stream_read_full(src, p, (size_t)size, hoff + TAR_BLOCK);
 	if (r < 0) {
 		free(p);
-		return ovf_err(r, "%s: truncated: extended header data at offset %llu needs %llu bytes",
-			       arch, (unsigned long long)off,
+		return ovf_err(r, "%s: truncated tar: extended header at offset %llu needs %llu bytes",
+			       arch, (unsigned long long)hoff,
 			       (unsigned long long)size);
 	}
 	p[size] = '\0';
@@ -285,7 +285,7 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 		case 'L': /* GNU long name for the next member */
 			free(longname);
 			longname = NULL;
-			r = tar_read_small(src, arch, data, size,
+			r = tar_read_small(src, arch, off, size,
 					   TAR_MAX_LONGNAME, &longname);
 			if (r < 0)
 				goto err_free_list;
@@ -293,7 +293,7 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 		case 'x': { /* pax extended header for the next member */
 			char *rec;
 
-			r = tar_read_small(src, arch, data, size, TAR_MAX_PAX,
+			r = tar_read_small(src, arch, off, size, TAR_MAX_PAX,
 					   &rec);
 			if (r < 0)
 				goto err_free_list;

@@ -1,0 +1,174 @@
+"""Hostile input: each is refused with a clear error naming the file and
+what was wrong, and nothing crashes (exit status 1, never a signal)."""
+import io
+import os
+import tarfile
+
+import pytest
+
+import ovfgen
+from conftest import run, tool
+
+DESC_HEAD = ('<?xml version="1.0"?>\n')
+
+
+def ovf(*args):
+    r = run([tool("ovf")] + [str(a) for a in args], check=False)
+    assert r.returncode in (0, 1), f"exit {r.returncode}: {r.stderr}"
+    return r
+
+
+def minimal(extra_refs="", body=""):
+    return ovfgen.vmware_envelope([], [], (
+        '  <VirtualSystem ovf:id="vm"><Info>x</Info>'
+        '<VirtualHardwareSection><Info>hw</Info></VirtualHardwareSection>'
+        + body + '</VirtualSystem>\n'))
+
+
+def write_folder(tmp_path, text):
+    d = tmp_path / "pkg"
+    d.mkdir(exist_ok=True)
+    (d / "p.ovf").write_text(text)
+    return d
+
+
+def test_xxe_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET")
+    text = minimal().replace(
+        '<?xml version="1.0" encoding="UTF-8"?>\n',
+        '<?xml version="1.0"?>\n<!DOCTYPE Envelope [<!ENTITY xxe SYSTEM '
+        f'"file://{secret}">]>\n').replace("<Info>x</Info>", "<Info>&xxe;</Info>")
+    d = write_folder(tmp_path, text)
+    r = ovf("info", "--output=json", d)
+    assert r.returncode == 1
+    assert "p.ovf: line" in r.stderr and "DOCTYPE refused" in r.stderr
+    assert "TOPSECRET" not in r.stdout + r.stderr
+
+
+def test_billion_laughs_refused(tmp_path):
+    ents = '<!ENTITY lol "lol">' + "".join(
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'
+        for i in range(1, 10))
+    text = minimal().replace('<?xml version="1.0" encoding="UTF-8"?>\n',
+                             f'<?xml version="1.0"?>\n<!DOCTYPE Envelope [{ents}]>\n')
+    text = text.replace("<Info>x</Info>", "<Info>&lol9;</Info>")
+    d = write_folder(tmp_path, text)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert "DOCTYPE refused" in r.stdout
+
+
+def test_external_dtd_refused(tmp_path):
+    text = minimal().replace('<?xml version="1.0" encoding="UTF-8"?>\n',
+                             '<?xml version="1.0"?>\n<!DOCTYPE Envelope SYSTEM "http://127.0.0.1:9/x.dtd">\n')
+    r = ovf("info", write_folder(tmp_path, text))
+    assert r.returncode == 1 and "DOCTYPE refused" in r.stderr
+
+
+def test_not_xml_and_wrong_root(tmp_path):
+    r = ovf("info", write_folder(tmp_path, "<Envelope><unclosed></Envelope>"))
+    assert r.returncode == 1 and "p.ovf: line 1:" in r.stderr
+    r = ovf("info", write_folder(tmp_path, '<?xml version="1.0"?><html/>'))
+    assert r.returncode == 1
+    assert "root element is <html>, expected <Envelope>" in r.stderr
+
+
+def tar_with(tmp_path, entries):
+    out = tmp_path / "evil.ova"
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as t:
+        for name, data in entries:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil", "a/../../b",
+                                  "x/.."])
+def test_tar_traversal_refused(tmp_path, name):
+    ova = tar_with(tmp_path, [("p.ovf", minimal().encode()), (name, b"pwned")])
+    dest = tmp_path / "out" / "deeper"
+    r = ovf("unpack", ova, dest)
+    assert r.returncode == 1
+    assert "names must be relative and must not contain \"..\"" in r.stderr
+    assert not (tmp_path / "out" / "escape.txt").exists()
+    assert not (tmp_path / "escape.txt").exists()
+    assert ovf("validate", ova).returncode == 1
+
+
+def test_truncated_tar(tmp_path):
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path))
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks, tmp_path / "t.ova")
+    data = open(ova, "rb").read()
+    for cut in (100, 1500, len(data) // 2):
+        p = tmp_path / f"cut{cut}.ova"
+        p.write_bytes(data[:cut])
+        r = ovf("validate", p)
+        assert r.returncode == 1
+        assert f"cut{cut}.ova: truncated tar" in r.stdout
+
+
+def test_corrupt_header_checksum(tmp_path):
+    ova = tar_with(tmp_path, [("p.ovf", minimal().encode())])
+    data = bytearray(open(ova, "rb").read())
+    data[10] ^= 0x55
+    ova.write_bytes(bytes(data))
+    r = ovf("info", ova)
+    assert r.returncode == 1
+    assert "bad tar header at offset 0: checksum does not match" in r.stderr
+
+
+def test_truncated_gzip_ova(tmp_path):
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path))
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks, tmp_path / "g.ova", gz=True)
+    data = open(ova, "rb").read()
+    p = tmp_path / "gcut.ova"
+    p.write_bytes(data[:len(data) // 2])
+    r = ovf("info", p)
+    assert r.returncode == 1
+    assert "gcut.ova: gzip data ends early" in r.stderr
+
+
+def test_huge_pax_and_longname_bounded(tmp_path):
+    # a pax header claiming a path longer than the 1 MiB bound
+    out = tmp_path / "pax.ova"
+    rec = b"x" * (2 << 20)
+    with open(out, "wb") as f:
+        ti = tarfile.TarInfo("PaxHeaders/x")
+        ti.type = tarfile.XHDTYPE
+        ti.size = len(rec)
+        f.write(ti.tobuf(format=tarfile.USTAR_FORMAT))
+        f.write(rec)
+        f.write(bytes(1024))
+    r = ovf("info", out)
+    assert r.returncode == 1 and "extended header at offset 0" in r.stderr
+
+
+def test_no_descriptor(tmp_path):
+    ova = tar_with(tmp_path, [("disk.vmdk", b"x" * 100)])
+    r = ovf("info", ova)
+    assert r.returncode == 1 and "no OVF descriptor (*.ovf)" in r.stderr
+
+
+def test_href_outside_package(tmp_path):
+    text = ovfgen.vmware_envelope([("f1", "../../etc/passwd", 10, None)], [],
+                                  ovfgen.vmware_system("vm", []))
+    d = write_folder(tmp_path, text)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert 'ovf:href "../../etc/passwd" is not a relative name inside the package' in r.stdout
+
+
+def test_bad_manifest_lines_and_cert(tmp_path):
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path))
+    with open(os.path.join(folder, "appliance.mf"), "a") as f:
+        f.write("garbage line without digest\nMD5(appliance.ovf)= 00\n")
+    with open(os.path.join(folder, "appliance.cert"), "w") as f:
+        f.write("SHA256(appliance.mf)= zz\nnot a certificate\n")
+    r = ovf("validate", folder)
+    assert r.returncode == 1
+    assert "manifest line is not ALGO(name)= hex" in r.stdout
+    assert "digest MD5 not supported" in r.stdout
+    assert "appliance.cert: first line is not" in r.stdout or \
+           "signature is not hex" in r.stdout
