@@ -233,6 +233,32 @@ int bdev_snapshot(struct bdev *b, const char *child_path);
  */
 int bdev_commit(const char *child_path);
 
+/* ---- Checking ------------------------------------------------------------ */
+
+enum bdev_check_repair {
+	BDEV_CHECK_REPAIR_LEAKS = 1u << 0, /* cut trailing leaked grains off */
+	BDEV_CHECK_REPAIR_ALL = 1u << 1,   /* also rewrite redundant tables that
+					      differ from sane primary ones */
+};
+
+struct bdev_check_result {
+	uint64_t corruptions, corruptions_fixed;
+	uint64_t leaks, leaks_fixed;          /* grains */
+	uint64_t allocated_clusters, total_clusters;
+	unsigned checked_extents;             /* hosted sparse extents checked */
+	bool unclean;
+};
+
+/*
+ * Check the sparse extents of the VMDK at path (like qemu-img check) and
+ * repair what repair (enum bdev_check_repair) allows; a repair opens the
+ * files read-write with exclusive locks. report (may be NULL) gets one line
+ * per finding, naming the file and the entry. Returns 0 when the check ran
+ * (see r for what it found) or -errno when it could not run.
+ */
+int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
+	       void (*report)(void *opaque, const char *line), void *opaque);
+
 /* ---- Statistics (for benchmarks and `vmdk info -v`) --------------------- */
 
 struct bdev_stats {

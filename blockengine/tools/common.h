@@ -20,6 +20,7 @@ int cmd_map(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_create(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 

@@ -19,6 +19,8 @@ static const char usage_text[] =
 "  create   [-f FMT] [-o subformat=...,adapter_type=...,hwversion=N,zeroed_grain=on]\n"
 "           [-b PARENT] IMAGE [SIZE]\n"
 "           make a new image of any VMDK subformat, or a delta disk\n"
+"  check    [--output=human|json] [-r leaks|all] IMAGE\n"
+"           check (and repair) grain tables; exit 0/2/3 like qemu-img\n"
 "  info     [--output=human|json] [-U] IMAGE\n"
 "           what the image is: format, createType, size, CIDs, delta chain,\n"
 "           extents, allocation of the top layer\n"
@@ -71,6 +73,8 @@ int main(int argc, char **argv)
 		return cmd_map(argc - 1, argv + 1);
 	if (!strcmp(cmd, "compare"))
 		return cmd_compare(argc - 1, argv + 1);
+	if (!strcmp(cmd, "check"))
+		return cmd_check(argc - 1, argv + 1);
 	if (!strcmp(cmd, "create"))
 		return cmd_create(argc - 1, argv + 1);
 	if (!strcmp(cmd, "snapshot"))

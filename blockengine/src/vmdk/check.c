@@ -1,0 +1,309 @@
+/*
+ * check.c - bdev_check: consistency of the hosted sparse extents of a VMDK
+ * (like qemu-img check): directory and table entries in range, primary and
+ * redundant tables equal, no grain referenced twice or overlapping the
+ * metadata, leaked grains, uncleanShutdown, descriptor vs header capacity.
+ * Safe repairs only: trailing leaked grains are cut off (-r leaks), a
+ * redundant table that differs from a sane primary one is rewritten from it
+ * (-r all). Streams (compressed) are checked for entries in range and
+ * double references only.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmdk.h"
+
+struct ck {
+	struct bdev_check_result *r;
+	void (*report)(void *, const char *);
+	void *opaque;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+finding(struct ck *c, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (c->report)
+		c->report(c->opaque, buf);
+}
+
+static int read_u32s(struct bsrc *s, uint64_t off, uint32_t n, uint32_t **out)
+{
+	uint32_t *v = malloc((size_t)n * 4 + 4);
+	int ret;
+
+	if (!v)
+		return -ENOMEM;
+	ret = bsrc_read_full(s, v, (size_t)n * 4, off);
+	if (ret < 0) {
+		free(v);
+		return ret;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		v[i] = le32toh(v[i]);
+	*out = v;
+	return 0;
+}
+
+/* Check one hosted sparse extent file. */
+static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
+			unsigned repair)
+{
+	struct bdev_check_result *r = c->r;
+	struct vmdk_sparse_hdr h;
+	struct bsrc *s;
+	uint8_t hb[512];
+	uint32_t *gd = NULL, *rgd = NULL, *gt = NULL, *rgt = NULL;
+	uint8_t *owner = NULL; /* per grain slot: referenced? */
+	uint64_t len, slots, first_slot, last_used = 0;
+	bool gd_sane = true, rgd_differs = false;
+	int ret;
+
+	ret = bsrc_open_file(path, repair != 0, false, &s);
+	if (ret < 0)
+		return ret;
+	len = s->length;
+	ret = bsrc_read_full(s, hb, 512, 0);
+	if (ret == 0)
+		ret = vmdk_sparse_header_parse(hb, 0, len, path, &h);
+	if (ret < 0)
+		goto out;
+	if (h.gd_offset == VMDK4_GD_AT_END) {
+		uint8_t fb[512];
+		ret = len >= 1536 ? bsrc_read_full(s, fb, 512, (len & ~511ull) - 1024) : -EINVAL;
+		if (ret == 0)
+			ret = vmdk_sparse_header_parse(fb, len - 1024, len, path, &h);
+		if (ret < 0) {
+			finding(c, "ERROR %s: no readable footer at the end of the stream", path);
+			r->corruptions++;
+			ret = 0;
+			goto out;
+		}
+	}
+	if (h.unclean) {
+		r->unclean = true;
+		finding(c, "WARNING %s: uncleanShutdown is set: the image was not "
+			"closed cleanly", path);
+	}
+	if (desc_bytes && desc_bytes != h.capacity * 512) {
+		r->corruptions++;
+		finding(c, "ERROR %s: the descriptor gives the extent %" PRIu64
+			" sectors, its header capacity is %" PRIu64, path,
+			desc_bytes / 512, h.capacity);
+	}
+	if (!h.gd_ok) {
+		r->corruptions++;
+		finding(c, "ERROR %s: grain directory at sector %" PRIu64 " lies outside "
+			"the file", path, h.gd_offset);
+		goto out;
+	}
+	ret = read_u32s(s, h.gd_offset * 512, h.gd_entries, &gd);
+	if (ret == 0 && h.rgd_ok && (h.flags & VMDK4_FLAG_RGD))
+		ret = read_u32s(s, h.rgd_offset * 512, h.gd_entries, &rgd);
+	if (ret < 0)
+		goto out;
+	/* grain slots from overHead to the end of the file */
+	first_slot = h.overhead;
+	slots = len / 512 > first_slot ? (len / 512 - first_slot + h.grain_sectors - 1) /
+		h.grain_sectors : 0;
+	owner = calloc(slots + 1, 1);
+	gt = malloc((size_t)h.gtes_per_gt * 4);
+	if (!owner || !gt) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t t = 0; t < h.gd_entries; t++) {
+		uint64_t gts = gd[t], gt_end = gts + (uint64_t)h.gtes_per_gt * 4 / 512;
+		if (!gts)
+			continue;
+		if (gts * 512 >= len || gt_end * 512 > len || gts < 1 ||
+		    (!h.compressed && gt_end > h.overhead)) {
+			r->corruptions++;
+			gd_sane = false;
+			finding(c, "ERROR %s: grain directory entry %" PRIu32 " is sector %"
+				PRIu64 ", outside the file or the metadata area", path, t, gts);
+			continue;
+		}
+		free(gt);
+		gt = NULL;
+		ret = read_u32s(s, gts * 512, h.gtes_per_gt, &gt);
+		if (ret < 0)
+			goto out;
+		if (rgd && rgd[t] && rgd[t] * 512 + (uint64_t)h.gtes_per_gt * 4 <= len) {
+			ret = read_u32s(s, (uint64_t)rgd[t] * 512, h.gtes_per_gt, &rgt);
+			if (ret < 0)
+				goto out;
+			if (memcmp(gt, rgt, (size_t)h.gtes_per_gt * 4)) {
+				r->corruptions++;
+				rgd_differs = true;
+				finding(c, "ERROR %s: grain table %" PRIu32 " and its redundant "
+					"copy (RGD) differ", path, t);
+			}
+			free(rgt);
+			rgt = NULL;
+		} else if (rgd) {
+			r->corruptions++;
+			rgd_differs = true;
+			finding(c, "ERROR %s: redundant grain directory entry %" PRIu32
+				" is sector %" PRIu32 ", expected a table inside the file",
+				path, t, rgd[t]);
+		}
+		for (uint32_t i = 0; i < h.gtes_per_gt; i++) {
+			uint64_t v = gt[i], slot;
+			if (v == 0 || (v == 1 && (h.flags & VMDK4_FLAG_ZERO_GRAIN)))
+				continue;
+			if (v < h.overhead || v * 512 >= len ||
+			    (!h.compressed && (v - h.overhead) % h.grain_sectors)) {
+				r->corruptions++;
+				gd_sane = false;
+				finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
+					" (grain %" PRIu64 ") is sector %" PRIu64 ", outside "
+					"the grain area [%" PRIu64 ", %" PRIu64 ")", path, t, i,
+					(uint64_t)t * h.gtes_per_gt + i, v, h.overhead, len / 512);
+				continue;
+			}
+			r->allocated_clusters++;
+			if (h.compressed)
+				continue; /* records vary in size */
+			slot = (v - h.overhead) / h.grain_sectors;
+			if (owner[slot]) {
+				r->corruptions++;
+				gd_sane = false;
+				finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
+					" points at sector %" PRIu64 ", which another entry "
+					"already references", path, t, i, v);
+			}
+			owner[slot] = 1;
+			if (slot + 1 > last_used)
+				last_used = slot + 1;
+		}
+	}
+	r->total_clusters += (h.capacity + h.grain_sectors - 1) / h.grain_sectors;
+	if (!h.compressed) {
+		uint64_t leaked = 0, trailing = 0;
+		for (uint64_t i = 0; i < slots; i++)
+			if (!owner[i]) {
+				leaked++;
+				if (i >= last_used)
+					trailing++;
+				else
+					finding(c, "Leaked grain at sector %" PRIu64 " of %s: "
+						"no table references it", h.overhead +
+						i * h.grain_sectors, path);
+			}
+		if (trailing)
+			finding(c, "Leaked grains: %" PRIu64 " at the end of %s (from "
+				"sector %" PRIu64 ")", trailing, path,
+				h.overhead + last_used * h.grain_sectors);
+		r->leaks += leaked;
+		if (trailing && (repair & BDEV_CHECK_REPAIR_LEAKS)) {
+			ret = s->ops->truncate(s, (h.overhead + last_used * h.grain_sectors) * 512);
+			if (ret < 0)
+				goto out;
+			r->leaks_fixed += trailing;
+			finding(c, "Repaired: cut %" PRIu64 " leaked grains off %s",
+				trailing, path);
+		}
+	}
+	if (rgd_differs && gd_sane && (repair & BDEV_CHECK_REPAIR_ALL) && rgd) {
+		/* rewrite each redundant table from its primary */
+		uint64_t gtb = (uint64_t)h.gtes_per_gt * 4;
+		uint8_t *raw = malloc(gtb);
+		bool rgd_dir_ok = true;
+		uint32_t fixed = 0;
+		if (!raw) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		for (uint32_t t = 0; t < h.gd_entries; t++)
+			if (!rgd[t] || (uint64_t)rgd[t] * 512 + gtb > len)
+				rgd_dir_ok = false;
+		for (uint32_t t = 0; rgd_dir_ok && t < h.gd_entries; t++) {
+			if (!gd[t])
+				continue;
+			ret = bsrc_read_full(s, raw, gtb, (uint64_t)gd[t] * 512);
+			if (ret == 0)
+				ret = (int)s->ops->pwrite(s, raw, gtb, (uint64_t)rgd[t] * 512);
+			if (ret < 0) {
+				free(raw);
+				goto out;
+			}
+			fixed++;
+		}
+		free(raw);
+		if (rgd_dir_ok) {
+			r->corruptions_fixed++;
+			finding(c, "Repaired: redundant grain tables of %s rewritten from the "
+				"primary ones (%" PRIu32 " tables)", path, fixed);
+		}
+	}
+	if (repair && s->ops->flush)
+		ret = s->ops->flush(s);
+	if (ret > 0)
+		ret = 0;
+out:
+	free(gd);
+	free(rgd);
+	free(gt);
+	free(rgt);
+	free(owner);
+	bsrc_close(s);
+	return ret;
+}
+
+int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
+	       void (*report)(void *opaque, const char *line), void *opaque)
+{
+	struct bdev_open_opts o = { .flags = BDEV_O_SHARE | BDEV_O_NO_BACKING };
+	struct ck c = { r, report, opaque };
+	struct bdev *b;
+	struct bdev_info in;
+	char **paths = NULL;
+	uint64_t *sizes = NULL;
+	unsigned n = 0;
+	int ret;
+
+	bdev_err_clear();
+	memset(r, 0, sizeof(*r));
+	ret = bdev_open(path, &o, &b);
+	if (ret < 0)
+		return ret;
+	ret = bdev_get_info(b, &in);
+	if (ret == 0 && strcmp(in.format, "vmdk"))
+		ret = bdev_err(-ENOTSUP, "%s: only VMDK images can be checked", path);
+	if (ret == 0) {
+		paths = calloc(in.extent_count + 1, sizeof(*paths));
+		sizes = calloc(in.extent_count + 1, sizeof(*sizes));
+		if (!paths || !sizes)
+			ret = -ENOMEM;
+	}
+	for (unsigned i = 0; ret == 0 && i < in.extent_count; i++) {
+		struct bdev_extent_info e;
+		ret = bdev_get_extent(b, i, &e);
+		if (ret == 0 && !strcmp(e.type, "SPARSE") && e.filename) {
+			paths[n] = strdup(e.filename);
+			sizes[n++] = e.size;
+		}
+	}
+	bdev_close(b);
+	for (unsigned i = 0; ret == 0 && i < n; i++) {
+		/* a monolithic file's descriptor and header say the same */
+		ret = check_hosted(&c, paths[i], sizes[i], repair);
+		r->checked_extents++;
+	}
+	for (unsigned i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(sizes);
+	return ret;
+}

@@ -1,0 +1,124 @@
+"""`vmdk check`: clean images exit 0; hand-damaged ones exit 2 (corruption)
+or 3 (leaks only) with a finding naming the entry; -r repairs safely."""
+import json
+import os
+import struct
+
+import pytest
+
+from conftest import need, run
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def img(vmdk, tmp_path):
+    src = tmp_path / "s.raw"
+    with open(src, "wb") as f:
+        f.truncate(8 * MiB)
+        f.write(os.urandom(200000))
+        f.seek(5 * MiB)
+        f.write(os.urandom(70000))
+    p = tmp_path / "a.vmdk"
+    run([vmdk, "convert", "-O", "vmdk", src, p])
+    return p
+
+
+def tables(p):
+    """(gd sector, rgd sector, gt0 sector, rgt0 sector) of a monolithicSparse."""
+    b = p.read_bytes()
+    rgd, gd = struct.unpack_from("<QQ", b, 48)
+    gt0 = struct.unpack_from("<I", b, gd * 512)[0]
+    rgt0 = struct.unpack_from("<I", b, rgd * 512)[0]
+    return gd, rgd, gt0, rgt0
+
+
+def poke32(p, off, v):
+    with open(p, "r+b") as f:
+        f.seek(off)
+        f.write(struct.pack("<I", v))
+
+
+def check(vmdk, p, *args):
+    return run([vmdk, "check", *args, p], check=False)
+
+
+@pytest.mark.parametrize("sf", ["monolithicSparse", "twoGbMaxExtentSparse",
+                                "streamOptimized", "monolithicFlat"])
+def test_clean_images(vmdk, tmp_path, sf):
+    p = tmp_path / "c.vmdk"
+    run([vmdk, "create", "-o", f"subformat={sf}", p, "3G"])
+    r = check(vmdk, p)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "No errors" in r.stdout
+
+
+def test_qemu_made_image_is_clean(vmdk, tmp_path):
+    p = tmp_path / "q.vmdk"
+    run([need("qemu-img"), "create", "-f", "vmdk", p, "1G"])
+    run([need("qemu-io"), "-c", "write -P 7 1M 200k", p])
+    assert check(vmdk, p).returncode == 0
+
+
+def test_gt_entry_out_of_range(vmdk, img):
+    gd, rgd, gt0, rgt0 = tables(img)
+    size = os.path.getsize(img)
+    for s in (gt0, rgt0):
+        poke32(img, s * 512 + 4 * 1, size // 512 + 1000)
+    r = check(vmdk, img)
+    assert r.returncode == 2
+    assert "grain table 0 entry 1" in r.stdout and "outside" in r.stdout
+
+
+def test_double_reference(vmdk, img):
+    gd, rgd, gt0, rgt0 = tables(img)
+    first = struct.unpack_from("<I", img.read_bytes(), gt0 * 512)[0]
+    for s in (gt0, rgt0):
+        poke32(img, s * 512 + 4 * 100, first)
+    r = check(vmdk, img, "--output=json")
+    assert r.returncode == 2
+    j = json.loads(r.stdout)
+    assert j["corruptions"] >= 1
+    assert any("entry 100" in f and "already references" in f for f in j["findings"])
+
+
+def test_leaked_grain_at_end_and_repair(vmdk, qemu_img, img):
+    with open(img, "r+b") as f:
+        f.seek(0, 2)
+        f.write(os.urandom(3 * 65536))
+    r = check(vmdk, img)
+    assert r.returncode == 3 and "3 leaked grains" in r.stdout
+    size = os.path.getsize(img)
+    r = check(vmdk, img, "-r", "leaks")
+    assert r.returncode == 0, r.stdout
+    assert os.path.getsize(img) == size - 3 * 65536
+    assert check(vmdk, img).returncode == 0
+    assert run([qemu_img, "check", img], check=False).returncode == 0
+
+
+def test_rgd_mismatch_and_repair(vmdk, img):
+    gd, rgd, gt0, rgt0 = tables(img)
+    poke32(img, rgt0 * 512 + 4 * 1, 0)   # redundant table forgets grain 1
+    r = check(vmdk, img)
+    assert r.returncode == 2 and "grain table 0 and its redundant copy" in r.stdout
+    assert check(vmdk, img, "-r", "leaks").returncode == 2   # not a leak repair
+    r = check(vmdk, img, "-r", "all")
+    assert r.returncode == 0, r.stdout
+    assert "Repaired" in r.stdout
+    assert check(vmdk, img).returncode == 0
+    b = img.read_bytes()
+    assert b[gt0 * 512:gt0 * 512 + 2048] == b[rgt0 * 512:rgt0 * 512 + 2048]
+
+
+def test_unclean_flag_reported(vmdk, img):
+    with open(img, "r+b") as f:
+        f.seek(72)
+        f.write(b"\1")
+    r = check(vmdk, img, "--output=json")
+    assert json.loads(r.stdout)["unclean"] is True
+    assert any("uncleanShutdown" in f for f in json.loads(r.stdout)["findings"])
+
+
+def test_cannot_run(vmdk, tmp_path):
+    r = check(vmdk, tmp_path / "missing.vmdk")
+    assert r.returncode == 1
