@@ -447,6 +447,9 @@ static void session_stop(struct session *s)
 		}
 		s->mounted = false;
 		pthread_join(s->thread, NULL);
+		/* Already unmounted: this only frees libfuse's record of it
+		 * (the connection is gone, so it unmounts nothing). */
+		fuse_unmount(s->fuse);
 	} else if (s->mounted) {
 		fuse_unmount(s->fuse);
 		s->mounted = false;
