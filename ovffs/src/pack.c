@@ -396,6 +396,25 @@ static bool all_zero(const char *b, size_t n)
 	return n == 0 || (b[0] == 0 && !memcmp(b, b + 1, n - 1));
 }
 
+/* The first offset at or after at that may hold data: holes of a plain
+   member in a sparse OVA are skipped without reading them. */
+static uint64_t next_data(struct ovf_stream *s, uint64_t at, uint64_t size)
+{
+	uint64_t base, rel;
+	off_t d;
+	int fd;
+
+	if (ovf_stream_region(s, &fd, &base) < 0)
+		return at;
+	d = lseek(fd, (off_t)(base + at), SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO ? size : at;
+	if ((uint64_t)d - base >= size)
+		return size;
+	rel = ((uint64_t)d - base) & ~(uint64_t)511;
+	return rel > at ? rel : at;
+}
+
 /* Extracts every member into dir; all-zero blocks become holes. */
 int ovf_unpack(struct ovf_pkg *p, const char *dir)
 {
@@ -434,9 +453,13 @@ int ovf_unpack(struct ovf_pkg *p, const char *dir)
 		}
 		r = ovf_member_open(p, m->name, &s);
 		for (uint64_t at = 0; r >= 0 && at < m->size;) {
-			size_t want = m->size - at < COPY_BUF ? (size_t)(m->size - at)
-							      : COPY_BUF;
+			size_t want;
 
+			at = next_data(s, at, m->size);
+			if (at >= m->size)
+				break;
+			want = m->size - at < COPY_BUF ? (size_t)(m->size - at)
+						       : COPY_BUF;
 			r = ovf_stream_read_full(s, buf, want, at);
 			if (r >= 0 && !all_zero(buf, want) &&
 			    pwrite(fd, buf, want, (off_t)at) != (ssize_t)want)
