@@ -20,10 +20,13 @@ static int vmdk_probe(const uint8_t *head, size_t len)
 	return vmdk_desc_probe(head, len);
 }
 
+/* The name messages use: the core's copy of the path or source name,
+   which (unlike src->name) outlives the descriptor's source. */
 static const char *name_of(const struct bdev *b, const char *path,
 			   const struct bsrc *src)
 {
-	(void)b;
+	if (b->filename)
+		return b->filename;
 	return path ? path : src->name;
 }
 
@@ -351,9 +354,9 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 		goto err_free_image;
 	}
 	if (hl < 4) {
-		bsrc_close(src);
 		ret = bdev_err(-EINVAL, "%s: file is %" PRIu64 " bytes, too small to be a VMDK",
 			       name, src->length);
+		bsrc_close(src);
 		goto err_free_image;
 	}
 	ret = bsrc_read_full(src, head, hl, 0);
