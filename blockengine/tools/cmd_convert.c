@@ -46,13 +46,13 @@ static const char convert_help[] =
 "  -m N          requests in flight per worker thread (default 8, 1..64)\n"
 "  -S SIZE       smallest run of zero bytes left as a hole (default 4k;\n"
 "                0 writes every data byte); like qemu-img's -S\n"
+"  --fsync       fdatasync(2) DST before exiting (qemu-img does not sync)\n"
 "  --threads N   worker threads, each with its own queue (default: 2 when\n"
 "                the image holds compressed grains or the output is\n"
 "                streamOptimized, else 1; max 16)\n"
 "  -h, --help    show this help\n"
 "\n"
-"Requests are 1 MiB reads. DST is written with pwrite(2) and synced with\n"
-"fdatasync(2) before exit.\n"
+"Requests are 1 MiB reads. DST is written with pwrite(2).\n"
 "\n"
 "Examples:\n"
 "  vmdk convert -O raw disk.vmdk disk.raw\n"
@@ -412,13 +412,14 @@ int cmd_convert(int argc, char **argv)
 		{ "progress", no_argument, NULL, 'p' },
 		{ "force-share", no_argument, NULL, 'U' },
 		{ "threads", required_argument, NULL, 'T' },
+		{ "fsync", no_argument, NULL, 'Y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *format = NULL, *ofmt = "raw", *src, *dst;
 	struct bdev_create_opts co = { 0 };
 	bool have_o = false;
-	bool progress = false, share = false;
+	bool progress = false, share = false, sync = false;
 	uint64_t depth = 8, threads = 0, sparse = 4096;
 	struct conv cv;
 	struct bdev_info in;
@@ -457,6 +458,7 @@ int cmd_convert(int argc, char **argv)
 				return 1;
 			}
 			break;
+		case 'Y': sync = true; break;
 		case 'h': fputs(convert_help, stdout); return 0;
 		default: tool_usage_err("convert", "bad option"); return 1;
 		}
@@ -546,7 +548,7 @@ start:
 			if (ret < 0)
 				conv_fail_bdev(&cv, ret, dst);
 		}
-	} else if (!cv.error && fdatasync(cv.dst_fd) < 0 && errno != EINVAL)
+	} else if (sync && !cv.error && fdatasync(cv.dst_fd) < 0 && errno != EINVAL)
 		conv_fail(&cv, -errno, "syncing the output failed");
 	if (progress && !cv.error)
 		show_progress(&cv, t0, true);
