@@ -47,9 +47,9 @@ static const char convert_help[] =
 "  -S SIZE       smallest run of zero bytes left as a hole (default 4k;\n"
 "                0 writes every data byte); like qemu-img's -S\n"
 "  --fsync       fdatasync(2) DST before exiting (qemu-img does not sync)\n"
-"  --threads N   worker threads, each with its own queue (default: 2 when\n"
-"                the image holds compressed grains or the output is\n"
-"                streamOptimized, else 1; max 16)\n"
+"  --threads N   worker threads, each with its own queue (default: 2 for\n"
+"                raw output, for images holding compressed grains and\n"
+"                streamOptimized output; else 1; max 16)\n"
 "  -h, --help    show this help\n"
 "\n"
 "Requests are 1 MiB reads. DST is written with pwrite(2).\n"
@@ -518,7 +518,9 @@ int cmd_convert(int argc, char **argv)
 		cv.write_all = true;
 	}
 start:
-	nthreads = threads ? (unsigned)threads :
+	/* Raw output: two workers overlap one's pwrite(2) with the other's
+	   reads (measured: 1 GiB sparse, 0.6-1.5 s -> 0.46-1.0 s). */
+	nthreads = threads ? (unsigned)threads : !cv.w ? 2 :
 		   (chain_compressed(cv.b) || (co.subformat &&
 		    !strcmp(co.subformat, "streamOptimized")) ? 2 : 1);
 	pthread_mutex_init(&cv.lock, NULL);
