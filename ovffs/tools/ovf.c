@@ -1,10 +1,11 @@
-/* ovf - inspect, validate, pack and unpack OVF packages (OVA files, .ovf
+/* ovf - inspect, validate, create, pack and unpack OVF packages (OVA files, .ovf
  * files, folders). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd_create.h"
 #include "ovf.h"
 
 static void usage(FILE *f)
@@ -13,7 +14,8 @@ static void usage(FILE *f)
 	      "       ovf validate PACKAGE\n"
 	      "       ovf pack [--digest sha1|sha256|sha512] DIR|FILE.ovf OUT.ova\n"
 	      "       ovf unpack PACKAGE DIR\n"
-	      "       ovf create ...   (not available yet: needs the engine's VMDK writer)\n"
+	      "       ovf create --name N --cpus C --memory MIB --disk IMAGE [--disk IMAGE...]\n"
+	      "                  [--network NAME...] [--ovf-version 1|2] OUT.ova|OUT_DIR\n"
 	      "PACKAGE is an OVA file, a .ovf file or a folder holding one.\n"
 	      "validate exits 0 when valid, 1 when not (one line per finding).\n",
 	      f);
@@ -173,10 +175,8 @@ int main(int argc, char **argv)
 		return cmd_pack(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "unpack"))
 		return cmd_unpack(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "create")) {
-		fprintf(stderr, "ovf create: not available yet: converting disks to streamOptimized VMDK needs the engine's VMDK writer, which does not exist yet\n");
-		return 2;
-	}
+	if (!strcmp(argv[1], "create"))
+		return cmd_create(argc - 1, argv + 1);
 	fprintf(stderr, "ovf: unknown command \"%s\"\n", argv[1]);
 	usage(stderr);
 	return 2;
