@@ -1,0 +1,211 @@
+"""`ovf create`: packages built around raw and VMDK images validate, their
+disks are streamOptimized VMDKs that qemu-img checks clean and compares equal
+to the source images, info shows what was asked, and ovffs serves them."""
+import json
+import os
+import tarfile
+
+import pytest
+
+from conftest import assert_same_file, need, run, tool
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    need("qemu-img")
+    need("qemu-io")
+
+
+def ovf(*args, check=True):
+    return run([tool("ovf")] + [str(a) for a in args], check=check)
+
+
+def raw_image(path, size="64M"):
+    run(["qemu-img", "create", "-f", "raw", path, size])
+    if size != "64M":
+        run(["qemu-io", "-f", "raw", "-c", "write -P 1 0 4k", path])
+        return str(path)
+    run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 1M 3M",
+         "-c", "write -P 0x07 40M 100k", "-c", "write -P 0x11 63M 1M", path])
+    return str(path)
+
+
+def vmdk_image(path, subformat="monolithicSparse", size="10M"):
+    """A VMDK with data at 0 and across a grain boundary at 5 MiB; stream
+    images are converted from a sparse one (qemu appends only)."""
+    src = str(path) + ".src" if subformat == "streamOptimized" else str(path)
+    run(["qemu-img", "create", "-f", "vmdk", src, size])
+    run(["qemu-io", "-c", "write -P 9 0 64k", "-c", "write -P 3 5M 130k", src])
+    if src != str(path):
+        run(["qemu-img", "convert", "-O", "vmdk", "-o",
+             f"subformat={subformat}", src, path])
+        os.unlink(src)
+    return str(path)
+
+
+def extract(ova, dest):
+    with tarfile.open(ova) as t:
+        names = t.getnames()
+        t.extractall(dest)
+    return names
+
+
+def test_create_ova_validates_and_disks_equal_sources(tmp_path):
+    raw = raw_image(tmp_path / "a.raw")
+    vm = vmdk_image(tmp_path / "b.vmdk")
+    out = tmp_path / "vm.ova"
+    ovf("create", "--name", "web", "--cpus", "2", "--memory", "2048",
+        "--disk", raw, "--disk", vm, "--network", "VM Network", out)
+    r = ovf("validate", out)
+    assert "valid (0 errors, 0 warnings)" in r.stdout
+    names = extract(out, tmp_path / "x")
+    # descriptor first, manifest next, disks in References order
+    assert names == ["web.ovf", "web.mf", "web-disk1.vmdk", "web-disk2.vmdk"]
+    for src, d in ((raw, "web-disk1.vmdk"), (vm, "web-disk2.vmdk")):
+        p = str(tmp_path / "x" / d)
+        run(["qemu-img", "check", p])
+        info = json.loads(run(["qemu-img", "info", "--output=json", p]).stdout)
+        assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
+        run(["qemu-img", "compare", src, p])
+    mf = (tmp_path / "x" / "web.mf").read_text().splitlines()
+    assert [l.split("(")[1].split(")")[0] for l in mf] == \
+        ["web.ovf", "web-disk1.vmdk", "web-disk2.vmdk"]
+    assert all(l.startswith("SHA256(") for l in mf)
+
+
+def test_create_info_shows_what_was_asked(tmp_path):
+    raw = raw_image(tmp_path / "a.raw")
+    out = tmp_path / "vm.ova"
+    ovf("create", "--name", "db", "--cpus", "4", "--memory", "3G",
+        "--disk", raw, "--network", "lan", "--network", "dmz", out)
+    j = json.loads(ovf("info", "--output=json", out).stdout)
+    assert j["ovf_version"] == "1.x"
+    assert j["verify"]["digests_ok"] is True
+    d = j["disks"][0]
+    assert d["capacity_bytes"] == 64 << 20
+    assert d["format"].endswith("vmdk.html#streamOptimized")
+    # the grains holding data: 3 MiB + 100 KiB (2 grains) + 1 MiB
+    assert d["populated_size"] == (4 << 20) + (128 << 10)
+    assert [n["name"] for n in j["networks"]] == ["lan", "dmz"]
+    vm = j["content"]
+    assert vm["id"] == "db" and vm["name"] == "db"
+    assert vm["os_id"] is not None
+    hw = vm["hardware"]
+    assert hw["cpus"] == 4 and hw["memory_bytes"] == 3 << 30
+    mem = next(i for i in hw["items"] if i["kind"] == "memory")
+    assert mem["allocation_units"] == "byte * 2^20" and mem["virtual_quantity"] == 3072
+    scsi = next(i for i in hw["items"] if i["kind"] == "scsi")
+    assert scsi["subtype"] == "lsilogic"
+    disk = next(i for i in hw["items"] if i["kind"] == "disk")
+    assert disk["parent"] == scsi["instance_id"]
+    assert disk["address_on_parent"] == "0"
+    assert disk["host_resource"] == "ovf:/disk/vmdisk1"
+    assert disk["disk_capacity_bytes"] == 64 << 20
+    nics = [i["connection"] for i in hw["items"] if i["kind"] == "nic"]
+    assert nics == ["lan", "dmz"]
+
+
+def test_create_ovf2_folder(tmp_path):
+    vm = vmdk_image(tmp_path / "s.vmdk", subformat="streamOptimized")
+    out = tmp_path / "pkg"
+    ovf("create", "--name", "n2", "--cpus", "1", "--memory", "512",
+        "--disk", vm, "--ovf-version", "2", out)
+    assert sorted(os.listdir(out)) == ["n2-disk1.vmdk", "n2.mf", "n2.ovf"]
+    assert "valid (0 errors, 0 warnings)" in ovf("validate", out).stdout
+    j = json.loads(ovf("info", "--output=json", out).stdout)
+    assert j["kind"] != "ova" and j["ovf_version"] == "2.x"
+    assert j["verify"]["digests_ok"] is True
+    assert j["networks"] == []
+    run(["qemu-img", "check", str(out / "n2-disk1.vmdk")])
+    run(["qemu-img", "compare", vm, str(out / "n2-disk1.vmdk")])
+
+
+def test_create_from_delta_disk_reads_through_chain(tmp_path):
+    base = vmdk_image(tmp_path / "base.vmdk")
+    top = str(tmp_path / "top.vmdk")
+    # relative parent name: the engine refuses to leave the folder by default
+    run(["qemu-img", "create", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk", top])
+    run(["qemu-io", "-c", "write -P 0x66 6M 64k", top])
+    out = tmp_path / "d.ova"
+    ovf("create", "--name", "d", "--cpus", "1", "--memory", "256",
+        "--disk", top, out)
+    extract(out, tmp_path / "x")
+    run(["qemu-img", "compare", top, str(tmp_path / "x" / "d-disk1.vmdk")])
+
+
+def test_created_ova_served_by_ovffs(tmp_path):
+    need("fusermount3")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing")
+    from test_ovffs import Mount
+    raw = raw_image(tmp_path / "a.raw")
+    out = tmp_path / "vm.ova"
+    ovf("create", "--name", "m", "--cpus", "1", "--memory", "128",
+        "--disk", raw, out)
+    m = Mount(str(out), tmp_path / "mnt")
+    try:
+        assert_same_file(m.path("disks", "vmdisk1.raw"), raw)
+        assert "manifest: all digests match" in open(m.path("verify.txt")).read()
+    finally:
+        m.close()
+
+
+def test_create_missing_disk(tmp_path):
+    out = tmp_path / "vm.ova"
+    r = ovf("create", "--name", "x", "--cpus", "1", "--memory", "128",
+            "--disk", tmp_path / "nope.raw", out, check=False)
+    assert r.returncode == 1
+    assert "nope.raw: No such file or directory" in r.stderr
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("mem", ["0", "-5", "lots", "12T", "1.5G", ""])
+def test_create_bad_memory(tmp_path, mem):
+    raw = raw_image(tmp_path / "a.raw", "1M")
+    out = tmp_path / "vm.ova"
+    r = ovf("create", "--name", "x", "--cpus", "1", "--memory", mem,
+            "--disk", raw, out, check=False)
+    assert r.returncode == 2
+    assert "--memory" in r.stderr
+    assert not out.exists()
+
+
+def test_create_bad_cpus_and_version(tmp_path):
+    raw = raw_image(tmp_path / "a.raw", "1M")
+    base = ["create", "--name", "x", "--memory", "128", "--disk", raw]
+    r = ovf(*base, "--cpus", "0", tmp_path / "o.ova", check=False)
+    assert r.returncode == 2 and "--cpus" in r.stderr
+    r = ovf(*base, "--cpus", "1", "--ovf-version", "3", tmp_path / "o.ova",
+            check=False)
+    assert r.returncode == 2 and "--ovf-version" in r.stderr
+    r = ovf("create", "--cpus", "1", "--memory", "128", "--disk", raw,
+            tmp_path / "o.ova", check=False)
+    assert r.returncode == 2 and "--name" in r.stderr
+    assert not (tmp_path / "o.ova").exists()
+
+
+def test_create_refuses_existing_output(tmp_path):
+    raw = raw_image(tmp_path / "a.raw", "1M")
+    out = tmp_path / "vm.ova"
+    out.write_bytes(b"keep me")
+    r = ovf("create", "--name", "x", "--cpus", "1", "--memory", "128",
+            "--disk", raw, out, check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert out.read_bytes() == b"keep me"
+    d = tmp_path / "dir"
+    d.mkdir()
+    r = ovf("create", "--name", "x", "--cpus", "1", "--memory", "128",
+            "--disk", raw, d, check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert os.listdir(d) == []
+
+
+def test_create_unreadable_disk_leaves_nothing(tmp_path):
+    bad = tmp_path / "bad.vmdk"
+    bad.write_bytes(b"KDMV" + bytes(508))
+    out = tmp_path / "vm.ova"
+    r = ovf("create", "--name", "x", "--cpus", "1", "--memory", "128",
+            "--disk", bad, out, check=False)
+    assert r.returncode == 1 and "bad.vmdk" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["bad.vmdk"]
