@@ -21,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 #ifdef __cplusplus
@@ -64,6 +65,29 @@ int bdev_open(const char *path, const struct bdev_open_opts *opts,
 int bdev_open_region(int fd, uint64_t offset, uint64_t length,
 		     const char *name, const struct bdev_open_opts *opts,
 		     struct bdev **out);
+
+/*
+ * Bytes supplied by the caller, e.g. a gzip'd or chunked disk file inside an
+ * OVF package. pread reads up to len bytes at off and returns the count
+ * (short only at the end) or -errno; it is called from any thread doing I/O
+ * on the image, possibly from several at once, so it must be thread-safe.
+ * close (may be NULL) runs once when the image is closed.
+ */
+struct bdev_byte_source {
+	ssize_t (*pread)(void *opaque, void *buf, size_t len, uint64_t off);
+	void (*close)(void *opaque);
+};
+
+/*
+ * Open a read-only image whose length bytes are read through ops (copied)
+ * with opaque. name is used in messages; such an image may not reference
+ * other files. From this call on opaque belongs to the engine: ops->close
+ * runs when the image is closed, or before this call returns an error.
+ * The engine reads such a source synchronously in the reading thread.
+ */
+int bdev_open_callbacks(const struct bdev_byte_source *ops, void *opaque,
+			uint64_t length, const char *name,
+			const struct bdev_open_opts *opts, struct bdev **out);
 
 /* Flush (when writable), mark the image cleanly closed, release locks. */
 int bdev_close(struct bdev *b);
