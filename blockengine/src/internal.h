@@ -63,6 +63,9 @@ struct bsrc {
 	int fd;          /* -1 when not backed by a file descriptor */
 	uint64_t base;   /* offset of byte 0 of the source within fd */
 	void *priv;
+	/* Bumped by the core when an io_uring write into the source ends:
+	   answers about holes cached before it may be stale (format_raw.c). */
+	atomic_uint_fast64_t write_gen;
 };
 
 /*
@@ -110,6 +113,8 @@ struct bdev_map {
 	uint64_t grain_off;  /* COMPRESSED: virtual offset of the grain start */
 	uint32_t grain_size; /* COMPRESSED: bytes of the inflated grain */
 	bool read_only;      /* RDONLY extent (or read-only image) */
+	bool hole;           /* ZERO: a hole of src at src_off; a write may
+				fill it in place like DATA */
 	unsigned extent;     /* extent index, for messages */
 };
 
@@ -171,6 +176,8 @@ struct bdev_format {
 };
 
 extern const struct bdev_format bdev_format_raw;
+/* The source of a layer opened with bdev_format_raw. */
+struct bsrc *raw_source(const struct bdev *b);
 extern const struct bdev_format bdev_format_vmdk;
 
 /* ---- The image handle ---------------------------------------------------- */

@@ -442,6 +442,9 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	case BSUB_GRAIN:
 		if (s->kind != BSUB_WRITE)
 			bsub_mark_read(s, (uint64_t)res);
+		else
+			atomic_fetch_add_explicit(&s->src->write_gen, 1,
+						  memory_order_release);
 		if ((uint64_t)res >= s->left) {
 			if (s->gr)
 				s->gr->got += (uint64_t)res;
@@ -949,6 +952,8 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 					      b->filename, m.len, off, len));
 			return;
 		}
+		if (m.hole && op == WOP_WRITE)
+			m.kind = BDEV_MAP_DATA; /* a hole of a file: fill it */
 		if (m.read_only || (m.kind == BDEV_MAP_DATA && !m.src->writable)) {
 			breq_fail(r, bdev_err(-EROFS, "%s: offset %" PRIu64
 					      " lies in extent %u, which is "
@@ -1176,15 +1181,14 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
 	if (b->info.read_only) {
 		/* nothing was written */
-	} else if (b->fmt == &bdev_format_raw &&
-		   ((struct bsrc *)b->priv)->fd >= 0) {
+	} else if (b->fmt == &bdev_format_raw && raw_source(b)->fd >= 0) {
 		struct bsub *s = bsub_get(q);
 		if (!s) {
 			breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
 					      b->filename));
 		} else {
 			s->kind = BSUB_FSYNC;
-			s->src = b->priv;
+			s->src = raw_source(b);
 			s->off = 0;
 			s->left = 0;
 			bsub_start(q, r, s);
