@@ -163,6 +163,65 @@ def test_gzip_and_chunked_files(tmp_path, mount):
             assert f.read() == orig
 
 
+def test_gzip_and_chunked_disks_raw(tmp_path, mount):
+    """<disk>.raw of a gzip'd and of a chunked (gzip'd, then split)
+    streamOptimized disk equals qemu-img convert -O raw of the original,
+    also read from several threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    disk = ovfgen.make_disk(str(tmp_path / "d.vmdk"), "32M",
+                            writes=[(0, 0x41, "1M"), ("9M", 0x42, "3M"),
+                                    ("20M", 0x43, "5M")])
+    orig = open(disk, "rb").read()
+    with open(folder / "g.vmdk.gz", "wb") as f:
+        for i in range(0, len(orig), 50000):
+            f.write(gzip.compress(orig[i:i + 50000]))
+    comp = gzip.compress(orig)
+    for i in range(0, len(comp), 7000):
+        (folder / f"c.vmdk.{i // 7000:09d}").write_bytes(comp[i:i + 7000])
+    # chunked without compression too
+    for i in range(0, len(orig), 9000):
+        (folder / f"p.vmdk.{i // 9000:09d}").write_bytes(orig[i:i + 9000])
+    files = [("f1", "g.vmdk.gz", os.path.getsize(folder / "g.vmdk.gz"), 'ovf:compression="gzip"'),
+             ("f2", "c.vmdk", len(comp), 'ovf:compression="gzip" ovf:chunkSize="7000"'),
+             ("f3", "p.vmdk", len(orig), 'ovf:chunkSize="9000"')]
+    disks = [("vmdisk1", "f1", 32, None), ("vmdisk2", "f2", 32, None),
+             ("vmdisk3", "f3", 32, None)]
+    (folder / "gz.ovf").write_text(ovfgen.vmware_envelope(
+        files, disks, ovfgen.vmware_system("gzvm", ["vmdisk1", "vmdisk2", "vmdisk3"]),
+        units="byte * 2^20"))
+    names = ["gz.ovf", "g.vmdk.gz"] + sorted(n for n in os.listdir(folder)
+                                            if n[:7] in ("c.vmdk.", "p.vmdk."))
+    ova = ovfgen.make_ova(str(folder), names, tmp_path / "gz.ova")
+    ref_path = qemu_raw(disk, str(tmp_path / "ref.raw"))
+    ref = open(ref_path, "rb").read()
+    for pkg in (str(folder), ova):
+        m = mount(pkg)
+        for i in (1, 2, 3):
+            p = m.path("disks", f"vmdisk{i}.raw")
+            assert_same_file(p, ref_path)
+
+        def piece(off, p=m.path("disks", "vmdisk2.raw")):
+            with open(p, "rb") as f:
+                f.seek(off)
+                return f.read(300 << 10) == ref[off:off + (300 << 10)]
+        offs = [((k * 7919) << 10) % (len(ref) - (300 << 10)) for k in range(64)]
+        with ThreadPoolExecutor(8) as ex:
+            assert all(ex.map(piece, offs))
+
+
+def test_gzipped_ova_disk_raw(tmp_path, mount):
+    """A disk inside a gzip'd OVA (against the spec, seen in the wild)."""
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path), disks=2)
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks,
+                          tmp_path / "a.ova", gz=True)
+    m = mount(ova)
+    for i, d in enumerate(disks):
+        ref = qemu_raw(os.path.join(folder, d), str(tmp_path / f"ref{i}.raw"))
+        assert_same_file(m.path("disks", f"vmdisk{i + 1}.raw"), ref)
+
+
 def test_ova_over_8gib_member_raw(tmp_path, mount):
     """A sparse 9 GiB flat disk in a GNU-format OVA, served by the engine."""
     import tarfile

@@ -2,7 +2,8 @@
  * person can browse: the descriptor, manifest and certificate as they are,
  * verify.txt, one folder per virtual system, and disks/ with each disk's
  * original file and <disk>.raw, the flattened virtual disk served by the
- * engine straight from the package. */
+ * engine straight from the package (through the decompressing stream when
+ * the file is gzip'd or chunked, or the OVA is gzip'd). */
 #define FUSE_USE_VERSION 35
 
 #include <errno.h>
@@ -171,6 +172,23 @@ static int add_systems(const struct ovf_envelope *env,
 	return r;
 }
 
+/* The engine reads a gzip'd or chunked disk file through its stream, which
+   is safe to read from several threads (gzip decoding is serialised). */
+static ssize_t stream_source_pread(void *opaque, void *buf, size_t len,
+				   uint64_t off)
+{
+	ssize_t n = ovf_stream_pread(opaque, buf, len, off);
+
+	if (n < 0)
+		say("%s", ovf_errmsg());
+	return n;
+}
+
+static const struct bdev_byte_source stream_source = {
+	.pread = stream_source_pread,
+	.close = NULL, /* the stream belongs to its node */
+};
+
 /* Adds disks/<file> and disks/<diskId>.raw for every disk with a file. */
 static int add_disks(const struct ovf_envelope *env)
 {
@@ -202,15 +220,10 @@ static int add_disks(const struct ovf_envelope *env)
 			return -ENOMEM;
 		}
 		n->stream = s;
-		if (ovf_stream_region(s, &fd, &base) < 0) {
-			say("disk %s: %s is %s; its .raw view needs an engine byte-source API that does not exist yet (the original file is served)",
-			    d->disk_id ? d->disk_id : "?", f->href,
-			    f->compression && !strcmp(f->compression, "gzip")
-				    ? "gzip-compressed" : "chunked or inside a gzip'd OVA");
+		if (ovf_stream_size(s, &n->size) < 0) {
+			say("disk %s: %s", d->disk_id ? d->disk_id : "?", ovf_errmsg());
 			continue;
 		}
-		if (ovf_stream_size(s, &n->size) < 0)
-			continue;
 		n->size_known = true;
 		rawname = malloc(strlen(d->disk_id ? d->disk_id : "disk") + 5);
 		if (!rawname)
@@ -219,7 +232,14 @@ static int add_disks(const struct ovf_envelope *env)
 		{
 			struct bdev *b = NULL;
 
-			r = bdev_open_region(fd, base, n->size, f->href, &oo, &b);
+			/* plain bytes of the package file: io_uring straight on
+			   it; gzip'd or chunked: through the stream (the node
+			   keeps it open longer than the image, see free_node) */
+			if (ovf_stream_region(s, &fd, &base) == 0)
+				r = bdev_open_region(fd, base, n->size, f->href, &oo, &b);
+			else
+				r = bdev_open_callbacks(&stream_source, s, n->size,
+							f->href, &oo, &b);
 			if (r < 0) {
 				say("disk %s: %s: %s", d->disk_id ? d->disk_id : "?",
 				    f->href, bdev_errmsg());
@@ -449,10 +469,11 @@ static const struct fuse_operations ovffs_ops = {
 	.read = fs_read,
 };
 
-/* Frees a node and what is below it. */
+/* Frees a node and what is below it, children in reverse order: a disk's
+   .raw image goes before the stream it may read through. */
 static void free_node(struct node *n, bool self)
 {
-	for (size_t i = 0; i < n->nkids; i++)
+	for (size_t i = n->nkids; i-- > 0;)
 		free_node(n->kids[i], true);
 	free(n->kids);
 	free(n->text);
