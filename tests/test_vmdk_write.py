@@ -4,6 +4,7 @@ qemu-img check must find no errors and qemu-img compare must see the
 shadow. Crash tests kill -9 the writer and check that every write before
 the last completed flush survived. Snapshot and commit go through the
 `vmdk` tool."""
+import json
 import os
 import random
 import signal
@@ -316,3 +317,107 @@ def test_interrupted_commit_reruns(tmp_path):
     qemu_same(base, raw)
     if not kills:
         pytest.skip("commit finished before it could be killed (result checked)")
+
+
+# ---- streamOptimized written through the engine -------------------------
+
+def bench_write(img, offset, count, size, step, pattern, check=True):
+    return sh(tool("vmdk"), "bench", "-w", "-c", count, "-s", size, "-S", step,
+              "-o", offset, "-d", 8, "--pattern", pattern, img, check=check)
+
+
+def shadow_apply(raw, offset, count, size, step, pattern):
+    with open(raw, "r+b") as f:
+        for i in range(count):
+            f.seek(offset + i * step)
+            f.write(bytes([pattern]) * size)
+
+
+STREAM_MAKERS = ["ovk", "qemu-create", "qemu-convert"]
+
+
+def make_stream(kind, img, raw, size):
+    if kind == "ovk":
+        sh(tool("vmdk"), "create", "-o", "subformat=streamOptimized", img, size)
+        new_raw(raw, size)
+    elif kind == "qemu-create":
+        qemu_create(img, size, "subformat=streamOptimized")
+        new_raw(raw, size)
+    else:
+        new_raw(raw, size)
+        shadow_apply(raw, 3 * MiB, 20, 65536, 3 * 65536, 0x61)
+        sh("qemu-img", "convert", "-O", "vmdk", "-o", "subformat=streamOptimized",
+           "-f", "raw", raw, img)
+
+
+@pytest.mark.parametrize("kind", STREAM_MAKERS)
+def test_stream_append_grains_any_order(tmp_path, kind):
+    img, raw = tmp_path / "s.vmdk", tmp_path / "s.raw"
+    size = 72 * MiB                      # three grain tables
+    make_stream(kind, img, raw, size)
+    # several sessions, each appending grains below the previous ones and
+    # across table boundaries; each session ends with a fresh tail
+    for i, (off, count, step) in enumerate([(60 * MiB, 40, 65536),
+                                            (33 * MiB, 10, 5 * 65536),
+                                            (0, 8, 65536),
+                                            (30 * MiB, 40, 65536)]):
+        bench_write(img, off, count, "64k", step, 0x10 + i)
+        shadow_apply(raw, off, count, 65536, step, 0x10 + i)
+        qemu_check(img)
+        qemu_same(img, raw)
+    r = sh(tool("vmdk"), "check", img, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sh(tool("vmdk"), "compare", img, raw, check=False).returncode == 0
+    # still a stream: compressed grains, footer and end-of-stream marker
+    info = json.loads(sh("qemu-img", "info", "--output=json", img).stdout)
+    assert info["format-specific"]["data"]["create-type"] == "streamOptimized"
+    b = img.read_bytes()
+    assert int.from_bytes(b[-1536 + 12:-1536 + 16], "little") == 3
+    assert b[-1024:-1020] == b"KDMV" and b[-512:] == bytes(512)
+    assert read_header_unclean(img) == 0
+
+
+def test_stream_partial_grains_filled_with_zeros(tmp_path):
+    img, raw = tmp_path / "s.vmdk", tmp_path / "s.raw"
+    size = 8 * MiB + 3 * 512             # a short last grain too
+    make_stream("ovk", img, raw, size)
+    bench_write(img, 4096, 30, "4k", 3 * 65536, 0x5c)
+    shadow_apply(raw, 4096, 30, 4096, 3 * 65536, 0x5c)
+    # the last (short) grain, written in part
+    bench_write(img, size - 1024, 1, "512", 512, 0x3d)
+    shadow_apply(raw, size - 1024, 1, 512, 512, 0x3d)
+    qemu_check(img)
+    qemu_same(img, raw)
+
+
+def test_stream_rewrite_refused(tmp_path):
+    img, raw = tmp_path / "s.vmdk", tmp_path / "s.raw"
+    make_stream("ovk", img, raw, 4 * MiB)
+    bench_write(img, MiB, 1, "64k", 65536, 0x11)
+    shadow_apply(raw, MiB, 1, 65536, 65536, 0x11)
+    before = img.read_bytes()
+    for off, size in ((MiB, "64k"), (MiB + 4096, "4k"), (MiB + 61440, "8k")):
+        r = bench_write(img, off, 1, size, 65536, 0x22, check=False)
+        assert r.returncode != 0
+        assert "already written" in r.stderr and "s.vmdk" in r.stderr, r.stderr
+    # the refused writes changed nothing a reader sees
+    qemu_check(img)
+    qemu_same(img, raw)
+    assert len(img.read_bytes()) <= len(before) + 65536
+
+
+def test_stream_writes_match_qemu_behaviour(tmp_path):
+    """QEMU writes unallocated stream grains in any order and refuses
+    rewrites; so do we (and we also take part of a grain)."""
+    img = tmp_path / "q.vmdk"
+    qemu_create(img, 4 * MiB, "subformat=streamOptimized")
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 1 1M 64k", "-c", "write -P 2 0 64k", img)
+    r = sh("qemu-io", "-f", "vmdk", "-c", "write -P 3 1M 64k", img, check=False)
+    assert "allocated" in r.stdout + r.stderr
+    r = bench_write(img, 0, 1, "64k", 65536, 4, check=False)
+    assert r.returncode != 0 and "already written" in r.stderr
+    bench_write(img, 2 * MiB, 1, "64k", 65536, 5)
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 6 3M 64k", img)
+    qemu_check(img)
+    sh("qemu-io", "-f", "vmdk", "-r", "-c", "read -P 1 1M 64k", "-c", "read -P 2 0 64k",
+       "-c", "read -P 5 2M 64k", "-c", "read -P 6 3M 64k", img)

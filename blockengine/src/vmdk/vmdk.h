@@ -177,6 +177,17 @@ struct vmdk_extent {
 	bool gd_dirty;              /* some gd/rgd entry not on disk yet */
 	pthread_mutex_t gt_alloc_mu; /* held while a new GT is zeroed on disk */
 	bool write_init;
+
+	/* streamOptimized write path (write_stream.c): whole compressed
+	   grains appended, tables kept in mem_gts, a fresh tail (GTs, GD,
+	   footer, EOS) written at each flush after the last grain. */
+	bool stream_w;              /* writable stream extent */
+	bool stream_gd_at_end;      /* header 0 says GD_AT_END */
+	bool stream_tail_present;   /* bytes past next_free to cut first */
+	bool stream_need_tail;      /* tables changed since the last tail */
+	uint8_t *stream_gt_dirty;   /* per table (GD in front only) */
+	uint8_t stream_hdr[512];    /* header 0, the footer's template */
+	pthread_mutex_t stream_mu;  /* tail cut, reservations, new tables */
 };
 
 /* What one grain of a sparse extent holds. */
@@ -252,6 +263,13 @@ struct vmdk_image {
 	bool write_init;
 };
 
+/* A grain some thread is allocating now; others wait for it. */
+struct vmdk_alloc {
+	const struct vmdk_extent *e;
+	uint64_t grain;
+	struct vmdk_alloc *next;
+};
+
 /* write_sparse.c: the write-path hooks of the VMDK driver. */
 int vmdk_write_setup(struct bdev *b, struct vmdk_image *img);
 void vmdk_write_teardown(struct vmdk_image *img);
@@ -263,6 +281,20 @@ int vmdk_finish(struct bdev *b);
 int vmdk_flush(struct bdev *b);
 /* The extent holding virtual byte off, or NULL. */
 struct vmdk_extent *vmdk_find_extent(struct vmdk_image *img, uint64_t off);
+/* Copies the first len bytes of iov into dst. */
+void vmdk_iov_copy_out(uint8_t *dst, const struct iovec *iov, int iovcnt,
+		       uint64_t len);
+/* Fills buf (gb bytes at virtual offset vstart) from the layers below b. */
+int vmdk_fill_from_backing(struct bdev *b, uint64_t vstart, uint8_t *buf,
+			   uint64_t gb);
+
+/* write_stream.c: writing streamOptimized extents. */
+int vmdk_stream_write_setup(struct vmdk_extent *e);
+void vmdk_stream_write_teardown(struct vmdk_extent *e);
+ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
+				uint64_t off, uint64_t len,
+				const struct iovec *iov, int iovcnt);
+int vmdk_stream_flush(struct vmdk_extent *e);
 
 /* gt_cache.c, write side: tables changed in memory and not yet on disk are
    pinned until written. */

@@ -29,12 +29,6 @@
 #define COWD_FREE_SECTOR_OFF 28
 #define COWD_UNCLEAN_OFF 1648
 
-/* A grain some thread is allocating now; others wait for it. */
-struct vmdk_alloc {
-	const struct vmdk_extent *e;
-	uint64_t grain;
-	struct vmdk_alloc *next;
-};
 
 /* Can the write path allocate in e? */
 static bool extent_allocates(const struct vmdk_extent *e)
@@ -59,6 +53,12 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 		if (!e->src || !e->src->writable || e->access != BDEV_ACCESS_RW ||
 		    e->rebuilt || e->used_rgd || e->mem_gts || !e->gd)
 			continue;
+		if (e->kind == VMDK_SPARSE_HOSTED && e->compressed) {
+			ret = vmdk_stream_write_setup(e);
+			if (ret < 0)
+				return ret;
+			continue;
+		}
 		if (e->kind == VMDK_SPARSE_HOSTED && !e->compressed) {
 			ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 			if (ret < 0)
@@ -94,9 +94,11 @@ void vmdk_write_teardown(struct vmdk_image *img)
 {
 	if (!img->write_init)
 		return;
-	for (unsigned i = 0; i < img->n_extents; i++)
+	for (unsigned i = 0; i < img->n_extents; i++) {
 		if (img->extents[i].write_init)
 			pthread_mutex_destroy(&img->extents[i].gt_alloc_mu);
+		vmdk_stream_write_teardown(&img->extents[i]);
+	}
 	pthread_mutex_destroy(&img->alloc_mu);
 	pthread_cond_destroy(&img->alloc_cv);
 	pthread_mutex_destroy(&img->flush_mu);
@@ -208,8 +210,8 @@ static void gte_store(const uint8_t *gt, uint32_t gti, uint32_t v)
 			 htole32(v), __ATOMIC_RELEASE);
 }
 
-/* Copies the next len bytes of iov (from byte skip) into dst. */
-static void iov_copy_out(uint8_t *dst, const struct iovec *iov, int iovcnt,
+/* Copies the first len bytes of iov into dst. */
+void vmdk_iov_copy_out(uint8_t *dst, const struct iovec *iov, int iovcnt,
 			 uint64_t len)
 {
 	for (int i = 0; i < iovcnt && len; i++) {
@@ -237,7 +239,7 @@ static int write_in_place(struct vmdk_extent *e, uint64_t foff,
 
 /* Fills buf (one grain at virtual offset vstart) with what the layers
    below this one hold there. */
-static int fill_from_backing(struct bdev *b, uint64_t vstart, uint8_t *buf,
+int vmdk_fill_from_backing(struct bdev *b, uint64_t vstart, uint8_t *buf,
 			     uint64_t gb)
 {
 	struct bdev *p = b->backing;
@@ -277,6 +279,8 @@ ssize_t vmdk_write_alloc(struct bdev *b, uint64_t off, uint64_t len,
 	if (!e)
 		return bdev_err(-EIO, "%s: offset %" PRIu64 " is outside every "
 				"extent", b->filename, off);
+	if (img->write_init && e->compressed)
+		return vmdk_stream_write_alloc(b, e, off, len, iov, iovcnt);
 	if (!img->write_init || !extent_allocates(e))
 		return bdev_err(-ENOTSUP, "%s: extent %u (%s%s) cannot allocate "
 				"grains: %s", b->filename, e->index,
@@ -340,10 +344,10 @@ ssize_t vmdk_write_alloc(struct bdev *b, uint64_t off, uint64_t len,
 			memset(buf, 0, gb);
 			ret = 0;
 		} else {
-			ret = fill_from_backing(b, off - in, buf, gb);
+			ret = vmdk_fill_from_backing(b, off - in, buf, gb);
 		}
 		if (ret == 0) {
-			iov_copy_out(buf + in, iov, iovcnt, n);
+			vmdk_iov_copy_out(buf + in, iov, iovcnt, n);
 			ret = (int)e->src->ops->pwrite(e->src, buf, gb, foff);
 		}
 	}
@@ -545,6 +549,13 @@ int vmdk_flush(struct bdev *b)
 		r = sync_all(img);
 	if (r < 0)
 		goto fail;
+	for (unsigned i = 0; i < img->n_extents; i++) {
+		r = vmdk_stream_flush(&img->extents[i]);
+		if (r < 0) {
+			ret = r;
+			break;
+		}
+	}
 	goto out;
 
 fail:
@@ -576,7 +587,7 @@ static int set_unclean(struct vmdk_image *img, bool on)
 		struct vmdk_extent *e = &img->extents[i];
 		ssize_t w;
 
-		if (!e->write_init)
+		if (!e->write_init && !e->stream_w)
 			continue;
 		if (e->kind == VMDK_SPARSE_COWD) {
 			uint32_t v = htole32(on ? 1 : 0);
