@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #define VMDKFS_IO_MAX (1u << 20)
+#define VMDKFS_MAX_BACKGROUND 64
 
 /* Inode numbers: small ones for our own nodes, guest inodes shifted into
  * a per-filesystem range so hard links stay recognisable under fs/. */
@@ -42,7 +43,8 @@ struct node {
 struct handle {
 	enum node_kind kind;
 	const struct vmdkfs_window *win;
-	int fd; /* NODE_GUEST */
+	unsigned index; /* partition or target index */
+	int fd;         /* NODE_GUEST */
 };
 
 static struct vmdkfs_view *view(void)
@@ -193,13 +195,39 @@ static void fill_stat(struct vmdkfs *fs, const struct node *n,
 	}
 }
 
+/* With nullpath_ok, calls on an open file get no path: use its handle. */
+static int handle_getattr(struct vmdkfs *fs, const struct handle *h,
+			  struct stat *st)
+{
+	struct node n;
+
+	if (!h)
+		return -EBADF;
+	if (h->kind == NODE_GUEST) {
+		if (fstat(h->fd, st) < 0)
+			return -errno;
+		st->st_ino = guest_ino(h->index, st->st_ino);
+		return 0;
+	}
+	memset(&n, 0, sizeof(n));
+	n.kind = h->kind;
+	n.win = h->win;
+	n.index = h->index;
+	fill_stat(fs, &n, st);
+	return 0;
+}
+
 static int op_getattr(const char *path, struct stat *st,
 		      struct fuse_file_info *fi)
 {
 	struct vmdkfs *fs = view()->fs;
 	struct node n;
-	int ret = resolve(path, &n);
+	int ret;
 
+	if (!path && fi)
+		return handle_getattr(fs, (struct handle *)(uintptr_t)fi->fh,
+				      st);
+	ret = resolve(path, &n);
 	if (ret < 0)
 		return ret;
 	if (n.kind == NODE_GUEST) {
@@ -240,18 +268,43 @@ static int fill_dir_entry(void *buf, fuse_fill_dir_t filler, const char *name,
 	return filler(buf, name, &st, 0, 0);
 }
 
+/* With nullpath_ok, readdir gets no path: opendir resolves it once and
+ * keeps the node. */
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct node *n = malloc(sizeof(*n));
+	int ret;
+
+	if (!n)
+		return -ENOMEM;
+	ret = resolve(path, n);
+	if (ret == 0 && n->kind != NODE_ROOT && n->kind != NODE_PARTDIR &&
+	    n->kind != NODE_FSDIR && n->kind != NODE_GUEST)
+		ret = -ENOTDIR;
+	if (ret < 0) {
+		free(n);
+		return ret;
+	}
+	fi->fh = (uint64_t)(uintptr_t)n;
+	return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	free((struct node *)(uintptr_t)fi->fh);
+	return 0;
+}
+
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		      off_t off, struct fuse_file_info *fi,
 		      enum fuse_readdir_flags flags)
 {
 	struct vmdkfs_view *v = view();
 	struct vmdkfs *fs = v->fs;
-	struct node n;
+	const struct node *np = (const struct node *)(uintptr_t)fi->fh;
+	const struct node n = *np;
 	unsigned i;
-	int ret = resolve(path, &n);
 
-	if (ret < 0)
-		return ret;
 	switch (n.kind) {
 	case NODE_ROOT:
 		fill_dir_entry(buf, filler, ".", INO_ROOT, S_IFDIR);
@@ -338,6 +391,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		return -ENOMEM;
 	h->kind = n.kind;
 	h->win = n.win;
+	h->index = n.index;
 	h->fd = -1;
 	if (n.kind == NODE_GUEST) {
 		h->fd = open(n.real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -490,10 +544,18 @@ static int op_truncate(const char *path, off_t size,
 		       struct fuse_file_info *fi)
 {
 	struct node n;
-	int ret = resolve(path, &n);
+	int ret;
 
-	if (ret < 0)
-		return ret;
+	if (!path && fi) {
+		const struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+		n.kind = h->kind;
+		n.win = h->win;
+	} else {
+		ret = resolve(path, &n);
+		if (ret < 0)
+			return ret;
+	}
 	if (n.kind != NODE_DISK && n.kind != NODE_PART)
 		return -EROFS;
 	if (!view()->fs->writable)
@@ -566,6 +628,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	struct vmdkfs_view *v = view();
 
 	cfg->use_ino = 1;
+	/* read, write, fsync and release work from the handle: spare libfuse
+	 * building (and locking) the path of every request. */
+	cfg->nullpath_ok = 1;
 	if (!v->fs->writable) {
 		/* Nothing changes under a read-only mount. */
 		cfg->entry_timeout = 3600;
@@ -574,6 +639,10 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	}
 	conn->max_write = VMDKFS_IO_MAX;
 	conn->max_readahead = VMDKFS_IO_MAX;
+	/* Asynchronous direct I/O counts as background requests: the kernel's
+	 * default of 12 in flight would cap a depth-32 reader. */
+	conn->max_background = VMDKFS_MAX_BACKGROUND;
+	conn->congestion_threshold = VMDKFS_MAX_BACKGROUND * 3 / 4;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
@@ -587,7 +656,9 @@ const struct fuse_operations vmdkfs_ops = {
 	.init = op_init,
 	.getattr = op_getattr,
 	.readlink = op_readlink,
+	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.releasedir = op_releasedir,
 	.open = op_open,
 	.release = op_release,
 	.read_buf = op_read_buf,

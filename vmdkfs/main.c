@@ -76,6 +76,7 @@ struct options {
 	char *format;
 	char *snapshot_path;
 	int foreground, debug, single, help, version;
+	unsigned max_threads, max_idle_threads;
 };
 
 #define OPT(t, f, v) { t, offsetof(struct options, f), v }
@@ -92,6 +93,8 @@ static const struct fuse_opt vmdkfs_opts[] = {
 	OPT("snapshot=%s", snapshot_path, 0),
 	OPT("share", share, 1),
 	OPT("allow_escape", allow_escape, 1),
+	OPT("max_threads=%u", max_threads, 0),
+	OPT("max_idle_threads=%u", max_idle_threads, 0),
 	OPT("-f", foreground, 1),
 	OPT("-d", debug, 1),
 	OPT("debug", debug, 1),
@@ -362,6 +365,13 @@ static int load_partitions(struct vmdkfs *fs)
 	return 0;
 }
 
+/* Worker threads per session. Each blocks in the engine for one request,
+ * so as many threads as requests in flight are needed (the kernel sends up
+ * to VMDKFS_MAX_BACKGROUND asynchronous ones). Idle threads are kept, not
+ * respawned: a new thread must also set up its own io_uring. */
+#define VMDKFS_MAX_THREADS 64
+#define VMDKFS_IDLE_THREADS 16
+
 /* One FUSE session: its struct fuse, where it is mounted, its loop thread. */
 struct session {
 	struct fuse *fuse;
@@ -371,6 +381,7 @@ struct session {
 	pthread_t thread;
 	bool threaded;
 	bool single;
+	unsigned max_threads, max_idle_threads;
 };
 
 static int session_loop(struct session *s)
@@ -385,8 +396,11 @@ static int session_loop(struct session *s)
 		return -ENOMEM;
 	/* Guest filesystems read through the staging view while a request on
 	 * fs/ waits for them: leave room for both. */
-	fuse_loop_cfg_set_max_threads(cfg, 64);
-	fuse_loop_cfg_set_idle_threads(cfg, 16);
+	fuse_loop_cfg_set_max_threads(cfg, s->max_threads ? s->max_threads :
+					   VMDKFS_MAX_THREADS);
+	fuse_loop_cfg_set_idle_threads(cfg, s->max_idle_threads ?
+					    s->max_idle_threads :
+					    VMDKFS_IDLE_THREADS);
 	ret = fuse_loop_mt(s->fuse, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return ret;
@@ -671,6 +685,8 @@ int main(int argc, char **argv)
 		build_fuse_args(&sargs, argv[0], &uargs, image, fs.writable,
 				false);
 		stage_s.single = o.single;
+		stage_s.max_threads = o.max_threads;
+		stage_s.max_idle_threads = o.max_idle_threads;
 		if (session_start(&stage_s, &sargs, &fs, true,
 				  fs.browse->devdir) < 0)
 			goto err_free_browse;
@@ -685,6 +701,8 @@ int main(int argc, char **argv)
 
 	build_fuse_args(&margs, argv[0], &uargs, image, fs.writable, o.debug);
 	main_s.single = o.single;
+	main_s.max_threads = o.max_threads;
+	main_s.max_idle_threads = o.max_idle_threads;
 	if (session_start(&main_s, &margs, &fs, false, mp) < 0)
 		goto err_unmount_guests;
 	if (fuse_set_signal_handlers(fuse_get_session(main_s.fuse)) != 0) {
