@@ -2,7 +2,7 @@
  * internal.h - what the engine's parts share below the public API:
  * byte sources, format drivers, the map a driver answers, struct bdev.
  *
- * Data flow of a read: the core (queue.c) asks the top layer's format driver
+ * Data flow of a read: the core (read.c) asks the top layer's format driver
  * to map the request's first run (format->map), then moves the bytes:
  * DATA runs with io_uring straight into the caller's iovecs, ZERO runs with
  * memset, UNALLOCATED runs by recursing into b->backing (zeros at the bottom),
@@ -214,7 +214,7 @@ struct bdev {
 int bdev_open_layer(const char *path, struct bsrc *src,
 		    const struct bdev_open_opts *opts, struct bdev **out);
 
-/* Runs fmt->begin_write once per writing session (queue.c). */
+/* Runs fmt->begin_write once per writing session (write.c). */
 int bdev_begin_write_once(struct bdev *b);
 /* VMDK: flush and finish a layer a snapshot froze, then make its files
    read-only with shared locks (vmdk/write_sparse.c). */

@@ -1,26 +1,20 @@
 /*
- * queue.c - requests: the checked public I/O calls, splitting a request into
- * the runs the format maps, moving DATA runs with io_uring straight between
- * the sources and the caller's iovecs, compressed runs through the grain
- * cache, and the per-thread queue behind the blocking helpers.
- *
- * A request (struct breq) counts its pieces still in flight; each io_uring
- * operation is a struct bsub. A request whose last piece ends goes on the
- * queue's done list; callbacks run only from bdev_queue_run().
+ * queue.c - per-thread io_uring queues: the rings, submitting and reaping
+ * operations (retrying short transfers), the pool of requests and the done
+ * list whose callbacks bdev_queue_run() runs, moving DATA runs, and the
+ * checks every public I/O call makes once. See request.h for the parts.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <liburing.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "grain_cache.h"
-#include "internal.h"
+#include "request.h"
 
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
@@ -28,148 +22,13 @@
 #define VALGRIND_MAKE_MEM_DEFINED(p, n) ((void)(p), (void)(n))
 #endif
 
-#define BSUB_INLINE_IOV 4
-#define BDEV_THREAD_QUEUE_DEPTH 64
-#define BDEV_ZERO_CHUNK 65536u
-
-static const uint8_t bdev_zeros[BDEV_ZERO_CHUNK];
-
-struct breq {
-	struct bdev_queue *q;
-	bdev_cb cb;
-	void *opaque;
-	int ret;          /* first error, 0 if none */
-	char *errmsg;     /* its message, restored before cb */
-	unsigned pending; /* pieces in flight (+1 while being split) */
-	struct bdev *wb;  /* a write to this image: counted in writes_inflight */
-	struct breq *next;
-};
-
-enum bsub_kind {
-	BSUB_READ,
-	BSUB_WRITE,
-	BSUB_WRITE_ZEROES, /* fallback: writes bdev_zeros chunk by chunk */
-	BSUB_FSYNC,
-	BSUB_DISCARD,      /* fallocate PUNCH_HOLE */
-	BSUB_ZERO_RANGE,   /* fallocate ZERO_RANGE */
-	BSUB_GRAIN,        /* reads a compressed record into a gread */
-};
-
-/* One io_uring operation of a request (or of a read-ahead). */
-struct bsub {
-	enum bsub_kind kind;
-	struct breq *req;
-	struct gread *gr;   /* BSUB_GRAIN */
-	struct bsrc *src;
-	uint64_t off;       /* offset in src of the next byte to move */
-	uint64_t left;      /* bytes still to move */
-	struct iovec *iov;  /* the part not moved yet */
-	int iovcnt;
-	struct iovec *iov_alloc; /* heap array behind iov, if any */
-	struct iovec iov_inline[BSUB_INLINE_IOV];
-	struct bsub *next;  /* free list */
-};
-
-/* A request waiting for part of a grain being read and inflated. */
-struct gwait {
-	struct breq *req;
-	uint32_t goff, len; /* the part of the grain it wants */
-	struct iovec *iov;
-	int iovcnt;
-	struct iovec iov_inline[BSUB_INLINE_IOV];
-	struct gwait *next;
-};
-
-/* A compressed record being read on this queue. */
-struct gread {
-	struct bdev *layer;
-	struct grain_cache *gc; /* referenced: may outlive layer (read-ahead) */
-	struct bdev_map m;
-	uint8_t *buf;
-	uint64_t got;
-	bool readahead;
-	struct gwait *waiters;
-	struct gread *next, **pprev; /* the queue's list of reads in flight */
-};
-
-struct bdev_queue {
-	struct io_uring ring;
-	int efd;
-	bool fd_wanted;   /* someone polls efd: poke it for done requests */
-	bool poked;
-	unsigned in_run;
-	unsigned inflight;    /* requests queued, callbacks not yet run */
-	unsigned subs;        /* io_uring operations in flight */
-	unsigned unsubmitted; /* prepared SQEs not yet submitted */
-	struct breq *done_head, **done_tail;
-	struct breq *free_reqs;
-	struct bsub *free_subs;
-	struct gread *greads;
-	/* read-ahead state: where the last read ended, how far we read ahead */
-	const struct bdev *ra_b;
-	uint64_t ra_end;
-	const struct bdev *ra_layer;
-	uint64_t ra_upto;
-};
+const uint8_t bdev_zeros[BDEV_ZERO_CHUNK];
 
 /* ---- iovec cursor ---------------------------------------------------------- */
 
-struct iovcur {
-	const struct iovec *iov;
-	int cnt, idx;
-	size_t off; /* into iov[idx] */
-};
-
-/* Steps over len bytes of the caller's buffers, calling fn on each piece. */
-#define IOVCUR_WALK(cur, len, base, n, body)                                  \
-	do {                                                                  \
-		uint64_t left_ = (len);                                       \
-		while (left_ > 0) {                                           \
-			const struct iovec *v_ = &(cur)->iov[(cur)->idx];     \
-			size_t n = v_->iov_len - (cur)->off;                  \
-			uint8_t *base = (uint8_t *)v_->iov_base + (cur)->off; \
-			if (n > left_)                                        \
-				n = (size_t)left_;                            \
-			body;                                                 \
-			left_ -= n;                                           \
-			(cur)->off += n;                                      \
-			if ((cur)->off == v_->iov_len) {                      \
-				(cur)->idx++;                                 \
-				(cur)->off = 0;                               \
-			}                                                     \
-		}                                                             \
-	} while (0)
-
-/* Skips iovecs of length 0 so idx names the next byte. */
-static void iovcur_settle(struct iovcur *cur)
-{
-	while (cur->idx < cur->cnt && cur->iov[cur->idx].iov_len == cur->off) {
-		cur->idx++;
-		cur->off = 0;
-	}
-}
-
-/* Zero-fills the next len bytes. */
-static void iovcur_zero(struct iovcur *cur, uint64_t len)
-{
-	iovcur_settle(cur);
-	IOVCUR_WALK(cur, len, p, n, memset(p, 0, n));
-}
-
-/* Copies the next len bytes in from buf. */
-static void iovcur_copy_in(struct iovcur *cur, const uint8_t *buf,
-			   uint64_t len)
-{
-	iovcur_settle(cur);
-	IOVCUR_WALK(cur, len, p, n, (memcpy(p, buf, n), buf += n));
-}
-
-/*
- * Describes the next len bytes as an iovec array (inline if it fits) and
- * steps over them. Returns the count, or -ENOMEM.
- */
-static int iovcur_slice(struct iovcur *cur, uint64_t len, struct iovec *inl,
-			int ninl, struct iovec **out)
+/* Describes the next len bytes as an iovec array (see request.h). */
+int iovcur_slice(struct iovcur *cur, uint64_t len, struct iovec *inl,
+		 int ninl, struct iovec **out)
 {
 	struct iovcur probe;
 	struct iovec *v;
@@ -191,7 +50,7 @@ static int iovcur_slice(struct iovcur *cur, uint64_t len, struct iovec *inl,
 /* ---- requests -------------------------------------------------------------- */
 
 /* Signals the eventfd once per batch, if anyone polls it. */
-static void queue_poke(struct bdev_queue *q)
+void queue_poke(struct bdev_queue *q)
 {
 	uint64_t one = 1;
 
@@ -203,7 +62,7 @@ static void queue_poke(struct bdev_queue *q)
 	}
 }
 
-static struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque)
+struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque)
 {
 	struct breq *r = q->free_reqs;
 
@@ -218,7 +77,7 @@ static struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque)
 }
 
 /* Records the first failure of r with this thread's current message. */
-static void breq_fail(struct breq *r, int err)
+void breq_fail(struct breq *r, int err)
 {
 	if (r->ret)
 		return;
@@ -227,7 +86,7 @@ static void breq_fail(struct breq *r, int err)
 }
 
 /* Ends one piece of r; the last one puts r on the done list. */
-static void breq_put(struct breq *r)
+void breq_put(struct breq *r)
 {
 	struct bdev_queue *q = r->q;
 
@@ -270,7 +129,7 @@ static int queue_run_done(struct bdev_queue *q)
 
 /* ---- io_uring operations --------------------------------------------------- */
 
-static struct bsub *bsub_get(struct bdev_queue *q)
+struct bsub *bsub_get(struct bdev_queue *q)
 {
 	struct bsub *s = q->free_subs;
 
@@ -285,7 +144,7 @@ static struct bsub *bsub_get(struct bdev_queue *q)
 	return s;
 }
 
-static void bsub_release(struct bdev_queue *q, struct bsub *s)
+void bsub_release(struct bdev_queue *q, struct bsub *s)
 {
 	free(s->iov_alloc);
 	s->next = q->free_subs;
@@ -360,7 +219,7 @@ static int bsub_issue(struct bdev_queue *q, struct bsub *s)
 }
 
 /* Starts s for r: counts it as a piece of r while in flight. */
-static void bsub_start(struct bdev_queue *q, struct breq *r, struct bsub *s)
+void bsub_start(struct bdev_queue *q, struct breq *r, struct bsub *s)
 {
 	int ret;
 
@@ -405,8 +264,6 @@ static void bsub_advance(struct bsub *s, uint64_t n)
 		s->iov[0].iov_len -= n;
 	}
 }
-
-static void gread_complete(struct bdev_queue *q, struct gread *gr, int err);
 
 /* Handles one CQE: retries short transfers, finishes pieces. */
 static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
@@ -510,7 +367,7 @@ static void queue_reap(struct bdev_queue *q)
 
 /* Moves a DATA run between src (at src_off) and the next len bytes of the
    caller's buffers: io_uring for file sources, the ops for the others. */
-static void run_data(struct bdev_queue *q, struct breq *r, bool write,
+void run_data(struct bdev_queue *q, struct breq *r, bool write,
 		     struct bsrc *src, uint64_t src_off, uint64_t len,
 		     struct iovcur *cur)
 {
@@ -558,484 +415,10 @@ static void run_data(struct bdev_queue *q, struct breq *r, bool write,
 	bsub_start(q, r, s);
 }
 
-/* Finds the read of (gc, src, off) in flight on q. */
-static struct gread *gread_find(struct bdev_queue *q, struct grain_cache *gc,
-				const struct bsrc *src, uint64_t off)
-{
-	struct gread *gr;
-
-	for (gr = q->greads; gr; gr = gr->next)
-		if (gr->gc == gc && gr->m.src == src && gr->m.src_off == off)
-			return gr;
-	return NULL;
-}
-
-/* Inflates a record read in full, caches it and serves its waiters. */
-static void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
-{
-	struct gcache_entry *e = NULL;
-	struct gwait *w;
-
-	*gr->pprev = gr->next;
-	if (gr->next)
-		gr->next->pprev = gr->pprev;
-	if (!err && !gcache_decode_begin(gr->gc))
-		err = -ECANCELED; /* the layer closed under a read-ahead */
-	else if (!err) {
-		struct bdev *b = gr->layer;
-
-		e = gcache_entry_new(gr->m.grain_size);
-		if (!e)
-			err = bdev_err(-ENOMEM, "%s: out of memory inflating a "
-				       "grain", b->filename);
-		else
-			err = b->fmt->decode(b, &gr->m, gr->buf,
-					     (size_t)gr->got, e->data);
-		if (!err) {
-			atomic_fetch_add(&b->stats.inflated, 1);
-			if (gr->readahead)
-				atomic_fetch_add(&b->stats.readahead, 1);
-			gcache_insert(gr->gc, gr->m.src, gr->m.src_off, e);
-		}
-		gcache_decode_end(gr->gc);
-	}
-	while ((w = gr->waiters)) {
-		gr->waiters = w->next;
-		if (err) {
-			breq_fail(w->req, err);
-		} else {
-			struct iovcur c = { .iov = w->iov, .cnt = w->iovcnt };
-			iovcur_copy_in(&c, e->data + w->goff, w->len);
-		}
-		breq_put(w->req);
-		if (w->iov != w->iov_inline)
-			free(w->iov);
-		free(w);
-	}
-	gcache_put(e);
-	gcache_unref(gr->gc);
-	free(gr->buf);
-	free(gr);
-}
-
-/* Starts reading the record m maps (no waiters yet). NULL on failure, with
-   the message set. */
-static struct gread *gread_start(struct bdev_queue *q, struct bdev *layer,
-				 const struct bdev_map *m, bool readahead)
-{
-	struct gread *gr = calloc(1, sizeof(*gr));
-	struct bsub *s = NULL;
-
-	if (!gr || !(gr->buf = malloc(m->src_len ? m->src_len : 1)) ||
-	    (m->src->fd >= 0 && !(s = bsub_get(q)))) {
-		if (gr)
-			free(gr->buf);
-		free(gr);
-		bdev_err(-ENOMEM, "%s: out of memory reading a grain",
-			 layer->filename);
-		return NULL;
-	}
-	gr->layer = layer;
-	gr->gc = layer->gcache;
-	gcache_ref(gr->gc);
-	gr->m = *m;
-	gr->readahead = readahead;
-	gr->next = q->greads;
-	gr->pprev = &q->greads;
-	if (gr->next)
-		gr->next->pprev = &gr->next;
-	q->greads = gr;
-	if (!s)
-		return gr; /* memory source: the caller reads synchronously */
-	s->kind = BSUB_GRAIN;
-	s->gr = gr;
-	s->src = m->src;
-	s->off = m->src_off;
-	s->left = m->src_len;
-	s->iov = s->iov_inline;
-	s->iov[0] = (struct iovec){ gr->buf, m->src_len };
-	s->iovcnt = 1;
-	bsub_start(q, NULL, s);
-	return gr;
-}
-
-/* For a memory source, reads and completes gr at once. */
-static void gread_sync(struct bdev_queue *q, struct gread *gr)
-{
-	ssize_t n;
-
-	if (gr->m.src->fd >= 0)
-		return;
-	n = gr->m.src->ops->pread(gr->m.src, gr->buf, gr->m.src_len,
-				  gr->m.src_off);
-	if (n > 0)
-		gr->got = (uint64_t)n;
-	gread_complete(q, gr, n < 0 ? (int)n : 0);
-}
-
-/* Reads ahead the compressed grains that follow the one at grain_off. */
-static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
-			    const struct bdev_map *m)
-{
-	uint32_t n = layer->opts.readahead_grains;
-	uint64_t gs = m->grain_size, off, end;
-	bool issued = false;
-
-	if (n == UINT32_MAX || !gs)
-		return;
-	end = m->grain_off + gs * (n + 1);
-	off = m->grain_off + gs;
-	if (q->ra_layer == layer && q->ra_upto > off)
-		off = q->ra_upto;
-	if (end > layer->info.size)
-		end = layer->info.size;
-	for (; off < end; off += gs) {
-		struct bdev_map ra;
-		uint64_t len = gs < layer->info.size - off ?
-			       gs : layer->info.size - off;
-		struct gread *gr;
-
-		if (layer->fmt->map(layer, off, len, &ra) < 0)
-			break;
-		if (ra.kind != BDEV_MAP_COMPRESSED || ra.grain_off != off)
-			continue;
-		if (gcache_contains(layer->gcache, ra.src, ra.src_off) ||
-		    gread_find(q, layer->gcache, ra.src, ra.src_off))
-			continue;
-		gr = gread_start(q, layer, &ra, true);
-		if (!gr)
-			break;
-		issued = true;
-		gread_sync(q, gr);
-	}
-	q->ra_layer = layer;
-	q->ra_upto = off > end ? off : end;
-	/* Submit now: the layer may close before the next bdev_queue_run(),
-	   and a read still unsubmitted would name a closed descriptor. */
-	if (issued && q->unsubmitted && io_uring_submit(&q->ring) >= 0)
-		q->unsubmitted = 0;
-}
-
-/* Serves a COMPRESSED run from the grain cache, reading and inflating the
-   record on a miss. */
-static void run_compressed(struct bdev_queue *q, struct breq *r,
-			   struct bdev *layer, const struct bdev_map *m,
-			   uint64_t off, struct iovcur *cur, bool seq)
-{
-	uint64_t goff = off - m->grain_off;
-	struct gcache_entry *e;
-	struct gwait *w;
-	struct gread *gr;
-	bool fresh = false;
-	int cnt;
-
-	if (!layer->gcache || off < m->grain_off ||
-	    goff + m->len > m->grain_size) {
-		breq_fail(r, bdev_err(-EIO, "%s: compressed run at offset %"
-				      PRIu64 " (%" PRIu64 " bytes) does not fit "
-				      "its grain at %" PRIu64 " (%u bytes)",
-				      layer->filename, off, m->len,
-				      m->grain_off, m->grain_size));
-		return;
-	}
-	e = gcache_lookup(layer->gcache, m->src, m->src_off);
-	if (e) {
-		atomic_fetch_add(&layer->stats.grain_hits, 1);
-		iovcur_copy_in(cur, e->data + goff, m->len);
-		gcache_put(e);
-		if (seq)
-			grain_readahead(q, layer, m);
-		return;
-	}
-	atomic_fetch_add(&layer->stats.grain_misses, 1);
-	w = malloc(sizeof(*w));
-	if (!w) {
-		breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
-				      layer->filename));
-		return;
-	}
-	cnt = iovcur_slice(cur, m->len, w->iov_inline, BSUB_INLINE_IOV,
-			   &w->iov);
-	if (cnt < 0) {
-		free(w);
-		breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
-				      layer->filename));
-		return;
-	}
-	w->iovcnt = cnt;
-	w->req = r;
-	w->goff = (uint32_t)goff;
-	w->len = (uint32_t)m->len;
-	gr = gread_find(q, layer->gcache, m->src, m->src_off);
-	if (!gr) {
-		gr = gread_start(q, layer, m, false);
-		fresh = true;
-	}
-	if (!gr) {
-		breq_fail(r, -ENOMEM);
-		if (w->iov != w->iov_inline)
-			free(w->iov);
-		free(w);
-		return;
-	}
-	gr->readahead = false;
-	r->pending++;
-	w->next = gr->waiters;
-	gr->waiters = w;
-	if (seq)
-		grain_readahead(q, layer, m);
-	if (fresh)
-		gread_sync(q, gr);
-}
-
-/* Reads [off, off + len) of layer into the next len bytes of the caller's
-   buffers, recursing into the parent for unallocated runs. */
-static void split_read(struct bdev_queue *q, struct breq *r,
-		       struct bdev *layer, uint64_t off, uint64_t len,
-		       struct iovcur *cur, bool seq)
-{
-	while (len > 0 && !r->ret) {
-		struct bdev_map m;
-		uint64_t lim;
-		int ret;
-
-		if (!layer || off >= layer->info.size) {
-			iovcur_zero(cur, len);
-			return;
-		}
-		lim = layer->info.size - off < len ? layer->info.size - off : len;
-		ret = layer->fmt->map(layer, off, lim, &m);
-		if (ret < 0) {
-			breq_fail(r, ret);
-			return;
-		}
-		if (m.len == 0 || m.len > lim) {
-			breq_fail(r, bdev_err(-EIO, "%s: format driver mapped %"
-					      PRIu64 " bytes at offset %" PRIu64
-					      ", expected 1 to %" PRIu64,
-					      layer->filename, m.len, off, lim));
-			return;
-		}
-		switch (m.kind) {
-		case BDEV_MAP_DATA:
-			run_data(q, r, false, m.src, m.src_off, m.len, cur);
-			break;
-		case BDEV_MAP_ZERO:
-			iovcur_zero(cur, m.len);
-			break;
-		case BDEV_MAP_UNALLOC:
-			split_read(q, r, layer->backing, off, m.len, cur, seq);
-			break;
-		case BDEV_MAP_COMPRESSED:
-			run_compressed(q, r, layer, &m, off, cur, seq);
-			break;
-		case BDEV_MAP_NOACCESS:
-		default:
-			breq_fail(r, bdev_err(-EIO, "%s: offset %" PRIu64
-					      " lies in extent %u, which is "
-					      "NOACCESS", layer->filename, off,
-					      m.extent));
-			return;
-		}
-		off += m.len;
-		len -= m.len;
-	}
-}
-
-enum wop { WOP_WRITE, WOP_DISCARD, WOP_ZEROES };
-
-/* Starts a discard or zeroing fallocate on a DATA run of a file source. */
-static void run_falloc(struct bdev_queue *q, struct breq *r, enum wop op,
-		       struct bsrc *src, uint64_t src_off, uint64_t len)
-{
-	struct bsub *s;
-
-	if (src->fd < 0) {
-		breq_fail(r, bdev_err(-EROFS, "%s: source is read-only",
-				      src->name));
-		return;
-	}
-	s = bsub_get(q);
-	if (!s) {
-		breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory", src->name));
-		return;
-	}
-	s->kind = op == WOP_DISCARD ? BSUB_DISCARD : BSUB_ZERO_RANGE;
-	s->src = src;
-	s->off = src_off;
-	s->left = len;
-	bsub_start(q, r, s);
-}
-
-/* Skips the next len bytes of the caller's buffers. */
-static void iovcur_skip(struct iovcur *cur, uint64_t len)
-{
-	iovcur_settle(cur);
-	IOVCUR_WALK(cur, len, p, n, ((void)p, (void)n));
-}
-
-/*
- * Writes len bytes from cur through the driver's allocating path (runs the
- * driver maps UNALLOC, ZERO or COMPRESSED), synchronously. Returns bytes
- * done (> 0) or -errno; cur moves over exactly what was done.
- */
-static ssize_t run_alloc(struct bdev *b, uint64_t off, uint64_t len,
-			 struct iovcur *cur)
-{
-	struct iovec inl[BSUB_INLINE_IOV], *v;
-	struct iovcur save = *cur;
-	ssize_t n;
-	int cnt;
-
-	if (!b->fmt->write_alloc)
-		return bdev_err(-ENOTSUP, "%s: format %s cannot allocate storage "
-				"for a write at offset %" PRIu64, b->filename,
-				b->fmt->name, off);
-	cnt = iovcur_slice(cur, len, inl, BSUB_INLINE_IOV, &v);
-	if (cnt < 0)
-		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
-	n = b->fmt->write_alloc(b, off, len, v, cnt);
-	if (v != inl)
-		free(v);
-	if (n == 0 || n > (ssize_t)len)
-		n = bdev_err(-EIO, "%s: format driver wrote %zd bytes at offset %"
-			     PRIu64 ", expected 1 to %" PRIu64, b->filename, n,
-			     off, len);
-	if (n > 0 && (uint64_t)n < len) {
-		*cur = save;
-		iovcur_skip(cur, (uint64_t)n);
-	}
-	return n;
-}
-
-/* Writes len zero bytes at off through the allocating path. */
-static ssize_t run_alloc_zeros(struct bdev *b, uint64_t off, uint64_t len)
-{
-	uint64_t done = 0;
-
-	while (done < len) {
-		uint64_t k = len - done < BDEV_ZERO_CHUNK ? len - done :
-			     BDEV_ZERO_CHUNK;
-		struct iovec v = { (void *)bdev_zeros, (size_t)k };
-		struct iovcur c = { .iov = &v, .cnt = 1 };
-		ssize_t n = run_alloc(b, off + done, k, &c);
-		if (n < 0)
-			return n;
-		done += (uint64_t)n;
-	}
-	return (ssize_t)done;
-}
-
-/*
- * Writes, discards or zeroes [off, off + len) of the top layer: DATA runs
- * in place with io_uring; other runs through the driver (write_alloc, or
- * zero for whole grains). Discard and write-zeroes both leave the range
- * reading as zeros.
- */
-static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
-			enum wop op, uint64_t off, uint64_t len,
-			struct iovcur *cur)
-{
-	while (len > 0 && !r->ret) {
-		struct bdev_map m;
-		ssize_t n;
-		int ret = b->fmt->map(b, off, len, &m);
-
-		if (ret < 0) {
-			breq_fail(r, ret);
-			return;
-		}
-		if (m.len == 0 || m.len > len) {
-			breq_fail(r, bdev_err(-EIO, "%s: format driver mapped %"
-					      PRIu64 " bytes at offset %" PRIu64
-					      ", expected 1 to %" PRIu64,
-					      b->filename, m.len, off, len));
-			return;
-		}
-		if (m.hole && op == WOP_WRITE)
-			m.kind = BDEV_MAP_DATA; /* a hole of a file: fill it */
-		if (m.read_only || (m.kind == BDEV_MAP_DATA && !m.src->writable)) {
-			breq_fail(r, bdev_err(-EROFS, "%s: offset %" PRIu64
-					      " lies in extent %u, which is "
-					      "read-only", b->filename, off,
-					      m.extent));
-			return;
-		}
-		if (m.kind == BDEV_MAP_NOACCESS) {
-			breq_fail(r, bdev_err(-EIO, "%s: offset %" PRIu64
-					      " lies in extent %u, which is "
-					      "NOACCESS", b->filename, off,
-					      m.extent));
-			return;
-		}
-		if (op == WOP_WRITE) {
-			if (m.kind == BDEV_MAP_DATA) {
-				run_data(q, r, true, m.src, m.src_off, m.len, cur);
-				n = (ssize_t)m.len;
-			} else {
-				n = run_alloc(b, off, m.len, cur);
-			}
-		} else {
-			n = 0;
-			if (b->fmt->zero && m.kind != BDEV_MAP_DATA) {
-				n = b->fmt->zero(b, off, m.len, op == WOP_DISCARD);
-				if (n > (ssize_t)m.len)
-					n = bdev_err(-EIO, "%s: format driver zeroed "
-						     "%zd bytes at offset %" PRIu64
-						     ", expected at most %" PRIu64,
-						     b->filename, n, off, m.len);
-			} else if (b->fmt->zero && op == WOP_DISCARD) {
-				/* whole grains dropped from the tables */
-				n = b->fmt->zero(b, off, m.len, true);
-			}
-			if (n == 0) {
-				/* this piece by hand, up to the next grain */
-				uint64_t cs = b->info.cluster_size, piece = m.len;
-				if (cs && cs - off % cs < piece)
-					piece = cs - off % cs;
-				if (m.kind == BDEV_MAP_DATA)
-					run_falloc(q, r, op, m.src, m.src_off, piece);
-				else if (m.kind == BDEV_MAP_ZERO ||
-					 (m.kind == BDEV_MAP_UNALLOC && !b->backing))
-					; /* reads as zeros already */
-				else if ((n = run_alloc_zeros(b, off, piece)) < 0)
-					piece = 0;
-				if (n >= 0)
-					n = (ssize_t)piece;
-			}
-		}
-		if (n < 0) {
-			breq_fail(r, (int)n);
-			return;
-		}
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-}
-
-/* Runs fmt->begin_write the first time b is written in this session. */
-int bdev_begin_write_once(struct bdev *b)
-{
-	int ret = 0;
-
-	if (atomic_load_explicit(&b->write_begun, memory_order_acquire))
-		return 0;
-	pthread_mutex_lock(&b->begin_lock);
-	if (!atomic_load(&b->write_begun)) {
-		if (b->fmt->begin_write)
-			ret = b->fmt->begin_write(b);
-		if (ret == 0)
-			atomic_store_explicit(&b->write_begun, true,
-					      memory_order_release);
-	}
-	pthread_mutex_unlock(&b->begin_lock);
-	return ret;
-}
-
-/* ---- the checked public calls ------------------------------------------- */
+/* ---- checks every public I/O call makes --------------------------------- */
 
 /* Sums an iovec array; -EINVAL on a bad count or overflow. */
-static int iov_total(const char *name, const struct iovec *iov, int iovcnt,
+int iov_total(const char *name, const struct iovec *iov, int iovcnt,
 		     uint64_t *total)
 {
 	uint64_t sum = 0;
@@ -1054,7 +437,7 @@ static int iov_total(const char *name, const struct iovec *iov, int iovcnt,
 }
 
 /* The checks every I/O call makes once, before any driver runs. */
-static int io_check(struct bdev_queue *q, struct bdev *b, const char *what,
+int io_check(struct bdev_queue *q, struct bdev *b, const char *what,
 		    bool write, uint64_t offset, uint64_t len)
 {
 	bdev_err_clear();
@@ -1068,142 +451,6 @@ static int io_check(struct bdev_queue *q, struct bdev *b, const char *what,
 				PRIu64 " goes past the end of the image (%"
 				PRIu64 " bytes)", b->filename, what, len,
 				offset, b->info.size);
-	return 0;
-}
-
-/* Queues a read of the image's bytes at offset into iov. */
-int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
-		   const struct iovec *iov, int iovcnt, bdev_cb cb,
-		   void *opaque)
-{
-	struct iovcur cur = { .iov = iov, .cnt = iovcnt };
-	uint64_t len;
-	struct breq *r;
-	bool seq;
-	int ret;
-
-	ret = iov_total(b ? b->filename : "read", iov, iovcnt, &len);
-	if (ret < 0)
-		return ret;
-	ret = io_check(q, b, "read", false, offset, len);
-	if (ret < 0)
-		return ret;
-	r = breq_get(q, cb, opaque);
-	if (!r)
-		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
-	seq = q->ra_b == b && q->ra_end == offset;
-	q->ra_b = b;
-	q->ra_end = offset + len;
-	pthread_rwlock_rdlock(&b->top_lock);
-	split_read(q, r, b, offset, len, &cur, seq);
-	pthread_rwlock_unlock(&b->top_lock);
-	breq_put(r);
-	if (q->unsubmitted)
-		queue_poke(q); /* an fd poller must call bdev_queue_run() */
-	return 0;
-}
-
-/* Queues a write, discard or zeroing of the top layer. */
-static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
-			uint64_t offset, uint64_t len, const struct iovec *iov,
-			int iovcnt, bdev_cb cb, void *opaque)
-{
-	static const char *const names[] = { "write", "discard",
-					     "write-zeroes" };
-	struct iovcur cur = { .iov = iov, .cnt = iovcnt };
-	struct breq *r;
-	int ret;
-
-	ret = io_check(q, b, names[op], true, offset, len);
-	if (ret < 0)
-		return ret;
-	pthread_rwlock_rdlock(&b->top_lock);
-	ret = bdev_begin_write_once(b);
-	if (ret < 0) {
-		pthread_rwlock_unlock(&b->top_lock);
-		return ret;
-	}
-	r = breq_get(q, cb, opaque);
-	if (!r) {
-		pthread_rwlock_unlock(&b->top_lock);
-		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
-	}
-	r->wb = b;
-	atomic_fetch_add(&b->writes_inflight, 1);
-	split_write(q, r, b, op, offset, len, &cur);
-	pthread_rwlock_unlock(&b->top_lock);
-	breq_put(r);
-	if (q->unsubmitted)
-		queue_poke(q); /* an fd poller must call bdev_queue_run() */
-	return 0;
-}
-
-int bdev_aio_writev(struct bdev_queue *q, struct bdev *b, uint64_t offset,
-		    const struct iovec *iov, int iovcnt, bdev_cb cb,
-		    void *opaque)
-{
-	uint64_t len;
-	int ret = iov_total(b ? b->filename : "write", iov, iovcnt, &len);
-
-	if (ret < 0)
-		return ret;
-	return aio_write_op(q, b, WOP_WRITE, offset, len, iov, iovcnt, cb,
-			    opaque);
-}
-
-int bdev_aio_discard(struct bdev_queue *q, struct bdev *b, uint64_t offset,
-		     uint64_t length, bdev_cb cb, void *opaque)
-{
-	return aio_write_op(q, b, WOP_DISCARD, offset, length, NULL, 0, cb,
-			    opaque);
-}
-
-int bdev_aio_write_zeroes(struct bdev_queue *q, struct bdev *b,
-			  uint64_t offset, uint64_t length, bdev_cb cb,
-			  void *opaque)
-{
-	return aio_write_op(q, b, WOP_ZEROES, offset, length, NULL, 0, cb,
-			    opaque);
-}
-
-/* Queues making completed writes durable: an io_uring fdatasync for a raw
-   file, the driver's flush (synchronous) for other formats. */
-int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
-		   void *opaque)
-{
-	struct breq *r;
-
-	bdev_err_clear();
-	if (!q || !b)
-		return bdev_err(-EINVAL, "flush: no queue or image");
-	r = breq_get(q, cb, opaque);
-	if (!r)
-		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
-	if (b->info.read_only) {
-		/* nothing was written */
-	} else if (b->fmt == &bdev_format_raw && raw_source(b)->fd >= 0) {
-		struct bsub *s = bsub_get(q);
-		if (!s) {
-			breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
-					      b->filename));
-		} else {
-			s->kind = BSUB_FSYNC;
-			s->src = raw_source(b);
-			s->off = 0;
-			s->left = 0;
-			bsub_start(q, r, s);
-		}
-	} else if (b->fmt->flush) {
-		int ret;
-		pthread_rwlock_rdlock(&b->top_lock);
-		ret = b->fmt->flush(b);
-		pthread_rwlock_unlock(&b->top_lock);
-		if (ret < 0)
-			breq_fail(r, ret);
-	}
-	breq_put(r);
-	if (q->unsubmitted)
-		queue_poke(q); /* an fd poller must call bdev_queue_run() */
 	return 0;
 }
 
@@ -1346,134 +593,4 @@ void bdev_queue_free(struct bdev_queue *q)
 	io_uring_queue_exit(&q->ring);
 	close(q->efd);
 	free(q);
-}
-
-/* ---- blocking helpers ---------------------------------------------------- */
-
-static pthread_key_t bdev_thread_key;
-static pthread_once_t bdev_thread_once = PTHREAD_ONCE_INIT;
-
-static void bdev_thread_queue_free(void *q)
-{
-	bdev_queue_free(q);
-}
-
-static void bdev_thread_key_init(void)
-{
-	pthread_key_create(&bdev_thread_key, bdev_thread_queue_free);
-}
-
-/* Frees the queue of the thread that unloads the library (usually main,
-   whose key destructors never run). */
-__attribute__((destructor)) static void bdev_thread_queue_exit(void)
-{
-	struct bdev_queue *q;
-
-	if (pthread_once(&bdev_thread_once, bdev_thread_key_init) != 0)
-		return;
-	q = pthread_getspecific(bdev_thread_key);
-	if (q) {
-		pthread_setspecific(bdev_thread_key, NULL);
-		bdev_queue_free(q);
-	}
-}
-
-/* This thread's own queue, created on first use. */
-static int bdev_thread_queue(struct bdev_queue **out)
-{
-	struct bdev_queue *q;
-	int ret;
-
-	pthread_once(&bdev_thread_once, bdev_thread_key_init);
-	q = pthread_getspecific(bdev_thread_key);
-	if (!q) {
-		ret = bdev_queue_new(BDEV_THREAD_QUEUE_DEPTH, &q);
-		if (ret < 0)
-			return ret;
-		pthread_setspecific(bdev_thread_key, q);
-	}
-	*out = q;
-	return 0;
-}
-
-struct bdev_wait {
-	bool done;
-	int ret;
-};
-
-static void bdev_wait_cb(void *opaque, int ret)
-{
-	struct bdev_wait *w = opaque;
-
-	w->done = true;
-	w->ret = ret;
-}
-
-/* Runs q until w's request has finished; returns its result. */
-static int bdev_wait(struct bdev_queue *q, struct bdev_wait *w, int queued)
-{
-	if (queued < 0)
-		return queued;
-	while (!w->done) {
-		int ret = bdev_queue_run(q, 1);
-		if (ret < 0)
-			return bdev_err(ret, "waiting for I/O failed: %s",
-					strerror(-ret));
-	}
-	return w->ret;
-}
-
-#define BDEV_BLOCKING(call)                                                 \
-	do {                                                                \
-		struct bdev_wait w_ = { 0 };                                \
-		struct bdev_queue *q_;                                      \
-		int ret_ = bdev_thread_queue(&q_);                          \
-		if (ret_ < 0)                                               \
-			return ret_;                                        \
-		return bdev_wait(q_, &w_, call);                            \
-	} while (0)
-
-int bdev_preadv(struct bdev *b, uint64_t offset, const struct iovec *iov,
-		int iovcnt)
-{
-	BDEV_BLOCKING(bdev_aio_readv(q_, b, offset, iov, iovcnt, bdev_wait_cb,
-				     &w_));
-}
-
-int bdev_pread(struct bdev *b, void *buf, size_t len, uint64_t offset)
-{
-	struct iovec v = { buf, len };
-
-	return bdev_preadv(b, offset, &v, 1);
-}
-
-int bdev_pwritev(struct bdev *b, uint64_t offset, const struct iovec *iov,
-		 int iovcnt)
-{
-	BDEV_BLOCKING(bdev_aio_writev(q_, b, offset, iov, iovcnt, bdev_wait_cb,
-				      &w_));
-}
-
-int bdev_pwrite(struct bdev *b, const void *buf, size_t len, uint64_t offset)
-{
-	struct iovec v = { (void *)buf, len };
-
-	return bdev_pwritev(b, offset, &v, 1);
-}
-
-int bdev_flush(struct bdev *b)
-{
-	BDEV_BLOCKING(bdev_aio_flush(q_, b, bdev_wait_cb, &w_));
-}
-
-int bdev_discard(struct bdev *b, uint64_t offset, uint64_t length)
-{
-	BDEV_BLOCKING(bdev_aio_discard(q_, b, offset, length, bdev_wait_cb,
-				       &w_));
-}
-
-int bdev_write_zeroes(struct bdev *b, uint64_t offset, uint64_t length)
-{
-	BDEV_BLOCKING(bdev_aio_write_zeroes(q_, b, offset, length,
-					    bdev_wait_cb, &w_));
 }

@@ -1,0 +1,330 @@
+/*
+ * read.c - reads: splitting a request into the runs each layer maps and
+ * sending them down the chain: DATA with io_uring straight into the caller's
+ * iovecs, ZERO as memset, UNALLOC to the parent layer, COMPRESSED through
+ * the inflated-grain cache (reading and inflating records on a miss, with
+ * read-ahead for sequential readers).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grain_cache.h"
+#include "request.h"
+
+/* Finds the read of (gc, src, off) in flight on q. */
+static struct gread *gread_find(struct bdev_queue *q, struct grain_cache *gc,
+				const struct bsrc *src, uint64_t off)
+{
+	struct gread *gr;
+
+	for (gr = q->greads; gr; gr = gr->next)
+		if (gr->gc == gc && gr->m.src == src && gr->m.src_off == off)
+			return gr;
+	return NULL;
+}
+
+/* Inflates a record read in full, caches it and serves its waiters. */
+void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
+{
+	struct gcache_entry *e = NULL;
+	struct gwait *w;
+
+	*gr->pprev = gr->next;
+	if (gr->next)
+		gr->next->pprev = gr->pprev;
+	if (!err && !gcache_decode_begin(gr->gc))
+		err = -ECANCELED; /* the layer closed under a read-ahead */
+	else if (!err) {
+		struct bdev *b = gr->layer;
+
+		e = gcache_entry_new(gr->m.grain_size);
+		if (!e)
+			err = bdev_err(-ENOMEM, "%s: out of memory inflating a "
+				       "grain", b->filename);
+		else
+			err = b->fmt->decode(b, &gr->m, gr->buf,
+					     (size_t)gr->got, e->data);
+		if (!err) {
+			atomic_fetch_add(&b->stats.inflated, 1);
+			if (gr->readahead)
+				atomic_fetch_add(&b->stats.readahead, 1);
+			gcache_insert(gr->gc, gr->m.src, gr->m.src_off, e);
+		}
+		gcache_decode_end(gr->gc);
+	}
+	while ((w = gr->waiters)) {
+		gr->waiters = w->next;
+		if (err) {
+			breq_fail(w->req, err);
+		} else {
+			struct iovcur c = { .iov = w->iov, .cnt = w->iovcnt };
+			iovcur_copy_in(&c, e->data + w->goff, w->len);
+		}
+		breq_put(w->req);
+		if (w->iov != w->iov_inline)
+			free(w->iov);
+		free(w);
+	}
+	gcache_put(e);
+	gcache_unref(gr->gc);
+	free(gr->buf);
+	free(gr);
+}
+
+/* Starts reading the record m maps (no waiters yet). NULL on failure, with
+   the message set. */
+static struct gread *gread_start(struct bdev_queue *q, struct bdev *layer,
+				 const struct bdev_map *m, bool readahead)
+{
+	struct gread *gr = calloc(1, sizeof(*gr));
+	struct bsub *s = NULL;
+
+	if (!gr || !(gr->buf = malloc(m->src_len ? m->src_len : 1)) ||
+	    (m->src->fd >= 0 && !(s = bsub_get(q)))) {
+		if (gr)
+			free(gr->buf);
+		free(gr);
+		bdev_err(-ENOMEM, "%s: out of memory reading a grain",
+			 layer->filename);
+		return NULL;
+	}
+	gr->layer = layer;
+	gr->gc = layer->gcache;
+	gcache_ref(gr->gc);
+	gr->m = *m;
+	gr->readahead = readahead;
+	gr->next = q->greads;
+	gr->pprev = &q->greads;
+	if (gr->next)
+		gr->next->pprev = &gr->next;
+	q->greads = gr;
+	if (!s)
+		return gr; /* memory source: the caller reads synchronously */
+	s->kind = BSUB_GRAIN;
+	s->gr = gr;
+	s->src = m->src;
+	s->off = m->src_off;
+	s->left = m->src_len;
+	s->iov = s->iov_inline;
+	s->iov[0] = (struct iovec){ gr->buf, m->src_len };
+	s->iovcnt = 1;
+	bsub_start(q, NULL, s);
+	return gr;
+}
+
+/* For a memory source, reads and completes gr at once. */
+static void gread_sync(struct bdev_queue *q, struct gread *gr)
+{
+	ssize_t n;
+
+	if (gr->m.src->fd >= 0)
+		return;
+	n = gr->m.src->ops->pread(gr->m.src, gr->buf, gr->m.src_len,
+				  gr->m.src_off);
+	if (n > 0)
+		gr->got = (uint64_t)n;
+	gread_complete(q, gr, n < 0 ? (int)n : 0);
+}
+
+/* Reads ahead the compressed grains that follow the one at grain_off. */
+static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
+			    const struct bdev_map *m)
+{
+	uint32_t n = layer->opts.readahead_grains;
+	uint64_t gs = m->grain_size, off, end;
+	bool issued = false;
+
+	if (n == UINT32_MAX || !gs)
+		return;
+	end = m->grain_off + gs * (n + 1);
+	off = m->grain_off + gs;
+	if (q->ra_layer == layer && q->ra_upto > off)
+		off = q->ra_upto;
+	if (end > layer->info.size)
+		end = layer->info.size;
+	for (; off < end; off += gs) {
+		struct bdev_map ra;
+		uint64_t len = gs < layer->info.size - off ?
+			       gs : layer->info.size - off;
+		struct gread *gr;
+
+		if (layer->fmt->map(layer, off, len, &ra) < 0)
+			break;
+		if (ra.kind != BDEV_MAP_COMPRESSED || ra.grain_off != off)
+			continue;
+		if (gcache_contains(layer->gcache, ra.src, ra.src_off) ||
+		    gread_find(q, layer->gcache, ra.src, ra.src_off))
+			continue;
+		gr = gread_start(q, layer, &ra, true);
+		if (!gr)
+			break;
+		issued = true;
+		gread_sync(q, gr);
+	}
+	q->ra_layer = layer;
+	q->ra_upto = off > end ? off : end;
+	/* Submit now: the layer may close before the next bdev_queue_run(),
+	   and a read still unsubmitted would name a closed descriptor. */
+	if (issued && q->unsubmitted && io_uring_submit(&q->ring) >= 0)
+		q->unsubmitted = 0;
+}
+
+/* Serves a COMPRESSED run from the grain cache, reading and inflating the
+   record on a miss. */
+static void run_compressed(struct bdev_queue *q, struct breq *r,
+			   struct bdev *layer, const struct bdev_map *m,
+			   uint64_t off, struct iovcur *cur, bool seq)
+{
+	uint64_t goff = off - m->grain_off;
+	struct gcache_entry *e;
+	struct gwait *w;
+	struct gread *gr;
+	bool fresh = false;
+	int cnt;
+
+	if (!layer->gcache || off < m->grain_off ||
+	    goff + m->len > m->grain_size) {
+		breq_fail(r, bdev_err(-EIO, "%s: compressed run at offset %"
+				      PRIu64 " (%" PRIu64 " bytes) does not fit "
+				      "its grain at %" PRIu64 " (%u bytes)",
+				      layer->filename, off, m->len,
+				      m->grain_off, m->grain_size));
+		return;
+	}
+	e = gcache_lookup(layer->gcache, m->src, m->src_off);
+	if (e) {
+		atomic_fetch_add(&layer->stats.grain_hits, 1);
+		iovcur_copy_in(cur, e->data + goff, m->len);
+		gcache_put(e);
+		if (seq)
+			grain_readahead(q, layer, m);
+		return;
+	}
+	atomic_fetch_add(&layer->stats.grain_misses, 1);
+	w = malloc(sizeof(*w));
+	if (!w) {
+		breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
+				      layer->filename));
+		return;
+	}
+	cnt = iovcur_slice(cur, m->len, w->iov_inline, BSUB_INLINE_IOV,
+			   &w->iov);
+	if (cnt < 0) {
+		free(w);
+		breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
+				      layer->filename));
+		return;
+	}
+	w->iovcnt = cnt;
+	w->req = r;
+	w->goff = (uint32_t)goff;
+	w->len = (uint32_t)m->len;
+	gr = gread_find(q, layer->gcache, m->src, m->src_off);
+	if (!gr) {
+		gr = gread_start(q, layer, m, false);
+		fresh = true;
+	}
+	if (!gr) {
+		breq_fail(r, -ENOMEM);
+		if (w->iov != w->iov_inline)
+			free(w->iov);
+		free(w);
+		return;
+	}
+	gr->readahead = false;
+	r->pending++;
+	w->next = gr->waiters;
+	gr->waiters = w;
+	if (seq)
+		grain_readahead(q, layer, m);
+	if (fresh)
+		gread_sync(q, gr);
+}
+
+/* Reads [off, off + len) of layer into the next len bytes of the caller's
+   buffers, recursing into the parent for unallocated runs. */
+static void split_read(struct bdev_queue *q, struct breq *r,
+		       struct bdev *layer, uint64_t off, uint64_t len,
+		       struct iovcur *cur, bool seq)
+{
+	while (len > 0 && !r->ret) {
+		struct bdev_map m;
+		uint64_t lim;
+		int ret;
+
+		if (!layer || off >= layer->info.size) {
+			iovcur_zero(cur, len);
+			return;
+		}
+		lim = layer->info.size - off < len ? layer->info.size - off : len;
+		ret = layer->fmt->map(layer, off, lim, &m);
+		if (ret < 0) {
+			breq_fail(r, ret);
+			return;
+		}
+		if (m.len == 0 || m.len > lim) {
+			breq_fail(r, bdev_err(-EIO, "%s: format driver mapped %"
+					      PRIu64 " bytes at offset %" PRIu64
+					      ", expected 1 to %" PRIu64,
+					      layer->filename, m.len, off, lim));
+			return;
+		}
+		switch (m.kind) {
+		case BDEV_MAP_DATA:
+			run_data(q, r, false, m.src, m.src_off, m.len, cur);
+			break;
+		case BDEV_MAP_ZERO:
+			iovcur_zero(cur, m.len);
+			break;
+		case BDEV_MAP_UNALLOC:
+			split_read(q, r, layer->backing, off, m.len, cur, seq);
+			break;
+		case BDEV_MAP_COMPRESSED:
+			run_compressed(q, r, layer, &m, off, cur, seq);
+			break;
+		case BDEV_MAP_NOACCESS:
+		default:
+			breq_fail(r, bdev_err(-EIO, "%s: offset %" PRIu64
+					      " lies in extent %u, which is "
+					      "NOACCESS", layer->filename, off,
+					      m.extent));
+			return;
+		}
+		off += m.len;
+		len -= m.len;
+	}
+}
+
+/* Queues a read of the image's bytes at offset into iov. */
+int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
+		   const struct iovec *iov, int iovcnt, bdev_cb cb,
+		   void *opaque)
+{
+	struct iovcur cur = { .iov = iov, .cnt = iovcnt };
+	uint64_t len;
+	struct breq *r;
+	bool seq;
+	int ret;
+
+	ret = iov_total(b ? b->filename : "read", iov, iovcnt, &len);
+	if (ret < 0)
+		return ret;
+	ret = io_check(q, b, "read", false, offset, len);
+	if (ret < 0)
+		return ret;
+	r = breq_get(q, cb, opaque);
+	if (!r)
+		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+	seq = q->ra_b == b && q->ra_end == offset;
+	q->ra_b = b;
+	q->ra_end = offset + len;
+	pthread_rwlock_rdlock(&b->top_lock);
+	split_read(q, r, b, offset, len, &cur, seq);
+	pthread_rwlock_unlock(&b->top_lock);
+	breq_put(r);
+	if (q->unsubmitted)
+		queue_poke(q); /* an fd poller must call bdev_queue_run() */
+	return 0;
+}

@@ -1,0 +1,207 @@
+/*
+ * request.h - what the parts of the request path share: requests (struct
+ * breq), io_uring operations (struct bsub), compressed-grain reads in flight,
+ * the queue itself, and the cursor over a caller's iovecs.
+ *
+ * queue.c owns rings, submission, completion and the request pool; read.c
+ * splits reads down the chain; write.c routes writes, discards and zeroing;
+ * sync.c holds the blocking helpers.
+ *
+ * A request counts its pieces still in flight; each io_uring operation is a
+ * struct bsub. A request whose last piece ends goes on the queue's done
+ * list; callbacks run only from bdev_queue_run().
+ */
+#ifndef OVK_BLOCKENGINE_REQUEST_H
+#define OVK_BLOCKENGINE_REQUEST_H
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BSUB_INLINE_IOV 4
+#define BDEV_ZERO_CHUNK 65536u
+
+/* BDEV_ZERO_CHUNK zero bytes to write from. */
+extern const uint8_t bdev_zeros[BDEV_ZERO_CHUNK];
+
+struct breq {
+	struct bdev_queue *q;
+	bdev_cb cb;
+	void *opaque;
+	int ret;          /* first error, 0 if none */
+	char *errmsg;     /* its message, restored before cb */
+	unsigned pending; /* pieces in flight (+1 while being split) */
+	struct bdev *wb;  /* a write to this image: counted in writes_inflight */
+	struct breq *next;
+};
+
+enum bsub_kind {
+	BSUB_READ,
+	BSUB_WRITE,
+	BSUB_WRITE_ZEROES, /* fallback: writes bdev_zeros chunk by chunk */
+	BSUB_FSYNC,
+	BSUB_DISCARD,      /* fallocate PUNCH_HOLE */
+	BSUB_ZERO_RANGE,   /* fallocate ZERO_RANGE */
+	BSUB_GRAIN,        /* reads a compressed record into a gread */
+};
+
+/* One io_uring operation of a request (or of a read-ahead). */
+struct bsub {
+	enum bsub_kind kind;
+	struct breq *req;
+	struct gread *gr;   /* BSUB_GRAIN */
+	struct bsrc *src;
+	uint64_t off;       /* offset in src of the next byte to move */
+	uint64_t left;      /* bytes still to move */
+	struct iovec *iov;  /* the part not moved yet */
+	int iovcnt;
+	struct iovec *iov_alloc; /* heap array behind iov, if any */
+	struct iovec iov_inline[BSUB_INLINE_IOV];
+	struct bsub *next;  /* free list */
+};
+
+/* A request waiting for part of a grain being read and inflated. */
+struct gwait {
+	struct breq *req;
+	uint32_t goff, len; /* the part of the grain it wants */
+	struct iovec *iov;
+	int iovcnt;
+	struct iovec iov_inline[BSUB_INLINE_IOV];
+	struct gwait *next;
+};
+
+/* A compressed record being read on this queue. */
+struct gread {
+	struct bdev *layer;
+	struct grain_cache *gc; /* referenced: may outlive layer (read-ahead) */
+	struct bdev_map m;
+	uint8_t *buf;
+	uint64_t got;
+	bool readahead;
+	struct gwait *waiters;
+	struct gread *next, **pprev; /* the queue's list of reads in flight */
+};
+
+struct bdev_queue {
+	struct io_uring ring;
+	int efd;
+	bool fd_wanted;   /* someone polls efd: poke it for done requests */
+	bool poked;
+	unsigned in_run;
+	unsigned inflight;    /* requests queued, callbacks not yet run */
+	unsigned subs;        /* io_uring operations in flight */
+	unsigned unsubmitted; /* prepared SQEs not yet submitted */
+	struct breq *done_head, **done_tail;
+	struct breq *free_reqs;
+	struct bsub *free_subs;
+	struct gread *greads;
+	/* read-ahead state: where the last read ended, how far we read ahead */
+	const struct bdev *ra_b;
+	uint64_t ra_end;
+	const struct bdev *ra_layer;
+	uint64_t ra_upto;
+};
+
+/* ---- iovec cursor ---------------------------------------------------------- */
+
+struct iovcur {
+	const struct iovec *iov;
+	int cnt, idx;
+	size_t off; /* into iov[idx] */
+};
+
+/* Steps over len bytes of the caller's buffers, calling fn on each piece. */
+#define IOVCUR_WALK(cur, len, base, n, body)                                  \
+	do {                                                                  \
+		uint64_t left_ = (len);                                       \
+		while (left_ > 0) {                                           \
+			const struct iovec *v_ = &(cur)->iov[(cur)->idx];     \
+			size_t n = v_->iov_len - (cur)->off;                  \
+			uint8_t *base = (uint8_t *)v_->iov_base + (cur)->off; \
+			if (n > left_)                                        \
+				n = (size_t)left_;                            \
+			body;                                                 \
+			left_ -= n;                                           \
+			(cur)->off += n;                                      \
+			if ((cur)->off == v_->iov_len) {                      \
+				(cur)->idx++;                                 \
+				(cur)->off = 0;                               \
+			}                                                     \
+		}                                                             \
+	} while (0)
+
+/* Skips iovecs of length 0 so idx names the next byte. */
+static inline void iovcur_settle(struct iovcur *cur)
+{
+	while (cur->idx < cur->cnt && cur->iov[cur->idx].iov_len == cur->off) {
+		cur->idx++;
+		cur->off = 0;
+	}
+}
+
+/* Zero-fills the next len bytes. */
+static inline void iovcur_zero(struct iovcur *cur, uint64_t len)
+{
+	iovcur_settle(cur);
+	IOVCUR_WALK(cur, len, p, n, memset(p, 0, n));
+}
+
+/* Copies the next len bytes in from buf. */
+static inline void iovcur_copy_in(struct iovcur *cur,
+				  const uint8_t *buf, uint64_t len)
+{
+	iovcur_settle(cur);
+	IOVCUR_WALK(cur, len, p, n, (memcpy(p, buf, n), buf += n));
+}
+
+/*
+ * Describes the next len bytes as an iovec array (inline if it fits) and
+ * steps over them. Returns the count, or -ENOMEM.
+ */
+int iovcur_slice(struct iovcur *cur, uint64_t len, struct iovec *inl,
+		 int ninl, struct iovec **out);
+
+/* Skips the next len bytes of the caller's buffers. */
+static inline void iovcur_skip(struct iovcur *cur, uint64_t len)
+{
+	iovcur_settle(cur);
+	IOVCUR_WALK(cur, len, p, n, ((void)p, (void)n));
+}
+
+/* ---- requests and io_uring operations (queue.c) --------------------------- */
+
+/* Signals the eventfd once per batch, if anyone polls it. */
+void queue_poke(struct bdev_queue *q);
+/* A request for cb from q's pool, holding one piece (the splitting). */
+struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque);
+/* Records the first failure of r with this thread's current message. */
+void breq_fail(struct breq *r, int err);
+/* Ends one piece of r; the last one puts r on the done list. */
+void breq_put(struct breq *r);
+struct bsub *bsub_get(struct bdev_queue *q);
+void bsub_release(struct bdev_queue *q, struct bsub *s);
+/* Starts s for r (NULL: a read-ahead): counts it as a piece while in
+   flight. */
+void bsub_start(struct bdev_queue *q, struct breq *r, struct bsub *s);
+/* Moves a DATA run between src (at src_off) and the next len bytes of the
+   caller's buffers: io_uring for file sources, the ops for the others. */
+void run_data(struct bdev_queue *q, struct breq *r, bool write,
+	      struct bsrc *src, uint64_t src_off, uint64_t len,
+	      struct iovcur *cur);
+/* Sums an iovec array; -EINVAL on a bad count or overflow. */
+int iov_total(const char *name, const struct iovec *iov, int iovcnt,
+	      uint64_t *total);
+/* The checks every I/O call makes once, before any driver runs. */
+int io_check(struct bdev_queue *q, struct bdev *b, const char *what,
+	     bool write, uint64_t offset, uint64_t len);
+
+/* ---- compressed grains (read.c) ------------------------------------------- */
+
+/* Inflates a record read in full (err 0), caches it and serves its
+   waiters; called when its io_uring read ends. */
+void gread_complete(struct bdev_queue *q, struct gread *gr, int err);
+
+#endif /* OVK_BLOCKENGINE_REQUEST_H */
