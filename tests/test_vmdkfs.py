@@ -618,6 +618,145 @@ def test_error_mountpoint_missing_or_busy(ext4_image, tmp_path):
         assert "busy" in vmdkfs_fails(img, tmp_path / "m")
 
 
+def wait_no_process_with_arg(arg, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        busy = False
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if arg.encode() in args:
+                busy = True
+                break
+        if not busy:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"a process still works on {arg}")
+
+
+@pytest.fixture(scope="module")
+def ntfs_image(tmp_path_factory):
+    """GPT disk holding one NTFS partition, filled through ntfs-3g."""
+    need("sgdisk")
+    need("mkntfs")
+    need("ntfs-3g")
+    if not IS_ROOT:
+        pytest.skip("filling an NTFS volume through ntfs-3g needs root here")
+    d = tmp_path_factory.mktemp("ntfsimg")
+    src = d / "src"
+    fat_tree(src)
+    (src / "Docs Folder" / "deeper").mkdir()
+    (src / "Docs Folder" / "deeper" / "r\u00e9sum\u00e9.txt").write_text(
+        "unicode name\n")
+    (src / "big.bin").write_bytes(hashlib.sha256(b"ntfs").digest() * 40000)
+    part = d / "p1.img"
+    with open(part, "wb") as f:
+        f.truncate(16 * MiB)
+    run(["mkntfs", "-q", "-F", "-Q", "-L", "winvol", "-p", "2048",
+         "-H", "16", "-S", "63", part])
+    with fuse_driver(["ntfs-3g", str(part)], str(d / "fill")) as m:
+        for name in os.listdir(src):
+            s_, t_ = src / name, os.path.join(m, name)
+            if os.path.isdir(s_):
+                shutil.copytree(s_, t_)
+            else:
+                shutil.copyfile(s_, t_)
+    # ntfs-3g closes the volume (marks it clean) after the unmount returns
+    wait_no_process_with_arg(str(part))
+    disk = d / "disk.raw"
+    with open(disk, "wb") as f:
+        f.truncate(20 * MiB)
+    run(["sgdisk", "-n", "1:2048:+16M", "-t", "1:0700", "-c", "1:windows",
+         disk])
+    put(disk, part, 2048 * 512)
+    to_vmdk(disk, d / "disk.vmdk")
+    return src, d / "disk.vmdk"
+
+
+@pytest.mark.parametrize("mode", AUTO_MODES)
+def test_browse_ntfs_in_gpt(ntfs_image, tmp_path, mode):
+    """An NTFS partition of a GPT disk shows its files under fs/ (the
+    kernel's ntfs3 when it has one, else ntfs-3g)."""
+    src, img = ntfs_image
+    with vmdkfs(img, tmp_path / "mnt", "-o", f"browse={mode}") as m:
+        status = (m / "fs" / "status.txt").read_text()
+        name = "p1-basic-data-windows"
+        assert f"{name}\tntfs\tmounted" in status, status
+        got = tree_listing(m / "fs" / name,
+                           skip=("lost+found", "System Volume Information"))
+        assert got == tree_listing(src)
+        if mode == "fuse":
+            assert "ntfs-3g" in status, status
+
+
+@contextlib.contextmanager
+def vmdkfs_on_mount_path():
+    """mount(8) runs helpers with a fixed PATH: vmdkfs must be installed
+    there, so put a link to the built one in /usr/local/bin meanwhile."""
+    link = "/usr/local/bin/vmdkfs"
+    if os.path.lexists(link) and not os.path.islink(link):
+        pytest.skip(f"{link} is another install; not replacing it")
+    made = False
+    if not os.path.lexists(link):
+        os.symlink(tool("vmdkfs"), link)
+        made = True
+    try:
+        yield
+    finally:
+        if made:
+            os.unlink(link)
+
+
+def test_mount_helper_readwrite(tmp_path):
+    """fstab's way to write: -o readwrite through mount(8) and
+    mount.fuse3 (a bare 'rw' from mount(8) stays read-only)."""
+    if not IS_ROOT:
+        pytest.skip("mount(8) with a FUSE type needs root here")
+    need("mount.fuse3")
+    img = tmp_path / "w.vmdk"
+    run([need("qemu-img"), "create", "-q", "-f", "vmdk", img, "4M"])
+    mnt = tmp_path / "m"
+    os.makedirs(mnt)
+    with vmdkfs_on_mount_path():
+        try:
+            r = subprocess.run(["mount", "-t", "fuse.vmdkfs", img, mnt, "-o",
+                                "readwrite"], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0, r.stderr
+            with open(mnt / "disk", "r+b") as f:
+                f.seek(MiB + 512)
+                f.write(b"written via fstab" * 30)
+            r = subprocess.run(["umount", mnt], capture_output=True,
+                               text=True)
+            assert r.returncode == 0, r.stderr
+            assert wait_unmounted(mnt)
+        finally:
+            force_unmount(mnt)
+    out = tmp_path / "out.raw"
+    # the daemon closes the image after the unmount returns
+    for _ in range(50):
+        r = subprocess.run(["qemu-img", "convert", "-f", "vmdk", "-O", "raw",
+                            img, out], capture_output=True, text=True)
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert r.returncode == 0, r.stderr
+    with open(out, "rb") as f:
+        f.seek(MiB + 512)
+        assert f.read(17 * 30) == b"written via fstab" * 30
+
+
+def test_help_documents_fstab(tmp_path):
+    r = subprocess.run([tool("vmdkfs"), "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0
+    assert "fuse.vmdkfs" in r.stdout and "readwrite" in r.stdout
+    assert "max_threads" in r.stdout
+
+
 def test_mount_helper(ext4_image, tmp_path):
     """mount -t fuse.vmdkfs goes through mount.fuse3, which runs the
     program named after the subtype: `vmdkfs` found on PATH."""

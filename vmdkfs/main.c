@@ -54,6 +54,9 @@ static const char usage[] =
 "  -o share          read without taking the image's locks (like qemu-img -U)\n"
 "  -o allow_escape   follow extent and parent names that leave the\n"
 "                    descriptor's folder (absolute parent paths)\n"
+"  -o max_threads=N  FUSE worker threads, one per request in flight\n"
+"                    (default 64)\n"
+"  -o max_idle_threads=N  idle workers kept ready (default 16)\n"
 "  -f                stay in the foreground\n"
 "  -d                debug: foreground, log every FUSE request\n"
 "  -s                single-threaded\n"
@@ -63,10 +66,18 @@ static const char usage[] =
 "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`: guest\n"
 "filesystems are unmounted first, then the image is closed cleanly.\n"
 "\n"
+"mount(8) and fstab: the type fuse.vmdkfs runs `vmdkfs` found on mount's\n"
+"PATH (install it in /usr/bin or /usr/local/bin). mount(8) passes 'rw'\n"
+"unless told 'ro', so a bare 'rw' from it keeps the image read-only; write\n"
+"with 'readwrite'.\n"
+"\n"
 "Examples:\n"
 "  vmdkfs disk.vmdk /mnt/disk\n"
 "  vmdkfs --browse disk.vmdk /mnt/disk && clamscan -r /mnt/disk/fs\n"
-"  fstab:  /vm/disk.vmdk /mnt/disk fuse.vmdkfs ro,browse,nofail 0 0\n";
+"  mount -t fuse.vmdkfs /vm/disk.vmdk /mnt/disk -o browse\n"
+"  mount -t fuse.vmdkfs /vm/disk.vmdk /mnt/disk -o readwrite\n"
+"  fstab:  /vm/disk.vmdk /mnt/disk fuse.vmdkfs ro,browse,nofail 0 0\n"
+"  fstab:  /vm/disk.vmdk /mnt/disk fuse.vmdkfs readwrite,noauto 0 0\n";
 
 struct options {
 	const char *image;
