@@ -264,3 +264,99 @@ def test_convert_raw_output_unchanged(vmdk, tmp_path):
     run([vmdk, "convert", "-O", "vmdk", src, tmp_path / "a.vmdk"])
     run([vmdk, "convert", "-O", "raw", tmp_path / "a.vmdk", tmp_path / "b.raw"])
     assert (tmp_path / "b.raw").read_bytes() == src.read_bytes()
+
+
+# ---- vmdk resize ------------------------------------------------------------
+
+def qcompare(a, b, *fmt):
+    return run([need("qemu-img"), "compare", *fmt, a, b], check=False)
+
+
+@pytest.mark.parametrize("maker", ["qemu", "ovk"])
+def test_resize_grow_monolithic_sparse(vmdk, qemu_img, tmp_path, maker):
+    img, raw = tmp_path / "a.vmdk", tmp_path / "a.raw"
+    make_raw(raw, 100 * MiB, [(0, 65536), (99 * MiB, MiB)])
+    if maker == "qemu":
+        run([qemu_img, "convert", "-O", "vmdk", "-f", "raw", raw, img])
+    else:
+        run([vmdk, "convert", "-O", "vmdk", raw, img])
+    run([vmdk, "resize", img, "+300M"])
+    assert qinfo(img)["virtual-size"] == 400 * MiB
+    assert qcheck(img).returncode == 0, qcheck(img).stdout
+    with open(raw, "r+b") as f:
+        f.truncate(400 * MiB)
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+    # both writers allocate in the new span; both checkers agree
+    run([need("qemu-io"), "-c", "write -P 4 390M 1M", img])
+    run([vmdk, "bench", "-w", "-c", "10", "-s", "64k", "-o", "350M",
+         "--pattern", "9", img])
+    assert qcheck(img).returncode == 0
+    assert run([vmdk, "check", img], check=False).returncode == 0
+    run([need("qemu-io"), "-f", "raw", "-c", "write -P 4 390M 1M",
+         "-c", "write -P 9 350M 640k", raw])
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+
+
+def test_resize_sparse_refusals(vmdk, qemu_img, tmp_path):
+    img = tmp_path / "a.vmdk"
+    run([qemu_img, "create", "-q", "-f", "vmdk", img, "100M"])
+    run([need("qemu-io"), "-c", "write -P 1 90M 64k", img])
+    # the directory's sector has room for 128 tables of 32 MiB = 4 GiB
+    r = run([vmdk, "resize", img, "5G"], check=False)
+    assert r.returncode == 1 and "grain directory has room" in r.stderr, r.stderr
+    r = run([vmdk, "resize", img, "50M"], check=False)
+    assert r.returncode == 1 and "--shrink" in r.stderr
+    r = run([vmdk, "resize", "--shrink", img, "50M"], check=False)
+    assert r.returncode == 1 and "holds grains" in r.stderr
+    run([vmdk, "resize", "--shrink", img, "95M"])
+    assert qinfo(img)["virtual-size"] == 95 * MiB
+    assert qcheck(img).returncode == 0
+    for sf in ("streamOptimized", "vmfsSparse"):
+        p = tmp_path / f"{sf}.vmdk"
+        run([vmdk, "create", "-o", f"subformat={sf}", p, "64M"])
+        r = run([vmdk, "resize", p, "128M"], check=False)
+        assert r.returncode == 1 and "not supported" in r.stderr, r.stderr
+    base, child = tmp_path / "b.vmdk", tmp_path / "c.vmdk"
+    run([vmdk, "create", base, "64M"])
+    run([vmdk, "create", "-b", base, child])
+    r = run([vmdk, "resize", child, "128M"], check=False)
+    assert r.returncode == 1 and "delta" in r.stderr
+
+
+def test_resize_flat_grow_and_shrink(vmdk, qemu_img, tmp_path):
+    img, raw = tmp_path / "f.vmdk", tmp_path / "f.raw"
+    make_raw(raw, 64 * MiB, [(0, 4096), (63 * MiB, MiB)])
+    run([vmdk, "convert", "-O", "vmdk", "-o", "subformat=monolithicFlat", raw, img])
+    run([vmdk, "resize", img, "+64M"])
+    assert qinfo(img)["virtual-size"] == 128 * MiB
+    assert os.path.getsize(tmp_path / "f-flat.vmdk") == 128 * MiB
+    assert qcheck(img).returncode == 0
+    with open(raw, "r+b") as f:
+        f.truncate(128 * MiB)
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+    r = run([vmdk, "resize", img, "32M"], check=False)
+    assert r.returncode == 1 and "--shrink" in r.stderr
+    run([vmdk, "resize", "--shrink", img, "-96M"])
+    assert qinfo(img)["virtual-size"] == 32 * MiB
+    assert os.path.getsize(tmp_path / "f-flat.vmdk") == 32 * MiB
+    with open(raw, "r+b") as f:
+        f.truncate(32 * MiB)
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+
+
+def test_resize_two_gb_flat_adds_extents(vmdk, qemu_img, tmp_path):
+    img = tmp_path / "t.vmdk"
+    run([qemu_img, "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentFlat",
+         img, "1G"])
+    run([need("qemu-io"), "-c", "write -P 7 1023M 1M", img])
+    run([vmdk, "resize", img, "5G"])
+    assert sorted(os.listdir(tmp_path)) == ["t-f001.vmdk", "t-f002.vmdk",
+                                            "t-f003.vmdk", "t.vmdk"]
+    assert qinfo(img)["virtual-size"] == 5 << 30
+    assert qcheck(img).returncode == 0
+    run([need("qemu-io"), "-c", "write -P 8 4G 1M", img])
+    run([need("qemu-io"), "-r", "-c", "read -P 7 1023M 1M", "-c", "read -P 8 4G 1M",
+         "-c", "read -P 0 2G 1M", img])
+    text = img.read_text()
+    assert 'RW 4192256 FLAT "t-f002.vmdk" 0' in text
+    assert run([vmdk, "compare", img, img]).returncode == 0

@@ -257,6 +257,20 @@ int bdev_snapshot(struct bdev *b, const char *child_path);
  */
 int bdev_commit(const char *child_path);
 
+enum bdev_resize_flag {
+	BDEV_RESIZE_SHRINK = 1u << 0, /* allow a smaller size (flat kinds drop
+					 the bytes past the new end) */
+};
+
+/*
+ * Change the virtual size of the image at path (not open elsewhere: takes
+ * exclusive locks). Grows monolithicFlat, vmfs, twoGbMaxExtentFlat (adding
+ * extent files) and monolithicSparse (while its grain directory has room);
+ * shrinking needs BDEV_RESIZE_SHRINK and never drops sparse grains. Other
+ * kinds fail with -ENOTSUP and a message saying why.
+ */
+int bdev_resize(const char *path, uint64_t new_size, unsigned flags);
+
 /* ---- Checking ------------------------------------------------------------ */
 
 enum bdev_check_repair {

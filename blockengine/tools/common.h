@@ -23,6 +23,7 @@ int cmd_create(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
 
 /* Parse qemu-img style -o "key=value,..." (modifies list) into o; prints
    a usage error for cmd and returns -1 on a bad item. */

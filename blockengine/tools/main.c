@@ -34,6 +34,8 @@ static const char usage_text[] =
 "           freeze IMAGE under a new delta disk CHILD\n"
 "  commit   CHILD\n"
 "           merge the delta disk CHILD into its parent, then delete it\n"
+"  resize   [--shrink] IMAGE [+|-]SIZE\n"
+"           change the virtual size in place (flat kinds, monolithicSparse)\n"
 "  bench    [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w] [-U] IMAGE\n"
 "           time COUNT requests, like qemu-img bench\n"
 "\n"
@@ -81,6 +83,8 @@ int main(int argc, char **argv)
 		return cmd_snapshot(argc - 1, argv + 1);
 	if (!strcmp(cmd, "commit"))
 		return cmd_commit(argc - 1, argv + 1);
+	if (!strcmp(cmd, "resize"))
+		return cmd_resize(argc - 1, argv + 1);
 	if (!strcmp(cmd, "bench"))
 		return cmd_bench(argc - 1, argv + 1);
 	tool_err("unknown command '%s'", cmd);

@@ -57,6 +57,19 @@ static int read_u32s(struct bsrc *s, uint64_t off, uint32_t n, uint32_t **out)
 	return 0;
 }
 
+/* Marks grain slots [a, b] as holding a table (1 = a grain was there). */
+static void claim_table(uint8_t *owner, uint64_t slots, uint64_t a, uint64_t b,
+			bool *clash, uint64_t *last_used)
+{
+	for (uint64_t i = a; i <= b && i < slots; i++) {
+		if (owner[i] == 1)
+			*clash = true;
+		owner[i] = 2;
+		if (i + 1 > *last_used)
+			*last_used = i + 1;
+	}
+}
+
 /* Check one hosted sparse extent file. */
 static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 			unsigned repair)
@@ -129,12 +142,30 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 		if (!gts)
 			continue;
 		if (gts * 512 >= len || gt_end * 512 > len || gts < 1 ||
-		    (!h.compressed && gt_end > h.overhead)) {
+		    (!h.compressed && gts < h.overhead && gt_end > h.overhead)) {
 			r->corruptions++;
 			gd_sane = false;
 			finding(c, "ERROR %s: grain directory entry %" PRIu32 " is sector %"
 				PRIu64 ", outside the file or the metadata area", path, t, gts);
 			continue;
+		}
+		if (!h.compressed && gts >= h.overhead) {
+			/* a table appended after the grains (by a resize, or
+			   allocated on demand): its grain slots are taken */
+			bool clash = false;
+			claim_table(owner, slots, (gts - h.overhead) / h.grain_sectors,
+				    (gt_end - 1 - h.overhead) / h.grain_sectors, &clash,
+				    &last_used);
+			if (rgd && rgd[t] >= h.overhead)
+				claim_table(owner, slots, (rgd[t] - h.overhead) / h.grain_sectors,
+					    (rgd[t] + h.gtes_per_gt * 4 / 512 - 1 - h.overhead) /
+					    h.grain_sectors, &clash, &last_used);
+			if (clash) {
+				r->corruptions++;
+				gd_sane = false;
+				finding(c, "ERROR %s: grain table %" PRIu32 " at sector %" PRIu64
+					" overlaps a grain", path, t, gts);
+			}
 		}
 		free(gt);
 		gt = NULL;
