@@ -242,11 +242,17 @@ static int add_disks(const struct ovf_envelope *env)
 			/* plain bytes of the package file: io_uring straight on
 			   it; gzip'd or chunked: through the stream (the node
 			   keeps it open longer than the image, see free_node) */
-			if (ovf_stream_region(s, &fd, &base) == 0)
+			if (ovf_stream_region(s, &fd, &base) == 0) {
+				/* the engine's duplicate shares this file
+				   description and so its page-cache read-ahead:
+				   a .raw is mostly read front to back */
+				posix_fadvise(fd, (off_t)base, (off_t)n->size,
+					      POSIX_FADV_SEQUENTIAL);
 				r = bdev_open_region(fd, base, n->size, f->href, &oo, &b);
-			else
+			} else {
 				r = bdev_open_callbacks(&stream_source, s, n->size,
 							f->href, &oo, &b);
+			}
 			if (r < 0) {
 				say("disk %s: %s: %s", d->disk_id ? d->disk_id : "?",
 				    f->href, bdev_errmsg());
