@@ -478,17 +478,15 @@ static int sparse_write(struct vw_extent *e, uint64_t rel, const uint8_t *buf,
 	return ret;
 }
 
-/* Compress one grain (padded to a whole grain) into a record and append it. */
-static int stream_write_grain(struct vw_extent *e, int level, uint64_t rel,
-			      const uint8_t *data, size_t dlen, uint8_t *rec,
-			      size_t rec_cap, uint8_t *pad)
+/* Compress one grain (padded to a whole grain) into a record at rec (cap
+   bytes); returns the record's padded size or -errno. */
+static ssize_t stream_record(struct vw_extent *e, int level, uint64_t rel,
+			     const uint8_t *data, size_t dlen, uint8_t *rec,
+			     size_t cap, uint8_t *pad)
 {
 	struct libdeflate_compressor *c = deflater(level);
 	const uint64_t gb = e->grain_bytes;
-	uint64_t g = rel / gb, at;
 	size_t z, total;
-	uint32_t *s;
-	int ret;
 
 	if (!c)
 		return bdev_err(-ENOMEM, "%s: cannot make a compressor", e->path);
@@ -497,55 +495,79 @@ static int stream_write_grain(struct vw_extent *e, int level, uint64_t rel,
 		memcpy(pad, data, dlen);
 		data = pad;
 	}
-	z = libdeflate_zlib_compress(c, data, gb, rec + REC_HEAD, rec_cap - REC_HEAD);
+	z = libdeflate_zlib_compress(c, data, gb, rec + REC_HEAD, cap - REC_HEAD);
 	if (!z)
 		return bdev_err(-EIO, "%s: grain %" PRIu64 " does not compress into "
-				"%zu bytes", e->path, g, rec_cap);
+				"%zu bytes", e->path, rel / gb, cap);
 	put64(rec, rel / 512);
 	put32(rec + 8, (uint32_t)z);
 	total = (REC_HEAD + z + 511) & ~(size_t)511;
 	memset(rec + REC_HEAD + z, 0, total - REC_HEAD - z);
-
-	pthread_mutex_lock(&e->lock);
-	ret = gte_slot(e, g, &s);
-	if (ret == 0 && *s) {
-		ret = bdev_err(-ENOTSUP, "%s: streamOptimized grain %" PRIu64 " already "
-			       "written; streamOptimized images are append-only, "
-			       "convert to monolithicSparse to modify", e->path, g);
-	} else if (ret == 0 && e->next_sector + total / 512 > UINT32_MAX) {
-		ret = bdev_err(-EFBIG, "%s: grain %" PRIu64 " would lie past sector "
-			       "2^32, the limit of a sparse extent", e->path, g);
-	} else if (ret == 0) {
-		*s = (uint32_t)e->next_sector;
-		e->next_sector += total / 512;
-	}
-	at = ret == 0 ? (uint64_t)*s * 512 : 0;
-	pthread_mutex_unlock(&e->lock);
-	if (ret < 0)
-		return ret;
-	return write_all_at(e->fd, e->path, rec, total, at);
+	return (ssize_t)total;
 }
 
+/*
+ * Compress the grains of [rel, rel + len) into one buffer, then place them
+ * all under one lock hold and append them with one write: one syscall and
+ * one lock per call instead of per grain.
+ */
 static int stream_write(struct vmdk_writer *vw, struct vw_extent *e,
 			uint64_t rel, const uint8_t *buf, size_t len)
 {
 	const uint64_t gb = e->grain_bytes;
 	size_t cap = (size_t)vmdk_stream_record_bound(gb) + 512;
-	uint8_t *rec = malloc(cap), *pad = malloc(gb);
+	uint64_t ng = div_up(len, gb), g0 = rel / gb, at = 0;
+	uint8_t *recs = malloc(ng * cap), *pad = malloc(gb);
+	uint32_t *sizes = malloc(ng * sizeof(*sizes));
+	size_t used = 0;
 	int ret = 0;
 
-	if (!rec || !pad) {
-		free(rec);
-		free(pad);
-		return bdev_err(-ENOMEM, "%s: out of memory", e->path);
+	if (!recs || !pad || !sizes) {
+		ret = bdev_err(-ENOMEM, "%s: out of memory", e->path);
+		goto out;
 	}
-	for (size_t done = 0; ret == 0 && done < len; done += gb) {
-		size_t n = len - done < gb ? len - done : gb;
-		ret = stream_write_grain(e, vw->level, rel + done, buf + done, n,
-					 rec, cap, pad);
+	for (uint64_t i = 0; i < ng; i++) {
+		size_t n = len - i * gb < gb ? len - i * gb : gb;
+		ssize_t t = stream_record(e, vw->level, rel + i * gb, buf + i * gb, n,
+					  recs + used, cap, pad);
+		if (t < 0) {
+			ret = (int)t;
+			goto out;
+		}
+		sizes[i] = (uint32_t)t;
+		used += (size_t)t;
 	}
-	free(rec);
+	pthread_mutex_lock(&e->lock);
+	for (uint64_t i = 0; ret == 0 && i < ng; i++) {
+		uint32_t *s;
+		ret = gte_slot(e, g0 + i, &s);
+		if (ret == 0 && *s)
+			ret = bdev_err(-ENOTSUP, "%s: streamOptimized grain %" PRIu64
+				       " already written; streamOptimized images are "
+				       "append-only, convert to monolithicSparse to "
+				       "modify", e->path, g0 + i);
+	}
+	if (ret == 0 && e->next_sector + used / 512 > UINT32_MAX)
+		ret = bdev_err(-EFBIG, "%s: grain %" PRIu64 " would lie past sector "
+			       "2^32, the limit of a sparse extent", e->path, g0);
+	if (ret == 0) {
+		uint64_t sec = e->next_sector;
+		at = sec * 512;
+		for (uint64_t i = 0; i < ng; i++) {
+			uint32_t *s;
+			(void)gte_slot(e, g0 + i, &s);
+			*s = (uint32_t)sec;
+			sec += sizes[i] / 512;
+		}
+		e->next_sector = sec;
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (ret == 0)
+		ret = write_all_at(e->fd, e->path, recs, used, at);
+out:
+	free(recs);
 	free(pad);
+	free(sizes);
 	return ret;
 }
 
