@@ -402,6 +402,27 @@ def test_unmount_takes_guest_mounts_down(ext4_image, tmp_path):
         assert not left, f"left mounted: {left}"
 
 
+@pytest.mark.parametrize("mode", BROWSE_MODES)
+def test_unmount_right_after_reading_guest_files(ext4_image, tmp_path, mode):
+    """Files under fs/ closed just before the unmount: the kernel may never
+    send their releases, and the daemon must still let the guest
+    filesystems go and exit (not hang holding the image)."""
+    if mode == "fuse":
+        need("fuse2fs")
+    _, _, img = ext4_image
+    mnt = tmp_path / "mnt"
+    with vmdkfs(img, mnt, "-o", f"browse={mode}") as m:
+        for _ in range(20):
+            for p in (m / "fs" / "disk" / "etc" / "hostname",
+                      m / "fs" / "disk" / "bin.dat"):
+                with open(p, "rb") as f:
+                    f.read()
+        r = subprocess.run(["fusermount3", "-u", m], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        wait_no_process_with_arg(str(mnt), timeout=15)
+
+
 def test_sigterm_unmounts_everything(ext4_image, tmp_path):
     _, _, img = ext4_image
     mnt = tmp_path / "mnt"

@@ -45,6 +45,7 @@ struct handle {
 	const struct vmdkfs_window *win;
 	unsigned index; /* partition or target index */
 	int fd;         /* NODE_GUEST */
+	struct handle *prev, *next; /* NODE_GUEST: in fs->guest_files */
 };
 
 static struct vmdkfs_view *view(void)
@@ -400,6 +401,12 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 			free(h);
 			return ret;
 		}
+		pthread_mutex_lock(&fs->guest_lock);
+		h->next = fs->guest_files;
+		if (h->next)
+			h->next->prev = h;
+		fs->guest_files = h;
+		pthread_mutex_unlock(&fs->guest_lock);
 		fi->keep_cache = 1;
 	} else if (n.kind == NODE_DISK || n.kind == NODE_PART) {
 		/* Read-write: every read goes to the engine so that readers
@@ -415,14 +422,41 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* Takes h off fs->guest_files and closes its file; the lock is held. */
+static void guest_file_close(struct vmdkfs *fs, struct handle *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->guest_files = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	h->prev = h->next = NULL;
+	close(h->fd);
+	h->fd = -1;
+}
+
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
+	struct vmdkfs *fs = view()->fs;
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
-	if (h->fd >= 0)
-		close(h->fd);
+	if (h->kind == NODE_GUEST) {
+		pthread_mutex_lock(&fs->guest_lock);
+		if (h->fd >= 0)
+			guest_file_close(fs, h);
+		pthread_mutex_unlock(&fs->guest_lock);
+	}
 	free(h);
 	return 0;
+}
+
+void vmdkfs_close_guest_files(struct vmdkfs *fs)
+{
+	pthread_mutex_lock(&fs->guest_lock);
+	while (fs->guest_files)
+		guest_file_close(fs, fs->guest_files);
+	pthread_mutex_unlock(&fs->guest_lock);
 }
 
 /* Reads up to size bytes of window w at off into buf; bytes or -errno. */

@@ -683,6 +683,7 @@ int main(int argc, char **argv)
 
 	fs.image = image;
 	pthread_mutex_init(&fs.info_lock, NULL);
+	pthread_mutex_init(&fs.guest_lock, NULL);
 	if (stat(image, &ist) == 0)
 		fs.mtime = ist.st_mtim;
 	if (open_image(&fs, &o) < 0)
@@ -726,7 +727,9 @@ int main(int argc, char **argv)
 	fuse_remove_signal_handlers(fuse_get_session(main_s.fuse));
 
 err_stop_main:
-	/* Guest filesystems first, so nothing reads the image any more. */
+	/* Guest filesystems first, so nothing reads the image any more; the
+	 * files our fs/ tree still holds open would keep them busy. */
+	vmdkfs_close_guest_files(&fs);
 	if (fs.browse)
 		browse_unmount_all(fs.browse);
 	session_stop(&main_s);

@@ -24,6 +24,7 @@
 #include "ptable.h"
 
 struct browse;
+struct handle;
 
 enum vmdkfs_browse_mode {
 	VMDKFS_BROWSE_OFF,
@@ -56,6 +57,12 @@ struct vmdkfs {
 	size_t info_len;
 
 	struct browse *browse; /* NULL without --browse */
+
+	/* Files open under fs/: they pin the guest filesystems, so they are
+	 * closed before those are unmounted (releases may never come once
+	 * the user's mount is gone). */
+	pthread_mutex_t guest_lock;
+	struct handle *guest_files;
 };
 
 /* Per-session private data: which tree the session shows. */
@@ -66,6 +73,10 @@ struct vmdkfs_view {
 
 /* fsops.c: the FUSE operations shared by both views. */
 extern const struct fuse_operations vmdkfs_ops;
+
+/* fsops.c: close every file still open under fs/ (the user's session
+ * has stopped serving). */
+void vmdkfs_close_guest_files(struct vmdkfs *fs);
 
 /* infojson.c: the `vmdk info --output=json` document for the image. */
 int vmdkfs_info_json(struct vmdkfs *fs, char **out, size_t *len);
