@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -610,6 +611,11 @@ int main(int argc, char **argv)
 		if (stat(pkg_path, &st) == 0)
 			fs.mtime = st.st_mtim;
 	}
+	/* libfuse allocates each 1 MiB read reply and the engine each grain
+	   record: keep them in the heap, not fresh mmaps faulted in page by
+	   page on every request (~15% of the daemon's CPU on a whole read) */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 128 << 20);
 	pthread_mutex_init(&fs.lock, NULL);
 	if (ovf_open(pkg_path, &fs.pkg) < 0) {
 		say("cannot open %s", ovf_errmsg());
