@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # bench_vmdkfs.sh - vmdkfs vs qemu-storage-daemon's FUSE export vs vmdkmount,
 # side by side in one run on the same images, with fio (io_uring, O_DIRECT)
-# on the mounted raw file. Median of RUNS runs per row.
+# on the mounted raw file. Runs are interleaved (one run of every peer, then
+# the next round) so that load from other users of the machine falls on all
+# peers alike; each cell is the median of RUNS runs. Besides throughput, the
+# daemon's CPU time per request (from /proc/PID/stat) is shown: it varies
+# far less with machine load than IOPS at depth 1 do.
 #
 # Usage: bench/bench_vmdkfs.sh [BUILDDIR]     (as root; default build)
 # Env:   SIZE=1024 (MiB of data), RUNS=3, SECS=5 (seconds per fio run),
 #        WORK=/var/tmp/ovk-bench (scratch; needs ~3x SIZE free)
+# Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 vmdkfs=$(realpath "$build/vmdkfs/vmdkfs")
 SIZE=${SIZE:-1024} RUNS=${RUNS:-3} SECS=${SECS:-5}
 WORK=${WORK:-/var/tmp/ovk-bench}
+cmd="SIZE=$SIZE RUNS=$RUNS SECS=$SECS WORK=$WORK bash bench/bench_vmdkfs.sh $build"
 for p in fio qemu-img qemu-storage-daemon vmdkmount; do
   command -v $p >/dev/null || { echo "bench: $p is not installed" >&2; exit 1; }
 done
@@ -28,7 +34,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== images: $SIZE MiB of data in $WORK"
+echo "# vmdkfs read and write benchmark"
+echo
+echo "Command: \`$cmd\`  "
+echo "Date: $(date -u '+%F %T') UTC, kernel $(uname -r), $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
 if [ ! -f "$WORK/data.raw" ] || [ "$(stat -c %s "$WORK/data.raw")" != $((SIZE << 20)) ]; then
   # half random (incompressible), half text-like (compressible)
   head -c $((SIZE << 19)) /dev/urandom > "$WORK/data.raw"
@@ -41,10 +51,11 @@ for sf in monolithicSparse streamOptimized; do
     qemu-img convert -f raw -O vmdk -o subformat=$sf "$WORK/data.raw" "$WORK/data-$sf.vmdk"
 done
 
-# mount_<peer> IMAGE DIR  -> sets F to the raw file to benchmark
+# mount_<peer> IMAGE DIR  -> sets F to the raw file to benchmark, P to the
+# daemon's pid
 mount_vmdkfs() {
   mkdir -p "$2"; "$vmdkfs" "${@:3}" "$1" "$2"; mounts+=("$2")
-  pids+=($(pgrep -n -x vmdkfs)); F="$2/disk"
+  P=$(pgrep -n -x vmdkfs); pids+=("$P"); F="$2/disk"
 }
 mount_qsd() {
   local drv=$3 w=${4:-off}
@@ -52,14 +63,14 @@ mount_qsd() {
   qemu-storage-daemon --blockdev driver=file,filename="$1",node-name=f,cache.direct=off \
     --blockdev driver=$drv,file=f,node-name=d \
     --export type=fuse,id=e,node-name=d,mountpoint="$2",writable=$w >/dev/null 2>&1 &
-  pids+=($!)
+  P=$!; pids+=("$P")
   for _ in $(seq 100); do mountpoint -q "$2" 2>/dev/null && break; sleep 0.05; done
   mounts+=("$2"); F="$2"
 }
 mount_vmdkmount() {
   mkdir -p "$2"; vmdkmount "$1" "$2" >/dev/null; mounts+=("$2")
   for _ in $(seq 100); do [ -e "$2/vmdk1" ] && break; sleep 0.05; done
-  F="$2/vmdk1"
+  P=$(pgrep -n -x vmdkmount); F="$2/vmdk1"
 }
 umount_last() {
   local m=${mounts[-1]}
@@ -67,22 +78,26 @@ umount_last() {
   unset 'mounts[-1]'; sleep 0.3
 }
 
-# fio_run FILE RW BS DEPTH [extra...] -> prints MB/s (seq) or IOPS (rand)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# fio_run FILE PID RW BS DEPTH [extra...] -> "VALUE CPU_US_PER_REQ": MB/s
+# (seq) or IOPS (rand), and the daemon's CPU microseconds per request
 fio_run() {
-  local f=$1 rw=$2 bs=$3 qd=$4; shift 4
+  local f=$1 pid=$2 rw=$3 bs=$4 qd=$5 t0 t1; shift 5
+  t0=$(cpu_ticks "$pid")
   fio --name=b --filename="$f" --ioengine=io_uring --direct=1 --rw=$rw --bs=$bs \
     --iodepth=$qd --runtime=$SECS --time_based --norandommap --randrepeat=0 \
-    --output-format=terse --terse-version=3 "$@" 2>/dev/null |
-  awk -F';' -v rw=$rw '{
-    if (rw ~ /write/) { bw=$48; iops=$49 } else { bw=$7; iops=$8 }
-    if (rw ~ /rand/) printf "%d\n", iops; else printf "%.0f\n", bw/1024 }'
+    --output-format=terse --terse-version=3 "$@" 2>/dev/null > "$WORK/fio.out" || true
+  t1=$(cpu_ticks "$pid")
+  awk -F';' -v rw=$rw -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '{
+    if (rw ~ /write/) { bw=$48; iops=$49; ms=$50 } else { bw=$7; iops=$8; ms=$9 }
+    ios = iops * ms / 1000
+    v = (rw ~ /rand/) ? sprintf("%d", iops) : sprintf("%.0f", bw/1024)
+    printf "%s %.1f\n", v, (ios > 0) ? t / hz * 1e6 / ios : 0 }' "$WORK/fio.out"
 }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-bench() {  # FILE RW BS DEPTH -> median over RUNS
-  for _ in $(seq "$RUNS"); do fio_run "$@"; done | median
-}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "n/a")}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", (b > 0) ? a / b : 0 }'; }
 
-rss_max=0
 rss_watch() {  # PID: sample VmRSS every 0.2 s into $WORK/rss
   local pid=$1 max=0
   while kill -0 "$pid" 2>/dev/null; do
@@ -92,47 +107,70 @@ rss_watch() {  # PID: sample VmRSS every 0.2 s into $WORK/rss
   done
 }
 
-rows=("read 1M 1 seq-1MiB-qd1" "randread 4k 1 rand-4KiB-qd1" "randread 4k 32 rand-4KiB-qd32")
-printf "\n%-17s %-18s %10s %10s %10s %10s %8s %8s\n" image test vmdkfs qsd-fuse vmdkmount raw-vmdkfs vs-best vs-raw
+peers=(ours qsd vm raw)
+rows=("read 1M 1 seq-1MiB-qd1" "read 1M 8 seq-1MiB-qd8" "randread 4k 1 rand-4KiB-qd1"
+      "randread 4k 32 rand-4KiB-qd32")
+rss_max=0
+echo "## Reads (seq rows: MB/s; rand rows: IOPS; median of $RUNS interleaved runs of ${SECS}s)"
+echo
+echo "| image | test | vmdkfs | qsd-fuse | vmdkmount | raw via vmdkfs | vmdkfs / best peer | vmdkfs / raw | CPU us/req vmdkfs | qsd | vmdkmount |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for sf in monolithicSparse streamOptimized; do
   img="$WORK/data-$sf.vmdk"
-  mount_vmdkfs "$img" "$WORK/m-ours"; f_ours=$F
-  echo 0 > "$WORK/rss"; rss_watch "${pids[-1]}" & watcher=$!
-  mount_qsd "$img" "$WORK/m-qsd" vmdk; f_qsd=$F
-  mount_vmdkmount "$img" "$WORK/m-vm"; f_vm=$F
-  mount_vmdkfs "$WORK/data.raw" "$WORK/m-raw" -o format=raw; f_raw=$F
+  # every peer reads from the page cache, the raw baseline too
+  cat "$img" "$WORK/data.raw" > /dev/null
+  declare -A file=() pid=()
+  mount_vmdkfs "$img" "$WORK/m-ours"; file[ours]=$F pid[ours]=$P
+  echo 0 > "$WORK/rss"; rss_watch "$P" & watcher=$!
+  mount_qsd "$img" "$WORK/m-qsd" vmdk; file[qsd]=$F pid[qsd]=$P
+  mount_vmdkmount "$img" "$WORK/m-vm"; file[vm]=$F pid[vm]=$P
+  mount_vmdkfs "$WORK/data.raw" "$WORK/m-raw" -o format=raw; file[raw]=$F pid[raw]=$P
   for row in "${rows[@]}"; do
     set -- $row
-    a=$(bench "$f_ours" $1 $2 $3); b=$(bench "$f_qsd" $1 $2 $3)
-    c=$(bench "$f_vm" $1 $2 $3);   r=$(bench "$f_raw" $1 $2 $3)
-    best=$(( b > c ? b : c ))
-    printf "%-17s %-18s %10s %10s %10s %10s %7.2fx %7.2fx\n" $sf $4 $a $b $c $r \
-      "$(echo "$a / ($best + 0.0001)" | bc -l)" "$(echo "$a / ($r + 0.0001)" | bc -l)"
+    declare -A val=() cpu=()
+    for _ in $(seq "$RUNS"); do
+      for p in "${peers[@]}"; do
+        read -r v c < <(fio_run "${file[$p]}" "${pid[$p]}" $1 $2 $3)
+        val[$p]+="$v " cpu[$p]+="$c "
+      done
+    done
+    for p in "${peers[@]}"; do
+      val[$p]=$(echo ${val[$p]} | tr ' ' '\n' | median)
+      cpu[$p]=$(echo ${cpu[$p]} | tr ' ' '\n' | median)
+    done
+    best=$(( val[qsd] > val[vm] ? val[qsd] : val[vm] ))
+    echo "| $sf | $4 | ${val[ours]} | ${val[qsd]} | ${val[vm]} | ${val[raw]} |" \
+      "$(ratio ${val[ours]} $best) | $(ratio ${val[ours]} ${val[raw]}) |" \
+      "${cpu[ours]} | ${cpu[qsd]} | ${cpu[vm]} |"
   done
   kill $watcher 2>/dev/null || true
   rss=$(cat "$WORK/rss")
   [ "$rss" -gt "$rss_max" ] && rss_max=$rss
   umount_last; umount_last; umount_last; umount_last
 done
-echo "(seq rows: MB/s; rand rows: IOPS; fio io_uring O_DIRECT, median of $RUNS x ${SECS}s)"
+echo
 echo "vmdkfs peak RSS during the read benchmark: $((rss_max / 1024)) MiB"
 
-echo; echo "== random 4 KiB writes with fsync (fio --fsync=1), vmdkfs -o rw vs qsd writable FUSE export"
-printf "%-12s %-14s %10s %10s %8s\n" image phase vmdkfs qsd-fuse ratio
+echo
+echo "## Random 4 KiB writes with fsync (fio --fsync=1, depth 1): vmdkfs -o rw vs qsd writable FUSE export"
+echo
+echo "| image | phase | vmdkfs IOPS | qsd-fuse IOPS | ratio | CPU us/req vmdkfs | qsd |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 for sf in monolithicSparse monolithicFlat; do
   for who in ours qsd; do
     rm -f "$WORK/w-$who"*.vmdk
     qemu-img create -q -f vmdk -o subformat=$sf "$WORK/w-$who.vmdk" 256M
   done
-  mount_vmdkfs "$WORK/w-ours.vmdk" "$WORK/m-wo" -o rw; f_ours=$F
-  mount_qsd "$WORK/w-qsd.vmdk" "$WORK/m-wq" vmdk on; f_qsd=$F
+  mount_vmdkfs "$WORK/w-ours.vmdk" "$WORK/m-wo" -o rw; f_ours=$F p_ours=$P
+  mount_qsd "$WORK/w-qsd.vmdk" "$WORK/m-wq" vmdk on; f_qsd=$F p_qsd=$P
   for phase in allocating overwriting; do
-    # first pass allocates grains; the second writes the same offsets again
-    a=$(fio_run "$f_ours" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M || true)
-    b=$(fio_run "$f_qsd" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M || true)
-    printf "%-12s %-14s %10s %10s %7.2fx\n" $sf $phase "${a:-n/a}" "${b:-n/a}" \
-      "$(echo "${a:-0} / (${b:-0} + 0.0001)" | bc -l)"
+    # the first pass allocates grains; the second writes the same offsets
+    read -r a ca < <(fio_run "$f_ours" "$p_ours" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
+    read -r b cb < <(fio_run "$f_qsd" "$p_qsd" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
+    echo "| $sf | $phase | ${a:-n/a} | ${b:-n/a} | $(ratio "${a:-0}" "${b:-0}") | ${ca:-} | ${cb:-} |"
   done
   umount_last; umount_last
 done
-echo "(IOPS, one run of ${SECS}s each; a failing write shows n/a or 0)"
+echo
+echo "(one run of ${SECS}s per cell; a failing write shows n/a or 0)"
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
