@@ -906,7 +906,10 @@ int vmdk_writer_new(const char *path, const struct bdev_create_opts *opts,
 		ret = bdev_err(-ENOMEM, "%s: out of memory", path);
 		goto err_free;
 	}
-	vw->level = 6;
+	/* 1 GiB of mixed data (bench/bench_vmdk_convert.sh): levels 4..9 give
+	   the same output to the sector, 4 the least CPU (4.06 s vs 4.53 s
+	   at 6); level 1 is 3% larger */
+	vw->level = 4;
 	vw->w.size = o.size;
 	vw->w.write = vw_write;
 	vw->w.finish = vw_finish;
