@@ -452,9 +452,17 @@ int vmdk_stream_flush(struct vmdk_extent *e)
 	if (!e->stream_w)
 		return 0;
 	pthread_mutex_lock(&e->stream_mu);
-	if (!e->stream_need_tail || e->stream_tail_present) {
+	if (!e->stream_need_tail) {
 		pthread_mutex_unlock(&e->stream_mu);
 		return 0;
+	}
+	if (e->stream_tail_present) {
+		/* a grain reserved before the last tail was published after
+		   it: cut that tail off first, as an append would */
+		ret = e->src->ops->truncate(e->src, atomic_load(&e->next_free));
+		if (ret < 0)
+			goto out;
+		e->stream_tail_present = false;
 	}
 	/* every entry published so far points at a completed record */
 	ret = sync_src(e);
