@@ -51,6 +51,7 @@ now() { date +%s.%N; }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 ours_ttfb=() ours_all=() peer_ttfb=() peer_all=()
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$repeat"); do
   drop
   t0=$(now)
@@ -75,13 +76,21 @@ for i in $(seq "$repeat"); do
   peer_ttfb+=("$(awk "BEGIN{print $t1 - $t0}")")
   peer_all+=("$(awk "BEGIN{print $t2 - $t0}")")
   rm -rf "$work/x"
+  echo "run $i: ovffs ${ours_ttfb[-1]} / ${ours_all[-1]} s, tar+qemu-img ${peer_ttfb[-1]} / ${peer_all[-1]} s (first byte / whole)"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ot=$(median "${ours_ttfb[@]}"); oa=$(median "${ours_all[@]}")
 pt=$(median "${peer_ttfb[@]}"); pa=$(median "${peer_all[@]}")
-echo "runs: $repeat (medians, seconds)"
+echo "runs: $repeat (medians, seconds); load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 echo "ovffs:                 first byte $ot   whole disk $oa"
 echo "tar -xf + qemu-img:    first byte $pt   whole disk $pa"
 echo "ratio first byte: $(awk "BEGIN{printf \"%.1f\", $pt / $ot}")x (goal >= 10x)"
 echo "ratio whole read: $(awk "BEGIN{printf \"%.2f\", $pa / $oa}")x (goal >= 2x)"
+# each run pairs the two side by side: on a shared machine the median of
+# the per-run ratios is less at the mercy of load that changes between runs
+ratios=()
+for i in "${!ours_all[@]}"; do
+  ratios+=("$(awk "BEGIN{print ${peer_all[$i]} / ${ours_all[$i]}}")")
+done
+echo "median of per-run whole-read ratios: $(printf '%.2f' "$(median "${ratios[@]}")")x"
