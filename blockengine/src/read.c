@@ -25,11 +25,30 @@ static struct gread *gread_find(struct bdev_queue *q, struct grain_cache *gc,
 	return NULL;
 }
 
-/* Inflates a record read in full, caches it and serves its waiters. */
+/* A waiter that wants the whole grain in one contiguous buffer: the
+   record can be inflated straight into it. */
+static struct gwait *gread_direct_waiter(const struct gread *gr)
+{
+	for (struct gwait *w = gr->waiters; w; w = w->next)
+		if (w->goff == 0 && w->len == gr->m.grain_size &&
+		    w->iovcnt == 1 && w->iov[0].iov_len == w->len)
+			return w;
+	return NULL;
+}
+
+/*
+ * Inflates a record read in full and serves its waiters. When one waiter
+ * wants the whole grain in one buffer, the record is inflated straight
+ * into it (no cache entry, no copy: a sequential reader of whole grains
+ * does not churn the cache), and the grain is cached only if other waiters
+ * want parts of it; otherwise it goes to the cache and each waiter copies
+ * its part out.
+ */
 void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
 {
 	struct gcache_entry *e = NULL;
-	struct gwait *w;
+	struct gwait *w, *direct = NULL;
+	const uint8_t *grain = NULL;
 
 	*gr->pprev = gr->next;
 	if (gr->next)
@@ -38,19 +57,34 @@ void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
 		err = -ECANCELED; /* the layer closed under a read-ahead */
 	else if (!err) {
 		struct bdev *b = gr->layer;
+		uint8_t *out;
 
-		e = gcache_entry_new(gr->m.grain_size);
-		if (!e)
+		direct = gread_direct_waiter(gr);
+		if (direct) {
+			out = direct->iov[0].iov_base;
+		} else {
+			e = gcache_entry_new(gr->m.grain_size);
+			out = e ? e->data : NULL;
+		}
+		if (!out)
 			err = bdev_err(-ENOMEM, "%s: out of memory inflating a "
 				       "grain", b->filename);
 		else
 			err = b->fmt->decode(b, &gr->m, gr->buf,
-					     (size_t)gr->got, e->data);
+					     (size_t)gr->got, out);
 		if (!err) {
 			atomic_fetch_add(&b->stats.inflated, 1);
 			if (gr->readahead)
 				atomic_fetch_add(&b->stats.readahead, 1);
-			gcache_insert(gr->gc, gr->m.src, gr->m.src_off, e);
+			if (direct && (gr->waiters != direct || direct->next)) {
+				/* others want parts of it: keep it for them */
+				e = gcache_entry_new(gr->m.grain_size);
+				if (e)
+					memcpy(e->data, out, gr->m.grain_size);
+			}
+			if (e)
+				gcache_insert(gr->gc, gr->m.src, gr->m.src_off, e);
+			grain = out;
 		}
 		gcache_decode_end(gr->gc);
 	}
@@ -58,9 +92,9 @@ void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
 		gr->waiters = w->next;
 		if (err) {
 			breq_fail(w->req, err);
-		} else {
+		} else if (w != direct) {
 			struct iovcur c = { .iov = w->iov, .cnt = w->iovcnt };
-			iovcur_copy_in(&c, e->data + w->goff, w->len);
+			iovcur_copy_in(&c, grain + w->goff, w->len);
 		}
 		breq_put(w->req);
 		if (w->iov != w->iov_inline)
@@ -128,15 +162,21 @@ static void gread_sync(struct bdev_queue *q, struct gread *gr)
 	gread_complete(q, gr, n < 0 ? (int)n : 0);
 }
 
-/* Reads ahead the compressed grains that follow the one at grain_off. */
+/*
+ * Reads ahead the compressed grains that follow the one at grain_off, for a
+ * sequential reader whose request is req_len bytes. A request at least as
+ * long as the read-ahead window brings its own grains in parallel; reading
+ * ahead past it would only inflate grains that a reader on another queue
+ * (vmdk convert's second worker) inflates again on its own.
+ */
 static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
-			    const struct bdev_map *m)
+			    const struct bdev_map *m, uint64_t req_len)
 {
 	uint32_t n = layer->opts.readahead_grains;
 	uint64_t gs = m->grain_size, off, end;
 	bool issued = false;
 
-	if (n == UINT32_MAX || !gs)
+	if (n == UINT32_MAX || !gs || req_len >= gs * n)
 		return;
 	end = m->grain_off + gs * (n + 1);
 	off = m->grain_off + gs;
@@ -172,10 +212,10 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 }
 
 /* Serves a COMPRESSED run from the grain cache, reading and inflating the
-   record on a miss. */
+   record on a miss; seq is the request's length if it is sequential. */
 static void run_compressed(struct bdev_queue *q, struct breq *r,
 			   struct bdev *layer, const struct bdev_map *m,
-			   uint64_t off, struct iovcur *cur, bool seq)
+			   uint64_t off, struct iovcur *cur, uint64_t seq)
 {
 	uint64_t goff = off - m->grain_off;
 	struct gcache_entry *e;
@@ -199,7 +239,7 @@ static void run_compressed(struct bdev_queue *q, struct breq *r,
 		iovcur_copy_in(cur, e->data + goff, m->len);
 		gcache_put(e);
 		if (seq)
-			grain_readahead(q, layer, m);
+			grain_readahead(q, layer, m, seq);
 		return;
 	}
 	atomic_fetch_add(&layer->stats.grain_misses, 1);
@@ -238,7 +278,7 @@ static void run_compressed(struct bdev_queue *q, struct breq *r,
 	w->next = gr->waiters;
 	gr->waiters = w;
 	if (seq)
-		grain_readahead(q, layer, m);
+		grain_readahead(q, layer, m, seq);
 	if (fresh)
 		gread_sync(q, gr);
 }
@@ -247,7 +287,7 @@ static void run_compressed(struct bdev_queue *q, struct breq *r,
    buffers, recursing into the parent for unallocated runs. */
 static void split_read(struct bdev_queue *q, struct breq *r,
 		       struct bdev *layer, uint64_t off, uint64_t len,
-		       struct iovcur *cur, bool seq)
+		       struct iovcur *cur, uint64_t seq)
 {
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;
@@ -305,7 +345,7 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 	struct iovcur cur = { .iov = iov, .cnt = iovcnt };
 	uint64_t len;
 	struct breq *r;
-	bool seq;
+	uint64_t seq;
 	int ret;
 
 	ret = iov_total(b ? b->filename : "read", iov, iovcnt, &len);
@@ -317,7 +357,8 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 	r = breq_get(q, cb, opaque);
 	if (!r)
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
-	seq = q->ra_b == b && q->ra_end == offset;
+	/* a sequential reader: the length of its request (0: not one) */
+	seq = q->ra_b == b && q->ra_end == offset ? len : 0;
 	q->ra_b = b;
 	q->ra_end = offset + len;
 	pthread_rwlock_rdlock(&b->top_lock);

@@ -257,6 +257,51 @@ static uint64_t inflated(struct bdev *b)
 	return st.grains_inflated;
 }
 
+/* A read of a whole grain into one buffer is inflated straight into it
+   and not cached; one that shares the grain with a partial read, or is
+   split over two buffers, goes through the cache. */
+static void test_whole_grain_direct(void)
+{
+	struct bdev *b = open_xorz(true, 0, UINT32_MAX);
+	static uint8_t whole[GS], part[256], split[GS];
+	struct iovec v[4] = { { whole, GS }, { part, sizeof(part) },
+			      { split, 1000 }, { split + 1000, GS - 1000 } };
+	struct bdev_queue *q;
+	struct bdev_stats st;
+	int done = 0;
+
+	CHECK_EQ(bdev_queue_new(8, &q), 0);
+	/* grain 1 whole, grain 1 in part, grain 2 whole but split */
+	CHECK_EQ(bdev_aio_readv(q, b, GS * 1, &v[0], 1, ok_cb, &done), 0);
+	CHECK_EQ(bdev_aio_readv(q, b, GS * 1 + 100, &v[1], 1, ok_cb, &done),
+		 0);
+	CHECK_EQ(bdev_aio_readv(q, b, GS * 2, &v[2], 2, ok_cb, &done), 0);
+	while (done < 3)
+		CHECK(bdev_queue_run(q, 1) >= 0);
+	CHECK_EQ(expect_mismatch(whole, GS, GS * 1), -1);
+	CHECK_EQ(expect_mismatch(part, sizeof(part), GS * 1 + 100), -1);
+	CHECK_EQ(expect_mismatch(split, GS, GS * 2), -1);
+	CHECK_EQ(inflated(b), 2);
+	/* both grains were cached (a partial waiter, a split buffer) */
+	memset(whole, 0, GS);
+	CHECK_EQ(bdev_pread(b, whole, GS, GS * 1), 0);
+	CHECK_EQ(bdev_pread(b, split, GS, GS * 2), 0);
+	CHECK_EQ(expect_mismatch(whole, GS, GS * 1), -1);
+	CHECK_EQ(expect_mismatch(split, GS, GS * 2), -1);
+	CHECK_EQ(inflated(b), 2);
+	/* grain 4 read whole twice: inflated into the buffer each time */
+	for (int i = 0; i < 2; i++) {
+		memset(whole, 0, GS);
+		CHECK_EQ(bdev_pread(b, whole, GS, GS * 4), 0);
+		CHECK_EQ(expect_mismatch(whole, GS, GS * 4), -1);
+	}
+	CHECK_EQ(inflated(b), 4);
+	bdev_get_stats(b, &st);
+	CHECK_EQ(st.grain_cache_hits, 2);
+	bdev_queue_free(q);
+	CHECK_EQ(bdev_close(b), 0);
+}
+
 /* A cache of three grains evicts the least recently used. */
 static void test_eviction(void)
 {
@@ -392,6 +437,7 @@ int main(void)
 	test_sequential(false);
 	test_sequential(true);
 	test_inflight_shared();
+	test_whole_grain_direct();
 	test_eviction();
 	test_readahead(false);
 	test_readahead(true);
