@@ -4,8 +4,9 @@
 # requests, queue depth 1 and 32, allocating (a fresh monolithicSparse
 # image each run) and overwriting (grains already allocated). Median of 3.
 #
-# Equal durability: neither flushes between requests; qemu-img flushes when
-# it closes the image, vmdk bench -w flushes once at the end (its default).
+# Equal durability and equal timing: neither flushes between requests;
+# qemu-img flushes when it closes the image, after printing its time, and
+# vmdk bench -w flushes once at the end, also after its timer stops.
 #
 # Usage: bench/bench_vmdk_write.sh [BUILD_DIR] [COUNT]   (default build, 20000)
 set -eu
