@@ -263,3 +263,19 @@ def test_clear_error_on_bad_package(tmp_path):
     assert r.returncode != 0
     assert "bad.ova: bad tar header at offset 0" in r.stderr
     assert not os.path.ismount(mnt)
+
+
+def test_large_reads_and_readahead(tmp_path, mount):
+    """The mount asks for 1 MiB reads and, as root, a 4 MiB read-ahead, so
+    a sequential reader keeps several requests in flight."""
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path))
+    m = mount(folder)
+    st = os.stat(m.mnt)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    line = next(l for l in open("/proc/self/mountinfo")
+                if l.split()[2] == dev)
+    assert "fuse.ovffs" in line and "max_read=1048576" in line
+    if os.geteuid() != 0:
+        pytest.skip("raising a mount's read-ahead needs root")
+    with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+        assert int(f.read()) == 4096
