@@ -583,13 +583,16 @@ int main(int argc, char **argv)
 
 	if (fuse_opt_parse(&uargs, &o, vmdkfs_opts, opt_proc) < 0)
 		return 1;
-	if (o.help) {
-		fputs(usage, stdout);
-		return 0;
-	}
-	if (o.version) {
-		printf("vmdkfs (ovk) %s, FUSE %s\n", OVK_VERSION,
-		       fuse_pkgversion());
+	if (o.help || o.version) {
+		if (o.help)
+			fputs(usage, stdout);
+		else
+			printf("vmdkfs (ovk) %s, FUSE %s\n", OVK_VERSION,
+			       fuse_pkgversion());
+		fuse_opt_free_args(&uargs);
+		free(o.browse_mode);
+		free(o.format);
+		free(o.snapshot_path);
 		return 0;
 	}
 	if (!o.image || !o.mountpoint) {
