@@ -8,12 +8,15 @@
  * Safe repairs only: trailing leaked grains are cut off (-r leaks), a
  * redundant table that differs from a sane primary one is rewritten from it
  * (-r all). Streams (compressed) are checked for entries in range and
- * double references only.
+ * double references only; a stream that lost its footer (a writer killed
+ * between flushes) gets its tables and footer rebuilt from the grain
+ * records by -r all.
  */
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +73,69 @@ static void claim_table(uint8_t *owner, uint64_t slots, uint64_t a, uint64_t b,
 	}
 }
 
+/*
+ * A stream whose footer is gone (a writer killed between flushes): find
+ * its grains by walking the records, cut what follows the last one and
+ * write the tail (GTs, GD, footer, EOS) that describes them.
+ */
+static int repair_stream_tail(struct ck *c, struct bsrc *s, const char *path,
+			      const struct vmdk_sparse_hdr *h)
+{
+	struct vmdk_extent e;
+	uint64_t end;
+	uint8_t v = 0;
+	int ret;
+
+	memset(&e, 0, sizeof(e));
+	e.kind = VMDK_SPARSE_HOSTED;
+	e.type = VMDK_EXT_SPARSE;
+	e.src = s;
+	e.path = (char *)(uintptr_t)path;
+	e.compressed = e.markers = true;
+	e.grain_bytes = h->grain_sectors * 512;
+	e.grain_shift = (unsigned)__builtin_ctzll(e.grain_bytes);
+	e.gt_entries = h->gtes_per_gt;
+	e.gte_size = 4;
+	e.gt_bytes = (uint64_t)h->gtes_per_gt * 4;
+	e.gd_entries = h->gd_entries;
+	e.capacity = h->capacity;
+	e.size = h->capacity * 512;
+	ret = vmdk_stream_rebuild(&e, path, h->overhead);
+	if (ret == 0)
+		ret = vmdk_stream_records_end(&e, h->overhead, &end);
+	if (ret < 0)
+		goto out;
+	ret = bsrc_read_full(s, e.stream_hdr, 512, 0);
+	if (ret < 0)
+		goto out;
+	e.stream_hdr[72] = 0;
+	e.stream_gd_at_end = true;
+	e.stream_gt_dirty = calloc(e.gd_entries + 1, 1);
+	if (!e.stream_gt_dirty) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	atomic_store(&e.next_free, end);
+	e.stream_tail_present = s->length > end;
+	e.stream_need_tail = true;
+	pthread_mutex_init(&e.stream_mu, NULL);
+	e.stream_w = true;
+	ret = vmdk_stream_flush(&e);
+	vmdk_stream_write_teardown(&e);
+	if (ret == 0) {
+		ssize_t w = s->ops->pwrite(s, &v, 1, 72);
+		ret = w < 0 ? (int)w : 0;
+	}
+	if (ret == 0)
+		finding(c, "Repaired: %s: grain tables, directory and footer rebuilt "
+			"from the grain records (the stream now ends at %" PRIu64
+			" bytes)", path, s->length);
+out:
+	free(e.stream_gt_dirty);
+	vmdk_sparse_tables_free(&e);
+	return ret;
+}
+
 /* Check one hosted sparse extent file. */
 static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 			unsigned repair)
@@ -95,6 +161,7 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 		goto out;
 	if (h.gd_offset == VMDK4_GD_AT_END) {
 		uint8_t fb[512];
+		struct vmdk_sparse_hdr h0 = h;
 		ret = len >= 1536 ? bsrc_read_full(s, fb, 512, (len & ~511ull) - 1024) : -EINVAL;
 		if (ret == 0)
 			ret = vmdk_sparse_header_parse(fb, len - 1024, len, path, &h);
@@ -102,6 +169,12 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 			finding(c, "ERROR %s: no readable footer at the end of the stream", path);
 			r->corruptions++;
 			ret = 0;
+			if ((repair & BDEV_CHECK_REPAIR_ALL) && h0.compressed &&
+			    (h0.flags & VMDK4_FLAG_MARKERS)) {
+				ret = repair_stream_tail(c, s, path, &h0);
+				if (ret == 0)
+					r->corruptions_fixed++;
+			}
 			goto out;
 		}
 	}

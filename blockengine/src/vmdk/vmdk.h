@@ -295,6 +295,9 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 				uint64_t off, uint64_t len,
 				const struct iovec *iov, int iovcnt);
 int vmdk_stream_flush(struct vmdk_extent *e);
+/* Where e's grain records end (from its tables in mem_gts). */
+int vmdk_stream_records_end(struct vmdk_extent *e, uint64_t overhead,
+			    uint64_t *end);
 
 /* gt_cache.c, write side: tables changed in memory and not yet on disk are
    pinned until written. */

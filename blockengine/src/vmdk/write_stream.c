@@ -96,7 +96,8 @@ static uint32_t *table(struct vmdk_extent *e, uint32_t gdi)
 
 /* Where e's grain records end: after the record the highest entry points
    at, or at overhead when there is none. */
-static int records_end(struct vmdk_extent *e, uint64_t overhead, uint64_t *end)
+int vmdk_stream_records_end(struct vmdk_extent *e, uint64_t overhead,
+			    uint64_t *end)
 {
 	uint64_t vmax = 0;
 	uint8_t sec[512];
@@ -158,7 +159,7 @@ int vmdk_stream_write_setup(struct vmdk_extent *e)
 		if (ret < 0)
 			return ret;
 	}
-	ret = records_end(e, h.overhead, &end);
+	ret = vmdk_stream_records_end(e, h.overhead, &end);
 	if (ret < 0)
 		return ret;
 	if (!e->stream_gd_at_end) {
