@@ -381,12 +381,27 @@ def test_browse_lists_unmountable_with_reason(mbr_image, tmp_path):
                           "recognised (not ext2/3/4, FAT or NTFS)\n")
 
 
+def staging_mounts(img):
+    """Mount points under the staging folders of daemons serving img (other
+    vmdkfs instances on the machine, e.g. a concurrent test run, have their
+    own staging folders and are left out)."""
+    roots, points = [], []
+    with open("/proc/self/mountinfo") as f:
+        for ln in f:
+            head, _, tail = ln.partition(" - ")
+            point, source = head.split()[4], tail.split()[1]
+            points.append(point)
+            if ("/vmdkfs." in point and point.endswith("/dev")
+                    and source == str(img)):
+                roots.append(point[:-len("/dev")])
+    return [p for p in points if any(p.startswith(r + "/") for r in roots)]
+
+
 def test_unmount_takes_guest_mounts_down(ext4_image, tmp_path):
     _, _, img = ext4_image
     mnt = tmp_path / "mnt"
     with vmdkfs(img, mnt, "--browse") as m:
-        with open("/proc/self/mountinfo") as f:
-            before = [ln.split()[4] for ln in f if "/vmdkfs." in ln]
+        before = staging_mounts(img)
         assert before, "guest filesystem not mounted in staging"
         r = subprocess.run(["fusermount3", "-u", m], capture_output=True,
                            text=True)
