@@ -47,119 +47,6 @@ static const char info_help[] =
 "\n"
 "Exit status: 0 on success, 1 on error ('vmdk: MESSAGE' on stderr).\n";
 
-struct alloc_sum {
-	uint64_t data, zero, unalloc;
-};
-
-static int sum_allocation(struct bdev *b, uint64_t size, struct alloc_sum *s)
-{
-	uint64_t off = 0;
-
-	memset(s, 0, sizeof(*s));
-	while (off < size) {
-		uint64_t n = 0;
-		int st = bdev_block_status(b, off, size - off, &n);
-
-		if (st < 0)
-			return st;
-		if (n == 0 || n > size - off)
-			n = size - off;
-		if (st == BDEV_STATUS_DATA)
-			s->data += n;
-		else if (st == BDEV_STATUS_ZERO)
-			s->zero += n;
-		else
-			s->unalloc += n;
-		off += n;
-	}
-	return 0;
-}
-
-static const char *access_name(enum bdev_access a)
-{
-	switch (a) {
-	case BDEV_ACCESS_RW: return "RW";
-	case BDEV_ACCESS_RDONLY: return "RDONLY";
-	case BDEV_ACCESS_NOACCESS: return "NOACCESS";
-	}
-	return "?";
-}
-
-static void json_cid(FILE *f, bool has, uint32_t v)
-{
-	if (has)
-		fprintf(f, "\"%08" PRIx32 "\"", v);
-	else
-		fputs("null", f);
-}
-
-static void print_json(FILE *f, struct bdev *b, const struct bdev_info *in,
-		       const struct alloc_sum *s)
-{
-	struct bdev *l;
-	unsigned i, d;
-
-	fputs("{\n  \"filename\": ", f);
-	json_str(f, in->filename);
-	fputs(",\n  \"format\": ", f);
-	json_str(f, in->format);
-	fputs(",\n  \"create-type\": ", f);
-	json_str(f, in->subformat);
-	fprintf(f, ",\n  \"virtual-size\": %" PRIu64, in->size);
-	fprintf(f, ",\n  \"cluster-size\": %" PRIu64, in->cluster_size);
-	fputs(",\n  \"cid\": ", f);
-	json_cid(f, in->has_cid, in->cid);
-	fputs(",\n  \"parent-cid\": ", f);
-	json_cid(f, in->has_cid, in->parent_cid);
-	fputs(",\n  \"parent-hint\": ", f);
-	json_str(f, in->parent_hint);
-	fprintf(f, ",\n  \"read-only\": %s", in->read_only ? "true" : "false");
-	fprintf(f, ",\n  \"compressed\": %s", in->compressed ? "true" : "false");
-	fprintf(f, ",\n  \"unclean\": %s", in->unclean ? "true" : "false");
-
-	fputs(",\n  \"chain\": [", f);
-	for (l = b, d = 0; l; l = bdev_backing(l), d++) {
-		struct bdev_info li;
-
-		if (bdev_get_info(l, &li) < 0)
-			break;
-		fprintf(f, "%s\n    {\"depth\": %u, \"filename\": ", d ? "," : "",
-			d);
-		json_str(f, li.filename);
-		fputs(", \"format\": ", f);
-		json_str(f, li.format);
-		fputs(", \"create-type\": ", f);
-		json_str(f, li.subformat);
-		fprintf(f, ", \"virtual-size\": %" PRIu64 ", \"cid\": ", li.size);
-		json_cid(f, li.has_cid, li.cid);
-		fputs(", \"parent-cid\": ", f);
-		json_cid(f, li.has_cid, li.parent_cid);
-		fputc('}', f);
-	}
-	fputs("\n  ],\n  \"extents\": [", f);
-	for (i = 0; i < in->extent_count; i++) {
-		struct bdev_extent_info e;
-
-		if (bdev_get_extent(b, i, &e) < 0)
-			break;
-		fprintf(f, "%s\n    {\"index\": %u, \"access\": \"%s\", \"type\": ",
-			i ? "," : "", i, access_name(e.access));
-		json_str(f, e.type);
-		fputs(", \"filename\": ", f);
-		json_str(f, e.filename);
-		fprintf(f, ", \"offset\": %" PRIu64 ", \"size\": %" PRIu64
-			", \"file-offset\": %" PRIu64 ", \"grain-size\": %" PRIu64
-			", \"version\": %" PRIu32 ", \"compressed\": %s"
-			", \"unclean\": %s}",
-			e.offset, e.size, e.file_offset, e.grain_size, e.version,
-			e.compressed ? "true" : "false",
-			e.unclean ? "true" : "false");
-	}
-	fprintf(f, "\n  ],\n  \"allocation\": {\"data\": %" PRIu64
-		", \"zero\": %" PRIu64 ", \"unallocated\": %" PRIu64 "}\n}\n",
-		s->data, s->zero, s->unalloc);
-}
-
 static void print_human(FILE *f, struct bdev *b, const struct bdev_info *in,
 			const struct alloc_sum *s)
 {
@@ -205,7 +92,7 @@ static void print_human(FILE *f, struct bdev *b, const struct bdev_info *in,
 
 		if (bdev_get_extent(b, i, &e) < 0)
 			break;
-		fprintf(f, "    [%u] %s %s %s\n", i, access_name(e.access),
+		fprintf(f, "    [%u] %s %s %s\n", i, info_access_name(e.access),
 			e.type ? e.type : "?", e.filename ? e.filename : "-");
 		fprintf(f, "        virtual offset %" PRIu64 ", size %" PRIu64,
 			e.offset, e.size);
@@ -275,14 +162,14 @@ int cmd_info(int argc, char **argv)
 		bdev_close(b);
 		return 1;
 	}
-	ret = sum_allocation(b, in.size, &s);
+	ret = info_alloc_sum(b, in.size, &s);
 	if (ret < 0) {
 		tool_bdev_err(ret, argv[optind]);
 		bdev_close(b);
 		return 1;
 	}
 	if (json)
-		print_json(stdout, b, &in, &s);
+		info_print_json(stdout, b, &in, &s);
 	else
 		print_human(stdout, b, &in, &s);
 	bdev_close(b);

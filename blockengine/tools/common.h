@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "blockengine.h"
+#include "info_json.h"
 
 #define TOOL_NAME "vmdk"
 
@@ -60,9 +61,6 @@ enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
  */
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present);
-
-/* JSON helpers writing to f. */
-void json_str(FILE *f, const char *s);
 
 /* True when the buffer holds only zero bytes. */
 bool buf_is_zero(const void *buf, size_t len);
