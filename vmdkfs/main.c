@@ -119,10 +119,6 @@ static const struct fuse_opt vmdkfs_opts[] = {
 
 static bool daemonised;
 
-/* Weak: an engine built without delta-child creation leaves it NULL, and
- * -o snapshot is then refused with a message instead of failing to link. */
-#pragma weak bdev_create
-
 void vmdkfs_log(const char *fmt, ...)
 {
 	va_list ap;
@@ -263,11 +259,6 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 	if (fs->snapshot_child) {
 		struct bdev_create_opts co = { 0 };
 
-		if (!bdev_create) {
-			vmdkfs_log("-o snapshot: this engine cannot create delta "
-				   "children yet; mount read-only, or use -o rw");
-			return -1;
-		}
 		co.format = "vmdk";
 		co.subformat = "monolithicSparse";
 		co.backing = o->image;
