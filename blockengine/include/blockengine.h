@@ -297,7 +297,7 @@ struct bdev_check_result {
 int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
 	       void (*report)(void *opaque, const char *line), void *opaque);
 
-/* ---- Statistics (for benchmarks and `vmdk info -v`) --------------------- */
+/* ---- Statistics: cache behaviour, for tests and profiling ---------------- */
 
 struct bdev_stats {
 	uint64_t gt_cache_hits, gt_cache_misses;
