@@ -110,6 +110,28 @@ def test_rgd_mismatch_and_repair(vmdk, img):
     assert b[gt0 * 512:gt0 * 512 + 2048] == b[rgt0 * 512:rgt0 * 512 + 2048]
 
 
+def test_rgd_behind_after_interrupted_flush(vmdk, img):
+    """A kill between writing a grain table and its redundant copy leaves the
+    copy one flush behind (entries still 0) with uncleanShutdown set: that is
+    the crash state the write path allows, not corruption."""
+    gd, rgd, gt0, rgt0 = tables(img)
+    poke32(img, rgt0 * 512 + 4 * 1, 0)   # the copy has not got grain 1 yet
+    with open(img, "r+b") as f:
+        f.seek(72)
+        f.write(b"\1")
+    r = check(vmdk, img)
+    assert r.returncode == 0, r.stdout
+    assert "a flush was interrupted" in r.stdout
+    r = check(vmdk, img, "-r", "all")
+    assert r.returncode == 0 and "Repaired" in r.stdout, r.stdout
+    b = img.read_bytes()
+    assert b[gt0 * 512:gt0 * 512 + 2048] == b[rgt0 * 512:rgt0 * 512 + 2048]
+    # two different grains in the two copies is corruption, unclean or not
+    poke32(img, rgt0 * 512 + 4 * 1, 7)
+    r = check(vmdk, img)
+    assert r.returncode == 2 and "ERROR" in r.stdout, r.stdout
+
+
 def test_unclean_flag_reported(vmdk, img):
     with open(img, "r+b") as f:
         f.seek(72)

@@ -136,6 +136,21 @@ out:
 	return ret;
 }
 
+/*
+ * True when two copies of a grain table differ only where one of them still
+ * holds 0 (unallocated): the state a kill between writing a table and its
+ * redundant copy leaves behind. Writes since the last completed flush were
+ * never acknowledged as durable, so either copy is a consistent image.
+ */
+static bool differ_only_where_unset(const uint32_t *a, const uint32_t *b,
+				    uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (a[i] != b[i] && a[i] != 0 && b[i] != 0)
+			return false;
+	return true;
+}
+
 /* Check one hosted sparse extent file. */
 static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 			unsigned repair)
@@ -148,6 +163,7 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 	uint8_t *owner = NULL; /* per grain slot: referenced? */
 	uint64_t len, slots, first_slot, last_used = 0;
 	bool gd_sane = true, rgd_differs = false;
+	uint64_t rgd_corrupt = 0; /* redundant-table findings counted as corruption */
 	int ret;
 
 	ret = bsrc_open_file(path, repair != 0, false, &s);
@@ -250,15 +266,25 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 			if (ret < 0)
 				goto out;
 			if (memcmp(gt, rgt, (size_t)h.gtes_per_gt * 4)) {
-				r->corruptions++;
 				rgd_differs = true;
-				finding(c, "ERROR %s: grain table %" PRIu32 " and its redundant "
-					"copy (RGD) differ", path, t);
+				if (h.unclean && differ_only_where_unset(gt, rgt, h.gtes_per_gt)) {
+					finding(c, "WARNING %s: grain table %" PRIu32 " and its "
+						"redundant copy (RGD) differ only in entries one of "
+						"them has not set yet: a flush was interrupted; the "
+						"primary table is used, -r all rewrites the copy",
+						path, t);
+				} else {
+					r->corruptions++;
+					rgd_corrupt++;
+					finding(c, "ERROR %s: grain table %" PRIu32 " and its "
+						"redundant copy (RGD) differ", path, t);
+				}
 			}
 			free(rgt);
 			rgt = NULL;
 		} else if (rgd) {
 			r->corruptions++;
+			rgd_corrupt++;
 			rgd_differs = true;
 			finding(c, "ERROR %s: redundant grain directory entry %" PRIu32
 				" is sector %" PRIu32 ", expected a table inside the file",
@@ -348,7 +374,7 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 		}
 		free(raw);
 		if (rgd_dir_ok) {
-			r->corruptions_fixed++;
+			r->corruptions_fixed += rgd_corrupt;
 			finding(c, "Repaired: redundant grain tables of %s rewritten from the "
 				"primary ones (%" PRIu32 " tables)", path, fixed);
 		}
