@@ -74,12 +74,8 @@ int cmd_check(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+hr:", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'O':
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (strcmp(optarg, "human")) {
-				tool_usage_err("check", "--output must be human or json");
+			if (tool_parse_output("check", optarg, &json) < 0)
 				return 1;
-			}
 			break;
 		case 'r':
 			if (!strcmp(optarg, "leaks"))

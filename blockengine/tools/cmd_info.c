@@ -135,14 +135,8 @@ int cmd_info(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+hUf:", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'O':
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else {
-				tool_usage_err("info", "--output must be 'human' or 'json', not '%s'", optarg);
+			if (tool_parse_output("info", optarg, &json) < 0)
 				return 1;
-			}
 			break;
 		case 'U': share = true; break;
 		case 'f': format = optarg; break;

@@ -79,14 +79,8 @@ int cmd_map(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+hUf:", lopts, NULL)) != -1) {
 		switch (c) {
 		case 'O':
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else {
-				tool_usage_err("map", "--output must be 'human' or 'json', not '%s'", optarg);
+			if (tool_parse_output("map", optarg, &json) < 0)
 				return 1;
-			}
 			break;
 		case 'U': share = true; break;
 		case 'f': format = optarg; break;

@@ -183,3 +183,16 @@ double now_sec(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+int tool_parse_output(const char *cmd, const char *arg, bool *json)
+{
+	if (!strcmp(arg, "json"))
+		*json = true;
+	else if (!strcmp(arg, "human"))
+		*json = false;
+	else {
+		tool_usage_err(cmd, "--output must be 'human' or 'json', not '%s'", arg);
+		return -1;
+	}
+	return 0;
+}

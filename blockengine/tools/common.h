@@ -35,6 +35,9 @@ void tool_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print the engine's message for a failed call (ret = -errno). */
 void tool_bdev_err(int ret, const char *what);
 /* Print a usage error and the hint to run `vmdk CMD --help`. */
+/* Parse --output=human|json for cmd into *json; 0, or -1 after a usage
+   message. */
+int tool_parse_output(const char *cmd, const char *arg, bool *json);
 void tool_usage_err(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
