@@ -452,7 +452,8 @@ def test_sigterm_unmounts_everything(ext4_image, tmp_path):
         assert (mnt / "fs" / "disk" / "etc" / "hostname").read_text() == \
             "guest\n"
         p.terminate()
-        assert p.wait(timeout=20) == 0
+        rc = p.wait(timeout=20)
+        assert rc == 0, p.stderr.read()
         assert not is_mounted(mnt)
         with open("/proc/self/mountinfo") as f:
             assert not [ln for ln in f if "/vmdkfs." in ln and

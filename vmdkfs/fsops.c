@@ -423,7 +423,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 }
 
 /* Takes h off fs->guest_files and closes its file; the lock is held. */
-static void guest_file_close(struct vmdkfs *fs, struct handle *h)
+/* Unlink guest handle h from fs->guest_files (guest_lock held). */
+static void guest_file_unlink(struct vmdkfs *fs, struct handle *h)
 {
 	if (h->prev)
 		h->prev->next = h->next;
@@ -432,10 +433,13 @@ static void guest_file_close(struct vmdkfs *fs, struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	h->prev = h->next = NULL;
-	close(h->fd);
-	h->fd = -1;
 }
 
+/*
+ * A guest handle stays on fs->guest_files from open to release, even once
+ * vmdkfs_close_guest_files has closed its fd, so one whose release the
+ * kernel never sends is still freed by vmdkfs_free_guest_handles.
+ */
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
 	struct vmdkfs *fs = view()->fs;
@@ -443,8 +447,9 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 
 	if (h->kind == NODE_GUEST) {
 		pthread_mutex_lock(&fs->guest_lock);
+		guest_file_unlink(fs, h);
 		if (h->fd >= 0)
-			guest_file_close(fs, h);
+			close(h->fd);
 		pthread_mutex_unlock(&fs->guest_lock);
 	}
 	free(h);
@@ -454,8 +459,25 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 void vmdkfs_close_guest_files(struct vmdkfs *fs)
 {
 	pthread_mutex_lock(&fs->guest_lock);
-	while (fs->guest_files)
-		guest_file_close(fs, fs->guest_files);
+	for (struct handle *h = fs->guest_files; h; h = h->next) {
+		if (h->fd >= 0)
+			close(h->fd);
+		h->fd = -1;
+	}
+	pthread_mutex_unlock(&fs->guest_lock);
+}
+
+void vmdkfs_free_guest_handles(struct vmdkfs *fs)
+{
+	pthread_mutex_lock(&fs->guest_lock);
+	while (fs->guest_files) {
+		struct handle *h = fs->guest_files;
+
+		guest_file_unlink(fs, h);
+		if (h->fd >= 0)
+			close(h->fd);
+		free(h);
+	}
 	pthread_mutex_unlock(&fs->guest_lock);
 }
 

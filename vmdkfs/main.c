@@ -732,6 +732,7 @@ err_unmount_guests:
 		browse_unmount_all(fs.browse);
 err_stop_staging:
 	session_stop(&stage_s);
+	vmdkfs_free_guest_handles(&fs);
 err_free_browse:
 	browse_free(fs.browse);
 err_close_image:

@@ -77,6 +77,9 @@ extern const struct fuse_operations vmdkfs_ops;
 /* fsops.c: close every file still open under fs/ (the user's session
  * has stopped serving). */
 void vmdkfs_close_guest_files(struct vmdkfs *fs);
+/* Free the guest-file handles whose release never came; call once the FUSE
+ * sessions have stopped. */
+void vmdkfs_free_guest_handles(struct vmdkfs *fs);
 
 /* infojson.c: the `vmdk info --output=json` document for the image. */
 int vmdkfs_info_json(struct vmdkfs *fs, char **out, size_t *len);
