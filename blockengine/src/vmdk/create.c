@@ -371,36 +371,6 @@ static int cowd_init(struct vw_extent *e, const char *parent)
 
 /* ---- writing grains ---------------------------------------------------------- */
 
-static pthread_key_t deflater_key;
-static pthread_once_t deflater_once = PTHREAD_ONCE_INIT;
-
-static void deflater_free(void *c)
-{
-	libdeflate_free_compressor(c);
-}
-
-static void deflater_key_make(void)
-{
-	(void)pthread_key_create(&deflater_key, deflater_free);
-}
-
-/* This thread's compressor for level (made on first use). */
-static struct libdeflate_compressor *deflater(int level)
-{
-	struct libdeflate_compressor *c;
-
-	pthread_once(&deflater_once, deflater_key_make);
-	c = pthread_getspecific(deflater_key);
-	if (!c) {
-		c = libdeflate_alloc_compressor(level);
-		if (c && pthread_setspecific(deflater_key, c) != 0) {
-			libdeflate_free_compressor(c);
-			c = NULL;
-		}
-	}
-	return c;
-}
-
 /* The GTE slot of grain g (relative to the extent), making its table. */
 static int gte_slot(struct vw_extent *e, uint64_t g, uint32_t **slot)
 {
@@ -484,7 +454,7 @@ static ssize_t stream_record(struct vw_extent *e, int level, uint64_t rel,
 			     const uint8_t *data, size_t dlen, uint8_t *rec,
 			     size_t cap, uint8_t *pad)
 {
-	struct libdeflate_compressor *c = deflater(level);
+	struct libdeflate_compressor *c = vmdk_deflater(level);
 	const uint64_t gb = e->grain_bytes;
 	size_t z, total;
 

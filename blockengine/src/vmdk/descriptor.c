@@ -3,11 +3,13 @@
  * ddb.* entries, parsed strictly with line-numbered messages.
  */
 #include <ctype.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmdk.h"
 
@@ -465,4 +467,31 @@ int vmdk_desc_parse(const char *text, size_t len, const char *name,
 err_free:
 	vmdk_desc_free(d);
 	return ret;
+}
+
+int vmdk_desc_read_file(const char *path, char **out, size_t *len)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *t;
+	ssize_t n;
+	size_t l = 0;
+
+	if (fd < 0)
+		return bdev_err(-errno, "%s: cannot open: %s", path, strerror(errno));
+	t = malloc(VMDK_DESC_MAX_BYTES + 1);
+	if (!t) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while ((n = read(fd, t + l, VMDK_DESC_MAX_BYTES - l)) > 0)
+		l += (size_t)n;
+	close(fd);
+	if (n < 0) {
+		free(t);
+		return bdev_err(-errno, "%s: cannot read: %s", path, strerror(errno));
+	}
+	t[l] = '\0';
+	*out = t;
+	*len = l;
+	return 0;
 }

@@ -32,34 +32,6 @@
 
 #define TWOGB_EXTENT_BYTES (UINT64_C(4192256) * 512)
 
-/* Reads all of path (at most VMDK_DESC_MAX_BYTES) into a NUL-ended string. */
-static int slurp(const char *path, char **out, size_t *len)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	char *t;
-	ssize_t n;
-	size_t l = 0;
-
-	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open: %s", path, strerror(errno));
-	t = malloc(VMDK_DESC_MAX_BYTES + 1);
-	if (!t) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while ((n = read(fd, t + l, VMDK_DESC_MAX_BYTES - l)) > 0)
-		l += (size_t)n;
-	close(fd);
-	if (n < 0) {
-		free(t);
-		return bdev_err(-errno, "%s: cannot read: %s", path, strerror(errno));
-	}
-	t[l] = '\0';
-	*out = t;
-	*len = l;
-	return 0;
-}
-
 /*
  * text with the sector count of its last extent line set to sectors and
  * extra (may be NULL) inserted after that line: a malloc'd string.
@@ -221,7 +193,7 @@ static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 		return bdev_err(-ENOTSUP, "%s: %s holds data past the new end (%"
 				PRIu64 " bytes); shrink anyway to drop it", path,
 				last.filename, new_size);
-	ret = slurp(path, &text, &len);
+	ret = vmdk_desc_read_file(path, &text, &len);
 	if (ret < 0)
 		return ret;
 	if (extra_bytes) {

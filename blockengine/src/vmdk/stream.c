@@ -177,3 +177,48 @@ int vmdk_stream_rebuild(struct vmdk_extent *e, const char *name,
 	(void)grains;
 	return 0;
 }
+
+/* This thread's compressor and the level it was made for. */
+struct vmdk_deflater {
+	struct libdeflate_compressor *c;
+	int level;
+};
+
+static pthread_key_t deflater_key;
+static pthread_once_t deflater_once = PTHREAD_ONCE_INIT;
+
+static void deflater_free(void *p)
+{
+	struct vmdk_deflater *d = p;
+
+	libdeflate_free_compressor(d->c);
+	free(d);
+}
+
+static void deflater_key_make(void)
+{
+	(void)pthread_key_create(&deflater_key, deflater_free);
+}
+
+struct libdeflate_compressor *vmdk_deflater(int level)
+{
+	struct vmdk_deflater *d;
+
+	pthread_once(&deflater_once, deflater_key_make);
+	d = pthread_getspecific(deflater_key);
+	if (d && d->level == level)
+		return d->c;
+	if (!d) {
+		d = calloc(1, sizeof(*d));
+		if (!d)
+			return NULL;
+		if (pthread_setspecific(deflater_key, d) != 0) {
+			free(d);
+			return NULL;
+		}
+	}
+	libdeflate_free_compressor(d->c);
+	d->c = libdeflate_alloc_compressor(level);
+	d->level = d->c ? level : 0;
+	return d->c;
+}

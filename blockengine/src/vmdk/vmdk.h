@@ -71,6 +71,9 @@ void vmdk_desc_free(struct vmdk_desc *d);
 /* The value of ddb.<key>, or NULL. */
 const char *vmdk_desc_ddb(const struct vmdk_desc *d, const char *key);
 const char *vmdk_ext_type_name(enum vmdk_ext_type t);
+/* Read the descriptor file path whole (at most VMDK_DESC_MAX_BYTES) into a
+   malloc'd NUL-ended string; *len gets its length. */
+int vmdk_desc_read_file(const char *path, char **out, size_t *len);
 
 /* ---- Hosted sparse header (sparse_header.c) ----------------------------- */
 
@@ -319,6 +322,9 @@ int vmdk_gt_cache_take_dirty(struct vmdk_gt_cache *c, struct vmdk_dirty_gt **out
 int vmdk_stream_decode(const struct vmdk_extent *e, uint64_t rec_off,
 		       uint64_t grain_lba, const uint8_t *in, size_t inlen,
 		       uint8_t *out, size_t out_size, size_t need);
+/* This thread's libdeflate compressor for level (made on first use, remade
+   when another level is asked for, freed at thread exit); NULL on ENOMEM. */
+struct libdeflate_compressor *vmdk_deflater(int level);
 /* Worst-case record size of one compressed grain. */
 uint64_t vmdk_stream_record_bound(uint64_t grain_bytes);
 /* Rebuild e's map by walking grain records and markers from overhead. */

@@ -714,24 +714,9 @@ static int write_desc_file_cid(const char *path, uint32_t cid)
 	ssize_t n;
 	int fd, ret = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open the descriptor to update "
-				"its CID: %s", path, strerror(errno));
-	text = malloc(VMDK_DESC_MAX_BYTES + 1);
-	if (!text) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while ((n = read(fd, text + len, VMDK_DESC_MAX_BYTES - len)) > 0)
-		len += (size_t)n;
-	close(fd);
-	if (n < 0) {
-		ret = bdev_err(-errno, "%s: cannot read the descriptor: %s", path,
-			       strerror(errno));
+	ret = vmdk_desc_read_file(path, &text, &len);
+	if (ret < 0)
 		goto out;
-	}
-	text[len] = '\0';
 	ret = desc_set_cid(text, len, cid, &nt);
 	if (ret == -ENOENT) {
 		ret = 0;

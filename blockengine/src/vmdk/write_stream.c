@@ -34,36 +34,6 @@
 #define REC_HEAD 12u
 #define STREAM_DEFLATE_LEVEL 6
 
-static pthread_key_t deflater_key;
-static pthread_once_t deflater_once = PTHREAD_ONCE_INIT;
-
-static void deflater_free(void *c)
-{
-	libdeflate_free_compressor(c);
-}
-
-static void deflater_key_make(void)
-{
-	(void)pthread_key_create(&deflater_key, deflater_free);
-}
-
-/* This thread's compressor (made on first use, freed at thread exit). */
-static struct libdeflate_compressor *deflater(void)
-{
-	struct libdeflate_compressor *c;
-
-	pthread_once(&deflater_once, deflater_key_make);
-	c = pthread_getspecific(deflater_key);
-	if (!c) {
-		c = libdeflate_alloc_compressor(STREAM_DEFLATE_LEVEL);
-		if (c && pthread_setspecific(deflater_key, c) != 0) {
-			libdeflate_free_compressor(c);
-			c = NULL;
-		}
-	}
-	return c;
-}
-
 static void put32(uint8_t *p, uint32_t v)
 {
 	v = htole32(v);
@@ -314,7 +284,7 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 	img->allocs = &me;
 	pthread_mutex_unlock(&img->alloc_mu);
 
-	c = deflater();
+	c = vmdk_deflater(STREAM_DEFLATE_LEVEL);
 	buf = malloc(gb);
 	rec = malloc(cap);
 	if (!c || !buf || !rec) {
