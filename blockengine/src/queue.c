@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "request.h"
@@ -365,6 +366,57 @@ static void queue_reap(struct bdev_queue *q)
 
 /* ---- moving runs -------------------------------------------------------- */
 
+/*
+ * Writes a DATA run of a file source at once with pwritev on the calling
+ * thread: the next len bytes of cur at src_off. Returns 0 or -errno with a
+ * message; cur moves over the run either way.
+ */
+static int write_inline(struct bsrc *src, uint64_t src_off, uint64_t len,
+			struct iovcur *cur)
+{
+	struct iovec inl[BSUB_INLINE_IOV], *v, *p;
+	uint64_t off = src_off, left = len;
+	int cnt, ret = 0;
+
+	cnt = iovcur_slice(cur, len, inl, BSUB_INLINE_IOV, &v);
+	if (cnt < 0) {
+		iovcur_skip(cur, len);
+		return bdev_err(-ENOMEM, "%s: out of memory", src->name);
+	}
+	p = v;
+	while (left > 0) {
+		ssize_t n = pwritev(src->fd, p, cnt, (off_t)(src->base + off));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+			ret = bdev_err(-err, "%s: write at offset %" PRIu64
+				       " failed: %s", src->name, off,
+				       strerror(err));
+			break;
+		}
+		off += (uint64_t)n;
+		left -= (uint64_t)n;
+		/* a short write: drop what went */
+		while (cnt && (size_t)n >= p->iov_len) {
+			n -= (ssize_t)p->iov_len;
+			p++;
+			cnt--;
+		}
+		if (cnt) {
+			p->iov_base = (uint8_t *)p->iov_base + n;
+			p->iov_len -= (size_t)n;
+		}
+	}
+	if (off != src_off)
+		atomic_fetch_add_explicit(&src->write_gen, 1,
+					  memory_order_release);
+	if (v != inl)
+		free(v);
+	return ret;
+}
+
 /* Moves a DATA run between src (at src_off) and the next len bytes of the
    caller's buffers: io_uring for file sources, the ops for the others. */
 void run_data(struct bdev_queue *q, struct breq *r, bool write,
@@ -392,6 +444,17 @@ void run_data(struct bdev_queue *q, struct breq *r, bool write,
 		if (ret < 0)
 			breq_fail(r, ret == -EROFS ? bdev_err(ret,
 				  "%s: source is read-only", src->name) : ret);
+		return;
+	}
+	if (write && !q->subs && len <= BDEV_INLINE_WRITE_MAX) {
+		/* Nothing else of q in flight: write now, on this thread.
+		   io_uring hands a buffered write on ext4 to a kernel worker
+		   thread; a lone write would pay that hop and a wake-up
+		   instead of one syscall. Order is kept: no earlier write of
+		   q can still be in flight. r still ends in bdev_queue_run. */
+		int ret = write_inline(src, src_off, len, cur);
+		if (ret < 0)
+			breq_fail(r, ret);
 		return;
 	}
 	s = bsub_get(q);

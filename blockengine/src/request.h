@@ -23,6 +23,9 @@
 
 #define BSUB_INLINE_IOV 4
 #define BDEV_ZERO_CHUNK 65536u
+/* The longest DATA run of a write that run_data moves with pwritev on the
+   calling thread when nothing else of the queue is in flight. */
+#define BDEV_INLINE_WRITE_MAX (1u << 20)
 
 /* BDEV_ZERO_CHUNK zero bytes to write from. */
 extern const uint8_t bdev_zeros[BDEV_ZERO_CHUNK];
@@ -187,7 +190,9 @@ void bsub_release(struct bdev_queue *q, struct bsub *s);
    flight. */
 void bsub_start(struct bdev_queue *q, struct breq *r, struct bsub *s);
 /* Moves a DATA run between src (at src_off) and the next len bytes of the
-   caller's buffers: io_uring for file sources, the ops for the others. */
+   caller's buffers: io_uring for file sources (a write of at most
+   BDEV_INLINE_WRITE_MAX bytes while nothing else of q is in flight: pwritev
+   at once), the ops for the others. */
 void run_data(struct bdev_queue *q, struct breq *r, bool write,
 	      struct bsrc *src, uint64_t src_off, uint64_t len,
 	      struct iovcur *cur);
