@@ -209,3 +209,76 @@ def test_create_unreadable_disk_leaves_nothing(tmp_path):
             "--disk", bad, out, check=False)
     assert r.returncode == 1 and "bad.vmdk" in r.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.vmdk"]
+
+
+def test_create_ova_disk1_in_place_and_aligned(tmp_path):
+    """Disk 1 is converted straight into the archive and the front inserted
+    before it: its data starts on a 4 KiB boundary, the descriptor is padded
+    with trailing whitespace only, and the manifest covers the padded bytes."""
+    raw = raw_image(tmp_path / "a.raw")
+    out = tmp_path / "vm.ova"
+    ovf("create", "--name", "w", "--cpus", "1", "--memory", "256",
+        "--disk", raw, "--disk", raw, out)
+    with tarfile.open(out) as t:
+        members = t.getmembers()
+        desc = t.extractfile("w.ovf").read()
+    assert [m.name for m in members] == ["w.ovf", "w.mf", "w-disk1.vmdk", "w-disk2.vmdk"]
+    assert members[2].offset_data % 4096 == 0
+    assert desc.rstrip(b" \n").endswith(b"</Envelope>")
+    assert "valid (0 errors, 0 warnings)" in ovf("validate", out).stdout
+    assert sorted(os.listdir(tmp_path)) == ["a.raw", "vm.ova"]
+
+
+def test_create_second_disk_bad_leaves_nothing(tmp_path):
+    """Disk 1 already lies in the half-built archive when disk 2 fails:
+    neither the OVA nor the work folder is left."""
+    raw = raw_image(tmp_path / "a.raw", "1M")
+    bad = tmp_path / "bad.vmdk"
+    bad.write_bytes(b"KDMV" + bytes(508))
+    out = tmp_path / "vm.ova"
+    r = ovf("create", "--name", "x", "--cpus", "1", "--memory", "128",
+            "--disk", raw, "--disk", bad, out, check=False)
+    assert r.returncode == 1 and "bad.vmdk" in r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a.raw", "bad.vmdk"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real tmpfs (no FALLOC_FL_INSERT_RANGE there, and a size to fill)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = []
+
+    def mount(size):
+        d = tmp_path / ("fs%d" % len(mounted))
+        d.mkdir()
+        run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", str(d)])
+        mounted.append(d)
+        return d
+    yield mount
+    for d in mounted:
+        run(["umount", str(d)])
+
+
+def test_create_ova_where_insert_is_unsupported(tmp_path, small_tmpfs):
+    raw = raw_image(tmp_path / "a.raw")
+    d = small_tmpfs("64M")
+    out = d / "vm.ova"
+    ovf("create", "--name", "t", "--cpus", "1", "--memory", "128",
+        "--disk", raw, "--disk", raw, out)
+    assert "valid (0 errors, 0 warnings)" in ovf("validate", out).stdout
+    extract(out, tmp_path / "x")
+    run(["qemu-img", "compare", raw, str(tmp_path / "x" / "t-disk2.vmdk")])
+    assert os.listdir(d) == ["vm.ova"]
+
+
+def test_create_ova_enospc_leaves_nothing(tmp_path, small_tmpfs):
+    src = tmp_path / "noise.raw"
+    src.write_bytes(os.urandom(8 << 20))  # does not compress
+    d = small_tmpfs("4M")
+    out = d / "vm.ova"
+    r = ovf("create", "--name", "t", "--cpus", "1", "--memory", "128",
+            "--disk", src, out, check=False)
+    assert r.returncode == 1
+    assert "No space left on device" in r.stderr
+    assert os.listdir(d) == []

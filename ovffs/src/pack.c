@@ -83,19 +83,19 @@ static void pax_record(struct ovf_buf *b, const char *key, const char *val)
 	ovf_buf_printf(b, "%zu %s=%s\n", len, key, val);
 }
 
-/* Writes the header(s) for a member: pax first when the name is long or
-   the size needs more than 11 octal digits. */
-static int write_header(int fd, const char *out, const char *name,
-			uint64_t size, time_t mtime)
+/* Builds the header block(s) of a member into buf: a pax header first when
+   the name is long or the size needs more than 11 octal digits. */
+ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
+		       int64_t mtime)
 {
-	unsigned char blk[512];
-	int r;
+	unsigned char *out = buf;
+	size_t used = 0;
 
 	if (strlen(name) > 100 || size > USTAR_MAX_SIZE) {
 		struct ovf_buf b = { 0 };
 		char num[32];
 		char *rec;
-		size_t len;
+		size_t len, padded;
 
 		if (strlen(name) > 100)
 			pax_record(&b, "path", name);
@@ -107,20 +107,35 @@ static int write_header(int fd, const char *out, const char *name,
 		rec = ovf_buf_take(&b);
 		if (!rec)
 			return ovf_err(-ENOMEM, "out of memory");
-		header(blk, "PaxHeaders/member", len, 'x', mtime);
-		r = write_all(fd, blk, 512, out);
-		if (r >= 0)
-			r = write_all(fd, rec, len, out);
-		free(rec);
-		if (r >= 0 && len % 512) {
-			memset(blk, 0, sizeof(blk));
-			r = write_all(fd, blk, 512 - len % 512, out);
+		padded = (len + 511) / 512 * 512;
+		if (cap < 512 + padded + 512) {
+			free(rec);
+			return ovf_err(-ENOSPC, "%s: tar header needs %zu bytes, %zu given",
+				       name, 512 + padded + 512, cap);
 		}
-		if (r < 0)
-			return r;
+		header(out, "PaxHeaders/member", len, 'x', (time_t)mtime);
+		memcpy(out + 512, rec, len);
+		memset(out + 512 + len, 0, padded - len);
+		free(rec);
+		used = 512 + padded;
 	}
-	header(blk, name, size, '0', mtime);
-	return write_all(fd, blk, 512, out);
+	if (cap < used + 512)
+		return ovf_err(-ENOSPC, "%s: tar header needs %zu bytes, %zu given",
+			       name, used + 512, cap);
+	header(out + used, name, size, '0', (time_t)mtime);
+	return (ssize_t)(used + 512);
+}
+
+/* Writes the header(s) for a member at the current position of fd. */
+static int write_header(int fd, const char *out, const char *name,
+			uint64_t size, time_t mtime)
+{
+	unsigned char blk[OVF_TAR_HEADER_MAX];
+	ssize_t n = ovf_tar_header(blk, sizeof(blk), name, size, mtime);
+
+	if (n < 0)
+		return (int)n;
+	return write_all(fd, blk, (size_t)n, out);
 }
 
 /* Copies size bytes of in (from 0) to out's current position, leaving
