@@ -1,8 +1,10 @@
 /* cmd_create.c - `ovf create`: build an OVF package (OVA or folder) around
  * disk images. Each disk (raw or any VMDK) is converted by the engine into a
  * streamOptimized VMDK; the descriptor describes one virtual system with
- * CPUs, memory, an LSI Logic SCSI controller, the disks and one NIC per
- * network; a SHA256 manifest covers the descriptor and the disks. */
+ * CPUs, memory, the guest OS chosen (--os), one disk controller of the kind
+ * chosen (--controller, LSI Logic SCSI by default), the disks and one NIC of
+ * the model chosen (--nic-type) per network; a SHA256 manifest covers the
+ * descriptor and the disks. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +34,7 @@
 
 struct disk_job {
 	const char *src;
+	const char *adapter;   /* VMDK ddb.adapterType */
 	char *href;            /* name of the VMDK in the package */
 	uint64_t capacity;     /* virtual bytes */
 	uint64_t populated;    /* bytes of grains written */
@@ -157,7 +161,7 @@ static int convert_disk(struct disk_job *job, const char *dst)
 {
 	struct bdev_create_opts co = { .format = "vmdk",
 				       .subformat = "streamOptimized",
-				       .adapter_type = "lsilogic" };
+				       .adapter_type = job->adapter };
 	struct bdev_info info;
 	struct conv c = { 0 };
 	pthread_t th[WORKERS];
@@ -249,6 +253,72 @@ static void item(FILE *f, const char *const *kv)
 	fputs("      </Item>\n", f);
 }
 
+/* Guest kinds --os knows: the CIM OsType (CIM_OperatingSystem.OSType) that
+   OperatingSystemSection/@ovf:id carries, its CIM description, and the
+   VMware guest id vSphere reads from vmw:osType (NULL: none that fits every
+   release of that OS). */
+struct os_kind {
+	const char *name;
+	unsigned cim;
+	const char *description, *vmw;
+};
+
+static const struct os_kind os_kinds[] = {
+	{ "other", 1, "Other", "otherGuest" },
+	{ "other-64", 102, "Other 64-Bit", "otherGuest64" },
+	{ "linux", 36, "LINUX", "otherLinuxGuest" },
+	{ "linux-64", 101, "Linux 64-Bit", "otherLinux64Guest" },
+	{ "linux-2.6", 99, "Linux 2.6.x", "other26xLinuxGuest" },
+	{ "linux-2.6-64", 100, "Linux 2.6.x 64-Bit", "other26xLinux64Guest" },
+	{ "rhel", 79, "RedHat Enterprise Linux", NULL },
+	{ "rhel-64", 80, "RedHat Enterprise Linux 64-Bit", NULL },
+	{ "centos-64", 107, "CentOS 64-bit", "centos64Guest" },
+	{ "oracle-linux-64", 109, "Oracle Linux 64-bit", "oracleLinux64Guest" },
+	{ "sles-64", 85, "SLES 64-Bit", NULL },
+	{ "ubuntu", 93, "Ubuntu", "ubuntuGuest" },
+	{ "ubuntu-64", 94, "Ubuntu 64-Bit", "ubuntu64Guest" },
+	{ "debian", 95, "Debian", NULL },
+	{ "debian-64", 96, "Debian 64-Bit", NULL },
+	{ "freebsd", 42, "FreeBSD", "freebsdGuest" },
+	{ "freebsd-64", 78, "FreeBSD 64-Bit", "freebsd64Guest" },
+	{ "solaris-64", 81, "Solaris 64-Bit", NULL },
+	{ "windows-7", 105, "Microsoft Windows 7", "windows7Guest" },
+	{ "windows-8-64", 114, "Microsoft Windows 8 64-bit", "windows8_64Guest" },
+	{ "windows-10-64", 120, "Microsoft Windows 10 64-bit", "windows9_64Guest" },
+	{ "windows-server-2008-r2", 103, "Microsoft Windows Server 2008 R2", "windows7Server64Guest" },
+	{ "windows-server-2012", 112, "Microsoft Windows Server 2012", "windows8Server64Guest" },
+	{ "windows-server-2012-r2", 115, "Microsoft Windows Server 2012 R2", NULL },
+	{ "windows-server-2016", 116, "Microsoft Windows Server 2016", "windows9Server64Guest" },
+	{ "esxi", 104, "VMware ESXi", NULL },
+};
+#define DEFAULT_OS "other-64"
+
+/* NIC models --nic-type knows and the rasd:ResourceSubType producers write. */
+static const struct { const char *name, *subtype; } nic_kinds[] = {
+	{ "e1000", "E1000" }, { "e1000e", "E1000e" }, { "vmxnet3", "VmxNet3" },
+	{ "virtio", "virtio" }, { "pcnet32", "PCNet32" },
+};
+
+/* Disk controllers --controller knows: rasd ResourceType and subtype, how
+   many disks one takes, the VMDK adapter type of its disks. */
+struct ctl_kind {
+	const char *name;
+	unsigned rt;
+	const char *subtype, *label, *adapter;
+	int units;   /* disks per controller */
+	int ncontrollers;
+};
+
+static const struct ctl_kind ctl_kinds[] = {
+	{ "lsilogic", OVF_RT_SCSI, "lsilogic", "SCSI", "lsilogic", 15, 1 },
+	{ "lsilogicsas", OVF_RT_SCSI, "lsilogicsas", "SCSI", "lsilogic", 15, 1 },
+	{ "pvscsi", OVF_RT_SCSI, "VirtualSCSI", "SCSI", "lsilogic", 15, 1 },
+	{ "buslogic", OVF_RT_SCSI, "buslogic", "SCSI", "buslogic", 15, 1 },
+	{ "ide", OVF_RT_IDE, NULL, "IDE", "ide", 2, 2 },
+	{ "sata", OVF_RT_STORAGE, "vmware.sata.ahci", "SATA", "lsilogic", 15, 1 },
+	{ "nvme", OVF_RT_STORAGE, "vmware.nvme.controller", "NVMe", "lsilogic", 15, 1 },
+};
+
 struct vm_spec {
 	const char *name;
 	unsigned cpus;
@@ -256,6 +326,10 @@ struct vm_spec {
 	const char **networks;
 	int nnetworks;
 	int version; /* 1 or 2 */
+	unsigned os_id;
+	const char *os_description, *os_vmw;
+	const char *nic_subtype;
+	const struct ctl_kind *ctl;
 };
 
 /* Prints the descriptor for the converted disks to f. */
@@ -268,6 +342,7 @@ static void print_descriptor(FILE *f, const struct vm_spec *vm,
 		"<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/%d\""
 		" xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/%d\""
 		" xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\""
+		" xmlns:vmw=\"http://www.vmware.com/schema/ovf\""
 		" xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\""
 		" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\""
 		" ovf:version=\"%s\">\n  <References>\n",
@@ -302,11 +377,19 @@ static void print_descriptor(FILE *f, const struct vm_spec *vm,
 	xml_text(f, vm->name);
 	fputs("\">\n    <Info>A virtual machine</Info>\n    <Name>", f);
 	xml_text(f, vm->name);
-	fputs("</Name>\n"
-	      "    <OperatingSystemSection ovf:id=\"1\">\n"
-	      "      <Info>The kind of installed guest operating system</Info>\n"
-	      "      <Description>Other</Description>\n"
-	      "    </OperatingSystemSection>\n"
+	fprintf(f, "</Name>\n    <OperatingSystemSection ovf:id=\"%u\"", vm->os_id);
+	if (vm->os_vmw) {
+		fputs(" vmw:osType=\"", f);
+		xml_text(f, vm->os_vmw);
+		fputs("\"", f);
+	}
+	fputs(">\n      <Info>The kind of installed guest operating system</Info>\n", f);
+	if (vm->os_description) {
+		fputs("      <Description>", f);
+		xml_text(f, vm->os_description);
+		fputs("</Description>\n", f);
+	}
+	fputs("    </OperatingSystemSection>\n"
 	      "    <VirtualHardwareSection>\n"
 	      "      <Info>Virtual hardware requirements</Info>\n"
 	      "      <System>\n"
@@ -329,27 +412,57 @@ static void print_descriptor(FILE *f, const struct vm_spec *vm,
 		"Description", "Memory Size", "ElementName", a,
 		"InstanceID", "2", "ResourceType", "4", "VirtualQuantity", b,
 		NULL });
-	item(f, (const char *const[]){ "Address", "0",
-		"Description", "SCSI Controller", "ElementName", "SCSI controller 0",
-		"InstanceID", "3", "ResourceSubType", "lsilogic",
-		"ResourceType", "6", NULL });
-	for (int i = 0; i < nd; i++) {
-		snprintf(a, sizeof(a), "%d", i < 7 ? i : i + 1);
-		snprintf(b, sizeof(b), "Hard disk %d", i + 1);
-		snprintf(c, sizeof(c), "ovf:/disk/vmdisk%d", i + 1);
-		snprintf(e, sizeof(e), "%d", 4 + i);
-		item(f, (const char *const[]){ "AddressOnParent", a,
-			"ElementName", b, "HostResource", c, "InstanceID", e,
-			"Parent", "3", "ResourceType", "17", NULL });
-	}
-	for (int i = 0; i < vm->nnetworks; i++) {
-		snprintf(a, sizeof(a), "%d", 7 + i);
-		snprintf(b, sizeof(b), "Network adapter %d", i + 1);
-		snprintf(e, sizeof(e), "%d", 4 + nd + i);
-		item(f, (const char *const[]){ "AddressOnParent", a,
-			"AutomaticAllocation", "true", "Connection", vm->networks[i],
-			"ElementName", b, "InstanceID", e,
-			"ResourceSubType", "E1000", "ResourceType", "10", NULL });
+	{
+		const struct ctl_kind *k = vm->ctl;
+		int nctl = (nd + k->units - 1) / k->units, id = 3;
+		char rt[16];
+
+		if (nctl < 1)
+			nctl = 1;
+		snprintf(rt, sizeof(rt), "%u", k->rt);
+		for (int i = 0; i < nctl; i++, id++) {
+			char desc[64], name[64], addr[16], iid[16];
+
+			snprintf(desc, sizeof(desc), "%s Controller", k->label);
+			snprintf(name, sizeof(name), "%s controller %d", k->label, i);
+			snprintf(addr, sizeof(addr), "%d", i);
+			snprintf(iid, sizeof(iid), "%d", id);
+			if (k->subtype)
+				item(f, (const char *const[]){ "Address", addr,
+					"Description", desc, "ElementName", name,
+					"InstanceID", iid, "ResourceSubType", k->subtype,
+					"ResourceType", rt, NULL });
+			else
+				item(f, (const char *const[]){ "Address", addr,
+					"Description", desc, "ElementName", name,
+					"InstanceID", iid, "ResourceType", rt, NULL });
+		}
+		for (int i = 0; i < nd; i++, id++) {
+			int unit = i % k->units, ctl = 3 + i / k->units;
+			char par[16];
+
+			/* SCSI unit 7 is the controller's own */
+			if (k->rt == OVF_RT_SCSI && unit >= 7)
+				unit++;
+			snprintf(a, sizeof(a), "%d", unit);
+			snprintf(b, sizeof(b), "Hard disk %d", i + 1);
+			snprintf(c, sizeof(c), "ovf:/disk/vmdisk%d", i + 1);
+			snprintf(e, sizeof(e), "%d", id);
+			snprintf(par, sizeof(par), "%d", ctl);
+			item(f, (const char *const[]){ "AddressOnParent", a,
+				"ElementName", b, "HostResource", c, "InstanceID", e,
+				"Parent", par, "ResourceType", "17", NULL });
+		}
+		for (int i = 0; i < vm->nnetworks; i++, id++) {
+			snprintf(a, sizeof(a), "%d", 7 + i);
+			snprintf(b, sizeof(b), "Network adapter %d", i + 1);
+			snprintf(e, sizeof(e), "%d", id);
+			item(f, (const char *const[]){ "AddressOnParent", a,
+				"AutomaticAllocation", "true", "Connection", vm->networks[i],
+				"ElementName", b, "InstanceID", e,
+				"ResourceSubType", vm->nic_subtype, "ResourceType", "10",
+				NULL });
+		}
 	}
 	fputs("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n", f);
 }
@@ -854,10 +967,99 @@ static void remove_work(const char *dir, const char *name,
 
 static void create_usage(FILE *f)
 {
-	fputs("usage: ovf create --name NAME --cpus N --memory MIB --disk IMAGE [--disk IMAGE...]\n"
-	      "                  [--network NAME...] [--ovf-version 1|2] OUT.ova|OUT_DIR\n"
-	      "Disks (raw or any VMDK) are converted to streamOptimized VMDK; memory is\n"
-	      "in MiB (or with a G suffix). OUT must not exist.\n", f);
+	fputs("usage: ovf create --name NAME --cpus N --memory SIZE --disk IMAGE [--disk IMAGE...]\n"
+	      "                  [--network NAME...] [--nic-type TYPE] [--controller TYPE]\n"
+	      "                  [--os NAME|ID] [--os-description TEXT] [--ovf-version 1|2]\n"
+	      "                  OUT.ova|OUT_DIR\n"
+	      "       ovf create --list-os\n", f);
+}
+
+static void create_help(void)
+{
+	create_usage(stdout);
+	fputs("\n"
+	      "Build an OVF package holding one virtual machine around existing disk\n"
+	      "images. Each IMAGE (raw, or a VMDK of any kind, delta disks read through\n"
+	      "their chain) is converted by the block engine into a streamOptimized VMDK;\n"
+	      "all-zero grains are left out. The descriptor (OVF 1.x, or 2.x with\n"
+	      "--ovf-version 2) describes the CPUs, the memory, one disk controller (two\n"
+	      "for IDE), the disks on it in the order given, and one NIC per --network;\n"
+	      "a SHA256 manifest covers the descriptor and every disk.\n"
+	      "\n"
+	      "OUT ending in .ova is written as one archive: descriptor first, manifest\n"
+	      "next, then the disks. Disk 1 is converted straight into the archive and\n"
+	      "never copied; the others are appended once. Any other OUT is a folder\n"
+	      "NAME.ovf, NAME.mf and NAME-diskN.vmdk. OUT must not exist; on failure\n"
+	      "(a bad image, no space left) nothing is left under OUT.\n"
+	      "\n"
+	      "Options:\n"
+	      "  --name NAME          VirtualSystem id and name, and the file names' stem\n"
+	      "                       (a file name: no '/').\n"
+	      "  --cpus N             virtual CPUs, 1 to 768.\n"
+	      "  --memory SIZE        memory in MiB, or with a suffix: 512, 512M, 4G.\n"
+	      "  --disk IMAGE         a disk image; repeat for more disks (at most 15,\n"
+	      "                       4 with --controller ide).\n"
+	      "  --network NAME       a logical network and a NIC connected to it;\n"
+	      "                       repeat for more (at most 16). None: no NIC.\n"
+	      "  --nic-type TYPE      the NICs' model: e1000 (default), e1000e, vmxnet3,\n"
+	      "                       virtio, pcnet32.\n"
+	      "  --controller TYPE    the disks' controller: lsilogic (default),\n"
+	      "                       lsilogicsas, pvscsi, buslogic, ide, sata, nvme.\n"
+	      "  --os NAME|ID         the guest OS: a name from --list-os, or a CIM\n"
+	      "                       OsType number 0-65535 as OperatingSystemSection\n"
+	      "                       ovf:id takes it. Default: " DEFAULT_OS ".\n"
+	      "  --os-description TEXT\n"
+	      "                       the OperatingSystemSection Description (default:\n"
+	      "                       the CIM name of a known --os).\n"
+	      "  --ovf-version 1|2    the OVF envelope namespace (default 1; some\n"
+	      "                       importers, e.g. virt-v2v, read only 1).\n"
+	      "  --list-os            print the names --os knows, with their CIM OsType\n"
+	      "                       and VMware guest id, and exit.\n"
+	      "  -h, --help           this text.\n"
+	      "\n"
+	      "Exit status: 0 the package was written, 1 it could not be (the reason on\n"
+	      "stderr), 2 bad usage.\n"
+	      "\n"
+	      "Example:\n"
+	      "  ovf create --name web --cpus 2 --memory 4G --os ubuntu-64 \\\n"
+	      "      --disk root.raw --disk data.vmdk --network \"VM Network\" \\\n"
+	      "      --nic-type vmxnet3 --controller pvscsi web.ova\n", stdout);
+}
+
+static void list_os(void)
+{
+	printf("%-24s %5s  %-34s %s\n", "NAME", "CIM", "DESCRIPTION", "VMWARE GUEST ID");
+	for (size_t i = 0; i < sizeof(os_kinds) / sizeof(os_kinds[0]); i++)
+		printf("%-24s %5u  %-34s %s\n", os_kinds[i].name, os_kinds[i].cim,
+		       os_kinds[i].description, os_kinds[i].vmw ? os_kinds[i].vmw : "-");
+}
+
+/* --os: a known name or a CIM OsType number. */
+static bool parse_os(const char *s, struct vm_spec *vm)
+{
+	char *end;
+	unsigned long v;
+
+	for (size_t i = 0; i < sizeof(os_kinds) / sizeof(os_kinds[0]); i++)
+		if (!strcasecmp(s, os_kinds[i].name)) {
+			vm->os_id = os_kinds[i].cim;
+			vm->os_description = os_kinds[i].description;
+			vm->os_vmw = os_kinds[i].vmw;
+			return true;
+		}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || *s == '+' || v > 65535)
+		return false;
+	vm->os_id = (unsigned)v;
+	vm->os_description = NULL;
+	vm->os_vmw = NULL;
+	for (size_t i = 0; i < sizeof(os_kinds) / sizeof(os_kinds[0]); i++)
+		if (os_kinds[i].cim == v) {
+			vm->os_description = os_kinds[i].description;
+			vm->os_vmw = os_kinds[i].vmw;
+		}
+	return true;
 }
 
 int cmd_create(int argc, char **argv)
@@ -869,6 +1071,11 @@ int cmd_create(int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },
 		{ "network", required_argument, NULL, 'N' },
 		{ "ovf-version", required_argument, NULL, 'V' },
+		{ "os", required_argument, NULL, 'o' },
+		{ "os-description", required_argument, NULL, 'D' },
+		{ "nic-type", required_argument, NULL, 't' },
+		{ "controller", required_argument, NULL, 'C' },
+		{ "list-os", no_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -881,7 +1088,12 @@ int cmd_create(int argc, char **argv)
 	bool ova;
 	struct stat st;
 
+	const char *os_desc = NULL;
+
 	vm.networks = nets;
+	parse_os(DEFAULT_OS, &vm);
+	vm.nic_subtype = nic_kinds[0].subtype;
+	vm.ctl = &ctl_kinds[0];
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		char *end;
 		unsigned long v;
@@ -926,8 +1138,44 @@ int cmd_create(int argc, char **argv)
 			}
 			vm.version = optarg[0] - '0';
 			break;
+		case 'o':
+			if (!parse_os(optarg, &vm)) {
+				fprintf(stderr, "ovf create: --os \"%s\": expected a name from --list-os or a CIM OsType number 0-65535\n", optarg);
+				return 2;
+			}
+			break;
+		case 'D':
+			os_desc = optarg;
+			break;
+		case 't': {
+			size_t i, n = sizeof(nic_kinds) / sizeof(nic_kinds[0]);
+
+			for (i = 0; i < n && strcasecmp(optarg, nic_kinds[i].name); i++)
+				;
+			if (i == n) {
+				fprintf(stderr, "ovf create: --nic-type \"%s\": expected e1000, e1000e, vmxnet3, virtio or pcnet32\n", optarg);
+				return 2;
+			}
+			vm.nic_subtype = nic_kinds[i].subtype;
+			break;
+		}
+		case 'C': {
+			size_t i, n = sizeof(ctl_kinds) / sizeof(ctl_kinds[0]);
+
+			for (i = 0; i < n && strcasecmp(optarg, ctl_kinds[i].name); i++)
+				;
+			if (i == n) {
+				fprintf(stderr, "ovf create: --controller \"%s\": expected lsilogic, lsilogicsas, pvscsi, buslogic, ide, sata or nvme\n", optarg);
+				return 2;
+			}
+			vm.ctl = &ctl_kinds[i];
+			break;
+		}
+		case 'L':
+			list_os();
+			return 0;
 		case 'h':
-			create_usage(stdout);
+			create_help();
 			return 0;
 		default:
 			create_usage(stderr);
@@ -937,6 +1185,13 @@ int cmd_create(int argc, char **argv)
 	if (optind + 1 != argc || !vm.name || !vm.cpus || !vm.memory_mib || !nd) {
 		fprintf(stderr, "ovf create: --name, --cpus, --memory, at least one --disk and OUT are required\n");
 		create_usage(stderr);
+		return 2;
+	}
+	if (os_desc)
+		vm.os_description = os_desc;
+	if (nd > vm.ctl->units * vm.ctl->ncontrollers) {
+		fprintf(stderr, "ovf create: --controller %s takes at most %d disks\n",
+			vm.ctl->name, vm.ctl->units * vm.ctl->ncontrollers);
 		return 2;
 	}
 	if (!safe_name(vm.name)) {
@@ -974,6 +1229,7 @@ int cmd_create(int argc, char **argv)
 	}
 	for (int i = 0; i < nd; i++) {
 		jobs[i].src = disks[i];
+		jobs[i].adapter = vm.ctl->adapter;
 		jobs[i].href = malloc(strlen(vm.name) + 32);
 		if (!jobs[i].href)
 			goto err_remove;
