@@ -284,11 +284,12 @@ static const struct os_kind os_kinds[] = {
 	{ "solaris-64", 81, "Solaris 64-Bit", NULL },
 	{ "windows-7", 105, "Microsoft Windows 7", "windows7Guest" },
 	{ "windows-8-64", 114, "Microsoft Windows 8 64-bit", "windows8_64Guest" },
+	{ "windows-8.1-64", 117, "Microsoft Windows 8.1 64-bit", "windows8_64Guest" },
 	{ "windows-10-64", 120, "Microsoft Windows 10 64-bit", "windows9_64Guest" },
 	{ "windows-server-2008-r2", 103, "Microsoft Windows Server 2008 R2", "windows7Server64Guest" },
 	{ "windows-server-2012", 112, "Microsoft Windows Server 2012", "windows8Server64Guest" },
 	{ "windows-server-2012-r2", 115, "Microsoft Windows Server 2012 R2", NULL },
-	{ "windows-server-2016", 116, "Microsoft Windows Server 2016", "windows9Server64Guest" },
+	{ "windows-server-2016", 118, "Microsoft Windows Server 2016", "windows9Server64Guest" },
 	{ "esxi", 104, "VMware ESXi", NULL },
 };
 #define DEFAULT_OS "other-64"
@@ -987,10 +988,10 @@ static void create_help(void)
 	      "a SHA256 manifest covers the descriptor and every disk.\n"
 	      "\n"
 	      "OUT ending in .ova is written as one archive: descriptor first, manifest\n"
-	      "next, then the disks. Disk 1 is converted straight into the archive and\n"
-	      "never copied; the others are appended once. Any other OUT is a folder\n"
-	      "NAME.ovf, NAME.mf and NAME-diskN.vmdk. OUT must not exist; on failure\n"
-	      "(a bad image, no space left) nothing is left under OUT.\n"
+	      "next, then the disks. Disk 1 is converted straight into the archive (and\n"
+	      "on ext4 or XFS never copied); the others are appended once. Any other OUT\n"
+	      "is a folder holding NAME.ovf, NAME.mf and NAME-diskN.vmdk. OUT must not\n"
+	      "exist; on failure (a bad image, no space left) nothing is left under OUT.\n"
 	      "\n"
 	      "Options:\n"
 	      "  --name NAME          VirtualSystem id and name, and the file names' stem\n"
