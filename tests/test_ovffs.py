@@ -279,3 +279,28 @@ def test_large_reads_and_readahead(tmp_path, mount):
         pytest.skip("raising a mount's read-ahead needs root")
     with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
         assert int(f.read()) == 4096
+
+
+def _daemon_pid(pkg):
+    r = run(["pgrep", "-n", "-f", f"ovffs {pkg} "], check=False)
+    assert r.returncode == 0, "no ovffs daemon for " + str(pkg)
+    return int(r.stdout.split()[0])
+
+
+def test_worker_threads_kept_one_fuse_fd(tmp_path, mount):
+    """The loop config reaches libfuse as meant: one /dev/fuse descriptor
+    (no per-thread clone_fd) and workers that stay after a whole read
+    instead of one thread (with its own engine io_uring) per request.
+    Built against FUSE_USE_VERSION 35 the v2 config was read as the v1
+    struct: clone_fd on, max_idle_threads 0."""
+    need("pgrep")
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path), disk_size="64M")
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks, tmp_path / "t.ova")
+    m = mount(ova)
+    pid = _daemon_pid(ova)
+    raw = next(n for n in os.listdir(m.path("disks")) if n.endswith(".raw"))
+    with open(m.path("disks", raw), "rb") as f:
+        while f.read(1 << 20):
+            pass
+    fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert fds.count("/dev/fuse") == 1, fds

@@ -4,7 +4,7 @@
  * original file and <disk>.raw, the flattened virtual disk served by the
  * engine straight from the package (through the decompressing stream when
  * the file is gzip'd or chunked, or the OVA is gzip'd). */
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 
 #include <errno.h>
 #include <fcntl.h>

@@ -288,6 +288,18 @@ char *ovf_system_summary(const struct ovf_envelope *env,
  */
 int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	     struct ovf_finding_list *warnings);
+/*
+ * The tar header block(s) of a regular-file member named name holding size
+ * bytes, written to buf (cap bytes): one ustar block, preceded by a pax
+ * extended header when the name is over 100 bytes or the size over 11
+ * octal digits. Returns their length (a multiple of 512) or -errno
+ * (-ENOSPC when cap is too small; OVF_TAR_HEADER_MAX always suffices for
+ * names up to 4096 bytes). The data follows, padded with zeros to 512.
+ */
+#define OVF_TAR_HEADER_MAX (512 + 5120 + 512)
+ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
+		       int64_t mtime);
+
 /* Extract every member of the package into dir (created if missing). */
 int ovf_unpack(struct ovf_pkg *p, const char *dir);
 

@@ -426,6 +426,45 @@ static int parse_product(struct parse *ps, const xmlNode *n,
 static int parse_system(struct parse *ps, const xmlNode *n,
 			const char *parent, struct ovf_system *s, int depth);
 
+/*
+ * DSP0243: every section (Section_Type) and every content element
+ * (VirtualSystem, VirtualSystemCollection) holds an Info element. A missing
+ * one is one finding naming the element, its ovf:id when it has one and its
+ * line. Sections of vendor namespaces are the vendor's schema: not checked.
+ */
+static void need_info(struct parse *ps, const xmlNode *n, const char *parent,
+		      const char *kind)
+{
+	char *id;
+
+	for (const xmlNode *c = n->children; c; c = c->next)
+		if (is_el(c, "Info"))
+			return;
+	id = kind ? attr(ps, n, "id") : NULL;
+	{
+		char loc[700];
+
+		snprintf(loc, sizeof(loc), "%s%s%s%s%s%s", parent,
+			 kind ? "/" : "", kind ? kind : "", id ? "[@id=" : "",
+			 id ? id : "", id ? "]" : "");
+		ovf_finding_add(ps->findings, OVF_SEV_ERROR, loc,
+				"Info element is missing (mandatory in every section), line %ld",
+				xmlGetLineNo(n));
+	}
+	free(id);
+}
+
+/* True for an element of the envelope's namespace named *Section (known or
+   not; OVF 0.9's <Section xsi:type=...> arrives here as its kind). */
+static bool is_ovf_section(const struct parse *ps, const xmlNode *n,
+			   const char *kind)
+{
+	size_t l = strlen(kind);
+
+	return n->ns && !xmlStrcmp(n->ns->href, ps->ns) && l >= 7 &&
+	       !strcmp(kind + l - 7, "Section");
+}
+
 /* Records a section we do not model; a required one is an error. */
 static int other_section(struct parse *ps, const xmlNode *n, const char *kind,
 			 const char *where, struct ovf_other_section **v,
@@ -468,6 +507,7 @@ static int parse_system(struct parse *ps, const xmlNode *n, const char *parent,
 	if (!s->id)
 		ovf_finding_add(ps->findings, OVF_SEV_ERROR, where,
 				"ovf:id is missing (mandatory)");
+	need_info(ps, n, where, NULL);
 	if (depth > 16)
 		return ovf_err(-EINVAL, "%s: %s: VirtualSystemCollection nested more than 16 deep",
 			       ps->name, where);
@@ -480,6 +520,8 @@ static int parse_system(struct parse *ps, const xmlNode *n, const char *parent,
 		kind = section_kind(c);
 		if (!kind)
 			return ovf_err(-ENOMEM, "%s: out of memory", ps->name);
+		if (is_ovf_section(ps, c, kind))
+			need_info(ps, c, where, kind);
 		if (!strcmp(kind, "VirtualHardwareSection")) {
 			r = parse_hardware(ps, c, where, s);
 		} else if (!strcmp(kind, "ProductSection")) {
@@ -741,6 +783,8 @@ static int parse_envelope(struct parse *ps, const xmlNode *root)
 		kind = section_kind(c);
 		if (!kind)
 			return ovf_err(-ENOMEM, "%s: out of memory", ps->name);
+		if (is_ovf_section(ps, c, kind))
+			need_info(ps, c, "Envelope", kind);
 		if (!strcmp(kind, "References")) {
 			r = parse_references(ps, c);
 		} else if (!strcmp(kind, "DiskSection")) {

@@ -83,19 +83,19 @@ static void pax_record(struct ovf_buf *b, const char *key, const char *val)
 	ovf_buf_printf(b, "%zu %s=%s\n", len, key, val);
 }
 
-/* Writes the header(s) for a member: pax first when the name is long or
-   the size needs more than 11 octal digits. */
-static int write_header(int fd, const char *out, const char *name,
-			uint64_t size, time_t mtime)
+/* Builds the header block(s) of a member into buf: a pax header first when
+   the name is long or the size needs more than 11 octal digits. */
+ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
+		       int64_t mtime)
 {
-	unsigned char blk[512];
-	int r;
+	unsigned char *out = buf;
+	size_t used = 0;
 
 	if (strlen(name) > 100 || size > USTAR_MAX_SIZE) {
 		struct ovf_buf b = { 0 };
 		char num[32];
 		char *rec;
-		size_t len;
+		size_t len, padded;
 
 		if (strlen(name) > 100)
 			pax_record(&b, "path", name);
@@ -107,26 +107,55 @@ static int write_header(int fd, const char *out, const char *name,
 		rec = ovf_buf_take(&b);
 		if (!rec)
 			return ovf_err(-ENOMEM, "out of memory");
-		header(blk, "PaxHeaders/member", len, 'x', mtime);
-		r = write_all(fd, blk, 512, out);
-		if (r >= 0)
-			r = write_all(fd, rec, len, out);
-		free(rec);
-		if (r >= 0 && len % 512) {
-			memset(blk, 0, sizeof(blk));
-			r = write_all(fd, blk, 512 - len % 512, out);
+		padded = (len + 511) / 512 * 512;
+		if (cap < 512 + padded + 512) {
+			free(rec);
+			return ovf_err(-ENOSPC, "%s: tar header needs %zu bytes, %zu given",
+				       name, 512 + padded + 512, cap);
 		}
-		if (r < 0)
-			return r;
+		header(out, "PaxHeaders/member", len, 'x', (time_t)mtime);
+		memcpy(out + 512, rec, len);
+		memset(out + 512 + len, 0, padded - len);
+		free(rec);
+		used = 512 + padded;
 	}
-	header(blk, name, size, '0', mtime);
-	return write_all(fd, blk, 512, out);
+	if (cap < used + 512)
+		return ovf_err(-ENOSPC, "%s: tar header needs %zu bytes, %zu given",
+			       name, used + 512, cap);
+	header(out + used, name, size, '0', (time_t)mtime);
+	return (ssize_t)(used + 512);
+}
+
+/* Writes the header(s) for a member at the current position of fd. */
+static int write_header(int fd, const char *out, const char *name,
+			uint64_t size, time_t mtime)
+{
+	unsigned char blk[OVF_TAR_HEADER_MAX];
+	ssize_t n = ovf_tar_header(blk, sizeof(blk), name, size, mtime);
+
+	if (n < 0)
+		return (int)n;
+	return write_all(fd, blk, (size_t)n, out);
+}
+
+/* Feeds n zero bytes (a hole) to the digest. */
+static void digest_zeros(EVP_MD_CTX *ctx, uint64_t n)
+{
+	static const unsigned char zeros[65536];
+
+	while (n) {
+		size_t k = n < sizeof(zeros) ? (size_t)n : sizeof(zeros);
+
+		EVP_DigestUpdate(ctx, zeros, k);
+		n -= k;
+	}
 }
 
 /* Copies size bytes of in (from 0) to out's current position, leaving
-   holes where in has them; pads to the 512 block. */
+   holes where in has them, and feeds every byte (holes as zeros) to ctx;
+   pads to the 512 block. */
 static int copy_member(int in, int out, uint64_t size, const char *inname,
-		       const char *outname)
+		       const char *outname, EVP_MD_CTX *ctx)
 {
 	char *buf = malloc(COPY_BUF);
 	off_t start = lseek(out, 0, SEEK_CUR);
@@ -143,6 +172,9 @@ static int copy_member(int in, int out, uint64_t size, const char *inname,
 			break; /* only a hole is left */
 		if (data < 0)
 			data = (off_t)pos;
+		if ((uint64_t)data > size)
+			data = (off_t)size;
+		digest_zeros(ctx, (uint64_t)data - pos);
 		hole = lseek(in, data, SEEK_HOLE);
 		if (hole < 0 || (uint64_t)hole > size)
 			hole = (off_t)size;
@@ -157,6 +189,7 @@ static int copy_member(int in, int out, uint64_t size, const char *inname,
 					    n < 0 ? strerror(errno) : "file shrank");
 				goto out_free;
 			}
+			EVP_DigestUpdate(ctx, buf, (size_t)n);
 			if (pwrite(out, buf, (size_t)n, start + (off_t)at) != n) {
 				r = ovf_err(-errno, "%s: write: %s", outname,
 					    strerror(errno));
@@ -166,6 +199,8 @@ static int copy_member(int in, int out, uint64_t size, const char *inname,
 		}
 		pos = (uint64_t)hole;
 	}
+	if (pos < size)
+		digest_zeros(ctx, size - pos);
 	{
 		uint64_t padded = (size + 511) / 512 * 512;
 		off_t end = start + (off_t)padded;
@@ -179,41 +214,6 @@ static int copy_member(int in, int out, uint64_t size, const char *inname,
 			r = ovf_err(-errno, "%s: %s", outname, strerror(errno));
 	}
 out_free:
-	free(buf);
-	return r;
-}
-
-/* Hex digest of a whole file. */
-static int file_digest(const char *path, const EVP_MD *md, char *hex)
-{
-	unsigned char dig[EVP_MAX_MD_SIZE], *buf = malloc(COPY_BUF);
-	unsigned int dlen;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
-	ssize_t n;
-
-	if (fd < 0) {
-		r = ovf_err(-errno, "%s: %s", path, strerror(errno));
-		goto out_free;
-	}
-	if (!buf || !ctx) {
-		r = ovf_err(-ENOMEM, "out of memory");
-		goto out_free;
-	}
-	EVP_DigestInit_ex(ctx, md, NULL);
-	while ((n = read(fd, buf, COPY_BUF)) > 0)
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-	if (n < 0) {
-		r = ovf_err(-errno, "%s: %s", path, strerror(errno));
-		goto out_free;
-	}
-	EVP_DigestFinal_ex(ctx, dig, &dlen);
-	for (unsigned i = 0; i < dlen; i++)
-		sprintf(hex + 2 * i, "%02x", dig[i]);
-out_free:
-	if (fd >= 0)
-		close(fd);
-	EVP_MD_CTX_free(ctx);
 	free(buf);
 	return r;
 }
@@ -232,6 +232,9 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	time_t now = time(NULL);
 	unsigned char zero[1024] = { 0 };
 	int out = -1, r;
+	size_t hexlen, *hexat = NULL;
+	EVP_MD_CTX *ctx = NULL;
+	off_t mf_off = 0;
 
 	r = ovf_open(src, &p);
 	if (r < 0)
@@ -279,19 +282,20 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 				p->manifest ? p->manifest : "",
 				p->manifest && p->cert ? " and " : "",
 				p->cert ? p->cert : "", algo_name[algo]);
+	/* the manifest's length does not depend on the digests: it is written
+	   with zeros for them right after the descriptor and filled in at the
+	   end, so every file is read once, digested while it is copied */
+	hexlen = (size_t)EVP_MD_size(md) * 2;
+	hexat = calloc(norder, sizeof(*hexat));
+	ctx = EVP_MD_CTX_new();
+	if (!hexat || !ctx) {
+		r = ovf_err(-ENOMEM, "out of memory");
+		goto err_free_order;
+	}
 	for (size_t i = 0; i < norder; i++) {
-		char hex[EVP_MAX_MD_SIZE * 2 + 1];
-		char *path = ovf_asprintf("%s/%s", p->dir, order[i]);
-
-		if (!path) {
-			r = ovf_err(-ENOMEM, "out of memory");
-			goto err_free_order;
-		}
-		r = file_digest(path, md, hex);
-		free(path);
-		if (r < 0)
-			goto err_free_order;
-		ovf_buf_printf(&mf, "%s(%s)= %s\n", algo_name[algo], order[i], hex);
+		ovf_buf_printf(&mf, "%s(%s)= ", algo_name[algo], order[i]);
+		hexat[i] = mf.len;
+		ovf_buf_printf(&mf, "%0*d\n", (int)hexlen, 0);
 	}
 	mftext = ovf_buf_take(&mf);
 	mfname = ovf_strdup(p->descriptor);
@@ -323,16 +327,30 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 			goto err_close_out;
 		}
 		r = write_header(out, out_path, order[i], (uint64_t)st.st_size, now);
+		EVP_DigestInit_ex(ctx, md, NULL);
 		if (r >= 0)
-			r = copy_member(in, out, (uint64_t)st.st_size, path, out_path);
+			r = copy_member(in, out, (uint64_t)st.st_size, path, out_path, ctx);
 		close(in);
 		free(path);
 		if (r < 0)
 			goto err_close_out;
+		{
+			unsigned char dig[EVP_MAX_MD_SIZE];
+			unsigned dlen = 0;
+
+			EVP_DigestFinal_ex(ctx, dig, &dlen);
+			for (unsigned k = 0; k < dlen; k++) {
+				static const char hx[] = "0123456789abcdef";
+
+				mftext[hexat[i] + 2 * k] = hx[dig[k] >> 4];
+				mftext[hexat[i] + 2 * k + 1] = hx[dig[k] & 15];
+			}
+		}
 		if (i == 0) { /* the manifest right after the descriptor */
 			size_t len = strlen(mftext);
 
 			r = write_header(out, out_path, mfname, len, now);
+			mf_off = lseek(out, 0, SEEK_CUR);
 			if (r >= 0)
 				r = write_all(out, mftext, len, out_path);
 			if (r >= 0 && len % 512)
@@ -344,6 +362,10 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	r = write_all(out, zero, sizeof(zero), out_path);
 	if (r < 0)
 		goto err_close_out;
+	if (pwrite(out, mftext, strlen(mftext), mf_off) != (ssize_t)strlen(mftext)) {
+		r = ovf_err(-EIO, "%s: cannot write the manifest", out_path);
+		goto err_close_out;
+	}
 	if (close(out) < 0) {
 		out = -1;
 		r = ovf_err(-errno, "%s: %s", out_path, strerror(errno));
@@ -352,6 +374,8 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	ovf_strv_free(order, norder);
 	free(mfname);
 	free(mftext);
+	free(hexat);
+	EVP_MD_CTX_free(ctx);
 	ovf_close(p);
 	return 0;
 
@@ -363,6 +387,8 @@ err_free_order:
 	ovf_strv_free(order, norder);
 	free(mfname);
 	free(mftext);
+	free(hexat);
+	EVP_MD_CTX_free(ctx);
 	free(ovf_buf_take(&mf));
 err_close_pkg:
 	ovf_close(p);

@@ -1,363 +1,106 @@
 /* cmd_create.c - `ovf create`: build an OVF package (OVA or folder) around
- * disk images. Each disk (raw or any VMDK) is converted by the engine into a
- * streamOptimized VMDK; the descriptor describes one virtual system with
- * CPUs, memory, an LSI Logic SCSI controller, the disks and one NIC per
- * network; a SHA256 manifest covers the descriptor and the disks. */
+ * disk images: the options and their tables of known guest OSes, NIC models
+ * and controllers, and the folder output. Each disk (raw or any VMDK) is
+ * converted into a streamOptimized VMDK (create_convert.c), the descriptor
+ * (create_descriptor.c) describes one virtual system, and a SHA256 manifest
+ * covers the descriptor and the disks; an OVA is assembled by
+ * create_ova.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
 
-#include "blockengine.h"
 #include "cmd_create.h"
+#include "create_i.h"
 #include "ovf.h"
 
-#define CHUNK (4u << 20)   /* bytes a worker takes at a time */
-#define WORKERS 2
-#define MAX_DISKS 15       /* SCSI units 0-15 without 7 */
-#define STREAM_URI "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
-
-struct disk_job {
-	const char *src;
-	char *href;            /* name of the VMDK in the package */
-	uint64_t capacity;     /* virtual bytes */
-	uint64_t populated;    /* bytes of grains written */
-	uint64_t file_size;    /* bytes of the VMDK */
-};
-
-/* What the workers converting one disk share. */
-struct conv {
-	struct bdev *b;
-	struct bdev_writer *w;
-	uint64_t size, grain;
-	atomic_uint_fast64_t next;      /* next chunk offset to take */
-	atomic_uint_fast64_t populated;
-	atomic_int err;                 /* first -errno */
-	pthread_mutex_t msg_lock;
-	char msg[512];
-};
-
-/* Records the first failure of a conversion with its message. */
-static void conv_fail(struct conv *c, int err, const char *what)
-{
-	int zero = 0;
-
-	if (atomic_compare_exchange_strong(&c->err, &zero, err)) {
-		pthread_mutex_lock(&c->msg_lock);
-		snprintf(c->msg, sizeof(c->msg), "%s", what);
-		pthread_mutex_unlock(&c->msg_lock);
-	}
-}
-
-static bool all_zero(const char *p, size_t n)
-{
-	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
-}
-
-/* True when [off, off+len) of b reads as zeros without reading it: a zero
-   run, or a hole at the bottom of the chain. */
-static int skippable(struct bdev *b, uint64_t off, uint64_t len,
-		     uint64_t *pnum)
-{
-	int st = bdev_block_status(b, off, len, pnum);
-
-	if (st < 0)
-		return st;
-	if (st == BDEV_STATUS_ZERO)
-		return 1;
-	if (st == BDEV_STATUS_UNALLOCATED && !bdev_backing(b))
-		return 1;
-	return 0;
-}
-
-/* Converts one chunk: reads the grains that may hold data and hands the
-   non-zero ones to the writer. */
-static int conv_chunk(struct conv *c, char *buf, uint64_t start, uint64_t end)
-{
-	uint64_t at = start;
-
-	while (at < end) {
-		uint64_t pnum, run_end, g0, g1;
-		int s = skippable(c->b, at, end - at, &pnum);
-
-		if (s < 0)
-			return s;
-		run_end = at + pnum;
-		if (s) {
-			at = run_end;
-			continue;
-		}
-		/* whole grains around the data run (the writer takes grains) */
-		g0 = at / c->grain * c->grain;
-		g1 = (run_end + c->grain - 1) / c->grain * c->grain;
-		if (g1 > end)
-			g1 = end;
-		if (g0 < start)
-			g0 = start;
-		{
-			size_t len = (size_t)(g1 - g0);
-			int r = bdev_pread(c->b, buf, len, g0);
-
-			if (r < 0)
-				return r;
-			for (size_t o = 0; o < len; o += c->grain) {
-				size_t n = len - o < c->grain ? len - o : c->grain;
-
-				if (all_zero(buf + o, n))
-					continue;
-				r = bdev_writer_write(c->w, g0 + o, buf + o, n);
-				if (r < 0)
-					return r;
-				atomic_fetch_add(&c->populated, n);
-			}
-		}
-		at = g1;
-	}
-	return 0;
-}
-
-static void *conv_worker(void *arg)
-{
-	struct conv *c = arg;
-	char *buf = malloc(CHUNK);
-
-	if (!buf) {
-		conv_fail(c, -ENOMEM, "out of memory");
-		return NULL;
-	}
-	while (!atomic_load(&c->err)) {
-		uint64_t start = atomic_fetch_add(&c->next, CHUNK), end;
-		int r;
-
-		if (start >= c->size)
-			break;
-		end = c->size - start < CHUNK ? c->size : start + CHUNK;
-		r = conv_chunk(c, buf, start, end);
-		if (r < 0)
-			conv_fail(c, r, bdev_errmsg());
-	}
-	free(buf);
-	return NULL;
-}
-
-/* Converts job->src into a streamOptimized VMDK at dst, two workers. */
-static int convert_disk(struct disk_job *job, const char *dst)
-{
-	struct bdev_create_opts co = { .format = "vmdk",
-				       .subformat = "streamOptimized",
-				       .adapter_type = "lsilogic" };
-	struct bdev_info info;
-	struct conv c = { 0 };
-	pthread_t th[WORKERS];
-	int nth = 0, r;
-	struct stat st;
-
-	r = bdev_open(job->src, NULL, &c.b);
-	if (r < 0) {
-		fprintf(stderr, "ovf create: %s\n", bdev_errmsg());
-		return r;
-	}
-	r = bdev_get_info(c.b, &info);
-	if (r < 0)
-		goto err_close_src;
-	c.size = job->capacity = info.size;
-	co.size = info.size;
-	r = bdev_writer_new(dst, &co, &c.w);
-	if (r < 0) {
-		fprintf(stderr, "ovf create: %s: %s\n", dst, bdev_errmsg());
-		goto err_close_src;
-	}
-	c.grain = bdev_writer_grain(c.w);
-	if (!c.grain || CHUNK % c.grain) {
-		fprintf(stderr, "ovf create: %s: grain of %llu bytes does not divide %u\n",
-			dst, (unsigned long long)c.grain, CHUNK);
-		r = -EINVAL;
-		goto err_abort;
-	}
-	pthread_mutex_init(&c.msg_lock, NULL);
-	for (; nth < WORKERS; nth++)
-		if (pthread_create(&th[nth], NULL, conv_worker, &c) != 0)
-			break;
-	if (!nth)
-		conv_worker(&c);
-	for (int i = 0; i < nth; i++)
-		pthread_join(th[i], NULL);
-	pthread_mutex_destroy(&c.msg_lock);
-	r = atomic_load(&c.err);
-	if (r < 0) {
-		fprintf(stderr, "ovf create: %s: %s\n", job->src, c.msg);
-		goto err_abort;
-	}
-	r = bdev_writer_close(c.w);
-	if (r < 0) {
-		fprintf(stderr, "ovf create: %s: %s\n", dst, bdev_errmsg());
-		goto err_close_src;
-	}
-	bdev_close(c.b);
-	if (stat(dst, &st) < 0) {
-		fprintf(stderr, "ovf create: %s: %s\n", dst, strerror(errno));
-		return -errno;
-	}
-	job->file_size = (uint64_t)st.st_size;
-	job->populated = atomic_load(&c.populated);
-	return 0;
-
-err_abort:
-	bdev_writer_abort(c.w);
-err_close_src:
-	bdev_close(c.b);
-	return r;
-}
-
-/* Appends s to f with the five XML specials escaped. */
-static void xml_text(FILE *f, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '&': fputs("&amp;", f); break;
-		case '<': fputs("&lt;", f); break;
-		case '>': fputs("&gt;", f); break;
-		case '"': fputs("&quot;", f); break;
-		case '\'': fputs("&apos;", f); break;
-		default: fputc(*s, f);
-		}
-	}
-}
-
-/* One rasd Item: elements given already in the schema's (alphabetical)
-   order as name/value pairs, NULL-terminated. */
-static void item(FILE *f, const char *const *kv)
-{
-	fputs("      <Item>\n", f);
-	for (; kv[0]; kv += 2) {
-		fprintf(f, "        <rasd:%s>", kv[0]);
-		xml_text(f, kv[1]);
-		fprintf(f, "</rasd:%s>\n", kv[0]);
-	}
-	fputs("      </Item>\n", f);
-}
-
-struct vm_spec {
+/* Guest kinds --os knows: the CIM OsType (CIM_OperatingSystem.OSType) that
+   OperatingSystemSection/@ovf:id carries, its CIM description, and the
+   VMware guest id vSphere reads from vmw:osType (NULL: none that fits every
+   release of that OS). */
+struct os_kind {
 	const char *name;
-	unsigned cpus;
-	uint64_t memory_mib;
-	const char **networks;
-	int nnetworks;
-	int version; /* 1 or 2 */
+	unsigned cim;
+	const char *description, *vmw;
 };
 
-/* Writes the descriptor for the converted disks to path. */
+static const struct os_kind os_kinds[] = {
+	{ "other", 1, "Other", "otherGuest" },
+	{ "other-64", 102, "Other 64-Bit", "otherGuest64" },
+	{ "linux", 36, "LINUX", "otherLinuxGuest" },
+	{ "linux-64", 101, "Linux 64-Bit", "otherLinux64Guest" },
+	{ "linux-2.6", 99, "Linux 2.6.x", "other26xLinuxGuest" },
+	{ "linux-2.6-64", 100, "Linux 2.6.x 64-Bit", "other26xLinux64Guest" },
+	{ "rhel", 79, "RedHat Enterprise Linux", NULL },
+	{ "rhel-64", 80, "RedHat Enterprise Linux 64-Bit", NULL },
+	{ "centos-64", 107, "CentOS 64-bit", "centos64Guest" },
+	{ "oracle-linux-64", 109, "Oracle Linux 64-bit", "oracleLinux64Guest" },
+	{ "sles-64", 85, "SLES 64-Bit", NULL },
+	{ "ubuntu", 93, "Ubuntu", "ubuntuGuest" },
+	{ "ubuntu-64", 94, "Ubuntu 64-Bit", "ubuntu64Guest" },
+	{ "debian", 95, "Debian", NULL },
+	{ "debian-64", 96, "Debian 64-Bit", NULL },
+	{ "freebsd", 42, "FreeBSD", "freebsdGuest" },
+	{ "freebsd-64", 78, "FreeBSD 64-Bit", "freebsd64Guest" },
+	{ "solaris-64", 81, "Solaris 64-Bit", NULL },
+	{ "windows-7", 105, "Microsoft Windows 7", "windows7Guest" },
+	{ "windows-8-64", 114, "Microsoft Windows 8 64-bit", "windows8_64Guest" },
+	{ "windows-8.1-64", 117, "Microsoft Windows 8.1 64-bit", "windows8_64Guest" },
+	{ "windows-10-64", 120, "Microsoft Windows 10 64-bit", "windows9_64Guest" },
+	{ "windows-server-2008-r2", 103, "Microsoft Windows Server 2008 R2", "windows7Server64Guest" },
+	{ "windows-server-2012", 112, "Microsoft Windows Server 2012", "windows8Server64Guest" },
+	{ "windows-server-2012-r2", 115, "Microsoft Windows Server 2012 R2", NULL },
+	{ "windows-server-2016", 118, "Microsoft Windows Server 2016", "windows9Server64Guest" },
+	{ "esxi", 104, "VMware ESXi", NULL },
+};
+#define DEFAULT_OS "other-64"
+
+/* NIC models --nic-type knows and the rasd:ResourceSubType producers write. */
+static const struct { const char *name, *subtype; } nic_kinds[] = {
+	{ "e1000", "E1000" }, { "e1000e", "E1000e" }, { "vmxnet3", "VmxNet3" },
+	{ "virtio", "virtio" }, { "pcnet32", "PCNet32" },
+};
+
+
+static const struct ctl_kind ctl_kinds[] = {
+	{ "lsilogic", OVF_RT_SCSI, "lsilogic", "SCSI", "lsilogic", 15, 1 },
+	{ "lsilogicsas", OVF_RT_SCSI, "lsilogicsas", "SCSI", "lsilogic", 15, 1 },
+	{ "pvscsi", OVF_RT_SCSI, "VirtualSCSI", "SCSI", "lsilogic", 15, 1 },
+	{ "buslogic", OVF_RT_SCSI, "buslogic", "SCSI", "buslogic", 15, 1 },
+	{ "ide", OVF_RT_IDE, NULL, "IDE", "ide", 2, 2 },
+	{ "sata", OVF_RT_STORAGE, "vmware.sata.ahci", "SATA", "lsilogic", 15, 1 },
+	{ "nvme", OVF_RT_STORAGE, "vmware.nvme.controller", "NVMe", "lsilogic", 15, 1 },
+};
+
+/* Writes the descriptor for the converted disks to path (a folder package). */
 static int write_descriptor(const char *path, const struct vm_spec *vm,
 			    const struct disk_job *d, int nd)
 {
-	FILE *f = fopen(path, "wx");
-	char a[64], b[64], c[64], e[64];
+	size_t len;
+	char *text = create_descriptor_text(vm, d, nd, &len);
+	int fd, r;
 
-	if (!f) {
+	if (!text) {
+		fprintf(stderr, "ovf create: out of memory\n");
+		return -ENOMEM;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		r = -errno;
 		fprintf(stderr, "ovf create: %s: %s\n", path, strerror(errno));
-		return -errno;
+	} else {
+		r = create_pwrite_all(fd, text, len, 0, path);
+		close(fd);
 	}
-	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		"<Envelope xmlns=\"http://schemas.dmtf.org/ovf/envelope/%d\""
-		" xmlns:ovf=\"http://schemas.dmtf.org/ovf/envelope/%d\""
-		" xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\""
-		" xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\""
-		" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\""
-		" ovf:version=\"%s\">\n  <References>\n",
-		vm->version, vm->version, vm->version == 2 ? "2.0" : "1.0");
-	for (int i = 0; i < nd; i++) {
-		fprintf(f, "    <File ovf:id=\"file%d\" ovf:href=\"", i + 1);
-		xml_text(f, d[i].href);
-		fprintf(f, "\" ovf:size=\"%llu\"/>\n",
-			(unsigned long long)d[i].file_size);
-	}
-	fputs("  </References>\n  <DiskSection>\n"
-	      "    <Info>Virtual disk information</Info>\n", f);
-	for (int i = 0; i < nd; i++)
-		fprintf(f, "    <Disk ovf:capacity=\"%llu\" ovf:capacityAllocationUnits=\"byte\""
-			" ovf:diskId=\"vmdisk%d\" ovf:fileRef=\"file%d\" ovf:format=\"%s\""
-			" ovf:populatedSize=\"%llu\"/>\n",
-			(unsigned long long)d[i].capacity, i + 1, i + 1, STREAM_URI,
-			(unsigned long long)d[i].populated);
-	fputs("  </DiskSection>\n", f);
-	if (vm->nnetworks) {
-		fputs("  <NetworkSection>\n    <Info>The list of logical networks</Info>\n", f);
-		for (int i = 0; i < vm->nnetworks; i++) {
-			fputs("    <Network ovf:name=\"", f);
-			xml_text(f, vm->networks[i]);
-			fputs("\">\n      <Description>The ", f);
-			xml_text(f, vm->networks[i]);
-			fputs(" network</Description>\n    </Network>\n", f);
-		}
-		fputs("  </NetworkSection>\n", f);
-	}
-	fputs("  <VirtualSystem ovf:id=\"", f);
-	xml_text(f, vm->name);
-	fputs("\">\n    <Info>A virtual machine</Info>\n    <Name>", f);
-	xml_text(f, vm->name);
-	fputs("</Name>\n"
-	      "    <OperatingSystemSection ovf:id=\"1\">\n"
-	      "      <Info>The kind of installed guest operating system</Info>\n"
-	      "      <Description>Other</Description>\n"
-	      "    </OperatingSystemSection>\n"
-	      "    <VirtualHardwareSection>\n"
-	      "      <Info>Virtual hardware requirements</Info>\n"
-	      "      <System>\n"
-	      "        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
-	      "        <vssd:InstanceID>0</vssd:InstanceID>\n"
-	      "        <vssd:VirtualSystemIdentifier>", f);
-	xml_text(f, vm->name);
-	fputs("</vssd:VirtualSystemIdentifier>\n"
-	      "        <vssd:VirtualSystemType>vmx-13</vssd:VirtualSystemType>\n"
-	      "      </System>\n", f);
-	snprintf(a, sizeof(a), "%u virtual CPU(s)", vm->cpus);
-	snprintf(b, sizeof(b), "%u", vm->cpus);
-	item(f, (const char *const[]){ "AllocationUnits", "hertz * 10^6",
-		"Description", "Number of Virtual CPUs", "ElementName", a,
-		"InstanceID", "1", "ResourceType", "3", "VirtualQuantity", b,
-		NULL });
-	snprintf(a, sizeof(a), "%lluMB of memory", (unsigned long long)vm->memory_mib);
-	snprintf(b, sizeof(b), "%llu", (unsigned long long)vm->memory_mib);
-	item(f, (const char *const[]){ "AllocationUnits", "byte * 2^20",
-		"Description", "Memory Size", "ElementName", a,
-		"InstanceID", "2", "ResourceType", "4", "VirtualQuantity", b,
-		NULL });
-	item(f, (const char *const[]){ "Address", "0",
-		"Description", "SCSI Controller", "ElementName", "SCSI controller 0",
-		"InstanceID", "3", "ResourceSubType", "lsilogic",
-		"ResourceType", "6", NULL });
-	for (int i = 0; i < nd; i++) {
-		snprintf(a, sizeof(a), "%d", i < 7 ? i : i + 1);
-		snprintf(b, sizeof(b), "Hard disk %d", i + 1);
-		snprintf(c, sizeof(c), "ovf:/disk/vmdisk%d", i + 1);
-		snprintf(e, sizeof(e), "%d", 4 + i);
-		item(f, (const char *const[]){ "AddressOnParent", a,
-			"ElementName", b, "HostResource", c, "InstanceID", e,
-			"Parent", "3", "ResourceType", "17", NULL });
-	}
-	for (int i = 0; i < vm->nnetworks; i++) {
-		snprintf(a, sizeof(a), "%d", 7 + i);
-		snprintf(b, sizeof(b), "Network adapter %d", i + 1);
-		snprintf(e, sizeof(e), "%d", 4 + nd + i);
-		item(f, (const char *const[]){ "AddressOnParent", a,
-			"AutomaticAllocation", "true", "Connection", vm->networks[i],
-			"ElementName", b, "InstanceID", e,
-			"ResourceSubType", "E1000", "ResourceType", "10", NULL });
-	}
-	fputs("    </VirtualHardwareSection>\n  </VirtualSystem>\n</Envelope>\n", f);
-	if (ferror(f) | fclose(f)) {
-		fprintf(stderr, "ovf create: %s: write failed\n", path);
-		return -EIO;
-	}
-	return 0;
+	free(text);
+	return r;
 }
 
 /* Hex SHA256 of a whole file into hex (65 bytes). */
@@ -477,10 +220,99 @@ static void remove_work(const char *dir, const char *name,
 
 static void create_usage(FILE *f)
 {
-	fputs("usage: ovf create --name NAME --cpus N --memory MIB --disk IMAGE [--disk IMAGE...]\n"
-	      "                  [--network NAME...] [--ovf-version 1|2] OUT.ova|OUT_DIR\n"
-	      "Disks (raw or any VMDK) are converted to streamOptimized VMDK; memory is\n"
-	      "in MiB (or with a G suffix). OUT must not exist.\n", f);
+	fputs("usage: ovf create --name NAME --cpus N --memory SIZE --disk IMAGE [--disk IMAGE...]\n"
+	      "                  [--network NAME...] [--nic-type TYPE] [--controller TYPE]\n"
+	      "                  [--os NAME|ID] [--os-description TEXT] [--ovf-version 1|2]\n"
+	      "                  OUT.ova|OUT_DIR\n"
+	      "       ovf create --list-os\n", f);
+}
+
+static void create_help(void)
+{
+	create_usage(stdout);
+	fputs("\n"
+	      "Build an OVF package holding one virtual machine around existing disk\n"
+	      "images. Each IMAGE (raw, or a VMDK of any kind, delta disks read through\n"
+	      "their chain) is converted by the block engine into a streamOptimized VMDK;\n"
+	      "all-zero grains are left out. The descriptor (OVF 1.x, or 2.x with\n"
+	      "--ovf-version 2) describes the CPUs, the memory, one disk controller (two\n"
+	      "for IDE), the disks on it in the order given, and one NIC per --network;\n"
+	      "a SHA256 manifest covers the descriptor and every disk.\n"
+	      "\n"
+	      "OUT ending in .ova is written as one archive: descriptor first, manifest\n"
+	      "next, then the disks. Disk 1 is converted straight into the archive (and\n"
+	      "on ext4 or XFS never copied); the others are appended once. Any other OUT\n"
+	      "is a folder holding NAME.ovf, NAME.mf and NAME-diskN.vmdk. OUT must not\n"
+	      "exist; on failure (a bad image, no space left) nothing is left under OUT.\n"
+	      "\n"
+	      "Options:\n"
+	      "  --name NAME          VirtualSystem id and name, and the file names' stem\n"
+	      "                       (a file name: no '/').\n"
+	      "  --cpus N             virtual CPUs, 1 to 768.\n"
+	      "  --memory SIZE        memory in MiB, or with a suffix: 512, 512M, 4G.\n"
+	      "  --disk IMAGE         a disk image; repeat for more disks (at most 15,\n"
+	      "                       4 with --controller ide).\n"
+	      "  --network NAME       a logical network and a NIC connected to it;\n"
+	      "                       repeat for more (at most 16). None: no NIC.\n"
+	      "  --nic-type TYPE      the NICs' model: e1000 (default), e1000e, vmxnet3,\n"
+	      "                       virtio, pcnet32.\n"
+	      "  --controller TYPE    the disks' controller: lsilogic (default),\n"
+	      "                       lsilogicsas, pvscsi, buslogic, ide, sata, nvme.\n"
+	      "  --os NAME|ID         the guest OS: a name from --list-os, or a CIM\n"
+	      "                       OsType number 0-65535 as OperatingSystemSection\n"
+	      "                       ovf:id takes it. Default: " DEFAULT_OS ".\n"
+	      "  --os-description TEXT\n"
+	      "                       the OperatingSystemSection Description (default:\n"
+	      "                       the CIM name of a known --os).\n"
+	      "  --ovf-version 1|2    the OVF envelope namespace (default 1; some\n"
+	      "                       importers, e.g. virt-v2v, read only 1).\n"
+	      "  --list-os            print the names --os knows, with their CIM OsType\n"
+	      "                       and VMware guest id, and exit.\n"
+	      "  -h, --help           this text.\n"
+	      "\n"
+	      "Exit status: 0 the package was written, 1 it could not be (the reason on\n"
+	      "stderr), 2 bad usage.\n"
+	      "\n"
+	      "Example:\n"
+	      "  ovf create --name web --cpus 2 --memory 4G --os ubuntu-64 \\\n"
+	      "      --disk root.raw --disk data.vmdk --network \"VM Network\" \\\n"
+	      "      --nic-type vmxnet3 --controller pvscsi web.ova\n", stdout);
+}
+
+static void list_os(void)
+{
+	printf("%-24s %5s  %-34s %s\n", "NAME", "CIM", "DESCRIPTION", "VMWARE GUEST ID");
+	for (size_t i = 0; i < sizeof(os_kinds) / sizeof(os_kinds[0]); i++)
+		printf("%-24s %5u  %-34s %s\n", os_kinds[i].name, os_kinds[i].cim,
+		       os_kinds[i].description, os_kinds[i].vmw ? os_kinds[i].vmw : "-");
+}
+
+/* --os: a known name or a CIM OsType number. */
+static bool parse_os(const char *s, struct vm_spec *vm)
+{
+	char *end;
+	unsigned long v;
+
+	for (size_t i = 0; i < sizeof(os_kinds) / sizeof(os_kinds[0]); i++)
+		if (!strcasecmp(s, os_kinds[i].name)) {
+			vm->os_id = os_kinds[i].cim;
+			vm->os_description = os_kinds[i].description;
+			vm->os_vmw = os_kinds[i].vmw;
+			return true;
+		}
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || *s == '+' || v > 65535)
+		return false;
+	vm->os_id = (unsigned)v;
+	vm->os_description = NULL;
+	vm->os_vmw = NULL;
+	for (size_t i = 0; i < sizeof(os_kinds) / sizeof(os_kinds[0]); i++)
+		if (os_kinds[i].cim == v) {
+			vm->os_description = os_kinds[i].description;
+			vm->os_vmw = os_kinds[i].vmw;
+		}
+	return true;
 }
 
 int cmd_create(int argc, char **argv)
@@ -492,6 +324,11 @@ int cmd_create(int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },
 		{ "network", required_argument, NULL, 'N' },
 		{ "ovf-version", required_argument, NULL, 'V' },
+		{ "os", required_argument, NULL, 'o' },
+		{ "os-description", required_argument, NULL, 'D' },
+		{ "nic-type", required_argument, NULL, 't' },
+		{ "controller", required_argument, NULL, 'C' },
+		{ "list-os", no_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -504,7 +341,12 @@ int cmd_create(int argc, char **argv)
 	bool ova;
 	struct stat st;
 
+	const char *os_desc = NULL;
+
 	vm.networks = nets;
+	parse_os(DEFAULT_OS, &vm);
+	vm.nic_subtype = nic_kinds[0].subtype;
+	vm.ctl = &ctl_kinds[0];
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		char *end;
 		unsigned long v;
@@ -549,8 +391,44 @@ int cmd_create(int argc, char **argv)
 			}
 			vm.version = optarg[0] - '0';
 			break;
+		case 'o':
+			if (!parse_os(optarg, &vm)) {
+				fprintf(stderr, "ovf create: --os \"%s\": expected a name from --list-os or a CIM OsType number 0-65535\n", optarg);
+				return 2;
+			}
+			break;
+		case 'D':
+			os_desc = optarg;
+			break;
+		case 't': {
+			size_t i, n = sizeof(nic_kinds) / sizeof(nic_kinds[0]);
+
+			for (i = 0; i < n && strcasecmp(optarg, nic_kinds[i].name); i++)
+				;
+			if (i == n) {
+				fprintf(stderr, "ovf create: --nic-type \"%s\": expected e1000, e1000e, vmxnet3, virtio or pcnet32\n", optarg);
+				return 2;
+			}
+			vm.nic_subtype = nic_kinds[i].subtype;
+			break;
+		}
+		case 'C': {
+			size_t i, n = sizeof(ctl_kinds) / sizeof(ctl_kinds[0]);
+
+			for (i = 0; i < n && strcasecmp(optarg, ctl_kinds[i].name); i++)
+				;
+			if (i == n) {
+				fprintf(stderr, "ovf create: --controller \"%s\": expected lsilogic, lsilogicsas, pvscsi, buslogic, ide, sata or nvme\n", optarg);
+				return 2;
+			}
+			vm.ctl = &ctl_kinds[i];
+			break;
+		}
+		case 'L':
+			list_os();
+			return 0;
 		case 'h':
-			create_usage(stdout);
+			create_help();
 			return 0;
 		default:
 			create_usage(stderr);
@@ -560,6 +438,13 @@ int cmd_create(int argc, char **argv)
 	if (optind + 1 != argc || !vm.name || !vm.cpus || !vm.memory_mib || !nd) {
 		fprintf(stderr, "ovf create: --name, --cpus, --memory, at least one --disk and OUT are required\n");
 		create_usage(stderr);
+		return 2;
+	}
+	if (os_desc)
+		vm.os_description = os_desc;
+	if (nd > vm.ctl->units * vm.ctl->ncontrollers) {
+		fprintf(stderr, "ovf create: --controller %s takes at most %d disks\n",
+			vm.ctl->name, vm.ctl->units * vm.ctl->ncontrollers);
 		return 2;
 	}
 	if (!safe_name(vm.name)) {
@@ -597,35 +482,32 @@ int cmd_create(int argc, char **argv)
 	}
 	for (int i = 0; i < nd; i++) {
 		jobs[i].src = disks[i];
+		jobs[i].adapter = vm.ctl->adapter;
 		jobs[i].href = malloc(strlen(vm.name) + 32);
 		if (!jobs[i].href)
 			goto err_remove;
 		sprintf(jobs[i].href, "%s-disk%d.vmdk", vm.name, i + 1);
+	}
+	if (ova) {
+		if (create_build_ova(work, out, &vm, jobs, nd) < 0)
+			goto err_remove;
+		rmdir(work);
+		r = 0;
+		goto out_free;
 	}
 	path = malloc(strlen(work) + strlen(vm.name) + 64);
 	if (!path)
 		goto err_remove;
 	for (; done < nd; done++) {
 		sprintf(path, "%s/%s", work, jobs[done].href);
-		if (convert_disk(&jobs[done], path) < 0)
+		if (create_convert_disk(&jobs[done], path) < 0)
 			goto err_remove;
 	}
 	sprintf(path, "%s/%s.ovf", work, vm.name);
 	if (write_descriptor(path, &vm, jobs, nd) < 0)
 		goto err_remove;
-	if (ova) {
-		struct ovf_finding_list w = { 0 };
-
-		if (ovf_pack(work, out, OVF_SHA256, &w) < 0) {
-			fprintf(stderr, "ovf create: %s\n", ovf_errmsg());
-			ovf_findings_free(&w);
-			goto err_remove;
-		}
-		ovf_findings_free(&w);
-		remove_work(work, vm.name, jobs, nd);
-	} else if (write_manifest(work, vm.name, jobs, nd) < 0) {
+	if (write_manifest(work, vm.name, jobs, nd) < 0)
 		goto err_remove;
-	}
 	r = 0;
 	goto out_free;
 

@@ -15,7 +15,9 @@ static void usage(FILE *f)
 	      "       ovf pack [--digest sha1|sha256|sha512] DIR|FILE.ovf OUT.ova\n"
 	      "       ovf unpack PACKAGE DIR\n"
 	      "       ovf create --name N --cpus C --memory MIB --disk IMAGE [--disk IMAGE...]\n"
-	      "                  [--network NAME...] [--ovf-version 1|2] OUT.ova|OUT_DIR\n"
+	      "                  [--network NAME...] [--nic-type TYPE] [--controller TYPE]\n"
+	      "                  [--os NAME|ID] [--os-description TEXT] [--ovf-version 1|2]\n"
+	      "                  OUT.ova|OUT_DIR   (ovf create --help: every option)\n"
 	      "PACKAGE is an OVA file, a .ovf file or a folder holding one.\n"
 	      "validate exits 0 when valid, 1 when not (one line per finding).\n",
 	      f);
