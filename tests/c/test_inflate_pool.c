@@ -7,6 +7,7 @@
  * driver's message; inflate_threads sizes the pool (or turns it off).
  */
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -364,6 +365,39 @@ static void read_at_depth(struct bdev *b)
 	free(buf);
 }
 
+/* A caller that polls the queue's eventfd instead of blocking in
+   bdev_queue_run() is woken by the pool's completions too. */
+static void test_poll_fd(void)
+{
+	struct bdev *b = open_image(path, 0, UINT32_MAX, 0);
+	uint8_t *buf = malloc(16 * GRAIN);
+	struct bdev_queue *q;
+	struct pollfd pfd;
+	int done = 0;
+
+	CHECK(buf);
+	CHECK_EQ(bdev_queue_new(16, &q), 0);
+	pfd = (struct pollfd){ .fd = bdev_queue_fd(q), .events = POLLIN };
+	for (int i = 0; i < 16; i++) {
+		struct iovec v = { buf + (size_t)i * GRAIN, GRAIN };
+
+		CHECK_EQ(bdev_aio_readv(q, b, (uint64_t)(20 + i) * GRAIN, &v, 1,
+					ok_cb, &done), 0);
+	}
+	while (done < 16) {
+		uint64_t n;
+
+		CHECK_EQ(poll(&pfd, 1, 10000), 1);
+		CHECK(read(pfd.fd, &n, sizeof(n)) == sizeof(n) ||
+		      errno == EAGAIN);
+		CHECK(bdev_queue_run(q, 0) >= 0);
+	}
+	CHECK_EQ(expect_mismatch(buf, 16 * GRAIN, 20 * GRAIN), -1);
+	bdev_queue_free(q);
+	free(buf);
+	CHECK_EQ(bdev_close(b), 0);
+}
+
 /* inflate_threads = UINT32_MAX starts no thread; 3 starts a pool of three
    workers, and an image asking for fewer shares it. Must run first. */
 static void test_pool_size(void)
@@ -398,6 +432,7 @@ int main(void)
 	test_pool_size();
 	test_many_queues(0);
 	test_many_queues(4 * GRAIN);
+	test_poll_fd();
 	test_close_busy();
 	test_damaged_grain();
 
