@@ -140,6 +140,22 @@ def test_convert_raw_source_and_sparse_output(vmdk, tmp_path):
     assert os.stat(out).st_blocks * 512 <= 1 * MiB + 64 * 1024
 
 
+def test_convert_over_a_file_with_data(vmdk, tmp_path):
+    """An output that already holds data (longer than the disk) is cut to
+    the disk's bytes: nothing of it shows through the holes."""
+    src = tmp_path / "s.raw"
+    with open(src, "wb") as f:
+        f.truncate(4 * MiB)
+        f.seek(MiB)
+        f.write(os.urandom(MiB))
+    out = tmp_path / "o.raw"
+    with open(out, "wb") as f:
+        f.write(b"\xee" * (6 * MiB))
+    run([vmdk, "convert", "-f", "raw", "-O", "raw", src, out])
+    assert_same_file(out, src)
+    assert os.stat(out).st_size == 4 * MiB
+
+
 def test_progress_only_on_a_terminal(vmdk, tmp_path):
     img = qemu_image(tmp_path, 2 * MiB, ["write -P 1 0 1M"])
     r = run([vmdk, "convert", "-p", "-O", "raw", img, tmp_path / "o.raw"])

@@ -51,6 +51,14 @@ struct bdev_open_opts {
 	uint32_t readahead_grains;  /* grains inflated ahead of a sequential
 				       reader of a compressed image; 0 = default,
 				       UINT32_MAX = off */
+	uint32_t inflate_threads;   /* threads that inflate compressed grains
+				       while a queue keeps submitting I/O, when
+				       it has several grains to inflate (one
+				       pool shared by all images, grown to the
+				       largest number asked for, at most 64);
+				       0 = one per online CPU (none on a single
+				       CPU), UINT32_MAX = none: each queue
+				       inflates on its own thread */
 };
 
 /* Open the image at path. opts may be NULL (read-only, probed format). */

@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "grain_cache.h"
 #include "internal.h"
@@ -59,6 +60,12 @@ static struct bdev_open_opts bdev_opts_defaults(const struct bdev_open_opts *o)
 		opts.grain_cache_bytes = BDEV_DEFAULT_GRAIN_CACHE;
 	if (!opts.readahead_grains)
 		opts.readahead_grains = BDEV_DEFAULT_READAHEAD;
+	if (!opts.inflate_threads) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		/* on one CPU a hand-off only adds thread hops */
+		opts.inflate_threads = n > 1 ? (uint32_t)n : UINT32_MAX;
+	}
 	return opts;
 }
 

@@ -213,6 +213,9 @@ static int bsub_issue(struct bdev_queue *q, struct bsub *s)
 		io_uring_prep_fallocate(sqe, fd, FALLOC_FL_ZERO_RANGE, pos,
 					s->left);
 		break;
+	case BSUB_INFLATE:
+		io_uring_prep_nop(sqe); /* never issued (see request.h) */
+		break;
 	}
 	io_uring_sqe_set_data(sqe, s);
 	q->unsubmitted++;
@@ -273,6 +276,10 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	int err = 0;
 
 	q->subs--;
+	if (s->kind == BSUB_INFLATE) {
+		gread_inflated(q, s);
+		return;
+	}
 	if (res == -EINTR || res == -EAGAIN)
 		goto retry;
 	if (res < 0) {
@@ -339,9 +346,7 @@ retry:
 	}
 done:
 	if (s->kind == BSUB_GRAIN) {
-		struct gread *gr = s->gr;
-		bsub_release(q, s);
-		gread_complete(q, gr, err);
+		gread_complete(q, s, err);
 		return;
 	}
 	if (err && r)

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,62 +38,101 @@ static struct gwait *gread_direct_waiter(const struct gread *gr)
 }
 
 /*
- * Inflates a record read in full and serves its waiters. When one waiter
- * wants the whole grain in one buffer, the record is inflated straight
- * into it (no cache entry, no copy: a sequential reader of whole grains
- * does not churn the cache), and the grain is cached only if other waiters
- * want parts of it; otherwise it goes to the cache and each waiter copies
- * its part out.
+ * Picks where gr's grain inflates. When one waiter wants the whole grain
+ * in one buffer, straight into it (no cache entry, no copy: a sequential
+ * reader of whole grains does not churn the cache); otherwise into a new
+ * cache entry that each waiter copies its part out of. out stays NULL when
+ * memory is short (gread_inflate says so).
  */
-void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
+static void gread_prepare(struct gread *gr)
 {
-	struct gcache_entry *e = NULL;
-	struct gwait *w, *direct = NULL;
-	const uint8_t *grain = NULL;
+	if (gr->out)
+		return;
+	gr->direct = gread_direct_waiter(gr);
+	if (gr->direct) {
+		gr->out = gr->direct->iov[0].iov_base;
+		return;
+	}
+	gr->entry = gcache_entry_new(gr->m.grain_size);
+	gr->out = gr->entry ? gr->entry->data : NULL;
+}
+
+/* Records how gr failed, with this thread's message (the waiters are
+   served on the queue's thread). */
+static void gread_fail(struct gread *gr, int err)
+{
+	gr->err = err;
+	if (err != -ECANCELED)
+		gr->errmsg = strdup(bdev_errmsg());
+}
+
+/*
+ * Inflates gr's record into gr->out and caches the grain when it went to
+ * a cache entry. Runs on the queue's thread or on a pool worker, so it
+ * touches the layer only between gcache_decode_begin() and _end(): a
+ * read-ahead may outlive its layer's close.
+ */
+static void gread_inflate(struct gread *gr)
+{
+	struct bdev *b = gr->layer;
+	int err;
+
+	if (!gcache_decode_begin(gr->gc)) {
+		/* the layer closed under a read-ahead */
+		gread_fail(gr, -ECANCELED);
+		return;
+	}
+	if (!gr->out)
+		err = bdev_err(-ENOMEM, "%s: out of memory inflating a grain",
+			       b->filename);
+	else
+		err = b->fmt->decode(b, &gr->m, gr->buf, (size_t)gr->got,
+				     gr->out);
+	if (!err) {
+		atomic_fetch_add(&b->stats.inflated, 1);
+		if (gr->readahead)
+			atomic_fetch_add(&b->stats.readahead, 1);
+		if (gr->entry)
+			gcache_insert(gr->gc, gr->m.src, gr->m.src_off,
+				      gr->entry);
+	}
+	gcache_decode_end(gr->gc);
+	if (err)
+		gread_fail(gr, err);
+}
+
+/*
+ * Serves the waiters of a grain read and inflated (or failed), on the
+ * queue's thread, and frees gr. Waiters that joined while it inflated in
+ * the pool are served here too. A grain inflated straight into one
+ * waiter's buffer is cached (copied) when other waiters wanted parts of it.
+ */
+static void gread_serve(struct bdev_queue *q, struct gread *gr)
+{
+	const uint8_t *grain = gr->err ? NULL : gr->out;
+	struct gwait *w;
 
 	*gr->pprev = gr->next;
 	if (gr->next)
 		gr->next->pprev = gr->pprev;
-	if (!err && !gcache_decode_begin(gr->gc))
-		err = -ECANCELED; /* the layer closed under a read-ahead */
-	else if (!err) {
-		struct bdev *b = gr->layer;
-		uint8_t *out;
+	if (grain && gr->direct &&
+	    (gr->waiters != gr->direct || gr->direct->next)) {
+		struct gcache_entry *e = gcache_entry_new(gr->m.grain_size);
 
-		direct = gread_direct_waiter(gr);
-		if (direct) {
-			out = direct->iov[0].iov_base;
-		} else {
-			e = gcache_entry_new(gr->m.grain_size);
-			out = e ? e->data : NULL;
+		if (e) {
+			memcpy(e->data, grain, gr->m.grain_size);
+			gcache_insert(gr->gc, gr->m.src, gr->m.src_off, e);
+			gcache_put(e);
 		}
-		if (!out)
-			err = bdev_err(-ENOMEM, "%s: out of memory inflating a "
-				       "grain", b->filename);
-		else
-			err = b->fmt->decode(b, &gr->m, gr->buf,
-					     (size_t)gr->got, out);
-		if (!err) {
-			atomic_fetch_add(&b->stats.inflated, 1);
-			if (gr->readahead)
-				atomic_fetch_add(&b->stats.readahead, 1);
-			if (direct && (gr->waiters != direct || direct->next)) {
-				/* others want parts of it: keep it for them */
-				e = gcache_entry_new(gr->m.grain_size);
-				if (e)
-					memcpy(e->data, out, gr->m.grain_size);
-			}
-			if (e)
-				gcache_insert(gr->gc, gr->m.src, gr->m.src_off, e);
-			grain = out;
-		}
-		gcache_decode_end(gr->gc);
 	}
+	if (gr->err)
+		bdev_err(gr->err, "%s", gr->errmsg ? gr->errmsg :
+			 "a grain read was dropped: its image was closed");
 	while ((w = gr->waiters)) {
 		gr->waiters = w->next;
-		if (err) {
-			breq_fail(w->req, err);
-		} else if (w != direct) {
+		if (gr->err) {
+			breq_fail(w->req, gr->err);
+		} else if (w != gr->direct) {
 			struct iovcur c = { .iov = w->iov, .cnt = w->iovcnt };
 			iovcur_copy_in(&c, grain + w->goff, w->len);
 		}
@@ -101,10 +141,90 @@ void gread_complete(struct bdev_queue *q, struct gread *gr, int err)
 			free(w->iov);
 		free(w);
 	}
-	gcache_put(e);
+	gcache_put(gr->entry);
 	gcache_unref(gr->gc);
+	free(gr->errmsg);
 	free(gr->buf);
 	free(gr);
+}
+
+/* Inflates (err 0) and serves gr on this thread. */
+static void gread_finish(struct bdev_queue *q, struct gread *gr, int err)
+{
+	if (err) {
+		gread_fail(gr, err);
+	} else {
+		gread_prepare(gr);
+		gread_inflate(gr);
+	}
+	gread_serve(q, gr);
+}
+
+/* A pool worker's part: the inflate. */
+static void gread_job(struct ipool_job *j)
+{
+	struct gread *gr = (struct gread *)((char *)j -
+					    offsetof(struct gread, job));
+
+	gread_inflate(gr);
+	/* what the worker wrote is read on the queue's thread after the
+	   CQE the worker posts next */
+	atomic_thread_fence(memory_order_release);
+}
+
+/*
+ * Hands gr's inflate to the pool, keeping s (now BSUB_INFLATE) counted in
+ * flight until the worker's CQE comes back. Only when this thread has
+ * something else to do meanwhile: other grains to read or inflate, or a
+ * reader to serve while a grain nobody waits for yet (read-ahead) inflates.
+ * A lone grain that a request waits for inflates here, where a hand-off
+ * would only add a thread hop (a single small read at depth 1 stays as
+ * fast as before).
+ */
+static bool gread_offload(struct bdev_queue *q, struct bsub *s)
+{
+	struct gread *gr = s->gr;
+
+	if (!gr->pool_workers ||
+	    (gr->waiters && q->greads == gr && !gr->next))
+		return false;
+	gread_prepare(gr);
+	if (!gr->out)
+		return false; /* inflating here reports it */
+	gr->job.run = gread_job;
+	gr->job.ring_fd = q->ring.ring_fd;
+	gr->job.user_data = (uint64_t)(uintptr_t)s;
+	gr->inflating = true;
+	s->kind = BSUB_INFLATE;
+	if (!ipool_submit(&gr->job, gr->pool_workers)) {
+		s->kind = BSUB_GRAIN;
+		gr->inflating = false;
+		return false;
+	}
+	q->subs++;
+	return true;
+}
+
+/* The io_uring read s of a record ended (see request.h). */
+void gread_complete(struct bdev_queue *q, struct bsub *s, int err)
+{
+	struct gread *gr = s->gr;
+
+	if (!err && gread_offload(q, s))
+		return;
+	bsub_release(q, s);
+	gread_finish(q, gr, err);
+}
+
+/* The pool's CQE for s arrived (see request.h). */
+void gread_inflated(struct bdev_queue *q, struct bsub *s)
+{
+	struct gread *gr = s->gr;
+
+	atomic_thread_fence(memory_order_acquire);
+	bsub_release(q, s);
+	gr->inflating = false;
+	gread_serve(q, gr);
 }
 
 /* Starts reading the record m maps (no waiters yet). NULL on failure, with
@@ -129,6 +249,8 @@ static struct gread *gread_start(struct bdev_queue *q, struct bdev *layer,
 	gcache_ref(gr->gc);
 	gr->m = *m;
 	gr->readahead = readahead;
+	gr->pool_workers = layer->opts.inflate_threads == UINT32_MAX ? 0 :
+			   layer->opts.inflate_threads;
 	gr->next = q->greads;
 	gr->pprev = &q->greads;
 	if (gr->next)
@@ -159,7 +281,7 @@ static void gread_sync(struct bdev_queue *q, struct gread *gr)
 				  gr->m.src_off);
 	if (n > 0)
 		gr->got = (uint64_t)n;
-	gread_complete(q, gr, n < 0 ? (int)n : 0);
+	gread_finish(q, gr, n < 0 ? (int)n : 0);
 }
 
 /*
@@ -273,7 +395,8 @@ static void run_compressed(struct bdev_queue *q, struct breq *r,
 		free(w);
 		return;
 	}
-	gr->readahead = false;
+	if (!gr->inflating) /* else the worker reads it */
+		gr->readahead = false;
 	r->pending++;
 	w->next = gr->waiters;
 	gr->waiters = w;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "inflate_pool.h"
 #include "internal.h"
 
 #define BSUB_INLINE_IOV 4
@@ -49,6 +50,8 @@ enum bsub_kind {
 	BSUB_DISCARD,      /* fallocate PUNCH_HOLE */
 	BSUB_ZERO_RANGE,   /* fallocate ZERO_RANGE */
 	BSUB_GRAIN,        /* reads a compressed record into a gread */
+	BSUB_INFLATE,      /* then its gread inflating in the pool: never
+			      issued; a pool worker posts its CQE */
 };
 
 /* One io_uring operation of a request (or of a read-ahead). */
@@ -76,7 +79,12 @@ struct gwait {
 	struct gwait *next;
 };
 
-/* A compressed record being read on this queue. */
+/*
+ * A compressed record being read, then inflated, for this queue. Requests
+ * that want part of the grain join its waiters until it is served; while
+ * it inflates in the pool (inflating), the worker owns direct, out, entry,
+ * err and errmsg, and reads only what does not change (m, buf, got).
+ */
 struct gread {
 	struct bdev *layer;
 	struct grain_cache *gc; /* referenced: may outlive layer (read-ahead) */
@@ -84,7 +92,15 @@ struct gread {
 	uint8_t *buf;
 	uint64_t got;
 	bool readahead;
+	bool inflating;
+	unsigned pool_workers;  /* the layer's inflate pool (0: none) */
 	struct gwait *waiters;
+	struct gwait *direct;   /* the waiter inflated straight into, or NULL */
+	uint8_t *out;           /* direct's buffer or entry's bytes */
+	struct gcache_entry *entry;
+	int err;                /* how the read and inflate went */
+	char *errmsg;           /* its message */
+	struct ipool_job job;
 	struct gread *next, **pprev; /* the queue's list of reads in flight */
 };
 
@@ -205,8 +221,12 @@ int io_check(struct bdev_queue *q, struct bdev *b, const char *what,
 
 /* ---- compressed grains (read.c) ------------------------------------------- */
 
-/* Inflates a record read in full (err 0), caches it and serves its
-   waiters; called when its io_uring read ends. */
-void gread_complete(struct bdev_queue *q, struct gread *gr, int err);
+/* Called when the io_uring read s of a record ends (err 0: read in full):
+   hands the inflate to the pool, or inflates it here, caches it and serves
+   its waiters. Takes s. */
+void gread_complete(struct bdev_queue *q, struct bsub *s, int err);
+/* Called when the pool's CQE for s (BSUB_INFLATE) arrives: serves the
+   waiters of the grain the pool inflated. Takes s. */
+void gread_inflated(struct bdev_queue *q, struct bsub *s);
 
 #endif /* OVK_BLOCKENGINE_REQUEST_H */

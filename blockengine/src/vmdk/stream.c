@@ -86,7 +86,12 @@ int vmdk_stream_decode(const struct vmdk_extent *e, uint64_t rec_off,
 		if (inlen < RECORD_HEAD)
 			return bdev_err(-EIO, "%s: grain record at offset %" PRIu64
 					" is cut off by the end of the file", e->path, rec_off);
-		vmdk_marker_decode(in, &mk);
+		/* only the 12-byte record head: a marker's type field may lie
+		   past the bytes read */
+		memcpy(&mk.val, in, 8);
+		memcpy(&mk.size, in + 8, 4);
+		mk.val = le64toh(mk.val);
+		mk.size = le32toh(mk.size);
 		if (mk.val != grain_lba)
 			return bdev_err(-EIO, "%s: grain record at offset %" PRIu64 " has lba %"
 					PRIu64 ", expected %" PRIu64 " (the grain table points "

@@ -1,0 +1,203 @@
+/*
+ * inflate_pool.c - the shared pool of threads that inflate compressed
+ * grains for the queues (see inflate_pool.h): one FIFO of jobs under one
+ * mutex, workers that each own a tiny io_uring to post completions to the
+ * queues' rings with IORING_OP_MSG_RING.
+ */
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "inflate_pool.h"
+
+struct ipool_worker {
+	pthread_t tid;
+	struct io_uring ring; /* only for MSG_RING: two entries */
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t work;
+	struct ipool_job *head, **tail;
+	unsigned nworkers; /* running */
+	unsigned idle;     /* waiting on work */
+	bool usable;       /* probed: the kernel has IORING_OP_MSG_RING */
+	bool broken;       /* no MSG_RING, or a worker failed to start */
+	bool stop;         /* the library is unloading */
+	struct ipool_worker workers[IPOOL_MAX_WORKERS];
+} pool = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.work = PTHREAD_COND_INITIALIZER,
+	.tail = &pool.head,
+};
+
+static pthread_once_t pool_atfork_once = PTHREAD_ONCE_INIT;
+
+/* Posts the CQE that tells the owning queue j's work is done. Retries
+   while the target's completion queue has no room. */
+static void ipool_post(struct io_uring *ring, int ring_fd, uint64_t user_data)
+{
+	for (;;) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+		struct io_uring_cqe *cqe;
+		int res, ret;
+
+		if (!sqe) { /* cannot happen: one SQE in flight at a time */
+			sched_yield();
+			continue;
+		}
+		io_uring_prep_msg_ring(sqe, ring_fd, 0, user_data, 0);
+		io_uring_sqe_set_data64(sqe, 0);
+		ret = io_uring_submit_and_wait(ring, 1);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+			return; /* cannot happen with a valid ring */
+		if (io_uring_wait_cqe(ring, &cqe) < 0)
+			continue;
+		res = cqe->res;
+		io_uring_cqe_seen(ring, cqe);
+		if (res >= 0)
+			return;
+		/* the target's CQ (and overflow list) is full: it drains as
+		   its thread runs; other errors mean the queue is gone, which
+		   a queue with work in the pool never is */
+		if (res != -EOVERFLOW && res != -EAGAIN && res != -EBUSY &&
+		    res != -EINTR)
+			return;
+		sched_yield();
+	}
+}
+
+/* A worker: takes jobs in order until the library unloads and no job is
+   left. */
+static void *ipool_worker_main(void *arg)
+{
+	struct ipool_worker *w = arg;
+
+	pthread_mutex_lock(&pool.lock);
+	for (;;) {
+		struct ipool_job *j;
+		uint64_t user_data;
+		int ring_fd;
+
+		while (!pool.head && !pool.stop) {
+			pool.idle++;
+			pthread_cond_wait(&pool.work, &pool.lock);
+			pool.idle--;
+		}
+		j = pool.head;
+		if (!j)
+			break;
+		pool.head = j->next;
+		if (!pool.head)
+			pool.tail = &pool.head;
+		pthread_mutex_unlock(&pool.lock);
+		/* j belongs to its queue again once the CQE is posted */
+		ring_fd = j->ring_fd;
+		user_data = j->user_data;
+		j->run(j);
+		ipool_post(&w->ring, ring_fd, user_data);
+		pthread_mutex_lock(&pool.lock);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return NULL;
+}
+
+/* In a child after fork: the workers did not come along; start afresh
+   (jobs queued belong to the parent's queues). */
+static void ipool_atfork_child(void)
+{
+	for (unsigned i = 0; i < pool.nworkers; i++)
+		io_uring_queue_exit(&pool.workers[i].ring);
+	pthread_mutex_init(&pool.lock, NULL);
+	pthread_cond_init(&pool.work, NULL);
+	pool.head = NULL;
+	pool.tail = &pool.head;
+	pool.nworkers = pool.idle = 0;
+}
+
+static void ipool_atfork_register(void)
+{
+	pthread_atfork(NULL, NULL, ipool_atfork_child);
+}
+
+/* Whether the kernel can post to another ring (lock held). */
+static bool ipool_probe(struct io_uring *ring)
+{
+	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+	bool ok = p && io_uring_opcode_supported(p, IORING_OP_MSG_RING);
+
+	io_uring_free_probe(p);
+	return ok;
+}
+
+/* Starts one more worker (lock held). */
+static int ipool_spawn(void)
+{
+	struct ipool_worker *w = &pool.workers[pool.nworkers];
+	int ret;
+
+	ret = io_uring_queue_init(2, &w->ring, 0);
+	if (ret < 0)
+		return ret;
+	if (!pool.usable) {
+		if (!ipool_probe(&w->ring)) {
+			ret = -EOPNOTSUPP;
+			goto err_exit_ring;
+		}
+		pool.usable = true;
+		pthread_once(&pool_atfork_once, ipool_atfork_register);
+	}
+	ret = -pthread_create(&w->tid, NULL, ipool_worker_main, w);
+	if (ret < 0)
+		goto err_exit_ring;
+	pool.nworkers++;
+	return 0;
+
+err_exit_ring:
+	io_uring_queue_exit(&w->ring);
+	return ret;
+}
+
+/* Queues j for a pool of at least workers threads (see inflate_pool.h). */
+bool ipool_submit(struct ipool_job *j, unsigned workers)
+{
+	if (workers > IPOOL_MAX_WORKERS)
+		workers = IPOOL_MAX_WORKERS;
+	if (!workers)
+		return false;
+	pthread_mutex_lock(&pool.lock);
+	while (!pool.broken && !pool.stop && pool.nworkers < workers)
+		if (ipool_spawn() < 0)
+			pool.broken = true; /* run with what started */
+	if (pool.stop || !pool.nworkers) {
+		pthread_mutex_unlock(&pool.lock);
+		return false;
+	}
+	j->next = NULL;
+	*pool.tail = j;
+	pool.tail = &j->next;
+	if (pool.idle)
+		pthread_cond_signal(&pool.work);
+	pthread_mutex_unlock(&pool.lock);
+	return true;
+}
+
+/* When the library unloads (or the program exits): workers finish what is
+   queued and exit, so nothing they hold is left behind. */
+__attribute__((destructor)) static void ipool_exit(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&pool.lock);
+	pool.stop = true;
+	n = pool.nworkers;
+	pthread_cond_broadcast(&pool.work);
+	pthread_mutex_unlock(&pool.lock);
+	for (unsigned i = 0; i < n; i++) {
+		pthread_join(pool.workers[i].tid, NULL);
+		io_uring_queue_exit(&pool.workers[i].ring);
+	}
+	pool.nworkers = 0;
+}
