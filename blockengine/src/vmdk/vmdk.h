@@ -325,6 +325,12 @@ int vmdk_stream_decode(const struct vmdk_extent *e, uint64_t rec_off,
 /* This thread's libdeflate compressor for level (made on first use, remade
    when another level is asked for, freed at thread exit); NULL on ENOMEM. */
 struct libdeflate_compressor *vmdk_deflater(int level);
+/* Deflate one grain as a zlib stream with this thread's compressor for
+   level, or store it (no compression) when it looks incompressible: as
+   small as deflating it, at a fraction of the CPU. Returns the bytes
+   written to out, 0 when cap is too small or out of memory. */
+size_t vmdk_grain_deflate(int level, const void *in, size_t len, void *out,
+			  size_t cap);
 /* Worst-case record size of one compressed grain. */
 uint64_t vmdk_stream_record_bound(uint64_t grain_bytes);
 /* Rebuild e's map by walking grain records and markers from overhead. */

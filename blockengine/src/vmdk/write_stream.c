@@ -23,7 +23,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <libdeflate.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,7 +235,6 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 				const struct iovec *iov, int iovcnt)
 {
 	struct vmdk_image *img = b->priv;
-	struct libdeflate_compressor *c;
 	struct vmdk_alloc me;
 	const uint64_t gb = e->grain_bytes;
 	uint64_t rel = off - e->start, grain = rel >> e->grain_shift;
@@ -284,10 +282,9 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 	img->allocs = &me;
 	pthread_mutex_unlock(&img->alloc_mu);
 
-	c = vmdk_deflater(STREAM_DEFLATE_LEVEL);
 	buf = malloc(gb);
 	rec = malloc(cap);
-	if (!c || !buf || !rec) {
+	if (!buf || !rec) {
 		ret = bdev_err(-ENOMEM, "%s: out of memory", e->path);
 		goto out;
 	}
@@ -301,10 +298,11 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 			memset(buf + vbytes, 0, gb - vbytes);
 	}
 	vmdk_iov_copy_out(buf + in, iov, iovcnt, n);
-	z = libdeflate_zlib_compress(c, buf, gb, rec + REC_HEAD, cap - REC_HEAD);
+	z = vmdk_grain_deflate(STREAM_DEFLATE_LEVEL, buf, gb, rec + REC_HEAD,
+			       cap - REC_HEAD);
 	if (!z) {
-		ret = bdev_err(-EIO, "%s: grain %" PRIu64 " does not compress into %zu "
-			       "bytes", e->path, grain, cap);
+		ret = bdev_err(-ENOMEM, "%s: grain %" PRIu64 " could not be "
+			       "compressed (out of memory)", e->path, grain);
 		goto out;
 	}
 	put64(rec, gstart / 512);
