@@ -87,46 +87,6 @@ static int desc_resize(const char *text, size_t len, uint64_t sectors,
 	return 0;
 }
 
-/* Replaces the file path with text: temporary file, fsync, rename, fsync
-   of the folder. */
-static int replace_file(const char *path, const char *text)
-{
-	char *tmp = malloc(strlen(path) + 16), *slash;
-	int fd, ret = 0, dfd;
-
-	if (!tmp)
-		return -ENOMEM;
-	sprintf(tmp, "%s.ovk-tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = bdev_err(-errno, "%s: cannot create %s: %s", path, tmp,
-			       strerror(errno));
-		goto out;
-	}
-	ret = write_all_at(fd, tmp, text, strlen(text), 0);
-	if (ret == 0 && fsync(fd) < 0)
-		ret = bdev_err(-errno, "%s: cannot sync: %s", tmp, strerror(errno));
-	close(fd);
-	if (ret == 0 && rename(tmp, path) < 0)
-		ret = bdev_err(-errno, "%s: cannot replace the descriptor: %s", path,
-			       strerror(errno));
-	if (ret < 0) {
-		unlink(tmp);
-		goto out;
-	}
-	slash = strrchr(tmp, '/');
-	if (slash)
-		*slash = '\0';
-	dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-out:
-	free(tmp);
-	return ret;
-}
-
 /* True when path holds data (not a hole) at or after off. */
 static bool data_after(const char *path, uint64_t off)
 {
@@ -250,7 +210,7 @@ static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 	if (ret == -ENOENT)
 		ret = bdev_err(-EINVAL, "%s: no extent line found to resize", path);
 	if (ret == 0)
-		ret = replace_file(path, nt);
+		ret = vmdk_replace_file(path, nt);
 	/* the descriptor says the new size: only now drop the bytes */
 	if (ret == 0 && keep < last.size)
 		ret = size_file(last.filename, last.file_offset + keep, false);
@@ -259,18 +219,6 @@ out:
 	free(nt);
 	free(extra);
 	return ret;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
 }
 
 static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
@@ -349,12 +297,12 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 		if (ret == 0 && fdatasync(fd) < 0)
 			ret = -errno;
 		for (uint32_t i = 0; ret == 0 && i < add; i++)
-			put32(dir + i * 4, (uint32_t)((at + i * gt_bytes) / 512));
+			vmdk_put32(dir + i * 4, (uint32_t)((at + i * gt_bytes) / 512));
 		if (ret == 0)
 			ret = write_all_at(fd, path, dir, (size_t)add * 4,
 					   h.gd_offset * 512 + old_entries * 4);
 		for (uint32_t i = 0; ret == 0 && rgd && i < add; i++)
-			put32(dir + i * 4, (uint32_t)((at + (add + i) * gt_bytes) / 512));
+			vmdk_put32(dir + i * 4, (uint32_t)((at + (add + i) * gt_bytes) / 512));
 		if (ret == 0 && rgd)
 			ret = write_all_at(fd, path, dir, (size_t)add * 4,
 					   h.rgd_offset * 512 + old_entries * 4);
@@ -390,7 +338,7 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 		if (ret < 0)
 			goto out;
 	}
-	put64(hb + 12, new_sec);
+	vmdk_put64(hb + 12, new_sec);
 	ret = write_all_at(fd, path, hb, 512, 0);
 	if (ret == 0 && fdatasync(fd) < 0)
 		ret = -errno;
