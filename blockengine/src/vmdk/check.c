@@ -201,7 +201,13 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 		finding(c, "WARNING %s: uncleanShutdown is set: the image was not "
 			"closed cleanly", path);
 	}
-	if (desc_bytes && desc_bytes != h.capacity * 512) {
+	if (desc_bytes && desc_bytes < h.capacity * 512 && !h.compressed) {
+		/* the tables cover more than the disk uses: what a resize
+		   that grew the extent leaves until it rewrites the descriptor */
+		finding(c, "WARNING %s: the descriptor gives the extent %" PRIu64
+			" sectors, its header capacity is %" PRIu64 " (an interrupted "
+			"resize? run it again)", path, desc_bytes / 512, h.capacity);
+	} else if (desc_bytes && desc_bytes != h.capacity * 512) {
 		r->corruptions++;
 		finding(c, "ERROR %s: the descriptor gives the extent %" PRIu64
 			" sectors, its header capacity is %" PRIu64, path,
@@ -227,6 +233,21 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 	if (!owner || !gt) {
 		ret = -ENOMEM;
 		goto out;
+	}
+	if (!h.compressed) {
+		/* a directory moved after the grains (by a resize that grew
+		   past its room): its grain slots are taken */
+		uint64_t dir_sec = ((uint64_t)h.gd_entries * 4 + 511) / 512;
+		bool clash = false;
+
+		if (h.gd_offset >= h.overhead)
+			claim_table(owner, slots, (h.gd_offset - h.overhead) / h.grain_sectors,
+				    (h.gd_offset + dir_sec - 1 - h.overhead) / h.grain_sectors,
+				    &clash, &last_used);
+		if (rgd && h.rgd_offset >= h.overhead)
+			claim_table(owner, slots, (h.rgd_offset - h.overhead) / h.grain_sectors,
+				    (h.rgd_offset + dir_sec - 1 - h.overhead) / h.grain_sectors,
+				    &clash, &last_used);
 	}
 	for (uint32_t t = 0; t < h.gd_entries; t++) {
 		uint64_t gts = gd[t], gt_end = gts + (uint64_t)h.gtes_per_gt * 4 / 512;
