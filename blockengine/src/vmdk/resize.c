@@ -107,6 +107,23 @@ static int desc_resize(const char *text, size_t len, uint64_t sectors,
 	return 0;
 }
 
+/* Replace the descriptor file path (text, len bytes) by one whose last
+   extent line says sectors, with extra lines (may be NULL) after it. */
+static int desc_file_resize(const char *path, const char *text, size_t len,
+			    uint64_t sectors, const char *extra)
+{
+	char *nt = NULL;
+	int ret = desc_resize(text, len, sectors, extra, &nt);
+
+	if (ret == -ENOENT)
+		return bdev_err(-EINVAL, "%s: no extent line found to resize", path);
+	if (ret < 0)
+		return ret;
+	ret = vmdk_replace_file(path, nt);
+	free(nt);
+	return ret;
+}
+
 /* True when path holds data (not a hole) at or after off. */
 static bool data_after(const char *path, uint64_t off)
 {
@@ -155,6 +172,128 @@ static int size_file(const char *path, uint64_t len, bool create)
 	return ret;
 }
 
+/*
+ * Write a new, empty hosted sparse extent of sectors at path shaped like
+ * the extent whose header is tmpl (version, flags, grain, table size):
+ * header, RGD, RGTs, GD, GTs, synced. A file left by an interrupted resize
+ * (a KDMV header and no grains) is overwritten; anything else is refused.
+ */
+static int sparse_extent_new(const char *path, const uint8_t *tmpl,
+			     const struct vmdk_sparse_hdr *th, uint64_t sectors)
+{
+	uint64_t span = (uint64_t)th->gtes_per_gt * th->grain_sectors;
+	uint64_t n = (sectors + span - 1) / span, gt_sec = th->gtes_per_gt * 4ull / 512;
+	uint64_t dir_sec = (n * 4 + 511) / 512, rgd = 1, rgt0 = rgd + dir_sec;
+	uint64_t gd = rgt0 + n * gt_sec, gt0 = gd + dir_sec;
+	uint64_t overhead = (gt0 + n * gt_sec + th->grain_sectors - 1) /
+			    th->grain_sectors * th->grain_sectors;
+	uint8_t *buf;
+	int fd, ret;
+
+	ret = create_excl(path, &fd);
+	if (ret == -EEXIST) {
+		struct stat st;
+		uint8_t m[4] = { 0 };
+
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0 || pread(fd, m, 4, 0) != 4 ||
+		    memcmp(m, VMDK4_MAGIC, 4) || (uint64_t)st.st_size > overhead * 512) {
+			if (fd >= 0)
+				close(fd);
+			return bdev_err(-EEXIST, "%s: exists and is not an empty extent "
+					"left by an interrupted resize; move it away",
+					path);
+		}
+		bdev_err_clear();
+		ret = 0;
+	}
+	if (ret < 0)
+		return ret;
+	buf = calloc(1, overhead * 512);
+	if (!buf) {
+		close(fd);
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	}
+	memcpy(buf, tmpl, 512);
+	vmdk_put64(buf + 12, sectors);
+	vmdk_put64(buf + 28, 0);
+	vmdk_put64(buf + 36, 0);
+	vmdk_put64(buf + 64, overhead);
+	buf[72] = 0;
+	vmdk_put32(buf + 8, th->flags | VMDK4_FLAG_RGD);
+	vmdk_put64(buf + 48, rgd);
+	vmdk_put64(buf + 56, gd);
+	for (uint64_t i = 0; i < n; i++) {
+		vmdk_put32(buf + rgd * 512 + i * 4, (uint32_t)(rgt0 + i * gt_sec));
+		vmdk_put32(buf + gd * 512 + i * 4, (uint32_t)(gt0 + i * gt_sec));
+	}
+	ret = ftruncate(fd, 0) < 0 ? bdev_err(-errno, "%s: cannot truncate: %s", path,
+					      strerror(errno)) : 0;
+	if (ret == 0)
+		ret = write_all_at(fd, path, buf, overhead * 512, 0);
+	if (ret == 0 && fsync(fd) < 0)
+		ret = bdev_err(-errno, "%s: fsync failed: %s", path, strerror(errno));
+	free(buf);
+	close(fd);
+	if (ret == 0)
+		crash_point();
+	return ret;
+}
+
+/*
+ * Extent files after the last one (path last, the nth), holding
+ * extra_bytes in pieces of at most 2047 MiB, named like it (NAME-fNNN.vmdk
+ * or NAME-sNNN.vmdk, numbered on): flat files sized with holes, or (tmpl
+ * given) empty sparse extents shaped like tmpl; each synced. *lines gets
+ * their descriptor lines (malloc'd).
+ */
+static int add_extents(const char *path, const char *last, unsigned n,
+		       uint64_t extra_bytes, const uint8_t *tmpl,
+		       const struct vmdk_sparse_hdr *th, char **lines)
+{
+	size_t cap = (size_t)(extra_bytes / TWOGB_EXTENT_BYTES + 1) * 300, sl, dl;
+	const char *base = strrchr(last, '/');
+	char stem[256], *extra;
+	int ret = 0;
+
+	base = base ? base + 1 : last;
+	dl = (size_t)(base - last);
+	sl = strlen(base);
+	if (sl < 8 || sl - 8 >= sizeof(stem) || strcmp(base + sl - 5, ".vmdk") ||
+	    dl >= 3800)
+		return bdev_err(-ENOTSUP, "%s: extent file %s is not named "
+				"NAME-%cNNN.vmdk; cannot add extents", path, base,
+				tmpl ? 's' : 'f');
+	memcpy(stem, base, sl - 8);
+	stem[sl - 8] = '\0';
+	extra = calloc(1, cap);
+	if (!extra)
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	for (unsigned i = n + 1; extra_bytes; i++) {
+		uint64_t eb = extra_bytes < TWOGB_EXTENT_BYTES ? extra_bytes :
+			      TWOGB_EXTENT_BYTES;
+		char fpath[4096];
+
+		snprintf(fpath, sizeof(fpath), "%.*s%s%03u.vmdk", (int)dl, last,
+			 stem, i);
+		ret = tmpl ? sparse_extent_new(fpath, tmpl, th, eb / 512) :
+		      size_file(fpath, eb, true);
+		if (ret < 0)
+			break;
+		snprintf(extra + strlen(extra), cap - strlen(extra),
+			 tmpl ? "RW %" PRIu64 " SPARSE \"%s%03u.vmdk\"\n" :
+				"RW %" PRIu64 " FLAT \"%s%03u.vmdk\" 0\n",
+			 eb / 512, stem, i);
+		extra_bytes -= eb;
+	}
+	if (ret < 0) {
+		free(extra);
+		return ret;
+	}
+	*lines = extra;
+	return 0;
+}
+
 static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 		       unsigned flags)
 {
@@ -162,7 +301,7 @@ static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 	bool split = !strcmp(b->info.subformat, "twoGbMaxExtentFlat");
 	unsigned n = b->info.extent_count;
 	uint64_t keep, extra_bytes = 0;
-	char *text = NULL, *nt = NULL, *extra = NULL;
+	char *text = NULL, *extra = NULL;
 	size_t len = 0;
 	int ret;
 
@@ -190,66 +329,22 @@ static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 	if (ret < 0)
 		return ret;
 	if (extra_bytes) {
-		/* new extent files next to the last one: NAME-fNNN.vmdk */
-		size_t cap = (size_t)(extra_bytes / TWOGB_EXTENT_BYTES + 1) * 300;
-		const char *base = strrchr(last.filename, '/');
-		char stem[256];
-		size_t sl;
-
-		base = base ? base + 1 : last.filename;
-		sl = strlen(base);
-		if (sl < 8 || sl - 8 >= sizeof(stem) || strcmp(base + sl - 5, ".vmdk")) {
-			ret = bdev_err(-ENOTSUP, "%s: extent file %s is not named "
-				       "NAME-fNNN.vmdk; cannot add extents", path, base);
+		ret = add_extents(path, last.filename, n, extra_bytes, NULL, NULL,
+				  &extra);
+		if (ret < 0)
 			goto out;
-		}
-		memcpy(stem, base, sl - 8);
-		stem[sl - 8] = '\0';
-		extra = calloc(1, cap);
-		if (!extra) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		for (unsigned i = n + 1; extra_bytes; i++) {
-			uint64_t eb = extra_bytes < TWOGB_EXTENT_BYTES ? extra_bytes :
-				      TWOGB_EXTENT_BYTES;
-			char fpath[4096], *dir = strdup(last.filename), *sl2;
-			if (!dir) {
-				ret = -ENOMEM;
-				goto out;
-			}
-			sl2 = strrchr(dir, '/');
-			if (sl2)
-				sl2[1] = '\0';
-			else
-				dir[0] = '\0';
-			snprintf(fpath, sizeof(fpath), "%s%s%03u.vmdk", dir, stem, i);
-			free(dir);
-			ret = size_file(fpath, eb, true);
-			if (ret < 0)
-				goto out;
-			snprintf(extra + strlen(extra), cap - strlen(extra),
-				 "RW %" PRIu64 " FLAT \"%s%03u.vmdk\" 0\n", eb / 512,
-				 stem, i);
-			extra_bytes -= eb;
-		}
 	}
 	if (keep > last.size) {
 		ret = size_file(last.filename, last.file_offset + keep, false);
 		if (ret < 0)
 			goto out;
 	}
-	ret = desc_resize(text, len, keep / 512, extra, &nt);
-	if (ret == -ENOENT)
-		ret = bdev_err(-EINVAL, "%s: no extent line found to resize", path);
-	if (ret == 0)
-		ret = vmdk_replace_file(path, nt);
+	ret = desc_file_resize(path, text, len, keep / 512, extra);
 	/* the descriptor says the new size: only now drop the bytes */
 	if (ret == 0 && keep < last.size)
 		ret = size_file(last.filename, last.file_offset + keep, false);
 out:
 	free(text);
-	free(nt);
 	free(extra);
 	return ret;
 }
@@ -479,74 +574,6 @@ out:
 }
 
 /*
- * Write a new, empty hosted sparse extent of sectors at path shaped like
- * the extent whose header is tmpl (version, flags, grain, table size):
- * header, RGD, RGTs, GD, GTs, synced. A file left by an interrupted resize
- * (a KDMV header and no grains) is overwritten; anything else is refused.
- */
-static int sparse_extent_new(const char *path, const uint8_t *tmpl,
-			     const struct vmdk_sparse_hdr *th, uint64_t sectors)
-{
-	uint64_t span = (uint64_t)th->gtes_per_gt * th->grain_sectors;
-	uint64_t n = (sectors + span - 1) / span, gt_sec = th->gtes_per_gt * 4ull / 512;
-	uint64_t dir_sec = (n * 4 + 511) / 512, rgd = 1, rgt0 = rgd + dir_sec;
-	uint64_t gd = rgt0 + n * gt_sec, gt0 = gd + dir_sec;
-	uint64_t overhead = (gt0 + n * gt_sec + th->grain_sectors - 1) /
-			    th->grain_sectors * th->grain_sectors;
-	uint8_t *buf;
-	int fd, ret;
-
-	ret = create_excl(path, &fd);
-	if (ret == -EEXIST) {
-		struct stat st;
-		uint8_t m[4] = { 0 };
-
-		fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd < 0 || fstat(fd, &st) < 0 || pread(fd, m, 4, 0) != 4 ||
-		    memcmp(m, VMDK4_MAGIC, 4) || (uint64_t)st.st_size > overhead * 512) {
-			if (fd >= 0)
-				close(fd);
-			return bdev_err(-EEXIST, "%s: exists and is not an empty extent "
-					"left by an interrupted resize; move it away",
-					path);
-		}
-		bdev_err_clear();
-		ret = 0;
-	}
-	if (ret < 0)
-		return ret;
-	buf = calloc(1, overhead * 512);
-	if (!buf) {
-		close(fd);
-		return bdev_err(-ENOMEM, "%s: out of memory", path);
-	}
-	memcpy(buf, tmpl, 512);
-	vmdk_put64(buf + 12, sectors);
-	vmdk_put64(buf + 28, 0);
-	vmdk_put64(buf + 36, 0);
-	vmdk_put64(buf + 64, overhead);
-	buf[72] = 0;
-	vmdk_put32(buf + 8, th->flags | VMDK4_FLAG_RGD);
-	vmdk_put64(buf + 48, rgd);
-	vmdk_put64(buf + 56, gd);
-	for (uint64_t i = 0; i < n; i++) {
-		vmdk_put32(buf + rgd * 512 + i * 4, (uint32_t)(rgt0 + i * gt_sec));
-		vmdk_put32(buf + gd * 512 + i * 4, (uint32_t)(gt0 + i * gt_sec));
-	}
-	ret = ftruncate(fd, 0) < 0 ? bdev_err(-errno, "%s: cannot truncate: %s", path,
-					      strerror(errno)) : 0;
-	if (ret == 0)
-		ret = write_all_at(fd, path, buf, overhead * 512, 0);
-	if (ret == 0 && fsync(fd) < 0)
-		ret = bdev_err(-errno, "%s: fsync failed: %s", path, strerror(errno));
-	free(buf);
-	close(fd);
-	if (ret == 0)
-		crash_point();
-	return ret;
-}
-
-/*
  * twoGbMaxExtentSparse: the last extent's tables and header grow to at
  * most 2047 MiB (header last: a larger capacity than the descriptor says
  * is harmless), new NAME-sNNN.vmdk extents are written and synced, then
@@ -560,7 +587,7 @@ static int resize_split_sparse(struct bdev *b, const char *path, uint64_t new_si
 	struct vmdk_sparse_hdr h;
 	unsigned n = b->info.extent_count;
 	uint64_t keep, extra_bytes = 0, gd, rgd;
-	char *text = NULL, *nt = NULL, *extra = NULL;
+	char *text = NULL, *extra = NULL;
 	uint8_t hb[512];
 	size_t len = 0;
 	int fd = -1, ret;
@@ -599,48 +626,11 @@ static int resize_split_sparse(struct bdev *b, const char *path, uint64_t new_si
 	if (ret < 0)
 		goto out;
 	if (extra_bytes) {
-		size_t cap = (size_t)(extra_bytes / TWOGB_EXTENT_BYTES + 1) * 300;
-		const char *base = strrchr(last.filename, '/');
-		size_t sl, dl;
-		char stem[256];
-
-		base = base ? base + 1 : last.filename;
-		dl = (size_t)(base - last.filename);
-		sl = strlen(base);
-		if (sl < 8 || sl - 8 >= sizeof(stem) || strcmp(base + sl - 5, ".vmdk") ||
-		    dl >= 3800) {
-			ret = bdev_err(-ENOTSUP, "%s: extent file %s is not named "
-				       "NAME-sNNN.vmdk; cannot add extents", path, base);
+		ret = add_extents(path, last.filename, n, extra_bytes, hb, &h, &extra);
+		if (ret < 0)
 			goto out;
-		}
-		memcpy(stem, base, sl - 8);
-		stem[sl - 8] = '\0';
-		extra = calloc(1, cap);
-		if (!extra) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		for (unsigned i = n + 1; extra_bytes; i++) {
-			uint64_t eb = extra_bytes < TWOGB_EXTENT_BYTES ? extra_bytes :
-				      TWOGB_EXTENT_BYTES;
-			char fpath[4096];
-
-			snprintf(fpath, sizeof(fpath), "%.*s%s%03u.vmdk", (int)dl,
-				 last.filename, stem, i);
-			ret = sparse_extent_new(fpath, hb, &h, eb / 512);
-			if (ret < 0)
-				goto out;
-			snprintf(extra + strlen(extra), cap - strlen(extra),
-				 "RW %" PRIu64 " SPARSE \"%s%03u.vmdk\"\n", eb / 512,
-				 stem, i);
-			extra_bytes -= eb;
-		}
 	}
-	ret = desc_resize(text, len, keep / 512, extra, &nt);
-	if (ret == -ENOENT)
-		ret = bdev_err(-EINVAL, "%s: no extent line found to resize", path);
-	if (ret == 0)
-		ret = vmdk_replace_file(path, nt);
+	ret = desc_file_resize(path, text, len, keep / 512, extra);
 	/* the descriptor says the smaller size: only now the header */
 	if (ret == 0 && keep / 512 < h.capacity)
 		ret = put_header(fd, last.filename, hb, keep / 512, h.gd_offset,
@@ -649,7 +639,6 @@ out:
 	if (fd >= 0)
 		close(fd);
 	free(text);
-	free(nt);
 	free(extra);
 	return ret;
 }
