@@ -248,6 +248,29 @@ def test_stream_no_larger_than_qemu(vmdk, qemu_img, tmp_path):
     assert run([qemu_img, "compare", src, ours], check=False).returncode == 0
 
 
+def test_stream_incompressible_grains_stored(vmdk, qemu_img, tmp_path):
+    # random grains are stored (zlib stored blocks); random bytes that
+    # repeat inside a grain still look compressible and are deflated
+    src = tmp_path / "r.raw"
+    block = os.urandom(4096)
+    with open(src, "wb") as f:
+        f.write(os.urandom(MiB))
+        f.write(block * 256)
+        f.write(os.urandom(MiB - 100) + b"a" * 100)
+    ours, theirs = tmp_path / "o.vmdk", tmp_path / "q.vmdk"
+    run([vmdk, "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", src, ours])
+    run([qemu_img, "convert", "-O", "vmdk", "-o", "subformat=streamOptimized",
+         src, theirs])
+    assert qcheck(ours).returncode == 0
+    assert run([qemu_img, "compare", src, ours], check=False).returncode == 0
+    assert run([vmdk, "compare", src, ours], check=False).returncode == 0
+    # the repeated block compresses: far below 3 MiB
+    assert os.path.getsize(ours) < 2 * MiB + 256 * 1024
+    # a stored grain is as large as qemu's zlib output for it; for an image
+    # this small, the metadata layouts differ by a few sectors
+    assert os.path.getsize(ours) <= os.path.getsize(theirs) + 8192
+
+
 def test_convert_refuses_existing_output(vmdk, tmp_path):
     src = tmp_path / "a.raw"
     make_raw(src, MiB, [(0, 512)])
@@ -301,9 +324,6 @@ def test_resize_sparse_refusals(vmdk, qemu_img, tmp_path):
     img = tmp_path / "a.vmdk"
     run([qemu_img, "create", "-q", "-f", "vmdk", img, "100M"])
     run([need("qemu-io"), "-c", "write -P 1 90M 64k", img])
-    # the directory's sector has room for 128 tables of 32 MiB = 4 GiB
-    r = run([vmdk, "resize", img, "5G"], check=False)
-    assert r.returncode == 1 and "grain directory has room" in r.stderr, r.stderr
     r = run([vmdk, "resize", img, "50M"], check=False)
     assert r.returncode == 1 and "--shrink" in r.stderr
     r = run([vmdk, "resize", "--shrink", img, "50M"], check=False)
@@ -316,6 +336,7 @@ def test_resize_sparse_refusals(vmdk, qemu_img, tmp_path):
         run([vmdk, "create", "-o", f"subformat={sf}", p, "64M"])
         r = run([vmdk, "resize", p, "128M"], check=False)
         assert r.returncode == 1 and "not supported" in r.stderr, r.stderr
+        assert sf in r.stderr
     base, child = tmp_path / "b.vmdk", tmp_path / "c.vmdk"
     run([vmdk, "create", base, "64M"])
     run([vmdk, "create", "-b", base, child])
@@ -360,3 +381,112 @@ def test_resize_two_gb_flat_adds_extents(vmdk, qemu_img, tmp_path):
     text = img.read_text()
     assert 'RW 4192256 FLAT "t-f002.vmdk" 0' in text
     assert run([vmdk, "compare", img, img]).returncode == 0
+
+
+def test_resize_sparse_moves_full_directory(vmdk, qemu_img, tmp_path):
+    # qemu's 100M image: one directory sector, room for 128 tables of
+    # 32 MiB = 4 GiB; 5G needs 160, so the directory moves to the end
+    img, raw = tmp_path / "a.vmdk", tmp_path / "a.raw"
+    make_raw(raw, 100 * MiB, [(0, MiB), (90 * MiB, 65536)])
+    run([qemu_img, "convert", "-O", "vmdk", "-f", "raw", raw, img])
+    run([vmdk, "resize", img, "5G"])
+    assert qinfo(img)["virtual-size"] == 5 << 30
+    assert qcheck(img).returncode == 0, qcheck(img).stdout
+    assert run([vmdk, "check", img], check=False).returncode == 0
+    with open(raw, "r+b") as f:
+        f.truncate(5 << 30)
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+    run([need("qemu-io"), "-c", "write -P 4 4G 1M", img])
+    run([vmdk, "bench", "-w", "-c", "10", "-s", "64k", "-o", "4600M",
+         "--pattern", "9", img])
+    assert qcheck(img).returncode == 0
+    assert run([vmdk, "check", img], check=False).returncode == 0
+    run([need("qemu-io"), "-f", "raw", "-c", "write -P 4 4G 1M",
+         "-c", "write -P 9 4600M 640k", raw])
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+    # and again, from the moved directory
+    run([vmdk, "resize", img, "+20G"])
+    assert qcheck(img).returncode == 0
+    assert run([vmdk, "check", img], check=False).returncode == 0
+    with open(raw, "r+b") as f:
+        f.truncate(25 << 30)
+    assert qcompare(img, raw, "-F", "raw").returncode == 0
+
+
+def test_resize_two_gb_sparse_adds_extents(vmdk, qemu_img, tmp_path):
+    img = tmp_path / "t.vmdk"
+    run([qemu_img, "create", "-q", "-f", "vmdk", "-o",
+         "subformat=twoGbMaxExtentSparse", img, "1G"])
+    run([need("qemu-io"), "-c", "write -P 7 1023M 1M", img])
+    run([vmdk, "resize", img, "5G"])
+    assert sorted(os.listdir(tmp_path)) == ["t-s001.vmdk", "t-s002.vmdk",
+                                            "t-s003.vmdk", "t.vmdk"]
+    text = img.read_text()
+    assert 'RW 4192256 SPARSE "t-s001.vmdk"' in text
+    assert 'RW 2101248 SPARSE "t-s003.vmdk"' in text
+    assert qinfo(img)["virtual-size"] == 5 << 30
+    assert qcheck(img).returncode == 0
+    assert run([vmdk, "check", img], check=False).returncode == 0
+    run([need("qemu-io"), "-c", "write -P 8 4G 1M", "-c", "write -P 9 1500M 64k",
+         img])
+    run([need("qemu-io"), "-r", "-c", "read -P 7 1023M 1M", "-c", "read -P 8 4G 1M",
+         "-c", "read -P 9 1500M 64k", "-c", "read -P 0 2G 1M", img])
+    assert qcheck(img).returncode == 0
+    assert run([vmdk, "check", img], check=False).returncode == 0
+    r = run([vmdk, "resize", "--shrink", img, "4G"], check=False)
+    assert r.returncode == 1 and "holds grains" in r.stderr
+
+
+def _images(tmp_path, kind, qemu_img):
+    """A fresh image of kind and its raw twin; returns (img, raw, new size)."""
+    d = tmp_path / "img"
+    if d.exists():
+        for f in d.iterdir():
+            f.unlink()
+    d.mkdir(exist_ok=True)
+    raw = d / "a.raw"
+    img = d / "a.vmdk"
+    if kind == "monolithicSparse":
+        make_raw(raw, 100 * MiB, [(0, MiB), (90 * MiB, 65536)])
+        run([qemu_img, "convert", "-O", "vmdk", "-f", "raw", raw, img])
+        return img, raw, 5 << 30
+    make_raw(raw, 1 << 30, [(0, MiB), (1023 * MiB, MiB)])
+    run([qemu_img, "convert", "-O", "vmdk", "-o", f"subformat={kind}",
+         "-f", "raw", raw, img])
+    return img, raw, 5 << 30
+
+
+@pytest.mark.parametrize("kind", ["monolithicSparse", "twoGbMaxExtentSparse",
+                                  "twoGbMaxExtentFlat"])
+def test_resize_interrupted_then_rerun(vmdk, qemu_img, tmp_path, kind):
+    # die at each durable step in turn: the image stays valid (old size,
+    # or the new one once the last step is done) and a rerun finishes
+    step = 0
+    while True:
+        step += 1
+        img, raw, new = _images(tmp_path, kind, qemu_img)
+        old = os.path.getsize(raw)
+        env = dict(os.environ, OVK_TEST_RESIZE_CRASH=str(step))
+        r = run([vmdk, "resize", img, str(new)], check=False, env=env)
+        if r.returncode == 0:
+            break
+        assert r.returncode == 86, r.stderr
+        assert qcheck(img).returncode == 0, (step, qcheck(img).stdout)
+        assert run([vmdk, "check", img], check=False).returncode in (0, 3), step
+        size = qinfo(img)["virtual-size"]
+        # QEMU sizes a sparse extent by its header: once the last extent's
+        # header has grown (and before the descriptor names the new
+        # extents) it sees that extent's full 2047 MiB
+        assert size in (old, new) or (kind == "twoGbMaxExtentSparse" and
+                                      size == 4192256 * 512), (step, size)
+        with open(raw, "r+b") as f:
+            f.truncate(size)
+        assert qcompare(img, raw, "-F", "raw").returncode == 0, step
+        run([vmdk, "resize", img, str(new)])
+        assert qinfo(img)["virtual-size"] == new
+        assert qcheck(img).returncode == 0, step
+        assert run([vmdk, "check", img], check=False).returncode in (0, 3), step
+        with open(raw, "r+b") as f:
+            f.truncate(new)
+        assert qcompare(img, raw, "-F", "raw").returncode == 0, step
+    assert step > 2

@@ -224,8 +224,11 @@ def test_kill9_keeps_flushed_writes(tmp_path, opts):
         c = sh(tool("vmdk"), "check", img, check=False)
         assert c.returncode in (0, 3), (it, c.stdout, c.stderr)
         assert "ERROR" not in c.stdout, c.stdout
-        # the killed session left the image marked unclean
-        assert read_header_unclean(img) == 1
+        # the killed session left the image marked unclean, once it had
+        # written (a slow start, under ASan and load, can be killed before
+        # its first write)
+        if done:
+            assert read_header_unclean(img) == 1
 
 
 def test_enospc_is_clean(tmp_path):

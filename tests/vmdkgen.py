@@ -3,7 +3,8 @@
 An independent writer for tests: it knows exactly what it stored, so a
 reader can be checked against it. Layouts follow VMware's Virtual Disk
 Format 5.0 document (hosted sparse "KDMV" extents, streamOptimized grain
-records and markers, descriptors) and the ESX "COWD" sparse header.
+records and markers, descriptors), the ESX "COWD" sparse header and the
+ESXi seSparse layout QEMU reads (constant and volatile headers, u64 tables).
 
 Every builder returns bytes; `expected(...)` gives the disk contents a
 correct reader must return.
@@ -243,6 +244,51 @@ def cowd_extent(size, grains, grain_size=65536, unclean=0):
         a = (gt + i * gt_sectors) * SECTOR
         out[a:a + per_gt * 4] = struct.pack(f"<{per_gt}I", *t)
     return bytes(out) + body
+
+
+SE_GT_ENTRIES = 4096
+
+
+def se_gte(cluster):
+    """seSparse table entry of an allocated grain at cluster (type 3: the
+    low 12 bits of the cluster in bits 48..59, the rest in bits 0..47)."""
+    return (3 << 60) | ((cluster & 0xFFF) << 48) | (cluster >> 12)
+
+
+def sesparse_extent(size, grains, replay_journal=0):
+    """(bytes, layout) of a seSparse extent of size bytes holding grains
+    ({grain index: 4096 bytes or ZERO}); 4 KiB grains, stored in index
+    order. layout gives the byte offsets of "gd", "gts" (table i at gts +
+    i * 32768) and "grains" (cluster c at grains + c * 4096)."""
+    sectors = size // SECTOR
+    n_grains = (sectors + 7) // 8
+    n_gd = (n_grains + SE_GT_ENTRIES - 1) // SE_GT_ENTRIES
+    gd_sectors = _sectors(n_gd * 8)
+    gd, gts = 2, 2 + gd_sectors
+    grains_at = gts + n_gd * 64
+    body = bytearray()
+    entries = [0] * (n_gd * SE_GT_ENTRIES)
+    for idx in sorted(grains):
+        v = grains[idx]
+        if v is ZERO:
+            entries[idx] = 2 << 60
+            continue
+        entries[idx] = se_gte(len(body) // 4096)
+        body += _grain_bytes(v, 4096)
+    out = bytearray(grains_at * SECTOR)
+    struct.pack_into("<6Q", out, 0, 0xCAFEBABE, 0x0000000200000001, sectors,
+                     8, 64, 0)
+    struct.pack_into("<2Q", out, 80, 1, 1)                 # volatile header
+    struct.pack_into("<2Q", out, 128, gd, gd_sectors)
+    struct.pack_into("<2Q", out, 144, gts, n_gd * 64)
+    struct.pack_into("<2Q", out, 192, grains_at, len(body) // SECTOR)
+    struct.pack_into("<4Q", out, SECTOR, 0xCAFECAFE, n_gd, 1, replay_journal)
+    struct.pack_into(f"<{n_gd}Q", out, gd * SECTOR,
+                     *[(0x10000000 << 32) | i for i in range(n_gd)])
+    struct.pack_into(f"<{len(entries)}Q", out, gts * SECTOR, *entries)
+    layout = {"gd": gd * SECTOR, "gts": gts * SECTOR,
+              "grains": grains_at * SECTOR}
+    return bytes(out) + bytes(body), layout
 
 
 def expected(size, grains, grain_size=65536, parent=None):

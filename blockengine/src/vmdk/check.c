@@ -4,7 +4,9 @@
  * redundant tables equal, no grain referenced twice or overlapping the
  * metadata, leaked grains, uncleanShutdown, descriptor vs header capacity.
  * COWD (vmfsSparse) extents: tables inside the file, no sector used twice,
- * freeSector past everything in use, leaks.
+ * freeSector past everything in use, leaks. seSparse extents: regions,
+ * directory and table entries in range, no table or grain used twice,
+ * leaks (checked, never repaired).
  * Safe repairs only: trailing leaked grains are cut off (-r leaks), a
  * redundant table that differs from a sane primary one is rewritten from it
  * (-r all). Streams (compressed) are checked for entries in range and
@@ -199,7 +201,13 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 		finding(c, "WARNING %s: uncleanShutdown is set: the image was not "
 			"closed cleanly", path);
 	}
-	if (desc_bytes && desc_bytes != h.capacity * 512) {
+	if (desc_bytes && desc_bytes < h.capacity * 512 && !h.compressed) {
+		/* the tables cover more than the disk uses: what a resize
+		   that grew the extent leaves until it rewrites the descriptor */
+		finding(c, "WARNING %s: the descriptor gives the extent %" PRIu64
+			" sectors, its header capacity is %" PRIu64 " (an interrupted "
+			"resize? run it again)", path, desc_bytes / 512, h.capacity);
+	} else if (desc_bytes && desc_bytes != h.capacity * 512) {
 		r->corruptions++;
 		finding(c, "ERROR %s: the descriptor gives the extent %" PRIu64
 			" sectors, its header capacity is %" PRIu64, path,
@@ -225,6 +233,21 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 	if (!owner || !gt) {
 		ret = -ENOMEM;
 		goto out;
+	}
+	if (!h.compressed) {
+		/* a directory moved after the grains (by a resize that grew
+		   past its room): its grain slots are taken */
+		uint64_t dir_sec = ((uint64_t)h.gd_entries * 4 + 511) / 512;
+		bool clash = false;
+
+		if (h.gd_offset >= h.overhead)
+			claim_table(owner, slots, (h.gd_offset - h.overhead) / h.grain_sectors,
+				    (h.gd_offset + dir_sec - 1 - h.overhead) / h.grain_sectors,
+				    &clash, &last_used);
+		if (rgd && h.rgd_offset >= h.overhead)
+			claim_table(owner, slots, (h.rgd_offset - h.overhead) / h.grain_sectors,
+				    (h.rgd_offset + dir_sec - 1 - h.overhead) / h.grain_sectors,
+				    &clash, &last_used);
 	}
 	for (uint32_t t = 0; t < h.gd_entries; t++) {
 		uint64_t gts = gd[t], gt_end = gts + (uint64_t)h.gtes_per_gt * 4 / 512;
@@ -571,19 +594,245 @@ out:
 	return ret;
 }
 
-/* Check one sparse extent file by its magic (seSparse: not checked). */
+#define SE_GT_ENTRIES 4096u
+#define SE_GT_SECTORS 64u
+#define SE_GRAIN_BYTES 4096u
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+/* Sets bit i of bits; false if it already was set. */
+static bool claim_bit(uint8_t *bits, uint64_t i)
+{
+	bool fresh = !(bits[i / 8] & (1u << (i % 8)));
+
+	bits[i / 8] |= (uint8_t)(1u << (i % 8));
+	return fresh;
+}
+
+/*
+ * Check one seSparse extent file (the layout QEMU reads: constant header,
+ * volatile header, then regions named by sector offset and size; the
+ * directory's u64 entries are 0 or 0x10000000 << 32 | the index of a table
+ * in the table region; a table's u64 entries have the grain's state in the
+ * top four bits, 3 = allocated with the grain's index in the grain region).
+ * Found: regions outside the file or overlapping, entries of unknown type,
+ * tables or grains outside their region or the file, a table or grain
+ * referenced twice, grains of the region no table references (leaks; ESXi
+ * may track such grains in its free bitmap, which is not read here). No
+ * repairs: ovk does not write seSparse extents.
+ */
+static int check_sesparse(struct ck *c, const char *path, uint64_t desc_bytes,
+			  unsigned repair)
+{
+	static const char *const rname[] = { "constant header", "volatile header",
+		"journal header", "journal", "grain directory", "grain tables",
+		"free bitmap", "backmap", "grains" };
+	static const unsigned roff[] = { 0, 80, 96, 112, 128, 144, 160, 176, 192 };
+	struct bdev_check_result *r = c->r;
+	uint8_t h[512], v[512], *gt = NULL, *gd = NULL, *tbits = NULL, *gbits = NULL;
+	uint64_t len, cap, grains, need, gd_off, gt_off, n_tables, gr_off, n_cl;
+	uint64_t in_file, leaked = 0, reg[9][2];
+	bool bad = false;
+	struct bsrc *s;
+	int ret;
+
+	ret = bsrc_open_file(path, false, true, &s);
+	if (ret < 0)
+		return ret;
+	len = s->length;
+	ret = len < 512 ? bdev_err(-EINVAL, "%s: shorter than a seSparse header", path)
+			: bsrc_read_full(s, h, 512, 0);
+	if (ret < 0)
+		goto out;
+	cap = get64(h + 16);
+	if (get64(h + 8) != UINT64_C(0x0000000200000001) || get64(h + 24) != 8 ||
+	    get64(h + 32) != SE_GT_SECTORS || cap > VMDK_MAX_CAPACITY_SECTORS) {
+		r->corruptions++;
+		finding(c, "ERROR %s: constant header: version 0x%016" PRIx64 ", grain %"
+			PRIu64 " sectors, table %" PRIu64 " sectors, capacity %" PRIu64
+			"; expected version 0x0000000200000001, 8, 64 and at most %"
+			PRIu64 " sectors", path, get64(h + 8), get64(h + 24), get64(h + 32),
+			cap, (uint64_t)VMDK_MAX_CAPACITY_SECTORS);
+		goto out;
+	}
+	if (desc_bytes && desc_bytes != cap * 512) {
+		r->corruptions++;
+		finding(c, "ERROR %s: the descriptor gives the extent %" PRIu64
+			" sectors, its header capacity is %" PRIu64, path,
+			desc_bytes / 512, cap);
+	}
+	/* regions: inside the file (the grain region may run past its end:
+	   grains are added at the end) and not overlapping each other */
+	reg[0][0] = 0;
+	reg[0][1] = 1;
+	reg[1][0] = get64(h + 80);
+	reg[1][1] = 1;
+	for (unsigned i = 2; i < 9; i++) {
+		reg[i][0] = get64(h + roff[i]);
+		reg[i][1] = get64(h + roff[i] + 8);
+	}
+	for (unsigned i = 0; i < 9; i++) {
+		uint64_t a = reg[i][0], n = reg[i][1];
+
+		if (!n)
+			continue;
+		if (a > len / 512 || (i != 8 && n > len / 512 - a)) {
+			r->corruptions++;
+			bad = true;
+			finding(c, "ERROR %s: the %s (sector %" PRIu64 ", %" PRIu64
+				" sectors, header offset %u) lies outside the file (%"
+				PRIu64 " bytes)", path, rname[i], a, n, roff[i], len);
+			continue;
+		}
+		for (unsigned j = 0; j < i; j++) {
+			uint64_t b = reg[j][0], m = reg[j][1];
+
+			if (m && a < b + m && b < a + n) {
+				r->corruptions++;
+				bad = true;
+				finding(c, "ERROR %s: the %s (sectors %" PRIu64 "..%"
+					PRIu64 ") overlaps the %s (sectors %" PRIu64 "..%"
+					PRIu64 ")", path, rname[i], a, a + n - 1,
+					rname[j], b, b + m - 1);
+			}
+		}
+	}
+	grains = (cap + 7) / 8;
+	need = (grains + SE_GT_ENTRIES - 1) / SE_GT_ENTRIES;
+	gd_off = reg[4][0];
+	gt_off = reg[5][0];
+	n_tables = reg[5][1] / SE_GT_SECTORS;
+	gr_off = reg[8][0];
+	if (!bad && need > reg[4][1] * 512 / 8) {
+		r->corruptions++;
+		bad = true;
+		finding(c, "ERROR %s: the grain directory holds %" PRIu64 " entries, "
+			"the capacity needs %" PRIu64, path, reg[4][1] * 512 / 8, need);
+	}
+	if (bad)
+		goto out;
+	ret = bsrc_read_full(s, v, 512, reg[1][0] * 512);
+	if (ret < 0)
+		goto out;
+	if (get64(v) != UINT64_C(0xcafecafe)) {
+		r->corruptions++;
+		finding(c, "ERROR %s: volatile header magic at sector %" PRIu64 " is 0x%"
+			PRIx64 ", expected 0xcafecafe", path, reg[1][0], get64(v));
+	} else if (get64(v + 24)) {
+		r->unclean = true;
+		finding(c, "WARNING %s: replay_journal is set: ESXi must replay the "
+			"journal before the disk reads consistently", path);
+	}
+	/* grains the region holds inside the file; the bitmap stays bounded by
+	   the file however large the header says the region is */
+	in_file = gr_off * 512 < len ? (len - gr_off * 512) / SE_GRAIN_BYTES : 0;
+	n_cl = reg[8][1] / 8 < in_file ? reg[8][1] / 8 : in_file;
+	gd = malloc((size_t)need * 8 + 8);
+	gt = malloc(SE_GT_ENTRIES * 8);
+	tbits = calloc(n_tables / 8 + 1, 1);
+	gbits = calloc(n_cl / 8 + 1, 1);
+	if (!gd || !gt || !tbits || !gbits) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = bsrc_read_full(s, gd, (size_t)need * 8, gd_off * 512);
+	if (ret < 0)
+		goto out;
+	for (uint64_t t = 0; t < need; t++) {
+		uint64_t x = get64(gd + t * 8), idx = x & 0xffffffffu;
+
+		if (!x)
+			continue;
+		if (x >> 32 != 0x10000000u || idx >= n_tables) {
+			r->corruptions++;
+			finding(c, "ERROR %s: grain directory entry %" PRIu64 " is 0x%016"
+				PRIx64 ", expected 0 or 0x10000000 with a table index below %"
+				PRIu64, path, t, x, n_tables);
+			continue;
+		}
+		if (!claim_bit(tbits, idx)) {
+			r->corruptions++;
+			finding(c, "ERROR %s: grain directory entry %" PRIu64 " names grain "
+				"table %" PRIu64 ", which another entry already uses", path,
+				t, idx);
+			continue;
+		}
+		ret = bsrc_read_full(s, gt, SE_GT_ENTRIES * 8,
+				     gt_off * 512 + idx * SE_GT_SECTORS * 512);
+		if (ret < 0)
+			goto out;
+		for (uint32_t i = 0; i < SE_GT_ENTRIES; i++) {
+			uint64_t e = get64(gt + (size_t)i * 8), g = t * SE_GT_ENTRIES + i, cl;
+			unsigned type = (unsigned)(e >> 60);
+
+			if (!e || type == 1 || type == 2)
+				continue;	/* unallocated, unmapped, zeroed */
+			if (type != 3) {
+				r->corruptions++;
+				finding(c, "ERROR %s: grain table %" PRIu64 " entry %" PRIu32
+					" is 0x%016" PRIx64 ", expected 0 or a type of 1, 2 "
+					"or 3 in the top 4 bits", path, idx, i, e);
+				continue;
+			}
+			cl = ((e & UINT64_C(0x0fff000000000000)) >> 48) |
+			     ((e & UINT64_C(0x0000ffffffffffff)) << 12);
+			if (g >= grains || cl >= reg[8][1] / 8 || cl >= in_file) {
+				r->corruptions++;
+				finding(c, "ERROR %s: grain table %" PRIu64 " entry %" PRIu32
+					" (grain %" PRIu64 " of %" PRIu64 ") names grain %"
+					PRIu64 " of the grain region, which holds %" PRIu64
+					" (%" PRIu64 " inside the file)", path, idx, i, g,
+					grains, cl, reg[8][1] / 8, in_file);
+				continue;
+			}
+			r->allocated_clusters++;
+			if (!claim_bit(gbits, cl)) {
+				r->corruptions++;
+				finding(c, "ERROR %s: grain table %" PRIu64 " entry %" PRIu32
+					" names grain %" PRIu64 " of the grain region, which "
+					"another entry already uses", path, idx, i, cl);
+			}
+		}
+	}
+	r->total_clusters += grains;
+	for (uint64_t i = 0; i < n_cl; i++)
+		leaked += !(gbits[i / 8] & (1u << (i % 8)));
+	if (leaked) {
+		r->leaks += leaked;
+		finding(c, "Leaked grains: %" PRIu64 " in the grain region of %s that "
+			"no table references", leaked, path);
+	}
+	if (repair && (r->leaks || r->corruptions))
+		finding(c, "Not repaired: %s is a seSparse extent, which ovk does not "
+			"write", path);
+out:
+	free(gd);
+	free(gt);
+	free(tbits);
+	free(gbits);
+	bsrc_close(s);
+	return ret;
+}
+
+/* Check one sparse extent file by its magic. */
 static int check_extent(struct ck *c, const char *path, uint64_t desc_bytes,
 			unsigned repair, bool *checked)
 {
-	uint8_t magic[4] = { 0 };
+	uint8_t magic[8] = { 0 };
 	struct bsrc *s;
 	int ret = bsrc_open_file(path, false, true, &s);
 
 	*checked = false;
 	if (ret < 0)
 		return ret;
-	if (s->length >= 4)
-		ret = bsrc_read_full(s, magic, 4, 0);
+	if (s->length >= 8)
+		ret = bsrc_read_full(s, magic, 8, 0);
 	bsrc_close(s);
 	if (ret < 0)
 		return ret;
@@ -592,7 +841,106 @@ static int check_extent(struct ck *c, const char *path, uint64_t desc_bytes,
 		return check_cowd(c, path, desc_bytes, repair);
 	if (!memcmp(magic, VMDK4_MAGIC, 4))
 		return check_hosted(c, path, desc_bytes, repair);
+	if (vmdk_is_sesparse_magic(magic, sizeof(magic)))
+		return check_sesparse(c, path, desc_bytes, repair);
 	*checked = false;
+	return 0;
+}
+
+/*
+ * The sparse extents named by the descriptor at path, read without opening
+ * the image: for a check of an image the engine refuses to open (a table
+ * entry out of range makes the open fail). Names leaving the folder are
+ * skipped. A file that is itself a sparse extent is its own list.
+ */
+static int extents_unopened(const char *path, char **paths, uint64_t *sizes,
+			    unsigned cap, unsigned *n)
+{
+	struct vmdk_desc d;
+	char *text = NULL;
+	const char *slash = strrchr(path, '/');
+	size_t len = 0, dl = slash ? (size_t)(slash - path) + 1 : 0;
+	int ret;
+
+	*n = 0;
+	ret = vmdk_desc_read_file(path, &text, &len);
+	if (ret < 0)
+		return ret;
+	if (len >= 8 && (!memcmp(text, VMDK4_MAGIC, 4) || !memcmp(text, "COWD", 4) ||
+			 vmdk_is_sesparse_magic((const uint8_t *)text, len))) {
+		free(text);
+		paths[0] = strdup(path);
+		sizes[0] = 0;
+		*n = paths[0] ? 1 : 0;
+		return paths[0] ? 0 : -ENOMEM;
+	}
+	if (vmdk_desc_probe((const uint8_t *)text, len) < 50 ||
+	    vmdk_desc_parse(text, len, path, &d) < 0) {
+		free(text);
+		return -EINVAL;
+	}
+	free(text);
+	for (unsigned i = 0; i < d.n_extents && *n < cap; i++) {
+		const struct vmdk_desc_extent *x = &d.extents[i];
+		const char *nm = x->name;
+		char *p;
+
+		if (!nm || (x->type != VMDK_EXT_SPARSE && x->type != VMDK_EXT_VMFSSPARSE &&
+			    x->type != VMDK_EXT_SESPARSE) ||
+		    nm[0] == '/' || strstr(nm, ".."))
+			continue;
+		p = malloc(dl + strlen(nm) + 1);
+		if (!p) {
+			ret = -ENOMEM;
+			break;
+		}
+		memcpy(p, path, dl);
+		strcpy(p + dl, nm);
+		paths[*n] = p;
+		sizes[(*n)++] = x->sectors * 512;
+	}
+	vmdk_desc_free(&d);
+	return ret;
+}
+
+/*
+ * The engine refused to open path (its message is in open_err's text):
+ * check the sparse extents anyway, so that what made the open fail is
+ * reported as a finding with the rest. Returns 0 when the check found
+ * corruption to report, else open_err. Nothing is repaired.
+ */
+static int check_unopened(struct ck *c, const char *path, unsigned repair,
+			  int open_err)
+{
+	enum { MAX_EXT = 256 };
+	char why[512], **paths = calloc(MAX_EXT, sizeof(char *));
+	uint64_t *sizes = calloc(MAX_EXT, sizeof(uint64_t));
+	unsigned n = 0;
+	int ret;
+
+	(void)repair;
+	snprintf(why, sizeof(why), "%s", bdev_errmsg());
+	if (!paths || !sizes) {
+		free(paths);
+		free(sizes);
+		return open_err;
+	}
+	ret = extents_unopened(path, paths, sizes, MAX_EXT, &n);
+	for (unsigned i = 0; ret == 0 && i < n; i++) {
+		bool checked;
+		ret = check_extent(c, paths[i], sizes[i], 0, &checked);
+		c->r->checked_extents += checked;
+	}
+	for (unsigned i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
+	free(sizes);
+	if (ret < 0 || !c->r->corruptions) {
+		bdev_err(open_err, "%s", why);
+		return open_err;
+	}
+	finding(c, "ERROR %s: the image cannot be opened: %s", path, why);
+	c->r->corruptions++;
 	return 0;
 }
 
@@ -612,7 +960,7 @@ int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
 	memset(r, 0, sizeof(*r));
 	ret = bdev_open(path, &o, &b);
 	if (ret < 0)
-		return ret;
+		return check_unopened(&c, path, repair, ret);
 	ret = bdev_get_info(b, &in);
 	if (ret == 0 && strcmp(in.format, "vmdk"))
 		ret = bdev_err(-ENOTSUP, "%s: only VMDK images can be checked", path);
@@ -626,7 +974,8 @@ int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
 		struct bdev_extent_info e;
 		ret = bdev_get_extent(b, i, &e);
 		if (ret == 0 && (!strcmp(e.type, "SPARSE") ||
-				 !strcmp(e.type, "VMFSSPARSE")) && e.filename) {
+				 !strcmp(e.type, "VMFSSPARSE") ||
+				 !strcmp(e.type, "SESPARSE")) && e.filename) {
 			paths[n] = strdup(e.filename);
 			sizes[n++] = e.size;
 		}

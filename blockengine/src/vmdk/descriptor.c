@@ -495,3 +495,59 @@ int vmdk_desc_read_file(const char *path, char **out, size_t *len)
 	*len = l;
 	return 0;
 }
+
+int vmdk_replace_file(const char *path, const char *text)
+{
+	size_t len = strlen(text), done = 0, pl = strlen(path);
+	char *tmp = malloc(pl + 16), *slash;
+	int fd, dfd, ret = 0;
+
+	if (!tmp)
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	snprintf(tmp, pl + 16, "%s.ovk-tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = bdev_err(-errno, "%s: cannot create %s: %s", path, tmp,
+			       strerror(errno));
+		goto out_free;
+	}
+	while (done < len) {
+		ssize_t n = write(fd, text + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = bdev_err(-errno, "%s: cannot write %s: %s", path, tmp,
+				       strerror(errno));
+			close(fd);
+			goto out_unlink;
+		}
+		done += (size_t)n;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		ret = bdev_err(-errno, "%s: cannot sync %s: %s", path, tmp,
+			       strerror(errno));
+		goto out_unlink;
+	}
+	if (rename(tmp, path) < 0) {
+		ret = bdev_err(-errno, "%s: cannot replace the descriptor: %s", path,
+			       strerror(errno));
+		goto out_unlink;
+	}
+	/* the rename is durable once the folder is */
+	slash = strrchr(tmp, '/');
+	if (slash)
+		slash[slash == tmp ? 1 : 0] = '\0';
+	dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	goto out_free;
+
+out_unlink:
+	unlink(tmp);
+out_free:
+	free(tmp);
+	return ret;
+}

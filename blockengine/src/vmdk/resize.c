@@ -5,17 +5,23 @@
  *  - flat kinds (monolithicFlat, vmfs, twoGbMaxExtentFlat): the last
  *    extent file grows (twoGbMaxExtentFlat: up to 2047 MiB, then new
  *    NAME-fNNN.vmdk files are added), or shrinks within the last extent;
- *  - monolithicSparse: grows while its grain directory (and the redundant
- *    one) have room for the new tables in their last sector; shrinks when
- *    nothing past the new end is allocated.
- * Refused with a reason: streamOptimized, COWD, seSparse, delta disks,
- * twoGbMaxExtentSparse, and shrinking over data without BDEV_RESIZE_SHRINK
- * (flat kinds only; sparse kinds never drop grains).
+ *  - monolithicSparse: new zeroed grain tables are appended; while the
+ *    directory's last sector has room their entries go in place, else a
+ *    new directory (and redundant one) is appended with them; shrinks when
+ *    nothing past the new end is allocated;
+ *  - twoGbMaxExtentSparse: the last extent grows likewise up to 2047 MiB,
+ *    then new NAME-sNNN.vmdk sparse extents are added.
+ * Refused with a reason: streamOptimized, COWD, seSparse, delta disks, and
+ * shrinking over data without BDEV_RESIZE_SHRINK (flat kinds only; sparse
+ * kinds never drop grains).
  *
- * Crash-safe order for sparse growth: new zeroed grain tables appended and
- * synced, then their directory entries (past the old count, unread by
- * every reader), then the descriptor, then the header's capacity. A crash
- * leaves the old size and at worst leaked tables; a rerun finishes.
+ * Crash-safe order: new tables (or directory) appended and synced, then
+ * the header that names them or the larger capacity (one sector), and new
+ * extent files written and synced before the descriptor that names them
+ * (replaced atomically). A crash leaves the old size and at worst leaked
+ * sectors at the end of a file; a rerun finishes (empty extent files left
+ * behind are reused). A monolithicSparse rewrites its embedded descriptor
+ * before the header, as before.
  */
 #include <endian.h>
 #include <errno.h>
@@ -31,6 +37,20 @@
 #include "vmdk.h"
 
 #define TWOGB_EXTENT_BYTES (UINT64_C(4192256) * 512)
+
+/*
+ * Tests only: with OVK_TEST_RESIZE_CRASH=N in the environment the process
+ * dies (exit status 86, no cleanup) at the Nth durable step, as a crash
+ * there would leave the files.
+ */
+static void crash_point(void)
+{
+	static unsigned count;
+	const char *v = getenv("OVK_TEST_RESIZE_CRASH");
+
+	if (v && strtoul(v, NULL, 10) == ++count)
+		_exit(86);
+}
 
 /*
  * text with the sector count of its last extent line set to sectors and
@@ -87,43 +107,20 @@ static int desc_resize(const char *text, size_t len, uint64_t sectors,
 	return 0;
 }
 
-/* Replaces the file path with text: temporary file, fsync, rename, fsync
-   of the folder. */
-static int replace_file(const char *path, const char *text)
+/* Replace the descriptor file path (text, len bytes) by one whose last
+   extent line says sectors, with extra lines (may be NULL) after it. */
+static int desc_file_resize(const char *path, const char *text, size_t len,
+			    uint64_t sectors, const char *extra)
 {
-	char *tmp = malloc(strlen(path) + 16), *slash;
-	int fd, ret = 0, dfd;
+	char *nt = NULL;
+	int ret = desc_resize(text, len, sectors, extra, &nt);
 
-	if (!tmp)
-		return -ENOMEM;
-	sprintf(tmp, "%s.ovk-tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = bdev_err(-errno, "%s: cannot create %s: %s", path, tmp,
-			       strerror(errno));
-		goto out;
-	}
-	ret = write_all_at(fd, tmp, text, strlen(text), 0);
-	if (ret == 0 && fsync(fd) < 0)
-		ret = bdev_err(-errno, "%s: cannot sync: %s", tmp, strerror(errno));
-	close(fd);
-	if (ret == 0 && rename(tmp, path) < 0)
-		ret = bdev_err(-errno, "%s: cannot replace the descriptor: %s", path,
-			       strerror(errno));
-	if (ret < 0) {
-		unlink(tmp);
-		goto out;
-	}
-	slash = strrchr(tmp, '/');
-	if (slash)
-		*slash = '\0';
-	dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-out:
-	free(tmp);
+	if (ret == -ENOENT)
+		return bdev_err(-EINVAL, "%s: no extent line found to resize", path);
+	if (ret < 0)
+		return ret;
+	ret = vmdk_replace_file(path, nt);
+	free(nt);
 	return ret;
 }
 
@@ -147,9 +144,20 @@ static int size_file(const char *path, uint64_t len, bool create)
 
 	if (create) {
 		ret = create_excl(path, &fd);
-		if (ret < 0)
+		if (ret == -EEXIST && !data_after(path, 0)) {
+			/* left by an interrupted resize: no data, reuse it */
+			bdev_err_clear();
+			create = false;
+			ret = 0;
+		} else if (ret == -EEXIST) {
+			return bdev_err(-EEXIST, "%s: exists and holds data; it is not "
+					"an extent left by an interrupted resize; move "
+					"it away", path);
+		} else if (ret < 0) {
 			return ret;
-	} else {
+		}
+	}
+	if (!create) {
 		fd = open(path, O_RDWR | O_CLOEXEC);
 		if (fd < 0)
 			return bdev_err(-errno, "%s: cannot open: %s", path,
@@ -159,7 +167,131 @@ static int size_file(const char *path, uint64_t len, bool create)
 		ret = bdev_err(-errno, "%s: cannot size to %" PRIu64 " bytes: %s",
 			       path, len, strerror(errno));
 	close(fd);
+	if (ret == 0)
+		crash_point();
 	return ret;
+}
+
+/*
+ * Write a new, empty hosted sparse extent of sectors at path shaped like
+ * the extent whose header is tmpl (version, flags, grain, table size):
+ * header, RGD, RGTs, GD, GTs, synced. A file left by an interrupted resize
+ * (a KDMV header and no grains) is overwritten; anything else is refused.
+ */
+static int sparse_extent_new(const char *path, const uint8_t *tmpl,
+			     const struct vmdk_sparse_hdr *th, uint64_t sectors)
+{
+	uint64_t span = (uint64_t)th->gtes_per_gt * th->grain_sectors;
+	uint64_t n = (sectors + span - 1) / span, gt_sec = th->gtes_per_gt * 4ull / 512;
+	uint64_t dir_sec = (n * 4 + 511) / 512, rgd = 1, rgt0 = rgd + dir_sec;
+	uint64_t gd = rgt0 + n * gt_sec, gt0 = gd + dir_sec;
+	uint64_t overhead = (gt0 + n * gt_sec + th->grain_sectors - 1) /
+			    th->grain_sectors * th->grain_sectors;
+	uint8_t *buf;
+	int fd, ret;
+
+	ret = create_excl(path, &fd);
+	if (ret == -EEXIST) {
+		struct stat st;
+		uint8_t m[4] = { 0 };
+
+		fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0 || pread(fd, m, 4, 0) != 4 ||
+		    memcmp(m, VMDK4_MAGIC, 4) || (uint64_t)st.st_size > overhead * 512) {
+			if (fd >= 0)
+				close(fd);
+			return bdev_err(-EEXIST, "%s: exists and is not an empty extent "
+					"left by an interrupted resize; move it away",
+					path);
+		}
+		bdev_err_clear();
+		ret = 0;
+	}
+	if (ret < 0)
+		return ret;
+	buf = calloc(1, overhead * 512);
+	if (!buf) {
+		close(fd);
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	}
+	memcpy(buf, tmpl, 512);
+	vmdk_put64(buf + 12, sectors);
+	vmdk_put64(buf + 28, 0);
+	vmdk_put64(buf + 36, 0);
+	vmdk_put64(buf + 64, overhead);
+	buf[72] = 0;
+	vmdk_put32(buf + 8, th->flags | VMDK4_FLAG_RGD);
+	vmdk_put64(buf + 48, rgd);
+	vmdk_put64(buf + 56, gd);
+	for (uint64_t i = 0; i < n; i++) {
+		vmdk_put32(buf + rgd * 512 + i * 4, (uint32_t)(rgt0 + i * gt_sec));
+		vmdk_put32(buf + gd * 512 + i * 4, (uint32_t)(gt0 + i * gt_sec));
+	}
+	ret = ftruncate(fd, 0) < 0 ? bdev_err(-errno, "%s: cannot truncate: %s", path,
+					      strerror(errno)) : 0;
+	if (ret == 0)
+		ret = write_all_at(fd, path, buf, overhead * 512, 0);
+	if (ret == 0 && fsync(fd) < 0)
+		ret = bdev_err(-errno, "%s: fsync failed: %s", path, strerror(errno));
+	free(buf);
+	close(fd);
+	if (ret == 0)
+		crash_point();
+	return ret;
+}
+
+/*
+ * Extent files after the last one (path last, the nth), holding
+ * extra_bytes in pieces of at most 2047 MiB, named like it (NAME-fNNN.vmdk
+ * or NAME-sNNN.vmdk, numbered on): flat files sized with holes, or (tmpl
+ * given) empty sparse extents shaped like tmpl; each synced. *lines gets
+ * their descriptor lines (malloc'd).
+ */
+static int add_extents(const char *path, const char *last, unsigned n,
+		       uint64_t extra_bytes, const uint8_t *tmpl,
+		       const struct vmdk_sparse_hdr *th, char **lines)
+{
+	size_t cap = (size_t)(extra_bytes / TWOGB_EXTENT_BYTES + 1) * 300, sl, dl;
+	const char *base = strrchr(last, '/');
+	char stem[256], *extra;
+	int ret = 0;
+
+	base = base ? base + 1 : last;
+	dl = (size_t)(base - last);
+	sl = strlen(base);
+	if (sl < 8 || sl - 8 >= sizeof(stem) || strcmp(base + sl - 5, ".vmdk") ||
+	    dl >= 3800)
+		return bdev_err(-ENOTSUP, "%s: extent file %s is not named "
+				"NAME-%cNNN.vmdk; cannot add extents", path, base,
+				tmpl ? 's' : 'f');
+	memcpy(stem, base, sl - 8);
+	stem[sl - 8] = '\0';
+	extra = calloc(1, cap);
+	if (!extra)
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	for (unsigned i = n + 1; extra_bytes; i++) {
+		uint64_t eb = extra_bytes < TWOGB_EXTENT_BYTES ? extra_bytes :
+			      TWOGB_EXTENT_BYTES;
+		char fpath[4096];
+
+		snprintf(fpath, sizeof(fpath), "%.*s%s%03u.vmdk", (int)dl, last,
+			 stem, i);
+		ret = tmpl ? sparse_extent_new(fpath, tmpl, th, eb / 512) :
+		      size_file(fpath, eb, true);
+		if (ret < 0)
+			break;
+		snprintf(extra + strlen(extra), cap - strlen(extra),
+			 tmpl ? "RW %" PRIu64 " SPARSE \"%s%03u.vmdk\"\n" :
+				"RW %" PRIu64 " FLAT \"%s%03u.vmdk\" 0\n",
+			 eb / 512, stem, i);
+		extra_bytes -= eb;
+	}
+	if (ret < 0) {
+		free(extra);
+		return ret;
+	}
+	*lines = extra;
+	return 0;
 }
 
 static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
@@ -169,7 +301,7 @@ static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 	bool split = !strcmp(b->info.subformat, "twoGbMaxExtentFlat");
 	unsigned n = b->info.extent_count;
 	uint64_t keep, extra_bytes = 0;
-	char *text = NULL, *nt = NULL, *extra = NULL;
+	char *text = NULL, *extra = NULL;
 	size_t len = 0;
 	int ret;
 
@@ -197,80 +329,186 @@ static int resize_flat(struct bdev *b, const char *path, uint64_t new_size,
 	if (ret < 0)
 		return ret;
 	if (extra_bytes) {
-		/* new extent files next to the last one: NAME-fNNN.vmdk */
-		size_t cap = (size_t)(extra_bytes / TWOGB_EXTENT_BYTES + 1) * 300;
-		const char *base = strrchr(last.filename, '/');
-		char stem[256];
-		size_t sl;
-
-		base = base ? base + 1 : last.filename;
-		sl = strlen(base);
-		if (sl < 8 || sl - 8 >= sizeof(stem) || strcmp(base + sl - 5, ".vmdk")) {
-			ret = bdev_err(-ENOTSUP, "%s: extent file %s is not named "
-				       "NAME-fNNN.vmdk; cannot add extents", path, base);
+		ret = add_extents(path, last.filename, n, extra_bytes, NULL, NULL,
+				  &extra);
+		if (ret < 0)
 			goto out;
-		}
-		memcpy(stem, base, sl - 8);
-		stem[sl - 8] = '\0';
-		extra = calloc(1, cap);
-		if (!extra) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		for (unsigned i = n + 1; extra_bytes; i++) {
-			uint64_t eb = extra_bytes < TWOGB_EXTENT_BYTES ? extra_bytes :
-				      TWOGB_EXTENT_BYTES;
-			char fpath[4096], *dir = strdup(last.filename), *sl2;
-			if (!dir) {
-				ret = -ENOMEM;
-				goto out;
-			}
-			sl2 = strrchr(dir, '/');
-			if (sl2)
-				sl2[1] = '\0';
-			else
-				dir[0] = '\0';
-			snprintf(fpath, sizeof(fpath), "%s%s%03u.vmdk", dir, stem, i);
-			free(dir);
-			ret = size_file(fpath, eb, true);
-			if (ret < 0)
-				goto out;
-			snprintf(extra + strlen(extra), cap - strlen(extra),
-				 "RW %" PRIu64 " FLAT \"%s%03u.vmdk\" 0\n", eb / 512,
-				 stem, i);
-			extra_bytes -= eb;
-		}
 	}
 	if (keep > last.size) {
 		ret = size_file(last.filename, last.file_offset + keep, false);
 		if (ret < 0)
 			goto out;
 	}
-	ret = desc_resize(text, len, keep / 512, extra, &nt);
-	if (ret == -ENOENT)
-		ret = bdev_err(-EINVAL, "%s: no extent line found to resize", path);
-	if (ret == 0)
-		ret = replace_file(path, nt);
+	ret = desc_file_resize(path, text, len, keep / 512, extra);
 	/* the descriptor says the new size: only now drop the bytes */
 	if (ret == 0 && keep < last.size)
 		ret = size_file(last.filename, last.file_offset + keep, false);
 out:
 	free(text);
-	free(nt);
 	free(extra);
 	return ret;
 }
 
-static void put32(uint8_t *p, uint32_t v)
+/*
+ * Make the tables of the hosted sparse extent in fd (header h) cover
+ * new_sec sectors, durably, without touching the header: new zeroed grain
+ * tables are appended at the grain-aligned end of the file. While the
+ * directory's last sector has room, their entries go into the spare slots
+ * of the directory in place (slots past the header's capacity, read by no
+ * one). Otherwise a new directory (and redundant one) holding the old
+ * entries and the new ones is appended with the tables, and *gd, *rgd say
+ * where: the header that names them is written by the caller, last, so a
+ * crash before it leaves the old image (and leaked sectors at the end).
+ */
+static int grow_tables(int fd, const char *path, const struct vmdk_sparse_hdr *h,
+		       uint64_t new_sec, uint64_t *gd, uint64_t *rgd)
 {
-	v = htole32(v);
-	memcpy(p, &v, 4);
+	uint64_t span = (uint64_t)h->gtes_per_gt * h->grain_sectors;
+	uint64_t gt_bytes = (uint64_t)h->gtes_per_gt * 4, gb = h->grain_sectors * 512;
+	uint32_t old_n = h->gd_entries, new_n = (uint32_t)((new_sec + span - 1) / span);
+	uint64_t room = (((uint64_t)old_n * 4 + 511) / 512) * 512 / 4;
+	bool has_rgd = (h->flags & VMDK4_FLAG_RGD) && h->rgd_offset;
+	bool move = new_n > room;
+	uint64_t dir_bytes = move ? ((uint64_t)new_n * 4 + 511) / 512 * 512 : 0;
+	uint64_t copies = has_rgd ? 2 : 1, add = new_n - old_n, bytes, at, gt0;
+	uint8_t *buf = NULL, *old = NULL;
+	struct stat st;
+	int ret = 0;
+
+	*gd = h->gd_offset;
+	*rgd = h->rgd_offset;
+	if (new_n <= old_n)
+		return 0;
+	if ((uint64_t)new_n * 4 > VMDK_MAX_GD_ENTRIES * 4ull)
+		return bdev_err(-EFBIG, "%s: %" PRIu32 " grain tables exceed the limit",
+				path, new_n);
+	if (fstat(fd, &st) < 0)
+		return bdev_err(-errno, "%s: cannot stat: %s", path, strerror(errno));
+	at = ((uint64_t)st.st_size + gb - 1) / gb * gb;
+	bytes = (copies * (dir_bytes + add * gt_bytes) + gb - 1) / gb * gb;
+	if ((at + bytes) / 512 > UINT32_MAX)
+		return bdev_err(-EFBIG, "%s: the new tables would lie past sector 2^32, "
+				"the limit of a sparse extent", path);
+	buf = calloc(1, bytes);
+	if (!buf)
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	/* layout at `at`: [GD][RGD] (when moved), GTs, RGTs */
+	gt0 = at + copies * dir_bytes;
+	if (move) {
+		old = malloc((size_t)old_n * 4 + 4);
+		if (!old) {
+			ret = bdev_err(-ENOMEM, "%s: out of memory", path);
+			goto out;
+		}
+		for (uint64_t c = 0; c < copies; c++) {
+			uint64_t from = c ? h->rgd_offset : h->gd_offset;
+			uint8_t *dir = buf + c * dir_bytes;
+
+			if (pread(fd, old, (size_t)old_n * 4, (off_t)(from * 512)) !=
+			    (ssize_t)old_n * 4) {
+				ret = bdev_err(-EIO, "%s: cannot read the grain directory "
+					       "at sector %" PRIu64, path, from);
+				goto out;
+			}
+			memcpy(dir, old, (size_t)old_n * 4);
+			for (uint64_t i = 0; i < add; i++)
+				vmdk_put32(dir + (old_n + i) * 4, (uint32_t)((gt0 +
+					   (c * add + i) * gt_bytes) / 512));
+		}
+		*gd = at / 512;
+		*rgd = has_rgd ? (at + dir_bytes) / 512 : h->rgd_offset;
+	}
+	ret = write_all_at(fd, path, buf, bytes, at);
+	if (ret == 0 && fdatasync(fd) < 0)
+		ret = bdev_err(-errno, "%s: fdatasync failed: %s", path, strerror(errno));
+	if (ret == 0)
+		crash_point();
+	if (ret < 0 || move)
+		goto out;
+	for (uint64_t c = 0; c < copies; c++) {
+		uint64_t dir_at = c ? h->rgd_offset : h->gd_offset;
+
+		for (uint64_t i = 0; i < add; i++)
+			vmdk_put32(buf + i * 4, (uint32_t)((gt0 + (c * add + i) * gt_bytes) / 512));
+		ret = write_all_at(fd, path, buf, (size_t)add * 4, dir_at * 512 + old_n * 4);
+		if (ret < 0)
+			goto out;
+	}
+	if (fdatasync(fd) < 0)
+		ret = bdev_err(-errno, "%s: fdatasync failed: %s", path, strerror(errno));
+	if (ret == 0)
+		crash_point();
+out:
+	free(buf);
+	free(old);
+	return ret;
 }
 
-static void put64(uint8_t *p, uint64_t v)
+/* Write the header hb with capacity new_sec and the directories at gd and
+   rgd: one sector, synced, the step that makes a grown extent take
+   effect. */
+static int put_header(int fd, const char *path, uint8_t *hb, uint64_t new_sec,
+		      uint64_t gd, uint64_t rgd)
 {
-	v = htole64(v);
-	memcpy(p, &v, 8);
+	int ret;
+
+	vmdk_put64(hb + 12, new_sec);
+	vmdk_put64(hb + 48, rgd);
+	vmdk_put64(hb + 56, gd);
+	ret = write_all_at(fd, path, hb, 512, 0);
+	if (ret == 0 && fdatasync(fd) < 0)
+		ret = bdev_err(-errno, "%s: fdatasync failed: %s", path, strerror(errno));
+	if (ret == 0)
+		crash_point();
+	return ret;
+}
+
+/* Open the hosted sparse extent path read-write and parse its header. */
+static int open_hosted(const char *path, uint8_t *hb, struct vmdk_sparse_hdr *h,
+		       int *fdp)
+{
+	struct stat st;
+	int fd = open(path, O_RDWR | O_CLOEXEC), ret;
+
+	if (fd < 0)
+		return bdev_err(-errno, "%s: cannot open: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || pread(fd, hb, 512, 0) != 512) {
+		close(fd);
+		return bdev_err(-EIO, "%s: cannot read the header", path);
+	}
+	ret = vmdk_sparse_header_parse(hb, 0, (uint64_t)st.st_size, path, h);
+	if (ret == 0 && (h->compressed || h->gd_offset == VMDK4_GD_AT_END))
+		ret = bdev_err(-ENOTSUP, "%s: a compressed extent cannot be resized",
+			       path);
+	if (ret == 0 && (!h->gd_ok || !h->gtes_per_gt))
+		ret = bdev_err(-EINVAL, "%s: the grain directory lies outside the file",
+			       path);
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+/* Refuse to shrink over grains: everything past new_size must be
+   unallocated. */
+static int only_unallocated_after(struct bdev *b, const char *path,
+				  uint64_t new_size)
+{
+	uint64_t off = new_size, pnum;
+
+	while (off < b->info.size) {
+		int st = bdev_block_status(b, off, b->info.size - off, &pnum);
+		if (st < 0)
+			return st;
+		if (st != BDEV_STATUS_UNALLOCATED)
+			return bdev_err(-ENOTSUP, "%s: offset %" PRIu64 " past the new "
+					"end holds grains; a sparse image is only shrunk "
+					"over unallocated space", path, off);
+		off += pnum;
+	}
+	return 0;
 }
 
 static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
@@ -278,10 +516,8 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 	struct bdev_extent_info ei;
 	struct vmdk_sparse_hdr h;
 	uint8_t hb[512];
-	uint64_t new_sec = new_size / 512, span, gd_room, at = 0, gt_bytes;
-	uint32_t new_entries, old_entries;
+	uint64_t new_sec = new_size / 512, gd, rgd;
 	char *text = NULL, *nt = NULL;
-	uint8_t *zero = NULL, *dir = NULL;
 	int fd, ret;
 
 	ret = bdev_get_extent(b, 0, &ei);
@@ -291,78 +527,16 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 		return bdev_err(-ENOTSUP, "%s: only a monolithicSparse file can be "
 				"resized", path);
 	if (new_size < b->info.size) {
-		/* never drop grains: everything past the new end must be
-		   unallocated */
-		uint64_t off = new_size, pnum;
-		while (off < b->info.size) {
-			int st = bdev_block_status(b, off, b->info.size - off, &pnum);
-			if (st < 0)
-				return st;
-			if (st != BDEV_STATUS_UNALLOCATED)
-				return bdev_err(-ENOTSUP, "%s: offset %" PRIu64 " past the "
-						"new end holds grains; a sparse image is "
-						"only shrunk over unallocated space", path, off);
-			off += pnum;
-		}
+		ret = only_unallocated_after(b, path, new_size);
+		if (ret < 0)
+			return ret;
 	}
-	fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open: %s", path, strerror(errno));
-	if (pread(fd, hb, 512, 0) != 512) {
-		ret = bdev_err(-EIO, "%s: cannot read the header", path);
-		goto out;
-	}
-	ret = vmdk_sparse_header_parse(hb, 0, UINT64_MAX / 2, path, &h);
+	ret = open_hosted(path, hb, &h, &fd);
+	if (ret < 0)
+		return ret;
+	ret = grow_tables(fd, path, &h, new_sec, &gd, &rgd);
 	if (ret < 0)
 		goto out;
-	span = h.gtes_per_gt * h.grain_sectors;
-	old_entries = h.gd_entries;
-	new_entries = (uint32_t)((new_sec + span - 1) / span);
-	gd_room = (((uint64_t)old_entries * 4 + 511) / 512) * 512 / 4;
-	if (new_entries > gd_room) {
-		ret = bdev_err(-ENOTSUP, "%s: the grain directory has room for %" PRIu64
-			       " tables (%" PRIu64 " bytes of disk); growing past that "
-			       "needs the directory moved, which is not supported", path,
-			       gd_room, gd_room * span * 512);
-		goto out;
-	}
-	gt_bytes = (uint64_t)h.gtes_per_gt * 4;
-	if (new_entries > old_entries) {
-		/* zeroed tables for the new span, appended as whole grains */
-		uint32_t add = new_entries - old_entries;
-		bool rgd = (h.flags & VMDK4_FLAG_RGD) && h.rgd_offset;
-		uint64_t bytes = add * gt_bytes * (rgd ? 2 : 1), gb = h.grain_sectors * 512;
-		struct stat st;
-		bytes = (bytes + gb - 1) / gb * gb;
-		if (fstat(fd, &st) < 0) {
-			ret = -errno;
-			goto out;
-		}
-		at = ((uint64_t)st.st_size + gb - 1) / gb * gb;
-		zero = calloc(1, bytes);
-		dir = malloc((size_t)add * 4);
-		if (!zero || !dir) {
-			ret = -ENOMEM;
-			goto out;
-		}
-		ret = write_all_at(fd, path, zero, bytes, at);
-		if (ret == 0 && fdatasync(fd) < 0)
-			ret = -errno;
-		for (uint32_t i = 0; ret == 0 && i < add; i++)
-			put32(dir + i * 4, (uint32_t)((at + i * gt_bytes) / 512));
-		if (ret == 0)
-			ret = write_all_at(fd, path, dir, (size_t)add * 4,
-					   h.gd_offset * 512 + old_entries * 4);
-		for (uint32_t i = 0; ret == 0 && rgd && i < add; i++)
-			put32(dir + i * 4, (uint32_t)((at + (add + i) * gt_bytes) / 512));
-		if (ret == 0 && rgd)
-			ret = write_all_at(fd, path, dir, (size_t)add * 4,
-					   h.rgd_offset * 512 + old_entries * 4);
-		if (ret == 0 && fdatasync(fd) < 0)
-			ret = -errno;
-		if (ret < 0)
-			goto out;
-	}
 	if (h.desc_offset && h.desc_size) {
 		size_t dlen = h.desc_size * 512;
 		text = calloc(1, dlen + 1);
@@ -389,17 +563,83 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 			ret = -errno;
 		if (ret < 0)
 			goto out;
+		crash_point();
 	}
-	put64(hb + 12, new_sec);
-	ret = write_all_at(fd, path, hb, 512, 0);
-	if (ret == 0 && fdatasync(fd) < 0)
-		ret = -errno;
+	ret = put_header(fd, path, hb, new_sec, gd, rgd);
 out:
 	free(text);
 	free(nt);
-	free(zero);
-	free(dir);
 	close(fd);
+	return ret;
+}
+
+/*
+ * twoGbMaxExtentSparse: the last extent's tables and header grow to at
+ * most 2047 MiB (header last: a larger capacity than the descriptor says
+ * is harmless), new NAME-sNNN.vmdk extents are written and synced, then
+ * the descriptor names them (replaced atomically). A crash leaves the old
+ * size; a rerun finds the same state or reuses the empty new files.
+ * Shrinking stays within the last extent and over unallocated space.
+ */
+static int resize_split_sparse(struct bdev *b, const char *path, uint64_t new_size)
+{
+	struct bdev_extent_info last;
+	struct vmdk_sparse_hdr h;
+	unsigned n = b->info.extent_count;
+	uint64_t keep, extra_bytes = 0, gd, rgd;
+	char *text = NULL, *extra = NULL;
+	uint8_t hb[512];
+	size_t len = 0;
+	int fd = -1, ret;
+
+	ret = bdev_get_extent(b, n - 1, &last);
+	if (ret < 0)
+		return ret;
+	if (strcmp(last.type, "SPARSE") || last.compressed || !last.filename)
+		return bdev_err(-ENOTSUP, "%s: the last extent is %s, expected an "
+				"uncompressed SPARSE extent", path, last.type);
+	if (new_size <= last.offset)
+		return bdev_err(-ENOTSUP, "%s: shrinking below the last extent "
+				"(offset %" PRIu64 ") would drop extent files; not "
+				"supported", path, last.offset);
+	if (new_size < b->info.size) {
+		ret = only_unallocated_after(b, path, new_size);
+		if (ret < 0)
+			return ret;
+	}
+	keep = new_size - last.offset;
+	if (keep > TWOGB_EXTENT_BYTES) {
+		extra_bytes = keep - TWOGB_EXTENT_BYTES;
+		keep = TWOGB_EXTENT_BYTES;
+	}
+	ret = open_hosted(last.filename, hb, &h, &fd);
+	if (ret < 0)
+		return ret;
+	if (keep / 512 > h.capacity) {
+		ret = grow_tables(fd, last.filename, &h, keep / 512, &gd, &rgd);
+		if (ret == 0)
+			ret = put_header(fd, last.filename, hb, keep / 512, gd, rgd);
+		if (ret < 0)
+			goto out;
+	}
+	ret = vmdk_desc_read_file(path, &text, &len);
+	if (ret < 0)
+		goto out;
+	if (extra_bytes) {
+		ret = add_extents(path, last.filename, n, extra_bytes, hb, &h, &extra);
+		if (ret < 0)
+			goto out;
+	}
+	ret = desc_file_resize(path, text, len, keep / 512, extra);
+	/* the descriptor says the smaller size: only now the header */
+	if (ret == 0 && keep / 512 < h.capacity)
+		ret = put_header(fd, last.filename, hb, keep / 512, h.gd_offset,
+				 h.rgd_offset);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	free(extra);
 	return ret;
 }
 
@@ -442,10 +682,21 @@ int bdev_resize(const char *path, uint64_t new_size, unsigned flags)
 		ret = resize_flat(b, path, new_size, flags);
 	else if (!strcmp(sf, "monolithicSparse"))
 		ret = resize_sparse(b, path, new_size);
+	else if (!strcmp(sf, "twoGbMaxExtentSparse"))
+		ret = resize_split_sparse(b, path, new_size);
+	else if (!strcmp(sf, "streamOptimized"))
+		ret = bdev_err(-ENOTSUP, "%s: resizing streamOptimized images is not "
+			       "supported: the stream is append-only and its tables "
+			       "are written once at the end; convert to "
+			       "monolithicSparse, resize, convert back", path);
+	else if (!strcmp(sf, "vmfsSparse") || !strcmp(sf, "seSparse"))
+		ret = bdev_err(-ENOTSUP, "%s: resizing %s images is not supported: "
+			       "they are ESXi delta disks, sized by their parent",
+			       path, sf);
 	else
 		ret = bdev_err(-ENOTSUP, "%s: resizing %s images is not supported "
-			       "(monolithicFlat, vmfs, twoGbMaxExtentFlat and "
-			       "monolithicSparse are)", path, sf);
+			       "(monolithicFlat, vmfs, twoGbMaxExtentFlat, "
+			       "monolithicSparse and twoGbMaxExtentSparse are)", path, sf);
 	if (ret < 0) {
 		char why[1024];
 		snprintf(why, sizeof(why), "%s", bdev_errmsg());

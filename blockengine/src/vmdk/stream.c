@@ -1,6 +1,7 @@
 /*
- * stream.c - streamOptimized grains: inflating a grain record, and
- * rebuilding a lost grain map by walking the records and markers.
+ * stream.c - streamOptimized grains: inflating a grain record, deflating
+ * one (stored as is when it would not shrink), and rebuilding a lost grain
+ * map by walking the records and markers.
  */
 #include <endian.h>
 #include <errno.h>
@@ -226,4 +227,83 @@ struct libdeflate_compressor *vmdk_deflater(int level)
 	d->c = libdeflate_alloc_compressor(level);
 	d->level = d->c ? level : 0;
 	return d->c;
+}
+
+/*
+ * Does this grain look like it will not shrink (already compressed or
+ * encrypted bytes)? Deflate gains only from an uneven byte histogram
+ * (Huffman) or from repeats (matches). A near-flat histogram is measured
+ * with the sum of squared byte counts (the collision entropy of uniform
+ * bytes is 8 bits: sum = n^2 / 256); repeats by deflating the first 8 KiB.
+ * Wrong answers cost only size, never correctness.
+ */
+static bool looks_incompressible(struct libdeflate_compressor *c,
+				 const uint8_t *in, size_t len)
+{
+	enum { SAMPLE = 8192 };
+	uint32_t h[4][256] = { { 0 } };
+	uint8_t out[SAMPLE + 64];
+	uint64_t sq = 0;
+	size_t i, z;
+
+	if (len < 4 * SAMPLE)
+		return false;
+	for (i = 0; i + 4 <= len; i += 4) {
+		h[0][in[i]]++;
+		h[1][in[i + 1]]++;
+		h[2][in[i + 2]]++;
+		h[3][in[i + 3]]++;
+	}
+	for (unsigned b = 0; b < 256; b++) {
+		uint64_t n = (uint64_t)h[0][b] + h[1][b] + h[2][b] + h[3][b];
+		sq += n * n;
+	}
+	/* collision entropy below 8 - log2(1.1) = 7.86 bits per byte */
+	if (sq * 256 * 10 > (uint64_t)i * i * 11)
+		return false;
+	z = libdeflate_zlib_compress(c, in, SAMPLE, out, sizeof(out));
+	return z == 0 || z > SAMPLE - SAMPLE / 64;
+}
+
+/* in[0..len) as a zlib stream of stored blocks; bytes written or 0. */
+static size_t zlib_store(const uint8_t *in, size_t len, uint8_t *out,
+			 size_t cap)
+{
+	size_t blocks = len ? (len + 65534) / 65535 : 1, pos = 0, o = 2;
+	uint32_t adler;
+
+	if (cap < 2 + blocks * 5 + len + 4)
+		return 0;
+	out[0] = 0x78;	/* deflate, 32 KiB window */
+	out[1] = 0x01;	/* no dictionary, fastest; (0x7801 % 31 == 0) */
+	do {
+		size_t n = len - pos < 65535 ? len - pos : 65535;
+
+		out[o++] = pos + n == len;	/* BFINAL, BTYPE 00 */
+		out[o++] = (uint8_t)n;
+		out[o++] = (uint8_t)(n >> 8);
+		out[o++] = (uint8_t)~n;
+		out[o++] = (uint8_t)(~n >> 8);
+		memcpy(out + o, in + pos, n);
+		o += n;
+		pos += n;
+	} while (pos < len);
+	adler = libdeflate_adler32(1, in, len);
+	out[o++] = (uint8_t)(adler >> 24);
+	out[o++] = (uint8_t)(adler >> 16);
+	out[o++] = (uint8_t)(adler >> 8);
+	out[o++] = (uint8_t)adler;
+	return o;
+}
+
+size_t vmdk_grain_deflate(int level, const void *in, size_t len, void *out,
+			  size_t cap)
+{
+	struct libdeflate_compressor *c = vmdk_deflater(level);
+
+	if (!c)
+		return 0;
+	if (looks_incompressible(c, in, len))
+		return zlib_store(in, len, out, cap);
+	return libdeflate_zlib_compress(c, in, len, out, cap);
 }

@@ -11,7 +11,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <endian.h>
+#include <string.h>
+
 #include "internal.h"
+
+/* Little-endian stores into on-disk buffers. */
+static inline void vmdk_put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static inline void vmdk_put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
 
 /* ---- Descriptor (descriptor.c) ----------------------------------------- */
 
@@ -74,6 +90,10 @@ const char *vmdk_ext_type_name(enum vmdk_ext_type t);
 /* Read the descriptor file path whole (at most VMDK_DESC_MAX_BYTES) into a
    malloc'd NUL-ended string; *len gets its length. */
 int vmdk_desc_read_file(const char *path, char **out, size_t *len);
+/* Replace the file path with text, crash-safely: a temporary file in the
+   same folder, synced, renamed over path, then the folder synced. A crash
+   leaves the old file or the new one, never a mix. */
+int vmdk_replace_file(const char *path, const char *text);
 
 /* ---- Hosted sparse header (sparse_header.c) ----------------------------- */
 
@@ -135,6 +155,13 @@ struct vmdk_marker {
 	uint32_t type;  /* markers only */
 };
 void vmdk_marker_decode(const uint8_t *buf, struct vmdk_marker *m);
+/* A 512-byte stream marker: payload sectors and type. */
+static inline void vmdk_marker_encode(uint8_t *p, uint64_t sectors, uint32_t type)
+{
+	memset(p, 0, 512);
+	vmdk_put64(p, sectors);
+	vmdk_put32(p + 12, type);
+}
 
 /* ---- Extents ------------------------------------------------------------ */
 
@@ -325,6 +352,12 @@ int vmdk_stream_decode(const struct vmdk_extent *e, uint64_t rec_off,
 /* This thread's libdeflate compressor for level (made on first use, remade
    when another level is asked for, freed at thread exit); NULL on ENOMEM. */
 struct libdeflate_compressor *vmdk_deflater(int level);
+/* Deflate one grain as a zlib stream with this thread's compressor for
+   level, or store it (no compression) when it looks incompressible: as
+   small as deflating it, at a fraction of the CPU. Returns the bytes
+   written to out, 0 when cap is too small or out of memory. */
+size_t vmdk_grain_deflate(int level, const void *in, size_t len, void *out,
+			  size_t cap);
 /* Worst-case record size of one compressed grain. */
 uint64_t vmdk_stream_record_bound(uint64_t grain_bytes);
 /* Rebuild e's map by walking grain records and markers from overhead. */

@@ -705,76 +705,24 @@ out:
 	return ret;
 }
 
-/* Rewrites the descriptor file path with a new CID: a temporary file in
-   the same folder, synced, renamed over it, and the folder synced. */
+/* Rewrites the descriptor file path with a new CID (crash-safely, see
+   vmdk_replace_file). */
 static int write_desc_file_cid(const char *path, uint32_t cid)
 {
-	char *text = NULL, *nt = NULL, *tmp = NULL;
+	char *text = NULL, *nt = NULL;
 	size_t len = 0;
-	ssize_t n;
-	int fd, ret = 0;
+	int ret;
 
 	ret = vmdk_desc_read_file(path, &text, &len);
 	if (ret < 0)
-		goto out;
+		return ret;
 	ret = desc_set_cid(text, len, cid, &nt);
-	if (ret == -ENOENT) {
+	if (ret == -ENOENT)
 		ret = 0;
-		goto out;
-	}
-	if (ret < 0)
-		goto out;
-	tmp = malloc(strlen(path) + 16);
-	if (!tmp) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	sprintf(tmp, "%s.ovk-tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = bdev_err(-errno, "%s: cannot create %s to update the CID: %s",
-			       path, tmp, strerror(errno));
-		goto out;
-	}
-	len = strlen(nt);
-	for (size_t done = 0; done < len;) {
-		n = write(fd, nt + done, len - done);
-		if (n < 0) {
-			ret = bdev_err(-errno, "%s: cannot write %s: %s", path, tmp,
-				       strerror(errno));
-			close(fd);
-			unlink(tmp);
-			goto out;
-		}
-		done += (size_t)n;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		ret = bdev_err(-errno, "%s: cannot sync %s: %s", path, tmp,
-			       strerror(errno));
-		unlink(tmp);
-		goto out;
-	}
-	if (rename(tmp, path) < 0) {
-		ret = bdev_err(-errno, "%s: cannot replace the descriptor: %s",
-			       path, strerror(errno));
-		unlink(tmp);
-		goto out;
-	}
-	{
-		char *slash = strrchr(tmp, '/');
-		int dfd;
-		if (slash)
-			*slash = '\0';
-		dfd = open(slash ? tmp : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
-	}
-out:
+	else if (ret == 0)
+		ret = vmdk_replace_file(path, nt);
 	free(text);
 	free(nt);
-	free(tmp);
 	return ret;
 }
 

@@ -23,7 +23,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <libdeflate.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,25 +32,6 @@
 
 #define REC_HEAD 12u
 #define STREAM_DEFLATE_LEVEL 6
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, 4);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
-
-static void marker(uint8_t *p, uint64_t sectors, uint32_t type)
-{
-	memset(p, 0, 512);
-	put64(p, sectors);
-	put32(p + 12, type);
-}
 
 static uint32_t gte_get(const uint32_t *gt, uint32_t i)
 {
@@ -236,7 +216,6 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 				const struct iovec *iov, int iovcnt)
 {
 	struct vmdk_image *img = b->priv;
-	struct libdeflate_compressor *c;
 	struct vmdk_alloc me;
 	const uint64_t gb = e->grain_bytes;
 	uint64_t rel = off - e->start, grain = rel >> e->grain_shift;
@@ -284,10 +263,9 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 	img->allocs = &me;
 	pthread_mutex_unlock(&img->alloc_mu);
 
-	c = vmdk_deflater(STREAM_DEFLATE_LEVEL);
 	buf = malloc(gb);
 	rec = malloc(cap);
-	if (!c || !buf || !rec) {
+	if (!buf || !rec) {
 		ret = bdev_err(-ENOMEM, "%s: out of memory", e->path);
 		goto out;
 	}
@@ -301,14 +279,15 @@ ssize_t vmdk_stream_write_alloc(struct bdev *b, struct vmdk_extent *e,
 			memset(buf + vbytes, 0, gb - vbytes);
 	}
 	vmdk_iov_copy_out(buf + in, iov, iovcnt, n);
-	z = libdeflate_zlib_compress(c, buf, gb, rec + REC_HEAD, cap - REC_HEAD);
+	z = vmdk_grain_deflate(STREAM_DEFLATE_LEVEL, buf, gb, rec + REC_HEAD,
+			       cap - REC_HEAD);
 	if (!z) {
-		ret = bdev_err(-EIO, "%s: grain %" PRIu64 " does not compress into %zu "
-			       "bytes", e->path, grain, cap);
+		ret = bdev_err(-ENOMEM, "%s: grain %" PRIu64 " could not be "
+			       "compressed (out of memory)", e->path, grain);
 		goto out;
 	}
-	put64(rec, gstart / 512);
-	put32(rec + 8, (uint32_t)z);
+	vmdk_put64(rec, gstart / 512);
+	vmdk_put32(rec + 8, (uint32_t)z);
 	total = (REC_HEAD + z + 511) & ~(size_t)511;
 	memset(rec + REC_HEAD + z, 0, total - REC_HEAD - z);
 	ret = reserve_record(e, total, &at);
@@ -371,7 +350,7 @@ static int flush_front_tables(struct vmdk_extent *e, uint64_t *pos)
 		if (!e->stream_gt_dirty[t])
 			continue;
 		e->stream_gt_dirty[t] = 0;
-		marker(buf, gt_sec, VMDK_MARKER_GT);
+		vmdk_marker_encode(buf, gt_sec, VMDK_MARKER_GT);
 		memcpy(buf + 512, e->mem_gts[t], e->gt_bytes);
 		if (!e->gd[t]) {
 			/* a table the directory has no place for yet */
@@ -462,21 +441,21 @@ int vmdk_stream_flush(struct vmdk_extent *e)
 		for (uint32_t t = 0; t < e->gd_entries; t++) {
 			if (!e->mem_gts[t])
 				continue;
-			marker(p, gt_sec, VMDK_MARKER_GT);
+			vmdk_marker_encode(p, gt_sec, VMDK_MARKER_GT);
 			memcpy(p + 512, e->mem_gts[t], e->gt_bytes);
-			put32(gd + t * 4, (uint32_t)((pos + (uint64_t)(p - buf)) / 512 + 1));
+			vmdk_put32(gd + t * 4, (uint32_t)((pos + (uint64_t)(p - buf)) / 512 + 1));
 			p += (1 + gt_sec) * 512;
 		}
-		marker(p, gd_sec, VMDK_MARKER_GD);
+		vmdk_marker_encode(p, gd_sec, VMDK_MARKER_GD);
 		p += (1 + gd_sec) * 512;
 	} else {
 		gd_sector = e->gd_off / 512;
 	}
-	marker(p, 1, VMDK_MARKER_FOOTER);
+	vmdk_marker_encode(p, 1, VMDK_MARKER_FOOTER);
 	memcpy(p + 512, e->stream_hdr, 512);
-	put64(p + 512 + 56, gd_sector);
+	vmdk_put64(p + 512 + 56, gd_sector);
 	p[512 + 72] = 0; /* the footer describes a clean stream */
-	marker(p + 1024, 0, VMDK_MARKER_EOS);
+	vmdk_marker_encode(p + 1024, 0, VMDK_MARKER_EOS);
 	ret = pwrite_all(e, buf, total, pos);
 	if (ret == 0)
 		ret = sync_src(e);
