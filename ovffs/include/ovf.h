@@ -299,6 +299,14 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 #define OVF_TAR_HEADER_MAX (512 + 5120 + 512)
 ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 		       int64_t mtime);
+/*
+ * As ovf_tar_header, but a size over 11 octal digits goes only into the
+ * ustar block's GNU base-256 size field (no pax record), so the length
+ * depends on the name alone: for a member whose header's place is kept
+ * before its size is known.
+ */
+ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
+			     uint64_t size, int64_t mtime);
 
 /* Extract every member of the package into dir (created if missing). */
 int ovf_unpack(struct ovf_pkg *p, const char *dir);

@@ -84,14 +84,15 @@ static void pax_record(struct ovf_buf *b, const char *key, const char *val)
 }
 
 /* Builds the header block(s) of a member into buf: a pax header first when
-   the name is long or the size needs more than 11 octal digits. */
-ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
-		       int64_t mtime)
+   the name is long or (pax_size) the size needs more than 11 octal digits. */
+static ssize_t tar_header(void *buf, size_t cap, const char *name,
+			  uint64_t size, int64_t mtime, bool pax_size)
 {
 	unsigned char *out = buf;
 	size_t used = 0;
 
-	if (strlen(name) > 100 || size > USTAR_MAX_SIZE) {
+	pax_size = pax_size && size > USTAR_MAX_SIZE;
+	if (strlen(name) > 100 || pax_size) {
 		struct ovf_buf b = { 0 };
 		char num[32];
 		char *rec;
@@ -99,7 +100,7 @@ ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 
 		if (strlen(name) > 100)
 			pax_record(&b, "path", name);
-		if (size > USTAR_MAX_SIZE) {
+		if (pax_size) {
 			snprintf(num, sizeof(num), "%llu", (unsigned long long)size);
 			pax_record(&b, "size", num);
 		}
@@ -124,6 +125,18 @@ ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 			       name, used + 512, cap);
 	header(out + used, name, size, '0', (time_t)mtime);
 	return (ssize_t)(used + 512);
+}
+
+ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
+		       int64_t mtime)
+{
+	return tar_header(buf, cap, name, size, mtime, true);
+}
+
+ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
+			     uint64_t size, int64_t mtime)
+{
+	return tar_header(buf, cap, name, size, mtime, false);
 }
 
 /* Writes the header(s) for a member at the current position of fd. */
