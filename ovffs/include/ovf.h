@@ -284,7 +284,10 @@ char *ovf_system_summary(const struct ovf_envelope *env,
 /*
  * Write an OVA at out_path from a folder or a .ovf file: descriptor first,
  * then a fresh manifest with algo, then the referenced files in References
- * order. An existing .mf/.cert beside the descriptor is not copied.
+ * order. An existing .mf/.cert beside the descriptor is not copied. The
+ * archive is built at out_path.tmp-XXXXXXXX and renamed to out_path when
+ * complete; an existing out_path is never replaced (-EEXIST), and on
+ * failure nothing is left.
  */
 int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	     struct ovf_finding_list *warnings);
