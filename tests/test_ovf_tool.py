@@ -258,6 +258,40 @@ def test_pack_order_and_validate(vmware, tmp_path, digest):
     assert "valid (0 errors" in ovf("validate", out).stdout
 
 
+def test_pack_never_replaces_and_leaves_nothing_on_failure(vmware, tmp_path):
+    """pack builds OUT.tmp-* beside OUT and renames it without replacing: an
+    existing OUT is refused and kept, and a failure midway (a referenced
+    file unreadable) leaves neither OUT nor the temporary file."""
+    folder, desc, disks, _ = vmware
+    d = tmp_path / "o"
+    d.mkdir()
+    out = d / "packed.ova"
+    out.write_bytes(b"keep me")
+    r = ovf("pack", folder, out, check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    assert out.read_bytes() == b"keep me" and os.listdir(d) == ["packed.ova"]
+    out.unlink()
+    ovf("pack", folder, out)
+    assert os.listdir(d) == ["packed.ova"]
+    assert "valid (0 errors" in ovf("validate", out).stdout
+    out.unlink()
+    last = os.path.join(folder, disks[-1])
+    os.chmod(last, 0)
+    try:
+        if os.access(last, os.R_OK):  # root reads it anyway: make it a folder
+            os.chmod(last, 0o644)
+            os.rename(last, last + ".away")
+            os.mkdir(last)
+        r = ovf("pack", folder, out, check=False)
+    finally:
+        if os.path.isdir(last):
+            os.rmdir(last)
+            os.rename(last + ".away", last)
+        os.chmod(last, 0o644)
+    assert r.returncode == 1, r.stdout
+    assert os.listdir(d) == []
+
+
 def test_pack_long_names_use_pax(tmp_path):
     name = "n" * 120
     folder, desc, disks = ovfgen.vmware_folder(str(tmp_path), name=name,

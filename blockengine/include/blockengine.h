@@ -252,6 +252,38 @@ int bdev_writer_close(struct bdev_writer *w);
 void bdev_writer_abort(struct bdev_writer *w);
 
 /*
+ * Sees the bytes a writer puts into its file, as they are written: off
+ * counts from the image's first byte. Each byte of the image is passed
+ * once, final, in increasing off without gaps (a stream's header is final
+ * when first written; its tables and footer come last), one call at a
+ * time, from the thread in bdev_writer_write or bdev_writer_close. So a
+ * digest over the calls is the image's digest once close returns 0. A
+ * negative return (-errno) fails the write that made the call.
+ */
+typedef int (*bdev_write_observer)(void *opaque, uint64_t off,
+				   const void *buf, size_t len);
+
+/*
+ * Like bdev_writer_new, but the new single-file image (format "vmdk",
+ * subformat streamOptimized or monolithicSparse, no backing file) is
+ * written into fd from offset on, e.g. straight into an OVA member: only
+ * [offset, offset + length) is written, a stream front to back, a sparse
+ * image's tables in place at close. fd (writable, not O_APPEND) is
+ * duplicated; it is never truncated, synced or closed: the caller owns
+ * the file, and bdev_writer_abort leaves what was written. name is used in
+ * messages and as the extent's file name in the embedded descriptor.
+ * observe (may be NULL) takes a streamOptimized image only.
+ */
+int bdev_writer_new_fd(int fd, uint64_t offset, const char *name,
+		       const struct bdev_create_opts *o,
+		       bdev_write_observer observe, void *opaque,
+		       struct bdev_writer **out);
+
+/* bdev_writer_close that also sets *length to the bytes the image (its
+   first file, for images of several) occupies from its first byte. */
+int bdev_writer_finish(struct bdev_writer *w, uint64_t *length);
+
+/*
  * Freeze b's current top layer: create child_path as a delta disk on it
  * and send every later write to the child. In-flight writes finish in the
  * old top first, so the frozen layer is a consistent point in time that

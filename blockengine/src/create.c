@@ -74,11 +74,12 @@ static void raw_free(struct raw_writer *r)
 	free(r);
 }
 
-static int raw_finish(struct bdev_writer *w)
+static int raw_finish(struct bdev_writer *w, uint64_t *length)
 {
 	struct raw_writer *r = (struct raw_writer *)w;
 	int ret = 0;
 
+	*length = w->size;
 	if (fdatasync(r->fd) < 0)
 		ret = bdev_err(-errno, "%s: fdatasync failed: %s", r->path,
 			       strerror(errno));
@@ -176,7 +177,56 @@ int bdev_writer_new(const char *path, const struct bdev_create_opts *o,
 		return ret;
 	if (!strcmp(d.format, "raw"))
 		return raw_writer_new(path, &d, out);
-	return vmdk_writer_new(path, &d, out);
+	return vmdk_writer_new(path, &d, NULL, out);
+}
+
+int bdev_writer_new_fd(int fd, uint64_t offset, const char *name,
+		       const struct bdev_create_opts *o,
+		       bdev_write_observer observe, void *opaque,
+		       struct bdev_writer **out)
+{
+	struct writer_target t = { .fd = fd, .offset = offset,
+				   .observe = observe, .opaque = opaque };
+	struct bdev_create_opts d;
+	int fl, ret;
+
+	bdev_err_clear();
+	if (!out)
+		return bdev_err(-EINVAL, "bdev_writer_new_fd: no result pointer");
+	if (!name || !*name)
+		name = "image";
+	ret = check_opts(name, o, &d);
+	if (ret < 0)
+		return ret;
+	if (strcmp(d.format, "vmdk"))
+		return bdev_err(-EINVAL, "%s: only a VMDK is written into a file "
+				"region (a raw image is its own bytes: pwrite them)",
+				name);
+	if (!d.subformat)
+		d.subformat = "monolithicSparse";
+	if (strcmp(d.subformat, "monolithicSparse") &&
+	    strcmp(d.subformat, "streamOptimized"))
+		return bdev_err(-EINVAL, "%s: a %s image has several files or sizes "
+				"its file; a file region takes streamOptimized or "
+				"monolithicSparse", name, d.subformat);
+	if (d.backing)
+		return bdev_err(-EINVAL, "%s: a delta disk names its parent relative "
+				"to its own file; create it at a path", name);
+	if (observe && strcmp(d.subformat, "streamOptimized"))
+		return bdev_err(-EINVAL, "%s: an observer needs streamOptimized, the "
+				"subformat written front to back (monolithicSparse "
+				"writes its tables in place at close)", name);
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return bdev_err(-errno, "%s: fd %d: %s", name, fd, strerror(errno));
+	if ((fl & O_ACCMODE) == O_RDONLY || (fl & O_APPEND))
+		return bdev_err(-EINVAL, "%s: fd %d is %s", name, fd,
+				(fl & O_APPEND) ? "O_APPEND (pwrite would ignore "
+				"offsets)" : "read-only");
+	if (offset > (uint64_t)INT64_MAX)
+		return bdev_err(-EINVAL, "%s: offset %" PRIu64 " is past what a "
+				"file holds", name, offset);
+	return vmdk_writer_new(name, &d, &t, out);
 }
 
 uint64_t bdev_writer_grain(const struct bdev_writer *w)
@@ -201,8 +251,18 @@ int bdev_writer_write(struct bdev_writer *w, uint64_t off, const void *buf,
 
 int bdev_writer_close(struct bdev_writer *w)
 {
+	uint64_t length;
+
 	bdev_err_clear();
-	return w->finish(w);
+	return w->finish(w, &length);
+}
+
+int bdev_writer_finish(struct bdev_writer *w, uint64_t *length)
+{
+	uint64_t dummy;
+
+	bdev_err_clear();
+	return w->finish(w, length ? length : &dummy);
 }
 
 void bdev_writer_abort(struct bdev_writer *w)
@@ -218,6 +278,5 @@ int bdev_create(const char *path, const struct bdev_create_opts *o)
 
 	if (ret < 0)
 		return ret;
-	ret = w->finish(w);
-	return ret;
+	return bdev_writer_close(w);
 }

@@ -12,15 +12,29 @@ struct bdev_writer {
 	uint64_t grain; /* writes are aligned to this */
 	int (*write)(struct bdev_writer *w, uint64_t off, const void *buf,
 		     size_t len);
-	/* Write the tables, sync, free; on failure also delete the files. */
-	int (*finish)(struct bdev_writer *w);
+	/* Write the tables, sync the files it made, free; set *length (never
+	   NULL) to the bytes of its (first) file; on failure also delete the
+	   files it made. */
+	int (*finish)(struct bdev_writer *w, uint64_t *length);
 	/* Delete the files created, free. */
 	void (*abort)(struct bdev_writer *w);
 };
 
-/* Create the VMDK image at path (o already validated) and a writer for it. */
+/* Where a single-file image goes instead of a file of its own. */
+struct writer_target {
+	int fd;                      /* the caller's; duplicated */
+	uint64_t offset;             /* the image's first byte in fd */
+	bdev_write_observer observe; /* may be NULL */
+	void *opaque;
+};
+
+/*
+ * A writer for a new VMDK image (o already checked): with t NULL its files
+ * are created from path; with t the one file of a monolithic image is
+ * t's region and path only names it in messages and the descriptor.
+ */
 int vmdk_writer_new(const char *path, const struct bdev_create_opts *o,
-		    struct bdev_writer **out);
+		    const struct writer_target *t, struct bdev_writer **out);
 
 /* Create path with O_EXCL; -errno with a message naming it. */
 int create_excl(const char *path, int *fd);

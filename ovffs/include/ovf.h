@@ -284,7 +284,10 @@ char *ovf_system_summary(const struct ovf_envelope *env,
 /*
  * Write an OVA at out_path from a folder or a .ovf file: descriptor first,
  * then a fresh manifest with algo, then the referenced files in References
- * order. An existing .mf/.cert beside the descriptor is not copied.
+ * order. An existing .mf/.cert beside the descriptor is not copied. The
+ * archive is built at out_path.tmp-XXXXXXXX and renamed to out_path when
+ * complete; an existing out_path is never replaced (-EEXIST), and on
+ * failure nothing is left.
  */
 int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	     struct ovf_finding_list *warnings);
@@ -299,6 +302,14 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 #define OVF_TAR_HEADER_MAX (512 + 5120 + 512)
 ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 		       int64_t mtime);
+/*
+ * As ovf_tar_header, but a size over 11 octal digits goes only into the
+ * ustar block's GNU base-256 size field (no pax record), so the length
+ * depends on the name alone: for a member whose header's place is kept
+ * before its size is known.
+ */
+ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
+			     uint64_t size, int64_t mtime);
 
 /* Extract every member of the package into dir (created if missing). */
 int ovf_unpack(struct ovf_pkg *p, const char *dir);

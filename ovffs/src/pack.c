@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,14 +85,15 @@ static void pax_record(struct ovf_buf *b, const char *key, const char *val)
 }
 
 /* Builds the header block(s) of a member into buf: a pax header first when
-   the name is long or the size needs more than 11 octal digits. */
-ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
-		       int64_t mtime)
+   the name is long or (pax_size) the size needs more than 11 octal digits. */
+static ssize_t tar_header(void *buf, size_t cap, const char *name,
+			  uint64_t size, int64_t mtime, bool pax_size)
 {
 	unsigned char *out = buf;
 	size_t used = 0;
 
-	if (strlen(name) > 100 || size > USTAR_MAX_SIZE) {
+	pax_size = pax_size && size > USTAR_MAX_SIZE;
+	if (strlen(name) > 100 || pax_size) {
 		struct ovf_buf b = { 0 };
 		char num[32];
 		char *rec;
@@ -99,7 +101,7 @@ ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 
 		if (strlen(name) > 100)
 			pax_record(&b, "path", name);
-		if (size > USTAR_MAX_SIZE) {
+		if (pax_size) {
 			snprintf(num, sizeof(num), "%llu", (unsigned long long)size);
 			pax_record(&b, "size", num);
 		}
@@ -124,6 +126,18 @@ ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 			       name, used + 512, cap);
 	header(out + used, name, size, '0', (time_t)mtime);
 	return (ssize_t)(used + 512);
+}
+
+ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
+		       int64_t mtime)
+{
+	return tar_header(buf, cap, name, size, mtime, true);
+}
+
+ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
+			     uint64_t size, int64_t mtime)
+{
+	return tar_header(buf, cap, name, size, mtime, false);
 }
 
 /* Writes the header(s) for a member at the current position of fd. */
@@ -219,6 +233,52 @@ out_free:
 }
 
 /* Packs a folder package (or the folder of a .ovf) into an OVA. */
+/* Creates a new file beside path named path.tmp-XXXXXX (mode 0644 less
+   the umask, as open makes it) and returns its fd and name in *tmp. */
+static int create_temp_beside(const char *path, char **tmp)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		unsigned char rnd[4];
+		int fd;
+
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			memcpy(rnd, &tries, sizeof(rnd));
+		*tmp = ovf_asprintf("%s.tmp-%02x%02x%02x%02x", path, rnd[0], rnd[1],
+				    rnd[2], rnd[3]);
+		if (!*tmp)
+			return ovf_err(-ENOMEM, "out of memory");
+		fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd >= 0)
+			return fd;
+		fd = -errno;
+		if (fd != -EEXIST) {
+			ovf_err(fd, "%s: %s", *tmp, strerror(-fd));
+			free(*tmp);
+			*tmp = NULL;
+			return fd;
+		}
+		free(*tmp);
+		*tmp = NULL;
+	}
+	return ovf_err(-EEXIST, "%s: no free temporary name beside it", path);
+}
+
+/* Renames from to to, failing with -EEXIST rather than replacing to. */
+static int rename_noreplace(const char *from, const char *to)
+{
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	if (link(from, to) < 0) /* file systems without RENAME_NOREPLACE */
+		return -errno;
+	unlink(from);
+	return 0;
+}
+
+/* The OVA is built at a temporary name beside out_path, synced and renamed
+   to it only when complete, never over an existing file: a failure leaves
+   nothing, and a reader never sees half an archive. */
 int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	     struct ovf_finding_list *warnings)
 {
@@ -226,7 +286,8 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	const EVP_MD *md = algo == OVF_SHA1 ? EVP_sha1() :
 			   algo == OVF_SHA512 ? EVP_sha512() : EVP_sha256();
 	struct ovf_pkg *p;
-	char **order = NULL, *mfname = NULL, *mftext = NULL;
+	char **order = NULL, *mfname = NULL, *mftext = NULL, *tmp = NULL;
+	struct stat ost;
 	size_t norder = 0;
 	struct ovf_buf mf = { 0 };
 	time_t now = time(NULL);
@@ -236,6 +297,9 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	EVP_MD_CTX *ctx = NULL;
 	off_t mf_off = 0;
 
+	if (lstat(out_path, &ost) == 0)
+		return ovf_err(-EEXIST, "%s already exists; refusing to overwrite it",
+			       out_path);
 	r = ovf_open(src, &p);
 	if (r < 0)
 		return r;
@@ -304,9 +368,9 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		goto err_free_order;
 	}
 	strcpy(mfname + strlen(mfname) - 4, ".mf");
-	out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	out = create_temp_beside(out_path, &tmp);
 	if (out < 0) {
-		r = ovf_err(-errno, "%s: %s", out_path, strerror(errno));
+		r = out;
 		goto err_free_order;
 	}
 	for (size_t i = 0; i < norder; i++) {
@@ -366,11 +430,20 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		r = ovf_err(-EIO, "%s: cannot write the manifest", out_path);
 		goto err_close_out;
 	}
-	if (close(out) < 0) {
+	if (fdatasync(out) < 0 || close(out) < 0) {
+		r = ovf_err(-errno, "%s: %s", tmp, strerror(errno));
 		out = -1;
-		r = ovf_err(-errno, "%s: %s", out_path, strerror(errno));
 		goto err_close_out;
 	}
+	out = -1;
+	r = rename_noreplace(tmp, out_path);
+	if (r < 0) {
+		r = ovf_err(r, "%s: %s", out_path, r == -EEXIST ?
+			    "appeared while packing; refusing to overwrite it" :
+			    strerror(-r));
+		goto err_close_out;
+	}
+	free(tmp);
 	ovf_strv_free(order, norder);
 	free(mfname);
 	free(mftext);
@@ -382,7 +455,8 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 err_close_out:
 	if (out >= 0)
 		close(out);
-	unlink(out_path);
+	unlink(tmp);
+	free(tmp);
 err_free_order:
 	ovf_strv_free(order, norder);
 	free(mfname);

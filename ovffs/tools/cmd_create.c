@@ -79,10 +79,13 @@ static const struct ctl_kind ctl_kinds[] = {
 	{ "nvme", OVF_RT_STORAGE, "vmware.nvme.controller", "NVMe", "lsilogic", 15, 1 },
 };
 
-/* Writes the descriptor for the converted disks to path (a folder package). */
+/* Writes the descriptor for the converted disks to path (a folder package)
+   and its SHA256 in hex into hex. */
 static int write_descriptor(const char *path, const struct vm_spec *vm,
-			    const struct disk_job *d, int nd)
+			    const struct disk_job *d, int nd, char *hex)
 {
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
 	size_t len;
 	char *text = create_descriptor_text(vm, d, nd, &len);
 	int fd, r;
@@ -91,6 +94,9 @@ static int write_descriptor(const char *path, const struct vm_spec *vm,
 		fprintf(stderr, "ovf create: out of memory\n");
 		return -ENOMEM;
 	}
+	EVP_Digest(text, len, dig, &dlen, EVP_sha256(), NULL);
+	for (unsigned i = 0; i < dlen; i++)
+		sprintf(hex + 2 * i, "%02x", dig[i]);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		r = -errno;
@@ -103,46 +109,14 @@ static int write_descriptor(const char *path, const struct vm_spec *vm,
 	return r;
 }
 
-/* Hex SHA256 of a whole file into hex (65 bytes). */
-static int sha256_file(const char *path, char *hex)
-{
-	unsigned char dig[EVP_MAX_MD_SIZE], *buf = malloc(1u << 20);
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
-	unsigned dlen;
-	ssize_t n;
-
-	if (fd < 0 || !buf || !ctx) {
-		r = fd < 0 ? -errno : -ENOMEM;
-		fprintf(stderr, "ovf create: %s: %s\n", path, strerror(-r));
-		goto out;
-	}
-	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	while ((n = read(fd, buf, 1u << 20)) > 0)
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-	if (n < 0) {
-		r = -errno;
-		fprintf(stderr, "ovf create: %s: %s\n", path, strerror(errno));
-		goto out;
-	}
-	EVP_DigestFinal_ex(ctx, dig, &dlen);
-	for (unsigned i = 0; i < dlen; i++)
-		sprintf(hex + 2 * i, "%02x", dig[i]);
-out:
-	if (fd >= 0)
-		close(fd);
-	EVP_MD_CTX_free(ctx);
-	free(buf);
-	return r;
-}
-
-/* Writes dir/<name>.mf over the descriptor and the disks. */
+/* Writes dir/<name>.mf over the descriptor (digest desc_hex) and the disks
+   (their digests taken as they were written). */
 static int write_manifest(const char *dir, const char *name,
-			  const struct disk_job *d, int nd)
+			  const char *desc_hex, const struct disk_job *d, int nd)
 {
-	char hex[EVP_MAX_MD_SIZE * 2 + 1], path[4096], mf[4096];
+	char mf[4096];
 	FILE *f;
-	int r;
+	int r = 0;
 
 	snprintf(mf, sizeof(mf), "%s/%s.mf", dir, name);
 	f = fopen(mf, "wx");
@@ -150,20 +124,37 @@ static int write_manifest(const char *dir, const char *name,
 		fprintf(stderr, "ovf create: %s: %s\n", mf, strerror(errno));
 		return -errno;
 	}
-	snprintf(path, sizeof(path), "%s/%s.ovf", dir, name);
-	r = sha256_file(path, hex);
-	if (r >= 0)
-		fprintf(f, "SHA256(%s.ovf)= %s\n", name, hex);
-	for (int i = 0; r >= 0 && i < nd; i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, d[i].href);
-		r = sha256_file(path, hex);
-		if (r >= 0)
-			fprintf(f, "SHA256(%s)= %s\n", d[i].href, hex);
-	}
-	if ((ferror(f) | fclose(f)) && r >= 0) {
+	fprintf(f, "SHA256(%s.ovf)= %s\n", name, desc_hex);
+	for (int i = 0; i < nd; i++)
+		fprintf(f, "SHA256(%s)= %s\n", d[i].href, d[i].sha256);
+	if (ferror(f) | fclose(f)) {
 		fprintf(stderr, "ovf create: %s: write failed\n", mf);
 		r = -EIO;
 	}
+	return r;
+}
+
+/* Converts job into a new file path (a folder package's disk), synced. */
+static int convert_to_file(struct disk_job *job, const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644), r;
+
+	if (fd < 0) {
+		r = -errno;
+		fprintf(stderr, "ovf create: %s: %s\n", path, strerror(errno));
+		return r;
+	}
+	r = create_convert_disk(job, fd, 0);
+	if (r >= 0 && fdatasync(fd) < 0) {
+		r = -errno;
+		fprintf(stderr, "ovf create: %s: %s\n", path, strerror(errno));
+	}
+	if (close(fd) < 0 && r >= 0) {
+		r = -errno;
+		fprintf(stderr, "ovf create: %s: %s\n", path, strerror(errno));
+	}
+	if (r < 0)
+		unlink(path);
 	return r;
 }
 
@@ -240,10 +231,10 @@ static void create_help(void)
 	      "a SHA256 manifest covers the descriptor and every disk.\n"
 	      "\n"
 	      "OUT ending in .ova is written as one archive: descriptor first, manifest\n"
-	      "next, then the disks. Disk 1 is converted straight into the archive (and\n"
-	      "on ext4 or XFS never copied); the others are appended once. Any other OUT\n"
-	      "is a folder holding NAME.ovf, NAME.mf and NAME-diskN.vmdk. OUT must not\n"
-	      "exist; on failure (a bad image, no space left) nothing is left under OUT.\n"
+	      "next, then the disks, each converted straight into its place in the\n"
+	      "archive and never copied or read back. Any other OUT is a folder holding\n"
+	      "NAME.ovf, NAME.mf and NAME-diskN.vmdk. OUT must not exist; on failure (a\n"
+	      "bad image, no space left) nothing is left under OUT.\n"
 	      "\n"
 	      "Options:\n"
 	      "  --name NAME          VirtualSystem id and name, and the file names' stem\n"
@@ -336,7 +327,7 @@ int cmd_create(int argc, char **argv)
 	struct vm_spec vm = { .version = 1 };
 	struct disk_job jobs[MAX_DISKS] = { { 0 } };
 	int nd = 0, done = 0, c, r = 1;
-	char *work = NULL, *path = NULL;
+	char *work = NULL, *path = NULL, desc_hex[EVP_MAX_MD_SIZE * 2 + 1];
 	const char *out;
 	bool ova;
 	struct stat st;
@@ -500,13 +491,13 @@ int cmd_create(int argc, char **argv)
 		goto err_remove;
 	for (; done < nd; done++) {
 		sprintf(path, "%s/%s", work, jobs[done].href);
-		if (create_convert_disk(&jobs[done], path) < 0)
+		if (convert_to_file(&jobs[done], path) < 0)
 			goto err_remove;
 	}
 	sprintf(path, "%s/%s.ovf", work, vm.name);
-	if (write_descriptor(path, &vm, jobs, nd) < 0)
+	if (write_descriptor(path, &vm, jobs, nd, desc_hex) < 0)
 		goto err_remove;
-	if (write_manifest(work, vm.name, jobs, nd) < 0)
+	if (write_manifest(work, vm.name, desc_hex, jobs, nd) < 0)
 		goto err_remove;
 	r = 0;
 	goto out_free;

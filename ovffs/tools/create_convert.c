@@ -1,14 +1,17 @@
 /* create_convert.c - `ovf create`: convert a disk image (raw or any VMDK,
  * read through its chain) into a streamOptimized VMDK with the engine's
- * writer; two workers take 4 MiB chunks, skip what bdev_block_status says is
- * zero or unallocated, and hand non-zero grains to bdev_writer_write. */
+ * writer, straight into the package file at a given offset and hashed as
+ * the engine writes it; two workers take 4 MiB chunks, skip what
+ * bdev_block_status says is zero or unallocated, and hand non-zero grains
+ * to bdev_writer_write. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+
+#include <openssl/evp.h>
 
 #include "blockengine.h"
 #include "create_i.h"
@@ -131,29 +134,47 @@ static void *conv_worker(void *arg)
 	return NULL;
 }
 
-/* Converts job->src into a streamOptimized VMDK at dst, two workers. */
-int create_convert_disk(struct disk_job *job, const char *dst)
+/* The engine's write observer: the VMDK's bytes, in order, into the
+   digest. */
+static int digest_written(void *opaque, uint64_t off, const void *buf,
+			  size_t len)
+{
+	(void)off;
+	return EVP_DigestUpdate(opaque, buf, len) == 1 ? 0 : -EIO;
+}
+
+/* Converts job->src into a streamOptimized VMDK at off of fd, two workers. */
+int create_convert_disk(struct disk_job *job, int fd, uint64_t off)
 {
 	struct bdev_create_opts co = { .format = "vmdk",
 				       .subformat = "streamOptimized",
 				       .adapter_type = job->adapter };
+	const char *dst = job->href;
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
 	struct bdev_info info;
 	struct conv c = { 0 };
 	pthread_t th[WORKERS];
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	int nth = 0, r;
-	struct stat st;
+
+	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+		fprintf(stderr, "ovf create: out of memory\n");
+		EVP_MD_CTX_free(md);
+		return -ENOMEM;
+	}
 
 	r = bdev_open(job->src, NULL, &c.b);
 	if (r < 0) {
 		fprintf(stderr, "ovf create: %s\n", bdev_errmsg());
-		return r;
+		goto err_free_md;
 	}
 	r = bdev_get_info(c.b, &info);
 	if (r < 0)
 		goto err_close_src;
 	c.size = job->capacity = info.size;
 	co.size = info.size;
-	r = bdev_writer_new(dst, &co, &c.w);
+	r = bdev_writer_new_fd(fd, off, dst, &co, digest_written, md, &c.w);
 	if (r < 0) {
 		fprintf(stderr, "ovf create: %s: %s\n", dst, bdev_errmsg());
 		goto err_close_src;
@@ -179,17 +200,16 @@ int create_convert_disk(struct disk_job *job, const char *dst)
 		fprintf(stderr, "ovf create: %s: %s\n", job->src, c.msg);
 		goto err_abort;
 	}
-	r = bdev_writer_close(c.w);
+	r = bdev_writer_finish(c.w, &job->file_size);
 	if (r < 0) {
 		fprintf(stderr, "ovf create: %s: %s\n", dst, bdev_errmsg());
 		goto err_close_src;
 	}
 	bdev_close(c.b);
-	if (stat(dst, &st) < 0) {
-		fprintf(stderr, "ovf create: %s: %s\n", dst, strerror(errno));
-		return -errno;
-	}
-	job->file_size = (uint64_t)st.st_size;
+	EVP_DigestFinal_ex(md, dig, &dlen);
+	EVP_MD_CTX_free(md);
+	for (unsigned i = 0; i < dlen; i++)
+		sprintf(job->sha256 + 2 * i, "%02x", dig[i]);
 	job->populated = atomic_load(&c.populated);
 	return 0;
 
@@ -197,5 +217,7 @@ err_abort:
 	bdev_writer_abort(c.w);
 err_close_src:
 	bdev_close(c.b);
+err_free_md:
+	EVP_MD_CTX_free(md);
 	return r;
 }

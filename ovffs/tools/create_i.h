@@ -17,6 +17,7 @@ struct disk_job {
 	uint64_t capacity;     /* virtual bytes */
 	uint64_t populated;    /* bytes of grains written */
 	uint64_t file_size;    /* bytes of the VMDK */
+	char sha256[65];       /* its SHA256 in hex, taken as it was written */
 };
 
 /* Disk controllers --controller knows: rasd ResourceType and subtype, how
@@ -43,10 +44,12 @@ struct vm_spec {
 	const struct ctl_kind *ctl;
 };
 
-/* Converts job->src into a streamOptimized VMDK at dst (created, must not
-   exist) with two workers; fills job's capacity, populated and file sizes.
-   Messages go to stderr; on failure dst is removed. */
-int create_convert_disk(struct disk_job *job, const char *dst);
+/* Converts job->src into a streamOptimized VMDK (named job->href) written
+   into fd from off on, each byte once, with two workers; fills job's
+   capacity, populated and file sizes and its SHA256, digested as the engine
+   wrote it. Messages go to stderr; on failure what was written stays (the
+   caller removes its file). */
+int create_convert_disk(struct disk_job *job, int fd, uint64_t off);
 
 /* The descriptor for the converted disks as malloc'd text (*len bytes), or
    NULL when out of memory. */

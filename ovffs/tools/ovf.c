@@ -19,7 +19,8 @@ static void usage(FILE *f)
 	      "                  [--os NAME|ID] [--os-description TEXT] [--ovf-version 1|2]\n"
 	      "                  OUT.ova|OUT_DIR   (ovf create --help: every option)\n"
 	      "PACKAGE is an OVA file, a .ovf file or a folder holding one.\n"
-	      "validate exits 0 when valid, 1 when not (one line per finding).\n",
+	      "validate exits 0 when valid, 1 when not (one line per finding).\n"
+	      "pack and create never replace an existing OUT, and leave none on failure.\n",
 	      f);
 }
 

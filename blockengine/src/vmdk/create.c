@@ -16,6 +16,12 @@
  *  - vmfsSparse: a COWD extent: 2 KiB header, GD at sector 4, grains of one
  *    sector appended, GTs (4096 entries) appended at the end.
  *  - flat kinds: sparse files of the extent's size.
+ *
+ * A monolithic image may instead go into a region of the caller's file
+ * (bdev_writer_new_fd): the same code with the extent at a base offset.
+ * A stream is then written strictly front to back: grain records are
+ * placed and written under the extent's lock, so the file (and the
+ * observer) gets them in order with no gaps.
  */
 #include <endian.h>
 #include <errno.h>
@@ -48,6 +54,10 @@ struct vw_extent {
 	const char *name;    /* path's last component, as in the descriptor */
 	int fd;
 	bool created;
+	uint64_t base;       /* the extent's first byte in fd */
+	bdev_write_observer observe; /* sees every byte written, in order */
+	void *obs_opaque;
+	uint64_t observed;   /* bytes passed to observe so far */
 	uint64_t start, bytes; /* virtual range */
 
 	/* Sparse kinds. */
@@ -68,6 +78,7 @@ struct vmdk_writer {
 	unsigned n_ext;
 	char *desc_path; /* a separate descriptor file, or NULL */
 	bool desc_created;
+	bool own_files;  /* created here: synced at close (else the caller's) */
 	int level;       /* deflate level for stream grains */
 };
 
@@ -156,6 +167,26 @@ static char *relative_to(const char *from_file, const char *target)
 		strcat(out, "../");
 	strcat(out, rt + common);
 	return out;
+}
+
+/* Write len bytes at rel of e's file and show them to its observer. */
+static int ext_write(struct vw_extent *e, const void *buf, size_t len,
+		     uint64_t rel)
+{
+	int ret = write_all_at(e->fd, e->path, buf, len, e->base + rel);
+
+	if (ret < 0 || !e->observe)
+		return ret;
+	if (rel != e->observed)
+		return bdev_err(-EIO, "%s: write at %" PRIu64 " is not in order "
+				"(%" PRIu64 " bytes written so far)", e->path, rel,
+				e->observed);
+	ret = e->observe(e->obs_opaque, rel, buf, len);
+	if (ret < 0)
+		return bdev_err(ret, "%s: the write observer failed at offset %"
+				PRIu64 ": %s", e->path, rel, strerror(-ret));
+	e->observed += len;
+	return 0;
 }
 
 /* ---- descriptor ------------------------------------------------------------ */
@@ -308,7 +339,7 @@ static int hosted_init(struct vw_extent *e, const struct bdev_create_opts *o,
 			      (uint32_t)(e->gt_sector0 + i * gt_sectors));
 		}
 	}
-	ret = write_all_at(e->fd, e->path, buf, overhead * 512, 0);
+	ret = ext_write(e, buf, overhead * 512, 0);
 	free(buf);
 	return ret;
 }
@@ -414,8 +445,7 @@ static int sparse_write(struct vw_extent *e, uint64_t rel, const uint8_t *buf,
 		if (i * gb + n > len) {
 			/* the disk's short last grain: pad it to a whole grain */
 			size_t have = len - (size_t)(i * gb);
-			ret = write_all_at(e->fd, e->path, buf + i * gb, n - gb,
-					   where[i]);
+			ret = ext_write(e, buf + i * gb, n - gb, where[i]);
 			if (ret == 0) {
 				tail = calloc(1, gb);
 				if (!tail) {
@@ -423,10 +453,10 @@ static int sparse_write(struct vw_extent *e, uint64_t rel, const uint8_t *buf,
 					break;
 				}
 				memcpy(tail, buf + (j - 1) * gb, have - (n - gb));
-				ret = write_all_at(e->fd, e->path, tail, gb, where[j - 1]);
+				ret = ext_write(e, tail, gb, where[j - 1]);
 			}
 		} else {
-			ret = write_all_at(e->fd, e->path, buf + i * gb, n, where[i]);
+			ret = ext_write(e, buf + i * gb, n, where[i]);
 		}
 		i = j;
 	}
@@ -462,8 +492,9 @@ static ssize_t stream_record(struct vw_extent *e, int level, uint64_t rel,
 
 /*
  * Compress the grains of [rel, rel + len) into one buffer, then place them
- * all under one lock hold and append them with one write: one syscall and
- * one lock per call instead of per grain.
+ * all and append them with one write under one lock hold: one syscall and
+ * one lock per call instead of per grain, and the file written in order
+ * (compression, the costly part, runs outside the lock).
  */
 static int stream_write(struct vmdk_writer *vw, struct vw_extent *e,
 			uint64_t rel, const uint8_t *buf, size_t len)
@@ -507,17 +538,19 @@ static int stream_write(struct vmdk_writer *vw, struct vw_extent *e,
 	if (ret == 0) {
 		uint64_t sec = e->next_sector;
 		at = sec * 512;
-		for (uint64_t i = 0; i < ng; i++) {
+		ret = ext_write(e, recs, used, at);
+		/* a failed append places nothing: the file may hold part of
+		   it, but no entry points there and the next one overwrites */
+		for (uint64_t i = 0; ret == 0 && i < ng; i++) {
 			uint32_t *s;
 			(void)gte_slot(e, g0 + i, &s);
 			*s = (uint32_t)sec;
 			sec += sizes[i] / 512;
 		}
-		e->next_sector = sec;
+		if (ret == 0)
+			e->next_sector = sec;
 	}
 	pthread_mutex_unlock(&e->lock);
-	if (ret == 0)
-		ret = write_all_at(e->fd, e->path, recs, used, at);
 out:
 	free(recs);
 	free(pad);
@@ -584,11 +617,11 @@ static int hosted_finish(struct vw_extent *e)
 		if (!e->gts[t])
 			continue;
 		gt_encode(e, t, gt);
-		ret = write_all_at(e->fd, e->path, gt, gt_bytes,
-				   (e->rgt_sector0 + t * gt_bytes / 512) * 512);
+		ret = ext_write(e, gt, gt_bytes,
+				(e->rgt_sector0 + t * gt_bytes / 512) * 512);
 		if (ret == 0)
-			ret = write_all_at(e->fd, e->path, gt, gt_bytes,
-					   (e->gt_sector0 + t * gt_bytes / 512) * 512);
+			ret = ext_write(e, gt, gt_bytes,
+					(e->gt_sector0 + t * gt_bytes / 512) * 512);
 	}
 	free(gt);
 	return ret;
@@ -626,7 +659,9 @@ static int stream_finish(struct vw_extent *e)
 	memcpy(p + 512, e->hdr, 512);
 	vmdk_put64(p + 512 + 56, gd_sector);
 	vmdk_marker_encode(p + 1024, 0, VMDK_MARKER_EOS);
-	ret = write_all_at(e->fd, e->path, buf, total, at);
+	ret = ext_write(e, buf, total, at);
+	if (ret == 0)
+		e->next_sector += total / 512;
 	free(buf);
 	return ret;
 }
@@ -697,7 +732,7 @@ static const char *cowd_parent(const struct vw_extent *e)
 	return e->hdr[0] ? (const char *)e->hdr : NULL;
 }
 
-static int vw_finish(struct bdev_writer *w)
+static int vw_finish(struct bdev_writer *w, uint64_t *length)
 {
 	struct vmdk_writer *vw = (struct vmdk_writer *)w;
 	int ret = 0;
@@ -710,10 +745,12 @@ static int vw_finish(struct bdev_writer *w)
 		case VW_COWD: ret = cowd_finish(e, cowd_parent(e)); break;
 		case VW_FLAT: break;
 		}
-		if (ret == 0 && fdatasync(e->fd) < 0)
+		if (ret == 0 && vw->own_files && fdatasync(e->fd) < 0)
 			ret = bdev_err(-errno, "%s: fdatasync failed: %s", e->path,
 				       strerror(errno));
 	}
+	*length = vw->ext[0].kind == VW_FLAT ? vw->ext[0].bytes :
+		  vw->ext[0].next_sector * 512;
 	vw_free(vw, ret < 0);
 	return ret;
 }
@@ -813,9 +850,9 @@ static int validate(const char *path, struct bdev_create_opts *o,
 	return 0;
 }
 
-/* Create path as o says and return its writer. */
+/* Create path (or fill t's region) as o says and return its writer. */
 int vmdk_writer_new(const char *path, const struct bdev_create_opts *opts,
-		    struct bdev_writer **out)
+		    const struct writer_target *t, struct bdev_writer **out)
 {
 	struct bdev_create_opts o = *opts;
 	const struct subformat *sf;
@@ -828,6 +865,8 @@ int vmdk_writer_new(const char *path, const struct bdev_create_opts *opts,
 	ret = validate(path, &o, &sf);
 	if (ret < 0)
 		return ret;
+	if (t && !sf->monolithic)
+		return bdev_err(-EINVAL, "%s: %s is not one file", path, o.subformat);
 	if (o.backing) {
 		ret = parent_info(path, o.backing, &psize, &par.cid);
 		if (ret < 0)
@@ -859,6 +898,7 @@ int vmdk_writer_new(const char *path, const struct bdev_create_opts *opts,
 	   of qemu-img's zlib level 6 (323.1, 332.5 and 335.7 MB); CPU 3.4 s
 	   at level 4, 2.7 s at level 1, qemu-img 10.7 s */
 	vw->level = 1;
+	vw->own_files = !t;
 	vw->w.size = o.size;
 	vw->w.write = vw_write;
 	vw->w.finish = vw_finish;
@@ -928,10 +968,22 @@ int vmdk_writer_new(const char *path, const struct bdev_create_opts *opts,
 	for (unsigned i = 0; i < vw->n_ext; i++) {
 		struct vw_extent *e = &vw->ext[i];
 
-		ret = create_excl(e->path, &e->fd);
-		if (ret < 0)
-			goto err_abort;
-		e->created = true;
+		if (t) {
+			e->fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 0);
+			if (e->fd < 0) {
+				ret = bdev_err(-errno, "%s: cannot duplicate fd %d: %s",
+					       path, t->fd, strerror(errno));
+				goto err_abort;
+			}
+			e->base = t->offset;
+			e->observe = t->observe;
+			e->obs_opaque = t->opaque;
+		} else {
+			ret = create_excl(e->path, &e->fd);
+			if (ret < 0)
+				goto err_abort;
+			e->created = true;
+		}
 		switch (e->kind) {
 		case VW_FLAT:
 			if (ftruncate(e->fd, (off_t)e->bytes) < 0)
