@@ -98,10 +98,10 @@ fio_run() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR ? a[int((NR+1)/2)] : "n/a")}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", (b > 0) ? a / b : 0 }'; }
 
-rss_watch() {  # PID: sample VmRSS every 0.2 s into $WORK/rss
+rss_watch() {  # PID: keep its VmHWM (peak RSS) in $WORK/rss, read every 0.2 s
   local pid=$1 max=0
   while kill -0 "$pid" 2>/dev/null; do
-    r=$(awk '/VmRSS/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+    r=$(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
     [ "${r:-0}" -gt "$max" ] && max=$r && echo "$max" > "$WORK/rss"
     sleep 0.2
   done

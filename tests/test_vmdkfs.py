@@ -826,3 +826,65 @@ def test_mount_helper(ext4_image, tmp_path):
         force_unmount(mnt)
         if made:
             os.unlink(link)
+
+
+# ---- memory --------------------------------------------------------------
+
+def _is_asan(path):
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def daemon_pid(mnt):
+    """Pid of the vmdkfs daemon serving mnt (its argv names the mount)."""
+    want = os.path.realpath(str(mnt)).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if os.path.basename(exe) == "vmdkfs" and want in argv:
+            return int(pid)
+    raise AssertionError(f"no vmdkfs daemon for {mnt}")
+
+
+def vm_hwm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("subformat", ["monolithicSparse", "streamOptimized"])
+def test_read_benchmark_peak_rss_bound(tmp_path, subformat):
+    """The daemon's peak RSS stays under 64 MiB through the reads of
+    bench/bench_vmdkfs.sh (1 MiB at depth 1 and 8, 4 KiB at depth 1 and
+    32, O_DIRECT via io_uring) on an image half random, half text."""
+    fio = need("fio")
+    exe = tool("vmdkfs")
+    raw = tmp_path / "d.raw"
+    with open(raw, "wb") as f:
+        f.write(os.urandom(128 * MiB))
+        line = b"ovk benchmark line of compressible text 0123456789\n"
+        f.write((line * (128 * MiB // len(line) + 1))[:128 * MiB])
+    img = tmp_path / "d.vmdk"
+    to_vmdk(raw, img, subformat)
+    raw.unlink()
+    with vmdkfs(img, tmp_path / "m") as m:
+        pid = daemon_pid(m)
+        for rw, bs, depth in (("read", "1M", 1), ("read", "1M", 8),
+                              ("randread", "4k", 1), ("randread", "4k", 32)):
+            run([fio, "--name=b", f"--filename={m / 'disk'}",
+                 "--ioengine=io_uring", "--direct=1", f"--rw={rw}",
+                 f"--bs={bs}", f"--iodepth={depth}", "--runtime=2",
+                 "--time_based", "--norandommap", "--randrepeat=0",
+                 "--output-format=terse"])
+        hwm = vm_hwm_kib(pid)
+    print(f"{subformat}: vmdkfs peak RSS {hwm} KiB")
+    if _is_asan(exe):
+        pytest.skip("RSS bound not checked under AddressSanitizer (shadow "
+                    f"memory); measured {hwm} KiB")
+    assert hwm < 64 * 1024, f"vmdkfs peak RSS {hwm} KiB"

@@ -14,7 +14,6 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define VMDKFS_IO_MAX (1u << 20)
 #define VMDKFS_MAX_BACKGROUND 64
 
 /* Inode numbers: small ones for our own nodes, guest inodes shifted into

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -55,8 +56,8 @@ static const char usage[] =
 "  -o allow_escape   follow extent and parent names that leave the\n"
 "                    descriptor's folder (absolute parent paths)\n"
 "  -o max_threads=N  FUSE worker threads, one per request in flight\n"
-"                    (default 64)\n"
-"  -o max_idle_threads=N  idle workers kept ready (default 16)\n"
+"                    (default 16)\n"
+"  -o max_idle_threads=N  idle workers kept ready (default: all of them)\n"
 "  -f                stay in the foreground\n"
 "  -d                debug: foreground, log every FUSE request\n"
 "  -s                single-threaded\n"
@@ -368,11 +369,14 @@ static int load_partitions(struct vmdkfs *fs)
 }
 
 /* Worker threads per session. Each blocks in the engine for one request,
- * so as many threads as requests in flight are needed (the kernel sends up
- * to VMDKFS_MAX_BACKGROUND asynchronous ones). Idle threads are kept, not
- * respawned: a new thread must also set up its own io_uring. */
-#define VMDKFS_MAX_THREADS 64
-#define VMDKFS_IDLE_THREADS 16
+ * so threads bound the requests served at once; past the CPUs they only
+ * help while the image's disk is slow. Every busy worker holds a reply
+ * buffer of up to VMDKFS_IO_MAX, so the bound is also one on memory: 64
+ * workers took the daemon past 90 MiB under a depth-8 reader, as libfuse
+ * starts a new one whenever the last idle worker picks up a request. Idle
+ * workers are kept, not respawned: a new thread must also set up its own
+ * io_uring. */
+#define VMDKFS_MAX_THREADS 16
 
 /* One FUSE session: its struct fuse, where it is mounted, its loop thread. */
 struct session {
@@ -402,7 +406,8 @@ static int session_loop(struct session *s)
 					   VMDKFS_MAX_THREADS);
 	fuse_loop_cfg_set_idle_threads(cfg, s->max_idle_threads ?
 					    s->max_idle_threads :
-					    VMDKFS_IDLE_THREADS);
+					    s->max_threads ? s->max_threads :
+					    VMDKFS_MAX_THREADS);
 	ret = fuse_loop_mt(s->fuse, cfg);
 	fuse_loop_cfg_destroy(cfg);
 	return ret;
@@ -559,6 +564,27 @@ static void report_ready(int *report_fd, char status)
 	*report_fd = -1;
 }
 
+/*
+ * The allocator's policy for a daemon whose workers each malloc and free a
+ * reply of up to VMDKFS_IO_MAX per read (libfuse frees it after replying,
+ * so it cannot be a buffer of ours reused), and whose engine keeps grain
+ * cache entries:
+ * - one arena: glibc would give each worker thread its own, each keeping
+ *   its freed replies and cache entries resident (94 MiB measured);
+ * - replies from the heap, reused from one read to the next: a fixed
+ *   mmap threshold just above them (which also stops glibc raising it on
+ *   its own) keeps them off mmap, whose page faults cost more than the
+ *   copy; libfuse's per-worker receive buffers, a page larger, are
+ *   mmapped, so their untouched pages never pin the heap;
+ * - trimming the heap's top once two replies' worth of it are free.
+ */
+static void malloc_policy(void)
+{
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_MMAP_THRESHOLD, VMDKFS_IO_MAX + 2048);
+	mallopt(M_TRIM_THRESHOLD, 2 * VMDKFS_IO_MAX);
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args uargs = FUSE_ARGS_INIT(argc, argv);
@@ -572,6 +598,7 @@ int main(int argc, char **argv)
 	int report_fd = -1, rc = 1;
 	struct stat ist;
 
+	malloc_policy();
 	if (fuse_opt_parse(&uargs, &o, vmdkfs_opts, opt_proc) < 0)
 		return 1;
 	if (o.help || o.version) {

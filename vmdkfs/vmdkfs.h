@@ -33,6 +33,10 @@ enum vmdkfs_browse_mode {
 	VMDKFS_BROWSE_FUSE,   /* fuse2fs, ntfs-3g, fusefat */
 };
 
+/* The largest read or write one FUSE request carries (max_write, and the
+ * kernel's max_pages follow it). */
+#define VMDKFS_IO_MAX (1u << 20)
+
 /* A raw window onto the disk: the disk itself or one partition. */
 struct vmdkfs_window {
 	const char *name; /* file name under partitions/, or "disk" */

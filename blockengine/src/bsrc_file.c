@@ -85,15 +85,33 @@ static ssize_t bsrc_file_pwrite(struct bsrc *s, const void *buf, size_t len,
 							 __ATOMIC_RELEASE,
 							 __ATOMIC_RELAXED))
 		;
+	atomic_fetch_add_explicit(&s->write_gen, 1, memory_order_release);
 	return (ssize_t)len;
 }
 
-/* Makes written data durable. */
+/*
+ * Makes written data durable: fdatasync, unless nothing was written since
+ * a flush that succeeded began (a write that ends during an fdatasync
+ * bumps write_gen past what that flush records, so the next one syncs).
+ */
 static int bsrc_file_flush(struct bsrc *s)
 {
+	uint_fast64_t gen = atomic_load_explicit(&s->write_gen,
+						 memory_order_acquire);
+	uint_fast64_t done = atomic_load_explicit(&s->synced_gen,
+						  memory_order_acquire);
+
+	if (gen == done)
+		return 0;
 	if (fdatasync(s->fd) < 0)
 		return bdev_err(-errno, "%s: fdatasync failed: %s", s->name,
 				strerror(errno));
+	/* gens only grow: keep the newest of concurrent flushes */
+	while (done < gen &&
+	       !atomic_compare_exchange_weak_explicit(&s->synced_gen, &done, gen,
+						      memory_order_release,
+						      memory_order_acquire))
+		;
 	return 0;
 }
 
@@ -104,6 +122,7 @@ static int bsrc_file_truncate(struct bsrc *s, uint64_t len)
 		return bdev_err(-errno, "%s: cannot resize to %" PRIu64
 				" bytes: %s", s->name, len, strerror(errno));
 	s->length = len;
+	atomic_fetch_add_explicit(&s->write_gen, 1, memory_order_release);
 	return 0;
 }
 

@@ -63,9 +63,15 @@ struct bsrc {
 	int fd;          /* -1 when not backed by a file descriptor */
 	uint64_t base;   /* offset of byte 0 of the source within fd */
 	void *priv;
-	/* Bumped by the core when an io_uring write into the source ends:
-	   answers about holes cached before it may be stale (format_raw.c). */
+	/* Bumped whenever a change to the source's bytes or size ends (an
+	   io_uring write, zeroing or discard, a synchronous pwrite or
+	   truncate): answers about holes cached before it may be stale
+	   (format_raw.c), and a flush has something to make durable. */
 	atomic_uint_fast64_t write_gen;
+	/* write_gen as of the start of the last flush that succeeded: a flush
+	   finding write_gen still there has nothing to sync (fdatasync of a
+	   clean file still costs a disk cache flush on ext4). */
+	atomic_uint_fast64_t synced_gen;
 };
 
 /*

@@ -329,10 +329,17 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 			s->gr->got += (uint64_t)res;
 		goto retry;
 	case BSUB_WRITE_ZEROES:
+		atomic_fetch_add_explicit(&s->src->write_gen, 1,
+					  memory_order_release);
 		s->off += (uint64_t)res;
 		s->left -= (uint64_t)res;
 		if (s->left)
 			goto retry;
+		goto done;
+	case BSUB_ZERO_RANGE:
+	case BSUB_DISCARD:
+		atomic_fetch_add_explicit(&s->src->write_gen, 1,
+					  memory_order_release);
 		goto done;
 	default:
 		goto done;
