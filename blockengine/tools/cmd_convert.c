@@ -749,12 +749,25 @@ int cmd_convert(int argc, char **argv)
 		goto out_close;
 	}
 	if (fstat(cv.dst_fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		int fd;
+
 		if (ftruncate(cv.dst_fd, 0) < 0 ||
 		    ftruncate(cv.dst_fd, (off_t)cv.size) < 0) {
 			tool_err("cannot size output '%s' to %" PRIu64 " bytes: %s",
 				 dst, cv.size, strerror(errno));
 			goto out_fd;
 		}
+		/* Write through a fresh open, as qemu-img does: ext4 flushes
+		   a file truncated to 0 when that descriptor closes (its
+		   auto_da_alloc), which on 1 GiB blocked close(2) for 0.5 s. */
+		fd = open(dst, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			tool_err("cannot open output '%s': %s", dst,
+				 strerror(errno));
+			goto out_fd;
+		}
+		close(cv.dst_fd);
+		cv.dst_fd = fd;
 	} else {
 		cv.write_all = true;
 	}
