@@ -180,9 +180,9 @@ struct bdev_host_run {
  * enum bdev_host_kind and fills *run, or -errno.
  *
  * What the caller may assume for a FILE answer:
- *  - fd belongs to the image: only read it at an explicit offset (pread,
- *    copy_file_range, splice with an offset); never close it, seek it or
- *    write to it. It stays open until bdev_close(b), also after
+ *  - fd belongs to the image: only read it at explicit offsets (pread,
+ *    copy_file_range, splice with an offset, a read-only mapping); never
+ *    close it, seek it or write to it. It stays open until bdev_close(b), also after
  *    bdev_snapshot(b) moved new writes to a child.
  *  - Until a write, discard or write-zeroes of an overlapping range is
  *    queued on b, the run->length bytes at run->file_offset of fd are the
