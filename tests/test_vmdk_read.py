@@ -4,10 +4,11 @@ qemu-img does: images are made and filled with qemu-img/qemu-io, then
 must agree with `qemu-img map` on where data lies."""
 import json
 import os
+import tempfile
 
 import pytest
 
-from conftest import assert_same_file, need, run
+from conftest import _data_ranges, assert_same_file, need, run
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -300,3 +301,79 @@ def test_compare_error_exit_2(vmdk, tmp_path):
     r = run([vmdk, "compare", a, tmp_path / "missing.vmdk"], check=False)
     assert r.returncode == 2
     assert r.stderr.startswith("vmdk: ") and "missing.vmdk" in r.stderr
+
+
+def _traced_syscalls(cmd, names):
+    """Run cmd under strace -f; return {syscall: successful calls}."""
+    strace = need("strace")
+    env = dict(os.environ)
+    # LeakSanitizer cannot run under ptrace; other runs check for leaks
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+    r = run([strace, "-f", "-qq", "-e", "trace=" + ",".join(names),
+             "-e", "signal=none", "-o", "/dev/stderr"] + [str(c) for c in cmd],
+            env=env)
+    counts = dict.fromkeys(names, 0)
+    for line in r.stderr.splitlines():
+        for n in names:
+            if f"{n}(" in line and "= -1" not in line:
+                counts[n] += 1
+    return counts
+
+
+def _image_with_zeros_inside_data(tmp_path):
+    """A sparse image whose data includes written zero blocks and holes."""
+    img = str(tmp_path / "z.vmdk")
+    qemu_create(img, ODD)
+    qemu_write(img, WRITES + ["write -P 0 3M 256k",     # zeros stored as data
+                              "write -P 0x66 3200k 4k"])
+    return img
+
+
+def test_convert_copies_in_the_kernel(vmdk, tmp_path):
+    """Raw output moves uncompressed data with copy_file_range, not through
+    the engine's reads and a buffer; written zeros still become holes."""
+    img = _image_with_zeros_inside_data(tmp_path)
+    peer = tmp_path / "peer.raw"
+    run([need("qemu-img"), "convert", "-f", "vmdk", "-O", "raw", img, peer])
+    ours = tmp_path / "ours.raw"
+    n = _traced_syscalls([vmdk, "convert", "-O", "raw", img, ours],
+                         ["copy_file_range", "pwrite64", "io_uring_enter"])
+    assert n["copy_file_range"] > 0, n
+    assert n["pwrite64"] == 0 and n["io_uring_enter"] == 0, n
+    assert_same_file(ours, peer)
+    assert _data_ranges(ours) == _data_ranges(peer)  # the same holes
+
+
+def test_convert_to_another_file_system(vmdk, tmp_path):
+    """Across file systems (tmpfs output) copy_file_range says EXDEV; the
+    data is written from a mapping of the source pages, still not read
+    through the engine; same bytes, same holes, also with -S 0."""
+    shm = "/dev/shm"
+    if not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the tests'")
+    img = _image_with_zeros_inside_data(tmp_path)
+    peer = tmp_path / "peer.raw"
+    run([need("qemu-img"), "convert", "-f", "vmdk", "-O", "raw", img, peer])
+    with tempfile.TemporaryDirectory(dir=shm) as d:
+        ours = os.path.join(d, "ours.raw")
+        for sparse in ("4k", "0"):
+            n = _traced_syscalls([vmdk, "convert", "-S", sparse, "-O", "raw",
+                                  img, ours],
+                                 ["pwrite64", "io_uring_enter"])
+            assert n["pwrite64"] > 0 and n["io_uring_enter"] == 0, n
+            assert_same_file(ours, peer)
+            if sparse != "0":
+                assert _data_ranges(ours) == _data_ranges(peer)
+
+
+def test_convert_force_share_reads_through_engine(vmdk, tmp_path):
+    """-U never maps SRC's files (a writer could shrink them): the engine
+    reads, pwrite writes, and the bytes are the same."""
+    img = _image_with_zeros_inside_data(tmp_path)
+    peer = tmp_path / "peer.raw"
+    run([need("qemu-img"), "convert", "-f", "vmdk", "-O", "raw", img, peer])
+    ours = tmp_path / "ours.raw"
+    n = _traced_syscalls([vmdk, "convert", "-U", "-O", "raw", img, ours],
+                         ["copy_file_range", "pwrite64"])
+    assert n["copy_file_range"] == 0 and n["pwrite64"] > 0, n
+    assert_same_file(ours, peer)

@@ -502,6 +502,93 @@ static int window_read(struct vmdkfs *fs, const struct vmdkfs_window *w,
 	return (int)size;
 }
 
+/* Pieces a window read may be answered with; a request that maps to more
+   is read whole through the engine. */
+#define READ_PIECES_MAX 8
+
+/*
+ * Read-only mounts: [off, off + size) of window w (inside it) as pieces
+ * libfuse can splice to the kernel straight from the image's files where
+ * the engine stores them as is (bdev_map_host), and memory read through
+ * the engine elsewhere (compressed grains, zeros). Nothing writes the
+ * image, so the files' bytes stay the image's until libfuse has read them.
+ * Returns 1 with *bufp set, 0 when no piece is in a file (the caller reads
+ * the request through the engine as before), or -errno.
+ */
+static int window_read_fd(struct vmdkfs *fs, const struct vmdkfs_window *w,
+			  struct fuse_bufvec **bufp, size_t size, uint64_t off)
+{
+	struct fuse_buf piece[READ_PIECES_MAX];
+	struct fuse_bufvec *bv;
+	bool any_fd = false;
+	unsigned n = 0, i;
+	uint64_t pos = 0;
+	int ret;
+
+	while (pos < size) {
+		struct bdev_host_run run;
+		struct fuse_buf *last = n ? &piece[n - 1] : NULL;
+		int k = bdev_map_host(fs->bdev, w->offset + off + pos, size - pos,
+				      &run);
+
+		if (k < 0) {
+			vmdkfs_log("map %s at %llu+%zu: %s", w->name,
+				   (unsigned long long)(off + pos), size,
+				   bdev_errmsg());
+			return k;
+		}
+		if (k == BDEV_HOST_FILE && last && (last->flags & FUSE_BUF_IS_FD) &&
+		    last->fd == run.fd &&
+		    (uint64_t)last->pos + last->size == run.file_offset) {
+			last->size += (size_t)run.length;
+		} else if (k != BDEV_HOST_FILE && last &&
+			   !(last->flags & FUSE_BUF_IS_FD)) {
+			last->size += (size_t)run.length;
+		} else if (n == READ_PIECES_MAX) {
+			return 0;
+		} else if (k == BDEV_HOST_FILE) {
+			piece[n++] = (struct fuse_buf){
+				.size = (size_t)run.length,
+				.flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+				.fd = run.fd, .pos = (off_t)run.file_offset };
+			any_fd = true;
+		} else {
+			/* pos until filled: where the piece starts in w */
+			piece[n++] = (struct fuse_buf){
+				.size = (size_t)run.length, .fd = -1,
+				.pos = (off_t)(off + pos) };
+		}
+		pos += run.length;
+	}
+	if (!any_fd)
+		return 0;
+	bv = calloc(1, sizeof(*bv) + (n - 1) * sizeof(bv->buf[0]));
+	if (!bv)
+		return -ENOMEM;
+	bv->count = n;
+	for (i = 0; i < n; i++) {
+		bv->buf[i] = piece[i];
+		if (piece[i].flags & FUSE_BUF_IS_FD)
+			continue;
+		bv->buf[i].pos = 0;
+		bv->buf[i].mem = malloc(piece[i].size);
+		ret = bv->buf[i].mem ? window_read(fs, w, bv->buf[i].mem,
+						   piece[i].size,
+						   piece[i].pos) : -ENOMEM;
+		if (ret >= 0 && (size_t)ret != piece[i].size)
+			ret = -EIO;
+		if (ret < 0) {
+			for (unsigned j = 0; j <= i; j++)
+				if (!(bv->buf[j].flags & FUSE_BUF_IS_FD))
+					free(bv->buf[j].mem);
+			free(bv);
+			return ret;
+		}
+	}
+	*bufp = bv;
+	return 1;
+}
+
 static int op_read_buf(const char *path, struct fuse_bufvec **bufp,
 		       size_t size, off_t off, struct fuse_file_info *fi)
 {
@@ -511,6 +598,17 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp,
 	char *mem;
 	int ret;
 
+	/* libfuse splices only replies of two pages or more; it would copy
+	   a smaller one from the file into a buffer of its own anyway */
+	if ((h->kind == NODE_DISK || h->kind == NODE_PART) && !fs->writable &&
+	    off >= 0 && (uint64_t)off < h->win->size && size >= 8192) {
+		size_t n = (uint64_t)size > h->win->size - (uint64_t)off ?
+			   (size_t)(h->win->size - (uint64_t)off) : size;
+
+		ret = window_read_fd(fs, h->win, bufp, n, (uint64_t)off);
+		if (ret != 0)
+			return ret < 0 ? ret : 0;
+	}
 	bv = malloc(sizeof(*bv));
 	if (!bv)
 		return -ENOMEM;
@@ -694,6 +792,8 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	}
 	conn->max_write = VMDKFS_IO_MAX;
 	conn->max_readahead = VMDKFS_IO_MAX;
+	if (!v->fs->writable)
+		conn->max_read = VMDKFS_RO_READ_MAX; /* as build_fuse_args */
 	/* Asynchronous direct I/O counts as background requests: the kernel's
 	 * default of 12 in flight would cap a depth-32 reader. */
 	conn->max_background = VMDKFS_MAX_BACKGROUND;

@@ -502,8 +502,12 @@ static void build_fuse_args(struct fuse_args *args, const char *argv0,
 	fuse_opt_add_arg(args, "-o");
 	fuse_opt_add_arg(args, opt);
 	fuse_opt_add_arg(args, "-osubtype=vmdkfs");
-	if (!writable)
+	if (!writable) {
 		fuse_opt_add_arg(args, "-oro");
+		/* op_init asks for the same, as libfuse requires */
+		snprintf(opt, sizeof(opt), "-omax_read=%u", VMDKFS_RO_READ_MAX);
+		fuse_opt_add_arg(args, opt);
+	}
 	if (geteuid() == 0)
 		fuse_opt_add_arg(args, "-oallow_other,default_permissions");
 	if (debug)

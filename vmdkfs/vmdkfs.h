@@ -26,6 +26,15 @@
 struct browse;
 struct handle;
 
+/*
+ * Largest read request of a read-only mount. Such mounts answer reads of
+ * `disk` and partitions by having libfuse splice the image's files to the
+ * kernel, and libfuse splices a reply only when it fits its pipe; without
+ * CAP_SYS_RESOURCE a pipe holds at most /proc/sys/fs/pipe-max-size bytes
+ * (1 MiB by default), which a 1 MiB reply and its header overflow.
+ */
+#define VMDKFS_RO_READ_MAX (512u << 10)
+
 enum vmdkfs_browse_mode {
 	VMDKFS_BROWSE_OFF,
 	VMDKFS_BROWSE_AUTO,   /* kernel when root, else userspace drivers */

@@ -161,6 +161,50 @@ enum bdev_status {
 int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 		      uint64_t *pnum);
 
+/* ---- Where the bytes live on the host ------------------------------------ */
+
+enum bdev_host_kind {
+	BDEV_HOST_OTHER = 0, /* not stored as is in a file (a compressed
+				grain, memory or callback bytes, a NOACCESS
+				extent): read it with the I/O calls */
+	BDEV_HOST_FILE = 1,  /* stored as is: run->fd at run->file_offset */
+	BDEV_HOST_ZERO = 2,  /* reads as zeros (a zeroed grain, a ZERO extent,
+				a hole of a sparse file, unallocated down to
+				the bottom of the chain) */
+};
+
+struct bdev_host_run {
+	uint64_t length;      /* bytes from the asked offset with this answer,
+				 1 to the asked length */
+	int fd;               /* FILE: a descriptor to read them from; else -1 */
+	uint64_t file_offset; /* FILE: where the asked offset lives in fd */
+};
+
+/*
+ * Where the first run of [offset, offset + length) of the image lives on
+ * the host, looked up through the whole chain (unallocated ranges in the
+ * parents), so that a caller can move uncompressed data between files with
+ * copy_file_range(2) or splice(2) instead of through memory. Returns an
+ * enum bdev_host_kind and fills *run, or -errno.
+ *
+ * What the caller may assume for a FILE answer:
+ *  - fd belongs to the image: only read it at explicit offsets (pread,
+ *    copy_file_range, splice with an offset, a read-only mapping); never
+ *    close it, seek it or write to it. It stays open until bdev_close(b), also after
+ *    bdev_snapshot(b) moved new writes to a child.
+ *  - Until a write, discard or write-zeroes of an overlapping range is
+ *    queued on b, the run->length bytes at run->file_offset of fd are the
+ *    image's bytes. After one, they may be the old bytes, as for a read
+ *    that raced it, but never another range's: storage the engine gave a
+ *    grain is not reused while the image is open. A caller that must see
+ *    every write asks again after its writes complete.
+ *  - fd may end early (a flat extent file shorter than its extent): read
+ *    what is missing with bdev_pread, which says what is wrong.
+ * Any number of threads may call this at once, also while others write.
+ */
+int bdev_map_host(struct bdev *b, uint64_t offset, uint64_t length,
+		  struct bdev_host_run *run);
+
 /* ---- I/O ----------------------------------------------------------------
  *
  * Asynchronous calls queue a request on q and return at once (0 or -errno).

@@ -317,6 +317,75 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 	}
 }
 
+/* Where the first run of [off, off + len) of layer and its parents lives
+   on the host; the caller holds the top's top_lock shared. */
+static int host_run(struct bdev *layer, uint64_t off, uint64_t len,
+		    struct bdev_host_run *run)
+{
+	for (;;) {
+		struct bdev_map m;
+		uint64_t lim;
+		int ret;
+
+		if (!layer || off >= layer->info.size) {
+			run->length = len; /* zeros below the chain */
+			return BDEV_HOST_ZERO;
+		}
+		lim = layer->info.size - off < len ? layer->info.size - off : len;
+		ret = layer->fmt->map(layer, off, lim, &m);
+		if (ret < 0)
+			return ret;
+		if (m.len == 0 || m.len > lim)
+			return bdev_err(-EIO, "%s: format driver mapped %" PRIu64
+					" bytes at offset %" PRIu64 ", expected 1 to %"
+					PRIu64, layer->filename, m.len, off, lim);
+		run->length = m.len;
+		switch (m.kind) {
+		case BDEV_MAP_DATA:
+			if (m.src->fd < 0)
+				return BDEV_HOST_OTHER;
+			run->fd = m.src->fd;
+			run->file_offset = m.src->base + m.src_off;
+			return BDEV_HOST_FILE;
+		case BDEV_MAP_ZERO:
+			return BDEV_HOST_ZERO;
+		case BDEV_MAP_UNALLOC:
+			layer = layer->backing;
+			len = m.len;
+			break;
+		case BDEV_MAP_COMPRESSED:
+		case BDEV_MAP_NOACCESS:
+		default:
+			return BDEV_HOST_OTHER;
+		}
+	}
+}
+
+/* Where the first run of [offset, offset + length) lives on the host; see
+   blockengine.h. The top lock keeps bdev_snapshot from swapping the top
+   layer while its driver answers. */
+int bdev_map_host(struct bdev *b, uint64_t offset, uint64_t length,
+		  struct bdev_host_run *run)
+{
+	int ret;
+
+	bdev_err_clear();
+	if (!b || !run)
+		return bdev_err(-EINVAL, "bdev_map_host: no image or result");
+	if (length == 0 || offset >= b->info.size)
+		return bdev_err(-EINVAL, "%s: host mapping of %" PRIu64
+				" bytes at offset %" PRIu64 " is outside the "
+				"image (%" PRIu64 " bytes)", b->filename, length,
+				offset, b->info.size);
+	if (length > b->info.size - offset)
+		length = b->info.size - offset;
+	*run = (struct bdev_host_run){ .fd = -1 };
+	pthread_rwlock_rdlock(&b->top_lock);
+	ret = host_run(b, offset, length, run);
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
+}
+
 /* Counters of the image's caches, summed over its chain of layers. */
 void bdev_get_stats(const struct bdev *b, struct bdev_stats *out)
 {

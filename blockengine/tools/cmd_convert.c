@@ -3,11 +3,15 @@
  * raw file, or write it as a new VMDK of any subformat (-O vmdk) through the
  * engine's image writer. Zero and unallocated ranges are skipped (the output is
  * truncated to size first, so they read as holes), and so are all-zero
- * blocks inside data. Reads are large and several are in flight on each
- * worker's own queue. The grains of a compressed image are inflated by the
- * engine's pool of inflate threads while the worker writes, so one worker
- * serves them; streamOptimized output gets two, because the image writer
- * compresses on the thread that writes.
+ * blocks inside data. Raw output copies data the engine says is stored as
+ * is in a host file (bdev_map_host) from file to file: copy_file_range(2),
+ * or across file systems pwrite(2) from a mapping of the source pages,
+ * never through a buffer of this process. Everything else is read through the
+ * engine: reads are large and several are in flight on each worker's own
+ * queue. The grains of a compressed image are inflated by the engine's pool
+ * of inflate threads while the worker writes, so one worker serves them;
+ * streamOptimized output gets two, because the image writer compresses on
+ * the thread that writes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,7 +60,10 @@ static const char convert_help[] =
 "                inflate threads inflate compressed grains; max 16)\n"
 "  -h, --help    show this help\n"
 "\n"
-"Requests are 1 MiB reads. DST is written with pwrite(2).\n"
+"Requests are 1 MiB. With raw output, data stored uncompressed in SRC's\n"
+"files is copied by the kernel with copy_file_range(2) (between file\n"
+"systems: pwrite(2) from a mapping of SRC's pages); other data is read\n"
+"through the engine and written with pwrite(2).\n"
 "\n"
 "Examples:\n"
 "  vmdk convert -O raw disk.vmdk disk.raw\n"
@@ -72,6 +80,8 @@ struct conv {
 	struct bdev_writer *w;	/* -O vmdk: the image writer, else NULL */
 	uint64_t align;		/* -O vmdk: the writer's grain */
 	bool write_all;		/* DST cannot be truncated: write zeros too */
+	bool direct;		/* raw output: copy FILE runs file to file */
+	_Atomic int copy_how;	/* enum copy_how: the best that works */
 	size_t sparse;		/* zero runs at least this long become holes */
 	unsigned depth;
 
@@ -84,6 +94,24 @@ struct conv {
 
 	_Atomic uint64_t done;
 	_Atomic unsigned workers_left;
+};
+
+/* How FILE runs move from SRC's files to DST, best first; a worker that
+   finds one unsupported moves everyone down to the next. COPY_MMAP writes
+   from a mapping of SRC's pages: one copy, as copy_file_range makes. */
+enum copy_how { COPY_RANGE, COPY_MMAP, COPY_NONE };
+
+/* A worker's window of one of SRC's files, mapped read-only on first use
+   to find zero blocks in (and for COPY_MMAP, to write from). A window
+   spares an mmap and munmap per run (measured on 1 GiB: 0.52 -> 0.41 s of
+   CPU). */
+#define MAP_WINDOW (64u << 20)
+
+struct srcmap {
+	int fd;
+	uint64_t off;
+	size_t len;
+	void *p;
 };
 
 struct slot {
@@ -266,6 +294,195 @@ static int write_grains(struct conv *cv, const char *buf, size_t len,
 	return 0;
 }
 
+/* True for the errors that mean "this kind of copy is not possible
+   between these files", as opposed to an I/O error. */
+static bool copy_unsupported(int err)
+{
+	return err == EXDEV || err == EINVAL || err == ENOSYS ||
+	       err == EOPNOTSUPP || err == ENOTSUP || err == EBADF ||
+	       err == EPERM || err == ETXTBSY;
+}
+
+/* Moves down to how (never up) after a copy kind failed as unsupported. */
+static void copy_demote(struct conv *cv, int how)
+{
+	int cur = atomic_load(&cv->copy_how);
+
+	while (cur < how && !atomic_compare_exchange_weak(&cv->copy_how, &cur,
+							    how))
+		;
+}
+
+static void srcmap_close(struct srcmap *m)
+{
+	if (m->p)
+		munmap(m->p, m->len);
+	m->p = NULL;
+}
+
+/* len bytes at in of fd, mapped read-only through m's window, or NULL. */
+static const char *window_at(struct srcmap *m, int fd, uint64_t in,
+			     size_t len)
+{
+	uint64_t start = in - in % MAP_WINDOW;
+	size_t wlen = MAP_WINDOW;
+
+	if (m->p && m->fd == fd && in >= m->off && in + len <= m->off + m->len)
+		return (const char *)m->p + (in - m->off);
+	srcmap_close(m);
+	if (in + len > start + wlen) { /* across windows: just this run */
+		start = in - in % 4096;
+		wlen = (size_t)(in + len - start);
+	}
+	/* pages past the end of fd are never touched: runs lie inside it */
+	m->p = mmap(NULL, wlen, PROT_READ, MAP_SHARED, fd, (off_t)start);
+	if (m->p == MAP_FAILED) {
+		m->p = NULL;
+		return NULL;
+	}
+	m->fd = fd;
+	m->off = start;
+	m->len = wlen;
+	return (const char *)m->p + (in - start);
+}
+
+/*
+ * Copies len bytes at in of fd (mapped at src when not NULL) to out of DST
+ * without a buffer of ours. Returns the bytes copied: fewer than len when
+ * SRC's file ends early or neither way works between these files (the
+ * caller reads the rest through the engine), or -errno on an I/O error.
+ */
+static ssize_t copy_bytes(struct conv *cv, struct srcmap *m, int fd,
+			  const char *src, uint64_t in, uint64_t out,
+			  size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		int how = atomic_load(&cv->copy_how);
+		ssize_t r;
+
+		if (how == COPY_RANGE) {
+			loff_t i = (loff_t)(in + done), o = (loff_t)(out + done);
+
+			r = copy_file_range(fd, &i, cv->dst_fd, &o, len - done, 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0 && copy_unsupported(errno)) {
+				copy_demote(cv, COPY_MMAP);
+				continue;
+			}
+			if (r < 0)
+				return -errno;
+			if (r == 0)
+				return (ssize_t)done; /* SRC's file ends early */
+			done += (size_t)r;
+		} else if (how == COPY_MMAP) {
+			int ret;
+
+			if (!src)
+				src = window_at(m, fd, in, len);
+			if (!src)
+				return (ssize_t)done;
+			ret = write_full(cv->dst_fd, src + done, len - done,
+					 out + done);
+			return ret < 0 ? ret : (ssize_t)len;
+		} else {
+			return (ssize_t)done;
+		}
+	}
+	return (ssize_t)done;
+}
+
+/*
+ * Copies len bytes stored at in of fd (virtual offset voff) to DST,
+ * leaving all-zero blocks of -S bytes as holes: the run is mapped (no copy,
+ * the page cache's own pages) to find them. Returns the bytes handled from
+ * the start (fewer than len: the caller reads the rest through the engine)
+ * or -errno.
+ */
+static ssize_t copy_run(struct conv *cv, struct srcmap *m, int fd,
+			uint64_t in, uint64_t voff, size_t len)
+{
+	size_t blk = cv->sparse, pos = 0;
+	const char *map;
+
+	if (blk == 0)
+		return copy_bytes(cv, m, fd, NULL, in, voff, len);
+	map = window_at(m, fd, in, len);
+	if (!map)
+		return 0;
+	while (pos < len) {
+		size_t start, n;
+		ssize_t r;
+
+		while (pos < len) {
+			n = len - pos < blk ? len - pos : blk;
+			if (!buf_is_zero(map + pos, n))
+				break;
+			pos += n;
+		}
+		start = pos;
+		while (pos < len) {
+			n = len - pos < blk ? len - pos : blk;
+			if (buf_is_zero(map + pos, n))
+				break;
+			pos += n;
+		}
+		if (pos == start)
+			continue;
+		r = copy_bytes(cv, m, fd, map + start, in + start, voff + start,
+			       pos - start);
+		if (r < (ssize_t)(pos - start))
+			return r < 0 ? r : (ssize_t)start + r;
+	}
+	return (ssize_t)len;
+}
+
+/*
+ * Handles [off, off + len) without the engine's reads where it can: FILE
+ * runs copied file to file, ZERO runs left as holes. Returns the bytes
+ * handled from off; the rest (from the first run that must be read, or
+ * that could not be copied) is for the engine. -errno after conv_fail.
+ */
+static int64_t copy_direct(struct conv *cv, struct srcmap *m, uint64_t off,
+			   uint64_t len)
+{
+	uint64_t pos = 0;
+	char msg[512];
+
+	while (pos < len && atomic_load(&cv->copy_how) != COPY_NONE) {
+		struct bdev_host_run run;
+		int k = bdev_map_host(cv->b, off + pos, len - pos, &run);
+		ssize_t n;
+
+		if (k < 0) {
+			conv_fail_bdev(cv, k, "host mapping");
+			return k;
+		}
+		if (k == BDEV_HOST_OTHER)
+			break;
+		if (k == BDEV_HOST_FILE) {
+			n = copy_run(cv, m, run.fd, run.file_offset, off + pos,
+				     (size_t)run.length);
+			if (n < 0) {
+				snprintf(msg, sizeof(msg), "copying to output at "
+					 "offset %" PRIu64 ": %s", off + pos,
+					 strerror((int)-n));
+				conv_fail(cv, (int)n, msg);
+				return n;
+			}
+			if ((uint64_t)n < run.length) {
+				pos += (uint64_t)n;
+				break;
+			}
+		}
+		pos += run.length;
+	}
+	cv->done += pos;
+	return (int64_t)pos;
+}
+
 static void read_done(void *opaque, int ret)
 {
 	struct slot *s = opaque;
@@ -296,10 +513,33 @@ static void read_done(void *opaque, int ret)
 	cv->done += s->len;
 }
 
+/* The next range the engine must read into s (ranges the kernel copies
+   whole are done on the way). False when there is none left. */
+static bool next_for_engine(struct conv *cv, struct srcmap *m,
+			    struct slot *s)
+{
+	uint64_t off;
+	size_t len;
+
+	while (conv_next(cv, &off, &len)) {
+		int64_t n = cv->direct ? copy_direct(cv, m, off, len) : 0;
+
+		if (n < 0)
+			return false;
+		if ((uint64_t)n < len) {
+			s->off = off + (uint64_t)n;
+			s->len = len - (size_t)n;
+			return true;
+		}
+	}
+	return false;
+}
+
 static void *worker(void *arg)
 {
 	struct conv *cv = arg;
 	struct bdev_queue *q = NULL;
+	struct srcmap map = { .fd = -1 };
 	struct slot *slots;
 	unsigned i, inflight = 0;
 	bool more = true;
@@ -328,7 +568,7 @@ static void *worker(void *arg)
 
 			if (s->busy)
 				continue;
-			if (!conv_next(cv, &s->off, &s->len)) {
+			if (!next_for_engine(cv, &map, s)) {
 				more = false;
 				break;
 			}
@@ -362,6 +602,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&cv->lock);
 	}
 	bdev_queue_free(q);
+	srcmap_close(&map);
 out_free:
 	for (i = 0; i < cv->depth; i++)
 		free(slots[i].buf);
@@ -511,19 +752,34 @@ int cmd_convert(int argc, char **argv)
 		goto out_close;
 	}
 	if (fstat(cv.dst_fd, &st) == 0 && S_ISREG(st.st_mode)) {
-		/* Truncate to 0 only a file that has data: on ext4 that arms
-		   auto_da_alloc, and close(2) then writes back the whole
-		   output (1 GiB: 0.45 s; qemu-img creates a new file without
-		   truncating it). */
+		int fd;
+
+		/* Truncate to 0 only a file that has data (qemu-img creates a
+		   new file without truncating it). */
 		if ((st.st_size && ftruncate(cv.dst_fd, 0) < 0) ||
 		    ftruncate(cv.dst_fd, (off_t)cv.size) < 0) {
 			tool_err("cannot size output '%s' to %" PRIu64 " bytes: %s",
 				 dst, cv.size, strerror(errno));
 			goto out_fd;
 		}
+		/* Write through a fresh open, as qemu-img does: ext4 flushes
+		   a file truncated to 0 when that descriptor closes (its
+		   auto_da_alloc), which on 1 GiB blocked close(2) for 0.5 s. */
+		fd = open(dst, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			tool_err("cannot open output '%s': %s", dst,
+				 strerror(errno));
+			goto out_fd;
+		}
+		close(cv.dst_fd);
+		cv.dst_fd = fd;
 	} else {
 		cv.write_all = true;
 	}
+	/* Zero blocks of FILE runs are found by mapping SRC's files; with -U
+	   a writer might shrink one under the mapping (SIGBUS), so -U reads
+	   everything through the engine. */
+	cv.direct = !cv.write_all && !share;
 start:
 	/* Raw output: two workers overlap one's pwrite(2) with the other's
 	   reads (measured: 1 GiB sparse, 0.6-1.5 s -> 0.46-1.0 s). Compressed
