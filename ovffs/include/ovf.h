@@ -311,6 +311,14 @@ ssize_t ovf_tar_header(void *buf, size_t cap, const char *name, uint64_t size,
 ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
 			     uint64_t size, int64_t mtime);
 
+/*
+ * Rename from to to without ever replacing an existing to (-EEXIST then):
+ * how ovf_pack and `ovf create` publish an archive built under a
+ * temporary name. Falls back to link + unlink where the file system lacks
+ * RENAME_NOREPLACE. Returns 0 or -errno.
+ */
+int ovf_rename_noreplace(const char *from, const char *to);
+
 /* Extract every member of the package into dir (created if missing). */
 int ovf_unpack(struct ovf_pkg *p, const char *dir);
 

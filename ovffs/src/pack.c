@@ -263,8 +263,7 @@ static int create_temp_beside(const char *path, char **tmp)
 	return ovf_err(-EEXIST, "%s: no free temporary name beside it", path);
 }
 
-/* Renames from to to, failing with -EEXIST rather than replacing to. */
-static int rename_noreplace(const char *from, const char *to)
+int ovf_rename_noreplace(const char *from, const char *to)
 {
 	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
 		return 0;
@@ -436,7 +435,7 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		goto err_close_out;
 	}
 	out = -1;
-	r = rename_noreplace(tmp, out_path);
+	r = ovf_rename_noreplace(tmp, out_path);
 	if (r < 0) {
 		r = ovf_err(r, "%s: %s", out_path, r == -EEXIST ?
 			    "appeared while packing; refusing to overwrite it" :

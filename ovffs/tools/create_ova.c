@@ -76,19 +76,6 @@ static void hash_buf(const void *p, size_t len, char *hex)
 		sprintf(hex + 2 * i, "%02x", dig[i]);
 }
 
-/* Renames from to to, failing rather than replacing an existing to. */
-static int rename_noreplace(const char *from, const char *to)
-{
-	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -errno;
-	if (link(from, to) < 0) /* file systems without RENAME_NOREPLACE */
-		return -errno;
-	unlink(from);
-	return 0;
-}
-
 /* The manifest: the descriptor's digest desc_hex, then each disk's. */
 static char *manifest_text(const char *ovfname, const char *desc_hex,
 			   const struct disk_job *jobs, int nd, size_t *len)
@@ -280,7 +267,7 @@ int create_build_ova(const char *work, const char *out, const struct vm_spec *vm
 		goto err_unlink;
 	}
 	fd = -1;
-	r = rename_noreplace(arch, out);
+	r = ovf_rename_noreplace(arch, out);
 	if (r < 0) {
 		fprintf(stderr, "ovf create: %s: %s\n", out, strerror(-r));
 		goto err_unlink;
