@@ -190,8 +190,8 @@ struct bdev_host_run {
  * What the caller may assume for a FILE answer:
  *  - fd belongs to the image: only read it at explicit offsets (pread,
  *    copy_file_range, splice with an offset, a read-only mapping); never
- *    close it, seek it or write to it. It stays open until bdev_close(b), also after
- *    bdev_snapshot(b) moved new writes to a child.
+ *    close it, seek it or write to it. It stays open until bdev_close(b),
+ *    also after bdev_snapshot(b) moved new writes to a child.
  *  - Until a write, discard or write-zeroes of an overlapping range is
  *    queued on b, the run->length bytes at run->file_offset of fd are the
  *    image's bytes. After one, they may be the old bytes, as for a read
