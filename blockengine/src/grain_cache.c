@@ -162,14 +162,13 @@ static void gc_evict(struct grain_cache *gc, struct gc_ent *ent)
 	gcache_put(&ent->pub);
 }
 
-/* A referenced entry for (src, off), freshened in the LRU, or NULL. */
-struct gcache_entry *gcache_lookup(struct grain_cache *gc,
-				   const struct bsrc *src, uint64_t off)
+/* The entry for (src, off), referenced and freshened in the LRU, or NULL
+   (lock held). */
+static struct gc_ent *gc_get(struct grain_cache *gc, const struct bsrc *src,
+			     uint64_t off)
 {
-	struct gc_ent *ent;
+	struct gc_ent *ent = gc_find(gc, src, off);
 
-	pthread_mutex_lock(&gc->lock);
-	ent = gc_find(gc, src, off);
 	if (ent) {
 		atomic_fetch_add(&ent->refs, 1);
 		if (gc->head != ent) {
@@ -177,6 +176,17 @@ struct gcache_entry *gcache_lookup(struct grain_cache *gc,
 			gc_lru_push(gc, ent);
 		}
 	}
+	return ent;
+}
+
+/* A referenced entry for (src, off), freshened in the LRU, or NULL. */
+struct gcache_entry *gcache_lookup(struct grain_cache *gc,
+				   const struct bsrc *src, uint64_t off)
+{
+	struct gc_ent *ent;
+
+	pthread_mutex_lock(&gc->lock);
+	ent = gc_get(gc, src, off);
 	pthread_mutex_unlock(&gc->lock);
 	return ent ? &ent->pub : NULL;
 }
@@ -383,18 +393,18 @@ void gcache_claim_end(struct grain_cache *gc, const struct bsrc *src,
 	pthread_mutex_unlock(&gc->lock);
 }
 
-/* gcache_lookup() that joins a read-ahead in progress (see grain_cache.h). */
+/* gcache_lookup() that joins a read-ahead in progress (see grain_cache.h):
+   one lock round trip when nothing is read ahead. */
 struct gcache_entry *gcache_lookup_join(struct grain_cache *gc,
 					const struct bsrc *src, uint64_t off)
 {
-	struct gcache_entry *e = gcache_lookup(gc, src, off);
+	struct gc_ent *ent;
 	struct gc_claim *c;
 
-	if (e)
-		return e;
 	pthread_mutex_lock(&gc->lock);
 	for (;;) {
-		c = gc->nclaims ? gc_claim_find(gc, src, off) : NULL;
+		ent = gc_get(gc, src, off);
+		c = ent || !gc->nclaims ? NULL : gc_claim_find(gc, src, off);
 		if (!c || c->state != GC_CLAIM_RUNNING)
 			break;
 		pthread_cond_wait(&gc->claimed, &gc->lock);
@@ -402,5 +412,5 @@ struct gcache_entry *gcache_lookup_join(struct grain_cache *gc,
 	if (c && c->state == GC_CLAIM_QUEUED)
 		c->state = GC_CLAIM_TAKEN;
 	pthread_mutex_unlock(&gc->lock);
-	return c ? NULL : gcache_lookup(gc, src, off);
+	return ent ? &ent->pub : NULL;
 }
