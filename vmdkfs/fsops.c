@@ -601,7 +601,7 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp,
 	/* libfuse splices only replies of two pages or more; it would copy
 	   a smaller one from the file into a buffer of its own anyway */
 	if ((h->kind == NODE_DISK || h->kind == NODE_PART) && !fs->writable &&
-	    off >= 0 && (uint64_t)off < h->win->size && size >= 8192) {
+	    fs->splice_reads && off >= 0 && (uint64_t)off < h->win->size && size >= 8192) {
 		size_t n = (uint64_t)size > h->win->size - (uint64_t)off ?
 			   (size_t)(h->win->size - (uint64_t)off) : size;
 
@@ -798,7 +798,11 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	 * default of 12 in flight would cap a depth-32 reader. */
 	conn->max_background = VMDKFS_MAX_BACKGROUND;
 	conn->congestion_threshold = VMDKFS_MAX_BACKGROUND * 3 / 4;
-	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+	/* Splicing pays for replies of host-file runs (no copy through the
+	 * daemon) but costs a memory reply a second copy, into fresh pipe
+	 * pages: an image all of compressed grains (streamOptimized, no
+	 * parent) never has a run to splice, so it replies with writev. */
+	if ((conn->capable & FUSE_CAP_SPLICE_WRITE) && v->fs->splice_reads)
 		conn->want |= FUSE_CAP_SPLICE_WRITE;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;

@@ -290,6 +290,10 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 		oo.flags |= BDEV_O_RDWR;
 	else if (o->share)
 		oo.flags |= BDEV_O_SHARE;
+	/* a read-only mount's sequential reader arrives as requests spread
+	   over the FUSE threads: read compressed grains ahead image-wide */
+	if (!fs->writable)
+		oo.flags |= BDEV_O_STREAM_READAHEAD;
 	ret = bdev_open(o->image, &oo, &fs->bdev);
 	if (ret < 0) {
 		const char *msg = bdev_errmsg();
@@ -318,6 +322,11 @@ opened:
 		goto err_close;
 	}
 	fs->size = in.size;
+	/* every grain of a streamOptimized image without a parent is
+	   compressed: no reply of it has a host-file run to splice */
+	fs->splice_reads = !(in.subformat &&
+			     !strcmp(in.subformat, "streamOptimized") &&
+			     !in.parent_hint);
 	return 0;
 
 err_close:

@@ -55,6 +55,7 @@ struct vmdkfs_window {
 
 struct vmdkfs {
 	struct bdev *bdev;
+	bool splice_reads; /* replies may splice host-file runs (see op_init) */
 	const char *image;
 	uint64_t size;
 	struct timespec mtime; /* of the image file, shown on every node */

@@ -41,6 +41,11 @@ enum bdev_open_flag {
 	BDEV_O_FORCE_CID = 1u << 3,    /* open a delta whose parentCID does not
 					  match its parent's CID */
 	BDEV_O_NO_BACKING = 1u << 4,   /* top layer only; unallocated reads zero */
+	BDEV_O_STREAM_READAHEAD = 1u << 5, /* one sequential reader whose
+					  requests arrive on many queues (a
+					  FUSE mount): compressed grains are
+					  read ahead image-wide, on the inflate
+					  pool, into the inflated-grain cache */
 };
 
 struct bdev_open_opts {

@@ -20,9 +20,27 @@ struct gc_ent {
 	uint8_t data[];
 };
 
+/* A grain claimed by a read-ahead job: queued, inflating, or taken back
+   by a reader before the job started. */
+enum gc_claim_state { GC_CLAIM_QUEUED, GC_CLAIM_RUNNING, GC_CLAIM_TAKEN };
+
+#define GC_MAX_CLAIMS 64u
+
+struct gc_claim {
+	const struct bsrc *src;
+	uint64_t off;
+	enum gc_claim_state state;
+};
+
 struct grain_cache {
 	pthread_mutex_t lock;
 	pthread_cond_t decoded;
+	pthread_cond_t claimed; /* a claim ended */
+	unsigned nclaims;
+	struct gc_claim claims[GC_MAX_CLAIMS];
+	uint64_t stream_end; /* end of the sequential stream's furthest read */
+	uint64_t ra_upto;    /* read ahead (claimed or skipped) up to here */
+	uint64_t last_end;   /* end of the last request noted */
 	atomic_uint refs;
 	bool dead;
 	unsigned decoding;
@@ -64,6 +82,7 @@ struct grain_cache *gcache_new(uint64_t cap_bytes)
 	atomic_init(&gc->refs, 1);
 	pthread_mutex_init(&gc->lock, NULL);
 	pthread_cond_init(&gc->decoded, NULL);
+	pthread_cond_init(&gc->claimed, NULL);
 	return gc;
 }
 
@@ -143,14 +162,13 @@ static void gc_evict(struct grain_cache *gc, struct gc_ent *ent)
 	gcache_put(&ent->pub);
 }
 
-/* A referenced entry for (src, off), freshened in the LRU, or NULL. */
-struct gcache_entry *gcache_lookup(struct grain_cache *gc,
-				   const struct bsrc *src, uint64_t off)
+/* The entry for (src, off), referenced and freshened in the LRU, or NULL
+   (lock held). */
+static struct gc_ent *gc_get(struct grain_cache *gc, const struct bsrc *src,
+			     uint64_t off)
 {
-	struct gc_ent *ent;
+	struct gc_ent *ent = gc_find(gc, src, off);
 
-	pthread_mutex_lock(&gc->lock);
-	ent = gc_find(gc, src, off);
 	if (ent) {
 		atomic_fetch_add(&ent->refs, 1);
 		if (gc->head != ent) {
@@ -158,18 +176,47 @@ struct gcache_entry *gcache_lookup(struct grain_cache *gc,
 			gc_lru_push(gc, ent);
 		}
 	}
+	return ent;
+}
+
+/* A referenced entry for (src, off), freshened in the LRU, or NULL. */
+struct gcache_entry *gcache_lookup(struct grain_cache *gc,
+				   const struct bsrc *src, uint64_t off)
+{
+	struct gc_ent *ent;
+
+	pthread_mutex_lock(&gc->lock);
+	ent = gc_get(gc, src, off);
 	pthread_mutex_unlock(&gc->lock);
 	return ent ? &ent->pub : NULL;
 }
 
-/* Whether (src, off) is cached right now. */
+/* The claim on (src, off), or NULL (lock held). */
+static struct gc_claim *gc_claim_find(struct grain_cache *gc,
+				      const struct bsrc *src, uint64_t off)
+{
+	for (unsigned i = 0; i < gc->nclaims; i++)
+		if (gc->claims[i].src == src && gc->claims[i].off == off)
+			return &gc->claims[i];
+	return NULL;
+}
+
+/* Drops claim c and wakes readers waiting for one (lock held). */
+static void gc_claim_drop(struct grain_cache *gc, struct gc_claim *c)
+{
+	*c = gc->claims[--gc->nclaims];
+	pthread_cond_broadcast(&gc->claimed);
+}
+
+/* Whether (src, off) is cached right now, or claimed by a read-ahead. */
 bool gcache_contains(struct grain_cache *gc, const struct bsrc *src,
 		     uint64_t off)
 {
 	bool found;
 
 	pthread_mutex_lock(&gc->lock);
-	found = gc_find(gc, src, off) != NULL;
+	found = gc_find(gc, src, off) != NULL ||
+		(gc->nclaims && gc_claim_find(gc, src, off));
 	pthread_mutex_unlock(&gc->lock);
 	return found;
 }
@@ -215,6 +262,7 @@ void gcache_unref(struct grain_cache *gc)
 	while (gc->tail)
 		gc_evict(gc, gc->tail);
 	pthread_cond_destroy(&gc->decoded);
+	pthread_cond_destroy(&gc->claimed);
 	pthread_mutex_destroy(&gc->lock);
 	free(gc->buckets);
 	free(gc);
@@ -256,4 +304,113 @@ void gcache_decode_end(struct grain_cache *gc)
 	if (--gc->decoding == 0)
 		pthread_cond_broadcast(&gc->decoded);
 	pthread_mutex_unlock(&gc->lock);
+}
+
+/*
+ * Follows the sequential stream: a request that starts near its end (up to
+ * four request lengths behind, for the requests of one stream served out
+ * of order by several threads, or one length ahead) continues it, and the
+ * stream should then be read ahead up to window bytes past the request.
+ * Anything else is a random read and leaves the stream alone.
+ */
+bool gcache_stream_note(struct grain_cache *gc, uint64_t off, uint64_t len,
+			uint64_t window, uint64_t *from, uint64_t *to)
+{
+	uint64_t end = off + len, lo, want;
+	bool ra = false;
+
+	pthread_mutex_lock(&gc->lock);
+	lo = gc->stream_end > 4 * len ? gc->stream_end - 4 * len : 0;
+	if (off >= lo && off <= gc->stream_end + len) {
+		if (end > gc->stream_end)
+			gc->stream_end = end;
+		want = end + window;
+		*from = gc->ra_upto > end ? gc->ra_upto : end;
+		if (gc->ra_upto > want + window)
+			*from = end; /* the stream restarted behind */
+		if (*from < want) {
+			*to = want;
+			gc->ra_upto = want;
+			ra = true;
+		}
+	} else if (off == 0 || off == gc->last_end) {
+		gc->stream_end = end; /* a new stream starts here */
+		gc->ra_upto = end;
+	}
+	gc->last_end = end;
+	pthread_mutex_unlock(&gc->lock);
+	return ra;
+}
+
+/* Claims (src, off) for a read-ahead job (see grain_cache.h). */
+bool gcache_claim(struct grain_cache *gc, const struct bsrc *src,
+		  uint64_t off)
+{
+	bool ok;
+
+	pthread_mutex_lock(&gc->lock);
+	ok = !gc->dead && gc->nclaims < GC_MAX_CLAIMS &&
+	     !gc_find(gc, src, off) && !gc_claim_find(gc, src, off);
+	if (ok)
+		gc->claims[gc->nclaims++] = (struct gc_claim){
+			.src = src, .off = off, .state = GC_CLAIM_QUEUED };
+	pthread_mutex_unlock(&gc->lock);
+	return ok;
+}
+
+/* A job starts its claimed grain: false (claim dropped) when a reader took
+   it back. */
+bool gcache_claim_start(struct grain_cache *gc, const struct bsrc *src,
+			uint64_t off)
+{
+	struct gc_claim *c;
+	bool run = false;
+
+	pthread_mutex_lock(&gc->lock);
+	c = gc_claim_find(gc, src, off);
+	if (c && c->state == GC_CLAIM_QUEUED) {
+		c->state = GC_CLAIM_RUNNING;
+		run = true;
+	} else if (c) {
+		gc_claim_drop(gc, c);
+	}
+	pthread_mutex_unlock(&gc->lock);
+	return run;
+}
+
+/* A job ends its grain: lists e (NULL: it failed) and drops the claim. */
+void gcache_claim_end(struct grain_cache *gc, const struct bsrc *src,
+		      uint64_t off, struct gcache_entry *e)
+{
+	struct gc_claim *c;
+
+	if (e)
+		gcache_insert(gc, src, off, e);
+	pthread_mutex_lock(&gc->lock);
+	c = gc_claim_find(gc, src, off);
+	if (c)
+		gc_claim_drop(gc, c);
+	pthread_mutex_unlock(&gc->lock);
+}
+
+/* gcache_lookup() that joins a read-ahead in progress (see grain_cache.h):
+   one lock round trip when nothing is read ahead. */
+struct gcache_entry *gcache_lookup_join(struct grain_cache *gc,
+					const struct bsrc *src, uint64_t off)
+{
+	struct gc_ent *ent;
+	struct gc_claim *c;
+
+	pthread_mutex_lock(&gc->lock);
+	for (;;) {
+		ent = gc_get(gc, src, off);
+		c = ent || !gc->nclaims ? NULL : gc_claim_find(gc, src, off);
+		if (!c || c->state != GC_CLAIM_RUNNING)
+			break;
+		pthread_cond_wait(&gc->claimed, &gc->lock);
+	}
+	if (c && c->state == GC_CLAIM_QUEUED)
+		c->state = GC_CLAIM_TAKEN;
+	pthread_mutex_unlock(&gc->lock);
+	return ent ? &ent->pub : NULL;
 }

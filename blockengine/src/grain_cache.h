@@ -46,6 +46,34 @@ void gcache_insert(struct grain_cache *gc, const struct bsrc *src,
 /* Drops a reference taken by lookup or entry_new. */
 void gcache_put(struct gcache_entry *e);
 
+/*
+ * Image-wide read-ahead (BDEV_O_STREAM_READAHEAD). gcache_stream_note()
+ * follows one sequential stream whose requests arrive on any thread, and
+ * says which range [*from, *to) to read ahead now (false: none). Each
+ * grain read ahead is claimed (gcache_claim) before its job is queued to
+ * the pool; the job starts it (gcache_claim_start: false when a reader
+ * took the grain back meanwhile) and ends it (gcache_claim_end), listing
+ * the inflated entry and waking readers that waited for it.
+ */
+bool gcache_stream_note(struct grain_cache *gc, uint64_t off, uint64_t len,
+			uint64_t window, uint64_t *from, uint64_t *to);
+/* Claims (src, off) for a read-ahead job: false when it is cached or
+   claimed already, or too many are. */
+bool gcache_claim(struct grain_cache *gc, const struct bsrc *src,
+		  uint64_t off);
+bool gcache_claim_start(struct grain_cache *gc, const struct bsrc *src,
+			uint64_t off);
+void gcache_claim_end(struct grain_cache *gc, const struct bsrc *src,
+		      uint64_t off, struct gcache_entry *e);
+/*
+ * gcache_lookup() for a reader that would otherwise read the record
+ * itself: when a read-ahead job is inflating it now, waits for that job
+ * (it never waits on anything) and returns its entry; when the job has
+ * not started, takes the grain back (the job skips it) and returns NULL.
+ */
+struct gcache_entry *gcache_lookup_join(struct grain_cache *gc,
+					const struct bsrc *src, uint64_t off);
+
 /* Brackets a decode that uses the layer: false when the layer is closed. */
 bool gcache_decode_begin(struct grain_cache *gc);
 void gcache_decode_end(struct grain_cache *gc);

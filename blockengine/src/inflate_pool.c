@@ -97,7 +97,8 @@ static void *ipool_worker_main(void *arg)
 		ring_fd = j->ring_fd;
 		user_data = j->user_data;
 		j->run(j);
-		ipool_post(&w->ring, ring_fd, user_data);
+		if (ring_fd >= 0)
+			ipool_post(&w->ring, ring_fd, user_data);
 		pthread_mutex_lock(&pool.lock);
 	}
 	pthread_mutex_unlock(&pool.lock);

@@ -23,7 +23,8 @@
 
 struct ipool_job {
 	void (*run)(struct ipool_job *j); /* on a worker thread */
-	int ring_fd;        /* the owning queue's ring: gets a CQE after run */
+	int ring_fd;        /* the owning queue's ring: gets a CQE after run;
+			       -1: none (a job that frees itself in run) */
 	uint64_t user_data; /* that CQE's user_data (its res is 0) */
 	struct ipool_job *next;
 };

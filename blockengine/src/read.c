@@ -333,6 +333,109 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 		q->unsubmitted = 0;
 }
 
+/* A grain read ahead image-wide (BDEV_O_STREAM_READAHEAD), wholly on a
+   pool worker: it holds a reference to the cache, not to any queue. */
+struct stream_ra {
+	struct ipool_job job;
+	struct bdev *layer;
+	struct grain_cache *gc;
+	struct bdev_map m;
+};
+
+/* The worker reads the record with pread, inflates it into a new cache
+   entry and lists it, unless a reader took the grain back first or the
+   layer closed. */
+static void stream_ra_job(struct ipool_job *j)
+{
+	struct stream_ra *ra = (struct stream_ra *)((char *)j -
+					offsetof(struct stream_ra, job));
+	struct grain_cache *gc = ra->gc;
+	const struct bdev_map *m = &ra->m;
+	struct gcache_entry *e = NULL;
+	uint8_t *buf = NULL;
+
+	if (!gcache_claim_start(gc, m->src, m->src_off))
+		goto out_free;
+	if (!gcache_decode_begin(gc))
+		goto out_end;
+	buf = malloc(m->src_len ? m->src_len : 1);
+	e = gcache_entry_new(m->grain_size);
+	if (buf && e) {
+		struct bdev *b = ra->layer;
+		ssize_t n = m->src->ops->pread(m->src, buf, m->src_len,
+					       m->src_off);
+
+		if (n > 0 && !b->fmt->decode(b, m, buf, (size_t)n, e->data)) {
+			atomic_fetch_add(&b->stats.inflated, 1);
+			atomic_fetch_add(&b->stats.readahead, 1);
+		} else {
+			gcache_put(e);
+			e = NULL;
+		}
+	}
+	gcache_decode_end(gc);
+out_end:
+	gcache_claim_end(gc, m->src, m->src_off, e);
+	gcache_put(e);
+	free(buf);
+out_free:
+	gcache_unref(gc);
+	free(ra);
+}
+
+/*
+ * Image-wide read-ahead for a stream whose requests arrive on any queue:
+ * the grains of [from, to) not cached or claimed yet are claimed and
+ * queued to the pool, which reads and inflates them into the cache while
+ * the threads serve requests. The window is twice the request, at most a
+ * quarter of the cache, so the grains read ahead are not evicted before
+ * the stream reaches them.
+ */
+static void stream_readahead(struct bdev *layer, uint64_t off, uint64_t len)
+{
+	uint64_t window = 2 * len, from, to;
+
+	if (window < 512u << 10)
+		window = 512u << 10;
+	if (window > layer->opts.grain_cache_bytes / 4)
+		window = layer->opts.grain_cache_bytes / 4;
+	if (!gcache_stream_note(layer->gcache, off, len, window, &from, &to))
+		return;
+	if (to > layer->info.size)
+		to = layer->info.size;
+	while (from < to) {
+		struct bdev_map m;
+		struct stream_ra *ra;
+
+		if (layer->fmt->map(layer, from, to - from, &m) < 0 ||
+		    !m.len)
+			return;
+		from += m.len;
+		if (m.kind != BDEV_MAP_COMPRESSED ||
+		    m.grain_off != from - m.len ||
+		    !gcache_claim(layer->gcache, m.src, m.src_off))
+			continue;
+		ra = calloc(1, sizeof(*ra));
+		if (!ra) {
+			gcache_claim_end(layer->gcache, m.src, m.src_off,
+					 NULL);
+			return;
+		}
+		ra->layer = layer;
+		ra->gc = layer->gcache;
+		ra->m = m;
+		ra->job.run = stream_ra_job;
+		ra->job.ring_fd = -1;
+		gcache_ref(ra->gc);
+		if (!ipool_submit(&ra->job, layer->opts.inflate_threads)) {
+			gcache_claim_end(ra->gc, m.src, m.src_off, NULL);
+			gcache_unref(ra->gc);
+			free(ra);
+			return;
+		}
+	}
+}
+
 /* Serves a COMPRESSED run from the grain cache, reading and inflating the
    record on a miss; seq is the request's length if it is sequential. */
 static void run_compressed(struct bdev_queue *q, struct breq *r,
@@ -355,7 +458,7 @@ static void run_compressed(struct bdev_queue *q, struct breq *r,
 				      m->grain_off, m->grain_size));
 		return;
 	}
-	e = gcache_lookup(layer->gcache, m->src, m->src_off);
+	e = gcache_lookup_join(layer->gcache, m->src, m->src_off);
 	if (e) {
 		atomic_fetch_add(&layer->stats.grain_hits, 1);
 		iovcur_copy_in(cur, e->data + goff, m->len);
@@ -485,6 +588,13 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 	q->ra_b = b;
 	q->ra_end = offset + len;
 	pthread_rwlock_rdlock(&b->top_lock);
+	if (b->gcache && (b->opts.flags & BDEV_O_STREAM_READAHEAD) &&
+	    b->opts.readahead_grains != UINT32_MAX &&
+	    b->opts.inflate_threads != UINT32_MAX) {
+		/* image-wide instead of this queue's */
+		seq = 0;
+		stream_readahead(b, offset, len);
+	}
 	split_read(q, r, b, offset, len, &cur, seq);
 	pthread_rwlock_unlock(&b->top_lock);
 	breq_put(r);

@@ -277,6 +277,79 @@ static void test_close_busy(void)
 	pthread_join(th, NULL);
 }
 
+/*
+ * BDEV_O_STREAM_READAHEAD: one sequential stream of 512 KiB requests
+ * served alternately by two threads (each with its own queue, as FUSE
+ * workers are) reads right while the pool reads grains ahead into the
+ * cache, and readers wait for or take back grains being read ahead; a
+ * random reader alongside is not taken for the stream. Then images are
+ * closed right after a stream started, with its read-ahead in the pool.
+ */
+#define CHUNK (8 * GRAIN)
+
+static struct bdev *stream_b;
+static atomic_uint_fast64_t stream_next;
+
+static void *stream_reader(void *arg)
+{
+	uint8_t *buf = malloc(CHUNK);
+	uint64_t off;
+
+	(void)arg;
+	CHECK(buf);
+	while ((off = atomic_fetch_add(&stream_next, CHUNK)) + CHUNK <= IMG) {
+		CHECK_EQ(bdev_pread(stream_b, buf, CHUNK, off), 0);
+		CHECK_EQ(expect_mismatch(buf, CHUNK, off), -1);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_stream_readahead(uint64_t cache)
+{
+	struct bdev_open_opts o = { .flags = BDEV_O_SHARE |
+					     BDEV_O_STREAM_READAHEAD,
+				    .grain_cache_bytes = cache };
+	pthread_t th[2];
+	struct bdev_stats st;
+	uint8_t small[4096];
+	uint64_t rng = 12345;
+
+	for (int pass = 0; pass < 3; pass++) {
+		CHECK_EQ(bdev_open(path, &o, &stream_b), 0);
+		atomic_store(&stream_next, 0);
+		for (uintptr_t i = 0; i < 2; i++)
+			CHECK_EQ(pthread_create(&th[i], NULL, stream_reader,
+						(void *)i), 0);
+		for (int i = 0; i < 50; i++) {
+			uint64_t off = rng_next(&rng) % (IMG - sizeof(small));
+
+			CHECK_EQ(bdev_pread(stream_b, small, sizeof(small),
+					    off), 0);
+			CHECK_EQ(expect_mismatch(small, sizeof(small), off),
+				 -1);
+		}
+		for (int i = 0; i < 2; i++)
+			pthread_join(th[i], NULL);
+		bdev_get_stats(stream_b, &st);
+		if (sysconf(_SC_NPROCESSORS_ONLN) > 1 && pass == 2)
+			CHECK(st.readahead_grains > 0);
+		CHECK_EQ(bdev_close(stream_b), 0);
+	}
+	for (int round = 0; round < 40; round++) {
+		uint8_t *buf = malloc(CHUNK);
+
+		CHECK(buf);
+		CHECK_EQ(bdev_open(path, &o, &stream_b), 0);
+		CHECK_EQ(bdev_pread(stream_b, buf, CHUNK, 0), 0);
+		CHECK_EQ(bdev_pread(stream_b, buf, GRAIN, CHUNK), 0);
+		CHECK_EQ(expect_mismatch(buf, GRAIN, CHUNK), -1);
+		/* the grains read ahead are still in the pool */
+		CHECK_EQ(bdev_close(stream_b), 0);
+		free(buf);
+	}
+}
+
 /* A damaged grain fails its own request with the driver's message, naming
    the file; the requests around it, inflated by the pool, succeed. */
 static void test_damaged_grain(void)
@@ -434,6 +507,8 @@ int main(void)
 	test_many_queues(4 * GRAIN);
 	test_poll_fd();
 	test_close_busy();
+	test_stream_readahead(0);
+	test_stream_readahead(4 * GRAIN);
 	test_damaged_grain();
 
 	unlink(path);
