@@ -26,11 +26,17 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 /* Workers in read() at once, unless requests are waiting: two take turns
  * at depth 1 (one would do; two also start both halves of a 1 MiB read of
  * a read-only mount at once, with no hand-over in between). */
 #define LOOP_READERS 2
+
+/* Interrupts a reader's read() at exit (pthread_cancel would unwind
+ * through our frames, which AddressSanitizer cannot follow). */
+#define LOOP_KICK_SIGNAL SIGUSR1
 
 /* Reads and writes up to this size are served without waking a follower
  * when nothing else is waiting. */
@@ -39,7 +45,8 @@
 struct worker {
 	struct loop *lp;
 	pthread_t thread;
-	bool started;
+	bool reading;          /* in (or about to enter) read() */
+	bool done;             /* returned */
 	sem_t wake;            /* posted when promoted to reader, or at exit */
 	struct worker *next;   /* on lp->idle */
 	struct fuse_buf fbuf;  /* libfuse's receive buffer, kept per thread */
@@ -111,7 +118,6 @@ static int worker_start(struct loop *lp, unsigned i)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret != 0)
 		return -ret;
-	w->started = true;
 	lp->nworkers++;
 	return 0;
 }
@@ -171,7 +177,6 @@ static void *worker_main(void *arg)
 	int res;
 
 	pthread_setname_np(pthread_self(), "vmdkfs-worker");
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	pthread_mutex_lock(&lp->lock);
 	for (;;) {
 		if (atomic_load(&lp->exit))
@@ -191,13 +196,14 @@ static void *worker_main(void *arg)
 				break;
 		}
 		promoted = false;
+		w->reading = true;
 		pthread_mutex_unlock(&lp->lock);
-		/* Unmounting ends the read; an exit by signal cancels it. */
-		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		/* Unmounting ends the read (ENODEV); at exit, LOOP_KICK_SIGNAL
+		 * interrupts it and libfuse returns 0 for an exited session. */
 		res = fuse_session_receive_buf(lp->se, &w->fbuf);
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 		fast = res > 0 && request_is_fast(w);
 		pthread_mutex_lock(&lp->lock);
+		w->reading = false;
 		lp->readers--;
 		if (atomic_load(&lp->exit))
 			break;
@@ -217,13 +223,55 @@ static void *worker_main(void *arg)
 		fuse_session_process_buf(lp->se, &w->fbuf);
 		pthread_mutex_lock(&lp->lock);
 	}
+	w->done = true;
 	pthread_mutex_unlock(&lp->lock);
 	return NULL;
+}
+
+static void on_kick(int sig)
+{
+	(void)sig; /* only there to interrupt read() */
+}
+
+/* Ends every worker: wakes the followers, interrupts the readers (again
+ * until they are out: a signal that lands just before read() is lost)
+ * and lets busy ones finish their request. */
+static void stop_workers(struct loop *lp)
+{
+	unsigned i;
+	bool all_done;
+
+	pthread_mutex_lock(&lp->lock);
+	atomic_store(&lp->exit, true);
+	while (lp->idle) {
+		struct worker *w = lp->idle;
+
+		lp->idle = w->next;
+		sem_post(&w->wake);
+	}
+	for (;;) {
+		all_done = true;
+		for (i = 0; i < lp->nworkers; i++) {
+			if (lp->w[i].done)
+				continue;
+			all_done = false;
+			if (lp->w[i].reading)
+				pthread_kill(lp->w[i].thread, LOOP_KICK_SIGNAL);
+		}
+		pthread_mutex_unlock(&lp->lock);
+		if (all_done)
+			break;
+		usleep(2000);
+		pthread_mutex_lock(&lp->lock);
+	}
+	for (i = 0; i < lp->nworkers; i++)
+		pthread_join(lp->w[i].thread, NULL);
 }
 
 int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish)
 {
 	struct fuse_session *se = fuse_get_session(f);
+	struct sigaction sa;
 	struct loop *lp;
 	unsigned i;
 	int ret;
@@ -244,6 +292,10 @@ int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish)
 		lp->w[i].lp = lp;
 		sem_init(&lp->w[i].wake, 0, 0);
 	}
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_kick; /* no SA_RESTART: read() fails with EINTR */
+	sigaction(LOOP_KICK_SIGNAL, &sa, NULL);
 	/* -o remember: libfuse's loops run this thread too */
 	ret = fuse_start_cleanup_thread(f);
 	if (ret != 0) {
@@ -261,22 +313,7 @@ int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish)
 	while (!fuse_session_exited(se))
 		sem_wait(finish);
 
-	pthread_mutex_lock(&lp->lock);
-	atomic_store(&lp->exit, true);
-	while (lp->idle) {
-		struct worker *w = lp->idle;
-
-		lp->idle = w->next;
-		sem_post(&w->wake);
-	}
-	/* Readers may sit in read(): only cancellable there. */
-	for (i = 0; i < lp->nworkers; i++)
-		pthread_cancel(lp->w[i].thread);
-	pthread_mutex_unlock(&lp->lock);
-	for (i = 0; i < max_workers; i++) {
-		if (lp->w[i].started)
-			pthread_join(lp->w[i].thread, NULL);
-	}
+	stop_workers(lp);
 	ret = lp->error;
 err_stop_cleanup:
 	fuse_stop_cleanup_thread(f);
