@@ -32,7 +32,9 @@
 /* Workers in read() at once, unless requests are waiting: two take turns
  * at depth 1 (one would do; two also start both halves of a 1 MiB read of
  * a read-only mount at once, with no hand-over in between). */
+#ifndef LOOP_READERS
 #define LOOP_READERS 2
+#endif
 
 /* Interrupts a reader's read() at exit (pthread_cancel would unwind
  * through our frames, which AddressSanitizer cannot follow). */
