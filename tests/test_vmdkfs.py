@@ -510,11 +510,12 @@ def test_unmount_right_after_reading_guest_files(ext4_image, tmp_path, mode):
         wait_no_process_with_arg(str(mnt), timeout=15)
 
 
-def test_sigterm_unmounts_everything(ext4_image, tmp_path):
+@pytest.mark.parametrize("opts", [(), ("-s",)], ids=["pool", "single"])
+def test_sigterm_unmounts_everything(ext4_image, tmp_path, opts):
     _, _, img = ext4_image
     mnt = tmp_path / "mnt"
     os.makedirs(mnt)
-    p = subprocess.Popen([tool("vmdkfs"), "-f", "--browse", img, mnt],
+    p = subprocess.Popen([tool("vmdkfs"), "-f", "--browse", *opts, img, mnt],
                          stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20
@@ -960,3 +961,39 @@ def test_read_benchmark_peak_rss_bound(tmp_path, subformat):
         pytest.skip("RSS bound not checked under AddressSanitizer (shadow "
                     f"memory); measured {hwm} KiB")
     assert hwm < 64 * 1024, f"vmdkfs peak RSS {hwm} KiB"
+
+
+def fuse_workers(pid):
+    """How many FUSE worker threads (loop.c names them) the daemon has."""
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/comm") as f:
+                n += f.read().strip() == "vmdkfs-worker"
+        except OSError:
+            pass
+    return n
+
+
+@pytest.mark.parametrize("opts,lo,hi", [((), 3, 16), (("-s",), 1, 1),
+                                        (("-o", "max_threads=3"), 1, 3)],
+                         ids=["default", "single", "max_threads3"])
+def test_worker_pool_bounds(tmp_path, opts, lo, hi):
+    """Workers start as requests overlap (a depth-32 reader gets more than
+    the two that take turns reading at depth 1), never past the bound, and
+    every byte read at depth 32 is the image's."""
+    fio = need("fio")
+    raw = tmp_path / "d.raw"
+    with open(raw, "wb") as f:
+        f.write(os.urandom(32 * MiB))
+    img = tmp_path / "d.vmdk"
+    to_vmdk(raw, img)
+    with vmdkfs(img, tmp_path / "m", *opts) as m:
+        pid = daemon_pid(m)
+        run([fio, "--name=b", f"--filename={m / 'disk'}",
+             "--ioengine=io_uring", "--direct=1", "--rw=randread",
+             "--bs=4k", "--iodepth=32", "--runtime=1", "--time_based",
+             "--norandommap", "--randrepeat=0", "--output-format=terse"])
+        n = fuse_workers(pid)
+        assert lo <= n <= hi, f"{n} FUSE workers"
+        assert files_equal(m / "disk", raw)

@@ -7,9 +7,12 @@
 #include "browse.h"
 
 #include <errno.h>
+#include <fuse_lowlevel.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -56,8 +59,9 @@ static const char usage[] =
 "  -o allow_escape   follow extent and parent names that leave the\n"
 "                    descriptor's folder (absolute parent paths)\n"
 "  -o max_threads=N  FUSE worker threads, one per request in flight\n"
-"                    (default 16)\n"
-"  -o max_idle_threads=N  idle workers kept ready (default: all of them)\n"
+"                    (default 16; started as requests overlap, then kept)\n"
+"  -o max_idle_threads=N  accepted for compatibility; idle workers are\n"
+"                    always kept\n"
 "  -f                stay in the foreground\n"
 "  -d                debug: foreground, log every FUSE request\n"
 "  -s                single-threaded\n"
@@ -379,12 +383,11 @@ static int load_partitions(struct vmdkfs *fs)
 
 /* Worker threads per session. Each blocks in the engine for one request,
  * so threads bound the requests served at once; past the CPUs they only
- * help while the image's disk is slow. Every busy worker holds a reply
- * buffer of up to VMDKFS_IO_MAX, so the bound is also one on memory: 64
- * workers took the daemon past 90 MiB under a depth-8 reader, as libfuse
- * starts a new one whenever the last idle worker picks up a request. Idle
- * workers are kept, not respawned: a new thread must also set up its own
- * io_uring. */
+ * help while the image's disk is slow. Every busy worker holds a receive
+ * buffer and a reply of up to VMDKFS_IO_MAX, so the bound is also one on
+ * memory (64 workers took the daemon past 90 MiB under a depth-8 reader).
+ * Workers start as requests overlap and are kept, not respawned: a new
+ * thread must also set up its own io_uring. loop.c serves a session. */
 #define VMDKFS_MAX_THREADS 16
 
 /* One FUSE session: its struct fuse, where it is mounted, its loop thread. */
@@ -396,30 +399,16 @@ struct session {
 	pthread_t thread;
 	bool threaded;
 	bool single;
-	unsigned max_threads, max_idle_threads;
+	unsigned max_threads;
+	sem_t finish; /* posted when the session may have exited */
 };
 
 static int session_loop(struct session *s)
 {
-	struct fuse_loop_config *cfg;
-	int ret;
+	unsigned n = s->single ? 1 : s->max_threads ? s->max_threads :
+		     VMDKFS_MAX_THREADS;
 
-	if (s->single)
-		return fuse_loop(s->fuse);
-	cfg = fuse_loop_cfg_create();
-	if (!cfg)
-		return -ENOMEM;
-	/* Guest filesystems read through the staging view while a request on
-	 * fs/ waits for them: leave room for both. */
-	fuse_loop_cfg_set_max_threads(cfg, s->max_threads ? s->max_threads :
-					   VMDKFS_MAX_THREADS);
-	fuse_loop_cfg_set_idle_threads(cfg, s->max_idle_threads ?
-					    s->max_idle_threads :
-					    s->max_threads ? s->max_threads :
-					    VMDKFS_MAX_THREADS);
-	ret = fuse_loop_mt(s->fuse, cfg);
-	fuse_loop_cfg_destroy(cfg);
-	return ret;
+	return vmdkfs_loop(s->fuse, n, &s->finish);
 }
 
 static void *session_thread(void *arg)
@@ -428,12 +417,42 @@ static void *session_thread(void *arg)
 	return NULL;
 }
 
+/* SIGTERM, SIGINT and SIGHUP end the user's session: whichever thread
+ * takes the signal, the loop's waiter is woken. */
+static struct session *signal_session;
+
+static void on_exit_signal(int sig)
+{
+	(void)sig;
+	if (signal_session) {
+		fuse_session_exit(fuse_get_session(signal_session->fuse));
+		sem_post(&signal_session->finish);
+	}
+}
+
+static void set_signal_handlers(struct session *s)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	struct sigaction sa;
+	unsigned i;
+
+	signal_session = s;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = s ? on_exit_signal : SIG_DFL;
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	sa.sa_handler = s ? SIG_IGN : SIG_DFL;
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
 static int session_start(struct session *s, struct fuse_args *args,
 			 struct vmdkfs *fs, bool staging, const char *mp)
 {
 	s->view.fs = fs;
 	s->view.staging = staging;
 	s->mountpoint = mp;
+	sem_init(&s->finish, 0, 0);
 	s->fuse = fuse_new(args, &vmdkfs_ops, sizeof(vmdkfs_ops), &s->view);
 	if (!s->fuse) {
 		vmdkfs_log("bad FUSE options (see --help)");
@@ -486,6 +505,7 @@ static void session_stop(struct session *s)
 	}
 	fuse_destroy(s->fuse);
 	s->fuse = NULL;
+	sem_destroy(&s->finish);
 }
 
 static void build_fuse_args(struct fuse_args *args, const char *argv0,
@@ -732,7 +752,6 @@ int main(int argc, char **argv)
 				false);
 		stage_s.single = o.single;
 		stage_s.max_threads = o.max_threads;
-		stage_s.max_idle_threads = o.max_idle_threads;
 		if (session_start(&stage_s, &sargs, &fs, true,
 				  fs.browse->devdir) < 0)
 			goto err_free_browse;
@@ -748,19 +767,15 @@ int main(int argc, char **argv)
 	build_fuse_args(&margs, argv[0], &uargs, image, fs.writable, o.debug);
 	main_s.single = o.single;
 	main_s.max_threads = o.max_threads;
-	main_s.max_idle_threads = o.max_idle_threads;
 	if (session_start(&main_s, &margs, &fs, false, mp) < 0)
 		goto err_unmount_guests;
-	if (fuse_set_signal_handlers(fuse_get_session(main_s.fuse)) != 0) {
-		vmdkfs_log("cannot install signal handlers");
-		goto err_stop_main;
-	}
+	set_signal_handlers(&main_s);
 	report_ready(&report_fd, 0);
 
 	rc = session_loop(&main_s) < 0 ? 1 : 0;
-	fuse_remove_signal_handlers(fuse_get_session(main_s.fuse));
+	set_signal_handlers(NULL);
 
-err_stop_main:
+
 	/* Guest filesystems first, so nothing reads the image any more; the
 	 * files our fs/ tree still holds open would keep them busy. */
 	vmdkfs_close_guest_files(&fs);

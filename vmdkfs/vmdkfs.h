@@ -16,6 +16,7 @@
 
 #include <fuse.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -97,6 +98,11 @@ void vmdkfs_free_guest_handles(struct vmdkfs *fs);
 
 /* infojson.c: the `vmdk info --output=json` document for the image. */
 int vmdkfs_info_json(struct vmdkfs *fs, char **out, size_t *len);
+
+/* loop.c: serve f's requests with up to max_workers threads until its
+ * session exits; *finish is posted (by a worker or a signal handler) when
+ * it may have. Returns 0 or -errno. */
+int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish);
 
 /* main.c: log a line to stderr (and syslog once daemonised). */
 void vmdkfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
