@@ -510,6 +510,24 @@ def test_unmount_right_after_reading_guest_files(ext4_image, tmp_path, mode):
         wait_no_process_with_arg(str(mnt), timeout=15)
 
 
+def thread_stacks(pid):
+    """Every thread's stack of a live process (gdb), or where each waits
+    in the kernel when gdb is missing: for a daemon that hangs."""
+    if shutil.which("gdb"):
+        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex",
+                            "thread apply all bt"], capture_output=True,
+                           text=True, timeout=60)
+        return r.stdout[-20000:]
+    out = []
+    for t in sorted(os.listdir(f"/proc/{pid}/task")):
+        try:
+            with open(f"/proc/{pid}/task/{t}/stack") as f:
+                out.append(f"thread {t}:\n{f.read()}")
+        except OSError as e:
+            out.append(f"thread {t}: {e}")
+    return "\n".join(out)
+
+
 @pytest.mark.parametrize("opts", [(), ("-s",)], ids=["pool", "single"])
 def test_sigterm_unmounts_everything(ext4_image, tmp_path, opts):
     _, _, img = ext4_image
@@ -525,7 +543,11 @@ def test_sigterm_unmounts_everything(ext4_image, tmp_path, opts):
         assert (mnt / "fs" / "disk" / "etc" / "hostname").read_text() == \
             "guest\n"
         p.terminate()
-        rc = p.wait(timeout=20)
+        try:
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("vmdkfs did not exit within 20 s of SIGTERM; its "
+                        "threads:\n" + thread_stacks(p.pid))
         assert rc == 0, p.stderr.read()
         assert not is_mounted(mnt)
         with open("/proc/self/mountinfo") as f:
