@@ -23,7 +23,7 @@ for p in fio qemu-img qemu-storage-daemon vmdkmount; do
 done
 
 mkdir -p "$WORK"
-mounts=() pids=()
+mounts=() pids=() owners=()
 cleanup() {
   for m in "${mounts[@]}"; do
     fusermount3 -u "$m" 2>/dev/null || fusermount -u "$m" 2>/dev/null ||
@@ -54,7 +54,7 @@ done
 # mount_<peer> IMAGE DIR  -> sets F to the raw file to benchmark, P to the
 # daemon's pid
 mount_vmdkfs() {
-  mkdir -p "$2"; "$vmdkfs" "${@:3}" "$1" "$2"; mounts+=("$2")
+  mkdir -p "$2"; "$vmdkfs" "${@:3}" "$1" "$2"; mounts+=("$2"); owners+=("")
   P=$(pgrep -n -x vmdkfs); pids+=("$P"); F="$2/disk"
 }
 mount_qsd() {
@@ -65,17 +65,25 @@ mount_qsd() {
     --export type=fuse,id=e,node-name=d,mountpoint="$2",writable=$w >/dev/null 2>&1 &
   P=$!; pids+=("$P")
   for _ in $(seq 100); do mountpoint -q "$2" 2>/dev/null && break; sleep 0.05; done
-  mounts+=("$2"); F="$2"
+  mounts+=("$2"); owners+=("$P"); F="$2"
 }
 mount_vmdkmount() {
-  mkdir -p "$2"; vmdkmount "$1" "$2" >/dev/null; mounts+=("$2")
+  mkdir -p "$2"; vmdkmount "$1" "$2" >/dev/null; mounts+=("$2"); owners+=("")
   for _ in $(seq 100); do [ -e "$2/vmdk1" ] && break; sleep 0.05; done
   P=$(pgrep -n -x vmdkmount); F="$2/vmdk1"
 }
+# qemu-storage-daemon outlives its unmounted export (and was seen using
+# half a CPU afterwards), so the daemon that owns a mount is stopped with it
+# rather than left to take CPU from the peers measured after it.
 umount_last() {
   local m=${mounts[-1]}
   fusermount3 -u "$m" 2>/dev/null || fusermount -u "$m" 2>/dev/null || umount "$m"
-  unset 'mounts[-1]'; sleep 0.3
+  local o=${owners[-1]}
+  if [ -n "$o" ]; then
+    kill "$o" 2>/dev/null || true
+    wait "$o" 2>/dev/null || true
+  fi
+  unset 'mounts[-1]' 'owners[-1]'; sleep 0.3
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
