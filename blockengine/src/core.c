@@ -279,6 +279,21 @@ struct bdev *bdev_backing(const struct bdev *b)
 	return b ? b->backing : NULL;
 }
 
+/* Checks that a query (what) of *length bytes at offset starts inside the
+   image, and trims *length to its end. */
+static int clamp_query(const struct bdev *b, const char *what,
+		       uint64_t offset, uint64_t *length)
+{
+	if (*length == 0 || offset >= b->info.size)
+		return bdev_err(-EINVAL, "%s: %s of %" PRIu64 " bytes at offset %"
+				PRIu64 " is outside the image (%" PRIu64
+				" bytes)", b->filename, what, *length, offset,
+				b->info.size);
+	if (*length > b->info.size - offset)
+		*length = b->info.size - offset;
+	return 0;
+}
+
 /* How the first run of [offset, offset + length) is stored in this layer. */
 int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 		      uint64_t *pnum)
@@ -289,13 +304,9 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 	bdev_err_clear();
 	if (!b || !pnum)
 		return bdev_err(-EINVAL, "bdev_block_status: no image or result");
-	if (length == 0 || offset >= b->info.size)
-		return bdev_err(-EINVAL, "%s: block status of %" PRIu64
-				" bytes at offset %" PRIu64 " is outside the "
-				"image (%" PRIu64 " bytes)", b->filename, length,
-				offset, b->info.size);
-	if (length > b->info.size - offset)
-		length = b->info.size - offset;
+	ret = clamp_query(b, "block status", offset, &length);
+	if (ret < 0)
+		return ret;
 	ret = b->fmt->map(b, offset, length, &m);
 	if (ret < 0)
 		return ret;
@@ -372,13 +383,9 @@ int bdev_map_host(struct bdev *b, uint64_t offset, uint64_t length,
 	bdev_err_clear();
 	if (!b || !run)
 		return bdev_err(-EINVAL, "bdev_map_host: no image or result");
-	if (length == 0 || offset >= b->info.size)
-		return bdev_err(-EINVAL, "%s: host mapping of %" PRIu64
-				" bytes at offset %" PRIu64 " is outside the "
-				"image (%" PRIu64 " bytes)", b->filename, length,
-				offset, b->info.size);
-	if (length > b->info.size - offset)
-		length = b->info.size - offset;
+	ret = clamp_query(b, "host mapping", offset, &length);
+	if (ret < 0)
+		return ret;
 	*run = (struct bdev_host_run){ .fd = -1 };
 	pthread_rwlock_rdlock(&b->top_lock);
 	ret = host_run(b, offset, length, run);
