@@ -187,6 +187,11 @@ static void *worker_main(void *arg)
 			/* promote() counted us among the readers */
 		} else if (should_read(lp)) {
 			lp->readers++;
+		} else if (atomic_load(&lp->exit)) {
+			/* should_read dropped the lock: stop_workers may have
+			 * emptied the idle stack meanwhile and would never
+			 * wake a follower pushed after it */
+			break;
 		} else {
 			w->next = lp->idle;
 			lp->idle = w;
