@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,23 @@
 			exit(1);                                            \
 		}                                                           \
 	} while (0)
+
+/* Runs a shell command made from fmt (qemu-img as the reference, rm -rf
+   of a test's folder); exits the test when it fails. */
+__attribute__((format(printf, 1, 2), unused))
+static void test_run(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "command failed: %s\n", cmd);
+		exit(1);
+	}
+}
 
 /* The byte a pattern file holds at off: depends on all of off's low bytes
    so misplaced reads show. */

@@ -12,20 +12,6 @@
 
 static char dir[] = "/tmp/ovk-vmdk-test-XXXXXX";
 
-static void run(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	if (system(cmd) != 0) {
-		fprintf(stderr, "command failed: %s\n", cmd);
-		exit(1);
-	}
-}
-
 static char *at(const char *name)
 {
 	static char buf[4][1024];
@@ -69,7 +55,7 @@ static void compare_with_qemu(const char *image, uint32_t flags, size_t chunk)
 	struct bdev_info info;
 	struct stat st;
 
-	run("qemu-img convert -U -O raw '%s' '%s'", image, at("qemu.raw"));
+	test_run("qemu-img convert -U -O raw '%s' '%s'", image, at("qemu.raw"));
 	int fd = open(at("qemu.raw"), O_RDONLY);
 	CHECK(fd >= 0);
 	CHECK_EQ(bdev_open(image, &o, &b), 0);
@@ -84,8 +70,8 @@ static void compare_with_qemu(const char *image, uint32_t flags, size_t chunk)
 
 static void make_source(void)
 {
-	run("qemu-img create -q -f raw '%s' 24M", at("src.raw"));
-	run("qemu-io -f raw -c 'write -P 0x5a 0 3M' -c 'write -P 0xa5 5M 64k' "
+	test_run("qemu-img create -q -f raw '%s' 24M", at("src.raw"));
+	test_run("qemu-io -f raw -c 'write -P 0x5a 0 3M' -c 'write -P 0xa5 5M 64k' "
 	    "-c 'write -P 0x11 7340000 333333' -c 'write -P 0x77 20M 4M' '%s' >/dev/null",
 	    at("src.raw"));
 }
@@ -99,7 +85,7 @@ static void test_subformats(void)
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		char name[64];
 		snprintf(name, sizeof(name), "%s.vmdk", types[i]);
-		run("qemu-img convert -f raw -O vmdk -o subformat=%s '%s' '%s'", types[i],
+		test_run("qemu-img convert -f raw -O vmdk -o subformat=%s '%s' '%s'", types[i],
 		    at("src.raw"), at(name));
 		compare_with_qemu(at(name), 0, 1 << 20);
 		compare_with_qemu(at(name), 0, 4096);
@@ -115,9 +101,9 @@ static void test_subformats(void)
 		bdev_close(b);
 	}
 	/* A size that is no multiple of a grain or a sector of a GT. */
-	run("qemu-img create -q -f raw '%s' 1000448", at("odd.raw"));
-	run("qemu-io -f raw -c 'write -P 0x42 900000 100448' '%s' >/dev/null", at("odd.raw"));
-	run("qemu-img convert -O vmdk -o subformat=streamOptimized '%s' '%s'",
+	test_run("qemu-img create -q -f raw '%s' 1000448", at("odd.raw"));
+	test_run("qemu-io -f raw -c 'write -P 0x42 900000 100448' '%s' >/dev/null", at("odd.raw"));
+	test_run("qemu-img convert -O vmdk -o subformat=streamOptimized '%s' '%s'",
 	    at("odd.raw"), at("odd-stream.vmdk"));
 	compare_with_qemu(at("odd-stream.vmdk"), 0, 7777);
 }
@@ -128,11 +114,11 @@ static void test_chain(void)
 	struct bdev *b;
 	struct bdev_info info;
 
-	run("qemu-img create -q -f vmdk '%s' 16M", at("base.vmdk"));
-	run("qemu-io -c 'write -P 0x11 0 6M' -c 'write -P 0x22 10M 1M' '%s' >/dev/null",
+	test_run("qemu-img create -q -f vmdk '%s' 16M", at("base.vmdk"));
+	test_run("qemu-io -c 'write -P 0x11 0 6M' -c 'write -P 0x22 10M 1M' '%s' >/dev/null",
 	    at("base.vmdk"));
-	run("qemu-img create -q -f vmdk -b base.vmdk -F vmdk '%s'", at("child.vmdk"));
-	run("qemu-io -c 'write -P 0x33 1M 2M' -c 'write -P 0x44 10M 64k' '%s' >/dev/null",
+	test_run("qemu-img create -q -f vmdk -b base.vmdk -F vmdk '%s'", at("child.vmdk"));
+	test_run("qemu-io -c 'write -P 0x33 1M 2M' -c 'write -P 0x44 10M 64k' '%s' >/dev/null",
 	    at("child.vmdk"));
 	compare_with_qemu(at("child.vmdk"), 0, 65536);
 	CHECK_EQ(bdev_open(at("child.vmdk"), NULL, &b), 0);
@@ -142,9 +128,9 @@ static void test_chain(void)
 	bdev_close(b);
 
 	/* The parent changes after the child was made: refuse, name both. */
-	run("qemu-img create -q -f vmdk -o subformat=monolithicFlat '%s' 16M", at("fb.vmdk"));
-	run("qemu-img create -q -f vmdk -b fb.vmdk -F vmdk '%s'", at("fc.vmdk"));
-	run("sed -i 's/^CID=.*/CID=0badf00d/' '%s'", at("fb.vmdk"));
+	test_run("qemu-img create -q -f vmdk -o subformat=monolithicFlat '%s' 16M", at("fb.vmdk"));
+	test_run("qemu-img create -q -f vmdk -b fb.vmdk -F vmdk '%s'", at("fc.vmdk"));
+	test_run("sed -i 's/^CID=.*/CID=0badf00d/' '%s'", at("fb.vmdk"));
 	CHECK(bdev_open(at("fc.vmdk"), NULL, &b) == -EINVAL);
 	CHECK(strstr(bdev_errmsg(), "fc.vmdk") && strstr(bdev_errmsg(), "fb.vmdk") &&
 	      strstr(bdev_errmsg(), "0badf00d"));
@@ -159,8 +145,8 @@ static void test_chain(void)
 
 static void test_zeroed_grain(void)
 {
-	run("qemu-img create -q -f vmdk -o zeroed_grain=on '%s' 8M", at("zg.vmdk"));
-	run("qemu-io -c 'write -P 0x66 0 4M' -c 'write -z 1M 1M' '%s' >/dev/null",
+	test_run("qemu-img create -q -f vmdk -o zeroed_grain=on '%s' 8M", at("zg.vmdk"));
+	test_run("qemu-io -c 'write -P 0x66 0 4M' -c 'write -z 1M 1M' '%s' >/dev/null",
 	    at("zg.vmdk"));
 	compare_with_qemu(at("zg.vmdk"), 0, 65536);
 }
@@ -175,7 +161,7 @@ static void test_handwritten(void)
 	uint8_t buf[4096], want[4096];
 	uint64_t pnum;
 
-	run("head -c 1048576 /dev/urandom > '%s/d\xc3\xa4ta one.bin'", dir);
+	test_run("head -c 1048576 /dev/urandom > '%s/d\xc3\xa4ta one.bin'", dir);
 	f = fopen(at("hand.vmdk"), "w");
 	fprintf(f, "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=abcdef01\n"
 		   "parentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"
@@ -250,8 +236,8 @@ static void test_huge(void)
 	uint8_t *buf = malloc(65536);
 	long before = rss_kib();
 
-	run("qemu-img create -q -f vmdk '%s' 2T", at("huge.vmdk"));
-	run("qemu-io -c 'write -P 0x99 1T 1M' -c 'write -P 0x98 2047G 64k' '%s' >/dev/null",
+	test_run("qemu-img create -q -f vmdk '%s' 2T", at("huge.vmdk"));
+	test_run("qemu-io -c 'write -P 0x99 1T 1M' -c 'write -P 0x98 2047G 64k' '%s' >/dev/null",
 	    at("huge.vmdk"));
 	CHECK_EQ(bdev_open(at("huge.vmdk"), NULL, &b), 0);
 	for (uint64_t off = 0; off < (UINT64_C(2) << 40); off += UINT64_C(256) << 20)
@@ -278,11 +264,11 @@ static void test_split_boundaries(void)
 	struct bdev *b;
 	struct bdev_map m;
 
-	run("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse '%s' 5G",
+	test_run("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse '%s' 5G",
 	    at("split.vmdk"));
-	run("qemu-io -c 'write -P 0x31 2147418112 131072' -c 'write -P 0x32 4294901760 1M' "
+	test_run("qemu-io -c 'write -P 0x31 2147418112 131072' -c 'write -P 0x32 4294901760 1M' "
 	    "'%s' >/dev/null", at("split.vmdk"));
-	run("qemu-img convert -O raw '%s' '%s'", at("split.vmdk"), at("split.raw"));
+	test_run("qemu-img convert -O raw '%s' '%s'", at("split.vmdk"), at("split.raw"));
 	int fd = open(at("split.raw"), O_RDONLY);
 	CHECK_EQ(bdev_open(at("split.vmdk"), NULL, &b), 0);
 	compare_range(b, fd, (UINT64_C(2) << 30) - (1 << 20), 2 << 20, 12345);
@@ -312,7 +298,7 @@ int main(void)
 	test_handwritten();
 	test_split_boundaries();
 	test_huge();
-	run("rm -rf '%s'", dir);
+	test_run("rm -rf '%s'", dir);
 	printf("ok\n");
 	return 0;
 }

@@ -19,20 +19,6 @@
 static char dir[] = "/tmp/ovk-writer-fd-XXXXXX";
 static bool have_qemu;
 
-static void run(const char *fmt, ...)
-{
-	char cmd[4096];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	if (system(cmd) != 0) {
-		fprintf(stderr, "command failed: %s\n", cmd);
-		exit(1);
-	}
-}
-
 /* What the virtual disk holds: grain g is pattern data when g % 3 != 1,
    zeros (never written) otherwise. */
 static void expected(uint8_t *disk)
@@ -135,8 +121,8 @@ static void check_region(int fd, uint64_t length, const char *subformat,
 	cfd = open(raw, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	CHECK_EQ(write(cfd, disk, DISK_SIZE), DISK_SIZE);
 	close(cfd);
-	run("qemu-img check -q '%s'", copy);
-	run("qemu-img compare -q -f vmdk -F raw '%s' '%s'", copy, raw);
+	test_run("qemu-img check -q '%s'", copy);
+	test_run("qemu-img compare -q -f vmdk -F raw '%s' '%s'", copy, raw);
 out:
 	free(buf);
 }
@@ -287,7 +273,7 @@ int main(void)
 	test_sparse(disk);
 	test_observer_error(disk);
 	test_refused();
-	run("rm -rf '%s'", dir);
+	test_run("rm -rf '%s'", dir);
 	free(disk);
 	printf("ok\n");
 	return 0;
