@@ -133,6 +133,47 @@ def test_rgd_behind_after_interrupted_flush(vmdk, img):
     assert r.returncode == 2 and "ERROR" in r.stdout, r.stdout
 
 
+def test_rgd_behind_zeroed_and_reallocated(vmdk, tmp_path):
+    """With zeroed grains, one flush can turn a grain into a zeroed entry (1),
+    a zeroed entry into a grain, or (discard, then write) one grain into a new
+    one. A kill between the primary table and its copy leaves the copy with
+    the old values: a warning on an unclean image, never corruption."""
+    qemu_img, qemu_io = need("qemu-img"), need("qemu-io")
+    p = tmp_path / "z.vmdk"
+    run([qemu_img, "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", p, "8M"])
+    run([qemu_io, "-c", "write -P 1 0 192k", "-c", "write -z 192k 64k", p])
+    gd, rgd, gt0, rgt0 = tables(p)
+    b = p.read_bytes()
+    e = list(struct.unpack_from("<4I", b, gt0 * 512))
+    assert e[0] > 1 and e[1] > 1 and e[2] > 1 and e[3] == 1, e
+    end = os.path.getsize(p) // 512
+    new, old = end, end + 128               # two grains appended past the end
+    with open(p, "ab") as f:
+        f.write(os.urandom(2 * 65536))
+    poke32(p, gt0 * 512, 1)                  # grain 0: zeroed, was e[0]
+    poke32(p, gt0 * 512 + 4 * 3, new)        # grain 3: written, was zeroed
+    poke32(p, rgt0 * 512 + 4 * 2, old)       # grain 2: e[2], was (in the copy) old
+    with open(p, "r+b") as f:
+        f.seek(72)
+        f.write(b"\1")
+    r = check(vmdk, p)
+    assert r.returncode == 3, r.stdout       # e[0] and old: leaks
+    assert "ERROR" not in r.stdout and "a flush was interrupted" in r.stdout, r.stdout
+    # the same tables on a cleanly closed image are corruption
+    with open(p, "r+b") as f:
+        f.seek(72)
+        f.write(b"\0")
+    r = check(vmdk, p)
+    assert r.returncode == 2 and "redundant copy (RGD) differ" in r.stdout, r.stdout
+    r = check(vmdk, p, "-r", "all")
+    # the trailing leak is cut; e[0], inside the grain area, stays a leak
+    assert r.returncode == 3 and "Repaired: redundant" in r.stdout, r.stdout
+    assert "ERROR" not in check(vmdk, p).stdout
+    b = p.read_bytes()
+    assert b[gt0 * 512:gt0 * 512 + 2048] == b[rgt0 * 512:rgt0 * 512 + 2048]
+    assert run([qemu_img, "check", p], check=False).returncode == 0
+
+
 def test_unclean_flag_reported(vmdk, img):
     with open(img, "r+b") as f:
         f.seek(72)

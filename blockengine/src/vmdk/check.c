@@ -138,17 +138,31 @@ out:
 	return ret;
 }
 
+/* True when grain table entry v may stand in an extent laid out as h whose
+   file is len bytes: unallocated, a zeroed grain, or a grain's sector. */
+static bool gte_valid(const struct vmdk_sparse_hdr *h, uint64_t len, uint64_t v)
+{
+	if (v == 0 || (v == 1 && (h->flags & VMDK4_FLAG_ZERO_GRAIN)))
+		return true;
+	return v >= h->overhead && v * 512 < len &&
+	       (h->compressed || (v - h->overhead) % h->grain_sectors == 0);
+}
+
 /*
- * True when two copies of a grain table differ only where one of them still
- * holds 0 (unallocated): the state a kill between writing a table and its
- * redundant copy leaves behind. Writes since the last completed flush were
- * never acknowledged as durable, so either copy is a consistent image.
+ * True when two copies of a grain table differ only in entries that are each
+ * valid on their own: the state a kill between writing a table and its
+ * redundant copy leaves behind. The copy is then one flush behind the
+ * primary, and since the last flush an entry may have gone from a grain to
+ * unallocated or zeroed (discard, write-zeroes), from zeroed to a grain, or
+ * from one grain to a new one (discarded, then written again). Writes since
+ * the last completed flush were never acknowledged as durable, so either copy
+ * is a consistent image; an entry outside the grain area is corruption.
  */
-static bool differ_only_where_unset(const uint32_t *a, const uint32_t *b,
-				    uint32_t n)
+static bool differ_only_as_flush_behind(const struct vmdk_sparse_hdr *h, uint64_t len,
+					const uint32_t *a, const uint32_t *b, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++)
-		if (a[i] != b[i] && a[i] != 0 && b[i] != 0)
+		if (a[i] != b[i] && (!gte_valid(h, len, a[i]) || !gte_valid(h, len, b[i])))
 			return false;
 	return true;
 }
@@ -290,10 +304,12 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 				goto out;
 			if (memcmp(gt, rgt, (size_t)h.gtes_per_gt * 4)) {
 				rgd_differs = true;
-				if (h.unclean && differ_only_where_unset(gt, rgt, h.gtes_per_gt)) {
+				if (h.unclean && differ_only_as_flush_behind(&h, len, gt, rgt,
+								       h.gtes_per_gt)) {
 					finding(c, "WARNING %s: grain table %" PRIu32 " and its "
-						"redundant copy (RGD) differ only in entries one of "
-						"them has not set yet: a flush was interrupted; the "
+						"redundant copy (RGD) differ only in entries the "
+						"copy has not caught up with: a flush was "
+						"interrupted; the "
 						"primary table is used, -r all rewrites the copy",
 						path, t);
 				} else {
@@ -317,8 +333,7 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 			uint64_t v = gt[i], slot;
 			if (v == 0 || (v == 1 && (h.flags & VMDK4_FLAG_ZERO_GRAIN)))
 				continue;
-			if (v < h.overhead || v * 512 >= len ||
-			    (!h.compressed && (v - h.overhead) % h.grain_sectors)) {
+			if (!gte_valid(&h, len, v)) {
 				r->corruptions++;
 				gd_sane = false;
 				finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
