@@ -9,15 +9,17 @@
 #
 # Usage: bench/bench_vmdkfs.sh [BUILDDIR]     (as root; default build)
 # Env:   SIZE=1024 (MiB of data), RUNS=3, SECS=5 (seconds per fio run),
-#        WORK=/var/tmp/ovk-bench (scratch; needs ~3x SIZE free)
+#        WORK=/var/tmp/ovk-bench (scratch; needs ~3x SIZE free),
+#        PARTS="reads writes" (which tables to run)
 # Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 vmdkfs=$(realpath "$build/vmdkfs/vmdkfs")
 SIZE=${SIZE:-1024} RUNS=${RUNS:-3} SECS=${SECS:-5}
-WORK=${WORK:-/var/tmp/ovk-bench}
-cmd="SIZE=$SIZE RUNS=$RUNS SECS=$SECS WORK=$WORK bash bench/bench_vmdkfs.sh $build"
+WORK=${WORK:-/var/tmp/ovk-bench} PARTS=${PARTS:-reads writes}
+cmd="SIZE=$SIZE RUNS=$RUNS SECS=$SECS WORK=$WORK PARTS='$PARTS' bash bench/bench_vmdkfs.sh $build"
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 for p in fio qemu-img qemu-storage-daemon vmdkmount; do
   command -v $p >/dev/null || { echo "bench: $p is not installed" >&2; exit 1; }
 done
@@ -39,17 +41,19 @@ echo
 echo "Command: \`$cmd\`  "
 echo "Date: $(date -u '+%F %T') UTC, kernel $(uname -r), $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-if [ ! -f "$WORK/data.raw" ] || [ "$(stat -c %s "$WORK/data.raw")" != $((SIZE << 20)) ]; then
-  # half random (incompressible), half text-like (compressible)
-  head -c $((SIZE << 19)) /dev/urandom > "$WORK/data.raw"
-  { yes "ovk benchmark line of compressible text 0123456789" || true; } |
-    head -c $((SIZE << 19)) >> "$WORK/data.raw"  # yes dies of SIGPIPE
-  rm -f "$WORK"/data-*.vmdk
+if part reads; then  # the data and its two images
+  if [ ! -f "$WORK/data.raw" ] || [ "$(stat -c %s "$WORK/data.raw")" != $((SIZE << 20)) ]; then
+    # half random (incompressible), half text-like (compressible)
+    head -c $((SIZE << 19)) /dev/urandom > "$WORK/data.raw"
+    { yes "ovk benchmark line of compressible text 0123456789" || true; } |
+      head -c $((SIZE << 19)) >> "$WORK/data.raw"  # yes dies of SIGPIPE
+    rm -f "$WORK"/data-*.vmdk
+  fi
+  for sf in monolithicSparse streamOptimized; do
+    [ -f "$WORK/data-$sf.vmdk" ] ||
+      qemu-img convert -f raw -O vmdk -o subformat=$sf "$WORK/data.raw" "$WORK/data-$sf.vmdk"
+  done
 fi
-for sf in monolithicSparse streamOptimized; do
-  [ -f "$WORK/data-$sf.vmdk" ] ||
-    qemu-img convert -f raw -O vmdk -o subformat=$sf "$WORK/data.raw" "$WORK/data-$sf.vmdk"
-done
 
 # mount_<peer> IMAGE DIR  -> sets F to the raw file to benchmark, P to the
 # daemon's pid
@@ -115,14 +119,15 @@ rss_watch() {  # PID: keep its VmHWM (peak RSS) in $WORK/rss, read every 0.2 s
   done
 }
 
+if part reads; then
 peers=(ours qsd vm raw)
 rows=("read 1M 1 seq-1MiB-qd1" "read 1M 8 seq-1MiB-qd8" "randread 4k 1 rand-4KiB-qd1"
       "randread 4k 32 rand-4KiB-qd32")
 rss_max=0
 echo "## Reads (seq rows: MB/s; rand rows: IOPS; median of $RUNS interleaved runs of ${SECS}s)"
 echo
-echo "| image | test | vmdkfs | qsd-fuse | vmdkmount | raw via vmdkfs | vmdkfs / best peer | vmdkfs / raw | CPU us/req vmdkfs | qsd | vmdkmount |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| image | test | vmdkfs | qsd-fuse | vmdkmount | raw via vmdkfs | vmdkfs / best peer | vmdkfs / raw | CPU us/req vmdkfs | qsd | vmdkmount | raw via vmdkfs |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for sf in monolithicSparse streamOptimized; do
   img="$WORK/data-$sf.vmdk"
   # every peer reads from the page cache, the raw baseline too
@@ -149,7 +154,7 @@ for sf in monolithicSparse streamOptimized; do
     best=$(( val[qsd] > val[vm] ? val[qsd] : val[vm] ))
     echo "| $sf | $4 | ${val[ours]} | ${val[qsd]} | ${val[vm]} | ${val[raw]} |" \
       "$(ratio ${val[ours]} $best) | $(ratio ${val[ours]} ${val[raw]}) |" \
-      "${cpu[ours]} | ${cpu[qsd]} | ${cpu[vm]} |"
+      "${cpu[ours]} | ${cpu[qsd]} | ${cpu[vm]} | ${cpu[raw]} |"
   done
   kill $watcher 2>/dev/null || true
   rss=$(cat "$WORK/rss")
@@ -158,27 +163,53 @@ for sf in monolithicSparse streamOptimized; do
 done
 echo
 echo "vmdkfs peak RSS during the read benchmark: $((rss_max / 1024)) MiB"
+fi
 
+if part writes; then
 echo
 echo "## Random 4 KiB writes with fsync (fio --fsync=1, depth 1): vmdkfs -o rw vs qsd writable FUSE export"
 echo
-echo "| image | phase | vmdkfs IOPS | qsd-fuse IOPS | ratio | CPU us/req vmdkfs | qsd |"
-echo "|---|---|---:|---:|---:|---:|---:|"
-for sf in monolithicSparse monolithicFlat; do
-  for who in ours qsd; do
-    rm -f "$WORK/w-$who"*.vmdk
-    qemu-img create -q -f vmdk -o subformat=$sf "$WORK/w-$who.vmdk" 256M
-  done
-  mount_vmdkfs "$WORK/w-ours.vmdk" "$WORK/m-wo" -o rw; f_ours=$F p_ours=$P
-  mount_qsd "$WORK/w-qsd.vmdk" "$WORK/m-wq" vmdk on; f_qsd=$F p_qsd=$P
-  for phase in allocating overwriting; do
-    # the first pass allocates grains; the second writes the same offsets
-    read -r a ca < <(fio_run "$f_ours" "$p_ours" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
-    read -r b cb < <(fio_run "$f_qsd" "$p_qsd" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
-    echo "| $sf | $phase | ${a:-n/a} | ${b:-n/a} | $(ratio "${a:-0}" "${b:-0}") | ${ca:-} | ${cb:-} |"
-  done
-  umount_last; umount_last
-done
+echo "Each run starts from fresh images; the first pass allocates grains, the"
+echo "second writes the same offsets. 'host file' is the same fio job on a plain"
+echo "file in \$WORK, no FUSE and no image format: the floor the host's"
+echo "write + fdatasync sets for any daemon. Median of $RUNS runs of ${SECS}s."
 echo
-echo "(one run of ${SECS}s per cell; a failing write shows n/a or 0)"
+echo "| image | phase | vmdkfs IOPS | qsd-fuse IOPS | ratio | host file IOPS | vmdkfs / host | CPU us/req vmdkfs | qsd |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+for sf in monolithicSparse monolithicFlat; do
+  declare -A wv=() wc=()
+  for _ in $(seq "$RUNS"); do
+    for who in ours qsd; do
+      rm -f "$WORK/w-$who"*.vmdk
+      qemu-img create -q -f vmdk -o subformat=$sf "$WORK/w-$who.vmdk" 256M
+    done
+    rm -f "$WORK/w-host.raw"
+    truncate -s 256M "$WORK/w-host.raw"
+    mount_vmdkfs "$WORK/w-ours.vmdk" "$WORK/m-wo" -o rw; f_ours=$F p_ours=$P
+    mount_qsd "$WORK/w-qsd.vmdk" "$WORK/m-wq" vmdk on; f_qsd=$F p_qsd=$P
+    for phase in allocating overwriting; do
+      read -r a ca < <(fio_run "$f_ours" "$p_ours" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
+      read -r b cb < <(fio_run "$f_qsd" "$p_qsd" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
+      read -r h _ < <(fio_run "$WORK/w-host.raw" $$ randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
+      wv[$phase.ours]+="${a:-0} " wv[$phase.qsd]+="${b:-0} " wv[$phase.host]+="${h:-0} "
+      wc[$phase.ours]+="${ca:-0} " wc[$phase.qsd]+="${cb:-0} "
+    done
+    umount_last; umount_last
+  done
+  for phase in allocating overwriting; do
+    for k in ours qsd host; do
+      wv[$phase.$k]=$(echo ${wv[$phase.$k]} | tr ' ' '\n' | median)
+    done
+    for k in ours qsd; do
+      wc[$phase.$k]=$(echo ${wc[$phase.$k]} | tr ' ' '\n' | median)
+    done
+    echo "| $sf | $phase | ${wv[$phase.ours]} | ${wv[$phase.qsd]} |" \
+      "$(ratio "${wv[$phase.ours]}" "${wv[$phase.qsd]}") | ${wv[$phase.host]} |" \
+      "$(ratio "${wv[$phase.ours]}" "${wv[$phase.host]}") | ${wc[$phase.ours]} | ${wc[$phase.qsd]} |"
+  done
+done
+rm -f "$WORK/w-host.raw"
+echo
+echo "(a failing write shows 0)"
+fi
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

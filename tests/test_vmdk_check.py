@@ -127,7 +127,8 @@ def test_rgd_behind_after_interrupted_flush(vmdk, img):
     assert r.returncode == 0 and "Repaired" in r.stdout, r.stdout
     b = img.read_bytes()
     assert b[gt0 * 512:gt0 * 512 + 2048] == b[rgt0 * 512:rgt0 * 512 + 2048]
-    # two different grains in the two copies is corruption, unclean or not
+    # a copy naming a sector in the metadata area is corruption, unclean or
+    # not (two different grains are not: see the next test)
     poke32(img, rgt0 * 512 + 4 * 1, 7)
     r = check(vmdk, img)
     assert r.returncode == 2 and "ERROR" in r.stdout, r.stdout

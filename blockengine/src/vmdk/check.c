@@ -309,8 +309,8 @@ static int check_hosted(struct ck *c, const char *path, uint64_t desc_bytes,
 					finding(c, "WARNING %s: grain table %" PRIu32 " and its "
 						"redundant copy (RGD) differ only in entries the "
 						"copy has not caught up with: a flush was "
-						"interrupted; the "
-						"primary table is used, -r all rewrites the copy",
+						"interrupted; the primary table is used, -r all "
+						"rewrites the copy",
 						path, t);
 				} else {
 					r->corruptions++;
