@@ -559,6 +559,68 @@ def test_sigterm_unmounts_everything(ext4_image, tmp_path, opts):
         force_unmount(mnt)
 
 
+def mounts_of_daemon(pid):
+    """Mount points under the staging folder of vmdkfs process pid."""
+    with open("/proc/self/mountinfo") as f:
+        return [p for p in (ln.split()[4] for ln in f) if f"/vmdkfs.{pid}." in p]
+
+
+@pytest.mark.parametrize("mode", BROWSE_MODES)
+def test_killed_daemon_leftovers_taken_down_by_next(ext4_image, tmp_path, mode):
+    """A daemon killed with SIGKILL cannot unmount its guest filesystems:
+    they stay mounted in its staging folder. The next vmdkfs takes them
+    down, removes the folder and says so."""
+    if mode == "fuse":
+        need("fuse2fs")
+    _, _, img = ext4_image
+    mnt, mnt2 = tmp_path / "mnt", tmp_path / "mnt2"
+    stack = contextlib.ExitStack()
+    # a live daemon, whose staging folder the sweep must leave alone
+    live = stack.enter_context(vmdkfs(img, tmp_path / "live", "--browse"))
+    os.makedirs(mnt)
+    p = subprocess.Popen([tool("vmdkfs"), "-f", "-o", f"browse={mode}", img, mnt],
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while not is_mounted(mnt) and time.time() < deadline:
+            time.sleep(0.05)
+        assert (mnt / "fs" / "disk" / "etc" / "hostname").read_text() == "guest\n"
+        left = mounts_of_daemon(p.pid)
+        assert any(x.endswith("/fs/disk") for x in left), left
+        p.kill()
+        p.wait()
+        assert mounts_of_daemon(p.pid) == left      # nobody took them down
+        staging = next(x for x in left if x.endswith("/fs/disk"))[:-len("/fs/disk")]
+    except BaseException:
+        stack.close()
+        raise
+    finally:
+        if p.poll() is None:
+            p.kill()
+        force_unmount(mnt)                           # the dead daemon's own mount
+    try:
+        os.makedirs(mnt2)
+        r = subprocess.run([tool("vmdkfs"), "--browse", img, mnt2],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert f"left in {staging} by vmdkfs process {p.pid}" in r.stderr, r.stderr
+        assert r.stderr.count("took down") == 1, r.stderr
+        assert mounts_of_daemon(p.pid) == []
+        assert not os.path.exists(staging)
+        # the new mount works, with its own staging folder, and so does
+        # the live one
+        for m in (mnt2, live):
+            assert (m / "fs" / "disk" / "etc" / "hostname").read_text() == "guest\n"
+    finally:
+        for x in reversed(mounts_of_daemon(p.pid)):  # only if the sweep failed
+            subprocess.run(["umount", "-l", x], capture_output=True)
+        force_unmount(mnt2)
+        stack.close()
+    if mode == "fuse":
+        # fuse2fs of the dead daemon ends once its mount is gone
+        wait_no_process_with_arg(staging + "/fs/disk", timeout=10)
+
+
 # ---- real tools on the browsed tree --------------------------------------
 
 def test_clamscan_finds_planted_file_only(tmp_path):

@@ -7,7 +7,9 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,6 +167,156 @@ static int run(char *const argv[], char *out, size_t outsz)
 	return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
+/* Undoes the octal escapes (\040 for a space...) of a mountinfo field. */
+static void mountinfo_unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/* Whether pid is a live vmdkfs (not a process that took the number later). */
+static bool vmdkfs_alive(long pid)
+{
+	char path[64], comm[32] = "";
+	FILE *f;
+
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return true; /* no /proc to ask: leave it alone */
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = '\0';
+	fclose(f);
+	return !strncmp(comm, "vmdkfs", 6);
+}
+
+/* Lazily unmounts everything mounted under dir (deepest first), as root
+   with umount2, otherwise with fusermount3 (a user's mounts there are all
+   FUSE). Returns how many mounts it took down. */
+static unsigned unmount_under(const char *dir)
+{
+	size_t dl = strlen(dir);
+	char **points = NULL, line[4096];
+	unsigned n = 0, done = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		char *point = NULL, *save = NULL, *tok = strtok_r(line, " ", &save);
+		char **grown;
+
+		for (int i = 0; tok && i < 4; i++) /* the 5th field */
+			tok = strtok_r(NULL, " ", &save);
+		if (!tok)
+			continue;
+		mountinfo_unescape(tok);
+		if (strncmp(tok, dir, dl) || tok[dl] != '/')
+			continue;
+		point = strdup(tok);
+		grown = point ? realloc(points, (n + 1) * sizeof(*points)) : NULL;
+		if (!grown) {
+			free(point);
+			break;
+		}
+		points = grown;
+		points[n++] = point;
+	}
+	fclose(f);
+	/* mountinfo lists a mount after the one it sits on */
+	for (unsigned i = n; i-- > 0;) {
+		if (geteuid() == 0) {
+			if (umount2(points[i], MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+				done++;
+		} else {
+			char *argv[] = { "fusermount3", "-uz", "-q", points[i], NULL };
+
+			if (run(argv, NULL, 0) == 0)
+				done++;
+		}
+		free(points[i]);
+	}
+	free(points);
+	return done;
+}
+
+/*
+ * Staging folders are named vmdkfs.<pid>.XXXXXX. A daemon that was killed
+ * (SIGKILL, OOM) could not take its guest filesystems and its staging view
+ * down: they stay mounted, with fuse2fs helpers or loop devices behind
+ * them, reading a disk nobody serves. The next vmdkfs of the same user
+ * takes down what such a dead daemon left in base, and says so.
+ */
+static void sweep_stale_staging(const char *base)
+{
+	DIR *d = opendir(base);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char dir[512], sub[600];
+		struct statfs sfs;
+		struct stat st;
+		char *end;
+		long pid;
+		unsigned n;
+		DIR *fsd;
+
+		if (strncmp(de->d_name, "vmdkfs.", 7))
+			continue;
+		pid = strtol(de->d_name + 7, &end, 10);
+		if (end == de->d_name + 7 || *end != '.' || pid <= 0 ||
+		    vmdkfs_alive(pid))
+			continue;
+		snprintf(dir, sizeof(dir), "%s/%s", base, de->d_name);
+		if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) ||
+		    st.st_uid != geteuid())
+			continue;
+		/* a staging view that still answers statfs (never cached)
+		   belongs to a live daemon, one in another PID namespace say;
+		   a dead daemon's says ENOTCONN */
+		snprintf(sub, sizeof(sub), "%s/dev", dir);
+		if (statfs(sub, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC)
+			continue;
+		n = unmount_under(dir);
+		snprintf(sub, sizeof(sub), "%s/fs", dir);
+		fsd = opendir(sub);
+		if (fsd) {
+			struct dirent *t;
+
+			while ((t = readdir(fsd)))
+				if (t->d_name[0] != '.') {
+					snprintf(sub, sizeof(sub), "%s/fs/%s", dir,
+						 t->d_name);
+					rmdir(sub);
+				}
+			closedir(fsd);
+		}
+		snprintf(sub, sizeof(sub), "%s/fs", dir);
+		rmdir(sub);
+		snprintf(sub, sizeof(sub), "%s/dev", dir);
+		rmdir(sub);
+		if (rmdir(dir) == 0 || n)
+			vmdkfs_log("took down %u mount%s left in %s by vmdkfs "
+				   "process %ld, which is gone", n,
+				   n == 1 ? "" : "s", dir, pid);
+	}
+	closedir(d);
+}
+
 int browse_new(enum vmdkfs_browse_mode mode, struct browse **out)
 {
 	const char *base = "/tmp";
@@ -182,7 +335,9 @@ int browse_new(enum vmdkfs_browse_mode mode, struct browse **out)
 	} else if (xdg && *xdg && strlen(xdg) < 150) {
 		base = xdg;
 	}
-	snprintf(br->staging, sizeof(br->staging), "%s/vmdkfs.XXXXXX", base);
+	sweep_stale_staging(base);
+	snprintf(br->staging, sizeof(br->staging), "%s/vmdkfs.%ld.XXXXXX", base,
+		 (long)getpid());
 	if (!mkdtemp(br->staging)) {
 		ret = -errno;
 		vmdkfs_log("cannot create a staging folder in %s: %s", base,
