@@ -361,6 +361,57 @@ def test_ro_reads_splice_from_image_files(tmp_path):
         assert spliced, "the daemon never spliced from the image's files"
 
 
+def test_stream_reads_reply_from_worker_memfd(tmp_path):
+    """Reads of a streamOptimized disk (no host-file run to splice) are
+    answered from each worker's memfd reply buffer by splice: four readers
+    at once, O_DIRECT, spans of 8 KiB to 1 MiB at odd places, read exactly
+    what qemu-img reads, and the daemon splices from its memfds (strace)."""
+    import random
+    import threading
+    strace = need("strace")
+    raw = tmp_path / "d.raw"
+    with open(raw, "wb") as f:
+        f.write(os.urandom(4 * MiB) + bytes(MiB) +
+                b"ovk memfd reply line\n" * (3 * MiB // 21) + os.urandom(MiB))
+    img = tmp_path / "d.vmdk"
+    to_vmdk(raw, img, "streamOptimized")
+    ref = tmp_path / "ref.raw"
+    run(["qemu-img", "convert", "-O", "raw", img, ref])
+    size = os.path.getsize(ref)
+    with vmdkfs(img, tmp_path / "mnt") as m:
+        log = tmp_path / "strace.txt"
+        tr = subprocess.Popen([strace, "-f", "-qq", "-y", "-e", "trace=splice",
+                               "-o", str(log), "-p", str(daemon_pid(m))],
+                              stderr=subprocess.PIPE)
+        errors = []
+
+        def reader(seed):
+            rnd = random.Random(seed)
+            spans = []
+            for _ in range(60):
+                n = rnd.choice([8192, 65536, 200704, 512 * 1024, MiB])
+                spans.append((rnd.randrange(0, (size - n) // 4096) * 4096, n))
+            try:
+                direct_reads(m / "disk", ref, spans)
+            except AssertionError as e:
+                errors.append(f"reader {seed}: {e}")
+
+        try:
+            time.sleep(1)  # strace attaches to every thread
+            threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            tr.terminate()
+            tr.wait(timeout=10)
+        assert not errors, errors
+        assert files_equal(m / "disk", ref)
+        assert re.search(r"splice\(\d+<[^>]*memfd:vmdkfs-reply", log.read_text()), \
+            "the daemon never spliced from a reply memfd"
+
+
 def test_info_json_matches_vmdk_info(ext4_image, tmp_path):
     _, _, img = ext4_image
     want = json.loads(run([tool("vmdk"), "info", "--output=json", img])

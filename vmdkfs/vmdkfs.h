@@ -84,6 +84,7 @@ struct vmdkfs {
 struct vmdkfs_view {
 	struct vmdkfs *fs;
 	bool staging; /* the private view: disk and partitions/ only */
+	bool splice_write; /* its kernel session takes spliced replies */
 };
 
 /* fsops.c: the FUSE operations shared by both views. */
