@@ -249,6 +249,37 @@ def test_info_json(vmdk, tmp_path, subformat):
     assert a["data"] + a["zero"] + a["unallocated"] == ODD
 
 
+def test_info_shows_disk_database(vmdk, tmp_path):
+    """The descriptor's ddb.* entries, as qemu-img wrote them, in both
+    outputs; a hand-made descriptor's repeated key keeps its first value,
+    and backslashes and UTF-8 in values come out as valid JSON."""
+    img = tmp_path / "disk.vmdk"
+    run([need("qemu-img"), "create", "-q", "-f", "vmdk", "-o",
+         "adapter_type=lsilogic,hwversion=6", img, "1G"])
+    info = json.loads(run([vmdk, "info", "--output=json", img]).stdout)
+    ddb = info["ddb"]
+    assert ddb["adapterType"] == "lsilogic" and ddb["virtualHWVersion"] == "6"
+    assert {"geometry.cylinders", "geometry.heads", "geometry.sectors"} <= set(ddb)
+    text = run([vmdk, "info", img]).stdout
+    assert "disk database:\n" in text and "    adapterType = lsilogic\n" in text
+
+    (tmp_path / "f.bin").write_bytes(bytes(MiB))
+    hand = tmp_path / "hand.vmdk"
+    hand.write_text('# Disk DescriptorFile\nversion=1\nCID=12345678\n'
+                    'parentCID=ffffffff\ncreateType="monolithicFlat"\n'
+                    'RW 2048 FLAT "f.bin" 0\n'
+                    'ddb.adapterType = "ide"\n'
+                    'ddb.comment = "caf\u00e9 \\\\ back"\n'
+                    'ddb.adapterType = "buslogic"\n', encoding="utf-8")
+    ddb = json.loads(run([vmdk, "info", "--output=json", hand]).stdout)["ddb"]
+    assert ddb == {"adapterType": "ide", "comment": "caf\u00e9 \\\\ back"}, ddb
+
+    raw = tmp_path / "r.raw"
+    raw.write_bytes(bytes(MiB))
+    info = json.loads(run([vmdk, "info", "--output=json", "-f", "raw", raw]).stdout)
+    assert info["ddb"] == {}
+
+
 def test_compare(vmdk, tmp_path):
     img = str(tmp_path / "disk.vmdk")
     qemu_create(img, ODD)

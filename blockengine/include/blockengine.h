@@ -147,6 +147,16 @@ struct bdev_extent_info {
 int bdev_get_extent(const struct bdev *b, unsigned index,
 		    struct bdev_extent_info *out);
 
+/*
+ * The index-th entry of a VMDK descriptor's disk database, in descriptor
+ * order (adapterType, geometry.cylinders, virtualHWVersion, uuid, ...):
+ * *key without its "ddb." prefix, *value as written, unquoted. Both stay
+ * valid while b is open. -ENOENT past the last entry, and for a layer
+ * without a disk database (raw).
+ */
+int bdev_get_ddb(const struct bdev *b, unsigned index, const char **key,
+		 const char **value);
+
 /* The next layer down a delta chain (the parent disk), or NULL. */
 struct bdev *bdev_backing(const struct bdev *b);
 

@@ -274,6 +274,19 @@ int bdev_get_extent(const struct bdev *b, unsigned index,
 	return b->fmt->get_extent(b, index, out);
 }
 
+/* The driver's disk database entry index. */
+int bdev_get_ddb(const struct bdev *b, unsigned index, const char **key,
+		 const char **value)
+{
+	bdev_err_clear();
+	if (!b || !key || !value)
+		return bdev_err(-EINVAL, "bdev_get_ddb: no image or result");
+	if (!b->fmt->get_ddb)
+		return bdev_err(-ENOENT, "%s: format %s has no disk database",
+				b->filename, b->fmt->name);
+	return b->fmt->get_ddb(b, index, key, value);
+}
+
 struct bdev *bdev_backing(const struct bdev *b)
 {
 	return b ? b->backing : NULL;

@@ -150,6 +150,10 @@ struct bdev_format {
 		      const uint8_t *in, size_t inlen, uint8_t *out);
 	int (*get_extent)(const struct bdev *b, unsigned index,
 			  struct bdev_extent_info *out);
+	/* The index-th ddb.* entry of the descriptor (see bdev_get_ddb);
+	   -ENOENT past the last. NULL: the format has no disk database. */
+	int (*get_ddb)(const struct bdev *b, unsigned index, const char **key,
+		       const char **value);
 	/* Make all completed writes durable (data before metadata). */
 	int (*flush)(struct bdev *b);
 

@@ -11,8 +11,9 @@ static const char info_help[] =
 "\n"
 "Show what IMAGE is: format, createType, virtual size, grain (cluster) size,\n"
 "CID and parentCID, the delta chain down to the base disk, every extent of\n"
-"the top layer, and how much of the top layer holds data, zeroed grains or\n"
-"nothing.\n"
+"the top layer, its disk database (the descriptor's ddb.* entries: adapter\n"
+"type, geometry, virtual hardware version, UUID, ...), and how much of the\n"
+"top layer holds data, zeroed grains or nothing.\n"
 "\n"
 "Options:\n"
 "  --output=FMT  'human' (default) or 'json'\n"
@@ -39,6 +40,10 @@ static const char info_help[] =
 "                           filename (null for ZERO), offset, size (virtual\n"
 "                           bytes), file-offset, grain-size, version,\n"
 "                           compressed, unclean\n"
+"  ddb             object   the top layer's ddb.* entries without the\n"
+"                           prefix, string values as written (\"adapterType\":\n"
+"                           \"lsilogic\"); a key repeated in the descriptor\n"
+"                           keeps its first value; {} for raw images\n"
 "  allocation      object   bytes of the top layer: data, zero, unallocated\n"
 "\n"
 "Examples:\n"
@@ -106,6 +111,15 @@ static void print_human(FILE *f, struct bdev *b, const struct bdev_info *in,
 		if (e.unclean)
 			fputs(", unclean", f);
 		fputc('\n', f);
+	}
+	for (i = 0;; i++) {
+		const char *k, *v;
+
+		if (bdev_get_ddb(b, i, &k, &v) < 0)
+			break;
+		if (i == 0)
+			fputs("disk database:\n", f);
+		fprintf(f, "    %s = %s\n", k, v);
 	}
 	fputs("allocation (top layer):\n", f);
 	fprintf(f, "    data: %s (%" PRIu64 " bytes)\n",

@@ -142,7 +142,25 @@ void info_print_json(FILE *f, struct bdev *b, const struct bdev_info *in,
 			e.compressed ? "true" : "false",
 			e.unclean ? "true" : "false");
 	}
-	fprintf(f, "\n  ],\n  \"allocation\": {\"data\": %" PRIu64
+	fputs("\n  ],\n  \"ddb\": {", f);
+	for (i = 0, d = 0;; i++) {
+		const char *k, *v, *pk, *pv;
+		unsigned j;
+
+		if (bdev_get_ddb(b, i, &k, &v) < 0)
+			break;
+		/* a repeated key keeps its first value, as the engine reads it */
+		for (j = 0; j < i; j++)
+			if (bdev_get_ddb(b, j, &pk, &pv) == 0 && !strcmp(pk, k))
+				break;
+		if (j < i)
+			continue;
+		fputs(d++ ? ",\n    " : "\n    ", f);
+		json_str(f, k);
+		fputs(": ", f);
+		json_str(f, v);
+	}
+	fprintf(f, "%s},\n  \"allocation\": {\"data\": %" PRIu64
 		", \"zero\": %" PRIu64 ", \"unallocated\": %" PRIu64 "}\n}\n",
-		s->data, s->zero, s->unalloc);
+		d ? "\n  " : "", s->data, s->zero, s->unalloc);
 }

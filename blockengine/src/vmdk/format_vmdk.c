@@ -684,6 +684,21 @@ static int vmdk_get_extent(const struct bdev *b, unsigned index,
 	return 0;
 }
 
+/* Disk database entry index; see struct bdev_format. */
+static int vmdk_get_ddb(const struct bdev *b, unsigned index, const char **key,
+			const char **value)
+{
+	const struct vmdk_image *img = b->priv;
+	unsigned n = img->desc_parsed ? img->desc.n_ddb : 0;
+
+	if (index >= n)
+		return bdev_err(-ENOENT, "%s: no ddb entry %u, the descriptor has %u",
+				b->filename, index, n);
+	*key = img->desc.ddb[index].key;
+	*value = img->desc.ddb[index].value;
+	return 0;
+}
+
 const struct bdev_format bdev_format_vmdk = {
 	.name = "vmdk",
 	.probe = vmdk_probe,
@@ -692,6 +707,7 @@ const struct bdev_format bdev_format_vmdk = {
 	.map = vmdk_map,
 	.decode = vmdk_decode,
 	.get_extent = vmdk_get_extent,
+	.get_ddb = vmdk_get_ddb,
 	.flush = vmdk_flush,
 	.write_alloc = vmdk_write_alloc,
 	.zero = vmdk_zero,
