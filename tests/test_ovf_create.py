@@ -105,6 +105,36 @@ def test_create_info_shows_what_was_asked(tmp_path):
     assert nics == ["lan", "dmz"]
 
 
+def test_create_controller_from_disk_adapter(tmp_path):
+    """Without --controller, the first disk's ddb.adapterType picks the
+    controller (an IDE disk stays on IDE, and the converted disk says ide);
+    --controller still wins, and a raw disk gets lsilogic."""
+    src = tmp_path / "ide.vmdk"
+    run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "adapter_type=ide", src, "64M"])
+
+    def controller(*extra):
+        out = tmp_path / f"vm{len(os.listdir(tmp_path))}.ova"
+        ovf("create", "--name", "v", "--cpus", "1", "--memory", "512",
+            "--disk", src, *extra, out)
+        j = json.loads(ovf("info", "--output=json", out).stdout)
+        items = j["content"]["hardware"]["items"]
+        disk = next(i for i in items if i["kind"] == "disk")
+        ctl = next(i for i in items if i["instance_id"] == disk["parent"])
+        with tarfile.open(out) as t:
+            m = next(x for x in t.getmembers() if x.name.endswith(".vmdk"))
+            head = t.extractfile(m).read(64 * 1024)
+        return ctl["kind"], ctl.get("subtype"), head
+
+    kind, _, head = controller()
+    assert kind == "ide"
+    assert b'ddb.adapterType = "ide"' in head
+    kind, sub, _ = controller("--controller", "pvscsi")
+    assert (kind, sub) == ("scsi", "VirtualSCSI")
+    src = raw_image(tmp_path / "r.raw")
+    kind, sub, _ = controller()
+    assert (kind, sub) == ("scsi", "lsilogic")
+
+
 def test_create_ovf2_folder(tmp_path):
     vm = vmdk_image(tmp_path / "s.vmdk", subformat="streamOptimized")
     out = tmp_path / "pkg"

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include <openssl/evp.h>
 
+#include "blockengine.h"
 #include "cmd_create.h"
 #include "create_i.h"
 #include "ovf.h"
@@ -78,6 +80,39 @@ static const struct ctl_kind ctl_kinds[] = {
 	{ "sata", OVF_RT_STORAGE, "vmware.sata.ahci", "SATA", "lsilogic", 15, 1 },
 	{ "nvme", OVF_RT_STORAGE, "vmware.nvme.controller", "NVMe", "lsilogic", 15, 1 },
 };
+
+/*
+ * The controller a disk's VMDK descriptor says it sits on (ddb.adapterType,
+ * as VMware and qemu-img write it), or NULL when it says nothing we know or
+ * is not a VMDK: what --controller defaults to. A disk that does not open
+ * is left for the conversion to report.
+ */
+static const struct ctl_kind *disk_controller(const char *path)
+{
+	static const struct { const char *adapter, *ctl; } map[] = {
+		{ "ide", "ide" }, { "lsilogic", "lsilogic" },
+		{ "buslogic", "buslogic" }, { "legacyESX", "buslogic" },
+		{ "lsisas1068", "lsilogicsas" }, { "pvscsi", "pvscsi" },
+	};
+	const struct ctl_kind *found = NULL;
+	const char *k, *v;
+	struct bdev *b;
+
+	if (bdev_open(path, NULL, &b) < 0)
+		return NULL;
+	for (unsigned i = 0; !found && bdev_get_ddb(b, i, &k, &v) == 0; i++) {
+		if (strcmp(k, "adapterType"))
+			continue;
+		for (size_t m = 0; m < sizeof(map) / sizeof(map[0]); m++)
+			if (!strcasecmp(v, map[m].adapter))
+				for (size_t c = 0; c < sizeof(ctl_kinds) / sizeof(ctl_kinds[0]); c++)
+					if (!strcmp(ctl_kinds[c].name, map[m].ctl))
+						found = &ctl_kinds[c];
+		break; /* the first adapterType is the one that counts */
+	}
+	bdev_close(b);
+	return found;
+}
 
 /* Writes the descriptor for the converted disks to path (a folder package)
    and its SHA256 in hex into hex. */
@@ -247,8 +282,11 @@ static void create_help(void)
 	      "                       repeat for more (at most 16). None: no NIC.\n"
 	      "  --nic-type TYPE      the NICs' model: e1000 (default), e1000e, vmxnet3,\n"
 	      "                       virtio, pcnet32.\n"
-	      "  --controller TYPE    the disks' controller: lsilogic (default),\n"
-	      "                       lsilogicsas, pvscsi, buslogic, ide, sata, nvme.\n"
+	      "  --controller TYPE    the disks' controller: lsilogic, lsilogicsas,\n"
+	      "                       pvscsi, buslogic, ide, sata, nvme. Default: the\n"
+	      "                       adapter the first disk's VMDK descriptor names\n"
+	      "                       (ddb.adapterType ide, lsilogic, buslogic,\n"
+	      "                       legacyESX, lsisas1068, pvscsi), else lsilogic.\n"
 	      "  --os NAME|ID         the guest OS: a name from --list-os, or a CIM\n"
 	      "                       OsType number 0-65535 as OperatingSystemSection\n"
 	      "                       ovf:id takes it. Default: " DEFAULT_OS ".\n"
@@ -327,6 +365,7 @@ int cmd_create(int argc, char **argv)
 	struct vm_spec vm = { .version = 1 };
 	struct disk_job jobs[MAX_DISKS] = { { 0 } };
 	int nd = 0, done = 0, c, r = 1;
+	bool ctl_given = false;
 	char *work = NULL, *path = NULL, desc_hex[EVP_MAX_MD_SIZE * 2 + 1];
 	const char *out;
 	bool ova;
@@ -413,6 +452,7 @@ int cmd_create(int argc, char **argv)
 				return 2;
 			}
 			vm.ctl = &ctl_kinds[i];
+			ctl_given = true;
 			break;
 		}
 		case 'L':
@@ -433,6 +473,12 @@ int cmd_create(int argc, char **argv)
 	}
 	if (os_desc)
 		vm.os_description = os_desc;
+	if (!ctl_given) {
+		const struct ctl_kind *k = disk_controller(disks[0]);
+
+		if (k)
+			vm.ctl = k;
+	}
 	if (nd > vm.ctl->units * vm.ctl->ncontrollers) {
 		fprintf(stderr, "ovf create: --controller %s takes at most %d disks\n",
 			vm.ctl->name, vm.ctl->units * vm.ctl->ncontrollers);
