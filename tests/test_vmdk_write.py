@@ -232,55 +232,53 @@ def test_kill9_keeps_flushed_writes(tmp_path, opts):
             assert read_header_unclean(img) == 1
 
 
-def test_enospc_is_clean(tmp_path):
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MiB tmpfs to fill up (skips when one cannot be mounted)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     r = sh("mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", mnt, check=False)
     if r.returncode != 0:
         pytest.skip("cannot mount a small tmpfs: " + r.stderr.strip())
     try:
-        img = mnt / "d.vmdk"
-        qemu_create(img, 64 * MiB)
-        r = sh(tool("vmdk"), "bench", "-w", "-c", "200", "-s", "64k", "-S", "64k",
-               "--pattern", "51", img, check=False)
-        assert r.returncode != 0
-        assert "No space left on device" in r.stderr and "d.vmdk" in r.stderr, r.stderr
-        qemu_check(img)
-        # what was written reads back; the rest reads as zeros
-        sh("qemu-img", "convert", "-O", "raw", img, tmp_path / "out.raw")
-        data = (tmp_path / "out.raw").read_bytes()
-        grains = [data[i:i + 65536] for i in range(0, len(data), 65536)]
-        assert all(g in (b"\x33" * 65536, b"\0" * 65536) for g in grains)
-        assert grains[0] == b"\x33" * 65536
+        yield mnt
     finally:
         sh("umount", mnt, check=False)
 
 
+def test_enospc_is_clean(tmp_path, small_fs):
+    img = small_fs / "d.vmdk"
+    qemu_create(img, 64 * MiB)
+    r = sh(tool("vmdk"), "bench", "-w", "-c", "200", "-s", "64k", "-S", "64k",
+           "--pattern", "51", img, check=False)
+    assert r.returncode != 0
+    assert "No space left on device" in r.stderr and "d.vmdk" in r.stderr, r.stderr
+    qemu_check(img)
+    # what was written reads back; the rest reads as zeros
+    sh("qemu-img", "convert", "-O", "raw", img, tmp_path / "out.raw")
+    data = (tmp_path / "out.raw").read_bytes()
+    grains = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    assert all(g in (b"\x33" * 65536, b"\0" * 65536) for g in grains)
+    assert grains[0] == b"\x33" * 65536
+
+
 @pytest.mark.parametrize("depth", [1, 32])
-def test_enospc_in_place(tmp_path, depth):
+def test_enospc_in_place(tmp_path, small_fs, depth):
     """Writes into the holes of a sparse raw image are DATA runs written in
     place: at depth 1 with pwritev on the calling thread, deeper through
     io_uring. A full file system fails the request with a message naming
     the file, and every write that succeeded reads back."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = sh("mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", mnt, check=False)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs: " + r.stderr.strip())
-    try:
-        img = mnt / "d.raw"
-        new_raw(img, 64 * MiB)
-        r = sh(tool("vmdk"), "bench", "-w", "-f", "raw", "-c", "200", "-s",
-               "64k", "-d", depth, "--pattern", "51", img, check=False)
-        assert r.returncode != 0
-        assert "No space left on device" in r.stderr and "d.raw" in r.stderr, r.stderr
-        data = img.read_bytes()
-        grains = [data[i:i + 65536] for i in range(0, len(data), 65536)]
-        assert grains[0] == b"\x33" * 65536
-        # bytes land whole pages at a time; nothing but the pattern or zeros
-        assert set(data) <= {0, 0x33}
-    finally:
-        sh("umount", mnt, check=False)
+    img = small_fs / "d.raw"
+    new_raw(img, 64 * MiB)
+    r = sh(tool("vmdk"), "bench", "-w", "-f", "raw", "-c", "200", "-s",
+           "64k", "-d", depth, "--pattern", "51", img, check=False)
+    assert r.returncode != 0
+    assert "No space left on device" in r.stderr and "d.raw" in r.stderr, r.stderr
+    data = img.read_bytes()
+    grains = [data[i:i + 65536] for i in range(0, len(data), 65536)]
+    assert grains[0] == b"\x33" * 65536
+    # bytes land whole pages at a time; nothing but the pattern or zeros
+    assert set(data) <= {0, 0x33}
 
 
 def test_snapshot_write_commit(tmp_path):

@@ -291,18 +291,18 @@ def test_delta_chain_shows_top(ext4_image, tmp_path):
 
 
 def daemon_pid(mnt):
-    """The pid of the vmdkfs daemon serving mnt."""
+    """Pid of the vmdkfs daemon serving mnt (its argv names the mount)."""
     want = os.path.realpath(str(mnt)).encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
+                argv = f.read().split(b"\0")
+            exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
             continue
-        if args and args[0].endswith(b"vmdkfs") and \
-                any(os.path.realpath(a) == want for a in args[1:] if a):
+        if os.path.basename(exe) == "vmdkfs" and want in argv:
             return int(pid)
-    raise AssertionError(f"no vmdkfs daemon serves {mnt}")
+    raise AssertionError(f"no vmdkfs daemon for {mnt}")
 
 
 def direct_reads(path, ref, spans):
@@ -1041,21 +1041,6 @@ def test_mount_helper(ext4_image, tmp_path):
 def _is_asan(path):
     with open(path, "rb") as f:
         return b"__asan_init" in f.read()
-
-
-def daemon_pid(mnt):
-    """Pid of the vmdkfs daemon serving mnt (its argv names the mount)."""
-    want = os.path.realpath(str(mnt)).encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            exe = os.readlink(f"/proc/{pid}/exe")
-        except OSError:
-            continue
-        if os.path.basename(exe) == "vmdkfs" and want in argv:
-            return int(pid)
-    raise AssertionError(f"no vmdkfs daemon for {mnt}")
 
 
 def vm_hwm_kib(pid):

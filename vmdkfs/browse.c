@@ -202,9 +202,21 @@ static bool vmdkfs_alive(long pid)
 	return !strncmp(comm, "vmdkfs", 6);
 }
 
-/* Lazily unmounts everything mounted under dir (deepest first), as root
-   with umount2, otherwise with fusermount3 (a user's mounts there are all
-   FUSE). Returns how many mounts it took down. */
+/* Detaches the mount on dir now, to go when nothing uses it any more: as
+   root with umount2, otherwise with fusermount3 (a user's mounts are all
+   FUSE). True when it is detached. */
+static bool unmount_lazy(const char *dir)
+{
+	if (geteuid() == 0)
+		return umount2(dir, MNT_DETACH | UMOUNT_NOFOLLOW) == 0;
+
+	char *argv[] = { "fusermount3", "-uz", "-q", (char *)dir, NULL };
+
+	return run(argv, NULL, 0) == 0;
+}
+
+/* Lazily unmounts everything mounted under dir, deepest first. Returns
+   how many mounts it took down. */
 static unsigned unmount_under(const char *dir)
 {
 	size_t dl = strlen(dir);
@@ -237,15 +249,8 @@ static unsigned unmount_under(const char *dir)
 	fclose(f);
 	/* mountinfo lists a mount after the one it sits on */
 	for (unsigned i = n; i-- > 0;) {
-		if (geteuid() == 0) {
-			if (umount2(points[i], MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
-				done++;
-		} else {
-			char *argv[] = { "fusermount3", "-uz", "-q", points[i], NULL };
-
-			if (run(argv, NULL, 0) == 0)
-				done++;
-		}
+		if (unmount_lazy(points[i]))
+			done++;
 		free(points[i]);
 	}
 	free(points);
@@ -583,13 +588,7 @@ static void unmount_dir(const char *dir, bool is_fuse)
 		sleep_ms(100);
 	}
 	vmdkfs_log("%s stays busy; detaching it lazily", dir);
-	if (geteuid() == 0) {
-		umount2(dir, MNT_DETACH | UMOUNT_NOFOLLOW);
-	} else {
-		char *argv[] = { "fusermount3", "-uz", "-q", (char *)dir, NULL };
-
-		run(argv, NULL, 0);
-	}
+	unmount_lazy(dir);
 }
 
 void browse_unmount_all(struct browse *br)

@@ -77,21 +77,6 @@ static void write_file(const char *path, const void *p, size_t len)
 	CHECK_EQ(close(fd), 0);
 }
 
-/* Grains: a mix of data runs, zeroed grains and holes. */
-static int mixed(uint64_t g)
-{
-	if (g % 7 == 3)
-		return 0;
-	if (g % 11 == 5)
-		return 1;
-	return g % 3 == 2 ? 0 : 2;
-}
-
-static int every_other(uint64_t g)
-{
-	return (g / 4) % 2 ? 2 : (g % 5 == 0 ? 1 : 0);
-}
-
 /* Hosted sparse: data grains map to the file, adjacent grains in one run;
    zeroed and unallocated grains are ZERO. From memory: OTHER. */
 static void test_sparse(const char *dir)
@@ -100,7 +85,7 @@ static void test_sparse(const char *dir)
 		.capacity = 4096, .grain = 16, .gtes = 64, .version = 1,
 		.flags = VMDK4_FLAG_NL_DETECT | VMDK4_FLAG_RGD |
 			 VMDK4_FLAG_ZERO_GRAIN,
-		.grain_fn = mixed,
+		.grain_fn = vb_mixed,
 	};
 	struct vb img = vb_build_sparse(&o, NULL, NULL);
 	uint64_t size = 4096 * 512, got[3] = { 0 }, data = 0;
@@ -110,7 +95,7 @@ static void test_sparse(const char *dir)
 	struct bdev *b;
 
 	for (uint64_t g = 0; g < size / 8192; g++)
-		data += mixed(g) == 2 ? 8192 : 0;
+		data += vb_mixed(g) == 2 ? 8192 : 0;
 	path_in(path, sizeof(path), dir, "sparse.vmdk");
 	write_file(path, img.p, img.len);
 	CHECK_EQ(bdev_open(path, NULL, &b), 0);
@@ -125,7 +110,7 @@ static void test_sparse(const char *dir)
 	CHECK_EQ(got[BDEV_HOST_OTHER], 0);
 	/* the asked length is clamped to the image; outside it is an error */
 	CHECK_EQ(bdev_map_host(b, size - 512, 1 << 20, &run),
-		 mixed(size / 8192 - 1) == 2 ? BDEV_HOST_FILE : BDEV_HOST_ZERO);
+		 vb_mixed(size / 8192 - 1) == 2 ? BDEV_HOST_FILE : BDEV_HOST_ZERO);
 	CHECK_EQ(run.length, 512);
 	CHECK_EQ(bdev_map_host(b, size, 1, &run), -EINVAL);
 	CHECK(strstr(bdev_errmsg(), "sparse.vmdk"));
@@ -151,7 +136,7 @@ static void test_stream(const char *dir)
 		.capacity = 3001, .grain = 128, .gtes = 512, .version = 3,
 		.flags = VMDK4_FLAG_NL_DETECT | VMDK4_FLAG_COMPRESSED |
 			 VMDK4_FLAG_MARKERS,
-		.stream = true, .grain_fn = every_other,
+		.stream = true, .grain_fn = vb_every_other,
 	};
 	struct vb img = vb_build_stream(&o);
 	uint64_t got[3] = { 0 };

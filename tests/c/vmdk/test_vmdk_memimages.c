@@ -8,21 +8,6 @@
 #include "vmdk_build.h"
 #include "vmdk/vmdk.h"
 
-/* Grains: a mix of data runs, zeroed grains and holes. */
-static int mixed(uint64_t g)
-{
-	if (g % 7 == 3)
-		return 0;
-	if (g % 11 == 5)
-		return 1;
-	return g % 3 == 2 ? 0 : 2;
-}
-
-static int every_other(uint64_t g)
-{
-	return (g / 4) % 2 ? 2 : (g % 5 == 0 ? 1 : 0);
-}
-
 static struct bdev *open_mem(const struct vb *img, const char *name)
 {
 	struct bsrc *src;
@@ -74,7 +59,7 @@ static struct vb_sparse_opts sparse_opts(vb_grain_fn fn)
 
 static void test_sparse(void)
 {
-	struct vb_sparse_opts o = sparse_opts(mixed);
+	struct vb_sparse_opts o = sparse_opts(vb_mixed);
 	struct vb img = vb_build_sparse(&o, NULL, NULL);
 	struct bdev *b = open_mem(&img, "mem.vmdk");
 	struct bdev_info info;
@@ -89,9 +74,9 @@ static void test_sparse(void)
 	CHECK(info.has_cid && info.cid == 0x12345678);
 	CHECK_EQ(info.cluster_size, 8192);
 	CHECK_EQ(info.extent_count, 1);
-	check_all(b, mixed, 8192, 4096, 4096 * 512);
-	check_all(b, mixed, 8192, 3001, 4096 * 512);
-	check_all(b, mixed, 8192, 1 << 20, 4096 * 512);
+	check_all(b, vb_mixed, 8192, 4096, 4096 * 512);
+	check_all(b, vb_mixed, 8192, 3001, 4096 * 512);
+	check_all(b, vb_mixed, 8192, 1 << 20, 4096 * 512);
 
 	/* Grains 0 and 1 are data and adjacent in the file: one run. */
 	CHECK_EQ(b->fmt->map(b, 100, 4096 * 512 - 100, &m), 0);
@@ -108,7 +93,7 @@ static void test_sparse(void)
 
 static void test_damaged_gd(void)
 {
-	struct vb_sparse_opts o = sparse_opts(mixed);
+	struct vb_sparse_opts o = sparse_opts(vb_mixed);
 	size_t gd, rgd;
 	struct vb img = vb_build_sparse(&o, &gd, &rgd);
 	struct bdev *b;
@@ -118,7 +103,7 @@ static void test_damaged_gd(void)
 	put32(img.p + gd + 4, 0x7fffffff);
 	b = open_mem(&img, "gd.vmdk");
 	CHECK(b);
-	check_all(b, mixed, 8192, 65536, 4096 * 512);
+	check_all(b, vb_mixed, 8192, 65536, 4096 * 512);
 	bdev_close(b);
 
 	/* Restore the directory, damage one primary grain table instead. */
@@ -129,7 +114,7 @@ static void test_damaged_gd(void)
 	put32(img.p + (size_t)le32toh(gt1) * 512 + 8, 0x7ffffff0);
 	b = open_mem(&img, "gt.vmdk");
 	CHECK(b);
-	check_all(b, mixed, 8192, 65536, 4096 * 512);
+	check_all(b, vb_mixed, 8192, 65536, 4096 * 512);
 	bdev_close(b);
 
 	/* Both directories gone: a clear error, no crash. */
@@ -153,7 +138,7 @@ static void expect_open_fail(struct vb *img, const char *n1, const char *n2)
 
 static void test_bad_headers(void)
 {
-	struct vb_sparse_opts o = sparse_opts(mixed);
+	struct vb_sparse_opts o = sparse_opts(vb_mixed);
 	struct vb img = vb_build_sparse(&o, NULL, NULL);
 	uint8_t save[512];
 
@@ -230,7 +215,7 @@ static void test_stream_gd_at_end(void)
 	struct vb_sparse_opts o = {
 		.capacity = 3001, .grain = 128, .gtes = 512, .version = 3,
 		.flags = VMDK4_FLAG_NL_DETECT | VMDK4_FLAG_COMPRESSED | VMDK4_FLAG_MARKERS,
-		.stream = true, .desc = desc_so, .grain_fn = every_other,
+		.stream = true, .desc = desc_so, .grain_fn = vb_every_other,
 	};
 	struct vb img = vb_build_stream(&o);
 	struct bdev *b = open_mem(&img, "stream.vmdk");
@@ -242,8 +227,8 @@ static void test_stream_gd_at_end(void)
 	CHECK(info.compressed);
 	CHECK(strcmp(info.subformat, "streamOptimized") == 0);
 	CHECK_EQ(info.cid, 0x0badcafe);
-	check_all(b, every_other, 65536, 4096, 3001 * 512);
-	check_all(b, every_other, 65536, 100000, 3001 * 512);
+	check_all(b, vb_every_other, 65536, 4096, 3001 * 512);
+	check_all(b, vb_every_other, 65536, 100000, 3001 * 512);
 	CHECK_EQ(b->fmt->map(b, 4 * 65536 + 10, 100, &m), 0);
 	CHECK_EQ(m.kind, BDEV_MAP_COMPRESSED);
 	CHECK_EQ(m.grain_off, 4 * 65536);
@@ -256,7 +241,7 @@ static void test_stream_gd_at_end(void)
 	memset(img.p + img.len - 1024, 0, 512);
 	b = open_mem(&img, "nofooter.vmdk");
 	CHECK(b);
-	check_all(b, every_other, 65536, 65536, 3001 * 512);
+	check_all(b, vb_every_other, 65536, 65536, 3001 * 512);
 	bdev_close(b);
 
 	/* A damaged record: a read error naming the file, not a crash. */
@@ -277,15 +262,15 @@ static void test_stream_gd_at_end(void)
 
 static void test_cowd(void)
 {
-	struct vb img = vb_build_cowd(20000, 4, mixed);
+	struct vb img = vb_build_cowd(20000, 4, vb_mixed);
 	struct bdev *b = open_mem(&img, "cowd.vmdk");
 	struct bdev_info info;
 
 	CHECK(b);
 	bdev_get_info(b, &info);
 	CHECK(strcmp(info.subformat, "vmfsSparse") == 0);
-	check_all(b, mixed, 2048, 65536, 20000 * 512);
-	check_all(b, mixed, 2048, 1000, 20000 * 512);
+	check_all(b, vb_mixed, 2048, 65536, 20000 * 512);
+	check_all(b, vb_mixed, 2048, 1000, 20000 * 512);
 	bdev_close(b);
 	test_truncated(&img, 1531);
 	put32(img.p + 24, 0);
@@ -295,7 +280,7 @@ static void test_cowd(void)
 
 static void test_sesparse(void)
 {
-	struct vb img = vb_build_sesparse(70000, mixed);
+	struct vb img = vb_build_sesparse(70000, vb_mixed);
 	struct bdev *b = open_mem(&img, "se.vmdk");
 	struct bdev_info info;
 	uint64_t pnum;
@@ -303,7 +288,7 @@ static void test_sesparse(void)
 	CHECK(b);
 	bdev_get_info(b, &info);
 	CHECK(strcmp(info.subformat, "seSparse") == 0);
-	check_all(b, mixed, 4096, 65536, 70000 * 512);
+	check_all(b, vb_mixed, 4096, 65536, 70000 * 512);
 	CHECK_EQ(bdev_block_status(b, 5 * 4096, 4096, &pnum), BDEV_STATUS_ZERO);
 	bdev_close(b);
 	test_truncated(&img, 4099);
@@ -349,7 +334,7 @@ int main(void)
 	test_sesparse();
 	test_descriptor_from_memory();
 	{
-		struct vb_sparse_opts o = sparse_opts(every_other);
+		struct vb_sparse_opts o = sparse_opts(vb_every_other);
 		struct vb img = vb_build_sparse(&o, NULL, NULL);
 		test_truncated(&img, 777);
 		free(img.p);

@@ -311,4 +311,22 @@ static inline uint8_t vb_expect(vb_grain_fn fn, uint64_t gb, uint64_t off)
 	return fn(off / gb) == 2 ? pattern_byte(off) : 0;
 }
 
+/* Grain patterns for vb_grain_fn (0 hole, 1 zeroed grain, 2 data): a mix
+   of data runs, zeroed grains and holes... */
+static inline int vb_mixed(uint64_t g)
+{
+	if (g % 7 == 3)
+		return 0;
+	if (g % 11 == 5)
+		return 1;
+	return g % 3 == 2 ? 0 : 2;
+}
+
+/* ...and alternating runs of four data grains and four holes or zeroed
+   grains. */
+static inline int vb_every_other(uint64_t g)
+{
+	return (g / 4) % 2 ? 2 : (g % 5 == 0 ? 1 : 0);
+}
+
 #endif /* OVK_VMDK_BUILD_H */
