@@ -1,0 +1,252 @@
+/* main.c - the pvblk daemon: serve one disk image over NBD and/or
+   vhost-user-blk until SIGTERM. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pvblk.h"
+
+#define MAX_LISTEN 16
+
+static const char usage_text[] =
+"Usage: pvblk [OPTIONS] --nbd ADDRESS | --vhost-user-blk SOCKET ... IMAGE\n"
+"\n"
+"Serve the disk image IMAGE (a VMDK of any subformat, a delta chain, or a\n"
+"raw file) to running virtual machines and to block clients, through ovk's\n"
+"engine. pvblk stays in the foreground; each socket exists once it accepts.\n"
+"SIGTERM or SIGINT stops the servers, flushes and closes the image and\n"
+"releases its lock.\n"
+"\n"
+"Protocols (each may be given several times, all serve the same image):\n"
+"  --vhost-user-blk SOCKET  a vhost-user-blk backend on the unix socket\n"
+"                           SOCKET, for QEMU's vhost-user-blk-pci device\n"
+"  --num-queues N           virtqueues of each vhost-user-blk device\n"
+"                           (default 1), one thread and io_uring each\n"
+"  --nbd unix:PATH|tcp:HOST:PORT\n"
+"                           an NBD server (fixed newstyle)\n"
+"  --export-name NAME       the NBD export's name (default: \"\")\n"
+"  --tls-creds DIR          NBD over TLS with the X.509 files in DIR\n"
+"\n"
+"Image options:\n"
+"  -o ro                    read-only (the default): writes are refused\n"
+"  -o rw                    read-write; the image is locked against a\n"
+"                           second writer (pvblk, vmdkfs, vmdk, QEMU)\n"
+"  -o snapshot[=CHILD]      writes go to a new delta child CHILD (default\n"
+"                           IMAGE-snapshot-DATE.vmdk beside IMAGE); IMAGE\n"
+"                           stays untouched\n"
+"  -f, --format FORMAT      raw or vmdk (default: probed)\n"
+"  -h, --help               this text\n"
+"  -V, --version            the version\n"
+"\n"
+"Examples:\n"
+"  pvblk -o rw --vhost-user-blk /run/disk0.sock --num-queues 2 disk.vmdk\n"
+"  qemu-system-x86_64 -m 1G \\\n"
+"    -object memory-backend-memfd,id=mem,size=1G,share=on \\\n"
+"    -machine pc,memory-backend=mem \\\n"
+"    -chardev socket,id=vu0,path=/run/disk0.sock \\\n"
+"    -device vhost-user-blk-pci,chardev=vu0,num-queues=2 ...\n"
+"\n"
+"  pvblk --nbd unix:/run/disk0.nbd disk.vmdk &\n"
+"  qemu-img info 'nbd+unix:///?socket=/run/disk0.nbd'\n"
+"  nbdinfo --map 'nbd+unix:///?socket=/run/disk0.nbd'\n"
+"\n"
+"Exit status: 0 after a clean stop, 1 on a usage error or when the image\n"
+"or a socket cannot be opened, 2 when closing the image failed.\n";
+
+enum { OPT_NBD = 256, OPT_VU, OPT_QUEUES, OPT_NAME, OPT_TLS };
+
+static const struct option long_opts[] = {
+	{ "nbd", required_argument, NULL, OPT_NBD },
+	{ "vhost-user-blk", required_argument, NULL, OPT_VU },
+	{ "num-queues", required_argument, NULL, OPT_QUEUES },
+	{ "export-name", required_argument, NULL, OPT_NAME },
+	{ "tls-creds", required_argument, NULL, OPT_TLS },
+	{ "format", required_argument, NULL, 'f' },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ 0 },
+};
+
+struct cmdline {
+	struct pvblk_listen listen[MAX_LISTEN];
+	unsigned nlisten;
+	const char *mode, *child, *format, *image;
+	const char *export_name, *tls_creds;
+	unsigned num_queues;
+};
+
+static int add_listen(struct cmdline *c, const struct pvblk_protocol *p,
+		      const char *what, const char *addr)
+{
+	struct pvblk_listen *l;
+
+	if (!p) {
+		pvblk_log("%s is not built into this pvblk", what);
+		return -1;
+	}
+	if (c->nlisten == MAX_LISTEN) {
+		pvblk_log("at most %d sockets", MAX_LISTEN);
+		return -1;
+	}
+	l = &c->listen[c->nlisten++];
+	l->proto = p;
+	l->address = addr;
+	l->num_queues = 1;
+	return 0;
+}
+
+/* -o ro | rw | snapshot[=CHILD], comma-separated. */
+static int parse_o(struct cmdline *c, char *arg)
+{
+	char *save = NULL, *tok;
+
+	for (tok = strtok_r(arg, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(tok, "ro") || !strcmp(tok, "rw") ||
+		    !strcmp(tok, "snapshot")) {
+			c->mode = tok;
+		} else if (!strncmp(tok, "snapshot=", 9) && tok[9]) {
+			c->mode = "snapshot";
+			c->child = tok + 9;
+		} else {
+			pvblk_log("unknown -o option '%s' (expected ro, rw or "
+				  "snapshot[=CHILD])", tok);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int parse(struct cmdline *c, int argc, char **argv)
+{
+	int opt;
+
+	c->mode = "ro";
+	while ((opt = getopt_long(argc, argv, "o:f:hV", long_opts, NULL)) !=
+	       -1) {
+		char *end;
+		unsigned long n;
+
+		switch (opt) {
+		case 'o':
+			if (parse_o(c, optarg) < 0)
+				return -1;
+			break;
+		case 'f':
+			c->format = optarg;
+			break;
+		case OPT_NBD:
+			if (add_listen(c, pvblk_protocol_nbd, "--nbd",
+				       optarg) < 0)
+				return -1;
+			break;
+		case OPT_VU:
+			if (add_listen(c, pvblk_protocol_vhost_user_blk,
+				       "--vhost-user-blk", optarg) < 0)
+				return -1;
+			break;
+		case OPT_QUEUES:
+			errno = 0;
+			n = strtoul(optarg, &end, 10);
+			if (errno || *end || n < 1 || n > 64) {
+				pvblk_log("--num-queues %s: expected 1 to 64",
+					  optarg);
+				return -1;
+			}
+			c->num_queues = (unsigned)n;
+			break;
+		case OPT_NAME:
+			c->export_name = optarg;
+			break;
+		case OPT_TLS:
+			c->tls_creds = optarg;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		case 'V':
+			printf("pvblk (ovk) %s\n", OVK_VERSION);
+			exit(0);
+		default:
+			fputs("Try 'pvblk --help'.\n", stderr);
+			return -1;
+		}
+	}
+	if (optind != argc - 1) {
+		pvblk_log(optind == argc ? "no IMAGE given"
+					 : "more than one IMAGE given");
+		fputs("Try 'pvblk --help'.\n", stderr);
+		return -1;
+	}
+	c->image = argv[optind];
+	if (!c->nlisten) {
+		pvblk_log("nothing to serve: give --nbd or --vhost-user-blk");
+		return -1;
+	}
+	/* these options apply to every socket, wherever they stand */
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		struct pvblk_listen *l = &c->listen[i];
+
+		if (c->num_queues)
+			l->num_queues = c->num_queues;
+		l->export_name = c->export_name;
+		l->tls_creds = c->tls_creds;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct cmdline c;
+	struct pvblk_export e;
+	sigset_t stop_set;
+	char err[1024];
+	unsigned started = 0;
+	int sig, status = 0;
+
+	if (parse(&c, argc, argv) < 0)
+		return 1;
+	/* Every thread the servers start inherits this mask, so SIGTERM and
+	   SIGINT reach only sigwait() below; a client that goes away must
+	   not kill the daemon with SIGPIPE. */
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	sigaddset(&stop_set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (pvblk_export_open(&e, c.image, c.mode, c.child, c.format) < 0)
+		return 1;
+	for (; started < c.nlisten; started++) {
+		struct pvblk_listen *l = &c.listen[started];
+
+		l->export = &e;
+		err[0] = '\0';
+		if (l->proto->start(l, err, sizeof(err)) < 0) {
+			pvblk_log("%s %s: %s", l->proto->name, l->address,
+				  err[0] ? err : "cannot start");
+			status = 1;
+			goto stop;
+		}
+		pvblk_log("serving %s over %s at %s%s", c.image,
+			  l->proto->name, l->address,
+			  e.read_only ? " (read-only)" : "");
+	}
+	while (sigwait(&stop_set, &sig) == 0 && sig == SIGHUP)
+		; /* nothing to reload yet */
+	pvblk_log("%s: stopping", strsignal(sig));
+stop:
+	while (started) {
+		struct pvblk_listen *l = &c.listen[--started];
+
+		l->proto->stop(l);
+	}
+	if (pvblk_export_close(&e) < 0 && !status)
+		status = 2;
+	return status;
+}

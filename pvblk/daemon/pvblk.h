@@ -1,0 +1,73 @@
+/*
+ * pvblk.h - what the pvblk daemon's parts share: an export (one open image)
+ * and the protocol servers that serve it.
+ *
+ * A protocol server (NBD, vhost-user-blk) is an ops table. main.c opens the
+ * image once (export.c), then starts every listener the command line named
+ * on that export; each server runs its own threads (one io_uring queue of the
+ * engine per thread) and returns from start() once its socket accepts. On
+ * SIGTERM or SIGINT main.c calls stop() on each listener in reverse order,
+ * then closes the export (flush, mark clean, unlock).
+ */
+#ifndef OVK_PVBLK_H
+#define OVK_PVBLK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "blockengine.h"
+
+/* One open image, shared by every listener of the daemon. */
+struct pvblk_export {
+	const char *image;     /* the path given on the command line */
+	char *snapshot_child;  /* -o snapshot: the delta child written to */
+	struct bdev *bdev;     /* the open image (the child for -o snapshot) */
+	bool read_only;        /* -o ro: servers refuse writes */
+	uint64_t size;         /* virtual size in bytes */
+};
+
+/* One --nbd or --vhost-user-blk on the command line. */
+struct pvblk_listen {
+	const struct pvblk_protocol *proto;
+	const char *address;     /* as given: a socket path, or unix:/tcp: */
+	const char *export_name; /* --export-name (NBD), or NULL */
+	const char *tls_creds;   /* --tls-creds DIR (NBD), or NULL */
+	unsigned num_queues;     /* --num-queues (vhost-user-blk), >= 1 */
+	struct pvblk_export *export;
+	void *state;             /* the server's own, set by start() */
+};
+
+struct pvblk_protocol {
+	const char *name; /* "nbd", "vhost-user-blk" */
+	/*
+	 * Start serving l->export at l->address. Returns 0 once the socket
+	 * exists and accepts; on failure -errno with a sentence in err that
+	 * names the address and what went wrong. Never blocks after that:
+	 * the server's threads do the work.
+	 */
+	int (*start)(struct pvblk_listen *l, char *err, size_t errlen);
+	/*
+	 * Stop accepting, finish (or fail) requests in flight, join every
+	 * thread, remove the socket. The export stays open: main.c closes it.
+	 */
+	void (*stop)(struct pvblk_listen *l);
+};
+
+/* The protocols this daemon knows (each in its own folder). NULL where
+   that protocol is not built yet. */
+extern const struct pvblk_protocol *const pvblk_protocol_nbd;
+extern const struct pvblk_protocol *const pvblk_protocol_vhost_user_blk;
+
+/* export.c: open the image for mode "ro", "rw" or "snapshot" (child may be
+   NULL: IMAGE-snapshot-DATE.vmdk beside the image). A failed open leaves no
+   child behind. Messages go to stderr naming the image. */
+int pvblk_export_open(struct pvblk_export *e, const char *image,
+		      const char *mode, const char *child, const char *format);
+/* Flush, close, release locks. Returns 0 or -errno (message on stderr). */
+int pvblk_export_close(struct pvblk_export *e);
+
+/* Log a line to stderr as "pvblk: ...". */
+void pvblk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* OVK_PVBLK_H */
