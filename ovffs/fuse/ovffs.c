@@ -555,11 +555,32 @@ static void raise_readahead(const char *mp)
 
 static void usage(FILE *f)
 {
-	fputs("usage: ovffs [-f] [-d] [-s] [-o OPTIONS] PACKAGE MOUNTPOINT\n"
-	      "Mount an OVA file, a .ovf file or a folder read-only.\n"
-	      "  -f  stay in the foreground   -d  debug (implies -f)\n"
-	      "  -s  single-threaded          -o  FUSE mount options\n"
-	      "Unmount with: fusermount3 -u MOUNTPOINT\n", f);
+	fputs("Usage: ovffs [-f] [-d] [-s] [-o OPTIONS] PACKAGE MOUNTPOINT\n"
+	      "\n"
+	      "Mount an OVF package (an OVA file, a .ovf file, or a folder holding\n"
+	      "one) read-only as a folder:\n"
+	      "  NAME.ovf, NAME.mf, NAME.cert  the package's descriptor, manifest\n"
+	      "                 and certificate, as stored\n"
+	      "  verify.txt     what the manifest digests and the certificate say\n"
+	      "  ID/            per virtual system (its ovf:id): hardware.json,\n"
+	      "                 summary.txt, product.json, eula.txt\n"
+	      "  disks/         each disk file as stored, and DISK.raw: its virtual\n"
+	      "                 disk as raw bytes, read in place from the package\n"
+	      "\n"
+	      "Options:\n"
+	      "  -f              stay in the foreground\n"
+	      "  -d              debug output (implies -f)\n"
+	      "  -s              one FUSE thread\n"
+	      "  -o OPTIONS      FUSE mount options (allow_other, ...)\n"
+	      "  -h, --help      this text\n"
+	      "\n"
+	      "Examples:\n"
+	      "  ovffs appliance.ova /mnt/ova && cat /mnt/ova/verify.txt\n"
+	      "  clamscan -r /mnt/ova/disks\n"
+	      "  fusermount3 -u /mnt/ova\n"
+	      "\n"
+	      "Exit status: 0 once mounted (or after -f ends), 1 when the package\n"
+	      "cannot be opened or mounted, 2 on a usage error.\n", f);
 }
 
 int main(int argc, char **argv)
@@ -584,6 +605,10 @@ int main(int argc, char **argv)
 			single = true;
 		} else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
 			i++; /* passed to FUSE below */
+		} else if (!strcmp(argv[i], "-o")) {
+			say("-o needs a list of mount options");
+			usage(stderr);
+			return 2;
 		} else if (argv[i][0] == '-') {
 			say("unknown option %s", argv[i]);
 			usage(stderr);
