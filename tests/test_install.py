@@ -115,9 +115,8 @@ def test_man_page_installed_and_its_options_exist(installed, page):
     section = page.rsplit(".", 1)[1]
     path = f"{dest}{prefix}/share/man/man{section}/{page}"
     assert os.path.isfile(path), path
-    text = run(["man", "-l", "-P", "cat", path],
-               env=dict(os.environ, MANWIDTH="100")).stdout \
-        if need("man") else open(path).read()
+    text = run([need("man"), "-l", "-P", "cat", path],
+               env=dict(os.environ, MANWIDTH="100")).stdout
     assert "NAME" in text and "DESCRIPTION" in text
     prog, subs = PAGES[page]
     prog = os.path.join(build_dir(), prog)
