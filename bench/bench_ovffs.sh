@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Time to first byte and full-read time of a streamOptimized disk holding
 # 1 GiB of data inside an OVA: through ovffs (<disk>.raw served straight
 # from the tar member) versus `tar -xf` then `qemu-img convert -O raw`.

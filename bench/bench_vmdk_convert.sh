@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # bench_vmdk_convert.sh - raw -> streamOptimized: `vmdk convert` vs
 # `qemu-img convert`, median wall time of 3 runs each, and output sizes.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bench_vmdk_read.sh - reading VMDKs: `vmdk bench` vs `qemu-img bench -f vmdk`
 # (4 KiB and 64 KiB requests, depth 1 and 32) and `vmdk convert -O raw` vs
 # `qemu-img convert -O raw`, side by side in one run, median of REPEAT runs,

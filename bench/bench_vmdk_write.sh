@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # bench_vmdk_write.sh - write throughput of `vmdk bench -w` (the ovk engine)
 # against `qemu-img bench -w -f vmdk`, side by side: 4 KiB and 64 KiB
 # requests, queue depth 1 and 32, allocating (a fresh monolithicSparse

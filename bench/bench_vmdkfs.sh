@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bench_vmdkfs.sh - vmdkfs vs qemu-storage-daemon's FUSE export vs vmdkmount,
 # side by side in one run on the same images, with fio (io_uring, O_DIRECT)
 # on the mounted raw file. Runs are interleaved (one run of every peer, then

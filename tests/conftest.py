@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared pytest fixtures for the ovk suites.
 
 The build directory comes from the environment variable OVK_BUILD (default

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Builders for OVF packages in the shapes real producers write.
 
 Descriptors are written as VMware (OVF 1.x, vmw: sections), VirtualBox

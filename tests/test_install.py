@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What a third party gets from `meson install`: the library found through
 pkg-config, an example program built against it alone, and a man page for
 every program whose options all exist."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`ovf create`: packages built around raw and VMDK images validate, their
 disks are streamOptimized VMDKs that qemu-img checks clean and compares equal
 to the source images, info shows what was asked, and ovffs serves them."""

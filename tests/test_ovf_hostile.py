@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Hostile input: each is refused with a clear error naming the file and
 what was wrong, and nothing crashes (exit status 1, never a signal)."""
 import io

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`ovf info|validate|pack|unpack` on packages shaped like real producers'
 (VMware OVF 1.x, VirtualBox OVF 2.0, OVF 0.9, collections), manifests in
 every spelling, signatures, and tar variants (ustar, GNU, pax, gzip'd)."""

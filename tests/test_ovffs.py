@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ovffs: mount packages and browse them; disks read through the engine
 must equal `qemu-img convert -O raw` of the original disk files."""
 import gzip

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sparse raw files: `vmdk map`, `compare` and `convert` see their holes as
 zeros (SEEK_DATA/SEEK_HOLE) and skip them instead of reading them."""
 import json

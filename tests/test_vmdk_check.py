@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`vmdk check`: clean images exit 0; hand-damaged ones exit 2 (corruption)
 or 3 (leaks only) with a finding naming the entry; -r repairs safely."""
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The `vmdk` command line itself: help, version, usage errors, bench with
 qemu-img's semantics, concurrent reads through the CLI, and a memory bound
 on a 2 TiB sparse image."""

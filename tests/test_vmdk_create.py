@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`vmdk create` and `vmdk convert -O vmdk`: every subformat we write is
 judged by QEMU's tools (qemu-img check / info / compare), the independent
 reference."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Images written byte by byte by tests/vmdkgen.py (our own writer, from the
 format documents): the shapes QEMU cannot make (VMware's GD_AT_END streams,
 vmfs, COWD vmfsSparse, ZERO/RDONLY/NOACCESS extents, damaged directories)

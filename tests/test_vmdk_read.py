@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The engine reads every VMDK subformat QEMU can write, byte for byte as
 qemu-img does: images are made and filled with qemu-img/qemu-io, then
 `vmdk convert -O raw` must equal `qemu-img convert -O raw`, and `vmdk map`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Writing VMDKs through the engine: images qemu-img makes, modified by a
 seeded workload (tests/c/vmdk_workload.c) that also writes a raw shadow;
 qemu-img check must find no errors and qemu-img compare must see the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """vmdkfs: real FUSE mounts of qemu-img-made images holding real filesystems
 (mkfs.ext4 -d, mkfs.vfat + mcopy) and real partition tables (sgdisk,
 sfdisk). Every test unmounts in teardown, even when it fails."""

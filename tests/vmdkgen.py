@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """vmdkgen: build VMDK images byte by byte from the documented format.
 
 An independent writer for tests: it knows exactly what it stored, so a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * browse.c - the sub-mount manager: find each guest filesystem, mount it
  * read-only in the staging folder with the kernel (loop device) or with a

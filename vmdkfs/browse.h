@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * browse.h - mount each guest filesystem read-only in a staging folder and
  * say, for the user's fs/ tree, where each one lives.

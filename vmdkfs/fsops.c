@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fsops.c - the FUSE operations: the raw windows, info.json and fs/. */
 #include "vmdkfs.h"
 #include "browse.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * infojson.c - info.json: the document `vmdk info --output=json` prints,
  * rendered in-process by the same code (blockengine/tools/info_json.c).

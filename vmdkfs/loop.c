@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * loop.c - vmdkfs's own request loop over a FUSE session, in place of
  * libfuse's fuse_loop_mt.

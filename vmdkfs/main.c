@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * main.c - vmdkfs: options, checks a user can act on, daemonising, and the
  * order in which the image, the two FUSE sessions and the guest

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ptable.c - MBR and GPT partition tables from untrusted bytes. */
 #include "ptable.h"
 

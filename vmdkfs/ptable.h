@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ptable.h - read MBR (primary, extended, logical) and GPT partition tables
  * from untrusted disk bytes.

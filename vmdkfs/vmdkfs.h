@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vmdkfs.h - what the parts of vmdkfs share: the mounted image, its
  * partitions, the browse manager and the two FUSE views.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_vmdk_check.c - bdev_check over one hostile extent file (hosted
  * sparse, COWD or seSparse by its magic; also the fallback for files the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_vmdk_descriptor.c - the descriptor parser and probe on any text. */
 #include <stdint.h>
 #include <stdlib.h>

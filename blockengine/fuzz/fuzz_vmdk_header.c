@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_vmdk_header.c - sparse headers and the tables they point to: the
  * input is one extent file, opened as hosted sparse (header or footer,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_vmdk_image.c - a whole image from memory: probe, open through the
  * engine as a region would be, then block status and reads spread across

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * blockengine.h - the ovk block engine: open a disk image, ask what it holds,
  * and do I/O on it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bsrc_callback.c - a read-only byte source whose bytes come from the
  * caller's read callback (a gzip'd or chunked file inside an OVF package),
  * and bdev_open_callbacks, which opens an image over one. The source has no

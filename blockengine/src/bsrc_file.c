@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * bsrc_file.c - byte sources backed by a file descriptor: a whole file
  * (readable, maybe writable, locked) or a read-only region of one (a member

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* bsrc_mem.c - a read-only byte source over caller-owned memory. */
 #include <errno.h>
 #include <stdlib.h>

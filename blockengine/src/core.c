@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * core.c - opening and closing images (format probing, layer chains), and
  * the public calls that describe an open image.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * create.c - bdev_create and the image writer's public entry points:
  * option checks shared by all formats, and the raw format's writer.

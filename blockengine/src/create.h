@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * create.h - private to image creation: the writer every created image is
  * filled through (bdev_create is a writer closed without writes).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* errors.c - the thread-local message behind bdev_errmsg(). */
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* format_raw.c - a raw image: the source's bytes are the disk, one FLAT
    extent covering all of it; holes of a sparse file read as ZERO runs. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * grain_cache.c - the inflated-grain cache: a hash table of refcounted
  * entries with LRU eviction under one mutex, held only for list and table

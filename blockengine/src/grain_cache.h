@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * grain_cache.h - a bounded cache of inflated grains of one layer, shared by
  * every thread doing I/O on it. Entries are keyed by (source, record offset)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * inflate_pool.c - the shared pool of threads that inflate compressed
  * grains for the queues (see inflate_pool.h): one FIFO of jobs under one

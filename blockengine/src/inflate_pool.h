@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * inflate_pool.h - a small pool of threads, shared by every open image and
  * queue, that inflates compressed grains off the reading thread.

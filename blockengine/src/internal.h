@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * internal.h - what the engine's parts share below the public API:
  * byte sources, format drivers, the map a driver answers, struct bdev.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * queue.c - per-thread io_uring queues: the rings, submitting and reaping
  * operations (retrying short transfers), the pool of requests and the done

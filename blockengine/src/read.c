@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * read.c - reads: splitting a request into the runs each layer maps and
  * sending them down the chain: DATA with io_uring straight into the caller's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * request.h - what the parts of the request path share: requests (struct
  * breq), io_uring operations (struct bsub), compressed-grain reads in flight,

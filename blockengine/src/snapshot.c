@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * snapshot.c - live snapshots (freeze the top layer of an open image under
  * a new delta child) and commit (merge a delta child into its parent).

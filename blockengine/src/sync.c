@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sync.c - the blocking helpers (bdev_pread...): each runs one request on a
  * queue the calling thread creates on first use and frees when it exits.

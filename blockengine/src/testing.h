@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * testing.h - hooks for the engine's own unit tests and fuzzers (not part
  * of the shared library's exports).

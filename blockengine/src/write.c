@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * write.c - writes, discards and write-zeroes of the top layer: DATA runs in
  * place with io_uring, other runs through the driver's allocating path or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_bench.c - `vmdk bench`: time COUNT requests of SIZE bytes with DEPTH
  * in flight, with the semantics and output of `qemu-img bench`, so the two

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_check.c - `vmdk check`: consistency of a VMDK's sparse extents, with
  * qemu-img check's exit codes and output shapes.

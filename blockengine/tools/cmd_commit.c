@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_commit.c - `vmdk commit CHILD`: merge a delta disk into its parent
  * and delete it.

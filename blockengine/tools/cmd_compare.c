@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_compare.c - `vmdk compare A B`: do two disks read the same? Ranges
  * that read as zeros in both are skipped without I/O; the rest is read in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_convert.c - `vmdk convert`: flatten an image (its whole chain) into a
  * raw file, or write it as a new VMDK of any subformat (-O vmdk) through the

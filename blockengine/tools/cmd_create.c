@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_create.c - `vmdk create`: a new, empty VMDK (any subformat) or raw
  * image, or a delta disk on a parent; and the `-o` option list parser that

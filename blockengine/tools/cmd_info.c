@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* cmd_info.c - `vmdk info`: what an image is, as text or stable JSON. */
 #include <getopt.h>
 #include <inttypes.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* cmd_map.c - `vmdk map`: the allocation map across a delta chain. */
 #include <getopt.h>
 #include <inttypes.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_resize.c - `vmdk resize [--shrink] IMAGE [+|-]SIZE`: change a VMDK's
  * virtual size in place, like qemu-img resize.

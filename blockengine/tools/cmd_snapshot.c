@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_snapshot.c - `vmdk snapshot create IMAGE CHILD`: freeze IMAGE under a
  * new delta disk CHILD (monolithicSparse) that later writes go to.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* common.c - helpers shared by the `vmdk` tool's commands. */
 #include "common.h"
 

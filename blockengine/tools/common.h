@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * common.h - helpers shared by the `vmdk` tool's commands: option parsing,
  * opening images, error reporting, allocation walks over a chain, JSON.

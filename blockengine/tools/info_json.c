@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * info_json.c - what `vmdk info` reports about an image: the allocation
  * summary and the stable JSON document. Shared by the vmdk tool and by

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * info_json.h - what `vmdk info` reports about an image, shared by the vmdk
  * tool (cmd_info.c) and vmdkfs (info.json): one document, one renderer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* main.c - `vmdk`: inspect, read, compare and benchmark VMDK images. */
 #include <stdio.h>
 #include <string.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ovffs - mount an OVF package (OVA, .ovf, folder) read-only as a tree a
  * person can browse: the descriptor, manifest and certificate as they are,
  * verify.txt, one folder per virtual system, and disks/ with each disk's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_ovf_descriptor - the OVF descriptor parser and model on any bytes,
  * then the renderers over whatever model came out. */
 #include <stdlib.h>

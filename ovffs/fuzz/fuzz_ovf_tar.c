@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* fuzz_ovf_tar - the tar reader (and the gzip reader when the input starts
  * like gzip) on any bytes; every listed member is read back. */
 #include <stdio.h>

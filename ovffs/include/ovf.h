@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * ovf.h - libovf: read OVF descriptors and OVF/OVA packages in place.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* descriptor.c - parse an OVF descriptor (0.9, 1.x, 2.x) with libxml2,
  * hostile-safe, into the read-only model of ovf.h. */
 #include <ctype.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* gzip_ra.c - random access into gzip data without extracting it.
  *
  * Decoding goes forward from the start or from a restart point. While it

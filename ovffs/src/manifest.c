@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* manifest.c - check a package's manifest digests (SHA1/256/512) and the
  * certificate's signature over the manifest with OpenSSL. Trust in the
  * certificate is the user's call: we report subject, issuer and validity. */

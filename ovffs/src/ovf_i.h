@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ovf_i.h - libovf internals shared by its source files. */
 #ifndef OVK_OVF_I_H
 #define OVK_OVF_I_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* pack.c - write an OVA from a folder (descriptor first, manifest next,
  * then files in References order) and extract one into a folder. Holes in
  * sparse files stay holes both ways. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* package.c - open an OVF package (OVA file, .ovf file or folder) and read
  * its files in place: members of the tar, or files beside the descriptor. */
 #include <dirent.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* render.c - the package as JSON and as text for people: `ovf info` and
  * the files ovffs shows (hardware.json, product.json, summary.txt,
  * verify.txt). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* stream.c - random-access byte sources: a region of a file, a slice of
  * another stream, and several streams end to end (chunked files). */
 #include <errno.h>

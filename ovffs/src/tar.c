@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tar.c - list the members of a tar archive in place: ustar, GNU (base-256
  * sizes, ././@LongLink names) and pax (path, size) headers. */
 #include <errno.h>

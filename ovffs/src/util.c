@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* util.c - libovf's error message, findings lists and text helpers. */
 #include <ctype.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* validate.c - every check `ovf validate` makes: mandatory elements, that
  * references resolve, file sizes, manifest digests and the signature. */
 #include <errno.h>

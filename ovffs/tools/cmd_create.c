@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* cmd_create.c - `ovf create`: build an OVF package (OVA or folder) around
  * disk images: the options and their tables of known guest OSes, NIC models
  * and controllers, and the folder output. Each disk (raw or any VMDK) is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* cmd_create.h - `ovf create` (cmd_create.c), called from ovf.c. */
 #ifndef OVK_OVF_CMD_CREATE_H
 #define OVK_OVF_CMD_CREATE_H

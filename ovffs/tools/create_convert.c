@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* create_convert.c - `ovf create`: convert a disk image (raw or any VMDK,
  * read through its chain) into a streamOptimized VMDK with the engine's
  * writer, straight into the package file at a given offset and hashed as

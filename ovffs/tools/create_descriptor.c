@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* create_descriptor.c - `ovf create`: the OVF descriptor of one virtual
  * system (OVF 1.x or 2.x): References, DiskSection, NetworkSection, the
  * guest OS and a VirtualHardwareSection with CPUs, memory, the controller(s),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* create_i.h - what the parts of `ovf create` share: cmd_create.c (options,
  * folder output), create_convert.c (disk conversion through the engine),
  * create_descriptor.c (the OVF descriptor) and create_ova.c (OVA output). */

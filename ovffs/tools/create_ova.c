@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* create_ova.c - `ovf create OUT.ova`: the archive laid out before the
  * disks are converted, each disk written by the engine into its place
  * (how: the comment below). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* ovf - inspect, validate, create, pack and unpack OVF packages (OVA files, .ovf
  * files, folders). */
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* export.c - open the image a pvblk daemon serves: read-only, read-write,
    or read-write into a fresh delta child (-o snapshot). */
 #include <errno.h>

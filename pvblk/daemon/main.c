@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* main.c - the pvblk daemon: serve one disk image over NBD and/or
    vhost-user-blk until SIGTERM. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* protocols.c - the protocol servers built into this pvblk. Each protocol's
    folder defines its table; a protocol not built yet is NULL here. */
 #include "pvblk.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * pvblk.h - what the pvblk daemon's parts share: an export (one open image)
  * and the protocol servers that serve it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * engine_bench.c - 4 KiB reads of an image at a given queue depth,
  * for side-by-side runs against `qemu-img bench` (not a test: timings never

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_callbacks.c - images read through caller-supplied callbacks
  * (bdev_open_callbacks): raw and streamOptimized VMDK, from several threads,
  * short reads, errors, read-only, and the caller's close. */

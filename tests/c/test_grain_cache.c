@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_grain_cache.c - compressed runs through the grain cache, without the
  * VMDK driver: a tiny format defined here stores each grain as a record

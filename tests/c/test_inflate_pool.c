@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_inflate_pool.c - compressed grains inflated by the shared pool of
  * workers: a streamOptimized image written by the engine's own writer is

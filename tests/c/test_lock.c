@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_lock.c - image locks: one writer, shared readers, -U bypasses. */
 #include <limits.h>
 #include <sys/wait.h>

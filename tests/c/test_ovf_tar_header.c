@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_ovf_tar_header.c - the tar headers libovf writes: ovf_tar_header
  * adds a pax record for a size over 11 octal digits, ovf_tar_header_fixed
  * keeps one block (GNU base-256 size) so its length never depends on the

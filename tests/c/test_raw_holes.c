@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_raw_holes.c - the holes of a sparse raw file are ZERO runs for block
    status and reads, and writes into them land (also after the same thread
    asked about the hole). */

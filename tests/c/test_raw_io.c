@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_raw_io.c - reads and writes of a raw image through the async and
    blocking calls, with scatter-gather and unaligned offsets. */
 #include <limits.h>

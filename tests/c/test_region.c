@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_region.c - an image that is a region of a file (an OVA member). */
 #include <limits.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_threads.c - many threads, each with its own queue, read random
    ranges of one image at once; a queue holds more requests than its ring. */
 #include <limits.h>

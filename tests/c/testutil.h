@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* testutil.h - small helpers shared by the engine's C tests. */
 #ifndef OVK_TESTUTIL_H
 #define OVK_TESTUTIL_H

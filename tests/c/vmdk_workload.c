@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vmdk_workload.c - applies a seeded random workload of writes, zeroes,
  * discards and flushes to an image through the engine's public API, and

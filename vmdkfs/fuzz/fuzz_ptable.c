@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_ptable.c - libFuzzer harness for the MBR/GPT parser: the input is
  * the disk (reads past its end fail), its size the input's size rounded up

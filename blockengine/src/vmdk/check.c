@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * check.c - bdev_check: consistency of the hosted sparse extents of a VMDK
  * (like qemu-img check): directory and table entries in range, primary and

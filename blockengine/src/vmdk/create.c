@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * create.c - writing new VMDK images: the descriptor, the extent files of
  * every subformat laid out as VMware and QEMU lay them out, and the writer

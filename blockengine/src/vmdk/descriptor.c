@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * descriptor.c - the VMDK text descriptor: header keys, extent lines and
  * ddb.* entries, parsed strictly with line-numbered messages.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * extent_cowd.c - "COWD" sparse extents (ESX vmfsSparse deltas, and the
  * VMware 2/3 era sparse disks): a 2 KiB header, a directory of u32 sector

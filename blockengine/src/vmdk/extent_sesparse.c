@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * extent_sesparse.c - ESXi seSparse extents: a constant header, a volatile
  * header, a directory of u64 entries naming grain tables by index, grain

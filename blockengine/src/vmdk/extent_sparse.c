@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * extent_sparse.c - hosted sparse extents ("KDMV"), including
  * streamOptimized ones: header or footer, grain directory (primary or

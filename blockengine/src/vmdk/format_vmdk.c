@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * format_vmdk.c - the VMDK format driver: probe, open (descriptor or
  * single sparse file, extents, parent chain), map, decode, extent info.

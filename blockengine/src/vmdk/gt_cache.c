@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * gt_cache.c - the grain-table cache shared by all threads of one image:
  * a hash of (extent, directory index) -> raw table bytes, bounded in bytes,

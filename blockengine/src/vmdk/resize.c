@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * resize.c - bdev_resize: change the virtual size of a VMDK in place.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * sparse_header.c - the 512-byte hosted sparse extent header ("KDMV") and
  * stream markers: decoded with explicit little-endian loads and checked

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * stream.c - streamOptimized grains: inflating a grain record, deflating
  * one (stored as is when it would not shrink), and rebuilding a lost grain

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vmdk.h - private to the VMDK format driver: the parsed descriptor, sparse
  * headers, extents and the grain-table cache. Nothing outside

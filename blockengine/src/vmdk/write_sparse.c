@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * write_sparse.c - the VMDK driver's write path for hosted sparse ("KDMV",
  * uncompressed) and COWD extents: allocating grains at the end of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * write_stream.c - writing streamOptimized extents opened read-write
  * through the engine (vmdkfs -o rw, `vmdk bench -w`).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * readback.c - test helper: print the bytes an image reads as (through
  * bdev_pread, in chunks of the given size) to stdout, so scripts can

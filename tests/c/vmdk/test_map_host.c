@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_map_host.c - bdev_map_host: which runs of an image are stored as is
  * in a host file (and where), which read as zeros, which must go through

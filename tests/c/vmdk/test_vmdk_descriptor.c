@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_vmdk_descriptor.c - the descriptor parser on text in memory. */
 #include <string.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_vmdk_memimages.c - images built byte by byte in memory (hosted
  * sparse with damaged directories, VMware-style GD_AT_END streams, COWD,

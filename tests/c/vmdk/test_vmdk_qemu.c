@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_vmdk_qemu.c - images made by qemu-img/qemu-io (every subformat
  * QEMU writes, chains, zeroed grains, 2 TiB sparse) and hand-written

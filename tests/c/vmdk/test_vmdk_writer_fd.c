@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * test_vmdk_writer_fd.c - bdev_writer_new_fd: a streamOptimized or
  * monolithicSparse image written into the middle of a bigger file, read

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vmdk_build.h - build small VMDK images in memory for the driver's tests:
  * hosted sparse (with RGD), streamOptimized with the GD at the end (as
