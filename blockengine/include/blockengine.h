@@ -65,6 +65,11 @@ struct bdev_open_opts {
 				       0 = one per online CPU (none on a single
 				       CPU), UINT32_MAX = none: each queue
 				       inflates on its own thread */
+	uint32_t struct_size;       /* sizeof(struct bdev_open_opts) as the
+				       caller's header had it, or 0 for the
+				       fields above; later fields are read only
+				       when struct_size covers them (see
+				       docs/ABI.md) */
 };
 
 /* Open the image at path. opts may be NULL (read-only, probed format). */
@@ -286,6 +291,9 @@ struct bdev_create_opts {
 	unsigned hwversion;       /* ddb.virtualHWVersion; 0 = 4 */
 	bool zeroed_grain;        /* sparse: zeroed-grain entries (header v2+) */
 	uint64_t grain_size;      /* sparse grain bytes; 0 = 64 KiB */
+	uint32_t struct_size;     /* sizeof(struct bdev_create_opts) as the
+				     caller's header had it, or 0 for the
+				     fields above (see docs/ABI.md) */
 };
 
 /* Create a new, empty image at path (refuses to overwrite a file). */

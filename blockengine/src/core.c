@@ -50,24 +50,31 @@ static int bdev_probe(struct bsrc *src, const struct bdev_format **out)
 	return 0;
 }
 
-/* opts with every 0 field replaced by its default. */
-static struct bdev_open_opts bdev_opts_defaults(const struct bdev_open_opts *o)
+/* The caller's opts (read by its struct_size) with every 0 field replaced
+   by its default. */
+static int bdev_opts_defaults(const char *name, const struct bdev_open_opts *o,
+			      struct bdev_open_opts *opts)
 {
-	struct bdev_open_opts opts = o ? *o : (struct bdev_open_opts){0};
+	int ret = bdev_copy_opts(opts, sizeof(*opts),
+				 offsetof(struct bdev_open_opts, struct_size),
+				 o, o ? o->struct_size : 0, name);
 
-	if (!opts.gt_cache_bytes)
-		opts.gt_cache_bytes = BDEV_DEFAULT_GT_CACHE;
-	if (!opts.grain_cache_bytes)
-		opts.grain_cache_bytes = BDEV_DEFAULT_GRAIN_CACHE;
-	if (!opts.readahead_grains)
-		opts.readahead_grains = BDEV_DEFAULT_READAHEAD;
-	if (!opts.inflate_threads) {
+	if (ret < 0)
+		return ret;
+	opts->struct_size = sizeof(*opts);
+	if (!opts->gt_cache_bytes)
+		opts->gt_cache_bytes = BDEV_DEFAULT_GT_CACHE;
+	if (!opts->grain_cache_bytes)
+		opts->grain_cache_bytes = BDEV_DEFAULT_GRAIN_CACHE;
+	if (!opts->readahead_grains)
+		opts->readahead_grains = BDEV_DEFAULT_READAHEAD;
+	if (!opts->inflate_threads) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 
 		/* on one CPU a hand-off only adds thread hops */
-		opts.inflate_threads = n > 1 ? (uint32_t)n : UINT32_MAX;
+		opts->inflate_threads = n > 1 ? (uint32_t)n : UINT32_MAX;
 	}
-	return opts;
+	return 0;
 }
 
 /* Rejects flag combinations that mean nothing. */
@@ -142,10 +149,16 @@ err_close_src:
 int bdev_open_layer(const char *path, struct bsrc *src,
 		    const struct bdev_open_opts *opts, struct bdev **out)
 {
-	struct bdev_open_opts o = bdev_opts_defaults(opts);
 	const struct bdev_format *fmt = NULL;
+	struct bdev_open_opts o;
 	int ret;
 
+	ret = bdev_opts_defaults(path ? path : src->name, opts, &o);
+	if (ret < 0) {
+		if (src)
+			bsrc_close(src);
+		return ret;
+	}
 	if (!src) {
 		ret = bsrc_open_file(path, o.flags & BDEV_O_RDWR,
 				     o.flags & BDEV_O_SHARE, &src);
@@ -175,9 +188,15 @@ int bdev_open_layer(const char *path, struct bsrc *src,
 int bdev_open_format(const struct bdev_format *fmt, struct bsrc *src,
 		     const struct bdev_open_opts *opts, struct bdev **out)
 {
-	struct bdev_open_opts o = bdev_opts_defaults(opts);
+	struct bdev_open_opts o;
+	int ret;
 
 	bdev_err_clear();
+	ret = bdev_opts_defaults(src->name, opts, &o);
+	if (ret < 0) {
+		bsrc_close(src);
+		return ret;
+	}
 	return bdev_open_with(fmt, NULL, src, &o, out);
 }
 

@@ -139,11 +139,16 @@ static int raw_writer_new(const char *path, const struct bdev_create_opts *o,
 static int check_opts(const char *path, const struct bdev_create_opts *o,
 		      struct bdev_create_opts *d)
 {
-	static const struct bdev_create_opts none;
+	int ret;
 
-	*d = o ? *o : none;
 	if (!path || !*path)
 		return bdev_err(-EINVAL, "bdev_create: no path");
+	ret = bdev_copy_opts(d, sizeof(*d),
+			     offsetof(struct bdev_create_opts, struct_size), o,
+			     o ? o->struct_size : 0, path);
+	if (ret < 0)
+		return ret;
+	d->struct_size = sizeof(*d);
 	if (!d->format)
 		d->format = "vmdk";
 	if (strcmp(d->format, "vmdk") && strcmp(d->format, "raw"))

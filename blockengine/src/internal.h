@@ -222,6 +222,16 @@ struct bdev {
  * Open path (or src when path is NULL) as a layer of a chain, with the
  * caller's options; used by bdev_open and by drivers that open parents.
  */
+/*
+ * Copy a caller's options struct into dst (known bytes: this library's
+ * sizeof). struct_size is what the caller says its struct holds; 0 means
+ * the first release's layout, base bytes (everything before struct_size).
+ * A larger struct is accepted while the bytes this library does not know
+ * are all zero (-E2BIG otherwise). src may be NULL: all defaults.
+ */
+int bdev_copy_opts(void *dst, size_t known, size_t base, const void *src,
+		   uint32_t struct_size, const char *what);
+
 int bdev_open_layer(const char *path, struct bsrc *src,
 		    const struct bdev_open_opts *opts, struct bdev **out);
 
