@@ -172,3 +172,38 @@ def test_bad_manifest_lines_and_cert(tmp_path):
     assert "digest MD5 not supported" in r.stdout
     assert "appliance.cert: first line is not" in r.stdout or \
            "signature is not hex" in r.stdout
+
+
+def _escaping_folder(tmp_path, shape):
+    """A package folder whose one File reaches a host file: by an href with
+    "..", through a symlinked file, or through a symlinked subfolder."""
+    d = tmp_path / "pkg"
+    d.mkdir()
+    secret = tmp_path / "host" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("HOST-SECRET\n")
+    if shape == "dotdot":
+        href = "../host/secret.txt"
+    elif shape == "symlinked-file":
+        href = "disk.vmdk"
+        os.symlink(secret, d / "disk.vmdk")
+    else:
+        href = "sub/secret.txt"
+        os.symlink(secret.parent, d / "sub")
+    (d / "p.ovf").write_text(ovfgen.vmware_envelope(
+        [("f1", href, None, None)], [], ovfgen.vmware_system("vm", [])))
+    return d, href
+
+
+@pytest.mark.parametrize("shape", ["dotdot", "symlinked-file", "symlinked-subfolder"])
+def test_pack_refuses_what_validate_refuses(tmp_path, shape):
+    d, href = _escaping_folder(tmp_path, shape)
+    assert ovf("validate", d).returncode == 1
+    out = tmp_path / "out.ova"
+    r = ovf("pack", d, out)
+    assert r.returncode == 1, r.stderr
+    assert "References/File[@id=f1]" in r.stderr and href in r.stderr
+    assert "nothing packed" in r.stderr
+    assert not out.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("out.ova")]
+

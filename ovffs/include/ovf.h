@@ -172,6 +172,13 @@ const struct ovf_file *ovf_find_file(const struct ovf_envelope *env,
 const struct ovf_disk *ovf_find_disk(const struct ovf_envelope *env,
 				     const char *disk_id);
 
+/*
+ * The rule every command applies to a File's ovf:href before touching the
+ * file: a relative name inside the package (no leading "/", no "..", no
+ * URL). Returns 0, or -EINVAL with ovf_errmsg() saying why.
+ */
+int ovf_href_check(const char *href);
+
 /* Bytes per unit of an allocation-units string ("byte * 2^30", "MegaBytes",
    NULL = bytes), or 0 if it is not understood. */
 uint64_t ovf_units_multiplier(const char *units);

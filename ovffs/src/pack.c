@@ -316,14 +316,23 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		char **parts;
 		size_t np;
 
+		const char *fid = p->env->files[f].id ? p->env->files[f].id : "?";
+
+		/* the same rule as validate: an href inside the package that
+		   names regular files in its folder, never through symlinks */
 		r = ovf_pkg_file_parts(p, &p->env->files[f], &parts, &np);
-		if (r < 0)
+		if (r < 0) {
+			char why[512];
+
+			snprintf(why, sizeof(why), "%s", ovf_errmsg());
+			r = ovf_err(r, "%s: References/File[@id=%s]: %s; nothing packed",
+				    src, fid, why);
 			goto err_free_order;
+		}
 		if (!np) {
 			ovf_strv_free(parts, np);
-			r = ovf_err(-ENOENT, "%s: References/File[@id=%s]: %s is not in %s",
-				    src, p->env->files[f].id ? p->env->files[f].id : "?",
-				    p->env->files[f].href, p->dir);
+			r = ovf_err(-ENOENT, "%s: References/File[@id=%s]: file %s is not in the package (a package's files are regular files in its folder %s, never reached through symlinks); nothing packed",
+				    src, fid, p->env->files[f].href, p->dir);
 			goto err_free_order;
 		}
 		for (size_t j = 0; j < np; j++) {
@@ -381,9 +390,9 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 			r = ovf_err(-ENOMEM, "out of memory");
 			goto err_close_out;
 		}
-		in = open(path, O_RDONLY | O_CLOEXEC);
+		in = ovf_pkg_open_fd(p, order[i]);
 		if (in < 0 || fstat(in, &st) < 0) {
-			r = ovf_err(-errno, "%s: %s", path, strerror(errno));
+			r = in < 0 ? in : ovf_err(-errno, "%s: %s", path, strerror(errno));
 			if (in >= 0)
 				close(in);
 			free(path);
