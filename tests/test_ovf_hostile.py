@@ -207,3 +207,54 @@ def test_pack_refuses_what_validate_refuses(tmp_path, shape):
     assert not out.exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith("out.ova")]
 
+
+
+def _ova_with_subfolder(tmp_path):
+    return tar_with(tmp_path, [("p.ovf", minimal().encode()),
+                               ("sub/evil.txt", b"from the archive\n"),
+                               ("top.txt", b"new top\n")])
+
+
+def test_unpack_refuses_existing_folder(tmp_path):
+    ova = _ova_with_subfolder(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "top.txt").write_text("kept\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, dest / "sub")
+    r = ovf("unpack", ova, dest)
+    assert r.returncode == 1
+    assert f"{dest} already exists; unpack makes a new folder" in r.stderr
+    assert (dest / "top.txt").read_text() == "kept\n"
+    assert os.listdir(outside) == []
+
+
+def test_unpack_overwrite_never_follows_a_symlinked_folder(tmp_path):
+    ova = _ova_with_subfolder(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, dest / "sub")
+    r = ovf("unpack", "--overwrite", ova, dest)
+    assert r.returncode == 1
+    assert f"{dest}/sub/evil.txt: refused" in r.stderr
+    assert os.listdir(outside) == []
+
+
+def test_unpack_overwrite_replaces_files_not_their_targets(tmp_path):
+    ova = _ova_with_subfolder(tmp_path)
+    dest = tmp_path / "dest"
+    (dest / "sub").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("host file\n")
+    os.symlink(victim, dest / "top.txt")         # a symlink in the way
+    os.link(victim, dest / "sub" / "evil.txt")   # a hard link in the way
+    r = ovf("unpack", "--overwrite", ova, dest)
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "host file\n"
+    assert not os.path.islink(dest / "top.txt")
+    assert (dest / "top.txt").read_text() == "new top\n"
+    assert (dest / "sub" / "evil.txt").read_text() == "from the archive\n"
+    assert os.stat(victim).st_nlink == 1

@@ -326,8 +326,14 @@ ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
  */
 int ovf_rename_noreplace(const char *from, const char *to);
 
-/* Extract every member of the package into dir (created if missing). */
-int ovf_unpack(struct ovf_pkg *p, const char *dir);
+/*
+ * Extract every member of the package into dir, a new folder (-EEXIST if
+ * it exists) unless flags has OVF_UNPACK_OVERWRITE: then an existing
+ * folder is used and files in it replaced (unlinked and created anew).
+ * Member paths are resolved below dir with no symlink at any level.
+ */
+enum ovf_unpack_flag { OVF_UNPACK_OVERWRITE = 1u << 0 };
+int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags);
 
 const char *ovf_errmsg(void);
 

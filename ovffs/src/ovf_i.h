@@ -49,8 +49,12 @@ bool ovf_name_is_safe(const char *name);
    (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or the walk below where
    the kernel lacks it). Returns the fd or -errno; never sets a message. */
 int ovf_openat_beneath(int dirfd, const char *rel, int flags, mode_t mode);
-/* The fallback: each folder of rel opened with O_NOFOLLOW from the one
-   before, and created first when make is set. */
+/* The folder holding rel's last component (*leaf, inside rel): each
+   folder on the way opened with O_NOFOLLOW from the one before, created
+   first when make is set. Returns a new fd or -errno. */
+int ovf_openat_parent(int dirfd, const char *rel, bool make, const char **leaf);
+/* The fallback: ovf_openat_parent, then the last component opened with
+   O_NOFOLLOW. */
 int ovf_openat_walk(int dirfd, const char *rel, int flags, mode_t mode,
 		    bool make);
 /* A phrase for an error of the two above. */

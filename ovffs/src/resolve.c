@@ -35,48 +35,64 @@ static int open_subdir(int dirfd, const char *comp, bool make)
 	return fd < 0 ? -errno : fd;
 }
 
-/* Walks rel from dirfd one component at a time, each folder opened with
-   O_NOFOLLOW, and opens the last with flags | O_NOFOLLOW. With make, the
-   folders on the way are created. Returns the fd or -errno. */
+/* Opens the folder that holds rel's last component, walking from dirfd
+   one component at a time, each opened with O_NOFOLLOW from the one
+   before (created first with make). *leaf points at the last component in
+   rel. Returns a new fd or -errno: ELOOP or ENOTDIR for a symlink on the
+   way, EXDEV for "..", EISDIR when rel ends in a folder. */
+int ovf_openat_parent(int dirfd, const char *rel, bool make, const char **leaf)
+{
+	const char *comp = rel, *slash;
+	int cur = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+
+	if (cur < 0)
+		return -errno;
+	while ((slash = strchr(comp, '/'))) {
+		size_t n = (size_t)(slash - comp);
+		char name[256];
+		int next;
+
+		if (n >= sizeof(name)) {
+			close(cur);
+			return -ENAMETOOLONG;
+		}
+		memcpy(name, comp, n);
+		name[n] = '\0';
+		comp = slash + 1;
+		if (!n || !strcmp(name, "."))
+			continue;
+		if (!strcmp(name, "..")) {
+			close(cur);
+			return -EXDEV;
+		}
+		next = open_subdir(cur, name, make);
+		close(cur);
+		if (next < 0)
+			return next;
+		cur = next;
+	}
+	if (!strcmp(comp, "..") || !*comp || !strcmp(comp, ".")) {
+		close(cur);
+		return !strcmp(comp, "..") ? -EXDEV : -EISDIR;
+	}
+	*leaf = comp;
+	return cur;
+}
+
+/* Walks rel from dirfd (ovf_openat_parent) and opens the last component
+   with flags | O_NOFOLLOW. Returns the fd or -errno. */
 int ovf_openat_walk(int dirfd, const char *rel, int flags, mode_t mode,
 		    bool make)
 {
-	char *path = strdup(rel), *comp, *slash;
-	int cur = dirfd, fd;
+	const char *leaf;
+	int pfd = ovf_openat_parent(dirfd, rel, make, &leaf), fd;
 
-	if (!path)
-		return -ENOMEM;
-	comp = path;
-	while ((slash = strchr(comp, '/'))) {
-		*slash = '\0';
-		if (!strcmp(comp, "..")) {
-			if (cur != dirfd)
-				close(cur);
-			free(path);
-			return -EXDEV;
-		}
-		if (*comp && strcmp(comp, ".")) {
-			int next = open_subdir(cur, comp, make);
-
-			if (cur != dirfd)
-				close(cur);
-			if (next < 0) {
-				free(path);
-				return next;
-			}
-			cur = next;
-		}
-		comp = slash + 1;
-	}
-	if (!strcmp(comp, ".."))
-		fd = -EXDEV;
-	else if (!*comp || !strcmp(comp, "."))
-		fd = -EISDIR;
-	else if ((fd = openat(cur, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode)) < 0)
+	if (pfd < 0)
+		return pfd;
+	fd = openat(pfd, leaf, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
 		fd = -errno;
-	if (cur != dirfd)
-		close(cur);
-	free(path);
+	close(pfd);
 	return fd;
 }
 
