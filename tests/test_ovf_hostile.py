@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 import ovfgen
-from conftest import run, tool
+from conftest import need, run, tool
 
 DESC_HEAD = ('<?xml version="1.0"?>\n')
 
@@ -258,3 +258,53 @@ def test_unpack_overwrite_replaces_files_not_their_targets(tmp_path):
     assert (dest / "top.txt").read_text() == "new top\n"
     assert (dest / "sub" / "evil.txt").read_text() == "from the archive\n"
     assert os.stat(victim).st_nlink == 1
+
+
+def _disk_package(tmp_path, content, capacity_mib):
+    """A folder whose Disk declares a streamOptimized VMDK of capacity_mib
+    MiB; its file holds content (bytes, or a path to an image)."""
+    d = tmp_path / "pkg"
+    d.mkdir()
+    if isinstance(content, bytes):
+        (d / "disk1.vmdk").write_bytes(content)
+    else:
+        os.rename(content, d / "disk1.vmdk")
+    size = os.path.getsize(d / "disk1.vmdk")
+    (d / "p.ovf").write_text(ovfgen.vmware_envelope(
+        [("file1", "disk1.vmdk", size, None)],
+        [("vmdisk1", "file1", capacity_mib, None)],
+        ovfgen.vmware_system("vm", ["vmdisk1"]), units="byte * 2^20"))
+    return d
+
+
+def test_validate_random_bytes_declared_stream_vmdk(tmp_path):
+    d = _disk_package(tmp_path, os.urandom(3 << 20), 10)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert (f"error: DiskSection/Disk[@diskId=vmdisk1]: ovf:format says {ovfgen.STREAM_FMT} "
+            f"but {d}/disk1.vmdk is not a VMDK (it reads as raw)") in r.stdout
+    assert "invalid" in r.stdout.splitlines()[-1]
+
+
+def test_validate_capacity_and_create_type_against_the_disk(tmp_path):
+    need("qemu-img")
+    need("qemu-io")
+    # a real streamOptimized disk of 64 MiB declared as 10 MiB
+    img = ovfgen.make_disk(tmp_path / "s.vmdk", "64M")
+    d = _disk_package(tmp_path, img, 10)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert ('ovf:capacity="10" ovf:capacityAllocationUnits="byte * 2^20" is 10485760 '
+            f"bytes but {d}/disk1.vmdk holds a disk of 67108864 bytes") in r.stdout
+    # the same disk declared right: valid
+    os.rename(d, tmp_path / "bad")
+    d = _disk_package(tmp_path, str(tmp_path / "bad" / "disk1.vmdk"), 64)
+    r = ovf("validate", d)
+    assert r.returncode == 0, r.stdout
+    # a monolithicSparse disk is not the streamOptimized one declared
+    os.rename(d, tmp_path / "good")
+    img = ovfgen.make_disk(tmp_path / "m.vmdk", "64M", fmt="monolithicSparse")
+    d = _disk_package(tmp_path, img, 64)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert f"{d}/disk1.vmdk is a VMDK of createType monolithicSparse" in r.stdout

@@ -274,6 +274,22 @@ int ovf_digest_algo_parse(const char *name, enum ovf_digest_algo *out);
    Returns the number of errors, or -errno if checking could not run. */
 int ovf_validate(struct ovf_pkg *p, struct ovf_finding_list *out);
 
+/*
+ * Opens the disk of Disk d through the block engine (blockengine.h) from s,
+ * its File opened with ovf_file_open (s must stay open while the image
+ * is), and checks it is what the descriptor declares: a VMDK ovf:format
+ * against the image's format and createType, ovf:capacity (with its
+ * allocation units) against its virtual size. On a mismatch nothing is
+ * opened: errors go to findings and -EINVAL is returned. A format that is
+ * not a VMDK one cannot be checked: a warning, and the image is opened.
+ * ovf_validate makes the same check for every Disk.
+ */
+struct bdev;
+struct bdev_open_opts;
+int ovf_disk_open_checked(struct ovf_pkg *p, const struct ovf_disk *d,
+			  struct ovf_stream *s, const struct bdev_open_opts *opts,
+			  struct bdev **out, struct ovf_finding_list *findings);
+
 /* ---- Rendering (shared by the ovf tool and ovffs) ------------------------- */
 
 /* Malloc'd text; NULL on out of memory. v may be NULL (not verified). */

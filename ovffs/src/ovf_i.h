@@ -137,4 +137,10 @@ void ovf_strv_free(char **v, size_t n);
    no symlink at any level, a regular file. Returns the fd or -errno. */
 int ovf_pkg_open_fd(const struct ovf_pkg *p, const char *name);
 
+/* ---- Disk contents (disk.c) ------------------------------------------------- */
+
+/* Opens every Disk's file through the engine and appends a finding where
+   it is not what ovf:format and ovf:capacity declare. */
+void ovf_check_disk_contents(struct ovf_pkg *p, struct ovf_finding_list *out);
+
 #endif /* OVK_OVF_I_H */

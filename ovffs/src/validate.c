@@ -265,6 +265,7 @@ int ovf_validate(struct ovf_pkg *p, struct ovf_finding_list *out)
 	copy_findings(out, p->env->parse_findings);
 	copy_findings(out, &p->warnings);
 	check_files(p, out);
+	ovf_check_disk_contents(p, out);
 	if (p->env->content)
 		check_system(p->env, p->env->content, "", out);
 	check_digests(p, out);
