@@ -270,8 +270,12 @@ int ovf_digest_algo_parse(const char *name, enum ovf_digest_algo *out);
 
 /* ---- Validation ----------------------------------------------------------- */
 
-/* Appends every problem of the package to out (warnings and errors).
-   Returns the number of errors, or -errno if checking could not run. */
+/* Appends every problem of the package to out (warnings and errors):
+   the descriptor, that every href is a file inside the package
+   (ovf_href_check; never through symlinks), sizes, digests, the signature,
+   and each disk's content against ovf:format and ovf:capacity
+   (ovf_disk_open_checked). Returns the number of errors, or -errno if
+   checking could not run. */
 int ovf_validate(struct ovf_pkg *p, struct ovf_finding_list *out);
 
 /*
