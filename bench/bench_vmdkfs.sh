@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 # bench_vmdkfs.sh - vmdkfs vs qemu-storage-daemon's FUSE export vs vmdkmount,
 # side by side in one run on the same images, with fio (io_uring, O_DIRECT)
-# on the mounted raw file. Runs are interleaved (one run of every peer, then
+# on the mounted raw file; the buffered table runs the same peers with
+# page-cache reads (--direct=0), as scanners, tar and rsync read, beside
+# the same fio job on the raw data file with no FUSE at all. Runs are interleaved (one run of every peer, then
 # the next round) so that load from other users of the machine falls on all
 # peers alike; each cell is the median of RUNS runs. Besides throughput, the
 # daemon's CPU time per request (from /proc/PID/stat) is shown: it varies
@@ -11,14 +13,14 @@
 # Usage: bench/bench_vmdkfs.sh [BUILDDIR]     (as root; default build)
 # Env:   SIZE=1024 (MiB of data), RUNS=3, SECS=5 (seconds per fio run),
 #        WORK=/var/tmp/ovk-bench (scratch; needs ~3x SIZE free),
-#        PARTS="reads writes" (which tables to run)
+#        PARTS="reads buffered writes" (which tables to run)
 # Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 vmdkfs=$(realpath "$build/vmdkfs/vmdkfs")
 SIZE=${SIZE:-1024} RUNS=${RUNS:-3} SECS=${SECS:-5}
-WORK=${WORK:-/var/tmp/ovk-bench} PARTS=${PARTS:-reads writes}
+WORK=${WORK:-/var/tmp/ovk-bench} PARTS=${PARTS:-reads buffered writes}
 cmd="SIZE=$SIZE RUNS=$RUNS SECS=$SECS WORK=$WORK PARTS='$PARTS' bash bench/bench_vmdkfs.sh $build"
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 for p in fio qemu-img qemu-storage-daemon vmdkmount; do
@@ -42,7 +44,7 @@ echo
 echo "Command: \`$cmd\`  "
 echo "Date: $(date -u '+%F %T') UTC, kernel $(uname -r), $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-if part reads; then  # the data and its two images
+if part reads || part buffered; then  # the data and its two images
   if [ ! -f "$WORK/data.raw" ] || [ "$(stat -c %s "$WORK/data.raw")" != $((SIZE << 20)) ]; then
     # half random (incompressible), half text-like (compressible)
     head -c $((SIZE << 19)) /dev/urandom > "$WORK/data.raw"
@@ -98,7 +100,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 fio_run() {
   local f=$1 pid=$2 rw=$3 bs=$4 qd=$5 t0 t1; shift 5
   t0=$(cpu_ticks "$pid")
-  fio --name=b --filename="$f" --ioengine=io_uring --direct=1 --rw=$rw --bs=$bs \
+  fio --name=b --filename="$f" --ioengine=io_uring --direct=${DIRECT:-1} --rw=$rw --bs=$bs \
     --iodepth=$qd --runtime=$SECS --time_based --norandommap --randrepeat=0 \
     --output-format=terse --terse-version=3 "$@" 2>/dev/null > "$WORK/fio.out" || true
   t1=$(cpu_ticks "$pid")
@@ -164,6 +166,55 @@ for sf in monolithicSparse streamOptimized; do
 done
 echo
 echo "vmdkfs peak RSS during the read benchmark: $((rss_max / 1024)) MiB"
+fi
+
+if part buffered; then
+# Buffered reads: fio --direct=0 (page cache), seq 1 MiB at depth 4. Every
+# run starts with the file's own page cache dropped (fio's default
+# invalidate=1, a POSIX_FADV_DONTNEED of the file), so each FUSE file is
+# read through its daemon from the image in the host page cache. "raw file"
+# is the identical job on the raw data file with no FUSE (its first pass
+# then comes from the disk); "raw file, cached" keeps the raw file's pages
+# (--invalidate=0, warmed first): plain page-cache copies, the ceiling.
+echo
+echo "## Buffered reads (fio --direct=0, io_uring, seq 1 MiB, depth 4; MB/s, median of $RUNS interleaved runs of ${SECS}s)"
+echo
+echo "| image | vmdkfs | qsd-fuse | vmdkmount | raw file | raw file, cached | vmdkfs / raw file | vmdkfs / cached | vmdkfs / best peer | CPU us/req vmdkfs | qsd | vmdkmount |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for sf in ${BUF_IMAGES:-monolithicSparse}; do
+  img="$WORK/data-$sf.vmdk"
+  cat "$img" "$WORK/data.raw" > /dev/null
+  declare -A file=() pid=() val=() cpu=()
+  mount_vmdkfs "$img" "$WORK/m-ours"; file[ours]=$F pid[ours]=$P
+  ra=$(awk -v m="$WORK/m-ours" '$5 == m {print $3}' /proc/self/mountinfo | tail -n 1)
+  ra=$(cat "/sys/class/bdi/$ra/read_ahead_kb" 2>/dev/null || echo "n/a")
+  mount_qsd "$img" "$WORK/m-qsd" vmdk; file[qsd]=$F pid[qsd]=$P
+  mount_vmdkmount "$img" "$WORK/m-vm"; file[vm]=$F pid[vm]=$P
+  for _ in $(seq "$RUNS"); do
+    for p in ours qsd vm; do
+      read -r v c < <(DIRECT=0 fio_run "${file[$p]}" "${pid[$p]}" read 1M 4)
+      val[$p]+="$v " cpu[$p]+="$c "
+    done
+    read -r v _ < <(DIRECT=0 fio_run "$WORK/data.raw" $$ read 1M 4)
+    val[raw]+="$v "
+    cat "$WORK/data.raw" > /dev/null
+    read -r v _ < <(DIRECT=0 fio_run "$WORK/data.raw" $$ read 1M 4 --invalidate=0)
+    val[cached]+="$v "
+  done
+  for p in ours qsd vm raw cached; do
+    val[$p]=$(echo ${val[$p]} | tr ' ' '\n' | median)
+  done
+  for p in ours qsd vm; do
+    cpu[$p]=$(echo ${cpu[$p]} | tr ' ' '\n' | median)
+  done
+  best=$(( val[qsd] > val[vm] ? val[qsd] : val[vm] ))
+  echo "| $sf | ${val[ours]} | ${val[qsd]} | ${val[vm]} | ${val[raw]} | ${val[cached]} |" \
+    "$(ratio ${val[ours]} ${val[raw]}) | $(ratio ${val[ours]} ${val[cached]}) |" \
+    "$(ratio ${val[ours]} $best) | ${cpu[ours]} | ${cpu[qsd]} | ${cpu[vm]} |"
+  umount_last; umount_last; umount_last
+done
+echo
+echo "read_ahead_kb of the vmdkfs mount's BDI: $ra"
 fi
 
 if part writes; then

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 import ovfgen
-from conftest import run, tool
+from conftest import need, run, tool
 
 DESC_HEAD = ('<?xml version="1.0"?>\n')
 
@@ -173,3 +173,139 @@ def test_bad_manifest_lines_and_cert(tmp_path):
     assert "digest MD5 not supported" in r.stdout
     assert "appliance.cert: first line is not" in r.stdout or \
            "signature is not hex" in r.stdout
+
+
+def _escaping_folder(tmp_path, shape):
+    """A package folder whose one File reaches a host file: by an href with
+    "..", through a symlinked file, or through a symlinked subfolder."""
+    d = tmp_path / "pkg"
+    d.mkdir()
+    secret = tmp_path / "host" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("HOST-SECRET\n")
+    if shape == "dotdot":
+        href = "../host/secret.txt"
+    elif shape == "symlinked-file":
+        href = "disk.vmdk"
+        os.symlink(secret, d / "disk.vmdk")
+    else:
+        href = "sub/secret.txt"
+        os.symlink(secret.parent, d / "sub")
+    (d / "p.ovf").write_text(ovfgen.vmware_envelope(
+        [("f1", href, None, None)], [], ovfgen.vmware_system("vm", [])))
+    return d, href
+
+
+@pytest.mark.parametrize("shape", ["dotdot", "symlinked-file", "symlinked-subfolder"])
+def test_pack_refuses_what_validate_refuses(tmp_path, shape):
+    d, href = _escaping_folder(tmp_path, shape)
+    assert ovf("validate", d).returncode == 1
+    out = tmp_path / "out.ova"
+    r = ovf("pack", d, out)
+    assert r.returncode == 1, r.stderr
+    assert "References/File[@id=f1]" in r.stderr and href in r.stderr
+    assert "nothing packed" in r.stderr
+    assert not out.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("out.ova")]
+
+
+
+def _ova_with_subfolder(tmp_path):
+    return tar_with(tmp_path, [("p.ovf", minimal().encode()),
+                               ("sub/evil.txt", b"from the archive\n"),
+                               ("top.txt", b"new top\n")])
+
+
+def test_unpack_refuses_existing_folder(tmp_path):
+    ova = _ova_with_subfolder(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "top.txt").write_text("kept\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, dest / "sub")
+    r = ovf("unpack", ova, dest)
+    assert r.returncode == 1
+    assert f"{dest} already exists; unpack makes a new folder" in r.stderr
+    assert (dest / "top.txt").read_text() == "kept\n"
+    assert os.listdir(outside) == []
+
+
+def test_unpack_overwrite_never_follows_a_symlinked_folder(tmp_path):
+    ova = _ova_with_subfolder(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, dest / "sub")
+    r = ovf("unpack", "--overwrite", ova, dest)
+    assert r.returncode == 1
+    assert f"{dest}/sub/evil.txt: refused" in r.stderr
+    assert os.listdir(outside) == []
+
+
+def test_unpack_overwrite_replaces_files_not_their_targets(tmp_path):
+    ova = _ova_with_subfolder(tmp_path)
+    dest = tmp_path / "dest"
+    (dest / "sub").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("host file\n")
+    os.symlink(victim, dest / "top.txt")         # a symlink in the way
+    os.link(victim, dest / "sub" / "evil.txt")   # a hard link in the way
+    r = ovf("unpack", "--overwrite", ova, dest)
+    assert r.returncode == 0, r.stderr
+    assert victim.read_text() == "host file\n"
+    assert not os.path.islink(dest / "top.txt")
+    assert (dest / "top.txt").read_text() == "new top\n"
+    assert (dest / "sub" / "evil.txt").read_text() == "from the archive\n"
+    assert os.stat(victim).st_nlink == 1
+
+
+def _disk_package(tmp_path, content, capacity_mib):
+    """A folder whose Disk declares a streamOptimized VMDK of capacity_mib
+    MiB; its file holds content (bytes, or a path to an image)."""
+    d = tmp_path / "pkg"
+    d.mkdir()
+    if isinstance(content, bytes):
+        (d / "disk1.vmdk").write_bytes(content)
+    else:
+        os.rename(content, d / "disk1.vmdk")
+    size = os.path.getsize(d / "disk1.vmdk")
+    (d / "p.ovf").write_text(ovfgen.vmware_envelope(
+        [("file1", "disk1.vmdk", size, None)],
+        [("vmdisk1", "file1", capacity_mib, None)],
+        ovfgen.vmware_system("vm", ["vmdisk1"]), units="byte * 2^20"))
+    return d
+
+
+def test_validate_random_bytes_declared_stream_vmdk(tmp_path):
+    d = _disk_package(tmp_path, os.urandom(3 << 20), 10)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert (f"error: DiskSection/Disk[@diskId=vmdisk1]: ovf:format says {ovfgen.STREAM_FMT} "
+            f"but {d}/disk1.vmdk is not a VMDK (it reads as raw)") in r.stdout
+    assert "invalid" in r.stdout.splitlines()[-1]
+
+
+def test_validate_capacity_and_create_type_against_the_disk(tmp_path):
+    need("qemu-img")
+    need("qemu-io")
+    # a real streamOptimized disk of 64 MiB declared as 10 MiB
+    img = ovfgen.make_disk(tmp_path / "s.vmdk", "64M")
+    d = _disk_package(tmp_path, img, 10)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert ('ovf:capacity="10" ovf:capacityAllocationUnits="byte * 2^20" is 10485760 '
+            f"bytes but {d}/disk1.vmdk holds a disk of 67108864 bytes") in r.stdout
+    # the same disk declared right: valid
+    os.rename(d, tmp_path / "bad")
+    d = _disk_package(tmp_path, str(tmp_path / "bad" / "disk1.vmdk"), 64)
+    r = ovf("validate", d)
+    assert r.returncode == 0, r.stdout
+    # a monolithicSparse disk is not the streamOptimized one declared
+    os.rename(d, tmp_path / "good")
+    img = ovfgen.make_disk(tmp_path / "m.vmdk", "64M", fmt="monolithicSparse")
+    d = _disk_package(tmp_path, img, 64)
+    r = ovf("validate", d)
+    assert r.returncode == 1
+    assert f"{d}/disk1.vmdk is a VMDK of createType monolithicSparse" in r.stdout

@@ -230,6 +230,8 @@ def test_ova_over_8gib_member_raw(tmp_path, mount):
     desc = ovfgen.vmware_envelope(
         [("file1", "big.raw", size, None)], [("vmdisk1", "file1", 9, None)],
         ovfgen.vmware_system("big", ["vmdisk1"]), units="byte * 2^30")
+    # a flat disk: the descriptor must not call it streamOptimized
+    desc = desc.replace("#streamOptimized", "#monolithicFlat")
     out = tmp_path / "big.ova"
     with open(out, "wb") as f:
         data = desc.encode()
@@ -305,3 +307,23 @@ def test_worker_threads_kept_one_fuse_fd(tmp_path, mount):
             pass
     fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     assert fds.count("/dev/fuse") == 1, fds
+
+
+def test_disk_not_what_it_claims_not_served_raw(tmp_path, mount):
+    # declared a 10 MiB streamOptimized VMDK; the file is 3 MiB of noise
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    noise = os.urandom(3 << 20)
+    (folder / "disk1.vmdk").write_bytes(noise)
+    (folder / "p.ovf").write_text(ovfgen.vmware_envelope(
+        [("file1", "disk1.vmdk", len(noise), None)],
+        [("vmdisk1", "file1", 10, None)],
+        ovfgen.vmware_system("vm", ["vmdisk1"]), units="byte * 2^20"))
+    m = mount(folder)
+    assert sorted(os.listdir(m.path("disks"))) == ["disk1.vmdk"]
+    assert open(m.path("disks", "disk1.vmdk"), "rb").read() == noise
+    v = open(m.path("verify.txt")).read()
+    assert "disks: NOT WHAT THE DESCRIPTOR DECLARES (not served as .raw)" in v
+    assert (f"error: DiskSection/Disk[@diskId=vmdisk1]: ovf:format says {ovfgen.STREAM_FMT} "
+            f"but {folder}/disk1.vmdk is not a VMDK") in v
+    assert "Disk[@diskId=vmdisk1]" in m.stderr

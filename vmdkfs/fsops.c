@@ -895,7 +895,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 		cfg->negative_timeout = 60;
 	}
 	conn->max_write = VMDKFS_IO_MAX;
-	conn->max_readahead = VMDKFS_IO_MAX;
+	conn->max_readahead = VMDKFS_READAHEAD; /* see vmdkfs_raise_readahead */
 	if (!v->fs->writable)
 		conn->max_read = VMDKFS_RO_READ_MAX; /* as build_fuse_args */
 	/* Asynchronous direct I/O counts as background requests: the kernel's

@@ -471,6 +471,7 @@ static int session_start(struct session *s, struct fuse_args *args,
 		return -1;
 	}
 	s->mounted = true;
+	vmdkfs_raise_readahead(mp);
 	return 0;
 }
 

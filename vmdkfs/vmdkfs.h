@@ -44,6 +44,11 @@ enum vmdkfs_browse_mode {
 	VMDKFS_BROWSE_FUSE,   /* fuse2fs, ntfs-3g, fusefat */
 };
 
+/* Read-ahead of a mount (its BDI's read_ahead_kb and max_readahead in
+ * INIT): a buffered sequential reader keeps this much in flight, split
+ * into max_read requests. See vmdkfs_raise_readahead. */
+#define VMDKFS_READAHEAD (4u << 20)
+
 /* The largest read or write one FUSE request carries (max_write, and the
  * kernel's max_pages follow it). */
 #define VMDKFS_IO_MAX (1u << 20)
@@ -108,5 +113,8 @@ int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish);
 
 /* main.c: log a line to stderr (and syslog once daemonised). */
 void vmdkfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Raises the read-ahead of the vmdkfs mount at mp (kernel.c); call after
+   fuse_mount and before the loop answers INIT. */
+void vmdkfs_raise_readahead(const char *mp);
 
 #endif

@@ -48,6 +48,7 @@ struct ovffs {
 	pthread_mutex_t lock; /* verify.txt and lazy sizes */
 	bool debug;
 	struct timespec mtime; /* the package's: every node shows it */
+	struct ovf_finding_list disk_findings; /* disks not what they claim */
 };
 
 static struct ovffs fs;
@@ -179,23 +180,6 @@ static int add_systems(const struct ovf_envelope *env,
 	return r;
 }
 
-/* The engine reads a gzip'd or chunked disk file through its stream, which
-   is safe to read from several threads (gzip decoding is serialised). */
-static ssize_t stream_source_pread(void *opaque, void *buf, size_t len,
-				   uint64_t off)
-{
-	ssize_t n = ovf_stream_pread(opaque, buf, len, off);
-
-	if (n < 0)
-		say("%s", ovf_errmsg());
-	return n;
-}
-
-static const struct bdev_byte_source stream_source = {
-	.pread = stream_source_pread,
-	.close = NULL, /* the stream belongs to its node */
-};
-
 /* Adds disks/<file> and disks/<diskId>.raw for every disk with a file. */
 static int add_disks(const struct ovf_envelope *env)
 {
@@ -241,23 +225,22 @@ static int add_disks(const struct ovf_envelope *env)
 		{
 			struct bdev *b = NULL;
 
-			/* plain bytes of the package file: io_uring straight on
-			   it; gzip'd or chunked: through the stream (the node
-			   keeps it open longer than the image, see free_node) */
-			if (ovf_stream_region(s, &fd, &base) == 0) {
-				/* the engine's duplicate shares this file
-				   description and so its page-cache read-ahead:
-				   a .raw is mostly read front to back */
+			/* plain bytes of the package file: the engine's
+			   duplicate of this fd shares its file description and
+			   so its page-cache read-ahead (a .raw is mostly read
+			   front to back); gzip'd or chunked: through the stream
+			   (the node keeps it open longer than the image, see
+			   free_node) */
+			if (ovf_stream_region(s, &fd, &base) == 0)
 				posix_fadvise(fd, (off_t)base, (off_t)n->size,
 					      POSIX_FADV_SEQUENTIAL);
-				r = bdev_open_region(fd, base, n->size, f->href, &oo, &b);
-			} else {
-				r = bdev_open_callbacks(&stream_source, s, n->size,
-							f->href, &oo, &b);
-			}
+			/* only a disk that is what the descriptor declares is
+			   served as <diskId>.raw; verify.txt says why not */
+			r = ovf_disk_open_checked(fs.pkg, d, s, &oo, &b,
+						  &fs.disk_findings);
 			if (r < 0) {
-				say("disk %s: %s: %s", d->disk_id ? d->disk_id : "?",
-				    f->href, bdev_errmsg());
+				say("disk %s: %s", d->disk_id ? d->disk_id : "?",
+				    ovf_errmsg());
 				free(rawname);
 				continue;
 			}
@@ -307,6 +290,41 @@ static int build_tree(void)
 	return add_disks(env);
 }
 
+/* True when l holds an error. */
+static bool has_errors(const struct ovf_finding_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].sev == OVF_SEV_ERROR)
+			return true;
+	return false;
+}
+
+/* Appends the disk checks made at mount time to verify.txt's text (takes
+   and returns it; NULL stays NULL). */
+static char *with_disk_findings(char *text)
+{
+	const struct ovf_finding_list *l = &fs.disk_findings;
+	size_t len, add = 64;
+	char *t;
+
+	if (!text || !l->n)
+		return text;
+	for (size_t i = 0; i < l->n; i++)
+		add += strlen(l->v[i].where) + strlen(l->v[i].what) + 16;
+	len = strlen(text);
+	t = realloc(text, len + add);
+	if (!t)
+		return text;
+	len += (size_t)sprintf(t + len, "disks: %s\n", has_errors(l) ?
+			       "NOT WHAT THE DESCRIPTOR DECLARES (not served as .raw)" :
+			       "not all checked");
+	for (size_t i = 0; i < l->n; i++)
+		len += (size_t)sprintf(t + len, "  %s: %s: %s\n",
+				       l->v[i].sev == OVF_SEV_ERROR ? "error" : "warning",
+				       l->v[i].where, l->v[i].what);
+	return t;
+}
+
 /* Makes verify.txt on first use: it reads every file of the package. */
 static void ensure_verify(struct node *n)
 {
@@ -322,6 +340,7 @@ static void ensure_verify(struct node *n)
 			n->text = ovf_verify_text(&v);
 			ovf_verify_free(&v);
 		}
+		n->text = with_disk_findings(n->text);
 		n->text_len = n->text ? strlen(n->text) : 0;
 		n->size = n->text_len;
 		n->size_known = true;
@@ -703,5 +722,6 @@ err_free_args:
 err_free_tree:
 	free_node(&fs.root, false);
 	ovf_close(fs.pkg);
+	ovf_findings_free(&fs.disk_findings);
 	return ret;
 }

@@ -173,6 +173,13 @@ const struct ovf_file *ovf_find_file(const struct ovf_envelope *env,
 const struct ovf_disk *ovf_find_disk(const struct ovf_envelope *env,
 				     const char *disk_id);
 
+/*
+ * The rule every command applies to a File's ovf:href before touching the
+ * file: a relative name inside the package (no leading "/", no "..", no
+ * URL). Returns 0, or -EINVAL with ovf_errmsg() saying why.
+ */
+int ovf_href_check(const char *href);
+
 /* Bytes per unit of an allocation-units string ("byte * 2^30", "MegaBytes",
    NULL = bytes), or 0 if it is not understood. */
 uint64_t ovf_units_multiplier(const char *units);
@@ -264,9 +271,29 @@ int ovf_digest_algo_parse(const char *name, enum ovf_digest_algo *out);
 
 /* ---- Validation ----------------------------------------------------------- */
 
-/* Appends every problem of the package to out (warnings and errors).
-   Returns the number of errors, or -errno if checking could not run. */
+/* Appends every problem of the package to out (warnings and errors):
+   the descriptor, that every href is a file inside the package
+   (ovf_href_check; never through symlinks), sizes, digests, the signature,
+   and each disk's content against ovf:format and ovf:capacity
+   (ovf_disk_open_checked). Returns the number of errors, or -errno if
+   checking could not run. */
 int ovf_validate(struct ovf_pkg *p, struct ovf_finding_list *out);
+
+/*
+ * Opens the disk of Disk d through the block engine (blockengine.h) from s,
+ * its File opened with ovf_file_open (s must stay open while the image
+ * is), and checks it is what the descriptor declares: a VMDK ovf:format
+ * against the image's format and createType, ovf:capacity (with its
+ * allocation units) against its virtual size. On a mismatch nothing is
+ * opened: errors go to findings and -EINVAL is returned. A format that is
+ * not a VMDK one cannot be checked: a warning, and the image is opened.
+ * ovf_validate makes the same check for every Disk.
+ */
+struct bdev;
+struct bdev_open_opts;
+int ovf_disk_open_checked(struct ovf_pkg *p, const struct ovf_disk *d,
+			  struct ovf_stream *s, const struct bdev_open_opts *opts,
+			  struct bdev **out, struct ovf_finding_list *findings);
 
 /* ---- Rendering (shared by the ovf tool and ovffs) ------------------------- */
 
@@ -320,8 +347,14 @@ ssize_t ovf_tar_header_fixed(void *buf, size_t cap, const char *name,
  */
 int ovf_rename_noreplace(const char *from, const char *to);
 
-/* Extract every member of the package into dir (created if missing). */
-int ovf_unpack(struct ovf_pkg *p, const char *dir);
+/*
+ * Extract every member of the package into dir, a new folder (-EEXIST if
+ * it exists) unless flags has OVF_UNPACK_OVERWRITE: then an existing
+ * folder is used and files in it replaced (unlinked and created anew).
+ * Member paths are resolved below dir with no symlink at any level.
+ */
+enum ovf_unpack_flag { OVF_UNPACK_OVERWRITE = 1u << 0 };
+int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags);
 
 const char *ovf_errmsg(void);
 

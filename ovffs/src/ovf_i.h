@@ -44,6 +44,23 @@ bool ovf_parse_u64(const char *s, uint64_t *out);
 /* A member name is safe: relative, no "..", no empty name. */
 bool ovf_name_is_safe(const char *name);
 
+/* ---- Resolving paths below a folder (resolve.c) ----------------------------- */
+
+/* Opens rel below dirfd with no symlink at any level and never leaving it
+   (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or the walk below where
+   the kernel lacks it). Returns the fd or -errno; never sets a message. */
+int ovf_openat_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+/* The folder holding rel's last component (*leaf, inside rel): each
+   folder on the way opened with O_NOFOLLOW from the one before, created
+   first when make is set. Returns a new fd or -errno. */
+int ovf_openat_parent(int dirfd, const char *rel, bool make, const char **leaf);
+/* The fallback: ovf_openat_parent, then the last component opened with
+   O_NOFOLLOW. */
+int ovf_openat_walk(int dirfd, const char *rel, int flags, mode_t mode,
+		    bool make);
+/* A phrase for an error of the two above. */
+const char *ovf_beneath_strerror(int err);
+
 /* ---- Streams: random-access byte sources ----------------------------------- */
 
 struct ovf_stream_ops {
@@ -111,9 +128,20 @@ struct ovf_pkg {
 	struct ovf_finding_list warnings;
 };
 
-/* Names of the files a File is stored as (href, or its chunks that exist). */
+/* Names of the files a File is stored as: its href, or its chunks, that
+   are listed members (none: *n = 0). An href failing ovf_href_check is
+   -EINVAL with its message: one rule for validate, pack and readers. */
 int ovf_pkg_file_parts(const struct ovf_pkg *p, const struct ovf_file *f,
 		       char ***names, size_t *n);
 void ovf_strv_free(char **v, size_t n);
+/* Opens a listed file of a folder package for reading: below the folder,
+   no symlink at any level, a regular file. Returns the fd or -errno. */
+int ovf_pkg_open_fd(const struct ovf_pkg *p, const char *name);
+
+/* ---- Disk contents (disk.c) ------------------------------------------------- */
+
+/* Opens every Disk's file through the engine and appends a finding where
+   it is not what ovf:format and ovf:capacity declare. */
+void ovf_check_disk_contents(struct ovf_pkg *p, struct ovf_finding_list *out);
 
 #endif /* OVK_OVF_I_H */

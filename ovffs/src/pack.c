@@ -317,14 +317,23 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		char **parts;
 		size_t np;
 
+		const char *fid = p->env->files[f].id ? p->env->files[f].id : "?";
+
+		/* the same rule as validate: an href inside the package that
+		   names regular files in its folder, never through symlinks */
 		r = ovf_pkg_file_parts(p, &p->env->files[f], &parts, &np);
-		if (r < 0)
+		if (r < 0) {
+			char why[512];
+
+			snprintf(why, sizeof(why), "%s", ovf_errmsg());
+			r = ovf_err(r, "%s: References/File[@id=%s]: %s; nothing packed",
+				    src, fid, why);
 			goto err_free_order;
+		}
 		if (!np) {
 			ovf_strv_free(parts, np);
-			r = ovf_err(-ENOENT, "%s: References/File[@id=%s]: %s is not in %s",
-				    src, p->env->files[f].id ? p->env->files[f].id : "?",
-				    p->env->files[f].href, p->dir);
+			r = ovf_err(-ENOENT, "%s: References/File[@id=%s]: file %s is not in the package (a package's files are regular files in its folder %s, never reached through symlinks); nothing packed",
+				    src, fid, p->env->files[f].href, p->dir);
 			goto err_free_order;
 		}
 		for (size_t j = 0; j < np; j++) {
@@ -382,9 +391,9 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 			r = ovf_err(-ENOMEM, "out of memory");
 			goto err_close_out;
 		}
-		in = open(path, O_RDONLY | O_CLOEXEC);
+		in = ovf_pkg_open_fd(p, order[i]);
 		if (in < 0 || fstat(in, &st) < 0) {
-			r = ovf_err(-errno, "%s: %s", path, strerror(errno));
+			r = in < 0 ? in : ovf_err(-errno, "%s: %s", path, strerror(errno));
 			if (in >= 0)
 				close(in);
 			free(path);
@@ -469,25 +478,35 @@ err_close_pkg:
 	return r;
 }
 
-/* Makes the folders leading to rel inside dirfd. */
-static int make_parents(int dirfd, const char *rel, const char *dir)
+/* Creates member name below dfd for writing: every folder on the way
+   made and opened with no symlink at any level, the file itself new. With
+   overwrite, a file (or symlink) already there is unlinked first, so
+   nothing is ever written through a symlink or into a hard-linked file. */
+static int create_member(int dfd, const char *dir, const char *name,
+			 bool overwrite)
 {
-	char *tmp = strdup(rel);
+	const char *leaf;
+	int pfd = ovf_openat_parent(dfd, name, true, &leaf), fd;
+	struct stat st;
 
-	if (!tmp)
-		return ovf_err(-ENOMEM, "out of memory");
-	for (char *s = strchr(tmp, '/'); s; s = strchr(s + 1, '/')) {
-		*s = '\0';
-		if (mkdirat(dirfd, tmp, 0755) < 0 && errno != EEXIST) {
-			int e = errno;
+	if (pfd < 0)
+		return ovf_err(pfd, "%s/%s: %s", dir, name, ovf_beneath_strerror(pfd));
+	fd = openat(pfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0644);
+	if (fd < 0 && errno == EEXIST && overwrite &&
+	    fstatat(pfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    !S_ISDIR(st.st_mode) && unlinkat(pfd, leaf, 0) == 0)
+		fd = openat(pfd, leaf, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+			    O_CLOEXEC, 0644);
+	if (fd < 0) {
+		int e = errno;
 
-			free(tmp);
-			return ovf_err(-e, "%s/%s: %s", dir, rel, strerror(e));
-		}
-		*s = '/';
+		fd = e == EEXIST && !overwrite ?
+		     ovf_err(-e, "%s/%s: already exists; refusing to replace it", dir, name) :
+		     ovf_err(-e, "%s/%s: %s", dir, name, strerror(e));
 	}
-	free(tmp);
-	return 0;
+	close(pfd);
+	return fd;
 }
 
 /* True when the block is all zeros. */
@@ -516,14 +535,17 @@ static uint64_t next_data(struct ovf_stream *s, uint64_t at, uint64_t size)
 }
 
 /* Extracts every member into dir; all-zero blocks become holes. */
-int ovf_unpack(struct ovf_pkg *p, const char *dir)
+int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags)
 {
+	bool overwrite = flags & OVF_UNPACK_OVERWRITE;
 	char *buf;
 	int dfd, r = 0;
 
 	ovf_err_clear();
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return ovf_err(-errno, "%s: %s", dir, strerror(errno));
+	if (mkdir(dir, 0755) < 0 && (errno != EEXIST || !overwrite))
+		return errno == EEXIST ?
+		       ovf_err(-EEXIST, "%s already exists; unpack makes a new folder (--overwrite unpacks into an existing one)", dir) :
+		       ovf_err(-errno, "%s: %s", dir, strerror(errno));
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return ovf_err(-errno, "%s: %s", dir, strerror(errno));
@@ -542,13 +564,9 @@ int ovf_unpack(struct ovf_pkg *p, const char *dir)
 				    p->path, m->name);
 			break;
 		}
-		r = make_parents(dfd, m->name, dir);
-		if (r < 0)
-			break;
-		fd = openat(dfd, m->name, O_WRONLY | O_CREAT | O_TRUNC |
-			    O_NOFOLLOW | O_CLOEXEC, 0644);
+		fd = create_member(dfd, dir, m->name, overwrite);
 		if (fd < 0) {
-			r = ovf_err(-errno, "%s/%s: %s", dir, m->name, strerror(errno));
+			r = fd;
 			break;
 		}
 		r = ovf_member_open(p, m->name, &s);

@@ -360,7 +360,7 @@ int ovf_member_open(struct ovf_pkg *p, const char *name,
 		    struct ovf_stream **out)
 {
 	const struct ovf_member *m = ovf_pkg_find_member(p, name);
-	char *label, *full;
+	char *label;
 	int fd, r;
 
 	if (!m || !ovf_name_is_safe(name))
@@ -374,24 +374,47 @@ int ovf_member_open(struct ovf_pkg *p, const char *name,
 		free(label);
 		return r;
 	}
-	full = ovf_asprintf("%s/%s", p->dir, name);
-	if (!full) {
-		free(label);
-		return ovf_err(-ENOMEM, "%s: out of memory", p->path);
-	}
-	fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = ovf_pkg_open_fd(p, name);
 	if (fd < 0) {
-		r = ovf_err(-errno, "%s: %s", full, strerror(errno));
+		r = fd;
 	} else {
 		struct stat st;
 
-		r = fstat(fd, &st) < 0 ? ovf_err(-errno, "%s: %s", full, strerror(errno))
+		r = fstat(fd, &st) < 0 ? ovf_err(-errno, "%s: %s", label, strerror(errno))
 				       : ovf_stream_fd(fd, 0, (uint64_t)st.st_size,
 						       label, out);
 		close(fd);
 	}
-	free(full);
 	free(label);
+	return r;
+}
+
+/* Opens a file of a folder package below its folder, with no symlink at
+   any level (a file swapped for a symlink after the listing is refused
+   too), and only when it is a regular file. */
+int ovf_pkg_open_fd(const struct ovf_pkg *p, const char *name)
+{
+	int dfd, fd, r;
+	struct stat st;
+
+	if (!ovf_pkg_find_member(p, name) || !ovf_name_is_safe(name))
+		return ovf_err(-ENOENT, "%s: no file \"%s\" in the package",
+			       p->path, name ? name : "(null)");
+	dfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return ovf_err(-errno, "%s: %s", p->dir, strerror(errno));
+	fd = ovf_openat_beneath(dfd, name, O_RDONLY | O_NONBLOCK, 0);
+	close(dfd);
+	if (fd < 0)
+		return ovf_err(fd, "%s/%s: %s", p->dir, name,
+			       ovf_beneath_strerror(fd));
+	if (fstat(fd, &st) < 0)
+		r = ovf_err(-errno, "%s/%s: %s", p->dir, name, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		r = ovf_err(-EINVAL, "%s/%s: not a regular file", p->dir, name);
+	else
+		return fd;
+	close(fd);
 	return r;
 }
 
@@ -404,7 +427,9 @@ int ovf_pkg_file_parts(const struct ovf_pkg *p, const struct ovf_file *f,
 
 	if (!f->href)
 		return ovf_err(-EINVAL, "File %s has no ovf:href", f->id ? f->id : "?");
-	if (!f->chunk_size || member_index(p, f->href) >= 0) {
+	if (ovf_href_check(f->href) < 0)
+		return -EINVAL;
+	if (member_index(p, f->href) >= 0) {
 		v = calloc(1, sizeof(*v));
 		if (!v || !(v[0] = strdup(f->href))) {
 			free(v);
@@ -414,7 +439,7 @@ int ovf_pkg_file_parts(const struct ovf_pkg *p, const struct ovf_file *f,
 		*n = 1;
 		return 0;
 	}
-	for (;; k++) {
+	for (; f->chunk_size; k++) {
 		char *name = ovf_asprintf("%s.%09zu", f->href, k);
 		char **nv;
 

@@ -127,18 +127,15 @@ static void check_files(struct ovf_pkg *p, struct ovf_finding_list *out)
 						"ovf:id %s is used by another File", f->id);
 		if (!f->href)
 			continue;
-		if (!ovf_name_is_safe(f->href) || strstr(f->href, "://")) {
-			ovf_finding_add(out, OVF_SEV_ERROR, where,
-					"ovf:href \"%s\" is not a relative name inside the package",
-					f->href);
+		if (ovf_pkg_file_parts(p, f, &parts, &np) < 0) {
+			ovf_finding_add(out, OVF_SEV_ERROR, where, "%s", ovf_errmsg());
 			continue;
 		}
-		if (ovf_pkg_file_parts(p, f, &parts, &np) < 0)
-			continue;
 		if (!np) {
 			ovf_finding_add(out, OVF_SEV_ERROR, where,
-					"file %s is not in the package%s", f->href,
-					f->chunk_size ? " (nor its chunks)" : "");
+					"file %s is not in the package%s%s", f->href,
+					f->chunk_size ? " (nor its chunks)" : "",
+					p->ova ? "" : " (a package's files are regular files in its folder, never reached through symlinks)");
 			ovf_strv_free(parts, np);
 			continue;
 		}
@@ -269,6 +266,7 @@ int ovf_validate(struct ovf_pkg *p, struct ovf_finding_list *out)
 	copy_findings(out, p->env->parse_findings);
 	copy_findings(out, &p->warnings);
 	check_files(p, out);
+	ovf_check_disk_contents(p, out);
 	if (p->env->content)
 		check_system(p->env, p->env->content, "", out);
 	check_digests(p, out);

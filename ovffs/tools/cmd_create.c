@@ -218,6 +218,8 @@ static bool parse_memory(const char *s, uint64_t *mib)
 	return *mib <= (UINT64_MAX >> 20);
 }
 
+/* --name becomes file names in one folder: no '/', no control bytes,
+   not "." or ".." (the hrefs made of it are checked by ovf_href_check). */
 static bool safe_name(const char *s)
 {
 	if (!*s || !strcmp(s, ".") || !strcmp(s, ".."))
@@ -525,6 +527,12 @@ int cmd_create(int argc, char **argv)
 		if (!jobs[i].href)
 			goto err_remove;
 		sprintf(jobs[i].href, "%s-disk%d.vmdk", vm.name, i + 1);
+		/* the rule validate and pack apply to every href */
+		if (ovf_href_check(jobs[i].href) < 0) {
+			fprintf(stderr, "ovf create: --name \"%s\": %s\n", vm.name,
+				ovf_errmsg());
+			goto err_remove;
+		}
 	}
 	if (ova) {
 		if (create_build_ova(work, out, &vm, jobs, nd) < 0)

@@ -14,14 +14,15 @@ static void usage(FILE *f)
 	fputs("usage: ovf info [--output=json|text] [--no-verify] PACKAGE\n"
 	      "       ovf validate PACKAGE\n"
 	      "       ovf pack [--digest sha1|sha256|sha512] DIR|FILE.ovf OUT.ova\n"
-	      "       ovf unpack PACKAGE DIR\n"
+	      "       ovf unpack [--overwrite] PACKAGE DIR\n"
 	      "       ovf create --name N --cpus C --memory MIB --disk IMAGE [--disk IMAGE...]\n"
 	      "                  [--network NAME...] [--nic-type TYPE] [--controller TYPE]\n"
 	      "                  [--os NAME|ID] [--os-description TEXT] [--ovf-version 1|2]\n"
 	      "                  OUT.ova|OUT_DIR   (ovf create --help: every option)\n"
 	      "PACKAGE is an OVA file, a .ovf file or a folder holding one.\n"
 	      "validate exits 0 when valid, 1 when not (one line per finding).\n"
-	      "pack and create never replace an existing OUT, and leave none on failure.\n",
+	      "pack and create never replace an existing OUT, and leave none on failure.\n"
+	      "unpack makes DIR; --overwrite unpacks into an existing DIR, replacing its files.\n",
 	      f);
 }
 
@@ -147,18 +148,30 @@ static int cmd_pack(int argc, char **argv)
 /* `ovf unpack`. */
 static int cmd_unpack(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "overwrite", no_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 },
+	};
+	unsigned flags = 0;
 	struct ovf_pkg *p;
-	int r;
+	int c, r;
 
-	if (argc != 3) {
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != 'f') {
+			usage(stderr);
+			return 2;
+		}
+		flags |= OVF_UNPACK_OVERWRITE;
+	}
+	if (optind + 2 != argc) {
 		usage(stderr);
 		return 2;
 	}
-	if (ovf_open(argv[1], &p) < 0) {
+	if (ovf_open(argv[optind], &p) < 0) {
 		fprintf(stderr, "ovf unpack: %s\n", ovf_errmsg());
 		return 1;
 	}
-	r = ovf_unpack(p, argv[2]);
+	r = ovf_unpack(p, argv[optind + 1], flags);
 	if (r < 0)
 		fprintf(stderr, "ovf unpack: %s\n", ovf_errmsg());
 	ovf_close(p);
