@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* kernel.c - settings of the mount that live on the kernel side of FUSE
  * and are not negotiated in INIT: the mount's read-ahead. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* disk.c - a Disk's file opened through the block engine and checked
  * against what the descriptor declares (ovf:format and ovf:capacity), for
  * `ovf validate` and ovffs alike: a disk is never served or passed as

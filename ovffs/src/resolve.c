@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* resolve.c - the one rule for which files of a package may be touched, and
  * opening them: an href is a relative name inside the package, and a path
  * below a package or unpack folder is resolved with no symlink at any level

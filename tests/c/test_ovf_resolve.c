@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_ovf_resolve.c - paths below a package or unpack folder: the
  * openat2 resolver and the O_NOFOLLOW walk used where the kernel lacks
  * openat2 both refuse a symlink at any level and ".." and open what is
