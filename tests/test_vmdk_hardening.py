@@ -87,3 +87,25 @@ def test_convert_vmdk_output_whose_extent_is_a_source_file(
     assert digest("x-flat.vmdk") == before
     assert not os.path.exists("x.vmdk")
     run([qemu_io, "-f", "vmdk", "-c", "read -P 0x5a 0 1M", "y.vmdk"])
+
+
+# ---- 2: snapshot create touches the parent only when all went well -----
+
+def test_snapshot_create_leaves_the_parent_alone(vmdk, qemu_img, qemu_io,
+                                                 tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    qemu_vmdk(qemu_img, qemu_io, "base.vmdk")
+    run([vmdk, "snapshot", "create", "base.vmdk", "d1.vmdk"])
+    before = digest("base.vmdk")
+    # CHILD exists: refused, and the parent is untouched
+    r = run([vmdk, "snapshot", "create", "base.vmdk", "d1.vmdk"], check=False)
+    assert r.returncode != 0 and "d1.vmdk" in r.stderr
+    assert digest("base.vmdk") == before
+    # a second snapshot of the frozen parent: parent unchanged, and the
+    # first delta still passes its parentCID check
+    run([vmdk, "snapshot", "create", "base.vmdk", "d2.vmdk"])
+    assert digest("base.vmdk") == before
+    for d in ("d1.vmdk", "d2.vmdk"):
+        run([vmdk, "info", d])
+        run([qemu_img, "check", "-q", d])
+        run([qemu_io, "-f", "vmdk", "-c", "read -P 0x5a 0 1M", d])
