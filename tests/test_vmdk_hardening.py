@@ -109,3 +109,92 @@ def test_snapshot_create_leaves_the_parent_alone(vmdk, qemu_img, qemu_io,
         run([vmdk, "info", d])
         run([qemu_img, "check", "-q", d])
         run([qemu_io, "-f", "vmdk", "-c", "read -P 0x5a 0 1M", d])
+
+
+# ---- 8, 9: delta chains that loop, are too deep, or fail deep down ------
+
+def _flat_layer(d, name, cid, parent=None, parent_cid=0xFFFFFFFF,
+                flat="data.bin"):
+    """A descriptor of a 1 MiB disk on the flat file `flat`, maybe a delta
+    on parent (the flat extent holds every byte, so the parent is only
+    opened and checked)."""
+    from vmdkgen import descriptor
+    if not os.path.exists(d / flat):
+        with open(d / flat, "wb") as f:
+            f.truncate(MiB)
+    text = descriptor([("RW", 2048, "FLAT", flat, 0)], "monolithicFlat",
+                      cid=cid, parent_cid=parent_cid, parent_hint=parent)
+    (d / name).write_text(text)
+
+
+def _fails_cleanly(r):
+    # an exit status, not a signal (a stack overflow is SIGSEGV: < 0)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.startswith("vmdk: ")
+
+
+def test_chain_naming_itself(vmdk, tmp_path):
+    _flat_layer(tmp_path, "a.vmdk", 1, parent="a.vmdk", parent_cid=1)
+    r = run([vmdk, "info", tmp_path / "a.vmdk"], check=False)
+    _fails_cleanly(r)
+    assert "itself" in r.stderr and "a.vmdk" in r.stderr
+
+
+def test_chain_loop_of_two(vmdk, tmp_path):
+    _flat_layer(tmp_path, "a.vmdk", 1, parent="b.vmdk", parent_cid=2)
+    _flat_layer(tmp_path, "b.vmdk", 2, parent="a.vmdk", parent_cid=1)
+    os.link(tmp_path / "b.vmdk", tmp_path / "b-link.vmdk")
+    _flat_layer(tmp_path, "c.vmdk", 3, parent="b-link.vmdk", parent_cid=2)
+    for top in ("a.vmdk", "c.vmdk"):
+        r = run([vmdk, "info", tmp_path / top], check=False)
+        _fails_cleanly(r)
+        assert "loop" in r.stderr
+    r = run([vmdk, "convert", "-O", "raw", tmp_path / "c.vmdk",
+             tmp_path / "out.raw"], check=False)
+    _fails_cleanly(r)
+
+
+def test_chain_depth_is_bounded(vmdk, tmp_path):
+    n = 140
+    for i in range(n):
+        _flat_layer(tmp_path, f"l{i}.vmdk", i + 1,
+                    parent=f"l{i - 1}.vmdk" if i else None,
+                    parent_cid=i if i else 0xFFFFFFFF)
+    run([vmdk, "info", tmp_path / "l100.vmdk"])  # deep, but allowed
+    r = run([vmdk, "info", tmp_path / f"l{n - 1}.vmdk"], check=False)
+    _fails_cleanly(r)
+    assert "deeper than" in r.stderr
+
+
+def _long_chain(d, n, missing_base):
+    stem = "layer-with-a-rather-long-file-name-as-backup-tools-make-" * 2
+    names = [f"{stem}{i:03d}.vmdk" for i in range(n)]
+    for i in range(n):
+        if i == 0 and missing_base:
+            continue
+        _flat_layer(d, names[i], i + 1, parent=names[i - 1] if i else None,
+                    parent_cid=i if i else 0xFFFFFFFF)
+    return names
+
+
+def test_deep_chain_error_names_the_missing_file_first(vmdk, tmp_path):
+    names = _long_chain(tmp_path, 30, missing_base=True)
+    r = run([vmdk, "info", tmp_path / names[-1]], check=False)
+    _fails_cleanly(r)
+    first = r.stderr.splitlines()[0]
+    assert first.startswith(f"vmdk: {tmp_path / names[0]}: ")
+    assert "No such file or directory" in first.split(";")[0]
+
+
+def test_deep_chain_error_says_too_many_open_files(vmdk, tmp_path):
+    import resource
+
+    names = _long_chain(tmp_path, 40, missing_base=False)
+    run([vmdk, "info", tmp_path / names[-1]])
+
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+    r = run([vmdk, "info", tmp_path / names[-1]], check=False,
+            preexec_fn=few_fds)
+    _fails_cleanly(r)
+    assert "Too many open files" in r.stderr.split(";")[0]

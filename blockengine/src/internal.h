@@ -30,6 +30,14 @@
  */
 int bdev_err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/*
+ * Add context to this thread's message, after what is already there: the
+ * innermost cause (recorded first, where the error was detected) stays at
+ * the front however deep the call chain, and only the outermost context is
+ * cut off if the message grows past its bound. Returns err.
+ */
+int bdev_err_append(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Forget this thread's message (each public entry point starts with it). */
 void bdev_err_clear(void);
 
