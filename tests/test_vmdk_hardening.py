@@ -198,3 +198,48 @@ def test_deep_chain_error_says_too_many_open_files(vmdk, tmp_path):
             preexec_fn=few_fds)
     _fails_cleanly(r)
     assert "Too many open files" in r.stderr.split(";")[0]
+
+
+# ---- 10: special files where an image file is expected ------------------
+
+def _special(path, kind):
+    import socket
+    if kind == "fifo":
+        os.mkfifo(path)
+        return None
+    if kind == "socket":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(path))
+        s.listen(1)
+        return s
+    os.symlink("/dev/zero", path)  # a character device
+    return None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
+def test_special_file_as_image_is_refused(vmdk, tmp_path, kind):
+    keep = _special(tmp_path / "d.vmdk", kind)
+    for cmd in (["info"], ["check"], ["convert", "-O", "raw"]):
+        args = [vmdk] + cmd + [tmp_path / "d.vmdk"]
+        if cmd[0] == "convert":
+            args.append(tmp_path / "out.raw")
+        # a hang is the defect: the timeout turns it into a failure
+        r = run(args, check=False, timeout=60)
+        assert r.returncode != 0 and "expected an image file" in r.stderr, \
+            (cmd, r.stderr)
+    if keep:
+        keep.close()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
+def test_special_file_as_extent_is_refused(vmdk, tmp_path, kind):
+    from vmdkgen import descriptor
+    (tmp_path / "d.vmdk").write_text(descriptor(
+        [("RW", 2048, "FLAT", "d-flat.vmdk", 0)], "monolithicFlat"))
+    keep = _special(tmp_path / "d-flat.vmdk", kind)
+    r = run([vmdk, "info", tmp_path / "d.vmdk"], check=False, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"vmdk: {tmp_path / 'd-flat.vmdk'}: is ")
+    assert "expected an image file" in r.stderr
+    if keep:
+        keep.close()

@@ -225,6 +225,68 @@ static int bsrc_new_fd(int fd, const char *name, const struct bsrc_ops *ops,
 	return 0;
 }
 
+/* What a file of mode m is, for messages. */
+static const char *file_kind(mode_t m)
+{
+	if (S_ISFIFO(m))
+		return "a FIFO";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISDIR(m))
+		return "a directory";
+	return "not a regular file";
+}
+
+/* Opens path for I/O if it is a regular file or block device; see
+   internal.h. O_NONBLOCK makes the open of a FIFO return at once, and
+   is cleared again for the I/O. */
+int bsrc_open_image_fd(const char *path, int flags)
+{
+	struct stat st;
+	int fd, fl;
+
+	fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+
+		if (e == ENXIO) { /* a socket (or a FIFO nobody reads) */
+			if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) &&
+			    !S_ISBLK(st.st_mode))
+				return bdev_err(-EINVAL, "%s: is %s, expected an "
+						"image file (a regular file or a "
+						"block device)", path,
+						file_kind(st.st_mode));
+		}
+		return bdev_err(-e, "%s: cannot open %s: %s", path,
+				(flags & O_ACCMODE) == O_RDONLY ? "for reading" :
+				"for writing", strerror(e));
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+
+		close(fd);
+		return bdev_err(-e, "%s: cannot stat: %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return bdev_err(S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL,
+				"%s: is %s, expected an image file (a regular "
+				"file or a block device)", path,
+				file_kind(st.st_mode));
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int e = errno;
+
+		close(fd);
+		return bdev_err(-e, "%s: cannot clear O_NONBLOCK: %s", path,
+				strerror(e));
+	}
+	return fd;
+}
+
 /* Opens path as a whole-file source, locked unless nolock (readers only). */
 int bsrc_open_file(const char *path, bool writable, bool nolock,
 		   struct bsrc **out)
@@ -233,19 +295,12 @@ int bsrc_open_file(const char *path, bool writable, bool nolock,
 	struct bsrc *s;
 	int fd, ret;
 
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	fd = bsrc_open_image_fd(path, writable ? O_RDWR : O_RDONLY);
 	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open %s: %s", path,
-				writable ? "for writing" : "for reading",
-				strerror(errno));
+		return fd;
 	if (fstat(fd, &st) < 0) {
 		ret = bdev_err(-errno, "%s: cannot stat: %s", path,
 			       strerror(errno));
-		goto err_close_fd;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		ret = bdev_err(-EISDIR, "%s: is a directory, expected an image "
-			       "file", path);
 		goto err_close_fd;
 	}
 	if (writable || !nolock) {

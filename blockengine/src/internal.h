@@ -83,6 +83,12 @@ struct bsrc {
 };
 
 /*
+ * open(2) path with flags for I/O, refusing (without blocking) what is not
+ * a regular file or a block device: a FIFO, socket or character device
+ * would hang the open or never end. Returns the fd or -errno.
+ */
+int bsrc_open_image_fd(const char *path, int flags);
+/*
  * Open path as a whole-file source. writable opens O_RDWR and takes an
  * exclusive OFD lock; otherwise O_RDONLY with a shared OFD lock unless
  * nolock. A conflicting lock fails with -EBUSY and a message saying the

@@ -471,13 +471,13 @@ err_free:
 
 int vmdk_desc_read_file(const char *path, char **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = bsrc_open_image_fd(path, O_RDONLY);
 	char *t;
 	ssize_t n;
 	size_t l = 0;
 
 	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open: %s", path, strerror(errno));
+		return fd;
 	t = malloc(VMDK_DESC_MAX_BYTES + 1);
 	if (!t) {
 		close(fd);
