@@ -243,3 +243,51 @@ def test_special_file_as_extent_is_refused(vmdk, tmp_path, kind):
     assert "expected an image file" in r.stderr
     if keep:
         keep.close()
+
+
+# ---- 11: descriptor text two readers could read differently -------------
+
+_HEAD = ('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
+         'createType="monolithicFlat"\n\n')
+
+
+def _two_flat_files(d):
+    for n in ("a.bin", "b.bin"):
+        with open(d / n, "wb") as f:
+            f.truncate(MiB)
+
+
+def test_descriptor_text_after_a_nul_is_refused(vmdk, qemu_img, tmp_path):
+    _two_flat_files(tmp_path)
+    p = tmp_path / "d.vmdk"
+    p.write_bytes((_HEAD + 'RW 2048 FLAT "a.bin" 0\n\0'
+                   'RW 2048 FLAT "b.bin" 0\n').encode())
+    # qemu-img counts the extent after the NUL: a 2 MiB disk
+    r = run([qemu_img, "info", "--output=json", p])
+    assert '"virtual-size": 2097152' in r.stdout
+    r = run([vmdk, "info", p], check=False)
+    assert r.returncode == 1
+    assert "NUL byte at offset" in r.stderr and "d.vmdk" in r.stderr
+
+
+def test_descriptor_nul_padding_at_the_end_is_fine(vmdk, qemu_img, tmp_path):
+    _two_flat_files(tmp_path)
+    p = tmp_path / "d.vmdk"
+    p.write_bytes((_HEAD + 'RW 2048 FLAT "a.bin" 0\n').encode() + bytes(300))
+    r = run([qemu_img, "info", "--output=json", p])
+    assert '"virtual-size": 1048576' in r.stdout
+    r = run([vmdk, "info", "--output=json", p])
+    assert '"virtual-size": 1048576' in r.stdout
+
+
+@pytest.mark.parametrize("line", ['createType="twoGbMaxExtentFlat"',
+                                  "CID=87654321", "parentCID=00000001",
+                                  "version=1"])
+def test_descriptor_key_given_twice_is_refused(vmdk, tmp_path, line):
+    _two_flat_files(tmp_path)
+    p = tmp_path / "d.vmdk"
+    p.write_text(_HEAD + line + '\nRW 2048 FLAT "a.bin" 0\n')
+    r = run([vmdk, "info", p], check=False)
+    assert r.returncode == 1
+    key = line.split("=")[0]
+    assert f"line 7: {key} is given a second time" in r.stderr

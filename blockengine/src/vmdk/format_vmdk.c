@@ -385,6 +385,27 @@ static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 	return 0;
 }
 
+/*
+ * A descriptor file may end in NUL padding, but text after a NUL byte is
+ * read by some readers (qemu-img counts the extents there) and not by
+ * others: refuse it rather than guess which disk was meant.
+ */
+static int check_desc_file_nul(const char *text, size_t len, const char *name)
+{
+	const char *nul = memchr(text, '\0', len);
+
+	if (!nul)
+		return 0;
+	for (const char *p = nul; p < text + len; p++)
+		if (*p && *p != '\n' && *p != '\r' && *p != ' ' && *p != '\t')
+			return bdev_err(-EINVAL, "%s: NUL byte at offset %zu and "
+					"descriptor text after it (at offset %zu), "
+					"expected only text, or only NUL padding at "
+					"the end", name, (size_t)(nul - text),
+					(size_t)(p - text));
+	return 0;
+}
+
 /* Open a VMDK from src; see struct bdev_format. */
 static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 {
@@ -441,6 +462,8 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 			goto err_free_image;
 		}
 		ret = bsrc_read_full(src, text, src->length, 0);
+		if (ret == 0)
+			ret = check_desc_file_nul(text, src->length, name);
 		if (ret == 0)
 			ret = vmdk_desc_parse(text, src->length, name, &img->desc);
 		free(text);

@@ -66,6 +66,7 @@ struct vmdk_desc {
 	bool has_cid;
 	uint32_t cid;
 	uint32_t parent_cid; /* VMDK_NO_PARENT_CID when absent */
+	bool has_parent_cid;
 	char *create_type;
 	char *parent_hint;   /* parentFileNameHint, or NULL */
 	struct vmdk_desc_extent *extents;
