@@ -291,3 +291,96 @@ def test_descriptor_key_given_twice_is_refused(vmdk, tmp_path, line):
     assert r.returncode == 1
     key = line.split("=")[0]
     assert f"line 7: {key} is given a second time" in r.stderr
+
+
+# ---- 14: the descriptor we write is the one VMware's writers write -------
+
+def _descriptor_of(path):
+    """The descriptor text of a VMDK: the file itself, or the one embedded
+    in a sparse file (header field descriptorOffset, in sectors)."""
+    import struct
+    data = open(path, "rb").read(1 << 16)
+    if data[:4] == b"KDMV":
+        off, size = struct.unpack_from("<QQ", data, 28)
+        data = open(path, "rb").read((off + size) * 512)[off * 512:]
+    return data.split(b"\0")[0].decode()
+
+
+def _ddb(text):
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("ddb.") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()[4:]] = v.strip().strip('"')
+    return out
+
+
+@pytest.mark.parametrize("subformat", ["monolithicSparse", "monolithicFlat",
+                                       "streamOptimized",
+                                       "twoGbMaxExtentSparse", "vmfs"])
+def test_created_descriptor_is_vmware_like(vmdk, qemu_img, tmp_path,
+                                           subformat):
+    import re
+    img = tmp_path / "d.vmdk"
+    run([vmdk, "create", "-o", f"subformat={subformat}", img, "1G"])
+    text = _descriptor_of(img)
+    lines = text.splitlines()
+    assert lines[:3] == ["# Disk DescriptorFile", "version=1",
+                         'encoding="UTF-8"']
+    ddb = _ddb(text)
+    assert re.fullmatch(r"[0-9a-f]{32}", ddb["longContentID"])
+    assert ddb["adapterType"] == "lsilogic"
+    assert (ddb["geometry.heads"], ddb["geometry.sectors"]) == ("255", "63")
+    assert ddb["geometry.cylinders"] == "131"  # ceil(2097152 / (255 * 63))
+    assert ddb["toolsInstallType"] == "4"
+    assert ddb["toolsVersion"] == "2147483647"
+    # the other readers still read it
+    r = run([qemu_img, "info", "--output=json", img])
+    assert '"virtual-size": 1073741824' in r.stdout
+    if subformat != "vmfs":  # qemu-img check knows no flat kinds
+        run([qemu_img, "check", img])
+    zeros = tmp_path / "z.raw"
+    with open(zeros, "wb") as f:
+        f.truncate(1 << 30)
+    run([qemu_img, "compare", "-f", "vmdk", "-F", "raw", img, zeros])
+    if subformat in ("monolithicSparse", "streamOptimized"):
+        from conftest import need
+        r = run([need("vmdkinfo"), img])
+        assert "1073741824 bytes" in r.stdout or "1.0 GiB" in r.stdout
+
+
+def test_created_ide_geometry_and_large_scsi_cylinders(vmdk, tmp_path):
+    img = tmp_path / "ide.vmdk"
+    run([vmdk, "create", "-o", "adapter_type=ide", img, "1G"])
+    ddb = _ddb(_descriptor_of(img))
+    assert ddb["adapterType"] == "ide"
+    assert ddb["geometry.heads"] == "16"
+    assert ddb["geometry.cylinders"] == "2081"  # ceil(2097152 / (16 * 63))
+    big = tmp_path / "big.vmdk"
+    run([vmdk, "create", big, "600G"])
+    assert _ddb(_descriptor_of(big))["geometry.cylinders"] == "65535"
+
+
+def test_convert_keeps_the_source_adapter(vmdk, qemu_img, tmp_path):
+    src = tmp_path / "s.vmdk"
+    run([qemu_img, "create", "-q", "-f", "vmdk", "-o",
+         "adapter_type=buslogic", src, "16M"])
+    out = tmp_path / "o.vmdk"
+    run([vmdk, "convert", "-O", "vmdk", src, out])
+    assert _ddb(_descriptor_of(out))["adapterType"] == "buslogic"
+    out2 = tmp_path / "o2.vmdk"
+    run([vmdk, "convert", "-O", "vmdk", "-o", "adapter_type=pvscsi", src,
+         out2])
+    assert _ddb(_descriptor_of(out2))["adapterType"] == "pvscsi"
+    raw = tmp_path / "r.raw"
+    with open(raw, "wb") as f:
+        f.truncate(16 << 20)
+    out3 = tmp_path / "o3.vmdk"
+    run([vmdk, "convert", "-f", "raw", "-O", "vmdk", raw, out3])
+    assert _ddb(_descriptor_of(out3))["adapterType"] == "lsilogic"
+    run([qemu_img, "compare", out3, raw])
+
+
+def test_help_shows_the_adapter_default(vmdk):
+    r = run([vmdk, "create", "--help"])
+    assert "adapter_type=lsilogic (default" in r.stdout

@@ -42,7 +42,9 @@ static const char convert_help[] =
 "Options:\n"
 "  -O FMT        output format: raw (the default) or vmdk. With vmdk, DST\n"
 "                is created (never overwritten) with the -o options of\n"
-"                'vmdk create' (subformat=..., adapter_type=..., ...); only\n"
+"                'vmdk create' (subformat=..., adapter_type=..., ...);\n"
+"                without adapter_type, DST keeps SRC's ddb.adapterType (a\n"
+"                raw SRC gets lsilogic, as VMware writes). Only\n"
 "                grains holding non-zero data are stored. streamOptimized\n"
 "                grains are compressed on every worker thread and appended\n"
 "                in the order they finish (the grain tables say where each\n"
@@ -683,6 +685,25 @@ static const char *dst_in_source(struct bdev *b, const char *dst)
 	return NULL;
 }
 
+/* SRC's ddb.adapterType when it is one a new VMDK may carry, else NULL
+   (the writer's default). */
+static const char *source_adapter(struct bdev *b)
+{
+	static const char *const known[] = { "ide", "lsilogic", "buslogic",
+					     "legacyESX", "pvscsi" };
+	const char *k, *v;
+
+	for (unsigned i = 0; bdev_get_ddb(b, i, &k, &v) == 0; i++) {
+		if (strcmp(k, "adapterType"))
+			continue;
+		for (size_t j = 0; j < sizeof(known) / sizeof(known[0]); j++)
+			if (!strcmp(v, known[j]))
+				return known[j];
+		return NULL;
+	}
+	return NULL;
+}
+
 static bool chain_compressed(struct bdev *b)
 {
 	for (; b; b = bdev_backing(b)) {
@@ -794,6 +815,8 @@ int cmd_convert(int argc, char **argv)
 	if (!strcmp(ofmt, "vmdk")) {
 		co.format = "vmdk";
 		co.size = cv.size;
+		if (!co.adapter_type)
+			co.adapter_type = source_adapter(cv.b);
 		ret = bdev_writer_new(dst, &co, &cv.w);
 		if (ret < 0) {
 			tool_bdev_err(ret, dst);
