@@ -505,6 +505,19 @@ static int window_read(struct vmdkfs *fs, const struct vmdkfs_window *w,
 	return (int)size;
 }
 
+/* Does run's file still hold all of its bytes? A host file cut short
+   after the image was opened would make a splice from it end early. */
+static bool run_in_file(const struct bdev_host_run *run)
+{
+	struct stat st;
+
+	if (fstat(run->fd, &st) < 0)
+		return false;
+	if (S_ISBLK(st.st_mode))
+		return true; /* its size does not change under us */
+	return run->file_offset + run->length <= (uint64_t)st.st_size;
+}
+
 /* Pieces a window read may be answered with; a request that maps to more
    is read whole through the engine. */
 #define READ_PIECES_MAX 8
@@ -540,6 +553,10 @@ static int window_read_fd(struct vmdkfs *fs, const struct vmdkfs_window *w,
 				   bdev_errmsg());
 			return k;
 		}
+		if (k == BDEV_HOST_FILE && !run_in_file(&run))
+			/* the file ends early (cut under the mount): libfuse
+			   would send a short reply; the engine's read says EIO */
+			return 0;
 		if (k == BDEV_HOST_FILE && last && (last->flags & FUSE_BUF_IS_FD) &&
 		    last->fd == run.fd &&
 		    (uint64_t)last->pos + last->size == run.file_offset) {

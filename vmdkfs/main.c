@@ -268,7 +268,20 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 		oo.flags |= BDEV_O_ALLOW_ESCAPE;
 	if (fs->snapshot_child) {
 		struct bdev_create_opts co = { 0 };
+		struct bdev *base;
 
+		/* Check first that the base can be opened as the child will
+		   open it (read-only, shared lock: refused while someone
+		   writes it), so that a refusal leaves no child behind. */
+		ret = bdev_open(o->image, &oo, &base);
+		if (ret < 0) {
+			const char *msg = bdev_errmsg();
+
+			vmdkfs_log("cannot open %s for a snapshot: %s", o->image,
+				   *msg ? msg : strerror(-ret));
+			return -1;
+		}
+		bdev_close(base);
 		co.format = "vmdk";
 		co.subformat = "monolithicSparse";
 		co.backing = o->image;
@@ -281,6 +294,7 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 				   *msg ? msg : strerror(-ret));
 			return -1;
 		}
+		fs->snapshot_created = true;
 		vmdkfs_log("writes go to the snapshot child %s; %s stays "
 			   "untouched", fs->snapshot_child, o->image);
 		oo.flags |= BDEV_O_RDWR;
@@ -635,6 +649,7 @@ int main(int argc, char **argv)
 	struct options o = { 0 };
 	struct vmdkfs fs = { 0 };
 	int report_fd = -1, rc = 1;
+	bool mounted = false;
 	struct stat ist;
 
 	malloc_policy();
@@ -777,6 +792,7 @@ int main(int argc, char **argv)
 		goto err_unmount_guests;
 	set_signal_handlers(&main_s);
 	report_ready(&report_fd, 0);
+	mounted = true;
 
 	rc = session_loop(&main_s) < 0 ? 1 : 0;
 	set_signal_handlers(NULL);
@@ -802,6 +818,11 @@ err_close_image:
 		rc = 1;
 	}
 out:
+	/* a start that failed leaves no snapshot child behind: nothing was
+	   written to it, and a retry would be refused while it exists */
+	if (!mounted && fs.snapshot_created && unlink(fs.snapshot_child) < 0)
+		vmdkfs_log("cannot remove the snapshot child %s: %s",
+			   fs.snapshot_child, strerror(errno));
 	report_ready(&report_fd, 1);
 	free(fs.info_json);
 	free(fs.parts);

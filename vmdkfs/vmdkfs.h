@@ -68,6 +68,8 @@ struct vmdkfs {
 	struct timespec mtime; /* of the image file, shown on every node */
 	bool writable;
 	const char *snapshot_child; /* -o snapshot: the delta child */
+	bool snapshot_created;      /* this run created it: a failed start
+				       removes it again */
 	bool debug;
 	struct ptable *pt;
 	struct vmdkfs_window disk;

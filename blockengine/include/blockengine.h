@@ -286,7 +286,7 @@ struct bdev_create_opts {
 				     vmfsSparse */
 	uint64_t size;            /* virtual bytes; 0 with backing = parent's */
 	const char *backing;      /* parent image of a delta disk, or NULL */
-	const char *adapter_type; /* ide (default), lsilogic, buslogic,
+	const char *adapter_type; /* lsilogic (default), ide, buslogic,
 				     legacyESX, pvscsi */
 	unsigned hwversion;       /* ddb.virtualHWVersion; 0 = 4 */
 	bool zeroed_grain;        /* sparse: zeroed-grain entries (header v2+) */

@@ -157,9 +157,95 @@ static const struct bsrc_ops bsrc_region_ops = {
 };
 
 /*
- * Takes the ovk lock on fd: exclusive for a writer, shared for a reader.
- * On conflict returns -EBUSY with a message saying who holds it and what
- * to do about it.
+ * QEMU's image locks (block/file-posix.c), so that QEMU and ovk see each
+ * other: OFD locks, all shared (F_RDLCK), one byte per block permission.
+ * Byte QEMU_LOCK_PERM + i is held while a user has permission bit i,
+ * byte QEMU_LOCK_SHARED + i while a user refuses to share it. Whoever
+ * wants permission i first checks that nobody holds QEMU_LOCK_SHARED + i,
+ * and whoever refuses to share i that nobody holds QEMU_LOCK_PERM + i.
+ */
+#define QEMU_LOCK_PERM 100
+#define QEMU_LOCK_SHARED 200
+
+enum qemu_perm {
+	QEMU_PERM_CONSISTENT_READ = 1u << 0,
+	QEMU_PERM_WRITE = 1u << 1,
+	QEMU_PERM_WRITE_UNCHANGED = 1u << 2,
+	QEMU_PERM_RESIZE = 1u << 3,
+};
+#define QEMU_PERM_BITS 4
+
+/* An ovk writer holds what a writing QEMU holds; a reader reads and, like
+   qemu-img without -U, lets nobody write or resize under it. */
+#define OVK_WRITER_PERM (QEMU_PERM_CONSISTENT_READ | QEMU_PERM_WRITE | \
+			 QEMU_PERM_WRITE_UNCHANGED | QEMU_PERM_RESIZE)
+#define OVK_READER_PERM QEMU_PERM_CONSISTENT_READ
+#define OVK_UNSHARED (QEMU_PERM_WRITE | QEMU_PERM_RESIZE)
+
+/* Sets (F_RDLCK) or drops (F_UNLCK) fd's OFD lock on byte off. */
+static int lock_byte(int fd, off_t off, short type)
+{
+	struct flock fl = {
+		.l_type = type, .l_whence = SEEK_SET, .l_start = off, .l_len = 1,
+	};
+
+	return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* Does another open file hold a lock on byte off? */
+static bool byte_held(int fd, off_t off)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = off,
+		.l_len = 1,
+	};
+
+	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
+/*
+ * Takes QEMU's lock bytes for a writer or a reader of fd, then checks
+ * them as QEMU does (taking first, checking after: of two users starting
+ * at once, at least one sees the other). -EBUSY with a message on a
+ * conflict; the caller closes fd, which drops what was taken.
+ */
+static int qemu_lock(int fd, const char *path, bool writable)
+{
+	unsigned perm = writable ? OVK_WRITER_PERM : OVK_READER_PERM;
+	int ret;
+
+	for (unsigned i = 0; i < QEMU_PERM_BITS; i++) {
+		ret = 0;
+		if (perm & (1u << i))
+			ret = lock_byte(fd, QEMU_LOCK_PERM + i, F_RDLCK);
+		if (ret == 0 && (OVK_UNSHARED & (1u << i)))
+			ret = lock_byte(fd, QEMU_LOCK_SHARED + i, F_RDLCK);
+		if (ret == -EAGAIN || ret == -EACCES)
+			goto err_busy;
+		if (ret < 0)
+			return bdev_err(ret, "%s: cannot lock image: %s", path,
+					strerror(-ret));
+	}
+	if (byte_held(fd, QEMU_LOCK_PERM + 1) || byte_held(fd, QEMU_LOCK_PERM + 3))
+		return bdev_err(-EBUSY, "%s: image is in use by another process "
+				"(QEMU or ovk: locked for writing); use -U to "
+				"read it anyway", path);
+	for (unsigned i = 0; i < QEMU_PERM_BITS; i++)
+		if ((perm & (1u << i)) && byte_held(fd, QEMU_LOCK_SHARED + i))
+			goto err_busy;
+	return 0;
+
+err_busy:
+	return bdev_err(-EBUSY, "%s: image is in use by another process (QEMU "
+			"or ovk: open for reading and not shared for %s); close "
+			"it before opening it for writing", path,
+			writable ? "writing" : "reading");
+}
+
+/*
+ * Takes the ovk lock on fd (exclusive for a writer, shared for a reader)
+ * and QEMU's lock bytes. On conflict returns -EBUSY with a message saying
+ * who holds it and what to do about it.
  */
 static int bsrc_lock(int fd, const char *path, bool writable)
 {
@@ -172,7 +258,7 @@ static int bsrc_lock(int fd, const char *path, bool writable)
 	struct flock probe;
 
 	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
-		return 0;
+		return qemu_lock(fd, path, writable);
 	if (errno != EAGAIN && errno != EACCES)
 		return bdev_err(-errno, "%s: cannot lock image: %s", path,
 				strerror(errno));
@@ -203,6 +289,17 @@ int bsrc_make_read_only(struct bsrc *s)
 	if (fcntl(s->fd, F_OFD_SETLK, &fl) < 0)
 		return bdev_err(-errno, "%s: cannot downgrade the image lock: %s",
 				s->name, strerror(errno));
+	/* QEMU's bytes: keep reading and not sharing writes, stop writing */
+	for (unsigned i = 0; i < QEMU_PERM_BITS; i++) {
+		int ret;
+
+		if (!(OVK_WRITER_PERM & ~OVK_READER_PERM & (1u << i)))
+			continue;
+		ret = lock_byte(s->fd, QEMU_LOCK_PERM + i, F_UNLCK);
+		if (ret < 0)
+			return bdev_err(ret, "%s: cannot downgrade the image "
+					"lock: %s", s->name, strerror(-ret));
+	}
 	s->writable = false;
 	return 0;
 }
@@ -226,6 +323,68 @@ static int bsrc_new_fd(int fd, const char *name, const struct bsrc_ops *ops,
 	return 0;
 }
 
+/* What a file of mode m is, for messages. */
+static const char *file_kind(mode_t m)
+{
+	if (S_ISFIFO(m))
+		return "a FIFO";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISDIR(m))
+		return "a directory";
+	return "not a regular file";
+}
+
+/* Opens path for I/O if it is a regular file or block device; see
+   internal.h. O_NONBLOCK makes the open of a FIFO return at once, and
+   is cleared again for the I/O. */
+int bsrc_open_image_fd(const char *path, int flags)
+{
+	struct stat st;
+	int fd, fl;
+
+	fd = open(path, flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+
+		if (e == ENXIO) { /* a socket (or a FIFO nobody reads) */
+			if (stat(path, &st) == 0 && !S_ISREG(st.st_mode) &&
+			    !S_ISBLK(st.st_mode))
+				return bdev_err(-EINVAL, "%s: is %s, expected an "
+						"image file (a regular file or a "
+						"block device)", path,
+						file_kind(st.st_mode));
+		}
+		return bdev_err(-e, "%s: cannot open %s: %s", path,
+				(flags & O_ACCMODE) == O_RDONLY ? "for reading" :
+				"for writing", strerror(e));
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+
+		close(fd);
+		return bdev_err(-e, "%s: cannot stat: %s", path, strerror(e));
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return bdev_err(S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL,
+				"%s: is %s, expected an image file (a regular "
+				"file or a block device)", path,
+				file_kind(st.st_mode));
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int e = errno;
+
+		close(fd);
+		return bdev_err(-e, "%s: cannot clear O_NONBLOCK: %s", path,
+				strerror(e));
+	}
+	return fd;
+}
+
 /* Opens path as a whole-file source, locked unless nolock (readers only). */
 int bsrc_open_file(const char *path, bool writable, bool nolock,
 		   struct bsrc **out)
@@ -234,19 +393,12 @@ int bsrc_open_file(const char *path, bool writable, bool nolock,
 	struct bsrc *s;
 	int fd, ret;
 
-	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	fd = bsrc_open_image_fd(path, writable ? O_RDWR : O_RDONLY);
 	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open %s: %s", path,
-				writable ? "for writing" : "for reading",
-				strerror(errno));
+		return fd;
 	if (fstat(fd, &st) < 0) {
 		ret = bdev_err(-errno, "%s: cannot stat: %s", path,
 			       strerror(errno));
-		goto err_close_fd;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		ret = bdev_err(-EISDIR, "%s: is a directory, expected an image "
-			       "file", path);
 		goto err_close_fd;
 	}
 	if (writable || !nolock) {

@@ -2,10 +2,12 @@
 /* errors.c - the thread-local message behind bdev_errmsg(). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "internal.h"
 
-#define BDEV_ERRMSG_MAX 512
+/* room for the innermost cause and the context of a deep delta chain */
+#define BDEV_ERRMSG_MAX 8192
 
 static _Thread_local char bdev_errbuf[BDEV_ERRMSG_MAX];
 
@@ -16,6 +18,18 @@ int bdev_err(int err, const char *fmt, ...)
 
 	va_start(ap, fmt);
 	vsnprintf(bdev_errbuf, sizeof(bdev_errbuf), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* Appends to this thread's message, keeping what is there first. */
+int bdev_err_append(int err, const char *fmt, ...)
+{
+	size_t used = strnlen(bdev_errbuf, sizeof(bdev_errbuf) - 1);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(bdev_errbuf + used, sizeof(bdev_errbuf) - used, fmt, ap);
 	va_end(ap);
 	return err;
 }

@@ -31,6 +31,14 @@
  */
 int bdev_err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/*
+ * Add context to this thread's message, after what is already there: the
+ * innermost cause (recorded first, where the error was detected) stays at
+ * the front however deep the call chain, and only the outermost context is
+ * cut off if the message grows past its bound. Returns err.
+ */
+int bdev_err_append(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Forget this thread's message (each public entry point starts with it). */
 void bdev_err_clear(void);
 
@@ -75,6 +83,12 @@ struct bsrc {
 	atomic_uint_fast64_t synced_gen;
 };
 
+/*
+ * open(2) path with flags for I/O, refusing (without blocking) what is not
+ * a regular file or a block device: a FIFO, socket or character device
+ * would hang the open or never end. Returns the fd or -errno.
+ */
+int bsrc_open_image_fd(const char *path, int flags);
 /*
  * Open path as a whole-file source. writable opens O_RDWR and takes an
  * exclusive OFD lock; otherwise O_RDONLY with a shared OFD lock unless

@@ -4,6 +4,7 @@
  * a new delta child) and commit (merge a delta child into its parent).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
 #include <stdio.h>
@@ -35,6 +36,26 @@ static int drain_writes(struct bdev *b)
 	return 0;
 }
 
+/* fsync(2) the folder holding path, so that its new entry is durable. */
+static int sync_parent_dir(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, (size_t)(slash - path) + 1) :
+			    strdup(".");
+	int fd, ret = 0;
+
+	if (!dir)
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		ret = bdev_err(-errno, "%s: cannot sync its folder %s: %s", path,
+			       dir, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(dir);
+	return ret;
+}
+
 /* Freeze b's top layer under a new delta child at child_path; see
    blockengine.h. */
 int bdev_snapshot(struct bdev *b, const char *child_path)
@@ -54,10 +75,9 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 		return bdev_err(-ENOTSUP, "%s: live snapshots need a VMDK with a "
 				"descriptor CID on top (format %s)", b->filename,
 				b->fmt->name);
-	/* fix the top's CID now, so the child's parentCID stays true */
-	ret = bdev_begin_write_once(b);
-	if (ret < 0)
-		return ret;
+	/* The top's CID is left alone: a frozen layer's content does not
+	   change, and VMware changes a CID only when content does. Rewriting
+	   it would break every delta already made on this layer. */
 	co.format = "vmdk";
 	co.subformat = "monolithicSparse";
 	co.size = b->info.size;
@@ -65,6 +85,9 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	ret = bdev_create(child_path, &co);
 	if (ret < 0)
 		return ret;
+	ret = sync_parent_dir(child_path);
+	if (ret < 0)
+		goto err_unlink;
 	oo = b->opts;
 	oo.flags = (oo.flags | BDEV_O_RDWR | BDEV_O_NO_BACKING) &
 		   ~(uint32_t)BDEV_O_SHARE;
@@ -79,6 +102,12 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 
 	pthread_rwlock_wrlock(&b->top_lock);
 	ret = drain_writes(b);
+	if (ret == 0 && c->info.parent_cid != b->info.cid)
+		/* a first write changed the top's CID after the child read it */
+		ret = bdev_err(-EAGAIN, "%s: the image's CID changed to %08"
+			       PRIx32 " while the snapshot %s was made with "
+			       "parentCID %08" PRIx32 "; try again", b->filename,
+			       b->info.cid, child_path, c->info.parent_cid);
 	if (ret < 0) {
 		pthread_rwlock_unlock(&b->top_lock);
 		free(old);

@@ -37,11 +37,15 @@ static const char convert_help[] =
 "created or truncated, sized to SRC's virtual size, and only ranges holding\n"
 "non-zero data are written: zeroed grains, unallocated ranges and all-zero\n"
 "blocks stay holes in DST.\n"
+"DST may not be SRC, one of its extent files or a file of its backing\n"
+"chain (under any name: compared by device and inode).\n"
 "\n"
 "Options:\n"
 "  -O FMT        output format: raw (the default) or vmdk. With vmdk, DST\n"
 "                is created (never overwritten) with the -o options of\n"
-"                'vmdk create' (subformat=..., adapter_type=..., ...); only\n"
+"                'vmdk create' (subformat=..., adapter_type=..., ...);\n"
+"                without adapter_type, DST keeps SRC's ddb.adapterType (a\n"
+"                raw SRC gets lsilogic, as VMware writes). Only\n"
 "                grains holding non-zero data are stored. streamOptimized\n"
 "                grains are compressed on every worker thread and appended\n"
 "                in the order they finish (the grain tables say where each\n"
@@ -640,6 +644,67 @@ static void show_progress(struct conv *cv, double t0, bool final)
 	fflush(stderr);
 }
 
+/* Does st name the file at path (same inode, or the same block device)? */
+static bool same_file(const struct stat *st, const char *path)
+{
+	struct stat o;
+
+	if (!path || stat(path, &o) < 0)
+		return false;
+	if (S_ISBLK(st->st_mode) && S_ISBLK(o.st_mode))
+		return st->st_rdev == o.st_rdev;
+	return st->st_dev == o.st_dev && st->st_ino == o.st_ino;
+}
+
+/*
+ * The file of b's chain (a descriptor or an extent of any layer) that dst
+ * names under whatever name, or NULL: writing dst would destroy what is
+ * being read. Compares device and inode, so links and other spellings of
+ * the path are caught too.
+ */
+static const char *dst_in_source(struct bdev *b, const char *dst)
+{
+	struct stat st;
+
+	if (stat(dst, &st) < 0)
+		return NULL; /* not there: it cannot be one of SRC's files */
+	for (; b; b = bdev_backing(b)) {
+		struct bdev_info in;
+
+		if (bdev_get_info(b, &in) < 0)
+			continue;
+		if (same_file(&st, in.filename))
+			return in.filename;
+		for (unsigned i = 0; i < in.extent_count; i++) {
+			struct bdev_extent_info ei;
+
+			if (bdev_get_extent(b, i, &ei) == 0 &&
+			    same_file(&st, ei.filename))
+				return ei.filename;
+		}
+	}
+	return NULL;
+}
+
+/* SRC's ddb.adapterType when it is one a new VMDK may carry, else NULL
+   (the writer's default). */
+static const char *source_adapter(struct bdev *b)
+{
+	static const char *const known[] = { "ide", "lsilogic", "buslogic",
+					     "legacyESX", "pvscsi" };
+	const char *k, *v;
+
+	for (unsigned i = 0; bdev_get_ddb(b, i, &k, &v) == 0; i++) {
+		if (strcmp(k, "adapterType"))
+			continue;
+		for (size_t j = 0; j < sizeof(known) / sizeof(known[0]); j++)
+			if (!strcmp(v, known[j]))
+				return known[j];
+		return NULL;
+	}
+	return NULL;
+}
+
 static bool chain_compressed(struct bdev *b)
 {
 	for (; b; b = bdev_backing(b)) {
@@ -732,6 +797,18 @@ int cmd_convert(int argc, char **argv)
 		tool_bdev_err(ret, src);
 		goto out_close;
 	}
+	/* -O vmdk never overwrites (its files are created O_EXCL), but say
+	   why instead of "file exists" */
+	{
+		const char *hit = dst_in_source(cv.b, dst);
+
+		if (hit) {
+			tool_err("output '%s' is %s, a file that '%s' reads; "
+				 "refusing to overwrite the source with itself "
+				 "(choose another output file)", dst, hit, src);
+			goto out_close;
+		}
+	}
 	cv.size = in.size;
 	cv.depth = (unsigned)depth;
 	cv.sparse = (size_t)sparse;
@@ -739,6 +816,8 @@ int cmd_convert(int argc, char **argv)
 	if (!strcmp(ofmt, "vmdk")) {
 		co.format = "vmdk";
 		co.size = cv.size;
+		if (!co.adapter_type)
+			co.adapter_type = source_adapter(cv.b);
 		ret = bdev_writer_new(dst, &co, &cv.w);
 		if (ret < 0) {
 			tool_bdev_err(ret, dst);

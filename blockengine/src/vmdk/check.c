@@ -929,7 +929,7 @@ static int check_unopened(struct ck *c, const char *path, unsigned repair,
 			  int open_err)
 {
 	enum { MAX_EXT = 256 };
-	char why[512], **paths = calloc(MAX_EXT, sizeof(char *));
+	char why[4096], **paths = calloc(MAX_EXT, sizeof(char *));
 	uint64_t *sizes = calloc(MAX_EXT, sizeof(uint64_t));
 	unsigned n = 0;
 	int ret;

@@ -206,25 +206,36 @@ static const char *ext_type_word(enum vw_kind k, const char *subformat)
 	return "SPARSE";
 }
 
-/* The descriptor text, as QEMU and VMware write it. */
+/*
+ * The descriptor text, as VMware's writers (the VMDK 5.0 technote,
+ * open-vmdk) write it: encoding, a random ddb.longContentID, geometry of
+ * 255 heads for SCSI adapters (16, as BIOS IDE disks, for ide), lsilogic
+ * unless asked otherwise, and the tools keys VMware's importers look for
+ * (toolsInstallType 4: tools not managed by VMware, toolsVersion 2^31-1:
+ * unknown). QEMU and VirtualBox read the ddb keys they know and skip the
+ * rest.
+ */
 static char *desc_text(const struct vmdk_writer *vw,
 		       const struct bdev_create_opts *o,
 		       const struct desc_parent *par)
 {
-	const char *adapter = o->adapter_type ? o->adapter_type : "ide";
+	const char *adapter = o->adapter_type ? o->adapter_type :
+			      VMDK_DEFAULT_ADAPTER;
+	bool ide = !strcmp(adapter, "ide");
 	uint64_t sectors = vw->w.size / 512, cyl;
-	uint32_t heads = strcmp(adapter, "ide") ? 255 : 16;
+	uint32_t heads = ide ? 16 : 255;
 	size_t cap = 4096 + (size_t)vw->n_ext * 300, n;
 	char *t = malloc(cap);
 
 	if (!t)
 		return NULL;
 	cyl = div_up(sectors, 63ull * heads);
-	if (!strcmp(adapter, "ide") && cyl > 16383)
-		cyl = 16383;
+	if (cyl > (ide ? 16383 : 65535))
+		cyl = ide ? 16383 : 65535;
 	n = (size_t)snprintf(t, cap,
 		"# Disk DescriptorFile\n"
 		"version=1\n"
+		"encoding=\"UTF-8\"\n"
 		"CID=%08" PRIx32 "\n"
 		"parentCID=%08" PRIx32 "\n"
 		"createType=\"%s\"\n",
@@ -245,11 +256,16 @@ static char *desc_text(const struct vmdk_writer *vw,
 		 "\n# The Disk Data Base\n"
 		 "#DDB\n"
 		 "\n"
+		 "ddb.longContentID = \"%08" PRIx32 "%08" PRIx32 "%08" PRIx32
+		 "%08" PRIx32 "\"\n"
 		 "ddb.virtualHWVersion = \"%u\"\n"
 		 "ddb.geometry.cylinders = \"%" PRIu64 "\"\n"
 		 "ddb.geometry.heads = \"%" PRIu32 "\"\n"
 		 "ddb.geometry.sectors = \"63\"\n"
-		 "ddb.adapterType = \"%s\"\n",
+		 "ddb.adapterType = \"%s\"\n"
+		 "ddb.toolsInstallType = \"4\"\n"
+		 "ddb.toolsVersion = \"2147483647\"\n",
+		 new_cid(), new_cid(), new_cid(), new_cid(),
 		 o->hwversion ? o->hwversion : 4, cyl, heads, adapter);
 	return t;
 }

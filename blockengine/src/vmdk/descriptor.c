@@ -330,6 +330,17 @@ static int parse_keyval(const struct line *l, const char *eq, struct vmdk_desc *
 	unquote(&v, &vn);
 	if (memchr(v, '\0', vn))
 		return line_err(l, "a value without NUL bytes");
+	if ((key_is(k, kn, "version") && d->version) ||
+	    (key_is(k, kn, "CID") && d->has_cid) ||
+	    (key_is(k, kn, "parentCID") && d->has_parent_cid) ||
+	    (key_is(k, kn, "createType") && d->create_type) ||
+	    (key_is(k, kn, "encoding") && d->encoding) ||
+	    (key_is(k, kn, "parentFileNameHint") && d->parent_hint))
+		/* readers that take the first (QEMU) and the last would
+		   disagree about the disk: refuse rather than pick one */
+		return bdev_err(-EINVAL, "%s: line %u: %.*s is given a second "
+				"time, expected it once", l->name, l->no,
+				(int)kn, k);
 
 	if (key_is(k, kn, "version")) {
 		const char *q = v;
@@ -344,8 +355,10 @@ static int parse_keyval(const struct line *l, const char *eq, struct vmdk_desc *
 		d->has_cid = true;
 		return parse_hex32(l, "CID", v, vn, &d->cid);
 	}
-	if (key_is(k, kn, "parentCID"))
+	if (key_is(k, kn, "parentCID")) {
+		d->has_parent_cid = true;
 		return parse_hex32(l, "parentCID", v, vn, &d->parent_cid);
+	}
 	if (key_is(k, kn, "createType"))
 		slot = &d->create_type;
 	else if (key_is(k, kn, "encoding"))
@@ -472,13 +485,13 @@ err_free:
 
 int vmdk_desc_read_file(const char *path, char **out, size_t *len)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = bsrc_open_image_fd(path, O_RDONLY);
 	char *t;
 	ssize_t n;
 	size_t l = 0;
 
 	if (fd < 0)
-		return bdev_err(-errno, "%s: cannot open: %s", path, strerror(errno));
+		return fd;
 	t = malloc(VMDK_DESC_MAX_BYTES + 1);
 	if (!t) {
 		close(fd);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "vmdk.h"
 
@@ -254,12 +255,10 @@ static int open_described(struct bdev *b, struct vmdk_image *img,
 					writable = rdwr;
 			ret = bsrc_open_file(e->path, writable,
 					     b->opts.flags & BDEV_O_SHARE, &e->src);
-			if (ret < 0) {
-				char why[256];
-				snprintf(why, sizeof(why), "%s", bdev_errmsg());
-				return bdev_err(ret, "%s: line %u: extent file \"%s\" cannot be "
-						"opened: %s", path, x->line, x->name, why);
-			}
+			if (ret < 0)
+				return bdev_err_append(ret, "; it is the extent file "
+						       "\"%s\" of %s, line %u", x->name,
+						       path, x->line);
 			e->owns_src = true;
 		}
 		switch (x->type) {
@@ -284,6 +283,58 @@ static int open_described(struct bdev *b, struct vmdk_image *img,
 	return img->create_type ? 0 : -ENOMEM;
 }
 
+/*
+ * The files of the delta chain being opened on this thread, child first:
+ * a parent already among them makes a loop. Parents are opened by
+ * recursion on the opening thread, so a thread-local stack sees the whole
+ * chain without changing the layers' interface.
+ */
+#define VMDK_CHAIN_MAX 128
+
+static _Thread_local struct chain_file {
+	dev_t dev;
+	ino_t ino;
+} chain_files[VMDK_CHAIN_MAX + 1];
+static _Thread_local unsigned chain_len;
+
+/* Records child (the first time: the chain's top) before its parent is
+   opened; refuses a parent already in the chain and a chain too deep. */
+static int chain_push(const char *child, const char *parent)
+{
+	struct stat cs, ps;
+
+	if (stat(child, &cs) < 0)
+		return bdev_err(-errno, "%s: cannot stat: %s", child, strerror(errno));
+	if (chain_len >= VMDK_CHAIN_MAX)
+		return bdev_err(-ELOOP, "%s: delta chain deeper than %u layers at "
+				"parent \"%s\"; expected a shorter chain (or a "
+				"loop of parentFileNameHint)", child, VMDK_CHAIN_MAX,
+				parent);
+	chain_files[chain_len].dev = cs.st_dev;
+	chain_files[chain_len].ino = cs.st_ino;
+	chain_len++;
+	if (stat(parent, &ps) < 0)
+		return 0; /* opening it will say why */
+	for (unsigned i = 0; i < chain_len; i++) {
+		if (chain_files[i].dev == ps.st_dev && chain_files[i].ino == ps.st_ino) {
+			bool self = i + 1 == chain_len;
+
+			chain_len--;
+			return bdev_err(-ELOOP, "%s: parentFileNameHint \"%s\" names "
+					"%s; a delta chain must end in a base disk, "
+					"not loop", child, parent, self ?
+					"this file itself" :
+					"a file already in this delta chain");
+		}
+	}
+	return 0;
+}
+
+static void chain_pop(void)
+{
+	chain_len--;
+}
+
 /* Open the parent named by parentFileNameHint and check its CID. */
 static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 {
@@ -300,13 +351,16 @@ static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 		return ret;
 	po.flags &= ~(uint32_t)BDEV_O_RDWR;
 	po.format = NULL;
+	ret = chain_push(path, img->parent_path);
+	if (ret < 0)
+		return ret;
 	ret = bdev_open_layer(img->parent_path, NULL, &po, &b->backing);
+	chain_pop();
 	if (ret < 0) {
-		char why[512];
-		snprintf(why, sizeof(why), "%s", bdev_errmsg());
+		/* the innermost cause first, then where it sits in the chain */
 		b->backing = NULL;
-		return bdev_err(ret, "%s: parent \"%s\" cannot be opened: %s", path,
-				img->parent_path, why);
+		return bdev_err_append(ret, "; %s is the parent of %s",
+				       img->parent_path, path);
 	}
 	if (b->opts.flags & BDEV_O_FORCE_CID)
 		return 0;
@@ -329,6 +383,27 @@ static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 	bdev_close(b->backing);
 	b->backing = NULL;
 	return bdev_err(-EINVAL, "%s", msg);
+	return 0;
+}
+
+/*
+ * A descriptor file may end in NUL padding, but text after a NUL byte is
+ * read by some readers (qemu-img counts the extents there) and not by
+ * others: refuse it rather than guess which disk was meant.
+ */
+static int check_desc_file_nul(const char *text, size_t len, const char *name)
+{
+	const char *nul = memchr(text, '\0', len);
+
+	if (!nul)
+		return 0;
+	for (const char *p = nul; p < text + len; p++)
+		if (*p && *p != '\n' && *p != '\r' && *p != ' ' && *p != '\t')
+			return bdev_err(-EINVAL, "%s: NUL byte at offset %zu and "
+					"descriptor text after it (at offset %zu), "
+					"expected only text, or only NUL padding at "
+					"the end", name, (size_t)(nul - text),
+					(size_t)(p - text));
 	return 0;
 }
 
@@ -388,6 +463,8 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 			goto err_free_image;
 		}
 		ret = bsrc_read_full(src, text, src->length, 0);
+		if (ret == 0)
+			ret = check_desc_file_nul(text, src->length, name);
 		if (ret == 0)
 			ret = vmdk_desc_parse(text, src->length, name, &img->desc);
 		free(text);

@@ -35,6 +35,9 @@ static inline void vmdk_put64(uint8_t *p, uint64_t v)
 #define VMDK_DESC_MAX_BYTES (1u << 20)  /* larger descriptors are refused */
 #define VMDK_DESC_MAX_EXTENTS 65536u
 #define VMDK_NO_PARENT_CID 0xffffffffu
+/* ddb.adapterType of a new image when none is asked for: what VMware's
+   writers put there */
+#define VMDK_DEFAULT_ADAPTER "lsilogic"
 
 enum vmdk_ext_type {
 	VMDK_EXT_FLAT,
@@ -67,6 +70,7 @@ struct vmdk_desc {
 	bool has_cid;
 	uint32_t cid;
 	uint32_t parent_cid; /* VMDK_NO_PARENT_CID when absent */
+	bool has_parent_cid;
 	char *create_type;
 	char *parent_hint;   /* parentFileNameHint, or NULL */
 	struct vmdk_desc_extent *extents;
