@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ovk and QEMU see each other's image locks (issue 17, item 7): QEMU's
 lock bytes (block/file-posix.c) are taken and honoured by the engine, so a
 writer on either side keeps the other side's writers (and locking readers)

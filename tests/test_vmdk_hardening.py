@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Defects outside testers found in the engine and the `vmdk` tool (issue
 17): each test drives the real tool, with qemu-img/qemu-io as the
 independent reference, and fails on the behaviour the testers reported."""

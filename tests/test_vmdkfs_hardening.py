@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """vmdkfs defects outside testers found (issue 17): real FUSE mounts of
 qemu-img-made images; every test unmounts in teardown."""
 import errno
