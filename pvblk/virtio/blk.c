@@ -327,7 +327,8 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 		in_end--;
 	if (in_end == in_start) {
 		/* no place to answer: the driver broke the protocol */
-		q->vq.broken = true;
+		vq_fail(&q->vq, "request without a writable status byte",
+			c->head);
 		r->next_free = q->free_list;
 		q->free_list = r;
 		q->inflight--;

@@ -13,7 +13,7 @@ static uint16_t rd16(const volatile uint16_t *p)
 	return le16toh(__atomic_load_n(p, __ATOMIC_RELAXED));
 }
 
-static void vq_fail(struct vq *vq, const char *why, unsigned a)
+void vq_fail(struct vq *vq, const char *why, unsigned a)
 {
 	if (!vq->broken)
 		fprintf(stderr, "virtio-blk: virtqueue broken: %s (%u)\n", why,

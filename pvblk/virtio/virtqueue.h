@@ -35,6 +35,8 @@ void vq_init(struct vq *vq, const struct vblk_mem *mem,
    ring is empty, -EIO when the ring cannot be walked (vq->broken set, the
    reason logged). */
 int vq_pop(struct vq *vq, struct vq_chain *c);
+/* Mark the queue broken, logging why (once). */
+void vq_fail(struct vq *vq, const char *why, unsigned a);
 /* Put a finished chain in the used ring (not yet visible to the driver). */
 void vq_push(struct vq *vq, uint16_t head, uint32_t len);
 /* Make pushed entries visible; true when the driver wants an interrupt. */
