@@ -205,3 +205,42 @@ def boot(vmlinuz, initrd, qemu_args, console, mem="512M", smp=1,
             f"the guest did not finish (qemu exited {r.returncode}: "
             f"{r.stderr.strip()[-500:]})\nconsole tail:\n{text[-3000:]}")
     return int(m.group(1)), text
+
+
+def main(argv=None):
+    """Command line for scripts (.ci/demo): boot a guest whose disks are
+    vhost-user-blk sockets, run a script in it, exit with its status."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--vhost-user-blk", action="append", default=[],
+                    metavar="SOCKET", help="a disk (vda, vdb, ...)")
+    ap.add_argument("--num-queues", type=int, default=1)
+    ap.add_argument("--smp", type=int, default=1)
+    ap.add_argument("--tool", action="append", default=[],
+                    help="a host program to copy into the guest")
+    ap.add_argument("--script", required=True, help="run in the guest")
+    ap.add_argument("--console", required=True, help="serial log file")
+    ap.add_argument("--cache", help="kernel cache folder")
+    a = ap.parse_args(argv)
+    try:
+        vmlinuz, moddir = kernel(cache_dir() if not a.cache else a.cache)
+        initrd = a.console + ".initrd.gz"
+        with open(a.script) as f:
+            initramfs(initrd, f.read(), moddir, tools=a.tool)
+    except GuestUnavailable as e:
+        print(f"guest unavailable: {e}", file=sys.stderr)
+        return 77
+    args = []
+    for i, s in enumerate(a.vhost_user_blk):
+        args += ["-chardev", f"socket,id=vu{i},path={s}", "-device",
+                 f"vhost-user-blk-pci,chardev=vu{i},"
+                 f"num-queues={a.num_queues}"]
+    rc, text = boot(vmlinuz, initrd, args, a.console, smp=a.smp)
+    os.unlink(initrd)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
