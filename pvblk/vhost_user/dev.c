@@ -406,13 +406,18 @@ static int apply(struct vu_dev *d, const struct vu_msg *m, int *fds,
 		r->p.config.offset = off;
 		r->p.config.flags = 0;
 		memset(r->p.config.payload, 0, sizeof(r->p.config.payload));
-		if (off > sizeof(cfg) || len > sizeof(cfg) - off) {
+		if (off > VU_CONFIG_MAX || len > VU_CONFIG_MAX - off) {
 			/* an empty answer says the read failed */
 			r->p.config.size = 0;
 			r->hdr.size = 12;
 			return 1;
 		}
-		memcpy(r->p.config.payload, (uint8_t *)&cfg + off, len);
+		/* fields past ours (a newer front end's larger struct) read
+		   as zero, as for a device without those features */
+		if (off < sizeof(cfg))
+			memcpy(r->p.config.payload, (uint8_t *)&cfg + off,
+			       len < sizeof(cfg) - off ? len :
+							 sizeof(cfg) - off);
 		r->p.config.size = len;
 		r->hdr.size = 12 + len;
 		return 1;
