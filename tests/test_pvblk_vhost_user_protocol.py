@@ -216,6 +216,17 @@ def test_malformed_messages_end_only_that_connection(server):
         f.s.sendall(bad)
         assert f.s.recv(64) == b"", "the connection should be closed"
         f.s.close()
+    # guest memory larger than the file that holds it: refused (else the
+    # daemon would fault on the first buffer past the file's end)
+    f = Front(sock)
+    negotiate(f, PF_REPLY_ACK)
+    fd = os.memfd_create("short")
+    os.ftruncate(fd, 4096)
+    f.send(SET_MEM_TABLE, struct.pack("<IIQQQQ", 1, 0, 0, MEM, 1 << 40, 0),
+           fds=[fd], flags=1 | 8)
+    assert struct.unpack("<Q", f.recv()[1])[0] != 0
+    os.close(fd)
+    f.s.close()
     # a front end that sets a ring up and vanishes mid-way
     f = Front(sock)
     negotiate(f, PF_CONFIG)

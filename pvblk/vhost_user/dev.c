@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vhost_user.h"
@@ -100,6 +101,7 @@ void vu_dev_reset(struct vu_dev *d)
 static int map_region(struct vu_region *r, const struct vu_mem_region *m,
 		      int fd)
 {
+	struct stat st;
 	uint64_t end;
 	void *p;
 
@@ -112,6 +114,16 @@ static int map_region(struct vu_region *r, const struct vu_mem_region *m,
 		if (fd >= 0)
 			close(fd);
 		fprintf(stderr, "pvblk: vhost-user: bad memory region\n");
+		return -EINVAL;
+	}
+	/* a file shorter than the region would fault (SIGBUS) when the
+	   guest's buffers point past its end */
+	if (fstat(fd, &st) < 0 || (S_ISREG(st.st_mode) &&
+				   (uint64_t)st.st_size < end)) {
+		close(fd);
+		fprintf(stderr, "pvblk: vhost-user: memory region of %llu "
+			"bytes in a file that holds fewer\n",
+			(unsigned long long)end);
 		return -EINVAL;
 	}
 	p = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED, fd,

@@ -41,6 +41,7 @@ struct vblk_req {
 	struct vblk_req *next_free;
 	uint8_t *status;
 	uint32_t used_len;
+	bool flush_after; /* a write under a write-through cache (wce = 0) */
 	struct iovec *data; /* into chain.iov */
 	unsigned ndata;
 	struct vq_chain chain;
@@ -55,6 +56,7 @@ struct vblk_queue {
 	struct vq vq;
 	bool started, stopping;
 	bool starved; /* avail entries left unread: no free request slot */
+	bool requeued; /* a completion queued a follow-up request */
 	struct vblk_req *reqs, *free_list;
 	unsigned nreqs, inflight;
 };
@@ -143,9 +145,8 @@ int vblk_dev_set_config(struct vblk_dev *d, uint32_t off, const void *buf,
 {
 	const uint32_t wce = offsetof(struct virtio_blk_config, wce);
 
-	/* the writeback flag is the only writable field; a write-through
-	   cache would need a flush after each write, which we always honour
-	   through FLUSH anyway */
+	/* the writeback flag is the only writable field: with it clear,
+	   each write completes only after a flush */
 	if (off != wce || len != 1)
 		return -EINVAL;
 	d->wce = *(const uint8_t *)buf ? 1 : 0;
@@ -258,6 +259,15 @@ static void io_done(void *opaque, int ret)
 {
 	struct vblk_req *r = opaque;
 
+	if (ret == 0 && r->flush_after) {
+		/* write-through: the write is complete once it is stable */
+		r->flush_after = false;
+		ret = bdev_aio_flush(r->q->bq, r->q->dev->bdev, io_done, r);
+		if (ret == 0) {
+			r->q->requeued = true;
+			return;
+		}
+	}
 	if (ret < 0)
 		r->used_len = 1;
 	req_done(r, ret < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK);
@@ -339,6 +349,7 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 	if (!--st->iov_len)
 		in_end--;
 	r->used_len = 1;
+	r->flush_after = false;
 
 	if (!iov_peek(c->iov, c->nout, &h, sizeof(h))) {
 		req_done(r, VIRTIO_BLK_S_IOERR);
@@ -373,6 +384,7 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 			req_done(r, VIRTIO_BLK_S_OK);
 			return;
 		}
+		r->flush_after = !d->wce;
 		ret = bdev_aio_writev(q->bq, d->bdev, h.sector * SECTOR,
 				      c->iov + out_start,
 				      (int)(c->nout - out_start), io_done, r);
@@ -488,7 +500,10 @@ void vblk_queue_complete(struct vblk_queue *q)
 {
 	if (!q->started)
 		return;
-	bdev_queue_run(q->bq, 0);
+	do {
+		q->requeued = false;
+		bdev_queue_run(q->bq, 0);
+	} while (q->requeued);
 	flush_used(q);
 	if (q->starved && q->free_list) {
 		q->starved = false;

@@ -184,6 +184,19 @@ static void test_write_read_roundtrip(void)
 	CHECK_EQ(status_of(0), VIRTIO_BLK_S_OK);
 	CHECK_EQ(used->idx, 1);
 	CHECK_EQ(used->ring[0].len, 1);
+	{
+		/* write-through (wce = 0): the write is flushed before it
+		   completes, and still lands */
+		uint8_t zero = 0, one = 1;
+		const uint32_t wce = offsetof(struct virtio_blk_config, wce);
+
+		CHECK_EQ(vblk_dev_set_config(r.dev, wce, &zero, 1), 0);
+		submit(&r, simple_req(&r, 0, VIRTIO_BLK_T_OUT, 8, DATA_GPA,
+				      8192, false));
+		CHECK_EQ(status_of(0), VIRTIO_BLK_S_OK);
+		CHECK_EQ(used->idx, 2);
+		CHECK_EQ(vblk_dev_set_config(r.dev, wce, &one, 1), 0);
+	}
 	/* read it back through an indirect table, data split in two */
 	put_hdr(1, VIRTIO_BLK_T_IN, 8);
 	ind[0] = (struct vring_desc){ HDR_GPA + 16, 16, VRING_DESC_F_NEXT, 1 };
@@ -198,8 +211,8 @@ static void test_write_read_roundtrip(void)
 	submit(&r, (uint16_t)add_desc(&r, IND_GPA, 64, VRING_DESC_F_INDIRECT,
 				      -1));
 	CHECK_EQ(status_of(1), VIRTIO_BLK_S_OK);
-	CHECK_EQ(used->idx, 2);
-	CHECK_EQ(used->ring[1].len, 8193);
+	CHECK_EQ(used->idx, 3);
+	CHECK_EQ(used->ring[2].len, 8193);
 	CHECK(memcmp(data, back, 8192) == 0);
 	CHECK(notified >= 1);
 	/* flush, GET_ID, and a request type nobody knows */
@@ -216,7 +229,7 @@ static void test_write_read_roundtrip(void)
 	submit(&r, simple_req(&r, 4, 99, 0, DATA_GPA, 512, true));
 	CHECK_EQ(status_of(4), VIRTIO_BLK_S_UNSUPP);
 	CHECK(!vblk_queue_broken(r.q));
-	CHECK_EQ(vblk_queue_stop(r.q), 5);
+	CHECK_EQ(vblk_queue_stop(r.q), 6);
 	rig_stop(&r);
 }
 
@@ -446,6 +459,8 @@ static void test_config(void)
 	vblk_dev_config(d, &c);
 	CHECK_EQ(c.wce, 0);
 	CHECK_EQ(vblk_dev_set_config(d, 0, &zero, 1), -EINVAL);
+	CHECK_EQ(vblk_dev_set_config(d, offsetof(struct virtio_blk_config,
+						 wce), &zero, 2), -EINVAL);
 	CHECK(!(vblk_dev_features(d) & (1ull << VIRTIO_BLK_F_RO)));
 	vblk_dev_free(d);
 }
