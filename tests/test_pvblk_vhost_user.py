@@ -141,6 +141,14 @@ def payload():
     return bytes(out[:8 * MiB])
 
 
+def expected_serial(image):
+    """GET_ID of an image without a ddb.uuid: FNV-1a 64 of its real path."""
+    h = 0xcbf29ce484222325
+    for b in os.path.realpath(str(image)).encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return f"ovk-{h:016x}"
+
+
 def read_file_from_image(image, path, tmp, vmdk_tool):
     """Flatten image through the engine, check the filesystem, dump path."""
     raw = tmp / (os.path.basename(str(image)) + ".flat")
@@ -224,6 +232,10 @@ echo "== all ok"
              "/parent.txt": b"from the parent layer\n"})
         assert rc == 0, text[-4000:]
         assert "== all ok" in text
+        # GET_ID: the serial names the served image, also under -o snapshot
+        for i, (name, _, _, _) in enumerate(disks):
+            assert f"== vd{chr(ord('a') + i)} ({name})\nserial " \
+                f"{expected_serial(t / name)}\n" in text, name
     finally:
         for s in servers + [ro]:
             s.stop()

@@ -204,14 +204,17 @@ static void *server_thread(void *arg)
 }
 
 /* GET_ID's answer: stable for an image, from its disk database's uuid
-   when it has one, else from its path: "ovk-" and 16 hex digits. */
+   when it has one, else from its path: "ovk-" and 16 hex digits. Under
+   -o snapshot it is the served image's, not the fresh child's. */
 static void make_serial(const struct pvblk_export *e, char *out, size_t n)
 {
 	const char *key, *val, *src = NULL;
 	char *real = realpath(e->image, NULL);
 	uint64_t h = 0xcbf29ce484222325ull;
+	struct bdev *b = e->snapshot_child && bdev_backing(e->bdev) ?
+			 bdev_backing(e->bdev) : e->bdev;
 
-	for (unsigned i = 0; bdev_get_ddb(e->bdev, i, &key, &val) == 0; i++)
+	for (unsigned i = 0; bdev_get_ddb(b, i, &key, &val) == 0; i++)
 		if (!strcmp(key, "uuid") || !strcmp(key, "uuid.image")) {
 			src = val;
 			break;
