@@ -1,8 +1,8 @@
 /*
  * fuzz_vhost_user_msg.c - pvblk's vhost-user message handling: the input
  * is a stream of messages as a front end would send them (12-byte header,
- * then its payload); SET_MEM_TABLE and ADD_MEM_REG get small memfds as
- * their fds. Queue threads are not started (no kick fds arrive).
+ * then its payload); SET_MEM_TABLE, ADD_MEM_REG and SET_INFLIGHT_FD get
+ * small memfds as their fds. Queue threads are not started (no kick fds arrive).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,8 +57,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		data += m.hdr.size;
 		size -= m.hdr.size;
 		if (m.hdr.request == VU_SET_MEM_TABLE ||
-		    m.hdr.request == VU_ADD_MEM_REG) {
-			unsigned want = m.hdr.request == VU_ADD_MEM_REG ? 1 :
+		    m.hdr.request == VU_ADD_MEM_REG ||
+		    m.hdr.request == VU_SET_INFLIGHT_FD) {
+			unsigned want = m.hdr.request != VU_SET_MEM_TABLE ? 1 :
 					m.p.memory.nregions % (VU_MAX_FDS + 1);
 
 			for (; nfds < want; nfds++) {

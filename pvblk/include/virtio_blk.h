@@ -200,6 +200,36 @@ void vblk_queue_free(struct vblk_queue *q);
 /* The engine's eventfd: readable when vblk_queue_complete() has work. */
 int vblk_queue_fd(struct vblk_queue *q);
 
+/*
+ * A record of the requests a queue has taken and not yet returned, kept in
+ * memory that outlives the device process (vhost-user's INFLIGHT_SHMFD,
+ * split rings), so that a restarted device serves them again. Only the
+ * device reads it; the layout is QEMU's documented one.
+ */
+struct vblk_inflight_desc {
+	uint8_t inflight; /* 1 while the chain at this head is the device's */
+	uint8_t padding[5];
+	uint16_t next;
+	uint64_t counter; /* order in which heads were taken */
+};
+_Static_assert(sizeof(struct vblk_inflight_desc) == 16, "DescStateSplit");
+
+struct vblk_inflight {
+	uint64_t features;
+	uint16_t version;  /* 1 once initialised */
+	uint16_t desc_num; /* ring entries */
+	uint16_t last_batch_head;
+	uint16_t used_idx; /* used->idx the record is up to date with */
+	struct vblk_inflight_desc desc[];
+};
+_Static_assert(sizeof(struct vblk_inflight) == 16, "QueueRegionSplit");
+
+/* Bytes of inflight record a queue of num entries needs (64-aligned). */
+static inline uint64_t vblk_inflight_bytes(unsigned num)
+{
+	return (16ull + 16ull * num + 63) & ~63ull;
+}
+
 struct vblk_ring {
 	unsigned num;              /* entries, a power of two up to 32768 */
 	struct vring_desc *desc;   /* host addresses of the three rings, */
@@ -207,6 +237,10 @@ struct vblk_ring {
 	struct vring_used *used;   /* lie in guest memory for num entries */
 	uint16_t last_avail_idx;   /* where the device starts reading avail */
 	uint64_t features;         /* negotiated (EVENT_IDX, INDIRECT_DESC) */
+	/* optional, vblk_inflight_bytes(num) bytes: when it holds requests
+	   from an earlier device, vblk_queue_start serves them again first
+	   and resumes reading avail after them (last_avail_idx is ignored) */
+	struct vblk_inflight *inflight;
 };
 
 /*

@@ -12,6 +12,7 @@
 #define SUPPORTED_PROTOCOL_FEATURES                                    \
 	(1ull << VU_PROTOCOL_F_MQ | 1ull << VU_PROTOCOL_F_REPLY_ACK |  \
 	 1ull << VU_PROTOCOL_F_CONFIG |                                \
+	 1ull << VU_PROTOCOL_F_INFLIGHT_SHMFD |                        \
 	 1ull << VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
 
 static void close_fds(int *fds, unsigned nfds)
@@ -28,6 +29,7 @@ void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq)
 	memset(d, 0, sizeof(*d));
 	d->blk = blk;
 	d->num_queues = nq;
+	d->reply_fd = -1;
 	for (unsigned i = 0; i < VU_MAX_QUEUES; i++) {
 		struct vu_vring *v = &d->vrings[i];
 
@@ -93,6 +95,14 @@ void vu_dev_reset(struct vu_dev *d)
 		v->enabled = false;
 	}
 	unmap_all(d);
+	if (d->inflight_map)
+		munmap(d->inflight_map, d->inflight_size);
+	d->inflight_map = NULL;
+	d->inflight_size = 0;
+	d->inflight_queue_size = 0;
+	if (d->reply_fd >= 0)
+		close(d->reply_fd);
+	d->reply_fd = -1;
 	d->features = d->protocol_features = 0;
 	d->owner = false;
 }
@@ -257,6 +267,82 @@ static int set_vring_fd(struct vu_dev *d, uint32_t req, uint64_t u,
 	return 0;
 }
 
+/* GET_INFLIGHT_FD: a fresh, zeroed record for every queue (the first
+   start initialises each); the reply carries its memfd. */
+static int get_inflight(struct vu_dev *d, const struct vu_inflight *in,
+			struct vu_msg *r)
+{
+	uint64_t size;
+	int fd;
+
+	if (!in->num_queues || in->num_queues > d->num_queues ||
+	    !in->queue_size || in->queue_size > 32768)
+		return -EINVAL;
+	size = vblk_inflight_bytes(in->queue_size) * in->num_queues;
+	fd = memfd_create("pvblk-inflight", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0) {
+		int err = errno;
+
+		close(fd);
+		return -err;
+	}
+	r->hdr.request = VU_GET_INFLIGHT_FD;
+	r->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
+	r->hdr.size = sizeof(r->p.inflight);
+	r->p.inflight = *in;
+	r->p.inflight.mmap_size = size;
+	r->p.inflight.mmap_offset = 0;
+	if (d->reply_fd >= 0)
+		close(d->reply_fd);
+	d->reply_fd = fd;
+	return 1;
+}
+
+/* SET_INFLIGHT_FD: map the record the front end kept (ours from an
+   earlier run, or fresh); the rings' next start replays what it holds. */
+static int set_inflight(struct vu_dev *d, const struct vu_inflight *in,
+			int *fds, unsigned nfds)
+{
+	uint64_t need, end;
+	struct stat st;
+	void *p;
+
+	if (nfds != 1 || !in->queue_size || in->queue_size > 32768 ||
+	    in->num_queues > VU_MAX_QUEUES) {
+		close_fds(fds, nfds);
+		return -EINVAL;
+	}
+	need = vblk_inflight_bytes(in->queue_size) * in->num_queues;
+	if (in->mmap_size < need ||
+	    __builtin_add_overflow(in->mmap_offset, in->mmap_size, &end) ||
+	    fstat(fds[0], &st) < 0 ||
+	    (S_ISREG(st.st_mode) && (uint64_t)st.st_size < end) ||
+	    in->mmap_offset % 4096 || in->mmap_size > SIZE_MAX) {
+		close_fds(fds, nfds);
+		return -EINVAL;
+	}
+	p = mmap(NULL, (size_t)in->mmap_size, PROT_READ | PROT_WRITE,
+		 MAP_SHARED, fds[0], (off_t)in->mmap_offset);
+	close_fds(fds, nfds);
+	if (p == MAP_FAILED)
+		return -errno;
+	stop_all(d);
+	if (d->inflight_map)
+		munmap(d->inflight_map, d->inflight_size);
+	d->inflight_map = p;
+	d->inflight_size = (size_t)in->mmap_size;
+	d->inflight_queue_size = in->queue_size;
+	fprintf(stderr, "pvblk: vhost-user: the front end keeps the record of "
+		"requests in flight (%u queue%s of %u)\n", in->num_queues,
+		in->num_queues == 1 ? "" : "s", in->queue_size);
+	for (unsigned i = 0; i < d->num_queues; i++)
+		d->vrings[i].inflight_ok = i < in->num_queues;
+	start_all(d);
+	return 0;
+}
+
 /* The payload size each request must have (-1: any, checked later). */
 static long expected_size(uint32_t req)
 {
@@ -284,6 +370,9 @@ static long expected_size(uint32_t req)
 	case VU_ADD_MEM_REG:
 	case VU_REM_MEM_REG:
 		return sizeof(struct vu_single_region);
+	case VU_GET_INFLIGHT_FD:
+	case VU_SET_INFLIGHT_FD:
+		return sizeof(struct vu_inflight);
 	default:
 		return -1;
 	}
@@ -405,6 +494,10 @@ static int apply(struct vu_dev *d, const struct vu_msg *m, int *fds,
 		v->enabled = p->state.num;
 		vu_vring_maybe_start(v);
 		return 0;
+	case VU_GET_INFLIGHT_FD:
+		return get_inflight(d, &p->inflight, r);
+	case VU_SET_INFLIGHT_FD:
+		return set_inflight(d, &p->inflight, fds, nfds);
 	case VU_GET_CONFIG: {
 		struct virtio_blk_config cfg;
 		uint32_t off = p->config.offset, len = p->config.size;

@@ -107,6 +107,12 @@ int vu_vring_maybe_start(struct vu_vring *v)
 	ring->used = uva_to_hva(d, v->used_uva, vring_used_bytes(v->num));
 	ring->last_avail_idx = v->last_avail;
 	ring->features = d->features;
+	ring->inflight = NULL;
+	if (d->inflight_map && v->inflight_ok &&
+	    d->inflight_queue_size == v->num)
+		ring->inflight = (struct vblk_inflight *)(
+			(uint8_t *)d->inflight_map +
+			vblk_inflight_bytes(v->num) * v->index);
 	if (!ring->desc || !ring->avail || !ring->used) {
 		fprintf(stderr, "pvblk: vhost-user: queue %u: rings outside "
 			"guest memory\n", v->index);

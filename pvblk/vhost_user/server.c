@@ -114,15 +114,32 @@ err_close:
 	return (int)n;
 }
 
-static int send_reply(int fd, const struct vu_msg *r)
+/* Send r, with send_fd (when >= 0) attached to its first byte. */
+static int send_reply(int fd, const struct vu_msg *r, int send_fd)
 {
 	char buf[sizeof(r->hdr) + sizeof(r->p)];
+	char cbuf[CMSG_SPACE(sizeof(int))];
 	size_t len = sizeof(r->hdr) + r->hdr.size, off = 0;
 
 	memcpy(buf, &r->hdr, sizeof(r->hdr));
 	memcpy(buf + sizeof(r->hdr), &r->p, r->hdr.size);
 	while (off < len) {
-		ssize_t n = send(fd, buf + off, len - off, MSG_NOSIGNAL);
+		struct iovec iov = { buf + off, len - off };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+		ssize_t n;
+
+		if (send_fd >= 0 && off == 0) {
+			struct cmsghdr *c;
+
+			mh.msg_control = cbuf;
+			mh.msg_controllen = sizeof(cbuf);
+			c = CMSG_FIRSTHDR(&mh);
+			c->cmsg_level = SOL_SOCKET;
+			c->cmsg_type = SCM_RIGHTS;
+			c->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(c), &send_fd, sizeof(int));
+		}
+		n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -168,8 +185,15 @@ static void serve_client(struct vu_server *s, int cfd)
 				  m.hdr.request, strerror(-ret));
 			break;
 		}
-		if (ret == 1 && send_reply(cfd, &r) < 0)
-			break;
+		if (ret == 1) {
+			ret = send_reply(cfd, &r, s->dev.reply_fd);
+			if (s->dev.reply_fd >= 0) {
+				close(s->dev.reply_fd);
+				s->dev.reply_fd = -1;
+			}
+			if (ret < 0)
+				break;
+		}
 	}
 	vu_dev_reset(&s->dev);
 }

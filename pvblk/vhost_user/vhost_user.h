@@ -38,6 +38,8 @@ enum vu_request {
 	VU_SET_VRING_ENABLE = 18,
 	VU_GET_CONFIG = 24,
 	VU_SET_CONFIG = 25,
+	VU_GET_INFLIGHT_FD = 31,
+	VU_SET_INFLIGHT_FD = 32,
 	VU_GET_MAX_MEM_SLOTS = 36,
 	VU_ADD_MEM_REG = 37,
 	VU_REM_MEM_REG = 38,
@@ -53,6 +55,7 @@ enum vu_request {
 #define VU_PROTOCOL_F_MQ 0
 #define VU_PROTOCOL_F_REPLY_ACK 3
 #define VU_PROTOCOL_F_CONFIG 9
+#define VU_PROTOCOL_F_INFLIGHT_SHMFD 12
 #define VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS 15
 
 #define VU_VRING_IDX_MASK 0xffu
@@ -112,7 +115,15 @@ struct vu_config {
 	uint8_t payload[VU_CONFIG_MAX];
 };
 
+struct vu_inflight {
+	uint64_t mmap_size;
+	uint64_t mmap_offset;
+	uint16_t num_queues;
+	uint16_t queue_size;
+};
+
 union vu_payload {
+	struct vu_inflight inflight;
 	uint64_t u64;
 	struct vu_vring_state state;
 	struct vu_vring_addr addr;
@@ -148,6 +159,7 @@ struct vu_vring {
 	uint16_t last_avail;
 	int kick_fd, call_fd, err_fd;
 	bool enabled;
+	bool inflight_ok; /* the inflight record has a region for this ring */
 	/* the thread, while running */
 	bool running;
 	pthread_t thread;
@@ -165,6 +177,12 @@ struct vu_dev {
 	struct vblk_mem mem; /* the same table as the core sees it */
 	struct vu_vring vrings[VU_MAX_QUEUES];
 	bool no_threads; /* the fuzz harness: never start queue threads */
+	/* INFLIGHT_SHMFD: the record of requests in flight, shared with the
+	   front end so that it outlives this process */
+	void *inflight_map;
+	size_t inflight_size;
+	unsigned inflight_queue_size;
+	int reply_fd; /* an fd to send with the reply, or -1 */
 };
 
 void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq);

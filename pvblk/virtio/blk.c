@@ -2,6 +2,7 @@
    space, and requests turned into engine I/O on guest memory. */
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,6 +202,38 @@ unsigned vblk_queue_inflight(const struct vblk_queue *q)
 	return q->inflight;
 }
 
+static void req_start(struct vblk_queue *q, struct vblk_req *r);
+
+/* Serve again what an earlier device had taken from this ring and not
+   returned (ring->inflight), oldest first; avail is read after them. */
+static int replay(struct vblk_queue *q)
+{
+	uint16_t *heads = calloc(q->vq.num, sizeof(*heads));
+	int n;
+
+	if (!heads)
+		return -ENOMEM;
+	n = vq_inflight_recover(&q->vq, heads, q->vq.num);
+	/* taken = returned (used idx) + still out */
+	q->vq.last_avail = (uint16_t)(q->vq.used_idx + (n > 0 ? n : 0));
+	for (int i = 0; i < n && !q->vq.broken; i++) {
+		struct vblk_req *r = q->free_list;
+
+		if (!r)
+			break; /* more than the ring holds: cannot be */
+		if (vq_walk(&q->vq, heads[i], &r->chain) < 0)
+			break;
+		q->free_list = r->next_free;
+		q->inflight++;
+		req_start(q, r);
+	}
+	free(heads);
+	if (n > 0)
+		fprintf(stderr, "virtio-blk: serving again %d request%s an "
+			"earlier device had taken\n", n, n == 1 ? "" : "s");
+	return q->vq.broken ? -EIO : 0;
+}
+
 int vblk_queue_start(struct vblk_queue *q, const struct vblk_mem *mem,
 		     const struct vblk_ring *ring)
 {
@@ -235,6 +268,8 @@ int vblk_queue_start(struct vblk_queue *q, const struct vblk_mem *mem,
 	q->starved = false;
 	q->stopping = false;
 	q->started = true;
+	if (ring->inflight && replay(q) < 0)
+		return -EIO;
 	return 0;
 }
 

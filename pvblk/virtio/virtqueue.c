@@ -34,6 +34,7 @@ void vq_init(struct vq *vq, const struct vblk_mem *mem,
 	/* the used ring the driver sees is where we continue */
 	vq->used_idx = rd16(&ring->used->idx);
 	vq->published = vq->used_idx;
+	vq->inflight = ring->inflight;
 	vq->event_idx = ring->features & (1ull << VIRTIO_RING_F_EVENT_IDX);
 	vq->indirect = ring->features & (1ull << VIRTIO_RING_F_INDIRECT_DESC);
 }
@@ -159,9 +160,74 @@ int vq_pop(struct vq *vq, struct vq_chain *c)
 	}
 	head = rd16(&vq->avail->ring[vq->last_avail % vq->num]);
 	vq->last_avail++;
+	if (vq->inflight && head < vq->num) {
+		vq->inflight->desc[head].counter = ++vq->counter;
+		__atomic_store_n(&vq->inflight->desc[head].inflight, 1,
+				 __ATOMIC_RELEASE);
+	}
 	if (!walk_chain(vq, head, c))
 		return -EIO;
 	return 1;
+}
+
+int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c)
+{
+	return walk_chain(vq, head, c) ? 1 : -EIO;
+}
+
+/* Clear the record's marks of the chains in used[from, to). */
+static void inflight_clear(struct vq *vq, uint16_t from, uint16_t to)
+{
+	for (uint16_t i = from; i != to; i++) {
+		uint32_t id = le32toh(vq->used->ring[i % vq->num].id);
+
+		if (id < vq->num)
+			__atomic_store_n(&vq->inflight->desc[id].inflight, 0,
+					 __ATOMIC_RELEASE);
+	}
+	__atomic_store_n(&vq->inflight->used_idx, to, __ATOMIC_RELEASE);
+}
+
+int vq_inflight_recover(struct vq *vq, uint16_t *heads, unsigned max)
+{
+	struct vblk_inflight *r = vq->inflight;
+	unsigned n = 0;
+
+	if (!r)
+		return 0;
+	if (r->version != 1 || r->desc_num != vq->num) {
+		/* a fresh record: nothing to replay */
+		memset(r, 0, vblk_inflight_bytes(vq->num));
+		r->version = 1;
+		r->desc_num = (uint16_t)vq->num;
+		r->used_idx = vq->used_idx;
+		return 0;
+	}
+	/* completions the old device published but had not cleared */
+	if (r->used_idx != vq->used_idx &&
+	    (uint16_t)(vq->used_idx - r->used_idx) <= vq->num)
+		inflight_clear(vq, r->used_idx, vq->used_idx);
+	r->used_idx = vq->used_idx;
+	vq->counter = 0;
+	for (unsigned h = 0; h < vq->num; h++) {
+		if (!r->desc[h].inflight)
+			continue;
+		if (r->desc[h].counter > vq->counter)
+			vq->counter = r->desc[h].counter;
+		if (n < max)
+			heads[n++] = (uint16_t)h;
+	}
+	/* oldest first (insertion sort: n is at most the ring size) */
+	for (unsigned i = 1; i < n; i++) {
+		uint16_t h = heads[i];
+		unsigned j = i;
+
+		for (; j && r->desc[heads[j - 1]].counter > r->desc[h].counter;
+		     j--)
+			heads[j] = heads[j - 1];
+		heads[j] = h;
+	}
+	return (int)n;
 }
 
 void vq_push(struct vq *vq, uint16_t head, uint32_t len)
@@ -184,11 +250,18 @@ bool vq_publish(struct vq *vq)
 	uint16_t old = vq->signalled_used;
 	bool valid = vq->signalled_valid;
 
+	uint16_t from = vq->published;
+
 	if (vq->published == vq->used_idx)
 		return false;
 	vq->published = vq->used_idx;
+	if (vq->inflight)
+		vq->inflight->last_batch_head = (uint16_t)le32toh(
+			vq->used->ring[(uint16_t)(vq->used_idx - 1) % vq->num].id);
 	__atomic_store_n(&vq->used->idx, htole16(vq->used_idx),
 			 __ATOMIC_RELEASE);
+	if (vq->inflight)
+		inflight_clear(vq, from, vq->used_idx);
 	/* the store above before the read of the driver's event/flags */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (!vq->event_idx)

@@ -19,6 +19,8 @@ struct vq {
 	bool signalled_valid;
 	bool event_idx, indirect;
 	bool broken;
+	struct vblk_inflight *inflight; /* or NULL */
+	uint64_t counter;
 };
 
 /* One descriptor chain: readable buffers (out) then writable ones (in). */
@@ -35,6 +37,13 @@ void vq_init(struct vq *vq, const struct vblk_mem *mem,
    ring is empty, -EIO when the ring cannot be walked (vq->broken set, the
    reason logged). */
 int vq_pop(struct vq *vq, struct vq_chain *c);
+/* Walk the chain at head (one the device already owns) into c: 1, or
+   -EIO with the queue broken. */
+int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c);
+/* Bring the inflight record up to date with the used ring, then list the
+   heads it holds in the order they were taken: returns how many (at most
+   max), -EINVAL when the record does not fit this ring (then unused). */
+int vq_inflight_recover(struct vq *vq, uint16_t *heads, unsigned max);
 /* Mark the queue broken, logging why (once). */
 void vq_fail(struct vq *vq, const char *why, unsigned a);
 /* Put a finished chain in the used ring (not yet visible to the driver). */

@@ -439,6 +439,65 @@ static void test_event_idx(void)
 	rig_stop(&r);
 }
 
+/* A record of requests in flight left by an earlier device: the new
+   queue serves them again, oldest first, and reads avail after them. */
+static void test_inflight_replay(void)
+{
+	static uint8_t rec[4096] __attribute__((aligned(64)));
+	struct vblk_inflight *inf = (struct vblk_inflight *)rec;
+	struct vblk_dev_opts o = { .bdev = bdev, .num_queues = 1 };
+	struct vblk_ring ring = { .num = NUM, .desc = desc, .avail = avail,
+				  .used = used, .inflight = inf };
+	struct rig r;
+	uint16_t a, b;
+
+	CHECK(vblk_inflight_bytes(NUM) <= sizeof(rec));
+	memset(guest, 0, 0x10000);
+	memset(rec, 0, sizeof(rec));
+	memset(&r, 0, sizeof(r));
+	/* the old device took two requests (avail 0 and 1), returned none */
+	a = simple_req(&r, 0, VIRTIO_BLK_T_GET_ID, 0, DATA_GPA, 20, true);
+	b = simple_req(&r, 1, VIRTIO_BLK_T_IN, 0, DATA_GPA + 512, 512, true);
+	avail->ring[0] = a;
+	avail->ring[1] = b;
+	avail->idx = 2;
+	inf->version = 1;
+	inf->desc_num = NUM;
+	inf->desc[a] = (struct vblk_inflight_desc){ .inflight = 1,
+						    .counter = 7 };
+	inf->desc[b] = (struct vblk_inflight_desc){ .inflight = 1,
+						    .counter = 8 };
+	CHECK_EQ(vblk_dev_new(&o, &r.dev), 0);
+	CHECK_EQ(vblk_queue_new(r.dev, on_notify, NULL, &r.q), 0);
+	ring.last_avail_idx = 0; /* what a front end says after a crash */
+	CHECK_EQ(vblk_queue_start(r.q, &mem, &ring), 0);
+	r.next_avail = 2;
+	vblk_queue_kick(r.q);
+	while (vblk_queue_inflight(r.q)) {
+		struct pollfd pfd = { vblk_queue_fd(r.q), POLLIN, 0 };
+
+		CHECK_EQ(poll(&pfd, 1, 5000), 1);
+		vblk_queue_complete(r.q);
+	}
+	/* both served once, the GET_ID first; nothing taken twice */
+	CHECK_EQ(used->idx, 2);
+	CHECK_EQ(used->ring[0].id, a);
+	CHECK_EQ(used->ring[1].id, b);
+	CHECK_EQ(status_of(0), VIRTIO_BLK_S_OK);
+	CHECK_EQ(status_of(1), VIRTIO_BLK_S_OK);
+	CHECK_EQ(inf->desc[a].inflight, 0);
+	CHECK_EQ(inf->desc[b].inflight, 0);
+	CHECK_EQ(inf->used_idx, 2);
+	/* a new request is marked while out, and cleared when returned */
+	submit(&r, simple_req(&r, 2, VIRTIO_BLK_T_FLUSH, 0, DATA_GPA, 0,
+			      false));
+	CHECK_EQ(used->idx, 3);
+	CHECK(inf->desc[used->ring[2].id].counter > 8);
+	CHECK_EQ(inf->desc[used->ring[2].id].inflight, 0);
+	CHECK_EQ(vblk_queue_stop(r.q), 3);
+	rig_stop(&r);
+}
+
 static void test_config(void)
 {
 	struct vblk_dev_opts o = { .bdev = bdev, .num_queues = 4 };
@@ -484,6 +543,7 @@ int main(void)
 	for (int h = 0; h < H_END; h++)
 		test_hostile((enum hostile)h);
 	test_event_idx();
+	test_inflight_replay();
 	CHECK_EQ(bdev_close(bdev), 0);
 	unlink(path);
 	printf("test_virtio_blk: ok\n");

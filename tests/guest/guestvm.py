@@ -179,12 +179,10 @@ def initramfs(out, script, moddir, modules=VIRTIO_MODULES + EXT4_MODULES,
         shutil.rmtree(root, ignore_errors=True)
 
 
-def boot(vmlinuz, initrd, qemu_args, console, mem="512M", smp=1,
-         timeout=300):
-    """Boot the guest under TCG with memfd-backed shared memory (what
+def start(vmlinuz, initrd, qemu_args, console, mem="512M", smp=1):
+    """Start the guest under TCG with memfd-backed shared memory (what
     vhost-user needs) plus qemu_args; the serial console goes to the file
-    console. Returns the test script's exit status, or raises with the
-    console's tail when the guest did not say (crash, hang, QEMU error)."""
+    console. Returns the QEMU process: finish() waits for it."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise GuestUnavailable("qemu-system-x86_64 is not installed")
@@ -196,15 +194,42 @@ def boot(vmlinuz, initrd, qemu_args, console, mem="512M", smp=1,
            "-kernel", vmlinuz, "-initrd", initrd,
            "-append", "console=ttyS0 panic=-1 quiet loglevel=4",
            "-serial", f"file:{console}"] + list(qemu_args)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, console, timeout=300):
+    """Wait for the guest started with start(); returns (the test
+    script's exit status, the console text), or raises with the
+    console's tail when the guest did not say (crash, hang, QEMU error)."""
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
     with open(console, errors="replace") as f:
         text = f.read()
     m = re.search(r"=== GUEST_EXIT=(\d+)", text)
     if not m:
         raise AssertionError(
-            f"the guest did not finish (qemu exited {r.returncode}: "
-            f"{r.stderr.strip()[-500:]})\nconsole tail:\n{text[-3000:]}")
+            f"the guest did not finish (qemu exited {p.returncode}: "
+            f"{err.strip()[-500:]})\nconsole tail:\n{text[-3000:]}")
     return int(m.group(1)), text
+
+
+def boot(vmlinuz, initrd, qemu_args, console, mem="512M", smp=1,
+         timeout=300):
+    """start() and finish() in one."""
+    return finish(start(vmlinuz, initrd, qemu_args, console, mem, smp),
+                  console, timeout)
+
+
+def console_text(console):
+    try:
+        with open(console, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def main(argv=None):
