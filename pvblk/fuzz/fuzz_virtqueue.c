@@ -2,7 +2,8 @@
  * fuzz_virtqueue.c - the virtio-blk core's view of a guest that writes
  * anything: the input is guest memory (rings, indirect tables, headers,
  * data) for a 16-entry queue; its first byte picks the negotiated ring
- * features and how far the avail index moved. The image is a small raw
+ * features, whether a record of requests in flight (copied from guest
+ * offset 0x6000) is replayed, and where avail reading starts. The image is a small raw
  * file. ASan catches any access outside the guest memory buffer.
  */
 #include <poll.h>
@@ -68,7 +69,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ring.used = (struct vring_used *)(guest + 0x200);       /* 0x200 */
 	ring.features = (ctl & 1 ? 1ull << VIRTIO_RING_F_INDIRECT_DESC : 0) |
 			(ctl & 2 ? 1ull << VIRTIO_RING_F_EVENT_IDX : 0);
-	ring.last_avail_idx = (uint16_t)(ctl >> 2);
+	ring.last_avail_idx = (uint16_t)(ctl >> 3);
+	if (ctl & 4) {
+		static uint8_t rec[512] __attribute__((aligned(64)));
+
+		_Static_assert(sizeof(rec) >= 16 + 16 * NUM, "record size");
+		memcpy(rec, guest + 0x6000, vblk_inflight_bytes(NUM));
+		ring.inflight = (struct vblk_inflight *)rec;
+	}
 	if (vblk_queue_start(queue, &mem, &ring) < 0)
 		abort();
 	vblk_queue_kick(queue);

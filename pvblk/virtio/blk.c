@@ -268,8 +268,12 @@ int vblk_queue_start(struct vblk_queue *q, const struct vblk_mem *mem,
 	q->starved = false;
 	q->stopping = false;
 	q->started = true;
-	if (ring->inflight && replay(q) < 0)
-		return -EIO;
+	/* a record that cannot be replayed leaves the queue broken, as a
+	   ring that cannot be walked does */
+	if (ring->inflight && replay(q) == -ENOMEM) {
+		q->started = false;
+		return -ENOMEM;
+	}
 	return 0;
 }
 
