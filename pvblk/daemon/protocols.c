@@ -3,5 +3,8 @@
    folder defines its table; a protocol not built yet is NULL here. */
 #include "pvblk.h"
 
+extern const struct pvblk_protocol pvblk_vhost_user_blk;
+
 const struct pvblk_protocol *const pvblk_protocol_nbd = NULL;
-const struct pvblk_protocol *const pvblk_protocol_vhost_user_blk = NULL;
+const struct pvblk_protocol *const pvblk_protocol_vhost_user_blk =
+	&pvblk_vhost_user_blk;

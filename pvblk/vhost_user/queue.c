@@ -1,0 +1,147 @@
+/* queue.c - one thread per virtqueue: it waits on the kick eventfd, the
+   engine queue's eventfd and a stop eventfd, and nothing else. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "vhost_user.h"
+
+/* The host address of [uva, uva + len) of the front end's memory. */
+static void *uva_to_hva(const struct vu_dev *d, uint64_t uva, uint64_t len)
+{
+	for (unsigned i = 0; i < d->nregions; i++) {
+		const struct vu_region *r = &d->regions[i];
+
+		if (uva >= r->uva && uva - r->uva < r->size &&
+		    len <= r->size - (uva - r->uva))
+			return r->hva + (uva - r->uva);
+	}
+	return NULL;
+}
+
+static void notify(void *opaque)
+{
+	struct vu_vring *v = opaque;
+	uint64_t one = 1;
+
+	if (v->call_fd >= 0 && write(v->call_fd, &one, sizeof(one)) < 0 &&
+	    errno != EAGAIN)
+		fprintf(stderr, "pvblk: vhost-user: queue %u: cannot signal "
+			"the call fd: %s\n", v->index, strerror(errno));
+}
+
+static void drain(int fd)
+{
+	uint64_t n;
+
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		fprintf(stderr, "pvblk: vhost-user: eventfd read: %s\n",
+			strerror(errno));
+}
+
+static void *vring_thread(void *arg)
+{
+	struct vu_vring *v = arg;
+	struct vu_dev *d = v->dev;
+	struct vblk_queue *q;
+	struct pollfd pfd[3];
+	int ret;
+
+	ret = vblk_queue_new(d->blk, notify, v, &q);
+	if (ret < 0) {
+		fprintf(stderr, "pvblk: vhost-user: queue %u: no engine queue: "
+			"%s\n", v->index, strerror(-ret));
+		return NULL;
+	}
+	ret = vblk_queue_start(q, &d->mem, &v->ring);
+	if (ret < 0) {
+		fprintf(stderr, "pvblk: vhost-user: queue %u: bad ring\n",
+			v->index);
+		vblk_queue_free(q);
+		return NULL;
+	}
+	pfd[0] = (struct pollfd){ .fd = v->stop_fd, .events = POLLIN };
+	pfd[1] = (struct pollfd){ .fd = v->kick_fd, .events = POLLIN };
+	pfd[2] = (struct pollfd){ .fd = vblk_queue_fd(q), .events = POLLIN };
+	/* requests may be waiting from before the ring (re)started */
+	vblk_queue_kick(q);
+	for (;;) {
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[0].revents)
+			break;
+		if (pfd[2].revents & POLLIN) {
+			drain(pfd[2].fd);
+			vblk_queue_complete(q);
+		}
+		if (pfd[1].revents & POLLIN) {
+			drain(pfd[1].fd);
+			vblk_queue_kick(q);
+		}
+		if (pfd[1].revents & (POLLERR | POLLNVAL))
+			pfd[1].fd = -1;
+	}
+	v->last_avail = vblk_queue_stop(q);
+	vblk_queue_free(q);
+	return NULL;
+}
+
+int vu_vring_maybe_start(struct vu_vring *v)
+{
+	struct vu_dev *d = v->dev;
+	struct vblk_ring *ring = &v->ring;
+	int ret;
+
+	if (v->running || d->no_threads || !v->enabled || !v->addr_set ||
+	    !v->num || v->kick_fd < 0 || !d->nregions)
+		return 0;
+	ring->num = v->num;
+	ring->desc = uva_to_hva(d, v->desc_uva, vring_desc_bytes(v->num));
+	ring->avail = uva_to_hva(d, v->avail_uva, vring_avail_bytes(v->num));
+	ring->used = uva_to_hva(d, v->used_uva, vring_used_bytes(v->num));
+	ring->last_avail_idx = v->last_avail;
+	ring->features = d->features;
+	ring->inflight = NULL;
+	if (d->inflight_map && v->inflight_ok &&
+	    d->inflight_queue_size == v->num)
+		ring->inflight = (struct vblk_inflight *)(
+			(uint8_t *)d->inflight_map +
+			vblk_inflight_bytes(v->num) * v->index);
+	if (!ring->desc || !ring->avail || !ring->used) {
+		fprintf(stderr, "pvblk: vhost-user: queue %u: rings outside "
+			"guest memory\n", v->index);
+		return -EFAULT;
+	}
+	v->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (v->stop_fd < 0)
+		return -errno;
+	ret = pthread_create(&v->thread, NULL, vring_thread, v);
+	if (ret) {
+		close(v->stop_fd);
+		v->stop_fd = -1;
+		return -ret;
+	}
+	v->running = true;
+	return 0;
+}
+
+void vu_vring_stop(struct vu_vring *v)
+{
+	uint64_t one = 1;
+
+	if (!v->running)
+		return;
+	if (write(v->stop_fd, &one, sizeof(one)) < 0)
+		fprintf(stderr, "pvblk: vhost-user: cannot stop queue %u: %s\n",
+			v->index, strerror(errno));
+	pthread_join(v->thread, NULL);
+	close(v->stop_fd);
+	v->stop_fd = -1;
+	v->running = false;
+}

@@ -1,0 +1,237 @@
+"""pvblk's vhost-user protocol, message by message, from a small front end
+written here (no guest): negotiation, config space, REPLY_ACK, a ring set
+up on memfd memory that serves real requests, GET_VRING_BASE's index,
+read-only exports, malformed messages, and a front end that goes away.
+"""
+import mmap
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import tool
+
+GET_FEATURES, SET_FEATURES, SET_OWNER = 1, 2, 3
+SET_MEM_TABLE, SET_VRING_NUM, SET_VRING_ADDR = 5, 8, 9
+SET_VRING_BASE, GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL = 10, 11, 12, 13
+GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM = 15, 16, 17
+SET_VRING_ENABLE, GET_CONFIG = 18, 24
+F_PROTOCOL = 1 << 30
+PF_REPLY_ACK, PF_CONFIG, PF_MQ = 1 << 3, 1 << 9, 1 << 0
+VIRTIO_BLK_F_RO = 1 << 5
+NUM = 16
+MEM = 4 << 20
+
+
+class Front:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+        self.s.settimeout(10)
+
+    def send(self, req, payload=b"", fds=(), flags=1):
+        msg = struct.pack("<III", req, flags, len(payload)) + payload
+        if fds:
+            socket.send_fds(self.s, [msg], list(fds))
+        else:
+            self.s.sendall(msg)
+
+    def recv(self):
+        hdr = self.s.recv(12, socket.MSG_WAITALL)
+        assert len(hdr) == 12, "no reply"
+        req, flags, size = struct.unpack("<III", hdr)
+        assert flags & 4, "reply flag not set"
+        body = self.s.recv(size, socket.MSG_WAITALL) if size else b""
+        return req, body
+
+    def get_u64(self, req):
+        self.send(req)
+        r, body = self.recv()
+        assert r == req
+        return struct.unpack("<Q", body)[0]
+
+
+@pytest.fixture
+def server(tmp_path):
+    procs = []
+
+    def start(mode="rw", queues=2, size=4 << 20):
+        img = tmp_path / f"disk{len(procs)}.raw"
+        with open(img, "wb") as f:
+            f.write(bytes(range(256)) * (size // 256))
+        sock = str(tmp_path / f"s{len(procs)}.sock")
+        log = open(sock + ".log", "w+")
+        p = subprocess.Popen([tool("pvblk"), "-o", mode, "--vhost-user-blk",
+                              sock, "--num-queues", str(queues), str(img)],
+                             stderr=log)
+        procs.append((p, log))
+        for _ in range(500):
+            if os.path.exists(sock):
+                break
+            assert p.poll() is None, open(sock + ".log").read()
+            time.sleep(0.02)
+        return sock, p, img
+    yield start
+    for p, log in procs:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+        log.seek(0)
+
+
+def negotiate(f, pf_want):
+    feats = f.get_u64(GET_FEATURES)
+    assert feats & F_PROTOCOL and feats & (1 << 32)
+    pf = f.get_u64(GET_PROTOCOL_FEATURES)
+    assert pf & pf_want == pf_want
+    f.send(SET_PROTOCOL_FEATURES, struct.pack("<Q", pf_want))
+    f.send(SET_FEATURES, struct.pack("<Q", (1 << 32) | F_PROTOCOL))
+    f.send(SET_OWNER)
+    return feats
+
+
+def get_config(f, off=0, size=60):
+    f.send(GET_CONFIG, struct.pack("<III", off, size, 0) + bytes(size))
+    r, body = f.recv()
+    assert r == GET_CONFIG
+    return body[12:]
+
+
+def test_negotiation_and_config(server):
+    sock, _, _ = server(queues=3, size=8 << 20)
+    f = Front(sock)
+    feats = negotiate(f, PF_CONFIG | PF_MQ)
+    assert not feats & VIRTIO_BLK_F_RO
+    assert f.get_u64(GET_QUEUE_NUM) == 3
+    cfg = get_config(f)
+    capacity, = struct.unpack_from("<Q", cfg, 0)
+    assert capacity == (8 << 20) // 512
+    assert struct.unpack_from("<H", cfg, 34)[0] == 3     # num_queues
+    assert struct.unpack_from("<I", cfg, 20)[0] == 512   # blk_size
+    # a partial read, and one past the config space
+    assert get_config(f, 34, 2) == struct.pack("<H", 3)
+    f.send(GET_CONFIG, struct.pack("<III", 250, 60, 0) + bytes(60))
+    _, body = f.recv()
+    assert struct.unpack_from("<I", body, 4)[0] == 0  # failed: size 0
+
+
+def test_read_only_export_offers_ro(server):
+    sock, _, _ = server(mode="ro")
+    f = Front(sock)
+    assert f.get_u64(GET_FEATURES) & VIRTIO_BLK_F_RO
+
+
+def test_reply_ack(server):
+    sock, _, _ = server()
+    f = Front(sock)
+    negotiate(f, PF_REPLY_ACK)
+    # a good request acks 0, a bad ring index acks non-zero
+    f.send(SET_VRING_NUM, struct.pack("<II", 0, 16), flags=1 | 8)
+    assert struct.unpack("<Q", f.recv()[1])[0] == 0
+    f.send(SET_VRING_NUM, struct.pack("<II", 7, 16), flags=1 | 8)
+    assert struct.unpack("<Q", f.recv()[1])[0] != 0
+    f.send(SET_VRING_NUM, struct.pack("<II", 0, 12), flags=1 | 8)
+    assert struct.unpack("<Q", f.recv()[1])[0] != 0  # not a power of 2
+
+
+def setup_ring(f, base=0):
+    fd = os.memfd_create("guest")
+    os.ftruncate(fd, MEM)
+    m = mmap.mmap(fd, MEM)
+    # a ring resumed at base: every request before it is in the used ring
+    struct.pack_into("<H", m, 0x1002, base)
+    struct.pack_into("<H", m, 0x2002, base)
+    uva = 0x7f0000000000  # any address: the backend maps by the fd
+    f.send(SET_MEM_TABLE, struct.pack("<IIQQQQ", 1, 0, 0, MEM, uva, 0),
+           fds=[fd])
+    f.send(SET_VRING_NUM, struct.pack("<II", 0, NUM))
+    f.send(SET_VRING_BASE, struct.pack("<II", 0, base))
+    f.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", 0, 0, uva, uva + 0x2000,
+                                       uva + 0x1000, 0))
+    kick, call = os.eventfd(0), os.eventfd(0)
+    f.send(SET_VRING_CALL, struct.pack("<Q", 0), fds=[call])
+    f.send(SET_VRING_KICK, struct.pack("<Q", 0), fds=[kick])
+    f.send(SET_VRING_ENABLE, struct.pack("<II", 0, 1))
+    os.close(fd)
+    return m, kick, call
+
+
+def do_request(m, kick, call, avail_idx, req_type, sector, nbytes, write):
+    """Request with header at 0x3000, data at 0x10000, status 0x3100."""
+    struct.pack_into("<IIQ", m, 0x3000, req_type, 0, sector)
+    m[0x3100] = 0xee
+    d = 0x3 if write else 0x1  # NEXT | WRITE for the guest-written data
+    struct.pack_into("<QIHH", m, 0, 0x3000, 16, 1, 1)
+    struct.pack_into("<QIHH", m, 16, 0x10000, nbytes, d, 2)
+    struct.pack_into("<QIHH", m, 32, 0x3100, 1, 2, 0)
+    struct.pack_into("<H", m, 0x1004 + 2 * (avail_idx % NUM), 0)
+    struct.pack_into("<H", m, 0x1002, (avail_idx + 1) & 0xffff)
+    os.eventfd_write(kick, 1)
+    r, _, _ = select.select([call], [], [], 10)
+    assert r, "no interrupt"
+    os.eventfd_read(call)
+    used_idx, = struct.unpack_from("<H", m, 0x2002)
+    assert used_idx == (avail_idx + 1) & 0xffff
+    return m[0x3100]
+
+
+def test_ring_serves_requests_and_vring_base(server):
+    sock, _, img = server()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    # the front end resumes a ring at index 100 (as after a migration)
+    m, kick, call = setup_ring(f, base=100)
+    assert do_request(m, kick, call, 100, 0, 1, 512, True) == 0  # IN
+    assert m[0x10000:0x10000 + 512] == bytes(range(256)) * 2
+    m[0x10000:0x10000 + 512] = b"\x42" * 512
+    assert do_request(m, kick, call, 101, 1, 3, 512, False) == 0  # OUT
+    # past the end: IOERR
+    assert do_request(m, kick, call, 102, 0, 1 << 40, 512, True) == 1
+    # GET_VRING_BASE stops the ring and says where it stopped
+    f.send(GET_VRING_BASE, struct.pack("<II", 0, 0))
+    r, body = f.recv()
+    assert r == GET_VRING_BASE
+    assert struct.unpack("<II", body) == (0, 103)
+    # a stopped ring reads nothing more
+    struct.pack_into("<H", m, 0x1002, 104)
+    os.eventfd_write(kick, 1)
+    assert not select.select([call], [], [], 0.5)[0]
+    f.s.close()
+    with open(img, "rb") as fh:
+        fh.seek(3 * 512)
+        assert fh.read(512) == b"\x42" * 512
+
+
+def test_malformed_messages_end_only_that_connection(server):
+    sock, p, _ = server()
+    for bad in (struct.pack("<III", GET_FEATURES, 1, 1 << 20),   # too long
+                struct.pack("<III", SET_FEATURES, 1, 4) + b"abcd",  # size
+                struct.pack("<III", GET_FEATURES, 2, 0),         # version
+                struct.pack("<III", 999, 1, 0)):                # unknown
+        f = Front(sock)
+        f.s.sendall(bad)
+        assert f.s.recv(64) == b"", "the connection should be closed"
+        f.s.close()
+    # guest memory larger than the file that holds it: refused (else the
+    # daemon would fault on the first buffer past the file's end)
+    f = Front(sock)
+    negotiate(f, PF_REPLY_ACK)
+    fd = os.memfd_create("short")
+    os.ftruncate(fd, 4096)
+    f.send(SET_MEM_TABLE, struct.pack("<IIQQQQ", 1, 0, 0, MEM, 1 << 40, 0),
+           fds=[fd], flags=1 | 8)
+    assert struct.unpack("<Q", f.recv()[1])[0] != 0
+    os.close(fd)
+    f.s.close()
+    # a front end that sets a ring up and vanishes mid-way
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    setup_ring(f)
+    f.s.close()
+    f = Front(sock)
+    assert f.get_u64(GET_QUEUE_NUM) == 2
+    assert p.poll() is None
