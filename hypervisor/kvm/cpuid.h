@@ -14,10 +14,18 @@
 #define KVM_CPUID_SIGNATURE_LEAF 0x40000000u
 #define KVM_CPUID_FEATURES_LEAF 0x40000001u
 
+/* struct kvm_cpuid2 with room for its entries (it ends in a flexible
+ * array, so it cannot be embedded); pass &table as a struct kvm_cpuid2 *. */
 struct cpuid_table {
-	struct kvm_cpuid2 head;
+	struct {
+		uint32_t nent;
+		uint32_t padding;
+	} head;
 	struct kvm_cpuid_entry2 entries[CPUID_MAX_ENTRIES];
 };
+_Static_assert(__builtin_offsetof(struct cpuid_table, entries) ==
+		       __builtin_offsetof(struct kvm_cpuid2, entries),
+	       "cpuid_table matches struct kvm_cpuid2");
 
 struct cpuid_options {
 	unsigned index, ncpus;  /* this vCPU (its APIC ID) and how many */

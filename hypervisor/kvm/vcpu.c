@@ -21,13 +21,16 @@
 
 static int set_msrs(struct vcpu *vcpu)
 {
+	/* struct kvm_msrs ends in a flexible array: lay it out by hand. */
 	struct {
-		struct kvm_msrs head;
+		uint32_t nmsrs, pad;
 		struct kvm_msr_entry e[1];
 	} msrs;
+	_Static_assert(__builtin_offsetof(struct kvm_msrs, entries) == 8,
+		       "struct kvm_msrs layout");
 
 	memset(&msrs, 0, sizeof(msrs));
-	msrs.head.nmsrs = 1;
+	msrs.nmsrs = 1;
 	msrs.e[0].index = MSR_IA32_MISC_ENABLE;
 	msrs.e[0].data = MISC_ENABLE_FAST_STRING;
 	if (ioctl(vcpu->fd, KVM_SET_MSRS, &msrs) != 1)

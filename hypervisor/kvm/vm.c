@@ -36,10 +36,13 @@ static int need_cap(int kvm_fd, int cap, const char *name)
  * 8259 cascade) is not a device line. */
 static int set_irq_routing(struct vm *vm)
 {
+	/* struct kvm_irq_routing ends in a flexible array. */
 	struct {
-		struct kvm_irq_routing head;
+		uint32_t nr, flags;
 		struct kvm_irq_routing_entry e[16 + 24];
 	} r;
+	_Static_assert(__builtin_offsetof(struct kvm_irq_routing, entries) == 8,
+		       "struct kvm_irq_routing layout");
 	unsigned n = 0;
 
 	memset(&r, 0, sizeof(r));
@@ -62,7 +65,7 @@ static int set_irq_routing(struct vm *vm)
 		r.e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
 		n++;
 	}
-	r.head.nr = n;
+	r.nr = n;
 	if (ioctl(vm->fd, KVM_SET_GSI_ROUTING, &r) < 0)
 		return -errno;
 	return 0;
