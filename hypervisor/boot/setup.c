@@ -67,13 +67,16 @@ int boot_setup(const struct guest_memory *mem, const struct boot_config *cfg,
 		return rc;
 	if (mem->low_size < 16ull << 20)
 		return failf(err, errlen, -ENOMEM, "guest memory below 16 MiB");
-	kernel_end = info.load_addr + info.init_size;
-	if (kernel_end > mem->low_size) {
+	/* pref_address is the image's to choose: check without overflow. */
+	if (info.load_addr > mem->low_size ||
+	    info.init_size > mem->low_size - info.load_addr) {
+		kernel_end = info.load_addr + info.init_size;
 		snprintf(err, errlen,
 			 "the kernel needs memory up to %#llx; give the guest more",
 			 (unsigned long long)kernel_end);
 		return -ENOMEM;
 	}
+	kernel_end = info.load_addr + info.init_size;
 	if (cmdlen >= BOOT_CMDLINE_MAX ||
 	    (info.cmdline_size && cmdlen > info.cmdline_size)) {
 		snprintf(err, errlen, "command line is %zu bytes; the kernel takes at most %u",
