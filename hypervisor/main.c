@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,7 +152,17 @@ int main(int argc, char **argv)
 	enum vm_stop stop;
 	char err[256];
 	char *end;
+	sigset_t term;
 	int c, status = EXIT_FAILURE;
+
+	/* Termination signals stay pending until the main loop reads them from
+	 * its signalfd, so one that arrives during setup still stops us
+	 * cleanly (terminal restored, exit status 0). */
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigaddset(&term, SIGINT);
+	sigaddset(&term, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &term, NULL);
 
 	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:h", opts, NULL)) != -1) {
 		switch (c) {

@@ -161,21 +161,22 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro hostroot /host
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
+mount -t tmpfs tmp /host/tmp
 [ -c /dev/kvm ] && echo "=== OVKVM-L1 /dev/kvm ready"
-chroot /host /bin/sh -c {shlex.quote(command)}
+chroot /host /bin/sh -c {shlex.quote(command)} </dev/null
 echo "{L1_DONE}$?"
 poweroff -f
 """
 
 
-def run_with_kvm(argv, workdir, timeout=300):
-    """Run argv (a host command) where /dev/kvm exists: directly when the
-    host has it, else inside an L1 QEMU TCG guest with nested SVM.  Returns
-    (exit status, output text).  `workdir` must not be under /tmp: the L1
-    guest sees the host's files through the read-only 9p share, and the
-    harness keeps them visible there."""
+def run_with_kvm(script, workdir, timeout=300):
+    """Run a shell script (host paths) where /dev/kvm exists: directly when
+    the host has it, else inside an L1 QEMU TCG guest with nested SVM, where
+    it sees the host's files read-only and a fresh tmpfs on /tmp.  Returns
+    (exit status, output text).  `workdir` must not be under /tmp, which
+    the L1 guest does not share."""
     if os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
-        r = subprocess.run(argv, stdout=subprocess.PIPE,
+        r = subprocess.run(["/bin/sh", "-c", script], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                            timeout=timeout)
         return r.returncode, r.stdout.decode(errors="replace")
@@ -184,7 +185,10 @@ def run_with_kvm(argv, workdir, timeout=300):
     if not qemu:
         pytest.skip("no /dev/kvm and no qemu-system-x86_64 to nest one")
     kernel = debian_kernel()
-    command = " ".join(shlex.quote(a) for a in argv) + " </dev/null"
+    # The sanitizer settings of this run apply inside the guest too.
+    command = "".join(f"export {v}={shlex.quote(os.environ[v])}\n"
+                      for v in ("ASAN_OPTIONS", "UBSAN_OPTIONS")
+                      if v in os.environ) + script
     initrd = os.path.join(workdir, "l1-initramfs.cpio.gz")
     files = [(os.path.join(kernel.modules, m),
               "lib/modules/" + os.path.basename(m))

@@ -8,7 +8,9 @@ through ACPI, and ovkvm must exit 0.  See tests/ovkvm_guest.py for how
 /dev/kvm is had on machines without one.
 """
 import os
+import shlex
 import shutil
+import struct
 
 import pytest
 
@@ -58,7 +60,43 @@ def test_rejects_bad_options():
     assert r.returncode == 1 and "--memory" in r.stderr
 
 
+def triple_fault_image(path):
+    """A bzImage-shaped file whose 64-bit entry point is ud2 with no IDT:
+    #UD, then faults on the empty IDT, then a triple fault."""
+    img = bytearray(64 * 1024)
+    img[0x1f1] = 4                                   # setup_sects
+    struct.pack_into("<H", img, 0x1fe, 0xaa55)       # boot_flag
+    img[0x200:0x202] = b"\xeb\x66"                   # jump over the header
+    img[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", img, 0x206, 0x020f)       # protocol 2.15
+    img[0x211] = 0x01                                # LOADED_HIGH
+    struct.pack_into("<I", img, 0x22c, 0x7fffffff)   # initrd_addr_max
+    struct.pack_into("<I", img, 0x230, 0x200000)     # kernel_alignment
+    img[0x234] = 1                                   # relocatable
+    img[0x236] = 0x01                                # XLF_KERNEL_64
+    struct.pack_into("<I", img, 0x238, 2047)         # cmdline_size
+    struct.pack_into("<Q", img, 0x258, 0x1000000)    # pref_address
+    struct.pack_into("<I", img, 0x260, 0x100000)     # init_size
+    entry = 5 * 512 + 0x200
+    img[entry:entry + 2] = b"\x0f\x0b"              # ud2
+    with open(path, "wb") as f:
+        f.write(img)
+
+
+def case_results(out):
+    """{case: exit status} from the script's '=== OVKVM-CASE name rc=N'."""
+    res = {}
+    for line in out.splitlines():
+        if "=== OVKVM-CASE " in line:
+            name, rc = line.split("=== OVKVM-CASE ", 1)[1].split()
+            res[name] = int(rc.split("=")[1])
+    return res
+
+
 def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
+    """One nested boot, three cases: the real guest boots and powers off
+    (status 0), a triple-faulting image ends ovkvm with status 2, and
+    SIGTERM stops a booting guest cleanly (status 0, reason on stderr)."""
     ovkvm = tool("ovkvm")
     kernel = debian_kernel()
     # The work folder lives in the build tree, not /tmp, so the nested
@@ -68,14 +106,23 @@ def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
     os.makedirs(work)
     initrd = os.path.join(work, "guest-initramfs.cpio.gz")
     make_initramfs(initrd, GUEST_INIT)
+    bad = os.path.join(work, "triple-fault.bzImage")
+    triple_fault_image(bad)
 
-    status, out = run_with_kvm(
-        [ovkvm, "--kernel", kernel.bzimage, "--initrd", initrd,
-         "--memory", "256M", "--cpus", "2",
-         "--cmdline", "console=ttyS0 loglevel=4 panic=-1"],
-        work)
+    q = shlex.quote
+    boot = (f"{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} "
+            f"--memory 256M --cpus 2 "
+            f"--cmdline 'console=ttyS0 loglevel=4 panic=-1'")
+    script = f"""
+{boot}; echo "=== OVKVM-CASE boot rc=$?"
+{q(ovkvm)} --kernel {q(bad)} --console file:/tmp/tf.log; echo "=== OVKVM-CASE triplefault rc=$?"
+{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --console file:/tmp/term.log &
+pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo "=== OVKVM-CASE sigterm rc=$?"
+"""
+    status, out = run_with_kvm(script, work)
+    cases = case_results(out)
     lines = guest_lines(out)
-    assert status == 0, f"ovkvm exited {status}:\n{out[-4000:]}"
+    assert cases.get("boot") == 0, f"ovkvm exited {cases}:\n{out[-4000:]}"
     assert "done" in lines, out[-4000:]
     assert "clocksource=kvm-clock" in lines, lines
     assert "cpus=2" in lines, lines
@@ -83,3 +130,11 @@ def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
     dmesg = "\n".join(lines)
     assert "Hypervisor detected: KVM" in dmesg, dmesg
     assert "kvm-clock" in dmesg, dmesg
+    assert "kvm-guest: KVM setup pv remote TLB flush" in dmesg, dmesg
+
+    assert cases.get("triplefault") == 2, out[-4000:]
+    assert "guest crashed: vCPU 0: triple fault" in out, out[-4000:]
+
+    assert "runtime error:" not in out, out[-4000:]  # UBSan, if built in
+    assert cases.get("sigterm") == 0, out[-4000:]
+    assert "stopped by signal" in out, out[-4000:]
