@@ -23,6 +23,7 @@
 static const char usage_text[] =
 "Usage: ovkvm --kernel BZIMAGE [--initrd FILE] [--cmdline TEXT]\n"
 "             [--memory SIZE] [--cpus N] [--console stdio|file:PATH|socket:PATH]\n"
+"             [--api-socket PATH]\n"
 "\n"
 "Boot a Linux kernel in a KVM virtual machine with a serial console.\n"
 "\n"
@@ -49,11 +50,16 @@ static const char usage_text[] =
 "                           socket:PATH  a Unix stream socket at PATH; one\n"
 "                                        client at a time (output while nobody\n"
 "                                        is connected is dropped)\n"
+"      --api-socket PATH  a Unix socket for control: one JSON object per line,\n"
+"                         {\"command\": \"status\"|\"pause\"|\"resume\"|\"shutdown\"};\n"
+"                         each gets one line back, {\"return\": {...}} or\n"
+"                         {\"error\": \"...\"}; shutdown is a hard stop (exit 0)\n"
 "  -h, --help             show this help\n"
 "\n"
 "Exit status:\n"
 "  0  the guest powered off or rebooted (a reboot ends ovkvm too), or ovkvm\n"
-"     was stopped by SIGTERM, SIGINT or the console's quit key\n"
+"     was stopped by SIGTERM, SIGINT, the console's quit key or a shutdown\n"
+"     command on the API socket\n"
 "  1  a usage error or a VMM error (no /dev/kvm, unreadable kernel, ...)\n"
 "  2  the guest crashed: triple fault, KVM internal error, failed VM entry\n"
 "\n"
@@ -62,7 +68,9 @@ static const char usage_text[] =
 "        --cmdline 'console=ttyS0 rdinit=/init' --memory 1G --cpus 2\n"
 "  ovkvm -k bzImage -i rootfs.cpio.gz -s file:guest.log -a 'console=ttyS0 quiet'\n"
 "  ovkvm -k bzImage -i rootfs.cpio.gz -s socket:/run/vm0.console &\n"
-"  socat -,raw,echo=0 UNIX-CONNECT:/run/vm0.console\n";
+"  socat -,raw,echo=0 UNIX-CONNECT:/run/vm0.console\n"
+"  ovkvm -k bzImage -i rootfs.cpio.gz --api-socket /run/vm0.api &\n"
+"  echo '{\"command\": \"pause\"}' | socat - UNIX-CONNECT:/run/vm0.api\n";
 
 static void usage_error(const char *fmt, const char *arg)
 {
@@ -136,11 +144,14 @@ int main(int argc, char **argv)
 		{ "memory", required_argument, NULL, 'm' },
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "console", required_argument, NULL, 's' },
+		{ "api-socket", required_argument, NULL, 'A' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *kernel_path = NULL, *initrd_path = NULL;
 	const char *cmdline = DEFAULT_CMDLINE, *console_spec = "stdio";
+	const char *api_socket = NULL;
+	struct control control;
 	uint64_t memory = DEFAULT_MEMORY;
 	const char *memory_arg = "512M";
 	unsigned long ncpus = 1;
@@ -170,6 +181,7 @@ int main(int argc, char **argv)
 		case 'i': initrd_path = optarg; break;
 		case 'a': cmdline = optarg; break;
 		case 's': console_spec = optarg; break;
+		case 'A': api_socket = optarg; break;
 		case 'm':
 			if (parse_size(optarg, &memory))
 				usage_error("--memory: not a size: '%s'", optarg);
@@ -214,8 +226,13 @@ int main(int argc, char **argv)
 	if (console_open(&console, console_spec))
 		goto out_vm;
 	vm.console = &console;
+	if (api_socket) {
+		if (control_open(&control, api_socket))
+			goto out_console;
+		vm.control = &control;
+	}
 	if (vm_devices_init(&vm))
-		goto out_console;
+		goto out_control;
 
 	cfg = (struct boot_config){
 		.kernel = kernel.data, .kernel_len = kernel.len,
@@ -254,6 +271,9 @@ int main(int argc, char **argv)
 
 out_devices:
 	vm_devices_exit(&vm);
+out_control:
+	if (vm.control)
+		control_close(&control);
 out_console:
 	console_close(&console);
 out_vm:

@@ -7,6 +7,7 @@ console from user space (so THR-empty interrupts work), then powers off
 through ACPI, and ovkvm must exit 0.  See tests/ovkvm_guest.py for how
 /dev/kvm is had on machines without one.
 """
+import json
 import os
 import shlex
 import shutil
@@ -83,6 +84,43 @@ def triple_fault_image(path):
         f.write(img)
 
 
+API_CLIENT = r"""
+import json, socket, sys, time
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+for _ in range(600):  # ovkvm may take a while to start under nesting
+    try:
+        s.connect(path)
+        break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rw")
+def ask(line):
+    f.write(line + "\n")
+    f.flush()
+    print("=== OVKVM-API", line, "->", f.readline().strip(), flush=True)
+ask('{"command": "status"}')
+ask('{"command": "pause"}')
+ask('{"command": "status"}')
+ask('{"command": "resume"}')
+ask('{"command": "status"}')
+ask('{"command": "reboot-the-moon"}')
+ask('not json')
+ask('{"command": "shutdown"}')
+"""
+
+
+def api_replies(out):
+    """{request: reply} from the API client's '=== OVKVM-API' lines, in
+    order (a request asked twice keeps a list)."""
+    res = []
+    for line in out.splitlines():
+        if "=== OVKVM-API " in line:
+            req, rep = line.split("=== OVKVM-API ", 1)[1].split(" -> ", 1)
+            res.append((req, json.loads(rep)))
+    return res
+
+
 def case_results(out):
     """{case: exit status} from the script's '=== OVKVM-CASE name rc=N'."""
     res = {}
@@ -108,6 +146,9 @@ def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
     make_initramfs(initrd, GUEST_INIT)
     bad = os.path.join(work, "triple-fault.bzImage")
     triple_fault_image(bad)
+    client = os.path.join(work, "api_client.py")
+    with open(client, "w") as f:
+        f.write(API_CLIENT)
 
     q = shlex.quote
     boot = (f"{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} "
@@ -118,6 +159,8 @@ def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
 {q(ovkvm)} --kernel {q(bad)} --console file:/tmp/tf.log; echo "=== OVKVM-CASE triplefault rc=$?"
 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --console file:/tmp/term.log &
 pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo "=== OVKVM-CASE sigterm rc=$?"
+{q(ovkvm)} --kernel {q(kernel.bzimage)} --cpus 2 --console file:/tmp/api.log --api-socket /tmp/api.sock &
+pid=$!; python3 {q(client)} /tmp/api.sock; wait $pid; echo "=== OVKVM-CASE api rc=$?"
 """
     status, out = run_with_kvm(script, work)
     cases = case_results(out)
@@ -138,3 +181,18 @@ pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo "=== OVKVM-CASE sigterm rc=$?"
     assert "runtime error:" not in out, out[-4000:]  # UBSan, if built in
     assert cases.get("sigterm") == 0, out[-4000:]
     assert "stopped by signal" in out, out[-4000:]
+
+    # The control socket (a kernel without initrd: it stays up, panicked).
+    replies = api_replies(out)
+    assert [r for _, r in replies][:5] == [
+        {"return": {"state": "running", "cpus": 2, "memory": 512 << 20}},
+        {"return": {}},
+        {"return": {"state": "paused", "cpus": 2, "memory": 512 << 20}},
+        {"return": {}},
+        {"return": {"state": "running", "cpus": 2, "memory": 512 << 20}},
+    ], out[-4000:]
+    assert "unknown command" in replies[5][1]["error"]
+    assert "not JSON" in replies[6][1]["error"]
+    assert replies[7][1] == {"return": {}}
+    assert cases.get("api") == 0, out[-4000:]
+    assert "shutdown requested on the API socket" in out

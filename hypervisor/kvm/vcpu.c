@@ -184,6 +184,23 @@ static void crash_report(struct vcpu *vcpu, const char *what)
 				what);
 }
 
+/* Wait outside KVM_RUN while the VM is paused. */
+static void vcpu_park(struct vcpu *vcpu)
+{
+	struct vm *vm = vcpu->vm;
+
+	pthread_mutex_lock(&vm->pause_lock);
+	vm->paused++;
+	pthread_cond_broadcast(&vm->pause_cond);
+	while (vm->pause_requested &&
+	       !__atomic_load_n(&vm->stop_reason, __ATOMIC_SEQ_CST))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	vm->paused--;
+	/* The kick that parked us must not bounce the next KVM_RUN. */
+	__atomic_store_n(&vcpu->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
 static void handle_io(struct vcpu *vcpu)
 {
 	struct kvm_run *run = vcpu->run;
@@ -209,6 +226,10 @@ void *vcpu_thread(void *arg)
 	pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 
 	while (!__atomic_load_n(&vm->stop_reason, __ATOMIC_SEQ_CST)) {
+		if (__atomic_load_n(&vm->pause_requested, __ATOMIC_SEQ_CST)) {
+			vcpu_park(vcpu);
+			continue;
+		}
 		if (ioctl(vcpu->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN)
 				continue;

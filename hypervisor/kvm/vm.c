@@ -173,6 +173,8 @@ int vm_create(struct vm *vm, uint64_t ram_size, unsigned ncpus)
 		rc = -errno;
 		goto err_free_mem;
 	}
+	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_cond_init(&vm->pause_cond, NULL);
 	vm->pio.name = "pio";
 	vm->mmio.name = "mmio";
 	vm->pio.trace = vm->mmio.trace = getenv("OVKVM_DEBUG") != NULL;
@@ -192,6 +194,8 @@ void vm_destroy(struct vm *vm)
 	for (unsigned i = 0; i < vm->ncpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 	close(vm->stop_efd);
+	pthread_cond_destroy(&vm->pause_cond);
+	pthread_mutex_destroy(&vm->pause_lock);
 	guest_memory_free(&vm->mem);
 	close(vm->fd);
 	close(vm->kvm_fd);
@@ -223,6 +227,42 @@ void vm_request_stop(struct vm *vm, enum vm_stop reason, const char *fmt, ...)
 	}
 	if (write(vm->stop_efd, &one, sizeof(one)) < 0)
 		perror("ovkvm: stop eventfd");
+	/* Parked vCPUs and a waiting vm_pause() must see the stop. */
+	pthread_mutex_lock(&vm->pause_lock);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+void vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	if (vm->pause_requested) {
+		pthread_mutex_unlock(&vm->pause_lock);
+		return;
+	}
+	__atomic_store_n(&vm->pause_requested, true, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&vm->pause_lock);
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i].thread_started)
+			vcpu_kick(&vm->vcpus[i]);
+	pthread_mutex_lock(&vm->pause_lock);
+	while (vm->paused < vm->running_threads &&
+	       !__atomic_load_n(&vm->stop_reason, __ATOMIC_SEQ_CST))
+		pthread_cond_wait(&vm->pause_cond, &vm->pause_lock);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->pause_lock);
+	__atomic_store_n(&vm->pause_requested, false, __ATOMIC_SEQ_CST);
+	pthread_cond_broadcast(&vm->pause_cond);
+	pthread_mutex_unlock(&vm->pause_lock);
+}
+
+bool vm_is_paused(struct vm *vm)
+{
+	return __atomic_load_n(&vm->pause_requested, __ATOMIC_SEQ_CST);
 }
 
 void vm_set_irq_line(struct vm *vm, unsigned irq, bool level)
@@ -252,7 +292,7 @@ static size_t console_receive(void *opaque, const uint8_t *buf, size_t len)
 
 enum vm_stop vm_run(struct vm *vm)
 {
-	struct pollfd pfd[2 + CONSOLE_MAX_POLLFDS];
+	struct pollfd pfd[2 + CONSOLE_MAX_POLLFDS + CONTROL_MAX_POLLFDS];
 	struct sigaction sa = { .sa_handler = kick_handler };
 	sigset_t mask;
 	int sfd, rc;
@@ -277,6 +317,7 @@ enum vm_stop vm_run(struct vm *vm)
 		.receive = console_receive, .quit = console_quit, .opaque = vm,
 	};
 
+	vm->running_threads = vm->ncpus;
 	for (unsigned i = 0; i < vm->ncpus; i++) {
 		rc = pthread_create(&vm->vcpus[i].thread, NULL, vcpu_thread, &vm->vcpus[i]);
 		if (rc) {
@@ -287,13 +328,16 @@ enum vm_stop vm_run(struct vm *vm)
 		vm->vcpus[i].thread_started = true;
 		started++;
 	}
+	vm->running_threads = started;
 
 	while (!__atomic_load_n(&vm->stop_reason, __ATOMIC_SEQ_CST)) {
-		int n = 0, ncon;
+		int n = 0, ncon, nctl = 0;
 		pfd[n++] = (struct pollfd){ .fd = vm->stop_efd, .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
 		ncon = console_pollfds(vm->console, pfd + n);
-		if (poll(pfd, n + ncon, -1) < 0) {
+		if (vm->control)
+			nctl = control_pollfds(vm->control, pfd + n + ncon);
+		if (poll(pfd, n + ncon + nctl, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			vm_request_stop(vm, VM_STOP_ERROR, "poll: %s", strerror(errno));
@@ -306,6 +350,8 @@ enum vm_stop vm_run(struct vm *vm)
 						strsignal(si.ssi_signo));
 		}
 		console_handle(vm->console, pfd + n, ncon);
+		if (nctl)
+			control_handle(vm->control, vm, pfd + n + ncon, nctl);
 	}
 
 	for (unsigned i = 0; i < started; i++)

@@ -17,6 +17,7 @@
 #include "../devices/console.h"
 #include "../devices/power.h"
 #include "../devices/serial.h"
+#include "../control/control.h"
 #include "../pci/pci.h"
 
 #define VM_MAX_CPUS 64
@@ -57,6 +58,15 @@ struct vm {
 	struct power power;
 	struct console *console;
 
+	struct control *control; /* NULL without --api-socket */
+
+	/* Pausing: the vCPU threads park on pause_cond while pause_requested;
+	 * paused counts the parked ones. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	bool pause_requested;
+	unsigned paused, running_threads;
+
 	int stop_efd;          /* written when stop_reason is set */
 	int stop_reason;       /* enum vm_stop, set once (atomic) */
 	char stop_msg[256];
@@ -77,6 +87,12 @@ enum vm_stop vm_run(struct vm *vm);
 /* Ask the VM to stop (from any thread); only the first call counts. */
 void vm_request_stop(struct vm *vm, enum vm_stop reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Park every vCPU outside KVM_RUN and return once they all are; resume
+ * lets them go on.  Main thread only. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_is_paused(struct vm *vm);
 
 /* Drive an interrupt line of the in-kernel PIC/IOAPIC. */
 void vm_set_irq_line(struct vm *vm, unsigned irq, bool level);
