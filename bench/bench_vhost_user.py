@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """pvblk vs qemu-storage-daemon, both serving the same image over
 vhost-user-blk to the same small front end (build/pvblk/vu_client: one
 virtqueue over memfd memory), one after the other in one run.

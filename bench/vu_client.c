@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vu_client.c - a small vhost-user-blk front end for benchmarks: maps a
  * memfd as guest memory, sets up one virtqueue on a backend (pvblk,

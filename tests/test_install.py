@@ -19,6 +19,7 @@ PAGES = {  # man page -> (program's file in the build, subcommands)
     "ovf.1": ("ovffs/ovf", ["create"]),
     "ovffs.1": ("ovffs/ovffs", []),
     "pvblk.8": ("pvblk/pvblk", []),
+    "ovkvm.1": ("hypervisor/ovkvm", []),
 }
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """pvblk's vhost-user-blk backend driven by a real Linux guest.
 
 QEMU (TCG) boots Debian's kernel with the guest disks served by pvblk over

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """pvblk's vhost-user protocol, message by message, from a small front end
 written here (no guest): negotiation, config space, REPLY_ACK, a ring set
 up on memfd memory that serves real requests, GET_VRING_BASE's index,

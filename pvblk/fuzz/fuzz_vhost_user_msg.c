@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_vhost_user_msg.c - pvblk's vhost-user message handling: the input
  * is a stream of messages as a front end would send them (12-byte header,

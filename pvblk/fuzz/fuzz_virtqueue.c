@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fuzz_virtqueue.c - the virtio-blk core's view of a guest that writes
  * anything: the input is guest memory (rings, indirect tables, headers,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * virtio_blk.h - ovk's virtio-blk device core: guest memory, split
  * virtqueues and virtio-blk requests served from an engine image.

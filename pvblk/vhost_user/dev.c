@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* dev.c - the vhost-user-blk protocol, one message at a time: each
    request's payload size is checked before a byte of it is used. */
 #include <errno.h>

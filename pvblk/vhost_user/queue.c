@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* queue.c - one thread per virtqueue: it waits on the kick eventfd, the
    engine queue's eventfd and a stop eventfd, and nothing else. */
 #include <errno.h>

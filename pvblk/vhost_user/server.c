@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* server.c - pvblk's vhost-user-blk listener: a unix socket served by one
    thread, one front end at a time; when it goes away the device is reset
    and the next one may connect. */

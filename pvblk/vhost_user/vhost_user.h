@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /*
  * vhost_user.h - pvblk's vhost-user-blk backend (private): the protocol's
  * wire layout (QEMU's docs/interop/vhost-user.rst), one device's state, and

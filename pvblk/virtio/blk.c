@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* blk.c - the virtio-blk device (virtio 1.x, 5.2): feature bits, config
    space, and requests turned into engine I/O on guest memory. */
 #include <endian.h>

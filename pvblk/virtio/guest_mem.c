@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* guest_mem.c - guest-physical addresses to host pointers, every range
    checked against the region table before it is used. */
 #include <errno.h>

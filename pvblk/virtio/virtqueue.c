@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* virtqueue.c - the device side of a split virtqueue (virtio 1.x, 2.7).
    Guest memory may change under us at any time: each field is read once
    into a local before it is checked and used. */

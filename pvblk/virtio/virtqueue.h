@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* virtqueue.h - a split virtqueue as the device sees it (private to the
    virtio core): walk descriptor chains into iovecs, fill the used ring,
    decide when the driver wants a kick or an interrupt. */

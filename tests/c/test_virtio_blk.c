@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* test_virtio_blk.c - the virtio-blk core over fake guest memory: requests
    that must work, and what a hostile or buggy driver may put in the rings
    (each case: no crash, no access outside guest memory, IOERR/UNSUPP or a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A real Linux guest for tests: Debian's stock kernel, a busybox initramfs
 carrying the virtio modules, host tools (with their libraries) and a test
 script, booted with QEMU's TCG. The script's exit status comes back to the

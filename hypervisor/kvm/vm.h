@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One KVM virtual machine: RAM, the in-kernel irqchip and PIT, the buses,
+ * the devices, and one thread per vCPU.  vCPU threads only run KVM_RUN and
+ * dispatch exits; the main thread waits on file descriptors (stop eventfd,
+ * signals, console) until the VM stops. */
+#ifndef OVKVM_VM_H
+#define OVKVM_VM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <linux/kvm.h>
+
+#include "cpuid.h"
+#include "memory.h"
+#include "../boot/boot.h"
+#include "../devices/bus.h"
+#include "../devices/console.h"
+#include "../devices/power.h"
+#include "../devices/serial.h"
+#include "../control/control.h"
+#include "../pci/pci.h"
+
+#define VM_MAX_CPUS 64
+
+/* Why the VM stopped (the first reason wins). */
+enum vm_stop {
+	VM_RUNNING = 0,
+	VM_STOP_POWEROFF, /* the guest powered off */
+	VM_STOP_REBOOT,   /* the guest asked for a reset: we end too */
+	VM_STOP_HOST,     /* SIGTERM/SIGINT or the console's quit key */
+	VM_STOP_CRASH,    /* triple fault, emulation failure, failed entry */
+	VM_STOP_ERROR,    /* a VMM error */
+};
+
+struct vm;
+
+struct vcpu {
+	struct vm *vm;
+	unsigned index;
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+	pthread_t thread;
+	bool thread_started;
+};
+
+struct vm {
+	int kvm_fd, fd;
+	struct guest_memory mem;
+	unsigned ncpus;
+	struct vcpu vcpus[VM_MAX_CPUS];
+	struct cpuid_table supported_cpuid;
+
+	struct bus pio, mmio;
+	struct pci_bus pci;
+	struct pci_dev host_bridge;
+	struct serial serial;
+	struct power power;
+	struct console *console;
+
+	struct control *control; /* NULL without --api-socket */
+
+	/* Pausing: the vCPU threads park on pause_cond while pause_requested;
+	 * paused counts the parked ones. */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	bool pause_requested;
+	unsigned paused, running_threads;
+
+	int stop_efd;          /* written when stop_reason is set */
+	int stop_reason;       /* enum vm_stop, set once (atomic) */
+	char stop_msg[256];
+};
+
+/* Open /dev/kvm, create the VM with its irqchip, PIT and `ram_size` bytes
+ * of RAM; -errno with a message on stderr on failure. */
+int vm_create(struct vm *vm, uint64_t ram_size, unsigned ncpus);
+void vm_destroy(struct vm *vm);
+
+/* Create the vCPUs; the BSP starts at `entry`, the APs wait for SIPI. */
+int vm_create_vcpus(struct vm *vm, const struct boot_entry *entry);
+
+/* Start the vCPU threads, wait until the VM stops, join the threads.
+ * Returns the stop reason. */
+enum vm_stop vm_run(struct vm *vm);
+
+/* Ask the VM to stop (from any thread); only the first call counts. */
+void vm_request_stop(struct vm *vm, enum vm_stop reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Park every vCPU outside KVM_RUN and return once they all are; resume
+ * lets them go on.  Main thread only. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+bool vm_is_paused(struct vm *vm);
+
+/* Drive an interrupt line of the in-kernel PIC/IOAPIC. */
+void vm_set_irq_line(struct vm *vm, unsigned irq, bool level);
+
+/* vcpu.c */
+int vcpu_create(struct vm *vm, unsigned index, const struct boot_entry *entry);
+void vcpu_destroy(struct vcpu *vcpu);
+void *vcpu_thread(void *arg);
+/* Make a vCPU leave KVM_RUN (its thread then sees the stop reason). */
+void vcpu_kick(struct vcpu *vcpu);
+
+#endif

@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Harness for booting real guests under ovkvm (the hypervisor tests).
+
+These machines have no /dev/kvm, but QEMU's TCG emulates AMD SVM well
+enough for a Debian kernel inside it to load kvm-amd and offer /dev/kvm.
+So a test that needs KVM boots an outer QEMU TCG guest (“L1”) running
+Debian's stock kernel with a busybox initramfs, shares the host's root
+file system into it read-only over virtio-9p, and chroots into that to run
+the host's own binaries (build/hypervisor/ovkvm) on the real /dev/kvm.
+Where the host has /dev/kvm itself, the command runs directly instead.
+
+The kernel comes from Debian's linux-image-amd64 package (`apt-get
+download`, unpacked with `dpkg -x`) into a cache the tests reuse:
+$OVK_KERNEL_CACHE, else /var/cache/ovk-tests/ovkvm-kernel.
+
+Kept apart from tests/guest/ (the pvblk QEMU guests) on purpose, so that the
+two can be merged later.
+"""
+import glob
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+CACHE = os.environ.get("OVK_KERNEL_CACHE", "/var/cache/ovk-tests/ovkvm-kernel")
+
+# Modules the outer guest loads, in order (paths under lib/modules/KVER/kernel).
+KVM_MODULES = [
+    "virt/lib/irqbypass.ko",
+    "drivers/crypto/ccp/ccp.ko",
+    "arch/x86/kvm/kvm.ko",
+    "arch/x86/kvm/kvm-amd.ko",
+]
+NINEP_MODULES = [
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "fs/netfs/netfs.ko",
+    "fs/fscache/fscache.ko",
+    "net/9p/9pnet.ko",
+    "net/9p/9pnet_virtio.ko",
+    "fs/9p/9p.ko",
+]
+
+L1_DONE = "=== OVKVM-L1 exit="
+
+
+class Kernel:
+    def __init__(self, root):
+        self.root = root
+        vmlinuz = sorted(glob.glob(os.path.join(root, "boot", "vmlinuz-*")))
+        if not vmlinuz:
+            raise FileNotFoundError(f"no vmlinuz in {root}")
+        self.bzimage = vmlinuz[-1]
+        self.version = os.path.basename(self.bzimage)[len("vmlinuz-"):]
+        self.modules = os.path.join(root, "lib", "modules", self.version,
+                                    "kernel")
+
+
+def _run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def debian_kernel():
+    """The unpacked Debian kernel (fetched into the cache on first use);
+    skips the test with the reason when it cannot be had."""
+    try:
+        return Kernel(CACHE)
+    except FileNotFoundError:
+        pass
+    for tool in ("apt-cache", "apt-get", "dpkg"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is missing: cannot fetch the Debian kernel")
+    r = _run(["apt-cache", "depends", "linux-image-amd64"])
+    pkg = None
+    for line in r.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("Depends: linux-image-") and line[21:22].isdigit():
+            pkg = line.split()[1]
+            break
+    if not pkg:
+        pytest.skip("apt-cache cannot resolve linux-image-amd64 "
+                    "(no Debian package lists?)")
+    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+    work = tempfile.mkdtemp(prefix="ovkvm-kernel.",
+                            dir=os.path.dirname(CACHE))
+    try:
+        r = _run(["apt-get", "download", pkg], cwd=work, timeout=600)
+        debs = glob.glob(os.path.join(work, "*.deb"))
+        if r.returncode != 0 or not debs:
+            pytest.skip(f"apt-get download {pkg} failed: {r.stderr.strip()}")
+        unpacked = os.path.join(work, "root")
+        r = _run(["dpkg", "-x", debs[0], unpacked])
+        if r.returncode != 0:
+            pytest.skip(f"dpkg -x {debs[0]} failed: {r.stderr.strip()}")
+        try:
+            os.rename(unpacked, CACHE)  # atomic: concurrent runs race safely
+        except OSError:
+            pass  # another run put it there first
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Kernel(CACHE)
+
+
+def busybox():
+    for p in ("/bin/busybox", "/usr/bin/busybox"):
+        if os.path.exists(p):
+            r = _run(["file", "-L", p]) if shutil.which("file") else None
+            if r is None or "dynamically" not in r.stdout:
+                return p
+    pytest.skip("busybox-static is not installed")
+
+
+def make_initramfs(out, init_script, files=()):
+    """Write a gzip'd newc cpio with static busybox, /init = init_script and
+    extra (source, dest-in-archive) files."""
+    if not shutil.which("cpio"):
+        pytest.skip("cpio is not installed")
+    root = tempfile.mkdtemp(prefix="ovkvm-initramfs.")
+    try:
+        os.makedirs(os.path.join(root, "bin"))
+        for d in ("proc", "sys", "dev", "tmp", "host", "lib/modules"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        shutil.copy(busybox(), os.path.join(root, "bin", "busybox"))
+        with open(os.path.join(root, "init"), "w") as f:
+            f.write(init_script)
+        os.chmod(os.path.join(root, "init"), 0o755)
+        for src, dest in files:
+            d = os.path.join(root, dest.lstrip("/"))
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+            shutil.copy(src, d)
+        with open(out, "wb") as f:
+            find = subprocess.Popen(["find", "."], cwd=root,
+                                    stdout=subprocess.PIPE)
+            cpio = subprocess.Popen(["cpio", "-o", "-H", "newc", "--quiet"],
+                                    cwd=root, stdin=find.stdout,
+                                    stdout=subprocess.PIPE)
+            gz = subprocess.run(["gzip", "-1"], stdin=cpio.stdout, stdout=f)
+            find.wait()
+            cpio.wait()
+            assert gz.returncode == 0 and cpio.returncode == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _l1_init(command):
+    mods = "\n".join(
+        f"insmod /lib/modules/{os.path.basename(m)} {'' if 'ccp' not in m else '2>/dev/null'}"
+        for m in KVM_MODULES + NINEP_MODULES)
+    return f"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+{mods}
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro hostroot /host
+mount -t proc proc /host/proc
+mount -t sysfs sys /host/sys
+mount -t devtmpfs dev /host/dev
+mount -t tmpfs tmp /host/tmp
+[ -c /dev/kvm ] && echo "=== OVKVM-L1 /dev/kvm ready"
+chroot /host /bin/sh -c {shlex.quote(command)} </dev/null
+echo "{L1_DONE}$?"
+poweroff -f
+"""
+
+
+def run_with_kvm(script, workdir, timeout=300):
+    """Run a shell script (host paths) where /dev/kvm exists: directly when
+    the host has it, else inside an L1 QEMU TCG guest with nested SVM, where
+    it sees the host's files read-only and a fresh tmpfs on /tmp.  Returns
+    (exit status, output text).  `workdir` must not be under /tmp, which
+    the L1 guest does not share."""
+    if os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        r = subprocess.run(["/bin/sh", "-c", script], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           timeout=timeout)
+        return r.returncode, r.stdout.decode(errors="replace")
+
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        pytest.skip("no /dev/kvm and no qemu-system-x86_64 to nest one")
+    kernel = debian_kernel()
+    # The sanitizer settings of this run apply inside the guest too.
+    command = "".join(f"export {v}={shlex.quote(os.environ[v])}\n"
+                      for v in ("ASAN_OPTIONS", "UBSAN_OPTIONS")
+                      if v in os.environ) + script
+    initrd = os.path.join(workdir, "l1-initramfs.cpio.gz")
+    files = [(os.path.join(kernel.modules, m),
+              "lib/modules/" + os.path.basename(m))
+             for m in KVM_MODULES + NINEP_MODULES]
+    make_initramfs(initrd, _l1_init(command), files)
+    qemu_cmd = [
+        qemu, "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1G",
+        "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+        "-monitor", "none",
+        "-kernel", kernel.bzimage, "-initrd", initrd,
+        "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
+        "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+    ]
+    # The console goes to a log file in workdir, kept for post-mortems.
+    log = os.path.join(workdir, "l1-console.log")
+    with open(log, "wb") as f:
+        p = subprocess.Popen(qemu_cmd, stdout=f, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        try:
+            rc = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = "killed: hung"
+    with open(log, "rb") as f:
+        out = f.read().decode(errors="replace")
+    for line in out.splitlines():
+        if L1_DONE in line:
+            return int(line.split(L1_DONE)[1].strip() or 255), out
+    raise AssertionError(
+        f"the outer QEMU guest ended ({rc}) without reporting the "
+        f"command's exit status; console log {log}:\n{out[-4000:]}")

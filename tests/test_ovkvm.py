@@ -1,0 +1,199 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ovkvm boots Debian's stock kernel on a real /dev/kvm.
+
+One boot checks many things at once (each boot is slow when KVM is nested
+inside QEMU TCG): the guest's own init reports its clocksource, CPU count
+and the KVM paravirtual features its kernel found, writing to the serial
+console from user space (so THR-empty interrupts work), then powers off
+through ACPI, and ovkvm must exit 0.  See tests/ovkvm_guest.py for how
+/dev/kvm is had on machines without one.
+"""
+import json
+import os
+import shlex
+import shutil
+import struct
+
+import pytest
+
+from conftest import build_dir, run, tool
+from ovkvm_guest import debian_kernel, make_initramfs, run_with_kvm
+
+GUEST_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "OVKVM-GUEST clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+echo "OVKVM-GUEST cpus=$(grep -c ^processor /proc/cpuinfo)"
+echo "OVKVM-GUEST online=$(cat /sys/devices/system/cpu/online)"
+dmesg | grep -i -E 'kvm|hypervisor detected|ACPI: (FACP|APIC|DSDT)|smpboot' | sed 's/^/OVKVM-GUEST dmesg: /'
+echo "OVKVM-GUEST done"
+poweroff -f
+"""
+
+
+def guest_lines(out):
+    return [line.split("OVKVM-GUEST ", 1)[1].rstrip("\r")
+            for line in out.splitlines() if "OVKVM-GUEST " in line]
+
+
+def test_help_lists_options():
+    r = run([tool("ovkvm"), "--help"])
+    for opt in ("--kernel", "--initrd", "--cmdline", "--memory", "--cpus",
+                "--console", "Exit status", "Examples"):
+        assert opt in r.stdout
+
+
+def test_rejects_non_kernel(tmp_path):
+    bogus = tmp_path / "notakernel"
+    bogus.write_bytes(b"\0" * 8192)
+    r = run([tool("ovkvm"), "--kernel", bogus], check=False)
+    assert r.returncode == 1
+    assert "bzImage" in r.stderr
+
+
+def test_rejects_bad_options():
+    r = run([tool("ovkvm"), "--kernel", "/nonexistent", "--cpus", "0"],
+            check=False)
+    assert r.returncode == 1 and "--cpus" in r.stderr
+    r = run([tool("ovkvm"), "--kernel", "/nonexistent", "--memory", "12X"],
+            check=False)
+    assert r.returncode == 1 and "--memory" in r.stderr
+
+
+def triple_fault_image(path):
+    """A bzImage-shaped file whose 64-bit entry point is ud2 with no IDT:
+    #UD, then faults on the empty IDT, then a triple fault."""
+    img = bytearray(64 * 1024)
+    img[0x1f1] = 4                                   # setup_sects
+    struct.pack_into("<H", img, 0x1fe, 0xaa55)       # boot_flag
+    img[0x200:0x202] = b"\xeb\x66"                   # jump over the header
+    img[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", img, 0x206, 0x020f)       # protocol 2.15
+    img[0x211] = 0x01                                # LOADED_HIGH
+    struct.pack_into("<I", img, 0x22c, 0x7fffffff)   # initrd_addr_max
+    struct.pack_into("<I", img, 0x230, 0x200000)     # kernel_alignment
+    img[0x234] = 1                                   # relocatable
+    img[0x236] = 0x01                                # XLF_KERNEL_64
+    struct.pack_into("<I", img, 0x238, 2047)         # cmdline_size
+    struct.pack_into("<Q", img, 0x258, 0x1000000)    # pref_address
+    struct.pack_into("<I", img, 0x260, 0x100000)     # init_size
+    entry = 5 * 512 + 0x200
+    img[entry:entry + 2] = b"\x0f\x0b"              # ud2
+    with open(path, "wb") as f:
+        f.write(img)
+
+
+API_CLIENT = r"""
+import json, socket, sys, time
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX)
+for _ in range(600):  # ovkvm may take a while to start under nesting
+    try:
+        s.connect(path)
+        break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rw")
+def ask(line):
+    f.write(line + "\n")
+    f.flush()
+    print("=== OVKVM-API", line, "->", f.readline().strip(), flush=True)
+ask('{"command": "status"}')
+ask('{"command": "pause"}')
+ask('{"command": "status"}')
+ask('{"command": "resume"}')
+ask('{"command": "status"}')
+ask('{"command": "reboot-the-moon"}')
+ask('not json')
+ask('{"command": "shutdown"}')
+"""
+
+
+def api_replies(out):
+    """{request: reply} from the API client's '=== OVKVM-API' lines, in
+    order (a request asked twice keeps a list)."""
+    res = []
+    for line in out.splitlines():
+        if "=== OVKVM-API " in line:
+            req, rep = line.split("=== OVKVM-API ", 1)[1].split(" -> ", 1)
+            res.append((req, json.loads(rep)))
+    return res
+
+
+def case_results(out):
+    """{case: exit status} from the script's '=== OVKVM-CASE name rc=N'."""
+    res = {}
+    for line in out.splitlines():
+        if "=== OVKVM-CASE " in line:
+            name, rc = line.split("=== OVKVM-CASE ", 1)[1].split()
+            res[name] = int(rc.split("=")[1])
+    return res
+
+
+def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
+    """One nested boot, three cases: the real guest boots and powers off
+    (status 0), a triple-faulting image ends ovkvm with status 2, and
+    SIGTERM stops a booting guest cleanly (status 0, reason on stderr)."""
+    ovkvm = tool("ovkvm")
+    kernel = debian_kernel()
+    # The work folder lives in the build tree, not /tmp, so the nested
+    # guest sees it through its read-only share of the host's root.
+    work = os.path.join(build_dir(), "tests-ovkvm")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    initrd = os.path.join(work, "guest-initramfs.cpio.gz")
+    make_initramfs(initrd, GUEST_INIT)
+    bad = os.path.join(work, "triple-fault.bzImage")
+    triple_fault_image(bad)
+    client = os.path.join(work, "api_client.py")
+    with open(client, "w") as f:
+        f.write(API_CLIENT)
+
+    q = shlex.quote
+    boot = (f"{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} "
+            f"--memory 256M --cpus 2 "
+            f"--cmdline 'console=ttyS0 loglevel=4 panic=-1'")
+    script = f"""
+{boot}; echo "=== OVKVM-CASE boot rc=$?"
+{q(ovkvm)} --kernel {q(bad)} --console file:/tmp/tf.log; echo "=== OVKVM-CASE triplefault rc=$?"
+{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --console file:/tmp/term.log &
+pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo "=== OVKVM-CASE sigterm rc=$?"
+{q(ovkvm)} --kernel {q(kernel.bzimage)} --cpus 2 --console file:/tmp/api.log --api-socket /tmp/api.sock &
+pid=$!; python3 {q(client)} /tmp/api.sock; wait $pid; echo "=== OVKVM-CASE api rc=$?"
+"""
+    status, out = run_with_kvm(script, work)
+    cases = case_results(out)
+    lines = guest_lines(out)
+    assert cases.get("boot") == 0, f"ovkvm exited {cases}:\n{out[-4000:]}"
+    assert "done" in lines, out[-4000:]
+    assert "clocksource=kvm-clock" in lines, lines
+    assert "cpus=2" in lines, lines
+    assert "online=0-1" in lines, lines
+    dmesg = "\n".join(lines)
+    assert "Hypervisor detected: KVM" in dmesg, dmesg
+    assert "kvm-clock" in dmesg, dmesg
+    assert "kvm-guest: KVM setup pv remote TLB flush" in dmesg, dmesg
+
+    assert cases.get("triplefault") == 2, out[-4000:]
+    assert "guest crashed: vCPU 0: triple fault" in out, out[-4000:]
+
+    assert "runtime error:" not in out, out[-4000:]  # UBSan, if built in
+    assert cases.get("sigterm") == 0, out[-4000:]
+    assert "stopped by signal" in out, out[-4000:]
+
+    # The control socket (a kernel without initrd: it stays up, panicked).
+    replies = api_replies(out)
+    assert [r for _, r in replies][:5] == [
+        {"return": {"state": "running", "cpus": 2, "memory": 512 << 20}},
+        {"return": {}},
+        {"return": {"state": "paused", "cpus": 2, "memory": 512 << 20}},
+        {"return": {}},
+        {"return": {"state": "running", "cpus": 2, "memory": 512 << 20}},
+    ], out[-4000:]
+    assert "unknown command" in replies[5][1]["error"]
+    assert "not JSON" in replies[6][1]["error"]
+    assert replies[7][1] == {"return": {}}
+    assert cases.get("api") == 0, out[-4000:]
+    assert "shutdown requested on the API socket" in out
