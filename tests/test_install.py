@@ -19,6 +19,7 @@ PAGES = {  # man page -> (program's file in the build, subcommands)
     "ovf.1": ("ovffs/ovf", ["create"]),
     "ovffs.1": ("ovffs/ovffs", []),
     "pvblk.8": ("pvblk/pvblk", []),
+    "ovkd.8": ("mgmt/ovkd", []),
 }
 
 
