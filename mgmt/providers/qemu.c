@@ -282,6 +282,7 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	const char *accel = env->accel;
 	char *argv[64 + 4 * VM_MAX_DISKS];
 	char *devs[VM_MAX_DISKS], *chars[VM_MAX_DISKS];
+	char queues[16];
 	int argc = 0, ret;
 
 	if (vm->power != VM_OFF)
@@ -296,11 +297,15 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
 
+	/* a virtqueue (thread and io_uring in pvblk) per vCPU, up to 4 */
+	snprintf(queues, sizeof(queues), "%u",
+		 vm->cpus > 4 ? 4 : vm->cpus ? vm->cpus : 1);
 	/* the disks first: QEMU connects to each socket as it starts */
 	for (unsigned i = 0; i < vm->ndisks; i++) {
 		char name[32];
 		char *pv[] = { (char *)env->pvblk, "-o", "rw",
-			       "--vhost-user-blk", sock, vm->disks[i].path, NULL };
+			       "--vhost-user-blk", sock, "--num-queues", queues,
+			       vm->disks[i].path, NULL };
 
 		snprintf(name, sizeof(name), "disk%u.sock", i);
 		vm_path(sock, sizeof(sock), env, vm, name);
@@ -369,7 +374,8 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 			     chardev) < 0)
 			chars[i] = NULL;
 		if (asprintf(&devs[i], "vhost-user-blk-pci,chardev=vu%u,"
-			     "bootindex=%u", i, i + 1) < 0)
+			     "num-queues=%s,bootindex=%u", i, queues,
+			     i + 1) < 0)
 			devs[i] = NULL;
 		argv[argc++] = "-chardev";
 		argv[argc++] = chars[i];
@@ -397,6 +403,18 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	}
 	if (ret >= 0)
 		ret = wait_socket(qmp_sock, &vm->vmm, 30000);
+	/* the monitor listens before the devices are made: QEMU is up only
+	   once it answers a command */
+	for (int t = 0; ret >= 0 && t < 300; t++) {
+		char e2[256];
+
+		if (qmp(env, vm, "query-status", e2, sizeof(e2)) == 0)
+			break;
+		if (!vm_proc_alive(&vm->vmm))
+			ret = -ECHILD;
+		else
+			sleep_ms(100);
+	}
 	if (ret < 0) {
 		log_tail(log, tail, sizeof(tail));
 		fail(err, errlen, ret, "%s: QEMU did not start: %s", vm->id,
