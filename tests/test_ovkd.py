@@ -258,3 +258,26 @@ def test_power_cycle_on_qemu_with_pvblk_disks(ovkd, ova, tmp_path):
     assert status == 204, err
     vm = wait_power(ovkd, "web-1", "Off")
     assert vm["Oem"]["Ovk"]["Details"]["DiskServersRunning"] == 0
+
+
+def test_export_to_ova_and_deploy_it_again(ovkd, ova, tmp_path, qemu_img):
+    """A VM written back as an OVA is a valid package that deploys again
+    to the same disk bytes and the same CPUs and memory."""
+    package, disk = ova
+    assert deploy(ovkd, package)[0] == 201
+    export = "/redfish/v1/Systems/web-1/Actions/Oem/OvkComputerSystem.Export"
+    out = tmp_path / "out" / "web-1.ova"
+    status, err, _ = ovkd.request("POST", export, {"Path": str(out)})
+    assert status == 500 and str(out) in err["error"]["message"]
+    out.parent.mkdir()
+    status, err, _ = ovkd.request("POST", export, {"Path": str(out)})
+    assert status == 204, err
+    run([tool("ovf"), "validate", out])
+    # an existing OUT is never replaced
+    status, err, _ = ovkd.request("POST", export, {"Path": str(out)})
+    assert status == 500
+    status, vm, _ = deploy(ovkd, out)
+    assert status == 201, vm
+    assert vm["ProcessorSummary"]["Count"] == 2
+    assert vm["MemorySummary"]["TotalSystemMemoryGiB"] == 0.25
+    run([qemu_img, "compare", vm["Oem"]["Ovk"]["Details"]["Disks"][0], disk])

@@ -143,6 +143,10 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 	reset = json_pack("{s:s, s:o}", "target", target,
 			  "ResetType@Redfish.AllowableValues", types);
 	json_object_set_new(actions, "#ComputerSystem.Reset", reset);
+	snprintf(target, sizeof(target),
+		 SYSTEMS "/%s/Actions/Oem/OvkComputerSystem.Export", vm->id);
+	json_object_set_new(actions, "Oem", json_pack(
+		"{s:{s:s}}", "#OvkComputerSystem.Export", "target", target));
 	json_object_set_new(o, "Actions", actions);
 	for (unsigned i = 0; i < vm->ndisks; i++)
 		json_array_append_new(disks, json_string(vm->disks[i].path));
@@ -343,6 +347,32 @@ static void deploy(struct mgmt *m, const char *body, size_t len,
 	json_decref(o);
 }
 
+static void export(struct mgmt *m, struct vm *vm, const char *body,
+		   size_t len, struct rf_reply *r)
+{
+	json_t *o = parse_body(body, len, r);
+	const char *out;
+	char err[1024] = "";
+	int ret;
+
+	if (!o)
+		return;
+	out = json_string_value(json_object_get(o, "Path"));
+	if (!out || out[0] != '/') {
+		reply_error(r, 400, "Base.1.8.PropertyMissing",
+			    "Path is missing: the absolute path of the OVA "
+			    "file or folder to write");
+	} else {
+		ret = export_vm(m->ovf_tool, vm, out, err, sizeof(err));
+		if (ret < 0)
+			reply_error(r, ret == -EBUSY ? 409 : 500,
+				    "Base.1.8.GeneralError", "%s", err);
+		else
+			r->status = 204;
+	}
+	json_decref(o);
+}
+
 static void patch_system(struct mgmt *m, struct vm *vm, const char *body,
 			 size_t len, struct rf_reply *r)
 {
@@ -451,6 +481,10 @@ void rf_handle(struct mgmt *m, const char *method, const char *path,
 		} else if (!strcmp(rest, "/Actions/ComputerSystem.Reset")) {
 			if (method_is(method, "POST", r, "POST"))
 				reset(m, vm, body, body_len, r);
+		} else if (!strcmp(rest, "/Actions/Oem/"
+				   "OvkComputerSystem.Export")) {
+			if (method_is(method, "POST", r, "POST"))
+				export(m, vm, body, body_len, r);
 		} else if (!strcmp(rest, "/SimpleStorage") ||
 			   !strcmp(rest, "/SimpleStorage/1")) {
 			if (method_is(method, "GET", r, "GET"))

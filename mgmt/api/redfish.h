@@ -19,6 +19,8 @@
  *   POST   /redfish/v1/Systems/ID/Actions/ComputerSystem.Reset
  *          {"ResetType": On|ForceOff|GracefulShutdown|ForceRestart|
  *           Pause|Resume}
+ *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Export
+ *          {"Path": OUT.ova or OUT_DIR}: write the VM (off) as a package
  *   GET    /redfish/v1/Systems/ID/SimpleStorage[/1]   the VM's disks
  */
 #ifndef OVK_MGMT_REDFISH_H
@@ -34,6 +36,7 @@ struct mgmt {
 	struct provider_env env;
 	const struct provider_ops *provider;
 	const char *storage_dir;
+	const char *ovf_tool; /* the ovf program, for exports */
 	char uuid[37];
 };
 

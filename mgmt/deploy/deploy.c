@@ -2,11 +2,13 @@
 /* deploy.c - OVF/OVA package -> VM record with imported disks. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "blockengine.h"
@@ -346,4 +348,70 @@ int deploy_package(struct inventory *inv, const char *storage_dir,
 err_close:
 	ovf_close(pkg);
 	return ret;
+}
+
+int export_vm(const char *ovf_tool, const struct vm *vm, const char *out,
+	      char *err, size_t errlen)
+{
+	char cpus[16], mem[32], msg[1024];
+	char *argv[16 + 2 * VM_MAX_DISKS];
+	int argc = 0, pfd[2], status;
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	if (vm->power != VM_OFF)
+		return fail(err, errlen, -EBUSY, "%s is running: power it off "
+			    "before exporting its disks", vm->id);
+	if (!vm->ndisks)
+		return fail(err, errlen, -EINVAL, "%s has no disk to export",
+			    vm->id);
+	snprintf(cpus, sizeof(cpus), "%u", vm->cpus ? vm->cpus : 1);
+	snprintf(mem, sizeof(mem), "%lluM",
+		 (unsigned long long)(vm->memory >> 20));
+	argv[argc++] = (char *)ovf_tool;
+	argv[argc++] = "create";
+	argv[argc++] = "--name";
+	argv[argc++] = vm->id; /* a file name, unlike the display name */
+	argv[argc++] = "--cpus";
+	argv[argc++] = cpus;
+	argv[argc++] = "--memory";
+	argv[argc++] = mem;
+	for (unsigned i = 0; i < vm->ndisks; i++) {
+		argv[argc++] = "--disk";
+		argv[argc++] = vm->disks[i].path;
+	}
+	if (vm->os) {
+		argv[argc++] = "--os-description";
+		argv[argc++] = vm->os;
+	}
+	argv[argc++] = (char *)out;
+	argv[argc] = NULL;
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return fail(err, errlen, -errno, "pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return fail(err, errlen, -errno, "fork: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		dup2(pfd[1], 2);
+		dup2(pfd[1], 1);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	while (got < (ssize_t)sizeof(msg) - 1 &&
+	       (n = read(pfd[0], msg + got, sizeof(msg) - 1 - (size_t)got)) > 0)
+		got += n;
+	msg[got] = '\0';
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		msg[strcspn(msg, "\n")] = '\0';
+		return fail(err, errlen, -EIO, "exporting %s to %s: %s", vm->id,
+			    out, got ? msg : "the ovf tool failed");
+	}
+	return 0;
 }

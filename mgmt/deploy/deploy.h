@@ -32,4 +32,13 @@ int deploy_package(struct inventory *inv, const char *storage_dir,
 /* Delete the disks deploy_package imported for vm (STORAGE/ID/). */
 void deploy_remove_disks(const char *storage_dir, const struct vm *vm);
 
+/*
+ * Write vm (powered off) as an OVF package at out (OVA when it ends in
+ * .ova, else a folder) with the ovf tool at ovf_tool: its CPUs, memory,
+ * OS description and disks (converted to streamOptimized, with a SHA256
+ * manifest). out must not exist; on failure nothing is left there.
+ */
+int export_vm(const char *ovf_tool, const struct vm *vm, const char *out,
+	      char *err, size_t errlen);
+
 #endif /* OVK_MGMT_DEPLOY_H */

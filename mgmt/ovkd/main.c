@@ -308,25 +308,25 @@ static int load_identity(const char *state, const char *auth_file)
 	return 0;
 }
 
-/* pvblk beside this program (build tree or install), else from PATH. */
-static const char *default_pvblk(void)
+/* An ovk program beside this one: in the build tree (../FOLDER/NAME) or
+   installed (NAME in the same folder); else NAME from PATH. */
+static const char *sibling(const char *folder, const char *name)
 {
-	static char path[4096];
-	char exe[4096];
+	char exe[4096], path[4200];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 
 	if (n > 0) {
 		exe[n] = '\0';
 		char *dir = dirname(exe);
 
-		snprintf(path, sizeof(path), "%s/../pvblk/pvblk", dir);
+		snprintf(path, sizeof(path), "%s/../%s/%s", dir, folder, name);
 		if (access(path, X_OK) == 0)
-			return path;
-		snprintf(path, sizeof(path), "%s/pvblk", dir);
+			return strdup(path);
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
 		if (access(path, X_OK) == 0)
-			return path;
+			return strdup(path);
 	}
-	return "pvblk";
+	return name;
 }
 
 static int parse_listen(const char *s, struct sockaddr_in *a)
@@ -413,7 +413,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (!g_m.env.pvblk)
-		g_m.env.pvblk = default_pvblk();
+		g_m.env.pvblk = sibling("pvblk", "pvblk");
+	g_m.ovf_tool = sibling("ovffs", "ovf");
 	ret = inv_open(state, &g_m.inv);
 	if (ret < 0) {
 		say("state folder %s: %s", state, strerror(-ret));
