@@ -20,6 +20,7 @@ PAGES = {  # man page -> (program's file in the build, subcommands)
     "ovffs.1": ("ovffs/ovffs", []),
     "pvblk.8": ("pvblk/pvblk", []),
     "ovkvm.1": ("hypervisor/ovkvm", []),
+    "ovkd.8": ("mgmt/ovkd", []),
 }
 
 

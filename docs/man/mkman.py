@@ -77,7 +77,8 @@ def main():
             page += body(help_text([prog] + words))
     page += [
         ".SH SEE ALSO",
-        escape("vmdk(1), vmdkfs(1), ovf(1), ovffs(1), pvblk(8), ovkvm(1), qemu-img(1)"),
+        escape("vmdk(1), vmdkfs(1), ovf(1), ovffs(1), pvblk(8), ovkvm(1), ovkd(8), "
+               "qemu-img(1)"),
         ".PP",
         "The ovk documentation: README.md and docs/ARCHITECTURE.md.",
     ]

@@ -1,0 +1,504 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* redfish.c - the Redfish resources of ovkd (see redfish.h), with jansson. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockengine.h"
+#include "deploy.h"
+#include "redfish.h"
+
+#define SYSTEMS "/redfish/v1/Systems"
+
+static const char *const reset_types[] = {
+	"On", "ForceOff", "GracefulShutdown", "ForceRestart", "Pause",
+	"Resume",
+};
+
+static void reply_json(struct rf_reply *r, unsigned status, json_t *o)
+{
+	r->status = status;
+	r->body = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+}
+
+/* A Redfish error document: Base message registry ids for the code. */
+static void reply_error(struct rf_reply *r, unsigned status,
+			const char *msgid, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void reply_error(struct rf_reply *r, unsigned status,
+			const char *msgid, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	reply_json(r, status, json_pack(
+		"{s:{s:s, s:s, s:[{s:s, s:s, s:s, s:s}]}}", "error", "code",
+		msgid, "message", msg, "@Message.ExtendedInfo", "@odata.type",
+		"#Message.v1_1_1.Message", "MessageId", msgid, "Message", msg,
+		"Severity", status >= 500 ? "Critical" : "Warning"));
+}
+
+static json_t *odata(const char *type, const char *id_fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static json_t *odata(const char *type, const char *id_fmt, ...)
+{
+	char id[512];
+	va_list ap;
+
+	va_start(ap, id_fmt);
+	vsnprintf(id, sizeof(id), id_fmt, ap);
+	va_end(ap);
+	return json_pack("{s:s, s:s}", "@odata.type", type, "@odata.id", id);
+}
+
+static json_t *link(const char *fmt, const char *id)
+{
+	char buf[512];
+
+	snprintf(buf, sizeof(buf), fmt, id);
+	return json_pack("{s:s}", "@odata.id", buf);
+}
+
+static void service_root(struct mgmt *m, struct rf_reply *r)
+{
+	json_t *o = odata("#ServiceRoot.v1_11_0.ServiceRoot", "/redfish/v1/");
+
+	json_object_set_new(o, "Id", json_string("RootService"));
+	json_object_set_new(o, "Name", json_string("ovk management service"));
+	json_object_set_new(o, "RedfishVersion", json_string("1.15.0"));
+	json_object_set_new(o, "UUID", json_string(m->uuid));
+	json_object_set_new(o, "Product", json_string("ovkd (ovk)"));
+	json_object_set_new(o, "Systems", json_pack("{s:s}", "@odata.id",
+						    SYSTEMS));
+	json_object_set_new(o, "Links", json_object());
+	reply_json(r, 200, o);
+}
+
+static void systems(struct mgmt *m, struct rf_reply *r)
+{
+	json_t *o = odata("#ComputerSystemCollection.ComputerSystemCollection",
+			  SYSTEMS);
+	json_t *members = json_array();
+
+	json_object_set_new(o, "Name", json_string("Virtual machines"));
+	for (unsigned i = 0; i < inv_count(m->inv); i++)
+		json_array_append_new(members, link(SYSTEMS "/%s",
+						    inv_at(m->inv, i)->id));
+	json_object_set_new(o, "Members@odata.count",
+			    json_integer((json_int_t)json_array_size(members)));
+	json_object_set_new(o, "Members", members);
+	reply_json(r, 200, o);
+}
+
+static const char *power_state(const struct vm *vm)
+{
+	return vm->power == VM_ON ? "On" : vm->power == VM_PAUSED ? "Paused"
+								   : "Off";
+}
+
+static json_t *system_json(struct mgmt *m, const struct vm *vm)
+{
+	json_t *o = odata("#ComputerSystem.v1_13_0.ComputerSystem",
+			  SYSTEMS "/%s", vm->id);
+	json_t *actions = json_object(), *reset, *types = json_array();
+	json_t *disks = json_array(), *oem;
+	struct vm_stats st;
+	char target[512];
+
+	m->provider->stats(&m->env, vm, &st);
+	json_object_set_new(o, "Id", json_string(vm->id));
+	json_object_set_new(o, "Name", json_string(vm->name));
+	json_object_set_new(o, "SystemType", json_string("Virtual"));
+	json_object_set_new(o, "PowerState", json_string(power_state(vm)));
+	json_object_set_new(o, "Status", json_pack("{s:s, s:s}", "State",
+		vm->power == VM_OFF ? "StandbyOffline" : "Enabled", "Health",
+		vm->power != VM_OFF && st.running_disks < vm->ndisks
+			? "Critical" : "OK"));
+	json_object_set_new(o, "ProcessorSummary",
+			    json_pack("{s:i}", "Count", (int)vm->cpus));
+	json_object_set_new(o, "MemorySummary",
+			    json_pack("{s:f}", "TotalSystemMemoryGiB",
+				      (double)vm->memory / (1 << 30)));
+	/* boots from its first disk (or the kernel it was given); no
+	   override is offered yet */
+	json_object_set_new(o, "Boot", json_pack(
+		"{s:s, s:s, s:[s]}", "BootSourceOverrideEnabled", "Disabled",
+		"BootSourceOverrideTarget", "None",
+		"BootSourceOverrideTarget@Redfish.AllowableValues", "None"));
+	json_object_set_new(o, "SimpleStorage",
+			    link(SYSTEMS "/%s/SimpleStorage", vm->id));
+	snprintf(target, sizeof(target),
+		 SYSTEMS "/%s/Actions/ComputerSystem.Reset", vm->id);
+	for (size_t i = 0; i < sizeof(reset_types) / sizeof(*reset_types); i++)
+		json_array_append_new(types, json_string(reset_types[i]));
+	reset = json_pack("{s:s, s:o}", "target", target,
+			  "ResetType@Redfish.AllowableValues", types);
+	json_object_set_new(actions, "#ComputerSystem.Reset", reset);
+	snprintf(target, sizeof(target),
+		 SYSTEMS "/%s/Actions/Oem/OvkComputerSystem.Export", vm->id);
+	json_object_set_new(actions, "Oem", json_pack(
+		"{s:{s:s}}", "#OvkComputerSystem.Export", "target", target));
+	json_object_set_new(o, "Actions", actions);
+	for (unsigned i = 0; i < vm->ndisks; i++)
+		json_array_append_new(disks, json_string(vm->disks[i].path));
+	oem = json_pack("{s:s, s:o, s:f, s:I, s:i, s:s}", "Provider",
+			m->provider->name, "Disks", disks, "CPUSeconds",
+			st.cpu_seconds, "VMMResidentBytes",
+			(json_int_t)st.rss_bytes, "DiskServersRunning",
+			(int)st.running_disks, "LastEvent",
+			vm->last_event ? vm->last_event : "");
+	if (vm->package)
+		json_object_set_new(oem, "Package", json_string(vm->package));
+	if (vm->os)
+		json_object_set_new(oem, "OperatingSystem", json_string(vm->os));
+	if (vm->power != VM_OFF) {
+		char sock[4200];
+
+		snprintf(sock, sizeof(sock), "%s/%s/console.sock",
+			 m->env.run_dir, vm->id);
+		json_object_set_new(oem, "ConsoleSocket", json_string(sock));
+	}
+	json_object_set_new(o, "Oem", json_pack("{s:{s:s, s:o}}", "Ovk",
+		"@odata.type", "#OvkComputerSystem.v1_0_0.OvkComputerSystem",
+		"Details", oem));
+	return o;
+}
+
+static void simple_storage(struct mgmt *m, struct vm *vm, bool member,
+			   struct rf_reply *r)
+{
+	json_t *o, *devs = json_array();
+
+	if (!member) {
+		o = odata("#SimpleStorageCollection.SimpleStorageCollection",
+			  SYSTEMS "/%s/SimpleStorage", vm->id);
+		json_object_set_new(o, "Name", json_string("Disks"));
+		json_object_set_new(o, "Members@odata.count", json_integer(1));
+		json_object_set_new(o, "Members", json_pack("[o]",
+			link(SYSTEMS "/%s/SimpleStorage/1", vm->id)));
+		reply_json(r, 200, o);
+		return;
+	}
+	for (unsigned i = 0; i < vm->ndisks; i++) {
+		struct bdev_open_opts oo = { .flags = BDEV_O_SHARE };
+		struct bdev_info in = { 0 };
+		struct bdev *b;
+		json_t *d = json_pack("{s:s, s:s}", "Name", vm->disks[i].path,
+				      "Model", "virtio-blk (vhost-user)");
+
+		if (bdev_open(vm->disks[i].path, &oo, &b) == 0) {
+			bdev_get_info(b, &in);
+			json_object_set_new(d, "CapacityBytes",
+					    json_integer((json_int_t)in.size));
+			json_object_set_new(d, "Status", json_pack(
+				"{s:s, s:s}", "State", "Enabled", "Health", "OK"));
+			bdev_close(b);
+		} else {
+			json_object_set_new(d, "Status", json_pack(
+				"{s:s, s:s}", "State", "Absent", "Health",
+				"Critical"));
+		}
+		json_array_append_new(devs, d);
+	}
+	o = odata("#SimpleStorage.v1_3_0.SimpleStorage",
+		  SYSTEMS "/%s/SimpleStorage/1", vm->id);
+	json_object_set_new(o, "Id", json_string("1"));
+	json_object_set_new(o, "Name", json_string("virtio-blk disks"));
+	json_object_set_new(o, "Devices", devs);
+	reply_json(r, 200, o);
+}
+
+static json_t *parse_body(const char *body, size_t len, struct rf_reply *r)
+{
+	json_error_t e;
+	json_t *o;
+
+	if (!body || !len) {
+		reply_error(r, 400, "Base.1.8.MalformedJSON",
+			    "the request has no JSON body");
+		return NULL;
+	}
+	o = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+	if (!o || !json_is_object(o)) {
+		reply_error(r, 400, "Base.1.8.MalformedJSON",
+			    "the body is not a JSON object: %s at line %d "
+			    "column %d", o ? "not an object" : e.text, e.line,
+			    e.column);
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int status_of(int ret)
+{
+	return ret == -EINVAL || ret == -EALREADY ? 409
+	       : ret == -ENOENT		       ? 404
+	       : ret == -EBADMSG || ret == -ENOTSUP ? 400
+						       : 500;
+}
+
+static void reset(struct mgmt *m, struct vm *vm, const char *body,
+		  size_t len, struct rf_reply *r)
+{
+	json_t *o = parse_body(body, len, r);
+	const struct provider_ops *p = m->provider;
+	const char *t;
+	char err[1024] = "";
+	int ret;
+
+	if (!o)
+		return;
+	t = json_string_value(json_object_get(o, "ResetType"));
+	if (!t) {
+		json_decref(o);
+		reply_error(r, 400, "Base.1.8.PropertyMissing",
+			    "ResetType is missing: one of On, ForceOff, "
+			    "GracefulShutdown, ForceRestart, Pause, Resume");
+		return;
+	}
+	if (!strcmp(t, "On"))
+		ret = p->start(&m->env, vm, err, sizeof(err));
+	else if (!strcmp(t, "ForceOff"))
+		ret = p->force_off(&m->env, vm, err, sizeof(err));
+	else if (!strcmp(t, "GracefulShutdown"))
+		ret = p->shutdown(&m->env, vm, err, sizeof(err));
+	else if (!strcmp(t, "ForceRestart"))
+		ret = p->reset(&m->env, vm, err, sizeof(err));
+	else if (!strcmp(t, "Pause"))
+		ret = p->pause(&m->env, vm, err, sizeof(err));
+	else if (!strcmp(t, "Resume"))
+		ret = p->resume(&m->env, vm, err, sizeof(err));
+	else {
+		reply_error(r, 400, "Base.1.8.ActionParameterValueNotInList",
+			    "ResetType %s is not one of On, ForceOff, "
+			    "GracefulShutdown, ForceRestart, Pause, Resume", t);
+		json_decref(o);
+		return;
+	}
+	free(vm->last_event);
+	if (ret < 0) {
+		if (asprintf(&vm->last_event, "%s failed: %s", t, err) < 0)
+			vm->last_event = NULL;
+		reply_error(r, status_of(ret), "Base.1.8.GeneralError", "%s",
+			    err);
+	} else {
+		if (asprintf(&vm->last_event, "%s", t) < 0)
+			vm->last_event = NULL;
+		r->status = 204;
+	}
+	inv_save(m->inv, vm);
+	json_decref(o);
+}
+
+static void deploy(struct mgmt *m, const char *body, size_t len,
+		   struct rf_reply *r)
+{
+	json_t *o = parse_body(body, len, r), *ovk;
+	struct deploy_opts d = { 0 };
+	char err[1024] = "";
+	struct vm *vm;
+	int ret;
+
+	if (!o)
+		return;
+	ovk = json_object_get(json_object_get(o, "Oem"), "Ovk");
+	d.package = json_string_value(json_object_get(ovk, "Package"));
+	if (!d.package) {
+		json_decref(o);
+		reply_error(r, 400, "Base.1.8.PropertyMissing",
+			    "Oem.Ovk.Package is missing: the path of the OVA "
+			    "file, .ovf file or folder to deploy");
+		return;
+	}
+	d.name = json_string_value(json_object_get(o, "Name"));
+	d.allow_unverified = json_is_true(json_object_get(ovk,
+							  "AllowUnverified"));
+	d.kernel = json_string_value(json_object_get(ovk, "Kernel"));
+	d.initrd = json_string_value(json_object_get(ovk, "Initrd"));
+	d.cmdline = json_string_value(json_object_get(ovk, "Cmdline"));
+	ret = deploy_package(m->inv, m->storage_dir, &d, &vm, err,
+			     sizeof(err));
+	if (ret < 0) {
+		reply_error(r, status_of(ret), "Base.1.8.GeneralError", "%s",
+			    err);
+		json_decref(o);
+		return;
+	}
+	if (json_is_true(json_object_get(ovk, "Start"))) {
+		ret = m->provider->start(&m->env, vm, err, sizeof(err));
+		free(vm->last_event);
+		if (asprintf(&vm->last_event, ret < 0 ? "start failed: %s"
+						      : "On%s", err) < 0)
+			vm->last_event = NULL;
+		inv_save(m->inv, vm);
+	}
+	snprintf(r->location, sizeof(r->location), SYSTEMS "/%s", vm->id);
+	reply_json(r, 201, system_json(m, vm));
+	json_decref(o);
+}
+
+static void export(struct mgmt *m, struct vm *vm, const char *body,
+		   size_t len, struct rf_reply *r)
+{
+	json_t *o = parse_body(body, len, r);
+	const char *out;
+	char err[1024] = "";
+	int ret;
+
+	if (!o)
+		return;
+	out = json_string_value(json_object_get(o, "Path"));
+	if (!out || out[0] != '/') {
+		reply_error(r, 400, "Base.1.8.PropertyMissing",
+			    "Path is missing: the absolute path of the OVA "
+			    "file or folder to write");
+	} else {
+		ret = export_vm(m->ovf_tool, vm, out, err, sizeof(err));
+		if (ret < 0)
+			reply_error(r, ret == -EBUSY ? 409 : 500,
+				    "Base.1.8.GeneralError", "%s", err);
+		else
+			r->status = 204;
+	}
+	json_decref(o);
+}
+
+static void patch_system(struct mgmt *m, struct vm *vm, const char *body,
+			 size_t len, struct rf_reply *r)
+{
+	json_t *o = parse_body(body, len, r);
+	const char *name;
+
+	if (!o)
+		return;
+	name = json_string_value(json_object_get(o, "Name"));
+	if (!name || json_object_size(o) != 1) {
+		reply_error(r, 400, "Base.1.8.PropertyNotWritable",
+			    "only Name can be changed");
+	} else {
+		char *n = strdup(name);
+
+		if (n) {
+			free(vm->name);
+			vm->name = n;
+		}
+		inv_save(m->inv, vm);
+		reply_json(r, 200, system_json(m, vm));
+	}
+	json_decref(o);
+}
+
+static void delete_system(struct mgmt *m, struct vm *vm, struct rf_reply *r)
+{
+	if (vm->power != VM_OFF) {
+		reply_error(r, 409, "Base.1.8.ResourceInUse",
+			    "%s is %s: power it off first", vm->id,
+			    power_state(vm));
+		return;
+	}
+	deploy_remove_disks(m->storage_dir, vm);
+	inv_remove(m->inv, vm);
+	r->status = 204;
+}
+
+/* Split "/redfish/v1/Systems/ID/rest" into ID and rest. */
+static bool system_path(const char *path, char *id, size_t idlen,
+			const char **rest)
+{
+	const char *p = path + strlen(SYSTEMS "/");
+	size_t n = strcspn(p, "/");
+
+	if (!n || n >= idlen)
+		return false;
+	memcpy(id, p, n);
+	id[n] = '\0';
+	*rest = p + n;
+	return true;
+}
+
+static bool method_is(const char *m, const char *want, struct rf_reply *r,
+		      const char *allow)
+{
+	if (!strcmp(m, want))
+		return true;
+	if (!r->allow[0])
+		snprintf(r->allow, sizeof(r->allow), "%s", allow);
+	return false;
+}
+
+void rf_handle(struct mgmt *m, const char *method, const char *path,
+	       const char *body, size_t body_len, struct rf_reply *r)
+{
+	char id[128], clean[1024];
+	const char *rest;
+	struct vm *vm;
+	size_t n;
+
+	memset(r, 0, sizeof(*r));
+	/* one trailing slash is the same resource */
+	snprintf(clean, sizeof(clean), "%s", path);
+	n = strlen(clean);
+	if (n > 1 && clean[n - 1] == '/')
+		clean[n - 1] = '\0';
+	path = clean;
+
+	if (!strcmp(path, "/redfish")) {
+		if (method_is(method, "GET", r, "GET"))
+			reply_json(r, 200, json_pack("{s:s}", "v1",
+						     "/redfish/v1/"));
+	} else if (!strcmp(path, "/redfish/v1")) {
+		if (method_is(method, "GET", r, "GET"))
+			service_root(m, r);
+	} else if (!strcmp(path, SYSTEMS)) {
+		if (!strcmp(method, "GET"))
+			systems(m, r);
+		else if (method_is(method, "POST", r, "GET, POST"))
+			deploy(m, body, body_len, r);
+	} else if (!strncmp(path, SYSTEMS "/", strlen(SYSTEMS "/")) &&
+		   system_path(path, id, sizeof(id), &rest)) {
+		vm = inv_find(m->inv, id);
+		if (!vm) {
+			reply_error(r, 404, "Base.1.8.ResourceMissingAtURI",
+				    "no virtual machine %s", id);
+		} else if (!*rest) {
+			if (!strcmp(method, "GET"))
+				reply_json(r, 200, system_json(m, vm));
+			else if (!strcmp(method, "PATCH"))
+				patch_system(m, vm, body, body_len, r);
+			else if (method_is(method, "DELETE", r,
+					   "GET, PATCH, DELETE"))
+				delete_system(m, vm, r);
+		} else if (!strcmp(rest, "/Actions/ComputerSystem.Reset")) {
+			if (method_is(method, "POST", r, "POST"))
+				reset(m, vm, body, body_len, r);
+		} else if (!strcmp(rest, "/Actions/Oem/"
+				   "OvkComputerSystem.Export")) {
+			if (method_is(method, "POST", r, "POST"))
+				export(m, vm, body, body_len, r);
+		} else if (!strcmp(rest, "/SimpleStorage") ||
+			   !strcmp(rest, "/SimpleStorage/1")) {
+			if (method_is(method, "GET", r, "GET"))
+				simple_storage(m, vm, rest[14] == '/', r);
+		} else {
+			reply_error(r, 404, "Base.1.8.ResourceMissingAtURI",
+				    "%s: no such resource", path);
+		}
+	} else {
+		reply_error(r, 404, "Base.1.8.ResourceMissingAtURI",
+			    "%s: no such resource", path);
+	}
+	if (!r->status && r->allow[0])
+		reply_error(r, 405, "Base.1.8.OperationNotAllowed",
+			    "%s is not allowed on %s (allowed: %s)", method,
+			    path, r->allow);
+}

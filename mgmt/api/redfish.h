@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * redfish.h - ovkd's Redfish resources. The HTTP layer (ovkd/http.c) hands
+ * each request here as method, path and body; this file answers with a
+ * status and a JSON document, under the daemon's one lock.
+ *
+ * Resources (DMTF Redfish; a VM is a ComputerSystem with SystemType
+ * "Virtual"):
+ *   GET    /redfish                       {"v1": "/redfish/v1/"}
+ *   GET    /redfish/v1/                   ServiceRoot (no credentials)
+ *   GET    /redfish/v1/Systems            the VMs
+ *   POST   /redfish/v1/Systems            deploy an OVF/OVA: {"Name"?,
+ *          "Oem": {"Ovk": {"Package": PATH, "Start"?: bool,
+ *          "AllowUnverified"?: bool, "Kernel"?, "Initrd"?, "Cmdline"?}}}
+ *   GET    /redfish/v1/Systems/ID         ComputerSystem
+ *   PATCH  /redfish/v1/Systems/ID         {"Name": ...}
+ *   DELETE /redfish/v1/Systems/ID         remove a VM that is off (and the
+ *                                         disks deploy imported)
+ *   POST   /redfish/v1/Systems/ID/Actions/ComputerSystem.Reset
+ *          {"ResetType": On|ForceOff|GracefulShutdown|ForceRestart|
+ *           Pause|Resume}
+ *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Export
+ *          {"Path": OUT.ova or OUT_DIR}: write the VM (off) as a package
+ *   GET    /redfish/v1/Systems/ID/SimpleStorage[/1]   the VM's disks
+ */
+#ifndef OVK_MGMT_REDFISH_H
+#define OVK_MGMT_REDFISH_H
+
+#include <stddef.h>
+
+#include "inventory.h"
+#include "provider.h"
+
+struct mgmt {
+	struct inventory *inv;
+	struct provider_env env;
+	const struct provider_ops *provider;
+	const char *storage_dir;
+	const char *ovf_tool; /* the ovf program, for exports */
+	char uuid[37];
+};
+
+struct rf_reply {
+	unsigned status;   /* HTTP status */
+	char *body;        /* malloc'd JSON, or NULL (204) */
+	char location[512];/* Location header for 201, or "" */
+	char allow[64];    /* Allow header for 405, or "" */
+};
+
+/* Answer one request; body may be NULL. */
+void rf_handle(struct mgmt *m, const char *method, const char *path,
+	       const char *body, size_t body_len, struct rf_reply *out);
+
+#endif /* OVK_MGMT_REDFISH_H */

@@ -1,0 +1,462 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ovkd - the ovk management daemon: a Redfish API over the VMs it deploys
+   from OVF/OVA packages and runs (api/redfish.c, providers/). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "redfish.h"
+
+#define MAX_BODY (1u << 20)
+
+static const char usage_text[] =
+"Usage: ovkd [OPTIONS]\n"
+"\n"
+"The ovk management daemon. It keeps an inventory of virtual machines,\n"
+"deploys OVF packages and OVA archives as VMs (disks imported through the\n"
+"engine, manifest and certificate checked), runs them on QEMU with every\n"
+"disk served by pvblk over vhost-user-blk, and answers a DMTF Redfish API\n"
+"in which each VM is a ComputerSystem with SystemType \"Virtual\".\n"
+"Redfish clients such as redfishtool and python3-sushy drive it.\n"
+"\n"
+"Options:\n"
+"  --listen HOST:PORT   where the HTTP API listens (default 127.0.0.1:8000;\n"
+"                       only loopback addresses: there is no TLS yet)\n"
+"  --state DIR          inventory, imported disks and runtime sockets\n"
+"                       (default /var/lib/ovkd)\n"
+"  --auth-file FILE     one line USER:PASSWORD for HTTP Basic auth (default:\n"
+"                       DIR/credentials, made with a random password on\n"
+"                       first start, mode 0600)\n"
+"  --pvblk PATH         the pvblk program (default: beside ovkd, else PATH)\n"
+"  --qemu PATH          the QEMU program (default qemu-system-x86_64)\n"
+"  --accel kvm|tcg      QEMU's accelerator (default kvm when /dev/kvm is\n"
+"                       usable, else tcg)\n"
+"  -h, --help           this text\n"
+"  -V, --version        the version\n"
+"\n"
+"Each VM is a JSON file in DIR/vms/, written crash-safely. VMs keep running\n"
+"when ovkd stops (SIGTERM); a restarted ovkd finds them again by pid and\n"
+"process start time, and notices when they have powered off.\n"
+"\n"
+"Examples:\n"
+"  ovkd --state /srv/ovkd --listen 127.0.0.1:8000 &\n"
+"  curl -u admin:PW -d '{\"Oem\":{\"Ovk\":{\"Package\":\"/srv/app.ova\"}}}' \\\n"
+"       http://127.0.0.1:8000/redfish/v1/Systems\n"
+"  redfishtool -r 127.0.0.1:8000 -S Never -u admin -p PW Systems\n"
+"  redfishtool -r 127.0.0.1:8000 -S Never -u admin -p PW Systems -I app "
+"reset On\n";
+
+static struct mgmt g_m;
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static char g_user[128], g_pass[128];
+static volatile sig_atomic_t g_stop;
+
+struct req_body {
+	char *buf;
+	size_t len;
+	bool too_big;
+};
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("ovkd: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int send_reply(struct MHD_Connection *c, const struct rf_reply *r)
+{
+	const char *body = r->body ? r->body : "";
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+		strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+	int ret;
+
+	if (r->body)
+		MHD_add_response_header(resp, "Content-Type",
+					"application/json; charset=utf-8");
+	MHD_add_response_header(resp, "OData-Version", "4.0");
+	if (r->location[0])
+		MHD_add_response_header(resp, "Location", r->location);
+	if (r->allow[0])
+		MHD_add_response_header(resp, "Allow", r->allow);
+	ret = MHD_queue_response(c, r->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+/* The service root and its version document are open to all (the Redfish
+   specification asks so); everything else needs the credentials. */
+static bool needs_auth(const char *url)
+{
+	return strcmp(url, "/redfish") && strcmp(url, "/redfish/") &&
+	       strcmp(url, "/redfish/v1") && strcmp(url, "/redfish/v1/");
+}
+
+static bool authorized(struct MHD_Connection *c)
+{
+	char *pass = NULL;
+	char *user = MHD_basic_auth_get_username_password(c, &pass);
+	bool ok = user && pass && !strcmp(user, g_user) &&
+		  !strcmp(pass, g_pass);
+
+	if (user)
+		MHD_free(user);
+	if (pass)
+		MHD_free(pass);
+	return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+				  const char *url, const char *method,
+				  const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct req_body *b = *con_cls;
+	struct rf_reply r;
+	int ret;
+
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return MHD_NO;
+		*con_cls = b;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (b->len + *upload_size > MAX_BODY) {
+			b->too_big = true;
+		} else {
+			char *n = realloc(b->buf, b->len + *upload_size + 1);
+
+			if (!n)
+				return MHD_NO;
+			memcpy(n + b->len, upload, *upload_size);
+			b->buf = n;
+			b->len += *upload_size;
+			b->buf[b->len] = '\0';
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (needs_auth(url) && !authorized(c)) {
+		const char *msg = "{\"error\":{\"code\":\"Base.1.8."
+				  "InsufficientPrivilege\",\"message\":"
+				  "\"credentials needed (HTTP Basic)\"}}";
+		struct MHD_Response *resp = MHD_create_response_from_buffer(
+			strlen(msg), (void *)msg, MHD_RESPMEM_PERSISTENT);
+
+		MHD_add_response_header(resp, "Content-Type",
+					"application/json");
+		ret = MHD_queue_basic_auth_fail_response(c, "ovkd", resp);
+		MHD_destroy_response(resp);
+		return ret;
+	}
+	memset(&r, 0, sizeof(r));
+	if (b->too_big) {
+		r.status = 413;
+		r.body = strdup("{\"error\":{\"code\":\"Base.1.8.GeneralError\","
+				"\"message\":\"request body over 1 MiB\"}}");
+	} else {
+		pthread_mutex_lock(&g_lock);
+		rf_handle(&g_m, method, url, b->buf, b->len, &r);
+		pthread_mutex_unlock(&g_lock);
+	}
+	ret = send_reply(c, &r);
+	free(r.body);
+	return ret;
+}
+
+static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
+		    enum MHD_RequestTerminationCode toe)
+{
+	struct req_body *b = *con_cls;
+
+	if (b) {
+		free(b->buf);
+		free(b);
+	}
+	*con_cls = NULL;
+}
+
+/* Watch the VMs: a VMM that went away (the guest powered off) gets its
+   disk servers stopped and its record set Off. */
+static void *monitor(void *arg)
+{
+	while (!g_stop) {
+		struct timespec ts = { 0, 300 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&g_lock);
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			; /* reap what we started */
+		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+			struct vm *vm = inv_at(g_m.inv, i);
+
+			if (g_m.provider->poll(&g_m.env, vm)) {
+				free(vm->last_event);
+				vm->last_event = strdup("powered off: the VMM "
+							"exited");
+				inv_save(g_m.inv, vm);
+				say("%s: powered off (the VMM exited)", vm->id);
+			}
+		}
+		pthread_mutex_unlock(&g_lock);
+	}
+	return NULL;
+}
+
+/* Read (or make) DIR/uuid and the credentials. */
+static int load_identity(const char *state, const char *auth_file)
+{
+	char path[4096], line[300];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/uuid", state);
+	f = fopen(path, "re");
+	if (!f) {
+		FILE *r = fopen("/proc/sys/kernel/random/uuid", "re");
+
+		if (!r || !fgets(line, sizeof(line), r)) {
+			if (r)
+				fclose(r);
+			say("cannot make a UUID: %s", strerror(errno));
+			return -1;
+		}
+		fclose(r);
+		f = fopen(path, "we");
+		if (!f || fputs(line, f) < 0 || fclose(f) != 0) {
+			say("%s: %s", path, strerror(errno));
+			return -1;
+		}
+		f = fopen(path, "re");
+	}
+	if (!f || !fgets(line, sizeof(line), f)) {
+		say("%s: cannot read", path);
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	snprintf(g_m.uuid, sizeof(g_m.uuid), "%.36s", line);
+
+	if (!auth_file) {
+		snprintf(path, sizeof(path), "%s/credentials", state);
+		auth_file = path;
+		if (access(path, F_OK) < 0) {
+			unsigned char rnd[12];
+			int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+			int out;
+
+			if (fd < 0 || read(fd, rnd, sizeof(rnd)) != sizeof(rnd)) {
+				say("/dev/urandom: %s", strerror(errno));
+				return -1;
+			}
+			close(fd);
+			out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+				   0600);
+			if (out < 0) {
+				say("%s: %s", path, strerror(errno));
+				return -1;
+			}
+			dprintf(out, "admin:");
+			for (size_t i = 0; i < sizeof(rnd); i++)
+				dprintf(out, "%02x", rnd[i]);
+			dprintf(out, "\n");
+			close(out);
+			say("made credentials in %s", path);
+		}
+	}
+	f = fopen(auth_file, "re");
+	if (!f || !fgets(line, sizeof(line), f)) {
+		say("%s: cannot read credentials: %s", auth_file,
+		    strerror(errno));
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	fclose(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	char *colon = strchr(line, ':');
+
+	if (!colon || colon == line || !colon[1] ||
+	    strlen(line) >= sizeof(g_user)) {
+		say("%s: expected one line USER:PASSWORD", auth_file);
+		return -1;
+	}
+	*colon = '\0';
+	snprintf(g_user, sizeof(g_user), "%s", line);
+	snprintf(g_pass, sizeof(g_pass), "%s", colon + 1);
+	return 0;
+}
+
+/* An ovk program beside this one: in the build tree (../FOLDER/NAME) or
+   installed (NAME in the same folder); else NAME from PATH. */
+static const char *sibling(const char *folder, const char *name)
+{
+	char exe[4096], path[4200];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n > 0) {
+		exe[n] = '\0';
+		char *dir = dirname(exe);
+
+		snprintf(path, sizeof(path), "%s/../%s/%s", dir, folder, name);
+		if (access(path, X_OK) == 0)
+			return strdup(path);
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		if (access(path, X_OK) == 0)
+			return strdup(path);
+	}
+	return name;
+}
+
+static int parse_listen(const char *s, struct sockaddr_in *a)
+{
+	char host[64];
+	const char *colon = strrchr(s, ':');
+	char *end;
+	unsigned long port;
+
+	if (!colon || (size_t)(colon - s) >= sizeof(host))
+		return -1;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	port = strtoul(colon + 1, &end, 10);
+	if (*end || !port || port > 65535)
+		return -1;
+	memset(a, 0, sizeof(*a));
+	a->sin_family = AF_INET;
+	a->sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+		return -1;
+	return 0;
+}
+
+static void on_signal(int sig)
+{
+	g_stop = 1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "state", required_argument, NULL, 's' },
+		{ "auth-file", required_argument, NULL, 'a' },
+		{ "pvblk", required_argument, NULL, 'P' },
+		{ "qemu", required_argument, NULL, 'Q' },
+		{ "accel", required_argument, NULL, 'A' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *listen = "127.0.0.1:8000", *state = "/var/lib/ovkd";
+	const char *auth_file = NULL;
+	char run_dir[4096], storage[4096];
+	struct sockaddr_in addr;
+	struct MHD_Daemon *d;
+	pthread_t mon;
+	int opt, ret;
+
+	g_m.env.qemu = "qemu-system-x86_64";
+	while ((opt = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'l': listen = optarg; break;
+		case 's': state = optarg; break;
+		case 'a': auth_file = optarg; break;
+		case 'P': g_m.env.pvblk = optarg; break;
+		case 'Q': g_m.env.qemu = optarg; break;
+		case 'A':
+			if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg")) {
+				say("--accel %s: expected kvm or tcg", optarg);
+				return 1;
+			}
+			g_m.env.accel = optarg;
+			break;
+		case 'h': fputs(usage_text, stdout); return 0;
+		case 'V': printf("ovkd (ovk) %s\n", OVK_VERSION); return 0;
+		default:
+			fputs("Try 'ovkd --help'.\n", stderr);
+			return 1;
+		}
+	}
+	if (optind != argc) {
+		say("unexpected argument %s", argv[optind]);
+		return 1;
+	}
+	if (parse_listen(listen, &addr) < 0) {
+		say("--listen %s: expected IPV4:PORT", listen);
+		return 1;
+	}
+	if ((ntohl(addr.sin_addr.s_addr) >> 24) != 127) {
+		say("--listen %s: only loopback addresses (127.0.0.0/8) until "
+		    "ovkd speaks TLS", listen);
+		return 1;
+	}
+	if (!g_m.env.pvblk)
+		g_m.env.pvblk = sibling("pvblk", "pvblk");
+	g_m.ovf_tool = sibling("ovffs", "ovf");
+	ret = inv_open(state, &g_m.inv);
+	if (ret < 0) {
+		say("state folder %s: %s", state, strerror(-ret));
+		return 1;
+	}
+	if (load_identity(state, auth_file) < 0)
+		return 1;
+	snprintf(run_dir, sizeof(run_dir), "%s/run", state);
+	snprintf(storage, sizeof(storage), "%s/disks", state);
+	g_m.env.run_dir = run_dir;
+	g_m.storage_dir = storage;
+	g_m.provider = &provider_qemu;
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+		struct vm *vm = inv_at(g_m.inv, i);
+
+		if (vm->power != VM_OFF && vm_proc_alive(&vm->vmm))
+			say("%s: found running (QEMU pid %d)", vm->id,
+			    (int)vm->vmm.pid);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL,
+			     0, NULL, NULL, on_request, NULL,
+			     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+			     MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+			     MHD_OPTION_CONNECTION_LIMIT, 256u,
+			     MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+			     MHD_OPTION_END);
+	if (!d) {
+		say("cannot listen on %s: %s", listen, strerror(errno));
+		inv_close(g_m.inv);
+		return 1;
+	}
+	pthread_create(&mon, NULL, monitor, NULL);
+	say("Redfish API on http://%s/redfish/v1/ (%u VMs in %s)", listen,
+	    inv_count(g_m.inv), state);
+	while (!g_stop)
+		pause();
+	say("stopping; running VMs keep running");
+	MHD_stop_daemon(d);
+	pthread_join(mon, NULL);
+	inv_close(g_m.inv);
+	return 0;
+}

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * provider.h - what runs a VM. A provider is an ops table; ovkd picks one
+ * per VM and never looks inside. Today there is one: QEMU (KVM when
+ * /dev/kvm is usable, else TCG) with every disk served by its own pvblk
+ * over vhost-user-blk. ovkvm comes next behind the same table.
+ *
+ * Every call is made with the inventory lock held, returns 0 or -errno,
+ * and on failure writes a sentence into err naming the VM and the cause.
+ * Calls update vm's runtime fields (power, processes); the caller saves
+ * the record.
+ */
+#ifndef OVK_MGMT_PROVIDER_H
+#define OVK_MGMT_PROVIDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "inventory.h"
+
+struct provider_env {
+	const char *run_dir; /* per-VM sockets and logs: RUN/ID/ */
+	const char *pvblk;   /* the pvblk program */
+	const char *qemu;    /* qemu-system-x86_64 */
+	const char *accel;   /* "kvm", "tcg", or NULL to choose */
+};
+
+struct vm_stats {
+	double cpu_seconds;      /* user + system time of the VMM */
+	uint64_t rss_bytes;      /* resident memory of the VMM */
+	unsigned running_disks;  /* disk servers alive */
+};
+
+struct provider_ops {
+	const char *name;
+	/* Power on: start the disk servers, then the VMM. */
+	int (*start)(const struct provider_env *env, struct vm *vm,
+		     char *err, size_t errlen);
+	/* Power off now (the guest is not asked), then stop the disk
+	   servers, which flush and close the images. */
+	int (*force_off)(const struct provider_env *env, struct vm *vm,
+			 char *err, size_t errlen);
+	/* Ask the guest to power off (ACPI power button); returns at once. */
+	int (*shutdown)(const struct provider_env *env, struct vm *vm,
+			char *err, size_t errlen);
+	int (*reset)(const struct provider_env *env, struct vm *vm,
+		     char *err, size_t errlen);
+	int (*pause)(const struct provider_env *env, struct vm *vm,
+		     char *err, size_t errlen);
+	int (*resume)(const struct provider_env *env, struct vm *vm,
+		      char *err, size_t errlen);
+	/* Look at the VM's processes; when the VMM has gone (the guest
+	   powered off, or it crashed), stop the disk servers and set the
+	   power Off. Returns true when vm changed. */
+	bool (*poll)(const struct provider_env *env, struct vm *vm);
+	void (*stats)(const struct provider_env *env, const struct vm *vm,
+		      struct vm_stats *out);
+};
+
+extern const struct provider_ops provider_qemu;
+
+#endif /* OVK_MGMT_PROVIDER_H */

@@ -1,0 +1,544 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * qemu.c - the QEMU provider: each disk served by its own pvblk process
+ * over vhost-user-blk (so any VMDK the engine opens is a VM disk, locked
+ * like everywhere else), QEMU started with shared guest memory, driven
+ * through QMP. Processes run in their own sessions: a restarted ovkd finds
+ * them by pid and start time (inventory.h) and they outlive it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "provider.h"
+
+#define QMP_TIMEOUT_MS 5000
+
+static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return ret;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static void vm_path(char *buf, size_t len, const struct provider_env *env,
+		    const struct vm *vm, const char *leaf)
+{
+	snprintf(buf, len, "%s/%s/%s", env->run_dir, vm->id, leaf);
+}
+
+/* Start argv in its own session with stdout and stderr to log; returns
+   the pid and fills *p, or -errno. */
+static int spawn(char *const argv[], const char *log, struct vm_proc *p)
+{
+	pid_t pid;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+			      0600);
+		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		sigset_t none;
+
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		setsid();
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (null >= 0)
+			dup2(null, 0);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	p->pid = pid;
+	/* the start time is read once the child is a process of its own */
+	for (int i = 0; i < 100 && !(p->start = proc_start_time(pid)); i++)
+		sleep_ms(1);
+	return pid;
+}
+
+/* Signal p and wait up to ms for it to go; then SIGKILL. */
+static void stop_proc(struct vm_proc *p, int sig, unsigned ms)
+{
+	if (!vm_proc_alive(p)) {
+		p->pid = 0;
+		p->start = 0;
+		return;
+	}
+	kill(p->pid, sig);
+	for (unsigned t = 0; t < ms; t += 20) {
+		waitpid(p->pid, NULL, WNOHANG); /* our child: reap it */
+		if (!vm_proc_alive(p))
+			break;
+		sleep_ms(20);
+	}
+	if (vm_proc_alive(p)) {
+		kill(p->pid, SIGKILL);
+		for (int i = 0; i < 100 && vm_proc_alive(p); i++) {
+			waitpid(p->pid, NULL, WNOHANG);
+			sleep_ms(10);
+		}
+	}
+	waitpid(p->pid, NULL, WNOHANG);
+	p->pid = 0;
+	p->start = 0;
+}
+
+static int unix_connect(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(path) >= sizeof(a.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(a.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+		int err = -errno;
+
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* Wait until path accepts a connection while p runs (at most ms). */
+static int wait_socket(const char *path, const struct vm_proc *p,
+		       unsigned ms)
+{
+	for (unsigned t = 0; t < ms; t += 50) {
+		int fd = unix_connect(path);
+
+		if (fd >= 0) {
+			close(fd);
+			return 0;
+		}
+		if (!vm_proc_alive(p))
+			return -ECHILD;
+		sleep_ms(50);
+	}
+	return -ETIMEDOUT;
+}
+
+/* The last line of a log, for messages. */
+static void log_tail(const char *log, char *out, size_t len)
+{
+	char buf[2048];
+	ssize_t n;
+	int fd = open(log, O_RDONLY | O_CLOEXEC);
+
+	out[0] = '\0';
+	if (fd < 0)
+		return;
+	off_t size = lseek(fd, 0, SEEK_END);
+	off_t from = size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1
+						   : 0;
+	n = pread(fd, buf, sizeof(buf) - 1, from);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	const char *last = strrchr(buf, '\n');
+	size_t n2;
+
+	last = last ? last + 1 : buf;
+	n2 = strlen(last) < len - 1 ? strlen(last) : len - 1;
+	memcpy(out, last, n2);
+	out[n2] = '\0';
+}
+
+/* Read one JSON line from fd within the deadline. */
+static json_t *qmp_read(int fd, char *buf, size_t cap, size_t *have)
+{
+	for (;;) {
+		char *nl = memchr(buf, '\n', *have);
+
+		if (nl) {
+			size_t line = (size_t)(nl - buf) + 1;
+			json_t *o = json_loadb(buf, line, 0, NULL);
+
+			memmove(buf, buf + line, *have - line);
+			*have -= line;
+			if (o)
+				return o;
+			continue;
+		}
+		if (*have == cap)
+			return NULL; /* a line longer than we take */
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+		if (poll(&pfd, 1, QMP_TIMEOUT_MS) != 1)
+			return NULL;
+		ssize_t n = read(fd, buf + *have, cap - *have);
+
+		if (n <= 0)
+			return NULL;
+		*have += (size_t)n;
+	}
+}
+
+/* Run one QMP command on vm's monitor; 0 when it returned, else -errno
+   with QMP's own error in err. */
+static int qmp(const struct provider_env *env, struct vm *vm,
+	       const char *cmd, char *err, size_t errlen)
+{
+	static char buf[65536];
+	char path[4096], line[256];
+	size_t have = 0;
+	json_t *o;
+	int fd, ret = -EIO;
+
+	vm_path(path, sizeof(path), env, vm, "qmp.sock");
+	fd = unix_connect(path);
+	if (fd < 0)
+		return fail(err, errlen, fd, "%s: QEMU's monitor %s: %s",
+			    vm->id, path, strerror(-fd));
+	o = qmp_read(fd, buf, sizeof(buf), &have); /* greeting */
+	json_decref(o);
+	for (int step = 0; step < 2; step++) {
+		snprintf(line, sizeof(line), "{\"execute\":\"%s\"}\n",
+			 step ? cmd : "qmp_capabilities");
+		if (write(fd, line, strlen(line)) != (ssize_t)strlen(line))
+			break;
+		while ((o = qmp_read(fd, buf, sizeof(buf), &have))) {
+			json_t *e = json_object_get(o, "error");
+
+			if (json_object_get(o, "return")) {
+				ret = 0;
+			} else if (e) {
+				const char *d = json_string_value(
+					json_object_get(e, "desc"));
+
+				ret = fail(err, errlen, -EIO, "%s: QEMU "
+					   "refused %s: %s", vm->id, cmd,
+					   d ? d : "(no reason given)");
+			} else {
+				json_decref(o); /* an event */
+				continue;
+			}
+			json_decref(o);
+			break;
+		}
+		if (!o) {
+			ret = fail(err, errlen, -ETIMEDOUT, "%s: no answer "
+				   "from QEMU's monitor to %s", vm->id,
+				   step ? cmd : "qmp_capabilities");
+			break;
+		}
+		if (ret < 0)
+			break;
+		if (!step)
+			ret = -EIO;
+	}
+	close(fd);
+	return ret;
+}
+
+static void stop_disks(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->ndisks; i++)
+		stop_proc(&vm->blk[i], SIGTERM, 15000);
+}
+
+static int q_start(const struct provider_env *env, struct vm *vm, char *err,
+		   size_t errlen)
+{
+	char dir[4096], sock[4096], log[4096], tail[512];
+	char mem[64], smp[16], backend[160], machine[96], chardev[4300];
+	char qmpopt[4200], console[8400], qmp_sock[4096];
+	const char *accel = env->accel;
+	char *argv[64 + 4 * VM_MAX_DISKS];
+	char *devs[VM_MAX_DISKS], *chars[VM_MAX_DISKS];
+	char queues[16];
+	int argc = 0, ret;
+
+	if (vm->power != VM_OFF)
+		return fail(err, errlen, -EALREADY, "%s is already on", vm->id);
+	if (!vm->ndisks && !vm->kernel)
+		return fail(err, errlen, -EINVAL, "%s has no disk and no kernel "
+			    "to boot", vm->id);
+	snprintf(dir, sizeof(dir), "%s/%s", env->run_dir, vm->id);
+	if (mkdir(env->run_dir, 0700) < 0 && errno != EEXIST)
+		return fail(err, errlen, -errno, "%s: %s", env->run_dir,
+			    strerror(errno));
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+
+	/* a virtqueue (thread and io_uring in pvblk) per vCPU, up to 4 */
+	snprintf(queues, sizeof(queues), "%u",
+		 vm->cpus > 4 ? 4 : vm->cpus ? vm->cpus : 1);
+	/* the disks first: QEMU connects to each socket as it starts */
+	for (unsigned i = 0; i < vm->ndisks; i++) {
+		char name[32];
+		char *pv[] = { (char *)env->pvblk, "-o", "rw",
+			       "--vhost-user-blk", sock, "--num-queues", queues,
+			       vm->disks[i].path, NULL };
+
+		snprintf(name, sizeof(name), "disk%u.sock", i);
+		vm_path(sock, sizeof(sock), env, vm, name);
+		snprintf(name, sizeof(name), "disk%u.log", i);
+		vm_path(log, sizeof(log), env, vm, name);
+		unlink(sock);
+		ret = spawn(pv, log, &vm->blk[i]);
+		if (ret >= 0)
+			ret = wait_socket(sock, &vm->blk[i], 15000);
+		if (ret < 0) {
+			log_tail(log, tail, sizeof(tail));
+			fail(err, errlen, ret, "%s: disk %u (%s) could not be "
+			     "served: %s", vm->id, i, vm->disks[i].path,
+			     tail[0] ? tail : strerror(-ret));
+			goto err_disks;
+		}
+	}
+
+	if (!accel)
+		accel = access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "tcg";
+	snprintf(mem, sizeof(mem), "%lluM",
+		 (unsigned long long)(vm->memory >> 20));
+	snprintf(smp, sizeof(smp), "%u", vm->cpus ? vm->cpus : 1);
+	snprintf(backend, sizeof(backend),
+		 "memory-backend-memfd,id=mem,size=%s,share=on", mem);
+	snprintf(machine, sizeof(machine), "pc,memory-backend=mem,accel=%s",
+		 accel);
+	vm_path(qmp_sock, sizeof(qmp_sock), env, vm, "qmp.sock");
+	unlink(qmp_sock);
+	snprintf(qmpopt, sizeof(qmpopt), "unix:%s,server=on,wait=off",
+		 qmp_sock);
+	vm_path(sock, sizeof(sock), env, vm, "console.sock");
+	vm_path(log, sizeof(log), env, vm, "console.log");
+	unlink(sock);
+	snprintf(console, sizeof(console),
+		 "socket,id=con,path=%s,server=on,wait=off,logfile=%s", sock,
+		 log);
+
+	argv[argc++] = (char *)env->qemu;
+	argv[argc++] = "-name";
+	argv[argc++] = vm->id;
+	argv[argc++] = "-nodefaults";
+	argv[argc++] = "-no-user-config";
+	argv[argc++] = "-display";
+	argv[argc++] = "none";
+	argv[argc++] = "-machine";
+	argv[argc++] = machine;
+	argv[argc++] = "-m";
+	argv[argc++] = mem;
+	argv[argc++] = "-smp";
+	argv[argc++] = smp;
+	argv[argc++] = "-object";
+	argv[argc++] = backend;
+	argv[argc++] = "-qmp";
+	argv[argc++] = qmpopt;
+	argv[argc++] = "-chardev";
+	argv[argc++] = console;
+	argv[argc++] = "-serial";
+	argv[argc++] = "chardev:con";
+	for (unsigned i = 0; i < vm->ndisks; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "disk%u.sock", i);
+		vm_path(chardev, sizeof(chardev), env, vm, name);
+		if (asprintf(&chars[i], "socket,id=vu%u,path=%s", i,
+			     chardev) < 0)
+			chars[i] = NULL;
+		if (asprintf(&devs[i], "vhost-user-blk-pci,chardev=vu%u,"
+			     "num-queues=%s,bootindex=%u", i, queues,
+			     i + 1) < 0)
+			devs[i] = NULL;
+		argv[argc++] = "-chardev";
+		argv[argc++] = chars[i];
+		argv[argc++] = "-device";
+		argv[argc++] = devs[i];
+	}
+	if (vm->kernel) {
+		argv[argc++] = "-kernel";
+		argv[argc++] = vm->kernel;
+		if (vm->initrd) {
+			argv[argc++] = "-initrd";
+			argv[argc++] = vm->initrd;
+		}
+		if (vm->cmdline) {
+			argv[argc++] = "-append";
+			argv[argc++] = vm->cmdline;
+		}
+	}
+	argv[argc] = NULL;
+	vm_path(log, sizeof(log), env, vm, "qemu.log");
+	ret = spawn(argv, log, &vm->vmm);
+	for (unsigned i = 0; i < vm->ndisks; i++) {
+		free(chars[i]);
+		free(devs[i]);
+	}
+	if (ret >= 0)
+		ret = wait_socket(qmp_sock, &vm->vmm, 30000);
+	/* the monitor listens before the devices are made: QEMU is up only
+	   once it answers a command */
+	for (int t = 0; ret >= 0 && t < 300; t++) {
+		char e2[256];
+
+		if (qmp(env, vm, "query-status", e2, sizeof(e2)) == 0)
+			break;
+		if (!vm_proc_alive(&vm->vmm))
+			ret = -ECHILD;
+		else
+			sleep_ms(100);
+	}
+	if (ret < 0) {
+		log_tail(log, tail, sizeof(tail));
+		fail(err, errlen, ret, "%s: QEMU did not start: %s", vm->id,
+		     tail[0] ? tail : strerror(-ret));
+		stop_proc(&vm->vmm, SIGKILL, 1000);
+		goto err_disks;
+	}
+	vm->power = VM_ON;
+	return 0;
+
+err_disks:
+	stop_disks(vm);
+	return ret;
+}
+
+static int q_force_off(const struct provider_env *env, struct vm *vm,
+		       char *err, size_t errlen)
+{
+	char e2[256];
+
+	if (vm->power == VM_OFF)
+		return 0;
+	/* quit through the monitor (QEMU closes its side cleanly), else
+	   by signal */
+	if (vm_proc_alive(&vm->vmm) && qmp(env, vm, "quit", e2, sizeof(e2)) == 0)
+		stop_proc(&vm->vmm, 0, 5000);
+	stop_proc(&vm->vmm, SIGTERM, 5000);
+	stop_disks(vm);
+	vm->power = VM_OFF;
+	return 0;
+}
+
+static int q_simple(const struct provider_env *env, struct vm *vm,
+		    const char *cmd, enum vm_power need, enum vm_power then,
+		    char *err, size_t errlen)
+{
+	int ret;
+
+	if (vm->power == VM_OFF)
+		return fail(err, errlen, -EINVAL, "%s is off", vm->id);
+	if (need != VM_OFF && vm->power != need)
+		return fail(err, errlen, -EINVAL, "%s is %s", vm->id,
+			    vm->power == VM_PAUSED ? "paused" : "running");
+	ret = qmp(env, vm, cmd, err, errlen);
+	if (ret == 0 && then != VM_OFF)
+		vm->power = then;
+	return ret;
+}
+
+static int q_shutdown(const struct provider_env *env, struct vm *vm,
+		      char *err, size_t errlen)
+{
+	return q_simple(env, vm, "system_powerdown", VM_ON, VM_OFF, err, errlen);
+}
+
+static int q_reset(const struct provider_env *env, struct vm *vm, char *err,
+		   size_t errlen)
+{
+	return q_simple(env, vm, "system_reset", VM_OFF, VM_OFF, err, errlen);
+}
+
+static int q_pause(const struct provider_env *env, struct vm *vm, char *err,
+		   size_t errlen)
+{
+	return q_simple(env, vm, "stop", VM_ON, VM_PAUSED, err, errlen);
+}
+
+static int q_resume(const struct provider_env *env, struct vm *vm, char *err,
+		    size_t errlen)
+{
+	return q_simple(env, vm, "cont", VM_PAUSED, VM_ON, err, errlen);
+}
+
+static bool q_poll(const struct provider_env *env, struct vm *vm)
+{
+	if (vm->vmm.pid > 0)
+		waitpid(vm->vmm.pid, NULL, WNOHANG);
+	if (vm->power == VM_OFF || vm_proc_alive(&vm->vmm))
+		return false;
+	vm->vmm.pid = 0;
+	vm->vmm.start = 0;
+	stop_disks(vm);
+	vm->power = VM_OFF;
+	return true;
+}
+
+static void q_stats(const struct provider_env *env, const struct vm *vm,
+		    struct vm_stats *out)
+{
+	char path[64], buf[4096];
+	unsigned long ut = 0, st = 0, rss = 0;
+	FILE *f;
+
+	memset(out, 0, sizeof(*out));
+	for (unsigned i = 0; i < vm->ndisks; i++)
+		out->running_disks += vm_proc_alive(&vm->blk[i]);
+	if (!vm_proc_alive(&vm->vmm))
+		return;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)vm->vmm.pid);
+	f = fopen(path, "re");
+	if (f && fgets(buf, sizeof(buf), f)) {
+		char *p = strrchr(buf, ')');
+
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u "
+				"%*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u "
+				"%*u %lu", &ut, &st, &rss) == 3) {
+			out->cpu_seconds = (double)(ut + st) /
+					   (double)sysconf(_SC_CLK_TCK);
+			out->rss_bytes = (uint64_t)rss *
+					 (uint64_t)sysconf(_SC_PAGESIZE);
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+const struct provider_ops provider_qemu = {
+	.name = "qemu",
+	.start = q_start,
+	.force_off = q_force_off,
+	.shutdown = q_shutdown,
+	.reset = q_reset,
+	.pause = q_pause,
+	.resume = q_resume,
+	.poll = q_poll,
+	.stats = q_stats,
+};

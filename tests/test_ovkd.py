@@ -1,0 +1,283 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ovkd: the Redfish management daemon, driven by real Redfish clients
+(python3-sushy, redfishtool) and plain HTTP, deploying OVAs made by
+`ovf create` and running them on QEMU with pvblk disks."""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import need, run, tool
+
+USER, PASSWORD = "admin", "s3cret-pw"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Ovkd:
+    """One ovkd process on a state folder; restartable."""
+
+    def __init__(self, state, auth):
+        self.state, self.auth = state, auth
+        self.port = free_port()
+        self.proc = None
+        self.log = os.path.join(os.path.dirname(state), "ovkd.log")
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [tool("ovkd"), "--state", self.state, "--auth-file", self.auth,
+             "--listen", f"127.0.0.1:{self.port}", "--accel", "tcg"],
+            stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
+        for _ in range(200):
+            try:
+                self.get("/redfish/v1/", auth=False)
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                if self.proc.poll() is not None:
+                    raise AssertionError(open(self.log).read())
+                time.sleep(0.05)
+        raise AssertionError("ovkd did not answer:\n" + open(self.log).read())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=20) == 0, open(self.log).read()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method, path, body=None, auth=True):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data,
+                                     method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if auth:
+            token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            req.add_header("Authorization", "Basic " + token)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                text = r.read().decode()
+                return r.status, (json.loads(text) if text else None), r
+        except urllib.error.HTTPError as e:
+            text = e.read().decode()
+            return e.code, (json.loads(text) if text else None), e
+
+    def get(self, path, auth=True):
+        status, doc, _ = self.request("GET", path, auth=auth)
+        return status, doc
+
+
+@pytest.fixture
+def ova(tmp_path, qemu_img):
+    """An OVA with one 64 MiB disk holding a known pattern at 1 MiB."""
+    disk = tmp_path / "d.vmdk"
+    run([qemu_img, "create", "-f", "vmdk", disk, "64M"])
+    run([need("qemu-io"), "-f", "vmdk", "-c", "write -P 0x5a 1M 1M", disk])
+    out = tmp_path / "app.ova"
+    run([tool("ovf"), "create", "--name", "web-1", "--cpus", "2",
+         "--memory", "256", "--disk", disk, out])
+    return out, disk
+
+
+@pytest.fixture
+def ovkd(tmp_path):
+    state = tmp_path / "state"
+    auth = tmp_path / "auth"
+    auth.write_text(f"{USER}:{PASSWORD}\n")
+    d = Ovkd(str(state), str(auth)).start()
+    yield d
+    # power off what a test left on, so no QEMU outlives it
+    status, col = d.get("/redfish/v1/Systems")
+    for m in (col or {}).get("Members", []):
+        d.request("POST", m["@odata.id"] + "/Actions/ComputerSystem.Reset",
+                  {"ResetType": "ForceOff"})
+    d.stop()
+
+
+def deploy(d, package, **oem):
+    return d.request("POST", "/redfish/v1/Systems",
+                     {"Oem": {"Ovk": {"Package": str(package), **oem}}})
+
+
+def test_service_root_open_everything_else_needs_credentials(ovkd):
+    status, root = ovkd.get("/redfish/v1/", auth=False)
+    assert status == 200
+    assert root["Systems"] == {"@odata.id": "/redfish/v1/Systems"}
+    assert ovkd.get("/redfish", auth=False) == (200, {"v1": "/redfish/v1/"})
+    status, err = ovkd.get("/redfish/v1/Systems", auth=False)
+    assert status == 401 and "credentials" in err["error"]["message"]
+    assert ovkd.get("/redfish/v1/Nope")[0] == 404
+    status, err, resp = ovkd.request("DELETE", "/redfish/v1/Systems")
+    assert status == 405 and resp.headers["Allow"] == "GET, POST"
+
+
+def test_deploy_ova_and_read_it_with_sushy_and_redfishtool(ovkd, ova,
+                                                           qemu_img):
+    package, disk = ova
+    status, vm, resp = deploy(ovkd, package)
+    assert status == 201, vm
+    assert resp.headers["Location"] == "/redfish/v1/Systems/web-1"
+    assert vm["SystemType"] == "Virtual" and vm["PowerState"] == "Off"
+    details = vm["Oem"]["Ovk"]["Details"]
+    # the imported disk holds the package's disk, byte for byte
+    assert len(details["Disks"]) == 1
+    run([qemu_img, "compare", details["Disks"][0], disk])
+    run([qemu_img, "check", details["Disks"][0]])
+
+    sushy = pytest.importorskip("sushy", reason="python3-sushy is missing")
+    from sushy import auth as sushy_auth
+    s = sushy.Sushy(ovkd.url + "/redfish/v1",
+                    auth=sushy_auth.BasicAuth(USER, PASSWORD))
+    assert s.get_system_collection().members_identities == (
+        "/redfish/v1/Systems/web-1",)
+    system = s.get_system("/redfish/v1/Systems/web-1")
+    assert system.name == "web-1"
+    assert system.power_state == sushy.POWER_STATE_OFF
+    assert system.memory_summary.size_gib is not None
+    assert sushy.RESET_ON in system.get_allowed_reset_system_values()
+    devices = [d for st in system.simple_storage.get_members()
+               for d in st.devices]
+    assert [d.capacity_bytes for d in devices] == [64 << 20]
+
+    rt = need("redfishtool")
+    out = run([rt, "-r", f"127.0.0.1:{ovkd.port}", "-S", "Never", "-u", USER,
+               "-p", PASSWORD, "Systems", "-I", "web-1"]).stdout
+    doc = json.loads(out)
+    assert doc["Id"] == "web-1" and doc["ProcessorSummary"]["Count"] == 2
+
+
+def test_tampered_package_is_refused_and_leaves_nothing(ovkd, ova, tmp_path):
+    package, _ = ova
+    bad = tmp_path / "bad.ova"
+    data = bytearray(package.read_bytes())
+    # flip a byte inside the disk member (past the descriptor and manifest)
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    status, err, _ = deploy(ovkd, bad)
+    assert status == 400, err
+    assert "manifest check failed" in err["error"]["message"]
+    assert ovkd.get("/redfish/v1/Systems")[1]["Members"] == []
+    disks = os.path.join(ovkd.state, "disks")
+    assert not os.path.exists(disks) or not os.listdir(disks)
+    assert not os.listdir(os.path.join(ovkd.state, "vms"))
+
+
+def test_inventory_survives_restart_and_delete_removes_disks(ovkd, ova):
+    package, _ = ova
+    assert deploy(ovkd, package)[0] == 201
+    status, vm, _ = deploy(ovkd, package, Start=False)
+    assert status == 201 and vm["Id"] == "web-1-2"
+    status, vm, _ = ovkd.request("PATCH", "/redfish/v1/Systems/web-1-2",
+                                 {"Name": "renamed"})
+    assert status == 200 and vm["Name"] == "renamed"
+    ovkd.stop()
+    ovkd.start()
+    status, col = ovkd.get("/redfish/v1/Systems")
+    assert col["Members@odata.count"] == 2
+    assert ovkd.get("/redfish/v1/Systems/web-1-2")[1]["Name"] == "renamed"
+    disk = ovkd.get("/redfish/v1/Systems/web-1")[1]["Oem"]["Ovk"][
+        "Details"]["Disks"][0]
+    assert os.path.exists(disk)
+    assert ovkd.request("DELETE", "/redfish/v1/Systems/web-1")[0] == 204
+    assert not os.path.exists(disk)
+    assert ovkd.get("/redfish/v1/Systems/web-1")[0] == 404
+
+
+def wait_power(d, vm_id, want, timeout=60):
+    for _ in range(int(timeout * 10)):
+        doc = d.get(f"/redfish/v1/Systems/{vm_id}")[1]
+        if doc["PowerState"] == want:
+            return doc
+        time.sleep(0.1)
+    raise AssertionError(f"{vm_id} never {want}: {doc}")
+
+
+def test_power_cycle_on_qemu_with_pvblk_disks(ovkd, ova, tmp_path):
+    """On (pvblk serves the disk to QEMU over vhost-user-blk), Pause,
+    Resume, ForceRestart, ForceOff; a restarted ovkd finds the running VM,
+    and notices when QEMU goes away."""
+    need("qemu-system-x86_64")
+    package, _ = ova
+    assert deploy(ovkd, package)[0] == 201
+    reset = "/redfish/v1/Systems/web-1/Actions/ComputerSystem.Reset"
+
+    status, err, _ = ovkd.request("POST", reset, {"ResetType": "On"})
+    assert status == 204, err
+    vm = wait_power(ovkd, "web-1", "On")
+    details = vm["Oem"]["Ovk"]["Details"]
+    assert details["DiskServersRunning"] == 1
+    assert vm["Status"]["Health"] == "OK"
+    # the disk is held for writing: a second writer is refused
+    r = run([tool("vmdk"), "resize", details["Disks"][0], "+1M"],
+            check=False)
+    assert r.returncode != 0 and details["Disks"][0] in r.stderr
+
+    for kind, state in [("Pause", "Paused"), ("Resume", "On"),
+                        ("ForceRestart", "On")]:
+        status, err, _ = ovkd.request("POST", reset, {"ResetType": kind})
+        assert status == 204, (kind, err)
+        wait_power(ovkd, "web-1", state)
+    status, err, _ = ovkd.request("POST", reset, {"ResetType": "Resume"})
+    assert status == 409 and "running" in err["error"]["message"]
+    status, err, _ = ovkd.request("POST", reset, {"ResetType": "Reboot?"})
+    assert status == 400
+
+    # a restarted ovkd finds the VM running, by pid and start time
+    ovkd.stop()
+    ovkd.start()
+    vm = wait_power(ovkd, "web-1", "On")
+    qemu_pid = None
+    with open(os.path.join(ovkd.state, "vms", "web-1.json")) as f:
+        qemu_pid = json.load(f)["vmm"]["pid"]
+    # QEMU killed from outside: ovkd notices, stops pvblk, says Off
+    os.kill(qemu_pid, signal.SIGKILL)
+    vm = wait_power(ovkd, "web-1", "Off")
+    assert vm["Oem"]["Ovk"]["Details"]["DiskServersRunning"] == 0
+    assert "VMM exited" in vm["Oem"]["Ovk"]["Details"]["LastEvent"]
+    # the image was closed cleanly: it checks clean and can be written
+    run([need("qemu-img"), "check", vm["Oem"]["Ovk"]["Details"]["Disks"][0]])
+
+    status, err, _ = ovkd.request("POST", reset, {"ResetType": "On"})
+    assert status == 204, err
+    wait_power(ovkd, "web-1", "On")
+    status, err, _ = ovkd.request("POST", reset, {"ResetType": "ForceOff"})
+    assert status == 204, err
+    vm = wait_power(ovkd, "web-1", "Off")
+    assert vm["Oem"]["Ovk"]["Details"]["DiskServersRunning"] == 0
+
+
+def test_export_to_ova_and_deploy_it_again(ovkd, ova, tmp_path, qemu_img):
+    """A VM written back as an OVA is a valid package that deploys again
+    to the same disk bytes and the same CPUs and memory."""
+    package, disk = ova
+    assert deploy(ovkd, package)[0] == 201
+    export = "/redfish/v1/Systems/web-1/Actions/Oem/OvkComputerSystem.Export"
+    out = tmp_path / "out" / "web-1.ova"
+    status, err, _ = ovkd.request("POST", export, {"Path": str(out)})
+    assert status == 500 and str(out) in err["error"]["message"]
+    out.parent.mkdir()
+    status, err, _ = ovkd.request("POST", export, {"Path": str(out)})
+    assert status == 204, err
+    run([tool("ovf"), "validate", out])
+    # an existing OUT is never replaced
+    status, err, _ = ovkd.request("POST", export, {"Path": str(out)})
+    assert status == 500
+    status, vm, _ = deploy(ovkd, out)
+    assert status == 201, vm
+    assert vm["ProcessorSummary"]["Count"] == 2
+    assert vm["MemorySummary"]["TotalSystemMemoryGiB"] == 0.25
+    run([qemu_img, "compare", vm["Oem"]["Ovk"]["Details"]["Disks"][0], disk])
