@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,9 @@ import urllib.request
 import pytest
 
 from conftest import need, run, tool
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "guest"))
+import guestvm  # noqa: E402
 
 USER, PASSWORD = "admin", "s3cret-pw"
 
@@ -281,3 +285,40 @@ def test_export_to_ova_and_deploy_it_again(ovkd, ova, tmp_path, qemu_img):
     assert vm["ProcessorSummary"]["Count"] == 2
     assert vm["MemorySummary"]["TotalSystemMemoryGiB"] == 0.25
     run([qemu_img, "compare", vm["Oem"]["Ovk"]["Details"]["Disks"][0], disk])
+
+
+def test_deployed_appliance_boots_writes_its_disk_and_powers_off(
+        ovkd, ova, tmp_path):
+    """A real Linux guest (Debian's kernel under QEMU TCG) deployed from an
+    OVA through Redfish: it finds its disk on vhost-user-blk from pvblk,
+    writes to it and powers off by itself; ovkd notices, stops pvblk, and
+    the write is on the VM's disk, read back through the engine."""
+    need("qemu-system-x86_64")
+    try:
+        vmlinuz, moddir = guestvm.kernel(guestvm.cache_dir())
+        initrd = tmp_path / "initrd.gz"
+        guestvm.initramfs(str(initrd), (
+            "test $(cat /sys/block/vda/size) -eq 131072\n"
+            "echo OVKD-GUEST-WAS-HERE | dd of=/dev/vda bs=512 seek=8"
+            " conv=notrunc 2>/dev/null\n"
+            "sync\n"), moddir)
+    except guestvm.GuestUnavailable as e:
+        pytest.skip(f"no guest here: {e}")
+    package, _ = ova
+    status, vm, _ = deploy(ovkd, package, Kernel=vmlinuz, Initrd=str(initrd),
+                           Cmdline="console=ttyS0 panic=-1 quiet loglevel=4",
+                           Start=True)
+    assert status == 201, vm
+    assert vm["PowerState"] == "On", vm["Oem"]["Ovk"]["Details"]
+    vm = wait_power(ovkd, "web-1", "Off", timeout=240)
+    console = open(os.path.join(ovkd.state, "run", "web-1",
+                                "console.log"), errors="replace").read()
+    assert "=== GUEST_EXIT=0" in console, console[-3000:]
+    assert vm["Oem"]["Ovk"]["Details"]["DiskServersRunning"] == 0
+    disk = vm["Oem"]["Ovk"]["Details"]["Disks"][0]
+    raw = tmp_path / "back.raw"
+    run([tool("vmdk"), "convert", "-O", "raw", disk, raw])
+    with open(raw, "rb") as f:
+        f.seek(4096)
+        assert f.read(20) == b"OVKD-GUEST-WAS-HERE\n"
+    run([need("qemu-img"), "check", disk])
