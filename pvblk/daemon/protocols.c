@@ -2,5 +2,7 @@
    folder defines its table; a protocol not built yet is NULL here. */
 #include "pvblk.h"
 
-const struct pvblk_protocol *const pvblk_protocol_nbd = NULL;
+extern const struct pvblk_protocol pvblk_nbd; /* nbd/server.c */
+
+const struct pvblk_protocol *const pvblk_protocol_nbd = &pvblk_nbd;
 const struct pvblk_protocol *const pvblk_protocol_vhost_user_blk = NULL;
