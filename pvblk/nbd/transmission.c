@@ -8,6 +8,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ struct req {
 	int pending;              /* engine requests not yet completed */
 	int err;                  /* first engine error, -errno */
 	bool flush_after;         /* FUA: flush once the write is done */
+	bool fast_zero_refused;   /* ENOTSUP for FAST_ZERO: not logged */
 	unsigned nseg;
 	struct seg seg[READ_SEGS];
 };
@@ -178,6 +180,13 @@ static void req_done(struct req *q)
 	struct nbd_conn *c = q->c;
 	uint32_t err = nbd_errno(q->err);
 
+	if (err && !q->fast_zero_refused) {
+		const char *msg = bdev_errmsg();
+
+		pvblk_log("nbd: %s: command %u at %" PRIu64 " (+%" PRIu32
+			  "): %s", c->peer, q->r.type, q->r.offset,
+			  q->r.length, *msg ? msg : strerror(-q->err));
+	}
 	if (err)
 		reply_error(c, &q->r, err);
 	else if (q->r.type == NBD_CMD_READ && c->structured)
@@ -354,6 +363,7 @@ static void dispatch(struct req *q)
 		if ((q->r.flags & NBD_CMD_FLAG_FAST_ZERO) &&
 		    !c->srv->fast_zero) {
 			q->err = -ENOTSUP;
+			q->fast_zero_refused = true;
 			req_done(q);
 			return;
 		}
