@@ -22,6 +22,7 @@
 #define NBD_MAX_NAME 4096              /* export and context names */
 #define NBD_MAX_CONNS 1024             /* connections served at once */
 #define NBD_MAX_INFLIGHT 64            /* requests per connection */
+#define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* their buffers, per connection */
 #define NBD_MAX_IOV 64                 /* iovecs per reply */
 
 /* One --nbd listener: what every connection to it negotiates against. */
@@ -87,6 +88,7 @@ struct nbd_conn {
 	/* transmission */
 	struct bdev_queue *q;
 	unsigned inflight;
+	uint64_t inflight_bytes;  /* READ/WRITE buffers held */
 	bool dead;                /* the transport failed: drop everything */
 	bool disc;                /* NBD_CMD_DISC seen */
 };

@@ -196,6 +196,8 @@ static void req_done(struct req *q)
 	else
 		simple_reply(c, q->r.cookie, 0, NULL, 0);
 	c->inflight--;
+	if (q->buf)
+		c->inflight_bytes -= q->r.length;
 	req_free(q);
 }
 
@@ -509,6 +511,8 @@ static int handle_request(struct nbd_conn *c)
 			return ret;
 		}
 	}
+	if (q->buf)
+		c->inflight_bytes += r.length;
 	c->inflight++;
 	dispatch(q);
 	return 0;
@@ -520,7 +524,8 @@ int nbd_transmission(struct nbd_conn *c)
 	int ret = 0;
 
 	while (!c->dead && !c->disc) {
-		bool more = c->inflight < NBD_MAX_INFLIGHT;
+		bool more = c->inflight < NBD_MAX_INFLIGHT &&
+			    c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
 		int n;
 
 		p[0] = (struct pollfd){ .fd = more ? c->fd : -1,
@@ -551,6 +556,7 @@ int nbd_transmission(struct nbd_conn *c)
 				ret = handle_request(c);
 			} while (!ret && !c->dead && !c->disc &&
 				 c->inflight < NBD_MAX_INFLIGHT &&
+				 c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES &&
 				 (nbd_buffered(c) ||
 				  (nbd_fill(c) == 0 && nbd_buffered(c))));
 			if (ret < 0)
