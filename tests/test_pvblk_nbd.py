@@ -534,6 +534,19 @@ def test_option_errors_then_go(tmp_path):
         magic, flags, typ, cookie, n = struct.unpack(">IHHQI", c.recv(20))
         assert (magic, flags, typ, n) == (0x668E33EF, 1, 1, 8 + 4096)
         assert c.recv(n)[8:] == b"\x22" * 4096
+        # a read over data and unallocated grains: data and hole chunks
+        c.request(CMD_READ, 0, 1 << 20)
+        chunks = []
+        while True:
+            magic, flags, typ, cookie, n = struct.unpack(">IHHQI",
+                                                         c.recv(20))
+            body = c.recv(n)
+            chunks.append((typ, struct.unpack(">Q", body[:8])[0],
+                           n - 8 if typ == 1 else
+                           struct.unpack(">I", body[8:12])[0]))
+            if flags & 1:
+                break
+        assert chunks == [(1, 0, 65536), (2, 65536, (1 << 20) - 65536)]
         c.close()
         served_ok(srv)
 

@@ -23,6 +23,7 @@
 #define NBD_MAX_CONNS 1024             /* connections served at once */
 #define NBD_MAX_INFLIGHT 64            /* requests per connection */
 #define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* their buffers, per connection */
+#define NBD_POOL_PER_CLASS 4
 #define NBD_MAX_IOV 64                 /* iovecs per reply */
 
 /* One --nbd listener: what every connection to it negotiates against. */
@@ -89,6 +90,10 @@ struct nbd_conn {
 	struct bdev_queue *q;
 	unsigned inflight;
 	uint64_t inflight_bytes;  /* READ/WRITE buffers held */
+	/* freed buffers kept for reuse, per power-of-two size class
+	   (4 KiB .. 32 MiB): large mallocs are mmap/munmap each time */
+	void *pool[14][NBD_POOL_PER_CLASS];
+	unsigned npool[14];
 	bool dead;                /* the transport failed: drop everything */
 	bool disc;                /* NBD_CMD_DISC seen */
 };
@@ -132,6 +137,8 @@ bool nbd_request_has_payload(const struct nbd_request *r);
 /* transmission.c: serve requests until the client leaves or the server
    stops; waits for every request in flight. */
 int nbd_transmission(struct nbd_conn *c);
+/* Frees the buffers c keeps for reuse. */
+void nbd_pool_free(struct nbd_conn *c);
 uint32_t nbd_errno(int err);
 
 /* meta.c: the meta contexts this server offers. */

@@ -12,11 +12,13 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nbd_i.h"
 
 #define READ_SEGS 16       /* data/hole chunks of one structured READ */
 #define ZERO_BUF (1u << 20)
+#define HOLE_MIN (64u << 10) /* smallest READ answered with hole chunks */
 
 static const uint8_t zero_buf[ZERO_BUF];
 
@@ -134,9 +136,49 @@ static void reply_error(struct nbd_conn *c, const struct nbd_request *r,
 		simple_reply(c, r->cookie, err, NULL, 0);
 }
 
+/* The size class of a buffer of len bytes (1 to NBD_MAX_BLOCK). */
+static unsigned buf_class(uint32_t len)
+{
+	unsigned k = 0;
+
+	while ((4096u << k) < len)
+		k++;
+	return k;
+}
+
+static void *buf_get(struct nbd_conn *c, uint32_t len)
+{
+	unsigned k = buf_class(len);
+	void *p;
+
+	if (c->npool[k])
+		return c->pool[k][--c->npool[k]];
+	if (posix_memalign(&p, 4096, (size_t)4096 << k))
+		return NULL;
+	return p;
+}
+
+static void buf_put(struct nbd_conn *c, void *p, uint32_t len)
+{
+	unsigned k = buf_class(len);
+
+	if (c->npool[k] < NBD_POOL_PER_CLASS)
+		c->pool[k][c->npool[k]++] = p;
+	else
+		free(p);
+}
+
+void nbd_pool_free(struct nbd_conn *c)
+{
+	for (unsigned k = 0; k < 14; k++)
+		while (c->npool[k])
+			free(c->pool[k][--c->npool[k]]);
+}
+
 static void req_free(struct req *q)
 {
-	free(q->buf);
+	if (q->buf)
+		buf_put(q->c, q->buf, q->r.length);
 	free(q);
 }
 
@@ -279,7 +321,9 @@ static void cmd_read(struct req *q, struct bdev *b)
 	struct nbd_conn *c = q->c;
 	int ret;
 
-	if (c->structured && !(q->r.flags & NBD_CMD_FLAG_DF)) {
+	/* small reads skip the lookup: it costs more than it saves */
+	if (c->structured && !(q->r.flags & NBD_CMD_FLAG_DF) &&
+	    q->r.length >= HOLE_MIN) {
 		ret = read_segments(q, b);
 		if (ret < 0) {
 			q->err = ret;
@@ -491,7 +535,8 @@ static int handle_request(struct nbd_conn *c)
 	q->c = c;
 	q->r = r;
 	if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && r.length) {
-		if (posix_memalign((void **)&q->buf, 4096, r.length)) {
+		q->buf = buf_get(c, r.length);
+		if (!q->buf) {
 			if (r.type == NBD_CMD_WRITE) {
 				ret = nbd_skip(c, r.length);
 				if (ret < 0) {
@@ -521,6 +566,7 @@ static int handle_request(struct nbd_conn *c)
 int nbd_transmission(struct nbd_conn *c)
 {
 	struct pollfd p[3];
+	int qfd = bdev_queue_fd(c->q);
 	int ret = 0;
 
 	while (!c->dead && !c->disc) {
@@ -530,8 +576,7 @@ int nbd_transmission(struct nbd_conn *c)
 
 		p[0] = (struct pollfd){ .fd = more ? c->fd : -1,
 					.events = POLLIN };
-		p[1] = (struct pollfd){ .fd = bdev_queue_fd(c->q),
-					.events = POLLIN };
+		p[1] = (struct pollfd){ .fd = qfd, .events = POLLIN };
 		p[2] = (struct pollfd){ .fd = c->srv->stop_fd,
 					.events = POLLIN };
 		n = poll(p, 3, more && nbd_buffered(c) ? 0 : -1);
@@ -544,6 +589,14 @@ int nbd_transmission(struct nbd_conn *c)
 		if (p[2].revents)
 			break;
 		if (p[1].revents) {
+			uint64_t cnt;
+
+			/* reset the eventfd before running: a completion
+			   after this read makes it readable again */
+			if (read(qfd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN) {
+				ret = -errno;
+				break;
+			}
 			ret = bdev_queue_run(c->q, 0);
 			if (ret < 0)
 				break;
@@ -573,5 +626,6 @@ int nbd_transmission(struct nbd_conn *c)
 		if (r < 0)
 			break;
 	}
+	nbd_pool_free(c);
 	return ret < 0 ? ret : 0;
 }
