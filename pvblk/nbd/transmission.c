@@ -610,11 +610,19 @@ int nbd_transmission(struct nbd_conn *c)
 			} while (!ret && !c->dead && !c->disc &&
 				 c->inflight < NBD_MAX_INFLIGHT &&
 				 c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES &&
-				 (nbd_buffered(c) ||
-				  (nbd_fill(c) == 0 && nbd_buffered(c))));
+				 nbd_buffered(c));
 			if (ret < 0)
 				break;
+			/* requests the engine finished at once poked the
+			   eventfd: take that signal now rather than after
+			   another poll, then run what completed */
 			ret = bdev_queue_run(c->q, 0);
+			if (ret >= 0) {
+				uint64_t cnt;
+
+				if (read(qfd, &cnt, sizeof(cnt)) == sizeof(cnt))
+					ret = bdev_queue_run(c->q, 0);
+			}
 			if (ret < 0)
 				break;
 		}
