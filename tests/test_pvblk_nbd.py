@@ -547,6 +547,8 @@ def test_option_errors_then_go(tmp_path):
             if flags & 1:
                 break
         assert chunks == [(1, 0, 65536), (2, 65536, (1 << 20) - 65536)]
+        c.request(CMD_READ, 0, 0)       # zero length: one empty final chunk
+        assert struct.unpack(">IHHQI", c.recv(20)) == (0x668E33EF, 1, 0, 7, 0)
         c.close()
         served_ok(srv)
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -128,8 +129,14 @@ static void *accept_thread(void *arg)
 			break;
 		fd = accept4(s->listen_fd, (struct sockaddr *)&ss, &sl,
 			     SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0)
-			continue; /* EAGAIN, ECONNABORTED, EMFILE: go on */
+		if (fd < 0) {
+			/* out of descriptors: give connections time to end
+			   instead of spinning on the pending one */
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM)
+				poll(&p[1], 1, 100);
+			continue; /* EAGAIN, ECONNABORTED: go on */
+		}
 		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
 			char host[NI_MAXHOST], serv[NI_MAXSERV];
 			int one = 1;
@@ -330,6 +337,18 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 			 NBD_MAX_NAME);
 		ret = -EINVAL;
 		goto err_free;
+	}
+	{
+		/* each connection is a socket and an io_uring (plus its
+		   eventfd): the default 1024 descriptors would cap us near
+		   330 connections */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+		    rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max < 8192 ? rl.rlim_max : 8192;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
 	}
 	ret = describe_export(s, l->export, err, errlen);
 	if (ret < 0)

@@ -193,6 +193,14 @@ static void read_reply_structured(struct req *q)
 	struct iovec v[3 * READ_SEGS];
 	int n = 0;
 
+	if (q->nseg == 0) { /* a zero-length READ: one empty final chunk */
+		chunk_hdr(&h[0], NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
+			  q->r.cookie, 0);
+		v[0] = (struct iovec){ &h[0], sizeof(h[0]) };
+		send_or_die(q->c, v, 1);
+		return;
+	}
+
 	for (unsigned i = 0; i < q->nseg; i++) {
 		const struct seg *s = &q->seg[i];
 		uint16_t fl = i + 1 == q->nseg ? NBD_REPLY_FLAG_DONE : 0;
