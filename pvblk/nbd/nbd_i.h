@@ -23,7 +23,7 @@
 #define NBD_MAX_CONNS 1024             /* connections served at once */
 #define NBD_MAX_INFLIGHT 64            /* requests per connection */
 #define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* their buffers, per connection */
-#define NBD_POOL_PER_CLASS 4
+#define NBD_POOL_PER_CLASS NBD_MAX_INFLIGHT
 #define NBD_MAX_IOV 64                 /* iovecs per reply */
 
 /* One --nbd listener: what every connection to it negotiates against. */
@@ -94,6 +94,7 @@ struct nbd_conn {
 	   (4 KiB .. 32 MiB): large mallocs are mmap/munmap each time */
 	void *pool[14][NBD_POOL_PER_CLASS];
 	unsigned npool[14];
+	uint64_t pool_bytes;      /* at most NBD_MAX_INFLIGHT_BYTES */
 	bool dead;                /* the transport failed: drop everything */
 	bool disc;                /* NBD_CMD_DISC seen */
 };

@@ -151,8 +151,10 @@ static void *buf_get(struct nbd_conn *c, uint32_t len)
 	unsigned k = buf_class(len);
 	void *p;
 
-	if (c->npool[k])
+	if (c->npool[k]) {
+		c->pool_bytes -= (uint64_t)4096 << k;
 		return c->pool[k][--c->npool[k]];
+	}
 	if (posix_memalign(&p, 4096, (size_t)4096 << k))
 		return NULL;
 	return p;
@@ -162,10 +164,13 @@ static void buf_put(struct nbd_conn *c, void *p, uint32_t len)
 {
 	unsigned k = buf_class(len);
 
-	if (c->npool[k] < NBD_POOL_PER_CLASS)
+	if (c->npool[k] < NBD_POOL_PER_CLASS &&
+	    c->pool_bytes + ((uint64_t)4096 << k) <= NBD_MAX_INFLIGHT_BYTES) {
 		c->pool[k][c->npool[k]++] = p;
-	else
+		c->pool_bytes += (uint64_t)4096 << k;
+	} else {
 		free(p);
+	}
 }
 
 void nbd_pool_free(struct nbd_conn *c)
@@ -173,6 +178,7 @@ void nbd_pool_free(struct nbd_conn *c)
 	for (unsigned k = 0; k < 14; k++)
 		while (c->npool[k])
 			free(c->pool[k][--c->npool[k]]);
+	c->pool_bytes = 0;
 }
 
 static void req_free(struct req *q)
