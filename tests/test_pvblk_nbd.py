@@ -368,7 +368,8 @@ def test_fio_nbd_engine_verifies(tmp_path):
         r = run([fio, "--name=v", "--ioengine=nbd", f"--uri={srv.url}",
                  "--rw=randwrite", "--bs=4k", "--size=16M", "--iodepth=16",
                  "--verify=crc32c", "--do_verify=1", "--numjobs=1",
-                 "--output-format=json"], check=False)
+                 "--verify_state_save=0", "--output-format=json"],
+                check=False, cwd=str(tmp_path))
         assert r.returncode == 0, r.stderr + r.stdout
         job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
         assert job["error"] == 0
@@ -686,3 +687,53 @@ def test_kill9_keeps_every_fua_acknowledged_write(tmp_path):
     r = run([qio, "-r", "-f", "vmdk", *checks, img])
     assert "Pattern verification failed" not in r.stdout, r.stdout
     run([need("qemu-img"), "check", img])
+
+
+CMD_WRITE_ZEROES = 6
+FLAG_FUA, FLAG_NO_HOLE, FLAG_FAST_ZERO = 1, 2, 16
+ENOTSUP = 95
+
+
+@pytest.mark.parametrize("kind", ["sparse", "raw"])
+def test_write_zeroes_flags(tmp_path, kind):
+    """FAST_ZERO is refused with ENOTSUP where zeroing may write (VMDK) and
+    done on raw; NO_HOLE leaves the range allocated, reading as zeros."""
+    nbdinfo = need("nbdinfo")
+    img, _ = make_image(str(tmp_path), kind)
+    with Pvblk(str(tmp_path), img, "-o", "rw") as srv:
+        c = Raw(srv.sock)
+        c.go()
+        assert c.flags & (1 << 11), "SEND_FAST_ZERO"
+        c.request(CMD_WRITE_ZEROES, 1 << 20, 65536, flags=FLAG_FAST_ZERO)
+        err, _ = c.simple()
+        assert err == (ENOTSUP if kind == "sparse" else 0)
+        c.request(CMD_WRITE_ZEROES, 48 << 20, 1 << 20,
+                  flags=FLAG_NO_HOLE | FLAG_FUA)
+        assert c.simple()[0] == 0
+        c.request(CMD_READ, 48 << 20, 4096)
+        assert c.simple(4096) == (0, bytes(4096))
+        c.close()
+        m = json.loads(run([nbdinfo, "--json", "--map", srv.url]).stdout)
+        at = [e for e in m if e["offset"] <= 48 << 20 < e["offset"] + e["length"]]
+        assert at and at[0]["type"] & 1 == 0, m   # not a hole
+    if kind == "sparse":   # the refused FAST_ZERO left the data alone
+        r = run([need("qemu-io"), "-r", "-f", "vmdk", "-c",
+                 "read -P 0x22 1M 64k", img])
+        assert "Pattern verification failed" not in r.stdout
+
+
+def test_multi_conn_writes_are_visible_to_other_connections(tmp_path):
+    img, _ = make_image(str(tmp_path), "sparse")
+    with Pvblk(str(tmp_path), img, "-o", "rw") as srv:
+        a, b = Raw(srv.sock), Raw(srv.sock)
+        a.go()
+        b.go()
+        assert a.flags & (1 << 8), "CAN_MULTI_CONN"
+        a.request(CMD_WRITE, 5 << 20, 8192, payload=b"\x5a" * 8192)
+        assert a.simple()[0] == 0
+        b.request(CMD_FLUSH, 0, 0)
+        assert b.simple()[0] == 0
+        b.request(CMD_READ, 5 << 20, 8192)
+        assert b.simple(8192) == (0, b"\x5a" * 8192)
+        a.close()
+        b.close()
