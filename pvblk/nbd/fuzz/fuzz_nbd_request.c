@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fuzz_nbd_request.c - the request header parser and checker on their own:
+ * each 29 bytes of input are one state byte (structured replies, meta
+ * contexts selected, read-only) and one 28-byte header. Whatever the
+ * checker accepts must be runnable: inside the export, within the block
+ * size limit, with flags its command takes, no write on a read-only one.
+ */
+#include <stdlib.h>
+
+#include "fuzz_io.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct nbd_server s;
+	static struct nbd_conn c;
+
+	for (; size >= 1 + NBD_REQUEST_SIZE;
+	     data += 1 + NBD_REQUEST_SIZE, size -= 1 + NBD_REQUEST_SIZE) {
+		struct nbd_request r;
+		bool ro = data[0] & 4;
+		uint32_t err;
+
+		fuzz_server(&s, ro ? 2 : 0);
+		memset(&c, 0, sizeof(c));
+		c.srv = &s;
+		c.structured = data[0] & 1;
+		c.meta_selected = data[0] & 2 ? 1 : 0;
+		if (nbd_parse_request(data + 1, &r) < 0)
+			continue;
+		err = nbd_check_request(&c, &r);
+		if (err)
+			continue;
+		if (r.offset + r.length < r.offset ||
+		    r.offset + r.length > s.size)
+			abort();
+		if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) &&
+		    r.length > s.max_block)
+			abort();
+		if (ro && (r.type == NBD_CMD_WRITE || r.type == NBD_CMD_TRIM ||
+			   r.type == NBD_CMD_WRITE_ZEROES))
+			abort();
+		if (r.type > NBD_CMD_BLOCK_STATUS)
+			abort();
+		if (r.type == NBD_CMD_BLOCK_STATUS &&
+		    (!c.structured || !c.meta_selected))
+			abort();
+	}
+	return 0;
+}

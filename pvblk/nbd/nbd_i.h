@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * nbd_i.h - the NBD server's parts: the server (one per --nbd), its
+ * connections (one thread each), the byte transport under a connection
+ * (plain socket, TLS, or a memory buffer for the fuzzers), the option
+ * negotiation, the request parser and the meta contexts.
+ */
+#ifndef OVK_NBD_I_H
+#define OVK_NBD_I_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "nbd_proto.h"
+#include "pvblk.h"
+
+#define NBD_MAX_BLOCK (32u << 20)      /* largest READ/WRITE payload */
+#define NBD_MAX_OPTION (64u << 10)     /* largest option data we read */
+#define NBD_MAX_NAME 4096              /* export and context names */
+#define NBD_MAX_CONNS 1024             /* connections served at once */
+#define NBD_MAX_INFLIGHT 64            /* requests per connection */
+#define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* their buffers, per connection */
+#define NBD_POOL_PER_CLASS NBD_MAX_INFLIGHT
+#define NBD_MAX_IOV 64                 /* iovecs per reply */
+
+/* One --nbd listener: what every connection to it negotiates against. */
+struct nbd_server {
+	struct pvblk_export *export; /* NULL in the fuzzers */
+	const char *export_name;     /* "" by default */
+	const char *description;     /* NBD_INFO_DESCRIPTION: the image */
+	uint64_t size;
+	uint32_t min_block, pref_block, max_block;
+	uint16_t tx_flags;           /* transmission flags */
+	bool fast_zero;              /* write-zeroes is always fast (raw) */
+	void *tls_creds;             /* gnutls credentials; NULL: no TLS */
+
+	/* the listener, its accept thread and the connections */
+	int listen_fd;
+	char *unix_path;             /* to unlink at stop, or NULL */
+	int stop_fd;                 /* eventfd: readable once stopping */
+	pthread_t accept_thread;
+	pthread_mutex_t lock;
+	pthread_cond_t conn_gone;
+	unsigned nconns;
+};
+
+struct nbd_conn;
+
+/*
+ * How a connection moves bytes. recv and sendv never block: they return a
+ * count (recv: 0 at end of stream), -EAGAIN, or -errno. wait blocks until
+ * the last call that returned -EAGAIN may make progress, or returns
+ * -ESHUTDOWN once the server stops.
+ */
+struct nbd_io_ops {
+	ssize_t (*recv)(struct nbd_conn *c, void *buf, size_t len);
+	ssize_t (*sendv)(struct nbd_conn *c, const struct iovec *iov,
+			 int iovcnt);
+	int (*wait)(struct nbd_conn *c, bool for_write);
+	/* replace the transport with TLS (after NBD_OPT_STARTTLS's ACK) */
+	int (*starttls)(struct nbd_conn *c);
+	/* bytes already decrypted and waiting (TLS), else 0 */
+	size_t (*pending)(struct nbd_conn *c);
+};
+
+/* meta contexts a connection may select (bit i = nbd_meta_contexts[i]) */
+#define NBD_META_MAX 8
+
+struct nbd_conn {
+	struct nbd_server *srv;
+	const struct nbd_io_ops *io;
+	void *io_opaque;          /* the transport's own (TLS session, ...) */
+	int fd;
+	char peer[64];
+
+	/* negotiated */
+	bool no_zeroes;
+	bool tls;                 /* STARTTLS done */
+	bool structured;
+	uint32_t meta_selected;   /* bitmask over nbd_meta_contexts */
+
+	/* read buffer ahead of the parser */
+	uint8_t rbuf[16384];
+	size_t rpos, rend;
+
+	/* transmission */
+	struct bdev_queue *q;
+	unsigned inflight;
+	uint64_t inflight_bytes;  /* READ/WRITE buffers held */
+	/* freed buffers kept for reuse, per power-of-two size class
+	   (4 KiB .. 32 MiB): large mallocs are mmap/munmap each time */
+	void *pool[14][NBD_POOL_PER_CLASS];
+	unsigned npool[14];
+	uint64_t pool_bytes;      /* at most NBD_MAX_INFLIGHT_BYTES */
+	bool dead;                /* the transport failed: drop everything */
+	bool disc;                /* NBD_CMD_DISC seen */
+};
+
+/* conn.c: whole reads and writes over c->io; 0 or -errno (-ECONNRESET at
+   end of stream, -ESHUTDOWN when the server stops). */
+int nbd_read_full(struct nbd_conn *c, void *buf, size_t len);
+int nbd_write_full(struct nbd_conn *c, const struct iovec *iov, int iovcnt);
+/* Reads and drops len bytes. */
+int nbd_skip(struct nbd_conn *c, uint64_t len);
+/* Bytes readable without waiting (buffered, or pending in TLS). */
+size_t nbd_buffered(struct nbd_conn *c);
+/* Non-blocking: pull what the transport has into c->rbuf. 0 or -errno. */
+int nbd_fill(struct nbd_conn *c);
+extern const struct nbd_io_ops nbd_plain_io;
+/* Waits until c->fd is ready in one direction; -ESHUTDOWN once the server
+   stops (its stop_fd turns readable). */
+int nbd_wait_fd(struct nbd_conn *c, bool for_write);
+
+/* handshake.c: fixed newstyle negotiation. Returns 1 when the client
+   entered transmission, 0 when it ended the negotiation cleanly, -errno
+   when the connection is to be dropped. */
+int nbd_negotiate(struct nbd_conn *c);
+
+/* request.c: the 28-byte request header, and what the server thinks of it
+   before any payload is read. */
+struct nbd_request {
+	uint16_t flags, type;
+	uint64_t cookie, offset;
+	uint32_t length;
+};
+/* Decodes buf; -EPROTO when the magic is wrong (drop the connection). */
+int nbd_parse_request(const uint8_t buf[NBD_REQUEST_SIZE],
+		      struct nbd_request *r);
+/* 0 when r may run on c, else the NBD error to reply with. */
+uint32_t nbd_check_request(const struct nbd_conn *c,
+			   const struct nbd_request *r);
+/* True when r carries a payload of r->length bytes (NBD_CMD_WRITE). */
+bool nbd_request_has_payload(const struct nbd_request *r);
+
+/* transmission.c: serve requests until the client leaves or the server
+   stops; waits for every request in flight. */
+int nbd_transmission(struct nbd_conn *c);
+/* Frees the buffers c keeps for reuse. */
+void nbd_pool_free(struct nbd_conn *c);
+uint32_t nbd_errno(int err);
+
+/* meta.c: the meta contexts this server offers. */
+struct nbd_meta_context {
+	const char *name;
+	/* The first run of [off, off + len) of b with one state: its length
+	   (1 to len) in *pnum and its descriptor flags in *flags. */
+	int (*extent)(struct bdev *b, uint64_t off, uint64_t len,
+		      uint64_t *pnum, uint32_t *flags);
+};
+extern const struct nbd_meta_context nbd_meta_contexts[];
+extern const unsigned nbd_meta_count;
+
+/* server.c: the ops table protocols.c names */
+extern const struct pvblk_protocol pvblk_nbd;
+
+/* tls.c */
+int nbd_tls_load(const char *dir, void **creds, char *err, size_t errlen);
+void nbd_tls_free(void *creds);
+/* NBD_OPT_STARTTLS after its ACK: the TLS handshake on c->fd, then c's
+   transport is TLS. */
+int nbd_tls_start(struct nbd_conn *c);
+/* Ends c's TLS session (best effort close_notify), if any. */
+void nbd_tls_end(struct nbd_conn *c);
+
+#endif /* OVK_NBD_I_H */

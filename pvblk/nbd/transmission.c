@@ -1,0 +1,654 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * transmission.c - the transmission phase of one connection: an event loop
+ * on the connection's thread that waits on the socket, its engine queue's
+ * eventfd and the server's stop eventfd; requests are checked once
+ * (request.c), queued on the engine without waiting, and answered from the
+ * engine's callbacks (simple replies, or structured ones with hole chunks
+ * for zero runs of a READ once negotiated).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nbd_i.h"
+
+#define READ_SEGS 16       /* data/hole chunks of one structured READ */
+#define ZERO_BUF (1u << 20)
+#define HOLE_MIN (64u << 10) /* smallest READ answered with hole chunks */
+
+static const uint8_t zero_buf[ZERO_BUF];
+
+struct seg {
+	uint64_t off;
+	uint32_t len;
+	bool hole;
+};
+
+/* One request in flight. */
+struct req {
+	struct nbd_conn *c;
+	struct nbd_request r;
+	uint8_t *buf;             /* READ/WRITE data */
+	int pending;              /* engine requests not yet completed */
+	int err;                  /* first engine error, -errno */
+	bool flush_after;         /* FUA: flush once the write is done */
+	bool fast_zero_refused;   /* ENOTSUP for FAST_ZERO: not logged */
+	unsigned nseg;
+	struct seg seg[READ_SEGS];
+};
+
+uint32_t nbd_errno(int err)
+{
+	switch (err < 0 ? -err : err) {
+	case 0:
+		return 0;
+	case EPERM:
+	case EROFS:
+	case EACCES:
+		return NBD_EPERM;
+	case ENOMEM:
+		return NBD_ENOMEM;
+	case EINVAL:
+		return NBD_EINVAL;
+	case ENOSPC:
+	case EFBIG:
+	case EDQUOT:
+		return NBD_ENOSPC;
+	case EOVERFLOW:
+		return NBD_EOVERFLOW;
+	case ENOTSUP:
+		return NBD_ENOTSUP;
+	case ESHUTDOWN:
+		return NBD_ESHUTDOWN;
+	default:
+		return NBD_EIO;
+	}
+}
+
+/* Sends iov, or marks the connection dead when that fails. */
+static void send_or_die(struct nbd_conn *c, const struct iovec *iov, int n)
+{
+	if (!c->dead && nbd_write_full(c, iov, n) < 0)
+		c->dead = true;
+}
+
+static void simple_reply(struct nbd_conn *c, uint64_t cookie, uint32_t err,
+			 const void *data, size_t len)
+{
+	struct __attribute__((packed)) {
+		uint32_t magic, err;
+		uint64_t cookie;
+	} h = { htobe32(NBD_SIMPLE_REPLY_MAGIC), htobe32(err), cookie };
+	struct iovec v[2] = { { &h, sizeof(h) }, { (void *)data, len } };
+
+	_Static_assert(sizeof(h) == NBD_SIMPLE_REPLY_SIZE, "simple reply");
+	send_or_die(c, v, err ? 1 : 2);
+}
+
+struct __attribute__((packed)) chunk_hdr {
+	uint32_t magic;
+	uint16_t flags, type;
+	uint64_t cookie;
+	uint32_t len;
+};
+_Static_assert(sizeof(struct chunk_hdr) == NBD_STRUCTURED_REPLY_SIZE,
+	       "structured reply chunk header");
+
+static void chunk_hdr(struct chunk_hdr *h, uint16_t flags, uint16_t type,
+		      uint64_t cookie, uint32_t len)
+{
+	h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
+	h->flags = htobe16(flags);
+	h->type = htobe16(type);
+	h->cookie = cookie;
+	h->len = htobe32(len);
+}
+
+/* NBD_REPLY_TYPE_ERROR with the DONE flag: the whole reply. */
+static void error_chunk(struct nbd_conn *c, uint64_t cookie, uint32_t err)
+{
+	struct __attribute__((packed)) {
+		struct chunk_hdr h;
+		uint32_t err;
+		uint16_t msglen;
+	} e;
+	struct iovec v = { &e, sizeof(e) };
+
+	chunk_hdr(&e.h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, cookie, 6);
+	e.err = htobe32(err);
+	e.msglen = 0;
+	send_or_die(c, &v, 1);
+}
+
+/* An error for r: a structured error chunk where the client expects
+   chunks (READ, BLOCK_STATUS), a simple reply otherwise. */
+static void reply_error(struct nbd_conn *c, const struct nbd_request *r,
+			uint32_t err)
+{
+	if (c->structured && (r->type == NBD_CMD_READ ||
+			      r->type == NBD_CMD_BLOCK_STATUS))
+		error_chunk(c, r->cookie, err);
+	else
+		simple_reply(c, r->cookie, err, NULL, 0);
+}
+
+/* The size class of a buffer of len bytes (1 to NBD_MAX_BLOCK). */
+static unsigned buf_class(uint32_t len)
+{
+	unsigned k = 0;
+
+	while ((4096u << k) < len)
+		k++;
+	return k;
+}
+
+static void *buf_get(struct nbd_conn *c, uint32_t len)
+{
+	unsigned k = buf_class(len);
+	void *p;
+
+	if (c->npool[k]) {
+		c->pool_bytes -= (uint64_t)4096 << k;
+		return c->pool[k][--c->npool[k]];
+	}
+	if (posix_memalign(&p, 4096, (size_t)4096 << k))
+		return NULL;
+	return p;
+}
+
+static void buf_put(struct nbd_conn *c, void *p, uint32_t len)
+{
+	unsigned k = buf_class(len);
+
+	if (c->npool[k] < NBD_POOL_PER_CLASS &&
+	    c->pool_bytes + ((uint64_t)4096 << k) <= NBD_MAX_INFLIGHT_BYTES) {
+		c->pool[k][c->npool[k]++] = p;
+		c->pool_bytes += (uint64_t)4096 << k;
+	} else {
+		free(p);
+	}
+}
+
+void nbd_pool_free(struct nbd_conn *c)
+{
+	for (unsigned k = 0; k < 14; k++)
+		while (c->npool[k])
+			free(c->pool[k][--c->npool[k]]);
+	c->pool_bytes = 0;
+}
+
+static void req_free(struct req *q)
+{
+	if (q->buf)
+		buf_put(q->c, q->buf, q->r.length);
+	free(q);
+}
+
+/* The structured reply of a READ: one chunk per segment, the last DONE. */
+static void read_reply_structured(struct req *q)
+{
+	struct chunk_hdr h[READ_SEGS];
+	struct __attribute__((packed)) {
+		uint64_t off;
+		uint32_t len;
+	} meta[READ_SEGS];
+	struct iovec v[3 * READ_SEGS];
+	int n = 0;
+
+	if (q->nseg == 0) { /* a zero-length READ: one empty final chunk */
+		chunk_hdr(&h[0], NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
+			  q->r.cookie, 0);
+		v[0] = (struct iovec){ &h[0], sizeof(h[0]) };
+		send_or_die(q->c, v, 1);
+		return;
+	}
+
+	for (unsigned i = 0; i < q->nseg; i++) {
+		const struct seg *s = &q->seg[i];
+		uint16_t fl = i + 1 == q->nseg ? NBD_REPLY_FLAG_DONE : 0;
+
+		meta[i].off = htobe64(s->off);
+		meta[i].len = htobe32(s->len);
+		if (s->hole) {
+			chunk_hdr(&h[i], fl, NBD_REPLY_TYPE_OFFSET_HOLE,
+				  q->r.cookie, 12);
+			v[n++] = (struct iovec){ &h[i], sizeof(h[i]) };
+			v[n++] = (struct iovec){ &meta[i], 12 };
+		} else {
+			chunk_hdr(&h[i], fl, NBD_REPLY_TYPE_OFFSET_DATA,
+				  q->r.cookie, 8 + s->len);
+			v[n++] = (struct iovec){ &h[i], sizeof(h[i]) };
+			v[n++] = (struct iovec){ &meta[i], 8 };
+			v[n++] = (struct iovec){
+				q->buf + (s->off - q->r.offset), s->len };
+		}
+	}
+	send_or_die(q->c, v, n);
+}
+
+/* A request's engine work is over: reply and free it. */
+static void req_done(struct req *q)
+{
+	struct nbd_conn *c = q->c;
+	uint32_t err = nbd_errno(q->err);
+
+	if (err && !q->fast_zero_refused) {
+		const char *msg = bdev_errmsg();
+
+		pvblk_log("nbd: %s: command %u at %" PRIu64 " (+%" PRIu32
+			  "): %s", c->peer, q->r.type, q->r.offset,
+			  q->r.length, *msg ? msg : strerror(-q->err));
+	}
+	if (err)
+		reply_error(c, &q->r, err);
+	else if (q->r.type == NBD_CMD_READ && c->structured)
+		read_reply_structured(q);
+	else if (q->r.type == NBD_CMD_READ)
+		simple_reply(c, q->r.cookie, 0, q->buf, q->r.length);
+	else
+		simple_reply(c, q->r.cookie, 0, NULL, 0);
+	c->inflight--;
+	if (q->buf)
+		c->inflight_bytes -= q->r.length;
+	req_free(q);
+}
+
+static void req_cb(void *opaque, int ret);
+
+/* Queues a flush for q (FUA), or ends q when that fails. */
+static void req_flush(struct req *q)
+{
+	int ret;
+
+	q->flush_after = false;
+	q->pending = 1;
+	ret = bdev_aio_flush(q->c->q, q->c->srv->export->bdev, req_cb, q);
+	if (ret < 0) {
+		q->err = ret;
+		req_done(q);
+	}
+}
+
+static void req_cb(void *opaque, int ret)
+{
+	struct req *q = opaque;
+
+	if (ret < 0 && !q->err)
+		q->err = ret;
+	if (--q->pending > 0)
+		return;
+	if (!q->err && q->flush_after) {
+		req_flush(q);
+		return;
+	}
+	req_done(q);
+}
+
+/* Account an engine call's synchronous failure as its completion. */
+static void queued(struct req *q, int ret)
+{
+	if (ret < 0)
+		req_cb(q, ret);
+}
+
+/*
+ * The segments of a structured READ: runs that read as zeros through the
+ * whole chain become hole chunks, the rest data chunks; more than
+ * READ_SEGS runs end in one data segment.
+ */
+static int read_segments(struct req *q, struct bdev *b)
+{
+	uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
+
+	q->nseg = 0;
+	while (off < end) {
+		struct bdev_host_run run;
+		int kind = BDEV_HOST_OTHER;
+		uint64_t n = end - off;
+		struct seg *last = q->nseg ? &q->seg[q->nseg - 1] : NULL;
+		bool hole;
+
+		if (q->nseg < READ_SEGS - 1) {
+			kind = bdev_map_host(b, off, end - off, &run);
+			if (kind < 0)
+				return kind;
+			n = run.length;
+		}
+		hole = kind == BDEV_HOST_ZERO;
+		if (last && last->hole == hole) {
+			last->len += (uint32_t)n;
+		} else {
+			q->seg[q->nseg++] = (struct seg){ off, (uint32_t)n,
+							  hole };
+		}
+		off += n;
+	}
+	return 0;
+}
+
+static void cmd_read(struct req *q, struct bdev *b)
+{
+	struct nbd_conn *c = q->c;
+	int ret;
+
+	/* small reads skip the lookup: it costs more than it saves */
+	if (c->structured && !(q->r.flags & NBD_CMD_FLAG_DF) &&
+	    q->r.length >= HOLE_MIN) {
+		ret = read_segments(q, b);
+		if (ret < 0) {
+			q->err = ret;
+			req_done(q);
+			return;
+		}
+	} else {
+		q->nseg = 1;
+		q->seg[0] = (struct seg){ q->r.offset, q->r.length, false };
+	}
+	q->pending = 1; /* held until every segment is queued */
+	for (unsigned i = 0; i < q->nseg && !q->err; i++) {
+		struct seg *s = &q->seg[i];
+		struct iovec v;
+
+		if (s->hole)
+			continue;
+		v.iov_base = q->buf + (s->off - q->r.offset);
+		v.iov_len = s->len;
+		q->pending++;
+		queued(q, bdev_aio_readv(c->q, b, s->off, &v, 1, req_cb, q));
+	}
+	req_cb(q, 0);
+}
+
+/* NO_HOLE: the zeros are written, so the range stays allocated; one
+   engine write per NBD_MAX_BLOCK bytes, all from one static zero buffer. */
+static void write_zero_buffers(struct req *q, struct bdev *b)
+{
+	uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
+
+	q->pending = 1; /* held until every piece is queued */
+	while (off < end && !q->err) {
+		struct iovec v[NBD_MAX_BLOCK / ZERO_BUF];
+		uint64_t piece = end - off < NBD_MAX_BLOCK ? end - off :
+							      NBD_MAX_BLOCK;
+		uint64_t left = piece;
+		int n = 0;
+
+		while (left) {
+			uint32_t k = left < ZERO_BUF ? (uint32_t)left : ZERO_BUF;
+
+			v[n++] = (struct iovec){ (void *)zero_buf, k };
+			left -= k;
+		}
+		q->pending++;
+		queued(q, bdev_aio_writev(q->c->q, b, off, v, n, req_cb, q));
+		off += piece;
+	}
+	req_cb(q, 0);
+}
+
+/* Runs a checked request with its payload (if any) in q->buf. */
+static void dispatch(struct req *q)
+{
+	struct nbd_conn *c = q->c;
+	struct bdev *b = c->srv->export->bdev;
+	struct iovec v = { q->buf, q->r.length };
+
+	q->flush_after = q->r.flags & NBD_CMD_FLAG_FUA;
+	if (q->r.length == 0 && q->r.type != NBD_CMD_FLUSH) {
+		req_done(q); /* nothing to do */
+		return;
+	}
+	switch (q->r.type) {
+	case NBD_CMD_READ:
+		cmd_read(q, b);
+		return;
+	case NBD_CMD_WRITE:
+		q->pending = 1;
+		queued(q, bdev_aio_writev(c->q, b, q->r.offset, &v, 1, req_cb,
+					  q));
+		return;
+	case NBD_CMD_FLUSH:
+		req_flush(q);
+		return;
+	case NBD_CMD_TRIM:
+		q->pending = 1;
+		queued(q, bdev_aio_discard(c->q, b, q->r.offset, q->r.length,
+					   req_cb, q));
+		return;
+	case NBD_CMD_WRITE_ZEROES:
+		if ((q->r.flags & NBD_CMD_FLAG_FAST_ZERO) &&
+		    !c->srv->fast_zero) {
+			q->err = -ENOTSUP;
+			q->fast_zero_refused = true;
+			req_done(q);
+			return;
+		}
+		if (q->r.flags & NBD_CMD_FLAG_NO_HOLE) {
+			write_zero_buffers(q, b);
+			return;
+		}
+		q->pending = 1;
+		queued(q, bdev_aio_write_zeroes(c->q, b, q->r.offset,
+						q->r.length, req_cb, q));
+		return;
+	case NBD_CMD_CACHE:
+		/* advisory: the engine has no prefetch to ask for */
+		req_done(q);
+		return;
+	default:
+		q->err = -EINVAL;
+		req_done(q);
+		return;
+	}
+}
+
+/*
+ * NBD_CMD_BLOCK_STATUS: one chunk per selected context, each at most
+ * BS_MAX descriptors (one with REQ_ONE), the last chunk DONE. Answered
+ * synchronously: the engine's block status comes from its cached tables.
+ */
+#define BS_MAX 256
+static void cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
+{
+	struct bdev *b = c->srv->export->bdev;
+	unsigned nsel = 0, sent = 0;
+	uint64_t end = r->offset + r->length;
+
+	for (unsigned i = 0; i < nbd_meta_count; i++)
+		nsel += !!(c->meta_selected & (1u << i));
+	for (unsigned i = 0; i < nbd_meta_count; i++) {
+		const struct nbd_meta_context *m = &nbd_meta_contexts[i];
+		struct {
+			struct chunk_hdr h;
+			uint32_t id;
+			uint32_t d[2 * BS_MAX];
+		} __attribute__((packed)) bs;
+		unsigned nd = 0, maxd = r->flags & NBD_CMD_FLAG_REQ_ONE ?
+						1 : BS_MAX;
+		uint64_t off = r->offset;
+		struct iovec v;
+
+		if (!(c->meta_selected & (1u << i)))
+			continue;
+		while (off < end) {
+			uint64_t n;
+			uint32_t fl;
+			int ret = m->extent(b, off, end - off, &n, &fl);
+
+			if (ret < 0) {
+				error_chunk(c, r->cookie, nbd_errno(ret));
+				return;
+			}
+			if (nd && be32toh(bs.d[2 * nd - 1]) == fl &&
+			    be32toh(bs.d[2 * nd - 2]) + n <= UINT32_MAX) {
+				bs.d[2 * nd - 2] = htobe32(
+					(uint32_t)(be32toh(bs.d[2 * nd - 2]) +
+						   n));
+			} else {
+				if (nd == maxd)
+					break;
+				bs.d[2 * nd] = htobe32((uint32_t)n);
+				bs.d[2 * nd + 1] = htobe32(fl);
+				nd++;
+			}
+			off += n;
+		}
+		sent++;
+		chunk_hdr(&bs.h, sent == nsel ? NBD_REPLY_FLAG_DONE : 0,
+			  NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * nd);
+		bs.id = htobe32(i + 1);
+		v = (struct iovec){ &bs, sizeof(bs.h) + 4 + 8 * nd };
+		send_or_die(c, &v, 1);
+	}
+}
+
+/* Reads one request (and its payload) and starts it. */
+static int handle_request(struct nbd_conn *c)
+{
+	uint8_t hdr[NBD_REQUEST_SIZE];
+	struct nbd_request r;
+	struct req *q;
+	uint32_t err;
+	int ret;
+
+	ret = nbd_read_full(c, hdr, sizeof(hdr));
+	if (ret < 0)
+		return ret;
+	ret = nbd_parse_request(hdr, &r);
+	if (ret < 0)
+		return ret;
+	err = nbd_check_request(c, &r);
+	if (nbd_request_has_payload(&r)) {
+		if (r.length > c->srv->max_block)
+			return -E2BIG; /* cannot resync: drop */
+		if (err) {
+			ret = nbd_skip(c, r.length);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	if (err) {
+		reply_error(c, &r, err);
+		return 0;
+	}
+	if (r.type == NBD_CMD_DISC) {
+		c->disc = true;
+		return 0;
+	}
+	if (r.type == NBD_CMD_BLOCK_STATUS) {
+		cmd_block_status(c, &r);
+		return 0;
+	}
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return -ENOMEM;
+	q->c = c;
+	q->r = r;
+	if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && r.length) {
+		q->buf = buf_get(c, r.length);
+		if (!q->buf) {
+			if (r.type == NBD_CMD_WRITE) {
+				ret = nbd_skip(c, r.length);
+				if (ret < 0) {
+					free(q);
+					return ret;
+				}
+			}
+			reply_error(c, &r, NBD_ENOMEM);
+			free(q);
+			return 0;
+		}
+	}
+	if (r.type == NBD_CMD_WRITE && r.length) {
+		ret = nbd_read_full(c, q->buf, r.length);
+		if (ret < 0) {
+			req_free(q);
+			return ret;
+		}
+	}
+	if (q->buf)
+		c->inflight_bytes += r.length;
+	c->inflight++;
+	dispatch(q);
+	return 0;
+}
+
+int nbd_transmission(struct nbd_conn *c)
+{
+	struct pollfd p[3];
+	int qfd = bdev_queue_fd(c->q);
+	int ret = 0;
+
+	while (!c->dead && !c->disc) {
+		bool more = c->inflight < NBD_MAX_INFLIGHT &&
+			    c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
+		int n;
+
+		p[0] = (struct pollfd){ .fd = more ? c->fd : -1,
+					.events = POLLIN };
+		p[1] = (struct pollfd){ .fd = qfd, .events = POLLIN };
+		p[2] = (struct pollfd){ .fd = c->srv->stop_fd,
+					.events = POLLIN };
+		n = poll(p, 3, more && nbd_buffered(c) ? 0 : -1);
+		if (n < 0 && errno != EINTR) {
+			ret = -errno;
+			break;
+		}
+		if (n < 0)
+			continue;
+		if (p[2].revents)
+			break;
+		if (p[1].revents) {
+			uint64_t cnt;
+
+			/* reset the eventfd before running: a completion
+			   after this read makes it readable again */
+			if (read(qfd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN) {
+				ret = -errno;
+				break;
+			}
+			ret = bdev_queue_run(c->q, 0);
+			if (ret < 0)
+				break;
+		}
+		if (!more)
+			continue;
+		if (p[0].revents || nbd_buffered(c)) {
+			/* take every request already here before submitting */
+			do {
+				ret = handle_request(c);
+			} while (!ret && !c->dead && !c->disc &&
+				 c->inflight < NBD_MAX_INFLIGHT &&
+				 c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES &&
+				 nbd_buffered(c));
+			if (ret < 0)
+				break;
+			/* requests the engine finished at once poked the
+			   eventfd: take that signal now rather than after
+			   another poll, then run what completed */
+			ret = bdev_queue_run(c->q, 0);
+			if (ret >= 0) {
+				uint64_t cnt;
+
+				if (read(qfd, &cnt, sizeof(cnt)) == sizeof(cnt))
+					ret = bdev_queue_run(c->q, 0);
+			}
+			if (ret < 0)
+				break;
+		}
+	}
+	/* let what is in flight finish; its replies go out while they can */
+	while (c->inflight) {
+		int r = bdev_queue_run(c->q, 1);
+
+		if (r < 0)
+			break;
+	}
+	nbd_pool_free(c);
+	return ret < 0 ? ret : 0;
+}
