@@ -71,8 +71,7 @@ struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque)
 		q->free_reqs = r->next;
 	else if (!(r = malloc(sizeof(*r))))
 		return NULL;
-	*r = (struct breq){ .q = q, .cb = cb, .opaque = opaque, .pending = 1,
-			    .wb = NULL };
+	*r = (struct breq){ .q = q, .cb = cb, .opaque = opaque, .pending = 1 };
 	q->inflight++;
 	return r;
 }
@@ -93,8 +92,20 @@ void breq_put(struct breq *r)
 
 	if (--r->pending)
 		return;
-	if (r->wb)
-		atomic_fetch_sub(&r->wb->writes_inflight, 1);
+	if (r->wt && (r->flags & BDEV_REQ_FUA) && !r->fua_done && !r->ret) {
+		/* the data is written: now the flush, ordered after it */
+		r->fua_done = true;
+		r->pending = 1;
+		breq_fua_flush(r);
+		if (--r->pending)
+			return;
+	}
+	if (r->wt) {
+		if (r->ctk_gen && ctk_note_done(r->wt->top, r->ctk_gen,
+						r->off, r->len) < 0)
+			breq_fail(r, -EIO);
+		wtrack_done(r->wt);
+	}
 	r->next = NULL;
 	*q->done_tail = r;
 	q->done_tail = &r->next;
@@ -291,6 +302,14 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 		}
 		if (s->kind == BSUB_ZERO_RANGE && (res == -EOPNOTSUPP ||
 						   res == -EINVAL)) {
+			if (r && (r->flags & BDEV_REQ_FAST_ZERO)) {
+				err = bdev_err(-ENOTSUP, "%s: the file system "
+					       "cannot zero at offset %" PRIu64
+					       " without writing zero bytes "
+					       "(FAST_ZERO asked)", s->src->name,
+					       s->off);
+				goto done;
+			}
 			s->kind = BSUB_WRITE_ZEROES;
 			goto retry;
 		}

@@ -38,7 +38,11 @@ struct breq {
 	int ret;          /* first error, 0 if none */
 	char *errmsg;     /* its message, restored before cb */
 	unsigned pending; /* pieces in flight (+1 while being split) */
-	struct bdev *wb;  /* a write to this image: counted in writes_inflight */
+	struct bdev_wtrack *wt; /* a write: counted in wt->inflight */
+	unsigned flags;   /* enum bdev_req_flag */
+	bool fua_done;    /* the FUA flush has been started */
+	uint64_t ctk_gen; /* change map generation at submission (0: none) */
+	uint64_t off, len; /* a write's range, for the change map */
 	struct breq *next;
 };
 
@@ -194,6 +198,9 @@ static inline void iovcur_skip(struct iovcur *cur, uint64_t len)
 
 /* Signals the eventfd once per batch, if anyone polls it. */
 void queue_poke(struct bdev_queue *q);
+/* A write whose pieces all ended: starts its FUA flush (pending counts
+   it) or records the flush's failure (write.c). */
+void breq_fua_flush(struct breq *r);
 /* A request for cb from q's pool, holding one piece (the splitting). */
 struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque);
 /* Records the first failure of r with this thread's current message. */
