@@ -92,6 +92,13 @@ void breq_put(struct breq *r)
 
 	if (--r->pending)
 		return;
+	while (r->wt && !r->ret && atomic_load(&r->wt->sealed)) {
+		/* a snapshot switched while it was in flight */
+		r->pending = 1;
+		breq_reapply(r);
+		if (--r->pending)
+			return;
+	}
 	if (r->wt && (r->flags & BDEV_REQ_FUA) && !r->fua_done && !r->ret) {
 		/* the data is written: now the flush, ordered after it */
 		r->fua_done = true;
@@ -129,6 +136,7 @@ static int queue_run_done(struct bdev_queue *q)
 		if (ret < 0)
 			bdev_err(ret, "%s", r->errmsg ? r->errmsg : "");
 		free(r->errmsg);
+		free(r->iov_alloc);
 		r->next = q->free_reqs;
 		q->free_reqs = r;
 		q->inflight--;

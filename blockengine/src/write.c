@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "request.h"
 
@@ -217,6 +218,30 @@ int bdev_begin_write_once(struct bdev *b)
 	return ret;
 }
 
+/* Writes r's range again to the current top (see request.h); moves r's
+   count from the sealed tracker to the top's, which may let the frozen
+   layer be finalized. */
+void breq_reapply(struct breq *r)
+{
+	struct bdev_wtrack *sealed = r->wt;
+	struct bdev *top = sealed->top;
+	struct iovcur cur = { .iov = r->iov, .cnt = r->iovcnt };
+	int ret;
+
+	pthread_rwlock_rdlock(&top->top_lock);
+	r->wt = top->wtrack;
+	atomic_fetch_add(&r->wt->inflight, 1);
+	ret = bdev_begin_write_once(top);
+	if (ret < 0)
+		breq_fail(r, ret);
+	else
+		split_write(r->q, r, top, (enum wop)r->op, r->off, r->len, &cur);
+	pthread_rwlock_unlock(&top->top_lock);
+	wtrack_done(sealed);
+	if (r->q->unsubmitted)
+		queue_poke(r->q);
+}
+
 /* Flushes the layer r wrote, after its data: an io_uring fdatasync for a
    raw file (a piece of r), else the driver's flush, here. */
 void breq_fua_flush(struct breq *r)
@@ -295,6 +320,21 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 	r->ctk_gen = (uint64_t)gen;
 	r->off = offset;
 	r->len = len;
+	if (iovcnt <= BSUB_INLINE_IOV) {
+		if (iovcnt)
+			memcpy(r->iov_inline, iov,
+			       sizeof(*iov) * (size_t)iovcnt);
+		r->iov = r->iov_inline;
+	} else {
+		r->iov = r->iov_alloc = malloc(sizeof(*iov) * (size_t)iovcnt);
+		if (r->iov_alloc)
+			memcpy(r->iov_alloc, iov, sizeof(*iov) * (size_t)iovcnt);
+		else
+			breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
+					      b->filename));
+	}
+	r->iovcnt = iovcnt;
+	r->op = op;
 	atomic_fetch_add(&r->wt->inflight, 1);
 	split_write(q, r, b, op, offset, len, &cur);
 	pthread_rwlock_unlock(&b->top_lock);
