@@ -277,8 +277,9 @@ int ctk_close(struct bdev *b);
    Returns the map generation (> 0) for ctk_note_done, 0 when nothing is
    tracked, or -errno. */
 int64_t ctk_note_write(struct bdev *b, uint64_t off, uint64_t len);
-/* A write noted at generation gen ended: when a checkpoint was created
-   meanwhile, its range counts as changed after that one too. */
+/* The callback of a write noted at generation gen is about to run: when
+   a checkpoint was created meanwhile, its range counts as changed since
+   that one too. */
 int ctk_note_done(struct bdev *b, uint64_t gen, uint64_t off, uint64_t len);
 /* The top layer is now image_path (a snapshot): move the file next to it. */
 int ctk_follow(struct bdev *b, const char *image_path);

@@ -108,9 +108,6 @@ void breq_put(struct breq *r)
 			return;
 	}
 	if (r->wt) {
-		if (r->ctk_gen && ctk_note_done(r->wt->top, r->ctk_gen,
-						r->off, r->len) < 0)
-			breq_fail(r, -EIO);
 		wtrack_done(r->wt);
 	}
 	r->next = NULL;
@@ -128,7 +125,14 @@ static int queue_run_done(struct bdev_queue *q)
 		struct breq *r = q->done_head;
 		bdev_cb cb = r->cb;
 		void *opaque = r->opaque;
-		int ret = r->ret;
+		int ret;
+
+		/* a checkpoint created before this callback runs sees the
+		   write as changed since it too */
+		if (r->ctk_gen && ctk_note_done(r->wt->top, r->ctk_gen, r->off,
+						r->len) < 0)
+			breq_fail(r, -EIO);
+		ret = r->ret;
 
 		q->done_head = r->next;
 		if (!q->done_head)
