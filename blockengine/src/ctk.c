@@ -234,7 +234,7 @@ static int ctk_header_valid(struct ctk_disk_header *h, uint64_t disk_size)
 	uint32_t g = le32toh(h->granularity);
 	if (g < 512 || (g & (g - 1)) || le64toh(h->disk_size) != disk_size)
 		return -1;
-	uint64_t words = (disk_size / g + 64) / 64;
+	uint64_t words = ((disk_size + g - 1) / g + 63) / 64;
 	if (le64toh(h->map_bytes) < words * 8 ||
 	    le64toh(h->map_bytes) % 4096 || le64toh(h->map_bytes) > (1ull << 36))
 		return -1;

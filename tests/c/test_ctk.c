@@ -389,6 +389,37 @@ static void test_other_boot(void)
 	printf("ok other boot\n");
 }
 
+/* Map sizes at the edges: a disk of exactly 2 GiB fills its 64 KiB-chunk
+   map to a whole 4 KiB page; a disk of 1 byte over has a partial chunk. */
+static void test_sizes(void)
+{
+	static const uint64_t sizes[] = { 2ull << 30, (2ull << 30) + 512,
+					  512, 65536 * 3 + 512 };
+	char path[300];
+	uint64_t pnum;
+	struct bdev *b;
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(*sizes); i++) {
+		uint64_t last = sizes[i] - 1;
+		snprintf(path, sizeof(path), "%s/size-%zu.raw", dir, i);
+		test_run("qemu-img create -q -f raw %s %llu", path,
+			 (unsigned long long)sizes[i]);
+		b = open_rw(path);
+		CHECK_EQ(bdev_checkpoint_create(b, "s"), 0);
+		CHECK_EQ(bdev_pwrite(b, "x", 1, last), 0);
+		CHECK_EQ(bdev_close(b), 0);
+		b = open_rw(path);
+		CHECK_EQ(bdev_changed_status(b, "s", last, 1, &pnum), 1);
+		CHECK_EQ(pnum, 1);
+		if (last >= GRAN) {
+			CHECK_EQ(bdev_changed_status(b, "s", 0, last, &pnum), 0);
+			CHECK_EQ(pnum, last / GRAN * GRAN);
+		}
+		CHECK_EQ(bdev_close(b), 0);
+	}
+	printf("ok sizes\n");
+}
+
 /* ---- crash: kill -9 a writer -------------------------------------------- */
 
 struct cw {
@@ -555,6 +586,7 @@ int main(int argc, char **argv)
 		test_inflight();
 		test_snapshot();
 		test_other_boot();
+		test_sizes();
 	}
 	test_run("rm -rf %s", dir);
 	return 0;
