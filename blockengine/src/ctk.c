@@ -496,6 +496,17 @@ int ctk_follow(struct bdev *b, const char *image_path)
 	return ret;
 }
 
+/* Moves child_path's change map next to parent_path after a commit. */
+void ctk_commit_follow(const char *child_path, const char *parent_path)
+{
+	char *from = ctk_path_for(child_path), *to = ctk_path_for(parent_path);
+
+	if (from && to)
+		(void)rename(from, to); /* none: nothing to move */
+	free(from);
+	free(to);
+}
+
 static int ctk_find(const struct ctk *c, const char *name)
 {
 	for (unsigned i = 0; c && i < c->n; i++)

@@ -284,6 +284,10 @@ int ctk_note_done(struct bdev *b, uint64_t gen, uint64_t off, uint64_t len);
 /* The top layer is now image_path (a snapshot): move the file next to it. */
 int ctk_follow(struct bdev *b, const char *image_path);
 
+/* A commit merged child_path into parent_path: the child's change map,
+   if any, becomes the parent's (the parent now holds the disk). */
+void ctk_commit_follow(const char *child_path, const char *parent_path);
+
 /* Runs fmt->begin_write once per writing session (write.c). */
 int bdev_begin_write_once(struct bdev *b);
 /* VMDK: flush and finish a layer a snapshot froze, then make its files

@@ -252,12 +252,6 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	pthread_rwlock_destroy(&c->top_lock);
 	pthread_mutex_destroy(&c->begin_lock);
 	free(c);
-	/* the change map follows the disk: it moves next to the new top */
-	if (b->ctk) {
-		ret = ctk_follow(b, b->filename);
-		if (ret < 0)
-			return ret;
-	}
 	if (atomic_load(&ot->inflight) == 0) {
 		/* nothing in flight: make the frozen layer durable, clean
 		   and shared before returning */
@@ -266,17 +260,18 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 				  ot) == 0) {
 		/* the last write to complete, on whichever queue, wakes it */
 		ot->finalizer_started = true;
-		return 0;
 	} else {
 		wtrack_wait_idle(ot);
 		wtrack_finalize(ot);
 	}
-	if (ot->final_ret < 0)
-		return bdev_err(ot->final_ret, "%s: the snapshot %s is in "
-				"place, but finishing the frozen layer failed: "
-				"%s", old->filename, child_path,
-				ot->final_msg ? ot->final_msg : "");
-	return 0;
+	/* the change map follows the disk: it moves next to the new top */
+	ret = b->ctk ? ctk_follow(b, b->filename) : 0;
+	if (ret == 0 && atomic_load(&ot->finalized) && ot->final_ret < 0)
+		ret = bdev_err(ot->final_ret, "%s: the snapshot %s is in "
+			       "place, but finishing the frozen layer failed: "
+			       "%s", old->filename, child_path,
+			       ot->final_msg ? ot->final_msg : "");
+	return ret;
 
 err_close_child: {
 		char why[512];
@@ -414,6 +409,7 @@ out_close_child:
 				       strerror(errno));
 		for (unsigned i = 0; i < nfiles; i++)
 			unlink(files[i]);
+		ctk_commit_follow(child_path, ppath);
 	}
 	for (unsigned i = 0; i < nfiles; i++)
 		free(files[i]);

@@ -329,6 +329,13 @@ static void test_snapshot(void)
 	check_model(b, &m);
 	CHECK_EQ(bdev_close(b), 0);
 	test_run("qemu-img check -q %s", child);
+	/* a commit folds the disk back into the parent: the map goes along */
+	CHECK_EQ(bdev_commit(child), 0);
+	snprintf(side, sizeof(side), "%s-ctk.ovk", base);
+	CHECK(exists(side));
+	b = open_rw(base);
+	check_model(b, &m);
+	CHECK_EQ(bdev_close(b), 0);
 	printf("ok snapshot\n");
 }
 
