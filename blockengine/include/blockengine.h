@@ -222,6 +222,17 @@ struct bdev_limits {
 /* Fills *out (see struct bdev_limits). Never blocks. */
 int bdev_get_limits(struct bdev *b, struct bdev_limits *out);
 
+/*
+ * How the first run of [offset, offset + length) of the whole chain reads
+ * (what NBD's qemu:allocation-depth answers): returns BDEV_STATUS_DATA or
+ * _ZERO with *depth the layer that holds the run (1 = b's top layer, 2 =
+ * its parent, ...), or BDEV_STATUS_UNALLOCATED with *depth 0 when no
+ * layer holds it (it reads as zeros). *pnum is the run's length, within
+ * which both answers hold. Safe against a concurrent bdev_snapshot.
+ */
+int bdev_block_status_depth(struct bdev *b, uint64_t offset, uint64_t length,
+			    uint64_t *pnum, unsigned *depth);
+
 /* ---- Where the bytes live on the host ------------------------------------ */
 
 enum bdev_host_kind {

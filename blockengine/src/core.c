@@ -383,11 +383,13 @@ static int clamp_query(const struct bdev *b, const char *what,
 	return 0;
 }
 
+static int layer_status(struct bdev *b, uint64_t offset, uint64_t length,
+			uint64_t *pnum);
+
 /* How the first run of [offset, offset + length) is stored in this layer. */
 int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 		      uint64_t *pnum)
 {
-	struct bdev_map m;
 	int ret;
 
 	bdev_err_clear();
@@ -396,7 +398,21 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 	ret = clamp_query(b, "block status", offset, &length);
 	if (ret < 0)
 		return ret;
-	ret = b->fmt->map(b, offset, length, &m);
+	/* a snapshot may swap a live top's layer meanwhile */
+	pthread_rwlock_rdlock(&b->top_lock);
+	ret = layer_status(b, offset, length, pnum);
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
+}
+
+/* The first run of a layer as bdev_block_status answers it, without the
+   checks. */
+static int layer_status(struct bdev *b, uint64_t offset, uint64_t length,
+			uint64_t *pnum)
+{
+	struct bdev_map m;
+	int ret = b->fmt->map(b, offset, length, &m);
+
 	if (ret < 0)
 		return ret;
 	if (m.len == 0 || m.len > length)
@@ -404,17 +420,47 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 				" bytes at offset %" PRIu64 ", expected 1 to %"
 				PRIu64, b->filename, m.len, offset, length);
 	*pnum = m.len;
-	switch (m.kind) {
-	case BDEV_MAP_ZERO:
-		return BDEV_STATUS_ZERO;
-	case BDEV_MAP_UNALLOC:
-		return BDEV_STATUS_UNALLOCATED;
-	case BDEV_MAP_DATA:
-	case BDEV_MAP_COMPRESSED:
-	case BDEV_MAP_NOACCESS:
-	default:
-		return BDEV_STATUS_DATA;
+	return m.kind == BDEV_MAP_ZERO ? BDEV_STATUS_ZERO :
+	       m.kind == BDEV_MAP_UNALLOC ? BDEV_STATUS_UNALLOCATED :
+	       BDEV_STATUS_DATA;
+}
+
+/* The first run of the whole chain and the depth of the layer that holds
+   it; see blockengine.h. */
+int bdev_block_status_depth(struct bdev *b, uint64_t offset, uint64_t length,
+			    uint64_t *pnum, unsigned *depth)
+{
+	struct bdev *layer;
+	unsigned d = 1;
+	int ret;
+
+	bdev_err_clear();
+	if (!b || !pnum || !depth)
+		return bdev_err(-EINVAL, "bdev_block_status_depth: no image or "
+				"result");
+	ret = clamp_query(b, "block status", offset, &length);
+	if (ret < 0)
+		return ret;
+	pthread_rwlock_rdlock(&b->top_lock);
+	for (layer = b;; layer = layer->backing, d++) {
+		if (!layer || offset >= layer->info.size) {
+			/* below the chain: zeros nobody stores */
+			*pnum = length;
+			*depth = 0;
+			ret = BDEV_STATUS_UNALLOCATED;
+			break;
+		}
+		if (length > layer->info.size - offset)
+			length = layer->info.size - offset;
+		ret = layer_status(layer, offset, length, pnum);
+		if (ret != BDEV_STATUS_UNALLOCATED) {
+			*depth = d;
+			break;
+		}
+		length = *pnum; /* the parent answers for this part only */
 	}
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
 }
 
 /* Where the first run of [off, off + len) of layer and its parents lives
