@@ -291,15 +291,18 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 	int64_t gen;
 	int ret;
 
-	ret = io_check(q, b, names[op], true, offset, len);
-	if (ret < 0)
-		return ret;
-	if (flags & ~wop_flags[op])
-		return bdev_err(-EINVAL, "%s: %s does not take request flags "
-				"0x%x", b->filename, names[op],
-				flags & ~wop_flags[op]);
+	bdev_err_clear();
+	if (!q || !b)
+		return bdev_err(-EINVAL, "%s: no queue or image", names[op]);
+	/* the checks read the top's name and size: a snapshot swaps them */
 	pthread_rwlock_rdlock(&b->top_lock);
-	ret = bdev_begin_write_once(b);
+	ret = io_check(q, b, names[op], true, offset, len);
+	if (ret == 0 && (flags & ~wop_flags[op]))
+		ret = bdev_err(-EINVAL, "%s: %s does not take request flags "
+			       "0x%x", b->filename, names[op],
+			       flags & ~wop_flags[op]);
+	if (ret == 0)
+		ret = bdev_begin_write_once(b);
 	if (ret < 0) {
 		pthread_rwlock_unlock(&b->top_lock);
 		return ret;
@@ -349,7 +352,7 @@ int bdev_aio_writev(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 		    void *opaque)
 {
 	uint64_t len;
-	int ret = iov_total(b ? b->filename : "write", iov, iovcnt, &len);
+	int ret = iov_total("write", iov, iovcnt, &len);
 
 	if (ret < 0)
 		return ret;
@@ -362,7 +365,7 @@ int bdev_aio_writev_flags(struct bdev_queue *q, struct bdev *b,
 			  unsigned flags, bdev_cb cb, void *opaque)
 {
 	uint64_t len;
-	int ret = iov_total(b ? b->filename : "write", iov, iovcnt, &len);
+	int ret = iov_total("write", iov, iovcnt, &len);
 
 	if (ret < 0)
 		return ret;
