@@ -107,9 +107,8 @@ void breq_put(struct breq *r)
 		if (--r->pending)
 			return;
 	}
-	if (r->wt) {
+	if (r->wt)
 		wtrack_done(r->wt);
-	}
 	r->next = NULL;
 	*q->done_tail = r;
 	q->done_tail = &r->next;

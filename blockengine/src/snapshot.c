@@ -95,7 +95,8 @@ int wtrack_flush_frozen(struct bdev *b)
 	int ret = 0;
 
 	pthread_rwlock_rdlock(&b->top_lock);
-	for (struct bdev_wtrack *t = b->wtrack->next; t && !ret; t = t->next) {
+	for (struct bdev_wtrack *t = b->wtrack ? b->wtrack->next : NULL;
+	     t && !ret; t = t->next) {
 		if (atomic_load(&t->finalized))
 			continue;
 		pthread_mutex_lock(&t->freeze_mu);

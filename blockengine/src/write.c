@@ -436,7 +436,7 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 		pthread_rwlock_rdlock(&b->top_lock);
 		ret = b->fmt->flush(b);
 		pthread_rwlock_unlock(&b->top_lock);
-		if (ret == 0 && b->wtrack && b->wtrack->next)
+		if (ret == 0)
 			ret = wtrack_flush_frozen(b);
 		if (ret < 0)
 			breq_fail(r, ret);
