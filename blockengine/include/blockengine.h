@@ -358,8 +358,7 @@ int bdev_aio_write_zeroes_flags(struct bdev_queue *q, struct bdev *b,
  *    for the disk): VMDK writes that allocate a grain (grain data written
  *    with pwrite, a grain table read on a cache miss), a grain-table cache
  *    miss on read, bdev_aio_flush of a VMDK, BDEV_REQ_FUA on a VMDK, the
- *    first write after open (begin_write), the first write to a tracked
- *    region after a checkpoint (one pwrite of the change map);
+ *    first write after open (begin_write);
  *  - on purpose: the blocking helpers below, bdev_queue_run(q, n > 0),
  *    bdev_open/close, bdev_snapshot (creates and opens the child; it never
  *    waits for other threads' requests), bdev_checkpoint_create/delete.
@@ -487,7 +486,8 @@ int bdev_commit(const char *child_path);
  * layer (IMAGE-ctk.ovk; moved to a snapshot's child: it follows the disk)
  * at a granularity of 64 KiB. It works on raw and every writable VMDK, and
  * survives close and reopen. It may over-report, never under-report: a
- * write's bits reach the file before the write is queued; after a crash
+ * write's bits are in the file (a shared mapping of it) before the write
+ * is queued; after a crash
  * of the machine (the file is found in use from another boot) every
  * checkpoint reports everything changed. Writes made by other programs
  * are not seen. At most 30 checkpoints, names of 1 to 103 bytes.

@@ -10,9 +10,10 @@
  * map and every later one. Deleting a checkpoint ORs its map into the
  * one before.
  *
- * Crash safety (never under-report): a write's bits are set in the active
- * map and pwritten to the file before the write is queued, so a process
- * killed at any point leaves them in the page cache, hence in the file.
+ * Crash safety (never under-report): the maps are a shared mapping of the
+ * file, and a write's bits are set in the active map before the write is
+ * queued, so a process killed at any point leaves them in the page cache,
+ * hence in the file.
  * The header says "in use" with the boot id while the disk is open for
  * writing; an open that finds "in use" from another boot (power loss,
  * kernel crash: the page cache was lost) sets every bit of the active map,
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,16 +95,25 @@ _Static_assert(offsetof(struct ctk_disk_header, next_seq) == 72, "seq");
 _Static_assert(offsetof(struct ctk_disk_header, cp) == 128, "cp");
 _Static_assert(offsetof(struct ctk_disk_header, crc) == 4092, "crc");
 
+/* The maps are used in place in the shared mapping of the file, whose
+   words are little-endian. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+	       "the change map is used in place as little-endian words");
+
 struct ctk_cp {
 	char *name;
 	uint64_t created, seq;
 	uint32_t slot;
-	uint64_t *map; /* words, little-endian bit order in memory too */
+	uint64_t *map; /* its slot in the mapping */
 };
 
 struct ctk {
-	pthread_mutex_t mu;  /* everything below; held across a map pwrite */
+	pthread_mutex_t mu;  /* everything below */
 	int fd;
+	uint64_t *mem;       /* the map slots, mapped shared (or NULL) */
+	size_t mem_len;
+	uint64_t *lost_copy; /* read-only open after a machine crash: the
+				active map, all ones, in memory */
 	char *path;
 	bool writable;
 	uint64_t disk_size;
@@ -245,10 +256,11 @@ static void ctk_free(struct ctk *c)
 {
 	if (!c)
 		return;
-	for (unsigned i = 0; i < c->n; i++) {
+	for (unsigned i = 0; i < c->n; i++)
 		free(c->cp[i].name);
-		free(c->cp[i].map);
-	}
+	if (c->mem)
+		munmap(c->mem, c->mem_len);
+	free(c->lost_copy);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->path);
@@ -280,6 +292,42 @@ static struct ctk *ctk_alloc(const char *path, uint64_t disk_size,
 		return NULL;
 	}
 	return c;
+}
+
+/* Maps the slots of c's file shared (growing a writable file to hold all
+   of them; sparse until a checkpoint reserves its slot). */
+static int ctk_map(struct ctk *c)
+{
+	uint64_t need = CTK_MAPS_AT + CTK_MAX * c->map_bytes;
+	struct stat st;
+	void *m;
+
+	if (fstat(c->fd, &st) < 0)
+		return bdev_err(-errno, "%s: %s", c->path, strerror(errno));
+	if ((uint64_t)st.st_size < need) {
+		if (!c->writable)
+			return bdev_err(-EIO, "%s: %" PRIu64 " bytes, the maps need "
+					"%" PRIu64, c->path, (uint64_t)st.st_size,
+					need);
+		if (ftruncate(c->fd, (off_t)need) < 0)
+			return bdev_err(-errno, "%s: cannot grow to %" PRIu64
+					" bytes: %s", c->path, need,
+					strerror(errno));
+	}
+	c->mem_len = (size_t)(need - CTK_MAPS_AT);
+	m = mmap(NULL, c->mem_len, PROT_READ | (c->writable ? PROT_WRITE : 0),
+		 MAP_SHARED, c->fd, CTK_MAPS_AT);
+	if (m == MAP_FAILED)
+		return bdev_err(-errno, "%s: cannot map the change maps: %s",
+				c->path, strerror(errno));
+	c->mem = m;
+	return 0;
+}
+
+/* The map of slot (in the mapping). */
+static uint64_t *ctk_slot_map(const struct ctk *c, uint32_t slot)
+{
+	return c->mem + (uint64_t)slot * c->map_bytes / 8;
 }
 
 /* Loads the sidecar of b's top layer, if there is one; see internal.h. */
@@ -328,6 +376,9 @@ int ctk_open(struct bdev *b)
 	c->map_bytes = le64toh(use->map_bytes);
 	c->hgen = le64toh(use->generation);
 	c->next_seq = le64toh(use->next_seq);
+	ret = ctk_map(c);
+	if (ret < 0)
+		goto out;
 	for (unsigned i = 0; i < le32toh(use->n_checkpoints); i++) {
 		struct ctk_disk_cp *d = &use->cp[i];
 		struct ctk_cp *p = &c->cp[c->n];
@@ -335,10 +386,8 @@ int ctk_open(struct bdev *b)
 		p->created = le64toh(d->created);
 		p->seq = le64toh(d->seq);
 		p->name = strndup(d->name, CTK_NAME_MAX - 1);
-		p->map = calloc(c->words, 8);
-		if (!p->name || !p->map || p->slot >= CTK_MAX) {
+		if (!p->name || p->slot >= CTK_MAX) {
 			free(p->name);
-			free(p->map);
 			ret = p->slot >= CTK_MAX ?
 			      bdev_err(-EINVAL, "%s: checkpoint %u names map "
 				       "slot %u, expected below %u", path, i,
@@ -346,15 +395,8 @@ int ctk_open(struct bdev *b)
 			      bdev_err(-ENOMEM, "%s: out of memory", path);
 			goto out;
 		}
+		p->map = ctk_slot_map(c, p->slot);
 		c->n++;
-		if (pread(c->fd, p->map, c->words * 8,
-			  (off_t)ctk_slot_off(c, p->slot)) != (ssize_t)(c->words * 8)) {
-			ret = bdev_err(-EIO, "%s: the map of checkpoint %s is cut "
-				       "short", path, p->name);
-			goto out;
-		}
-		for (uint64_t w = 0; w < c->words; w++)
-			p->map[w] = le64toh(p->map[w]);
 	}
 	/* in use by a process of another boot: writes it acknowledged may be
 	   on disk while their bits were only in a lost page cache */
@@ -362,12 +404,18 @@ int ctk_open(struct bdev *b)
 	       memcmp(use->boot_id, c->boot_id, 16) != 0;
 	if (lost && c->n) {
 		struct ctk_cp *a = &c->cp[c->n - 1];
-		memset(a->map, 0xff, c->words * 8);
-		if (writable)
-			ret = ctk_pwrite(c, a->map, c->words * 8,
-					 ctk_slot_off(c, a->slot));
-		if (ret < 0)
-			goto out;
+		if (writable) {
+			memset(a->map, 0xff, c->words * 8);
+		} else {
+			/* read-only: a private copy that says the same */
+			a->map = malloc(c->words * 8);
+			if (!a->map) {
+				ret = bdev_err(-ENOMEM, "%s: out of memory", path);
+				goto out;
+			}
+			memset(a->map, 0xff, c->words * 8);
+			c->lost_copy = a->map;
+		}
 	}
 	if (writable) {
 		ret = ctk_write_header(c, CTK_STATE_IN_USE);
@@ -406,12 +454,11 @@ int ctk_close(struct bdev *b)
 	return ret;
 }
 
-/* Sets bits [first, last] of the active map; pwrites the words that
-   changed. Caller holds mu. */
+/* Sets bits [first, last] of the active map, in the shared mapping: in
+   the page cache the moment they are set. Caller holds mu. */
 static int ctk_mark(struct ctk *c, uint64_t first, uint64_t last)
 {
-	struct ctk_cp *a = &c->cp[c->n - 1];
-	uint64_t w0 = first / 64, w1 = last / 64, lo = UINT64_MAX, hi = 0;
+	uint64_t *map = c->cp[c->n - 1].map, w0 = first / 64, w1 = last / 64;
 
 	for (uint64_t w = w0; w <= w1; w++) {
 		uint64_t m = UINT64_MAX;
@@ -419,28 +466,10 @@ static int ctk_mark(struct ctk *c, uint64_t first, uint64_t last)
 			m &= UINT64_MAX << (first % 64);
 		if (w == w1)
 			m &= UINT64_MAX >> (63 - last % 64);
-		if ((a->map[w] & m) == m)
-			continue;
-		a->map[w] |= m;
-		if (lo == UINT64_MAX)
-			lo = w;
-		hi = w;
+		if ((map[w] & m) != m)
+			map[w] |= m;
 	}
-	if (lo == UINT64_MAX)
-		return 0;
-	{
-		uint64_t n = hi - lo + 1, buf[64], *v = n <= 64 ? buf :
-			malloc(n * 8);
-		int ret;
-		if (!v)
-			return bdev_err(-ENOMEM, "%s: out of memory", c->path);
-		for (uint64_t i = 0; i < n; i++)
-			v[i] = htole64(a->map[lo + i]);
-		ret = ctk_pwrite(c, v, n * 8, ctk_slot_off(c, a->slot) + lo * 8);
-		if (v != buf)
-			free(v);
-		return ret;
-	}
+	return 0;
 }
 
 /* Notes that [off, off + len) is about to change; see internal.h. */
@@ -540,6 +569,8 @@ static int ctk_create_file(struct bdev *b)
 	if (ret == 0)
 		ret = ctk_write_header(c, CTK_STATE_IN_USE);
 	if (ret == 0)
+		ret = ctk_map(c);
+	if (ret == 0)
 		ret = ctk_sync(c);
 	if (ret < 0) {
 		unlink(c->path);
@@ -555,7 +586,6 @@ int bdev_checkpoint_create(struct bdev *b, const char *name)
 {
 	struct ctk *c;
 	struct ctk_cp *p;
-	uint8_t *zero;
 	uint32_t slot;
 	int ret;
 
@@ -599,23 +629,24 @@ int bdev_checkpoint_create(struct bdev *b, const char *name)
 	}
 	p = &c->cp[c->n];
 	p->name = strdup(name);
-	p->map = calloc(c->words, 8);
-	zero = calloc(1, c->map_bytes);
-	if (!p->name || !p->map || !zero) {
-		free(p->name);
-		free(p->map);
-		free(zero);
+	if (!p->name) {
 		ret = bdev_err(-ENOMEM, "%s: out of memory", c->path);
 		goto out;
 	}
-	/* the new map is zeros on disk before the header names it */
-	ret = ctk_pwrite(c, zero, c->map_bytes, ctk_slot_off(c, slot));
-	free(zero);
-	if (ret < 0) {
+	/* the slot's blocks reserved, so that setting a bit never needs
+	   an allocation the file system could refuse (SIGBUS) */
+	if (fallocate(c->fd, 0, (off_t)ctk_slot_off(c, slot),
+		      (off_t)c->map_bytes) < 0 && errno != EOPNOTSUPP) {
+		ret = bdev_err(-errno, "%s: cannot reserve %" PRIu64 " bytes for "
+			       "a map: %s", c->path, c->map_bytes,
+			       strerror(errno));
 		free(p->name);
-		free(p->map);
 		goto out;
 	}
+	/* zeros before the header names it (stale bits would only
+	   over-report) */
+	p->map = ctk_slot_map(c, slot);
+	memset(p->map, 0, c->words * 8);
 	p->slot = slot;
 	p->created = (uint64_t)time(NULL);
 	p->seq = c->next_seq++;
@@ -625,7 +656,6 @@ int bdev_checkpoint_create(struct bdev *b, const char *name)
 	if (ret < 0) {
 		c->n--;
 		free(p->name);
-		free(p->map);
 	}
 out:
 	pthread_mutex_unlock(&c->mu);
@@ -657,24 +687,13 @@ int bdev_checkpoint_delete(struct bdev *b, const char *name)
 	}
 	if (i > 0) {
 		struct ctk_cp *prev = &c->cp[i - 1], *p = &c->cp[i];
-		uint64_t *v = malloc(c->words * 8);
-		if (!v) {
-			ret = bdev_err(-ENOMEM, "%s: out of memory", c->path);
-			goto out;
-		}
-		for (uint64_t w = 0; w < c->words; w++) {
+		for (uint64_t w = 0; w < c->words; w++)
 			prev->map[w] |= p->map[w];
-			v[w] = htole64(prev->map[w]);
-		}
-		ret = ctk_pwrite(c, v, c->words * 8, ctk_slot_off(c, prev->slot));
-		free(v);
-		if (ret == 0)
-			ret = ctk_sync(c); /* the merge before the header */
+		ret = ctk_sync(c); /* the merge before the header */
 		if (ret < 0)
 			goto out;
 	}
 	free(c->cp[i].name);
-	free(c->cp[i].map);
 	memmove(&c->cp[i], &c->cp[i + 1], (c->n - (unsigned)i - 1) *
 		sizeof(c->cp[0]));
 	c->n--;

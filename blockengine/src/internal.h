@@ -273,7 +273,7 @@ int ctk_open(struct bdev *b);
 /* Syncs the maps, marks the file clean (writable) and frees it. */
 int ctk_close(struct bdev *b);
 /* [off, off + len) of b is about to change: sets its bits in the active
-   map, written to the file (safe from a process crash) before returning.
+   map (a shared mapping of the file: safe from a process crash) first.
    Returns the map generation (> 0) for ctk_note_done, 0 when nothing is
    tracked, or -errno. */
 int64_t ctk_note_write(struct bdev *b, uint64_t off, uint64_t len);

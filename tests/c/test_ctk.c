@@ -8,6 +8,7 @@
  * another boot: everything counts as changed).
  *
  *   test_ctk         all of the above
+ *   test_ctk cost    what marking the map costs a write (not a test)
  *   test_ctk crash   kill -9 a writer at random points, then check that
  *                    every acknowledged write is in the map and nothing
  *                    outside the submitted writes is: 4 runs, 200 with
@@ -19,6 +20,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 #define GRAN (64u << 10)
@@ -577,6 +579,35 @@ static void test_crash(unsigned runs)
 	printf("ok crash\n");
 }
 
+/* What marking the map costs a write, apart from the disk (not a test):
+   ctk_note_write on a fresh map (every call sets a new chunk) and on a
+   map whose chunks are set (a mutex and a bit test), in nanoseconds per
+   call. bench/bench_ctk.sh prints it. */
+static void cost(void)
+{
+	char path[300];
+	const unsigned n = 200000;
+	struct timespec t0, t1;
+	struct bdev *b;
+	double ns[2];
+
+	snprintf(path, sizeof(path), "%s/cost.raw", dir);
+	test_run("qemu-img create -q -f raw %s 64G", path);
+	b = open_rw(path);
+	CHECK_EQ(bdev_checkpoint_create(b, "c"), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (unsigned i = 0; i < n; i++)
+			CHECK(ctk_note_write(b, (uint64_t)i * 5 * GRAN, 4096) > 0);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ns[pass] = ((double)(t1.tv_sec - t0.tv_sec) * 1e9 +
+			    (double)(t1.tv_nsec - t0.tv_nsec)) / n;
+	}
+	printf("ctk_note_write: %.0f ns when it sets a new chunk, %.0f ns "
+	       "when the chunk is set already\n", ns[0], ns[1]);
+	CHECK_EQ(bdev_close(b), 0);
+}
+
 int main(int argc, char **argv)
 {
 	bool lng = getenv("OVK_LONG") && !strcmp(getenv("OVK_LONG"), "1");
@@ -588,7 +619,9 @@ int main(int argc, char **argv)
 	snprintf(dir, sizeof(dir), "%s/ovk-ctk-XXXXXX",
 		 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
 	CHECK(mkdtemp(dir));
-	if (argc > 1 && !strcmp(argv[1], "crash")) {
+	if (argc > 1 && !strcmp(argv[1], "cost")) {
+		cost();
+	} else if (argc > 1 && !strcmp(argv[1], "crash")) {
 		test_crash(lng ? 200 : 4);
 	} else {
 		test_formats();
