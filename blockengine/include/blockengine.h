@@ -461,7 +461,7 @@ int bdev_writer_finish(struct bdev_writer *w, uint64_t *length);
  * flight, before this call returns. Its failure, if any, is reported by
  * bdev_snapshot_wait or bdev_close. bdev_flush(b) also flushes frozen
  * layers not finalized yet. The change map (bdev_checkpoint_*) moves to
- * the child: it follows the disk.
+ * the child: it follows the disk. One bdev_snapshot of an image at a time.
  */
 int bdev_snapshot(struct bdev *b, const char *child_path);
 

@@ -195,6 +195,13 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	ret = bdev_open_layer(child_path, NULL, &oo, &c);
 	if (ret < 0)
 		goto err_unlink;
+	/* finalizers of earlier snapshots that are done: join them now, so a
+	   disk snapshotted for months does not keep their threads */
+	for (struct bdev_wtrack *t = b->wtrack->next; t; t = t->next)
+		if (t->finalizer_started && atomic_load(&t->finalized)) {
+			pthread_join(t->finalizer, NULL);
+			t->finalizer_started = false;
+		}
 	old = calloc(1, sizeof(*old));
 	nt = wtrack_new(b);
 	if (!old || !nt) {

@@ -364,14 +364,16 @@ static void run_load(unsigned snapshots, unsigned gap_ms, bool bench)
 		for (int d = 0; d < 2; d++) {
 			all[d] = realloc(all[d], (nall[d] + w[i].nlat[d] + 1) *
 					 sizeof(uint64_t));
-			memcpy(all[d] + nall[d], w[i].lat[d],
-			       w[i].nlat[d] * sizeof(uint64_t));
+			if (w[i].nlat[d])
+				memcpy(all[d] + nall[d], w[i].lat[d],
+				       w[i].nlat[d] * sizeof(uint64_t));
 			nall[d] += w[i].nlat[d];
 			free(w[i].lat[d]);
 			subs[d] = realloc(subs[d], (nsubs[d] + w[i].nsub[d] + 1) *
 					  sizeof(uint64_t));
-			memcpy(subs[d] + nsubs[d], w[i].sub[d],
-			       w[i].nsub[d] * sizeof(uint64_t));
+			if (w[i].nsub[d])
+				memcpy(subs[d] + nsubs[d], w[i].sub[d],
+				       w[i].nsub[d] * sizeof(uint64_t));
 			nsubs[d] += w[i].nsub[d];
 			free(w[i].sub[d]);
 		}
