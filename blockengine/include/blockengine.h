@@ -182,6 +182,63 @@ enum bdev_status {
 int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 		      uint64_t *pnum);
 
+/* ---- What a caller may ask of the image ---------------------------------
+ *
+ * A consumer (an NBD or vhost-user-blk server) asks once, after open, what
+ * it may do instead of finding out by failure. The struct grows at its
+ * end: the caller sets struct_size = sizeof(struct bdev_limits) and the
+ * engine fills what it knows up to that size (and sets struct_size to the
+ * bytes it filled), so a caller built against an older header keeps
+ * working.
+ */
+struct bdev_limits {
+	uint32_t struct_size;       /* in: sizeof; out: bytes filled */
+	uint32_t align;             /* offsets and lengths must be multiples:
+				       1 (the engine takes any byte range) */
+	uint32_t preferred_size;    /* a write smaller than this, or not aligned
+				       to it, costs a read-modify-write of this
+				       much (a sparse VMDK's grain, filled from
+				       the parent) or more: the file system
+				       block for raw */
+	uint32_t optimal_size;      /* requests of this size and alignment move
+				       data best (1 MiB, at least a grain) */
+	uint64_t max_request;       /* the longest request the engine takes in
+				       one call (its iovecs at most IOV_MAX) */
+	uint32_t discard_granularity; /* what a discard acts on: whole units of
+				       this, aligned to it (a sparse VMDK's
+				       grain: its table entry is dropped or
+				       zeroed, host storage is not reclaimed
+				       while open; a raw file: its block, a
+				       hole is punched); 0: cannot discard */
+	uint32_t zero_granularity;  /* write-zeroes without writing data needs
+				       whole units of this (FAST_ZERO fails
+				       on less) */
+	bool can_write;             /* open read-write */
+	bool can_flush;             /* bdev_aio_flush makes writes durable */
+	bool can_fua;               /* BDEV_REQ_FUA is honoured */
+	bool can_discard;           /* bdev_aio_discard frees what it can */
+	bool can_write_zeroes;      /* bdev_aio_write_zeroes works (NO_HOLE
+				       too) */
+	bool can_fast_zero;         /* BDEV_REQ_FAST_ZERO is honoured: zeroing
+				       that would write zeros fails -ENOTSUP */
+	bool can_snapshot;          /* bdev_snapshot works on this image */
+	bool can_track_changes;     /* bdev_checkpoint_* work on this image */
+};
+
+/* Fills *out (see struct bdev_limits). Never blocks. */
+int bdev_get_limits(struct bdev *b, struct bdev_limits *out);
+
+/*
+ * How the first run of [offset, offset + length) of the whole chain reads
+ * (what NBD's qemu:allocation-depth answers): returns BDEV_STATUS_DATA or
+ * _ZERO with *depth the layer that holds the run (1 = b's top layer, 2 =
+ * its parent, ...), or BDEV_STATUS_UNALLOCATED with *depth 0 when no
+ * layer holds it (it reads as zeros). *pnum is the run's length, within
+ * which both answers hold. Safe against a concurrent bdev_snapshot.
+ */
+int bdev_block_status_depth(struct bdev *b, uint64_t offset, uint64_t length,
+			    uint64_t *pnum, unsigned *depth);
+
 /* ---- Where the bytes live on the host ------------------------------------ */
 
 enum bdev_host_kind {
@@ -264,6 +321,54 @@ int bdev_aio_discard(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 int bdev_aio_write_zeroes(struct bdev_queue *q, struct bdev *b,
 			  uint64_t offset, uint64_t length, bdev_cb cb,
 			  void *opaque);
+
+/*
+ * Per-request flags for the _flags variants below; a flag an operation
+ * does not take fails with -EINVAL before anything is queued.
+ */
+enum bdev_req_flag {
+	BDEV_REQ_FUA = 1u << 0,       /* write, discard, write-zeroes: durable
+					 when cb runs (the engine flushes the
+					 layer written after the data, in
+					 order). On a raw file an io_uring
+					 fdatasync; on VMDK the driver's flush,
+					 which runs synchronously on the thread
+					 that completes the request */
+	BDEV_REQ_NO_HOLE = 1u << 1,   /* write-zeroes: leave the range
+					 allocated (reads as zeros, later writes
+					 need no allocation) */
+	BDEV_REQ_FAST_ZERO = 1u << 2, /* write-zeroes: fail with -ENOTSUP
+					 instead of writing zero bytes; on that
+					 failure part of the range may already
+					 read as zeros */
+};
+
+int bdev_aio_writev_flags(struct bdev_queue *q, struct bdev *b,
+			  uint64_t offset, const struct iovec *iov, int iovcnt,
+			  unsigned flags, bdev_cb cb, void *opaque);
+int bdev_aio_discard_flags(struct bdev_queue *q, struct bdev *b,
+			   uint64_t offset, uint64_t length, unsigned flags,
+			   bdev_cb cb, void *opaque);
+int bdev_aio_write_zeroes_flags(struct bdev_queue *q, struct bdev *b,
+				uint64_t offset, uint64_t length,
+				unsigned flags, bdev_cb cb, void *opaque);
+
+/*
+ * Which calls may block the calling thread:
+ *  - never on disk I/O or another thread: bdev_aio_readv of uncompressed
+ *    data, bdev_queue_run(q, 0), bdev_get_limits, bdev_changed_status;
+ *  - briefly, on a lock held only across a short critical section (a
+ *    snapshot's switch of the top layer, a grain-table cache lookup): every
+ *    bdev_aio_* call;
+ *  - on synchronous metadata I/O of the image (the queue's thread waits
+ *    for the disk): VMDK writes that allocate a grain (grain data written
+ *    with pwrite, a grain table read on a cache miss), a grain-table cache
+ *    miss on read, bdev_aio_flush of a VMDK, BDEV_REQ_FUA on a VMDK, the
+ *    first write after open (begin_write);
+ *  - on purpose: the blocking helpers below, bdev_queue_run(q, n > 0),
+ *    bdev_open/close, bdev_snapshot (creates and opens the child; it never
+ *    waits for other threads' requests), bdev_checkpoint_create/delete.
+ */
 
 /* Blocking helpers: one request on this thread's own queue, waited for. */
 int bdev_preadv(struct bdev *b, uint64_t offset, const struct iovec *iov,
@@ -353,17 +458,68 @@ int bdev_writer_finish(struct bdev_writer *w, uint64_t *length);
 
 /*
  * Freeze b's current top layer: create child_path as a delta disk on it
- * and send every later write to the child. In-flight writes finish in the
- * old top first, so the frozen layer is a consistent point in time that
- * readers may open read-only (shared) while b keeps running.
+ * and send every later write to the child. The switch never waits for
+ * requests of any queue: writes completed before the call are in the
+ * frozen layer, writes queued after it returns go to the child, and writes
+ * in flight during the switch complete into the frozen layer. Other
+ * threads' submissions wait at most for the switch itself (a pointer swap
+ * under a lock, no I/O). The frozen layer is finalized (flushed, marked
+ * clean, its locks made shared so that readers may open it read-only) when
+ * its last in-flight write completes, on whichever thread completes it
+ * (by a helper thread, so no queue thread does that I/O); with none in
+ * flight, before this call returns. Its failure, if any, is reported by
+ * bdev_snapshot_wait or bdev_close. bdev_flush(b) also flushes frozen
+ * layers not finalized yet. The change map (bdev_checkpoint_*) moves to
+ * the child: it follows the disk. One bdev_snapshot of an image at a time.
  */
 int bdev_snapshot(struct bdev *b, const char *child_path);
+
+/*
+ * Waits until every layer that snapshots of b froze is finalized. Call it
+ * from a thread that does not own a queue with writes to b in flight (they
+ * are what it waits for). Returns the first finalizing failure.
+ */
+int bdev_snapshot_wait(struct bdev *b);
 
 /*
  * Merge the delta disk at child_path into its parent and delete it.
  * Crash-safe: an interrupted commit can be run again to completion.
  */
 int bdev_commit(const char *child_path);
+
+/* ---- Changed-block tracking ----------------------------------------------
+ *
+ * Named checkpoints of a disk and what changed since each, for incremental
+ * backup and NBD's qemu:dirty-bitmap:NAME context. Tracking starts when
+ * the first checkpoint exists; the map lives in a file next to the top
+ * layer (IMAGE-ctk.ovk; moved to a snapshot's child: it follows the disk)
+ * at a granularity of 64 KiB. It works on raw and every writable VMDK, and
+ * survives close and reopen. It may over-report, never under-report: a
+ * write's bits are in the file (a shared mapping of it) before the write
+ * is queued; after a crash
+ * of the machine (the file is found in use from another boot) every
+ * checkpoint reports everything changed. Writes made by other programs
+ * are not seen. At most 30 checkpoints, names of 1 to 103 bytes.
+ */
+
+/* Starts checkpoint name now: changes from here on count since it. Durable
+   when it returns. -EEXIST for a name in use, -ENOSPC past 30. Blocks
+   (writes to the map file, fdatasync). */
+int bdev_checkpoint_create(struct bdev *b, const char *name);
+/* Deletes a checkpoint; what changed since it counts for the one before.
+   -ENOENT when there is none of that name. Blocks (fdatasync). */
+int bdev_checkpoint_delete(struct bdev *b, const char *name);
+/* The index-th checkpoint, oldest first: *name stays valid until that
+   checkpoint is deleted or b is closed. -ENOENT past the last. */
+int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name);
+/*
+ * Whether the first run of [offset, offset + length) changed since
+ * checkpoint since: returns 1 (changed) or 0 (not), and sets *pnum to the
+ * run's length, ending on a granularity boundary or at offset + length.
+ * -ENOENT for an unknown checkpoint. Never blocks on I/O.
+ */
+int bdev_changed_status(struct bdev *b, const char *since, uint64_t offset,
+			uint64_t length, uint64_t *pnum);
 
 enum bdev_resize_flag {
 	BDEV_RESIZE_SHRINK = 1u << 0, /* allow a smaller size (flat kinds drop

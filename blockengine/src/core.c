@@ -5,9 +5,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sys/stat.h>
 
 #include "grain_cache.h"
 #include "internal.h"
@@ -107,6 +110,13 @@ static int bdev_open_with(const struct bdev_format *fmt, const char *path,
 	}
 	pthread_rwlock_init(&b->top_lock, NULL);
 	pthread_mutex_init(&b->begin_lock, NULL);
+	b->wtrack = wtrack_new(b);
+	if (!b->wtrack) {
+		ret = bdev_err(-ENOMEM, "%s: out of memory", src->name);
+		free(b->filename);
+		free(b);
+		goto err_close_src;
+	}
 	b->fmt = fmt;
 	b->opts = *o;
 	b->opts.format = NULL; /* the caller's string need not outlive us */
@@ -135,6 +145,7 @@ err_close_format:
 err_close_backing:
 	if (b->backing)
 		bdev_close(b->backing);
+	wtrack_close_all(b);
 	free(b->filename);
 err_free_bdev:
 	free(b);
@@ -212,7 +223,19 @@ int bdev_open(const char *path, const struct bdev_open_opts *opts,
 	ret = bdev_check_flags(path, opts);
 	if (ret < 0)
 		return ret;
-	return bdev_open_layer(path, NULL, opts, out);
+	ret = bdev_open_layer(path, NULL, opts, out);
+	if (ret < 0)
+		return ret;
+	/* the change map of the disk, if it has checkpoints */
+	ret = ctk_open(*out);
+	if (ret < 0) {
+		char why[512];
+		snprintf(why, sizeof(why), "%s", bdev_errmsg());
+		bdev_close(*out);
+		*out = NULL;
+		return bdev_err(ret, "%s", why);
+	}
+	return 0;
 }
 
 /* Opens [offset, offset + length) of fd as a read-only image. */
@@ -249,8 +272,19 @@ int bdev_close(struct bdev *b)
 	if (!b)
 		return 0;
 	bdev_err_clear();
-	if (!b->info.read_only && b->fmt->flush)
-		ret = b->fmt->flush(b);
+	/* layers a snapshot froze are finalized before anything closes */
+	if (b->wtrack)
+		ret = wtrack_close_all(b);
+	if (!b->info.read_only && b->fmt->flush) {
+		int r = b->fmt->flush(b);
+		if (!ret)
+			ret = r;
+	}
+	if (b->ctk) {
+		int r = ctk_close(b);
+		if (!ret)
+			ret = r;
+	}
 	if (!ret && !b->info.read_only && atomic_load(&b->write_begun) &&
 	    b->fmt->finish)
 		ret = b->fmt->finish(b);
@@ -266,6 +300,48 @@ int bdev_close(struct bdev *b)
 	pthread_mutex_destroy(&b->begin_lock);
 	free(b);
 	return ret;
+}
+
+/* What a caller may ask of b; see struct bdev_limits. */
+int bdev_get_limits(struct bdev *b, struct bdev_limits *out)
+{
+	struct bdev_limits l = { .struct_size = sizeof(l) };
+	uint32_t block = 4096, grain;
+	size_t n;
+
+	bdev_err_clear();
+	if (!b || !out || out->struct_size < sizeof(uint32_t))
+		return bdev_err(-EINVAL, "bdev_get_limits: no image, or "
+				"struct_size not set");
+	pthread_rwlock_rdlock(&b->top_lock);
+	if (b->fmt == &bdev_format_raw && raw_source(b)->fd >= 0) {
+		struct stat st;
+		if (fstat(raw_source(b)->fd, &st) == 0 && st.st_blksize > 0 &&
+		    st.st_blksize <= (1 << 20))
+			block = (uint32_t)st.st_blksize;
+	}
+	grain = b->info.cluster_size && b->info.cluster_size <= (1u << 30) ?
+		(uint32_t)b->info.cluster_size : block;
+	l.align = 1;
+	l.preferred_size = grain;
+	l.optimal_size = grain > (1u << 20) ? grain : (1u << 20);
+	l.max_request = BDEV_MAX_REQUEST;
+	l.can_write = !b->info.read_only;
+	l.can_flush = l.can_write;
+	l.can_fua = l.can_write;
+	l.can_discard = l.can_write;
+	l.can_write_zeroes = l.can_write;
+	l.can_fast_zero = l.can_write;
+	l.discard_granularity = l.can_discard ? grain : 0;
+	l.zero_granularity = grain;
+	l.can_snapshot = l.can_write && strcmp(b->fmt->name, "vmdk") == 0 &&
+			 b->info.has_cid;
+	l.can_track_changes = l.can_write || b->ctk;
+	pthread_rwlock_unlock(&b->top_lock);
+	n = out->struct_size < sizeof(l) ? out->struct_size : sizeof(l);
+	memcpy(out, &l, n);
+	out->struct_size = (uint32_t)n;
+	return 0;
 }
 
 /* A copy of what the driver said about the image. */
@@ -327,11 +403,13 @@ static int clamp_query(const struct bdev *b, const char *what,
 	return 0;
 }
 
+static int layer_status(struct bdev *b, uint64_t offset, uint64_t length,
+			uint64_t *pnum);
+
 /* How the first run of [offset, offset + length) is stored in this layer. */
 int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 		      uint64_t *pnum)
 {
-	struct bdev_map m;
 	int ret;
 
 	bdev_err_clear();
@@ -340,7 +418,21 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 	ret = clamp_query(b, "block status", offset, &length);
 	if (ret < 0)
 		return ret;
-	ret = b->fmt->map(b, offset, length, &m);
+	/* a snapshot may swap a live top's layer meanwhile */
+	pthread_rwlock_rdlock(&b->top_lock);
+	ret = layer_status(b, offset, length, pnum);
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
+}
+
+/* The first run of a layer as bdev_block_status answers it, without the
+   checks. */
+static int layer_status(struct bdev *b, uint64_t offset, uint64_t length,
+			uint64_t *pnum)
+{
+	struct bdev_map m;
+	int ret = b->fmt->map(b, offset, length, &m);
+
 	if (ret < 0)
 		return ret;
 	if (m.len == 0 || m.len > length)
@@ -348,17 +440,47 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 				" bytes at offset %" PRIu64 ", expected 1 to %"
 				PRIu64, b->filename, m.len, offset, length);
 	*pnum = m.len;
-	switch (m.kind) {
-	case BDEV_MAP_ZERO:
-		return BDEV_STATUS_ZERO;
-	case BDEV_MAP_UNALLOC:
-		return BDEV_STATUS_UNALLOCATED;
-	case BDEV_MAP_DATA:
-	case BDEV_MAP_COMPRESSED:
-	case BDEV_MAP_NOACCESS:
-	default:
-		return BDEV_STATUS_DATA;
+	return m.kind == BDEV_MAP_ZERO ? BDEV_STATUS_ZERO :
+	       m.kind == BDEV_MAP_UNALLOC ? BDEV_STATUS_UNALLOCATED :
+	       BDEV_STATUS_DATA;
+}
+
+/* The first run of the whole chain and the depth of the layer that holds
+   it; see blockengine.h. */
+int bdev_block_status_depth(struct bdev *b, uint64_t offset, uint64_t length,
+			    uint64_t *pnum, unsigned *depth)
+{
+	struct bdev *layer;
+	unsigned d = 1;
+	int ret;
+
+	bdev_err_clear();
+	if (!b || !pnum || !depth)
+		return bdev_err(-EINVAL, "bdev_block_status_depth: no image or "
+				"result");
+	ret = clamp_query(b, "block status", offset, &length);
+	if (ret < 0)
+		return ret;
+	pthread_rwlock_rdlock(&b->top_lock);
+	for (layer = b;; layer = layer->backing, d++) {
+		if (!layer || offset >= layer->info.size) {
+			/* below the chain: zeros nobody stores */
+			*pnum = length;
+			*depth = 0;
+			ret = BDEV_STATUS_UNALLOCATED;
+			break;
+		}
+		if (length > layer->info.size - offset)
+			length = layer->info.size - offset;
+		ret = layer_status(layer, offset, length, pnum);
+		if (ret != BDEV_STATUS_UNALLOCATED) {
+			*depth = d;
+			break;
+		}
+		length = *pnum; /* the parent answers for this part only */
 	}
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
 }
 
 /* Where the first run of [off, off + len) of layer and its parents lives

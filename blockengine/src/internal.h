@@ -208,6 +208,34 @@ extern const struct bdev_format bdev_format_vmdk;
 /* ---- The image handle ---------------------------------------------------- */
 
 struct grain_cache;
+struct ctk;
+
+/*
+ * The writes in flight to one layer while it is, or was, the top of a
+ * handle. Each write request holds one count from submission until its
+ * callback is queued. bdev_snapshot seals the tracker of the layer it
+ * freezes and gives the handle a fresh one: writes queued after the switch
+ * count there, and the frozen layer is finalized (flushed, made read-only)
+ * once its own count reaches zero, whichever thread completes the last
+ * write (snapshot.c). No thread waits for another thread's requests.
+ */
+struct bdev_wtrack {
+	atomic_uint inflight;
+	atomic_bool sealed;          /* the layer is frozen: no new writes */
+	struct bdev *top;            /* the handle the writes were queued on */
+	struct bdev *layer;          /* the layer they write (top until a
+					snapshot moves it; changed only under
+					top->top_lock exclusive) */
+	pthread_mutex_t mu;          /* with cv: the last write's signal */
+	pthread_cond_t cv;
+	pthread_mutex_t freeze_mu;   /* finalizing vs flushing the layer */
+	bool finalizer_started;
+	pthread_t finalizer;         /* waits for inflight 0, then freezes */
+	atomic_bool finalized;
+	int final_ret;               /* how finalizing went */
+	char *final_msg;             /* its message */
+	struct bdev_wtrack *next;    /* older (sealed) trackers of the handle */
+};
 
 struct bdev {
 	const struct bdev_format *fmt;
@@ -219,12 +247,16 @@ struct bdev {
 	struct bdev *backing;       /* parent layer, closed by the core */
 	struct grain_cache *gcache; /* created by the core when info.compressed */
 	/* Write path (core): writers and readers hold top_lock shared while
-	   they map and queue; bdev_snapshot holds it exclusive to swap the
-	   top layer. writes_inflight counts write requests not yet done. */
+	   they map and queue; bdev_snapshot holds it exclusive only to swap
+	   the top layer (no I/O, no waiting on requests). wtrack counts the
+	   writes in flight to the top layer; its next the frozen layers'. */
 	pthread_rwlock_t top_lock;
 	pthread_mutex_t begin_lock;
 	atomic_bool write_begun;    /* fmt->begin_write has run */
-	atomic_uint writes_inflight;
+	struct bdev_wtrack *wtrack; /* NULL in a layer a snapshot froze */
+	struct ctk *ctk;            /* change tracking of the handle (ctk.c),
+				       or NULL: follows the handle, not the
+				       layer */
 	struct {
 		atomic_uint_fast64_t gt_hits, gt_misses;
 		atomic_uint_fast64_t grain_hits, grain_misses;
@@ -249,6 +281,38 @@ int bdev_copy_opts(void *dst, size_t known, size_t base, const void *src,
 int bdev_open_layer(const char *path, struct bsrc *src,
 		    const struct bdev_open_opts *opts, struct bdev **out);
 
+/* A new tracker of writes to b's top layer (snapshot.c). */
+struct bdev_wtrack *wtrack_new(struct bdev *top);
+/* One write of t ended: the last one of a sealed tracker wakes its
+   finalizer. */
+void wtrack_done(struct bdev_wtrack *t);
+/* Waits for the finalizers of b's frozen layers, frees the trackers. */
+int wtrack_close_all(struct bdev *b);
+/* Flushes the frozen layers of b not finalized yet (their last writes may
+   have completed after the switch). */
+int wtrack_flush_frozen(struct bdev *b);
+
+/* ---- Change tracking (ctk.c) ----
+ * Loads IMAGE-ctk.ovk next to b's top layer when it exists. */
+int ctk_open(struct bdev *b);
+/* Syncs the maps, marks the file clean (writable) and frees it. */
+int ctk_close(struct bdev *b);
+/* [off, off + len) of b is about to change: sets its bits in the active
+   map (a shared mapping of the file: safe from a process crash) first.
+   Returns the map generation (> 0) for ctk_note_done, 0 when nothing is
+   tracked, or -errno. */
+int64_t ctk_note_write(struct bdev *b, uint64_t off, uint64_t len);
+/* The callback of a write noted at generation gen is about to run: when
+   a checkpoint was created meanwhile, its range counts as changed since
+   that one too. */
+int ctk_note_done(struct bdev *b, uint64_t gen, uint64_t off, uint64_t len);
+/* The top layer is now image_path (a snapshot): move the file next to it. */
+int ctk_follow(struct bdev *b, const char *image_path);
+
+/* A commit merged child_path into parent_path: the child's change map,
+   if any, becomes the parent's (the parent now holds the disk). */
+void ctk_commit_follow(const char *child_path, const char *parent_path);
+
 /* Runs fmt->begin_write once per writing session (write.c). */
 int bdev_begin_write_once(struct bdev *b);
 /* VMDK: flush and finish a layer a snapshot froze, then make its files
@@ -259,5 +323,7 @@ int vmdk_freeze_layer(struct bdev *b);
 #define BDEV_DEFAULT_GT_CACHE (4u << 20)
 #define BDEV_DEFAULT_GRAIN_CACHE (8u << 20)
 #define BDEV_DEFAULT_READAHEAD 8u
+/* The longest request bdev_get_limits promises (not a hard cap). */
+#define BDEV_MAX_REQUEST (1ull << 30)
 
 #endif /* OVK_BLOCKENGINE_INTERNAL_H */

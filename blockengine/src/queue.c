@@ -72,8 +72,7 @@ struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque)
 		q->free_reqs = r->next;
 	else if (!(r = malloc(sizeof(*r))))
 		return NULL;
-	*r = (struct breq){ .q = q, .cb = cb, .opaque = opaque, .pending = 1,
-			    .wb = NULL };
+	*r = (struct breq){ .q = q, .cb = cb, .opaque = opaque, .pending = 1 };
 	q->inflight++;
 	return r;
 }
@@ -94,8 +93,23 @@ void breq_put(struct breq *r)
 
 	if (--r->pending)
 		return;
-	if (r->wb)
-		atomic_fetch_sub(&r->wb->writes_inflight, 1);
+	while (r->wt && !r->ret && atomic_load(&r->wt->sealed)) {
+		/* a snapshot switched while it was in flight */
+		r->pending = 1;
+		breq_reapply(r);
+		if (--r->pending)
+			return;
+	}
+	if (r->wt && (r->flags & BDEV_REQ_FUA) && !r->fua_done && !r->ret) {
+		/* the data is written: now the flush, ordered after it */
+		r->fua_done = true;
+		r->pending = 1;
+		breq_fua_flush(r);
+		if (--r->pending)
+			return;
+	}
+	if (r->wt)
+		wtrack_done(r->wt);
 	r->next = NULL;
 	*q->done_tail = r;
 	q->done_tail = &r->next;
@@ -111,7 +125,14 @@ static int queue_run_done(struct bdev_queue *q)
 		struct breq *r = q->done_head;
 		bdev_cb cb = r->cb;
 		void *opaque = r->opaque;
-		int ret = r->ret;
+		int ret;
+
+		/* a checkpoint created before this callback runs sees the
+		   write as changed since it too */
+		if (r->ctk_gen && ctk_note_done(r->wt->top, r->ctk_gen, r->off,
+						r->len) < 0)
+			breq_fail(r, -EIO);
+		ret = r->ret;
 
 		q->done_head = r->next;
 		if (!q->done_head)
@@ -119,6 +140,7 @@ static int queue_run_done(struct bdev_queue *q)
 		if (ret < 0)
 			bdev_err(ret, "%s", r->errmsg ? r->errmsg : "");
 		free(r->errmsg);
+		free(r->iov_alloc);
 		r->next = q->free_reqs;
 		q->free_reqs = r;
 		q->inflight--;
@@ -292,6 +314,14 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 		}
 		if (s->kind == BSUB_ZERO_RANGE && (res == -EOPNOTSUPP ||
 						   res == -EINVAL)) {
+			if (r && (r->flags & BDEV_REQ_FAST_ZERO)) {
+				err = bdev_err(-ENOTSUP, "%s: the file system "
+					       "cannot zero at offset %" PRIu64
+					       " without writing zero bytes "
+					       "(FAST_ZERO asked)", s->src->name,
+					       s->off);
+				goto done;
+			}
 			s->kind = BSUB_WRITE_ZEROES;
 			goto retry;
 		}

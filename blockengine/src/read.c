@@ -575,20 +575,25 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 	uint64_t seq;
 	int ret;
 
-	ret = iov_total(b ? b->filename : "read", iov, iovcnt, &len);
-	if (ret < 0)
+	bdev_err_clear();
+	if (!q || !b)
+		return bdev_err(-EINVAL, "read: no queue or image");
+	/* the checks read the top's name and size: a snapshot swaps them */
+	pthread_rwlock_rdlock(&b->top_lock);
+	ret = iov_total(b->filename, iov, iovcnt, &len);
+	if (ret == 0)
+		ret = io_check(q, b, "read", false, offset, len);
+	r = ret < 0 ? NULL : breq_get(q, cb, opaque);
+	if (!r) {
+		if (ret == 0)
+			ret = bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+		pthread_rwlock_unlock(&b->top_lock);
 		return ret;
-	ret = io_check(q, b, "read", false, offset, len);
-	if (ret < 0)
-		return ret;
-	r = breq_get(q, cb, opaque);
-	if (!r)
-		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+	}
 	/* a sequential reader: the length of its request (0: not one) */
 	seq = q->ra_b == b && q->ra_end == offset ? len : 0;
 	q->ra_b = b;
 	q->ra_end = offset + len;
-	pthread_rwlock_rdlock(&b->top_lock);
 	if (b->gcache && (b->opts.flags & BDEV_O_STREAM_READAHEAD) &&
 	    b->opts.readahead_grains != UINT32_MAX &&
 	    b->opts.inflate_threads != UINT32_MAX) {

@@ -39,7 +39,18 @@ struct breq {
 	int ret;          /* first error, 0 if none */
 	char *errmsg;     /* its message, restored before cb */
 	unsigned pending; /* pieces in flight (+1 while being split) */
-	struct bdev *wb;  /* a write to this image: counted in writes_inflight */
+	struct bdev_wtrack *wt; /* a write: counted in wt->inflight */
+	unsigned flags;   /* enum bdev_req_flag */
+	bool fua_done;    /* the FUA flush has been started */
+	uint64_t ctk_gen; /* change map generation at submission (0: none) */
+	uint64_t off, len; /* a write's range (change map, re-applying) */
+	const struct iovec *iov; /* a copy of a write's iovecs (their
+				    buffers stay valid until cb runs), for
+				    re-applying */
+	int iovcnt;
+	struct iovec *iov_alloc; /* heap copy behind iov, freed with r */
+	struct iovec iov_inline[BSUB_INLINE_IOV];
+	int op;           /* a write's kind (write.c's enum wop) */
 	struct breq *next;
 };
 
@@ -195,6 +206,13 @@ static inline void iovcur_skip(struct iovcur *cur, uint64_t len)
 
 /* Signals the eventfd once per batch, if anyone polls it. */
 void queue_poke(struct bdev_queue *q);
+/* A write whose pieces ended after a snapshot sealed the layer it wrote:
+   writes it again to the top, so that a grain the child copied from the
+   frozen layer before the write landed there still gets it (write.c). */
+void breq_reapply(struct breq *r);
+/* A write whose pieces all ended: starts its FUA flush (pending counts
+   it) or records the flush's failure (write.c). */
+void breq_fua_flush(struct breq *r);
 /* A request for cb from q's pool, holding one piece (the splitting). */
 struct breq *breq_get(struct bdev_queue *q, bdev_cb cb, void *opaque);
 /* Records the first failure of r with this thread's current message. */

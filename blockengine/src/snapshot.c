@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,25 +14,150 @@
 
 #include "internal.h"
 
-#define SNAPSHOT_DRAIN_SECONDS 30
 #define COMMIT_CHUNK (1u << 20)
 
-/* Waits (holding top_lock exclusive) until no write to b is in flight. */
-static int drain_writes(struct bdev *b)
-{
-	struct timespec start, now;
+/* ---- trackers of writes in flight, and finalizing frozen layers --------- */
 
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (atomic_load(&b->writes_inflight)) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec - start.tv_sec > SNAPSHOT_DRAIN_SECONDS)
-			return bdev_err(-EBUSY, "%s: writes still in flight after "
-					"%d seconds; a snapshot waits for them (run "
-					"the queues that issued them)", b->filename,
-					SNAPSHOT_DRAIN_SECONDS);
-		sched_yield();
+/* A new tracker of writes to top's top layer. */
+struct bdev_wtrack *wtrack_new(struct bdev *top)
+{
+	struct bdev_wtrack *t = calloc(1, sizeof(*t));
+	pthread_condattr_t ca;
+
+	if (!t)
+		return NULL;
+	t->top = top;
+	t->layer = top;
+	pthread_mutex_init(&t->mu, NULL);
+	pthread_mutex_init(&t->freeze_mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&t->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return t;
+}
+
+/* One write of t ended; see internal.h. Never waits long: others hold the
+   mutex only to check the count or to signal. */
+void wtrack_done(struct bdev_wtrack *t)
+{
+	if (atomic_fetch_sub(&t->inflight, 1) == 1 &&
+	    atomic_load(&t->sealed)) {
+		pthread_mutex_lock(&t->mu);
+		pthread_cond_broadcast(&t->cv);
+		pthread_mutex_unlock(&t->mu);
 	}
-	return 0;
+}
+
+/* Flushes, finishes and shares the frozen layer of t (once), then wakes
+   whoever waits for that. */
+static void wtrack_finalize(struct bdev_wtrack *t)
+{
+	pthread_mutex_lock(&t->freeze_mu);
+	if (!atomic_load(&t->finalized)) {
+		t->final_ret = vmdk_freeze_layer(t->layer);
+		if (t->final_ret < 0)
+			t->final_msg = strdup(bdev_errmsg());
+		atomic_store(&t->finalized, true);
+	}
+	pthread_mutex_unlock(&t->freeze_mu);
+	pthread_mutex_lock(&t->mu);
+	pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Waits (on t's condition, signalled by the completion of its last write
+   on whichever thread) until no write to t's layer is in flight. */
+static void wtrack_wait_idle(struct bdev_wtrack *t)
+{
+	pthread_mutex_lock(&t->mu);
+	while (atomic_load(&t->inflight)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1; /* a safety net: the signal is what wakes us */
+		pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+	}
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* The thread a snapshot leaves behind when writes to the frozen layer
+   were in flight: it finalizes the layer after the last one ends. */
+static void *wtrack_finalizer(void *arg)
+{
+	struct bdev_wtrack *t = arg;
+
+	wtrack_wait_idle(t);
+	wtrack_finalize(t);
+	return NULL;
+}
+
+/* Flushes b's frozen layers not finalized yet; see internal.h. */
+int wtrack_flush_frozen(struct bdev *b)
+{
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&b->top_lock);
+	for (struct bdev_wtrack *t = b->wtrack ? b->wtrack->next : NULL;
+	     t && !ret; t = t->next) {
+		if (atomic_load(&t->finalized))
+			continue;
+		pthread_mutex_lock(&t->freeze_mu);
+		if (!atomic_load(&t->finalized) && t->layer->fmt->flush)
+			ret = t->layer->fmt->flush(t->layer);
+		pthread_mutex_unlock(&t->freeze_mu);
+	}
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
+}
+
+/* Waits until every layer a snapshot of b froze is finalized; see
+   blockengine.h. */
+int bdev_snapshot_wait(struct bdev *b)
+{
+	int ret = 0;
+
+	bdev_err_clear();
+	if (!b || !b->wtrack)
+		return bdev_err(-EINVAL, "bdev_snapshot_wait: no image");
+	pthread_rwlock_rdlock(&b->top_lock);
+	for (struct bdev_wtrack *t = b->wtrack->next; t; t = t->next) {
+		pthread_mutex_lock(&t->mu);
+		while (!atomic_load(&t->finalized))
+			pthread_cond_wait(&t->cv, &t->mu);
+		pthread_mutex_unlock(&t->mu);
+		if (t->final_ret < 0 && !ret)
+			ret = bdev_err(t->final_ret, "%s", t->final_msg ?
+				       t->final_msg : "");
+	}
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
+}
+
+/* Waits for the finalizers of b's frozen layers and frees the trackers;
+   returns the first finalizing failure. */
+int wtrack_close_all(struct bdev *b)
+{
+	struct bdev_wtrack *t = b->wtrack;
+	int ret = 0;
+
+	b->wtrack = NULL;
+	while (t) {
+		struct bdev_wtrack *next = t->next;
+		if (t->finalizer_started)
+			pthread_join(t->finalizer, NULL);
+		else if (atomic_load(&t->sealed) && !atomic_load(&t->finalized))
+			wtrack_finalize(t);
+		if (t->final_ret < 0 && !ret)
+			ret = bdev_err(t->final_ret, "%s", t->final_msg ?
+				       t->final_msg : "");
+		free(t->final_msg);
+		pthread_mutex_destroy(&t->mu);
+		pthread_mutex_destroy(&t->freeze_mu);
+		pthread_cond_destroy(&t->cv);
+		free(t);
+		t = next;
+	}
+	return ret;
 }
 
 /* fsync(2) the folder holding path, so that its new entry is durable. */
@@ -63,6 +187,7 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	struct bdev_create_opts co = { 0 };
 	struct bdev_open_opts oo;
 	struct bdev *c, *old;
+	struct bdev_wtrack *nt, *ot;
 	int ret;
 
 	bdev_err_clear();
@@ -94,23 +219,36 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	ret = bdev_open_layer(child_path, NULL, &oo, &c);
 	if (ret < 0)
 		goto err_unlink;
+	/* finalizers of earlier snapshots that are done: join them now, so a
+	   disk snapshotted for months does not keep their threads */
+	for (struct bdev_wtrack *t = b->wtrack->next; t; t = t->next)
+		if (t->finalizer_started && atomic_load(&t->finalized)) {
+			pthread_join(t->finalizer, NULL);
+			t->finalizer_started = false;
+		}
 	old = calloc(1, sizeof(*old));
-	if (!old) {
+	nt = wtrack_new(b);
+	if (!old || !nt) {
+		free(old);
+		free(nt);
 		ret = bdev_err(-ENOMEM, "%s: out of memory", child_path);
 		goto err_close_child;
 	}
 
+	/* The switch: no I/O and no waiting for requests while the lock is
+	   held, only for submissions already mapping (short). Writes in
+	   flight to the old top complete into it, counted by its tracker;
+	   writes queued from now on go to the child. */
 	pthread_rwlock_wrlock(&b->top_lock);
-	ret = drain_writes(b);
-	if (ret == 0 && c->info.parent_cid != b->info.cid)
+	if (c->info.parent_cid != b->info.cid) {
 		/* a first write changed the top's CID after the child read it */
 		ret = bdev_err(-EAGAIN, "%s: the image's CID changed to %08"
 			       PRIx32 " while the snapshot %s was made with "
 			       "parentCID %08" PRIx32 "; try again", b->filename,
 			       b->info.cid, child_path, c->info.parent_cid);
-	if (ret < 0) {
 		pthread_rwlock_unlock(&b->top_lock);
 		free(old);
+		free(nt);
 		goto err_close_child;
 	}
 	/* old takes over b's layer; b becomes the child, same handle */
@@ -130,6 +268,10 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	atomic_store(&old->stats.grain_misses, atomic_load(&b->stats.grain_misses));
 	atomic_store(&old->stats.inflated, atomic_load(&b->stats.inflated));
 	atomic_store(&old->stats.readahead, atomic_load(&b->stats.readahead));
+	ot = b->wtrack;
+	ot->layer = old;
+	atomic_store(&ot->sealed, true);
+	nt->next = ot;
 
 	b->fmt = c->fmt;
 	b->priv = c->priv;
@@ -139,6 +281,7 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	b->opts.flags &= ~(uint32_t)BDEV_O_NO_BACKING;
 	b->backing = old;
 	b->gcache = c->gcache;
+	b->wtrack = nt;
 	atomic_store(&b->write_begun, false);
 	atomic_store(&b->stats.gt_hits, 0);
 	atomic_store(&b->stats.gt_misses, 0);
@@ -148,19 +291,30 @@ int bdev_snapshot(struct bdev *b, const char *child_path)
 	atomic_store(&b->stats.readahead, 0);
 	pthread_rwlock_unlock(&b->top_lock);
 
+	wtrack_close_all(c); /* the child's own, never used */
 	pthread_rwlock_destroy(&c->top_lock);
 	pthread_mutex_destroy(&c->begin_lock);
 	free(c);
-	/* no write reaches old any more: make it durable, clean and shared */
-	ret = vmdk_freeze_layer(old);
-	if (ret < 0) {
-		char why[512];
-		snprintf(why, sizeof(why), "%s", bdev_errmsg());
-		return bdev_err(ret, "%s: the snapshot %s is in place, but "
-				"finishing the frozen layer failed: %s",
-				old->filename, child_path, why);
+	if (atomic_load(&ot->inflight) == 0) {
+		/* nothing in flight: make the frozen layer durable, clean
+		   and shared before returning */
+		wtrack_finalize(ot);
+	} else if (pthread_create(&ot->finalizer, NULL, wtrack_finalizer,
+				  ot) == 0) {
+		/* the last write to complete, on whichever queue, wakes it */
+		ot->finalizer_started = true;
+	} else {
+		wtrack_wait_idle(ot);
+		wtrack_finalize(ot);
 	}
-	return 0;
+	/* the change map follows the disk: it moves next to the new top */
+	ret = b->ctk ? ctk_follow(b, b->filename) : 0;
+	if (ret == 0 && atomic_load(&ot->finalized) && ot->final_ret < 0)
+		ret = bdev_err(ot->final_ret, "%s: the snapshot %s is in "
+			       "place, but finishing the frozen layer failed: "
+			       "%s", old->filename, child_path,
+			       ot->final_msg ? ot->final_msg : "");
+	return ret;
 
 err_close_child: {
 		char why[512];
@@ -298,6 +452,7 @@ out_close_child:
 				       strerror(errno));
 		for (unsigned i = 0; i < nfiles; i++)
 			unlink(files[i]);
+		ctk_commit_follow(child_path, ppath);
 	}
 	for (unsigned i = 0; i < nfiles; i++)
 		free(files[i]);

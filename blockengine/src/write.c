@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "request.h"
 
@@ -98,6 +99,9 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 			enum wop op, uint64_t off, uint64_t len,
 			struct iovcur *cur)
 {
+	bool no_hole = op == WOP_ZEROES && (r->flags & BDEV_REQ_NO_HOLE);
+	bool fast = op == WOP_ZEROES && (r->flags & BDEV_REQ_FAST_ZERO);
+
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;
 		ssize_t n;
@@ -137,6 +141,21 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 			} else {
 				n = run_alloc(b, off, m.len, cur);
 			}
+		} else if (no_hole && m.kind == BDEV_MAP_ZERO && m.hole &&
+			   m.src->writable) {
+			/* a hole of a file: allocate it, reading as zeros */
+			run_falloc(q, r, WOP_ZEROES, m.src, m.src_off, m.len);
+			n = (ssize_t)m.len;
+		} else if (no_hole && m.kind != BDEV_MAP_DATA) {
+			/* table entries would leave it unallocated: write
+			   zero bytes into fresh storage */
+			if (fast)
+				n = bdev_err(-ENOTSUP, "%s: write-zeroes at offset "
+					     "%" PRIu64 " with NO_HOLE would write "
+					     "zero bytes (FAST_ZERO asked)",
+					     b->filename, off);
+			else
+				n = run_alloc_zeros(b, off, m.len);
 		} else {
 			n = 0;
 			if (b->fmt->zero && m.kind != BDEV_MAP_DATA) {
@@ -160,6 +179,12 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 				else if (m.kind == BDEV_MAP_ZERO ||
 					 (m.kind == BDEV_MAP_UNALLOC && !b->backing))
 					; /* reads as zeros already */
+				else if (fast)
+					n = bdev_err(-ENOTSUP, "%s: zeroing %" PRIu64
+						     " bytes at offset %" PRIu64
+						     " would write zero bytes "
+						     "(FAST_ZERO asked)",
+						     b->filename, piece, off);
 				else if ((n = run_alloc_zeros(b, off, piece)) < 0)
 					piece = 0;
 				if (n >= 0)
@@ -194,33 +219,127 @@ int bdev_begin_write_once(struct bdev *b)
 	return ret;
 }
 
+/* Writes r's range again to the current top (see request.h); moves r's
+   count from the sealed tracker to the top's, which may let the frozen
+   layer be finalized. */
+void breq_reapply(struct breq *r)
+{
+	struct bdev_wtrack *sealed = r->wt;
+	struct bdev *top = sealed->top;
+	struct iovcur cur = { .iov = r->iov, .cnt = r->iovcnt };
+	int ret;
+
+	pthread_rwlock_rdlock(&top->top_lock);
+	r->wt = top->wtrack;
+	atomic_fetch_add(&r->wt->inflight, 1);
+	ret = bdev_begin_write_once(top);
+	if (ret < 0)
+		breq_fail(r, ret);
+	else
+		split_write(r->q, r, top, (enum wop)r->op, r->off, r->len, &cur);
+	pthread_rwlock_unlock(&top->top_lock);
+	wtrack_done(sealed);
+	if (r->q->unsubmitted)
+		queue_poke(r->q);
+}
+
+/* Flushes the layer r wrote, after its data: an io_uring fdatasync for a
+   raw file (a piece of r), else the driver's flush, here. */
+void breq_fua_flush(struct breq *r)
+{
+	struct bdev *top = r->wt->top, *layer;
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&top->top_lock);
+	layer = r->wt->layer;
+	if (layer->fmt == &bdev_format_raw && raw_source(layer)->fd >= 0) {
+		struct bsub *s = bsub_get(r->q);
+		if (!s) {
+			ret = bdev_err(-ENOMEM, "%s: out of memory",
+				       layer->filename);
+		} else {
+			s->kind = BSUB_FSYNC;
+			s->src = raw_source(layer);
+			s->off = 0;
+			s->left = 0;
+			bsub_start(r->q, r, s);
+			queue_poke(r->q);
+		}
+	} else if (layer->fmt->flush) {
+		ret = layer->fmt->flush(layer);
+	}
+	pthread_rwlock_unlock(&top->top_lock);
+	if (ret < 0)
+		breq_fail(r, ret);
+}
+
+/* The flags each operation takes. */
+static const unsigned wop_flags[] = {
+	[WOP_WRITE] = BDEV_REQ_FUA,
+	[WOP_DISCARD] = BDEV_REQ_FUA,
+	[WOP_ZEROES] = BDEV_REQ_FUA | BDEV_REQ_NO_HOLE | BDEV_REQ_FAST_ZERO,
+};
+
 /* Queues a write, discard or zeroing of the top layer. */
 static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 			uint64_t offset, uint64_t len, const struct iovec *iov,
-			int iovcnt, bdev_cb cb, void *opaque)
+			int iovcnt, unsigned flags, bdev_cb cb, void *opaque)
 {
 	static const char *const names[] = { "write", "discard",
 					     "write-zeroes" };
 	struct iovcur cur = { .iov = iov, .cnt = iovcnt };
 	struct breq *r;
+	int64_t gen;
 	int ret;
 
-	ret = io_check(q, b, names[op], true, offset, len);
-	if (ret < 0)
-		return ret;
+	bdev_err_clear();
+	if (!q || !b)
+		return bdev_err(-EINVAL, "%s: no queue or image", names[op]);
+	/* the checks read the top's name and size: a snapshot swaps them */
 	pthread_rwlock_rdlock(&b->top_lock);
-	ret = bdev_begin_write_once(b);
+	ret = io_check(q, b, names[op], true, offset, len);
+	if (ret == 0 && (flags & ~wop_flags[op]))
+		ret = bdev_err(-EINVAL, "%s: %s does not take request flags "
+			       "0x%x", b->filename, names[op],
+			       flags & ~wop_flags[op]);
+	if (ret == 0)
+		ret = bdev_begin_write_once(b);
 	if (ret < 0) {
 		pthread_rwlock_unlock(&b->top_lock);
 		return ret;
+	}
+	/* the change map knows before the bytes change */
+	gen = b->ctk ? ctk_note_write(b, offset, len) : 0;
+	if (gen < 0) {
+		pthread_rwlock_unlock(&b->top_lock);
+		return (int)gen;
 	}
 	r = breq_get(q, cb, opaque);
 	if (!r) {
 		pthread_rwlock_unlock(&b->top_lock);
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
 	}
-	r->wb = b;
-	atomic_fetch_add(&b->writes_inflight, 1);
+	r->wt = b->wtrack;
+	r->flags = flags;
+	r->ctk_gen = (uint64_t)gen;
+	r->off = offset;
+	r->len = len;
+	if (iovcnt <= BSUB_INLINE_IOV) {
+		if (iovcnt)
+			memcpy(r->iov_inline, iov,
+			       sizeof(*iov) * (size_t)iovcnt);
+		r->iov = r->iov_inline;
+	} else {
+		r->iov = r->iov_alloc = malloc(sizeof(*iov) * (size_t)iovcnt);
+		if (r->iov_alloc)
+			memcpy(r->iov_alloc, iov, sizeof(*iov) * (size_t)iovcnt);
+		else
+			breq_fail(r, bdev_err(-ENOMEM, "%s: out of memory",
+					      b->filename));
+	}
+	r->iovcnt = iovcnt;
+	r->op = op;
+	atomic_fetch_add(&r->wt->inflight, 1);
 	split_write(q, r, b, op, offset, len, &cur);
 	pthread_rwlock_unlock(&b->top_lock);
 	breq_put(r);
@@ -234,27 +353,56 @@ int bdev_aio_writev(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 		    void *opaque)
 {
 	uint64_t len;
-	int ret = iov_total(b ? b->filename : "write", iov, iovcnt, &len);
+	int ret = iov_total("write", iov, iovcnt, &len);
 
 	if (ret < 0)
 		return ret;
-	return aio_write_op(q, b, WOP_WRITE, offset, len, iov, iovcnt, cb,
+	return aio_write_op(q, b, WOP_WRITE, offset, len, iov, iovcnt, 0, cb,
 			    opaque);
+}
+
+int bdev_aio_writev_flags(struct bdev_queue *q, struct bdev *b,
+			  uint64_t offset, const struct iovec *iov, int iovcnt,
+			  unsigned flags, bdev_cb cb, void *opaque)
+{
+	uint64_t len;
+	int ret = iov_total("write", iov, iovcnt, &len);
+
+	if (ret < 0)
+		return ret;
+	return aio_write_op(q, b, WOP_WRITE, offset, len, iov, iovcnt, flags,
+			    cb, opaque);
 }
 
 int bdev_aio_discard(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 		     uint64_t length, bdev_cb cb, void *opaque)
 {
-	return aio_write_op(q, b, WOP_DISCARD, offset, length, NULL, 0, cb,
+	return aio_write_op(q, b, WOP_DISCARD, offset, length, NULL, 0, 0, cb,
 			    opaque);
+}
+
+int bdev_aio_discard_flags(struct bdev_queue *q, struct bdev *b,
+			   uint64_t offset, uint64_t length, unsigned flags,
+			   bdev_cb cb, void *opaque)
+{
+	return aio_write_op(q, b, WOP_DISCARD, offset, length, NULL, 0, flags,
+			    cb, opaque);
 }
 
 int bdev_aio_write_zeroes(struct bdev_queue *q, struct bdev *b,
 			  uint64_t offset, uint64_t length, bdev_cb cb,
 			  void *opaque)
 {
-	return aio_write_op(q, b, WOP_ZEROES, offset, length, NULL, 0, cb,
+	return aio_write_op(q, b, WOP_ZEROES, offset, length, NULL, 0, 0, cb,
 			    opaque);
+}
+
+int bdev_aio_write_zeroes_flags(struct bdev_queue *q, struct bdev *b,
+				uint64_t offset, uint64_t length,
+				unsigned flags, bdev_cb cb, void *opaque)
+{
+	return aio_write_op(q, b, WOP_ZEROES, offset, length, NULL, 0, flags,
+			    cb, opaque);
 }
 
 /* Queues making completed writes durable: an io_uring fdatasync for a raw
@@ -289,6 +437,8 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 		pthread_rwlock_rdlock(&b->top_lock);
 		ret = b->fmt->flush(b);
 		pthread_rwlock_unlock(&b->top_lock);
+		if (ret == 0)
+			ret = wtrack_flush_frozen(b);
 		if (ret < 0)
 			breq_fail(r, ret);
 	}

@@ -624,7 +624,9 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 				break;
 			}
 			if (st == VMDK_GRAIN_DATA) {
-				if (foff + in + n > e->src->length) {
+				/* writers appending grains grow it meanwhile */
+				if (foff + in + n >
+				    __atomic_load_n(&e->src->length, __ATOMIC_ACQUIRE)) {
 					if (done) {
 						stop = true; /* serve what precedes it first */
 						break;
