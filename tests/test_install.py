@@ -14,7 +14,8 @@ from conftest import REPO, build_dir, need, run
 PAGES = {  # man page -> (program's file in the build, subcommands)
     "vmdk.1": ("blockengine/tools/vmdk",
                ["create", "check", "info", "convert", "map", "compare",
-                "snapshot create", "commit", "resize", "bench"]),
+                "snapshot create", "commit", "checkpoint", "resize",
+                "bench"]),
     "vmdkfs.1": ("vmdkfs/vmdkfs", []),
     "ovf.1": ("ovffs/ovf", ["create"]),
     "ovffs.1": ("ovffs/ovffs", []),

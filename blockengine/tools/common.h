@@ -25,6 +25,7 @@ int cmd_create(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
+int cmd_checkpoint(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 
 /* Parse qemu-img style -o "key=value,..." (modifies list) into o; prints

@@ -35,6 +35,9 @@ static const char usage_text[] =
 "           freeze IMAGE under a new delta disk CHILD\n"
 "  commit   CHILD\n"
 "           merge the delta disk CHILD into its parent, then delete it\n"
+"  checkpoint create|delete|list|changed IMAGE [NAME]\n"
+"           changed-block tracking: named checkpoints and what changed\n"
+"           since each (for incremental backup)\n"
 "  resize   [--shrink] IMAGE [+|-]SIZE\n"
 "           change the virtual size in place (flat kinds, monolithicSparse)\n"
 "  bench    [-c COUNT] [-d DEPTH] [-s SIZE] [-S STEP] [-o OFFSET] [-w] [-U] IMAGE\n"
@@ -84,6 +87,8 @@ int main(int argc, char **argv)
 		return cmd_snapshot(argc - 1, argv + 1);
 	if (!strcmp(cmd, "commit"))
 		return cmd_commit(argc - 1, argv + 1);
+	if (!strcmp(cmd, "checkpoint"))
+		return cmd_checkpoint(argc - 1, argv + 1);
 	if (!strcmp(cmd, "resize"))
 		return cmd_resize(argc - 1, argv + 1);
 	if (!strcmp(cmd, "bench"))

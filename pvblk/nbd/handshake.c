@@ -226,7 +226,7 @@ static int opt_starttls(struct nbd_conn *c, uint32_t len)
 	/* nothing negotiated in the clear survives */
 	c->tls = true;
 	c->structured = false;
-	c->meta_selected = 0;
+	nbd_meta_clear(c);
 	return HS_OPTION;
 }
 
@@ -320,17 +320,22 @@ static int opt_structured_reply(struct nbd_conn *c, uint32_t len)
 
 /*
  * The contexts a query names: an exact name, or (for LIST only) a
- * namespace "base:" or "qemu:" for all of its contexts. Bit i =
- * nbd_meta_contexts[i].
+ * namespace ("base:", "qemu:", "qemu:dirty-bitmap:") for all of its
+ * contexts. Bit i = context i (meta.c).
  */
-static uint32_t meta_match(const uint8_t *q, uint32_t qlen, bool list)
+static uint32_t meta_match(struct bdev *b, const uint8_t *q, uint32_t qlen,
+			   bool list)
 {
+	unsigned total = nbd_meta_total(b);
+	char n[256];
 	uint32_t m = 0;
 
-	for (unsigned i = 0; i < nbd_meta_count; i++) {
-		const char *n = nbd_meta_contexts[i].name;
-		size_t nl = strlen(n);
+	for (unsigned i = 0; i < total; i++) {
+		size_t nl;
 
+		if (nbd_meta_name(b, i, n, sizeof(n)) < 0)
+			break;
+		nl = strlen(n);
 		if (qlen == nl && !memcmp(n, q, nl))
 			m |= 1u << i;
 		else if (list && qlen > 0 && qlen < nl && q[qlen - 1] == ':' &&
@@ -346,7 +351,10 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 			    const uint8_t *d, uint32_t len)
 {
 	bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+	/* no export: the fuzz harness negotiates with no image */
+	struct bdev *b = c->srv->export ? c->srv->export->bdev : NULL;
 	struct cur k = { d, len };
+	unsigned total = nbd_meta_total(b);
 	const uint8_t *name, *q;
 	uint32_t nlen, nq, qlen, match = 0;
 
@@ -361,7 +369,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 		if (!cur_name(&k, &q, &qlen))
 			return send_err(c, opt, NBD_REP_ERR_INVALID,
 					"malformed meta context query");
-		match |= meta_match(q, qlen, list);
+		match |= meta_match(b, q, qlen, list);
 	}
 	if (k.left)
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
@@ -370,15 +378,22 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 		return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
 				"no export of that name");
 	if (list && nq == 0)
-		match = (1u << nbd_meta_count) - 1;
-	if (!list)
-		c->meta_selected = match; /* SET replaces what was set */
-	for (unsigned i = 0; i < nbd_meta_count; i++) {
-		const char *n = nbd_meta_contexts[i].name;
+		match = total >= 32 ? UINT32_MAX : (1u << total) - 1;
+	if (!list) {
+		/* SET replaces what was set */
+		int ret = nbd_meta_select(c, b, match);
+
+		if (ret < 0)
+			return ret;
+		match = c->meta_selected;
+	}
+	for (unsigned i = 0; i < total; i++) {
 		uint32_t id = htobe32(i + 1);
+		char n[256];
 		int ret;
 
-		if (!(match & (1u << i)))
+		if (!(match & (1u << i)) ||
+		    nbd_meta_name(b, i, n, sizeof(n)) < 0)
 			continue;
 		ret = send_rep(c, opt, NBD_REP_META_CONTEXT, &id, 4, n,
 			       strlen(n));

@@ -1,43 +1,27 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * meta.c - the meta contexts a client may select for NBD_CMD_BLOCK_STATUS:
- * a small table, one entry per context, so that another one (such as
- * qemu:dirty-bitmap:NAME from the engine's change tracking) is one more
- * line. Both contexts here walk the delta chain layer by layer.
+ * a small table of fixed contexts, then one qemu:dirty-bitmap:NAME per
+ * checkpoint of the engine's change tracking, so that pull-backup clients
+ * read changed blocks with no ovk code on their side.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "nbd_i.h"
 
-/*
- * How the first run of [off, off + len) is stored along the chain: the
- * enum bdev_status of the topmost layer that holds it (UNALLOCATED when no
- * layer does), that layer's depth in *depth (1 = top, 0 = none) and the
- * run's length in *pnum.
- */
+/* The chain-wide status of the first run, from the engine in one call
+   under its top lock, so a live snapshot cannot split the answer. */
 static int chain_status(struct bdev *b, uint64_t off, uint64_t len,
 			uint64_t *pnum, unsigned *depth)
 {
-	unsigned d = 1;
+	int st = bdev_block_status_depth(b, off, len, pnum, depth);
 
-	for (; b; b = bdev_backing(b), d++) {
-		uint64_t n = 0;
-		int st = bdev_block_status(b, off, len, &n);
-
-		if (st < 0)
-			return st;
-		if (n == 0 || n > len)
-			return -EIO;
-		len = n; /* a run may not outlast any layer's run */
-		if (st != BDEV_STATUS_UNALLOCATED) {
-			*pnum = len;
-			*depth = d;
-			return st;
-		}
-	}
-	*pnum = len;
-	*depth = 0;
-	return BDEV_STATUS_UNALLOCATED;
+	if (st >= 0 && (*pnum == 0 || *pnum > len))
+		return -EIO;
+	return st;
 }
 
 /* base:allocation: HOLE where no layer stores the bytes (or a zeroed
@@ -78,3 +62,82 @@ const unsigned nbd_meta_count =
 _Static_assert(sizeof(nbd_meta_contexts) / sizeof(nbd_meta_contexts[0]) <=
 		       NBD_META_MAX,
 	       "meta contexts fit the selection mask");
+
+#define DIRTY_BITMAP "qemu:dirty-bitmap:"
+
+unsigned nbd_meta_total(struct bdev *b)
+{
+	const char *name;
+	unsigned n = nbd_meta_count;
+
+	while (b && n < NBD_META_MAX &&
+	       bdev_checkpoint_get(b, n - nbd_meta_count, &name) == 0)
+		n++;
+	return n;
+}
+
+int nbd_meta_name(struct bdev *b, unsigned i, char *buf, size_t len)
+{
+	const char *name;
+
+	if (i < nbd_meta_count) {
+		snprintf(buf, len, "%s", nbd_meta_contexts[i].name);
+		return 0;
+	}
+	if (!b || i >= NBD_META_MAX ||
+	    bdev_checkpoint_get(b, i - nbd_meta_count, &name) < 0)
+		return -ENOENT;
+	snprintf(buf, len, DIRTY_BITMAP "%s", name);
+	return 0;
+}
+
+void nbd_meta_clear(struct nbd_conn *c)
+{
+	for (unsigned i = 0; i < NBD_META_MAX; i++) {
+		free(c->meta_bitmap[i]);
+		c->meta_bitmap[i] = NULL;
+	}
+	c->meta_selected = 0;
+}
+
+int nbd_meta_select(struct nbd_conn *c, struct bdev *b, uint32_t mask)
+{
+	char name[256];
+
+	nbd_meta_clear(c);
+	for (unsigned i = nbd_meta_count; i < NBD_META_MAX; i++) {
+		if (!(mask & (1u << i)))
+			continue;
+		if (nbd_meta_name(b, i, name, sizeof(name)) < 0) {
+			mask &= ~(1u << i); /* deleted meanwhile */
+			continue;
+		}
+		c->meta_bitmap[i] = strdup(name + strlen(DIRTY_BITMAP));
+		if (!c->meta_bitmap[i]) {
+			nbd_meta_clear(c);
+			return -ENOMEM;
+		}
+	}
+	c->meta_selected = mask;
+	return 0;
+}
+
+int nbd_meta_extent(struct nbd_conn *c, struct bdev *b, unsigned i,
+		    uint64_t off, uint64_t len, uint64_t *pnum,
+		    uint32_t *flags)
+{
+	int ret;
+
+	if (i < nbd_meta_count)
+		return nbd_meta_contexts[i].extent(b, off, len, pnum, flags);
+	if (i >= NBD_META_MAX || !c->meta_bitmap[i])
+		return -EINVAL;
+	/* changed since the checkpoint: dirty, as QEMU's bitmaps say it */
+	ret = bdev_changed_status(b, c->meta_bitmap[i], off, len, pnum);
+	if (ret < 0)
+		return ret;
+	if (*pnum == 0 || *pnum > len)
+		return -EIO;
+	*flags = ret ? NBD_STATE_DIRTY : 0;
+	return 0;
+}

@@ -67,8 +67,10 @@ struct nbd_io_ops {
 	size_t (*pending)(struct nbd_conn *c);
 };
 
-/* meta contexts a connection may select (bit i = nbd_meta_contexts[i]) */
-#define NBD_META_MAX 8
+/* meta contexts a connection may select: bit i of meta_selected is context
+   i, the fixed ones of nbd_meta_contexts[] first, then one
+   qemu:dirty-bitmap:NAME per checkpoint of the image (meta.c) */
+#define NBD_META_MAX 32
 
 struct nbd_conn {
 	struct nbd_server *srv;
@@ -81,7 +83,9 @@ struct nbd_conn {
 	bool no_zeroes;
 	bool tls;                 /* STARTTLS done */
 	bool structured;
-	uint32_t meta_selected;   /* bitmask over nbd_meta_contexts */
+	uint32_t meta_selected;   /* bitmask over the contexts (meta.c) */
+	char *meta_bitmap[NBD_META_MAX]; /* selected dirty bitmaps: the
+				     checkpoint each names, fixed at SET */
 
 	/* read buffer ahead of the parser */
 	uint8_t rbuf[16384];
@@ -153,6 +157,19 @@ struct nbd_meta_context {
 };
 extern const struct nbd_meta_context nbd_meta_contexts[];
 extern const unsigned nbd_meta_count;
+/* How many contexts b offers now (the fixed ones, then a dirty bitmap per
+   checkpoint), and the name of context i into buf; -ENOENT past the last. */
+unsigned nbd_meta_total(struct bdev *b);
+int nbd_meta_name(struct bdev *b, unsigned i, char *buf, size_t len);
+/* Select the contexts of mask on c (SET_META_CONTEXT): the checkpoint
+   names of selected dirty bitmaps are copied, so a later delete of the
+   checkpoint fails BLOCK_STATUS rather than answer for another one. */
+int nbd_meta_select(struct nbd_conn *c, struct bdev *b, uint32_t mask);
+void nbd_meta_clear(struct nbd_conn *c);
+/* The first run of [off, off + len) for context i of c (see the table). */
+int nbd_meta_extent(struct nbd_conn *c, struct bdev *b, unsigned i,
+		    uint64_t off, uint64_t len, uint64_t *pnum,
+		    uint32_t *flags);
 
 /* server.c: the ops table protocols.c names */
 extern const struct pvblk_protocol pvblk_nbd;

@@ -108,6 +108,8 @@ enum {
 /* base:allocation descriptor flags */
 #define NBD_STATE_HOLE (1u << 0)
 #define NBD_STATE_ZERO (1u << 1)
+/* qemu:dirty-bitmap:NAME descriptor flags */
+#define NBD_STATE_DIRTY (1u << 0)
 
 /* errors on the wire */
 enum {

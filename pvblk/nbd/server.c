@@ -50,6 +50,7 @@ static void *conn_thread(void *arg)
 			  ret == -ENOENT   ? "no export of that name" :
 					     "TLS required");
 	nbd_tls_end(c);
+	nbd_meta_clear(c);
 	close(c->fd);
 	free(c);
 	pthread_mutex_lock(&s->lock);

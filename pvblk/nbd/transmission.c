@@ -459,10 +459,9 @@ static void cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
 	unsigned nsel = 0, sent = 0;
 	uint64_t end = r->offset + r->length;
 
-	for (unsigned i = 0; i < nbd_meta_count; i++)
+	for (unsigned i = 0; i < NBD_META_MAX; i++)
 		nsel += !!(c->meta_selected & (1u << i));
-	for (unsigned i = 0; i < nbd_meta_count; i++) {
-		const struct nbd_meta_context *m = &nbd_meta_contexts[i];
+	for (unsigned i = 0; i < NBD_META_MAX; i++) {
 		struct {
 			struct chunk_hdr h;
 			uint32_t id;
@@ -478,7 +477,8 @@ static void cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
 		while (off < end) {
 			uint64_t n;
 			uint32_t fl;
-			int ret = m->extent(b, off, end - off, &n, &fl);
+			int ret = nbd_meta_extent(c, b, i, off, end - off, &n,
+						  &fl);
 
 			if (ret < 0) {
 				error_chunk(c, r->cookie, nbd_errno(ret));
