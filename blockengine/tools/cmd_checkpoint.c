@@ -133,7 +133,7 @@ int cmd_checkpoint(int argc, char **argv)
 			fputs(checkpoint_help, stdout);
 			return 0;
 		default:
-			tool_usage_err("checkpoint", "unknown option");
+			tool_usage_err("checkpoint", "bad option");
 			return 1;
 		}
 	}
@@ -152,7 +152,7 @@ int cmd_checkpoint(int argc, char **argv)
 			fputs(checkpoint_help, stdout);
 			return 0;
 		}
-		tool_usage_err("checkpoint", "unknown option");
+		tool_usage_err("checkpoint", "bad option");
 		return 1;
 	}
 	want = !strcmp(verb, "list") ? 1 : 2;
