@@ -35,7 +35,7 @@ struct hdr {
 static int sock;
 static uint8_t *mem;
 
-static void die(const char *what)
+static __attribute__((noreturn)) void die(const char *what)
 {
 	fprintf(stderr, "vu_client: %s: %s\n", what, strerror(errno));
 	exit(1);
