@@ -11,6 +11,8 @@
  * use elsewhere can be read. Where stdout is a regular file, ranges that
  * read as zeros are skipped with lseek, so the copy stays sparse.
  */
+#define _POSIX_C_SOURCE 200809L /* fstat, lseek, ftruncate, read */
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +48,7 @@ static int all_zero(const char *buf, size_t len)
 
 int main(int argc, char **argv)
 {
-	struct bdev_open_opts opts = { .flags = BDEV_O_SHARE };
+	struct bdev_open_opts opts;
 	struct bdev_info info;
 	struct bdev *disk;
 	struct stat st;
@@ -58,6 +60,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s IMAGE > disk.raw\n", argv[0]);
 		return 2;
 	}
+	memset(&opts, 0, sizeof(opts)); /* every option at its default, */
+	opts.flags = BDEV_O_SHARE;       /* and read a disk in use too */
 	ret = bdev_open(argv[1], &opts, &disk);
 	if (ret < 0) {
 		fprintf(stderr, "disk-cat: %s\n", bdev_errmsg());
@@ -65,7 +69,7 @@ int main(int argc, char **argv)
 	}
 	bdev_get_info(disk, &info);
 	sparse = fstat(1, &st) == 0 && S_ISREG(st.st_mode);
-	buf = malloc(CHUNK);
+	buf = (char *)malloc(CHUNK);
 	if (!buf) {
 		bdev_close(disk);
 		return 1;
