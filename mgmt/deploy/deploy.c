@@ -13,22 +13,10 @@
 
 #include "blockengine.h"
 #include "deploy.h"
+#include "util.h"
 #include "ovf.h"
 
 #define DEFAULT_MEMORY (512ull << 20)
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
 
 /* The package refuses to deploy when its digests or signature are wrong
    (unless asked), or when validation finds an error. */
@@ -40,12 +28,12 @@ static int check_package(struct ovf_pkg *pkg, const struct deploy_opts *o,
 	int ret = ovf_verify(pkg, &v);
 
 	if (ret < 0)
-		return fail(err, errlen, ret, "%s: cannot verify: %s",
+		return mgmt_fail(err, errlen, ret, "%s: cannot verify: %s",
 			    o->package, ovf_errmsg());
 	if (!o->allow_unverified) {
 		for (size_t i = 0; i < v.nentries; i++)
 			if (v.entries[i].status != OVF_DIGEST_OK) {
-				ret = fail(err, errlen, -EBADMSG,
+				ret = mgmt_fail(err, errlen, -EBADMSG,
 					   "%s: manifest check failed for %s "
 					   "(expected %s, got %s)", o->package,
 					   v.entries[i].name,
@@ -56,7 +44,7 @@ static int check_package(struct ovf_pkg *pkg, const struct deploy_opts *o,
 				break;
 			}
 		if (!ret && (v.sig == OVF_SIG_BAD || v.sig == OVF_SIG_ERROR))
-			ret = fail(err, errlen, -EBADMSG, "%s: certificate "
+			ret = mgmt_fail(err, errlen, -EBADMSG, "%s: certificate "
 				   "signature check failed: %s", o->package,
 				   v.sig_message ? v.sig_message : "");
 	}
@@ -67,14 +55,14 @@ static int check_package(struct ovf_pkg *pkg, const struct deploy_opts *o,
 	if (ret > 0) {
 		for (size_t i = 0; i < findings.n; i++)
 			if (findings.v[i].sev == OVF_SEV_ERROR) {
-				fail(err, errlen, -EINVAL, "%s is not a valid "
+				mgmt_fail(err, errlen, -EINVAL, "%s is not a valid "
 				     "package: %s: %s", o->package,
 				     findings.v[i].where, findings.v[i].what);
 				break;
 			}
 		ret = -EINVAL;
 	} else if (ret < 0) {
-		fail(err, errlen, ret, "%s: cannot validate: %s", o->package,
+		mgmt_fail(err, errlen, ret, "%s: cannot validate: %s", o->package,
 		     ovf_errmsg());
 	}
 	ovf_findings_free(&findings);
@@ -110,11 +98,11 @@ static int open_package_disk(struct ovf_pkg *pkg, const struct ovf_file *f,
 
 	ret = ovf_file_open(pkg, f, &s);
 	if (ret < 0)
-		return fail(err, errlen, ret, "%s: %s", f->href, ovf_errmsg());
+		return mgmt_fail(err, errlen, ret, "%s: %s", f->href, ovf_errmsg());
 	ret = ovf_stream_size(s, &size);
 	if (ret < 0) {
 		ovf_stream_close(s);
-		return fail(err, errlen, ret, "%s: %s", f->href, ovf_errmsg());
+		return mgmt_fail(err, errlen, ret, "%s: %s", f->href, ovf_errmsg());
 	}
 	if (ovf_stream_region(s, &fd, &base) == 0) {
 		ret = bdev_open_region(fd, base, size, f->href, NULL, out);
@@ -123,13 +111,13 @@ static int open_package_disk(struct ovf_pkg *pkg, const struct ovf_file *f,
 		src = malloc(sizeof(*src));
 		if (!src) {
 			ovf_stream_close(s);
-			return fail(err, errlen, -ENOMEM, "out of memory");
+			return mgmt_fail(err, errlen, -ENOMEM, "out of memory");
 		}
 		src->s = s;
 		ret = bdev_open_callbacks(&ops, src, size, f->href, NULL, out);
 	}
 	if (ret < 0)
-		return fail(err, errlen, ret, "%s: %s", f->href, bdev_errmsg());
+		return mgmt_fail(err, errlen, ret, "%s: %s", f->href, bdev_errmsg());
 	return 0;
 }
 
@@ -156,19 +144,19 @@ static int import_disk(struct bdev *src, const char *dst, char *err,
 	co.size = (in.size + 511) & ~511ull;
 	ret = bdev_writer_new(dst, &co, &w);
 	if (ret < 0)
-		return fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
+		return mgmt_fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
 	grain = bdev_writer_grain(w);
 	buf = malloc(grain);
 	if (!buf) {
 		bdev_writer_abort(w);
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return mgmt_fail(err, errlen, -ENOMEM, "out of memory");
 	}
 	for (off = 0; off < in.size; off += grain) {
 		size_t len = in.size - off < grain ? in.size - off : grain;
 
 		ret = bdev_pread(src, buf, len, off);
 		if (ret < 0) {
-			fail(err, errlen, ret, "reading %s at %llu: %s",
+			mgmt_fail(err, errlen, ret, "reading %s at %llu: %s",
 			     in.filename, (unsigned long long)off,
 			     bdev_errmsg());
 			break;
@@ -182,7 +170,7 @@ static int import_disk(struct bdev *src, const char *dst, char *err,
 		}
 		ret = bdev_writer_write(w, off, buf, len);
 		if (ret < 0) {
-			fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
+			mgmt_fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
 			break;
 		}
 	}
@@ -193,7 +181,7 @@ static int import_disk(struct bdev *src, const char *dst, char *err,
 	}
 	ret = bdev_writer_close(w);
 	if (ret < 0)
-		return fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
+		return mgmt_fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
 	return 0;
 }
 
@@ -225,7 +213,7 @@ static int import_disks(struct ovf_pkg *pkg, const struct ovf_system *s,
 					       ? disk_id_of(it->host_resource)
 					       : "");
 		if (!d)
-			return fail(err, errlen, -EINVAL, "%s: disk item %s "
+			return mgmt_fail(err, errlen, -EINVAL, "%s: disk item %s "
 				    "names no Disk (HostResource %s)",
 				    ovf_pkg_path(pkg),
 				    it->instance_id ? it->instance_id : "?",
@@ -234,16 +222,16 @@ static int import_disks(struct ovf_pkg *pkg, const struct ovf_system *s,
 		if (!d->file_ref)
 			continue; /* a blank disk: not created yet */
 		if (d->parent_ref)
-			return fail(err, errlen, -ENOTSUP, "%s: disk %s is a "
+			return mgmt_fail(err, errlen, -ENOTSUP, "%s: disk %s is a "
 				    "delta of %s; parent chains in packages "
 				    "are not deployed yet", ovf_pkg_path(pkg),
 				    d->disk_id, d->parent_ref);
 		if (vm->ndisks == VM_MAX_DISKS)
-			return fail(err, errlen, -E2BIG, "%s: more than %d "
+			return mgmt_fail(err, errlen, -E2BIG, "%s: more than %d "
 				    "disks", ovf_pkg_path(pkg), VM_MAX_DISKS);
 		f = ovf_find_file(env, d->file_ref);
 		if (!f)
-			return fail(err, errlen, -EINVAL, "%s: disk %s names "
+			return mgmt_fail(err, errlen, -EINVAL, "%s: disk %s names "
 				    "file %s, which References does not list",
 				    ovf_pkg_path(pkg), d->disk_id, d->file_ref);
 		ret = open_package_disk(pkg, f, &b, err, errlen);
@@ -277,11 +265,6 @@ void deploy_remove_disks(const char *storage_dir, const struct vm *vm)
 	rmdir(dir);
 }
 
-static char *dup_or_null(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
 int deploy_package(struct inventory *inv, const char *storage_dir,
 		   const struct deploy_opts *o, struct vm **out, char *err,
 		   size_t errlen)
@@ -295,14 +278,14 @@ int deploy_package(struct inventory *inv, const char *storage_dir,
 
 	ret = ovf_open(o->package, &pkg);
 	if (ret < 0)
-		return fail(err, errlen, ret, "%s", ovf_errmsg());
+		return mgmt_fail(err, errlen, ret, "%s", ovf_errmsg());
 	ret = check_package(pkg, o, err, errlen);
 	if (ret < 0)
 		goto err_close;
 	env = ovf_pkg_envelope(pkg);
 	s = env->content;
 	if (!s || s->collection) {
-		ret = fail(err, errlen, -ENOTSUP, "%s: %s", o->package,
+		ret = mgmt_fail(err, errlen, -ENOTSUP, "%s: %s", o->package,
 			   s ? "a VirtualSystemCollection; deploy its members "
 			       "one by one (not supported yet)"
 			     : "no VirtualSystem");
@@ -317,18 +300,18 @@ int deploy_package(struct inventory *inv, const char *storage_dir,
 					  : s->id ? s->id : "vm");
 	vm->id = inv_new_id(inv, vm->name);
 	vm->package = realpath(o->package, NULL);
-	vm->os = dup_or_null(s->os_description);
+	vm->os = mgmt_strdup_or_null(s->os_description);
 	vm->cpus = s->cpus ? s->cpus : 1;
 	vm->memory = s->memory_bytes ? s->memory_bytes : DEFAULT_MEMORY;
-	vm->kernel = dup_or_null(o->kernel);
-	vm->initrd = dup_or_null(o->initrd);
-	vm->cmdline = dup_or_null(o->cmdline);
+	vm->kernel = mgmt_strdup_or_null(o->kernel);
+	vm->initrd = mgmt_strdup_or_null(o->initrd);
+	vm->cmdline = mgmt_strdup_or_null(o->cmdline);
 	if (asprintf(&vm->last_event, "deployed from %s", o->package) < 0)
 		vm->last_event = NULL;
 	snprintf(dir, sizeof(dir), "%s/%s", storage_dir, vm->id);
 	if ((mkdir(storage_dir, 0700) < 0 && errno != EEXIST) ||
 	    mkdir(dir, 0700) < 0) {
-		ret = fail(err, errlen, -errno, "storage folder %s: %s", dir,
+		ret = mgmt_fail(err, errlen, -errno, "storage folder %s: %s", dir,
 			   strerror(errno));
 		vm_free(vm);
 		goto err_close;
@@ -338,7 +321,7 @@ int deploy_package(struct inventory *inv, const char *storage_dir,
 		ret = inv_add(inv, vm);
 	if (ret < 0) {
 		if (!err[0])
-			fail(err, errlen, ret, "%s: %s", o->package,
+			mgmt_fail(err, errlen, ret, "%s: %s", o->package,
 			     strerror(-ret));
 		deploy_remove_disks(storage_dir, vm);
 		vm_free(vm);
@@ -360,10 +343,10 @@ int export_vm(const char *ovf_tool, const struct vm *vm, const char *out,
 	pid_t pid;
 
 	if (vm->power != VM_OFF)
-		return fail(err, errlen, -EBUSY, "%s is running: power it off "
+		return mgmt_fail(err, errlen, -EBUSY, "%s is running: power it off "
 			    "before exporting its disks", vm->id);
 	if (!vm->ndisks)
-		return fail(err, errlen, -EINVAL, "%s has no disk to export",
+		return mgmt_fail(err, errlen, -EINVAL, "%s has no disk to export",
 			    vm->id);
 	snprintf(cpus, sizeof(cpus), "%u", vm->cpus ? vm->cpus : 1);
 	snprintf(mem, sizeof(mem), "%lluM",
@@ -387,12 +370,12 @@ int export_vm(const char *ovf_tool, const struct vm *vm, const char *out,
 	argv[argc++] = (char *)out;
 	argv[argc] = NULL;
 	if (pipe2(pfd, O_CLOEXEC) < 0)
-		return fail(err, errlen, -errno, "pipe: %s", strerror(errno));
+		return mgmt_fail(err, errlen, -errno, "pipe: %s", strerror(errno));
 	pid = fork();
 	if (pid < 0) {
 		close(pfd[0]);
 		close(pfd[1]);
-		return fail(err, errlen, -errno, "fork: %s", strerror(errno));
+		return mgmt_fail(err, errlen, -errno, "fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
 		dup2(pfd[1], 2);
@@ -410,7 +393,7 @@ int export_vm(const char *ovf_tool, const struct vm *vm, const char *out,
 		;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		msg[strcspn(msg, "\n")] = '\0';
-		return fail(err, errlen, -EIO, "exporting %s to %s: %s", vm->id,
+		return mgmt_fail(err, errlen, -EIO, "exporting %s to %s: %s", vm->id,
 			    out, got ? msg : "the ovf tool failed");
 	}
 	return 0;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "inventory.h"
+#include "util.h"
 
 struct inventory {
 	char *state_dir;
@@ -18,11 +19,6 @@ struct inventory {
 	struct vm **v;
 	unsigned n, cap;
 };
-
-static char *dup_or_null(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
 
 void vm_free(struct vm *vm)
 {
@@ -132,7 +128,7 @@ static char *json_str_dup(json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 
-	return dup_or_null(s);
+	return mgmt_strdup_or_null(s);
 }
 
 static void proc_from_json(json_t *o, struct vm_proc *p)

@@ -23,21 +23,9 @@
 #include <unistd.h>
 
 #include "provider.h"
+#include "util.h"
 
 #define QMP_TIMEOUT_MS 5000
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return ret;
-}
 
 static void sleep_ms(unsigned ms)
 {
@@ -224,7 +212,7 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 	vm_path(path, sizeof(path), env, vm, "qmp.sock");
 	fd = unix_connect(path);
 	if (fd < 0)
-		return fail(err, errlen, fd, "%s: QEMU's monitor %s: %s",
+		return mgmt_fail(err, errlen, fd, "%s: QEMU's monitor %s: %s",
 			    vm->id, path, strerror(-fd));
 	o = qmp_read(fd, buf, sizeof(buf), &have); /* greeting */
 	json_decref(o);
@@ -242,7 +230,7 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 				const char *d = json_string_value(
 					json_object_get(e, "desc"));
 
-				ret = fail(err, errlen, -EIO, "%s: QEMU "
+				ret = mgmt_fail(err, errlen, -EIO, "%s: QEMU "
 					   "refused %s: %s", vm->id, cmd,
 					   d ? d : "(no reason given)");
 			} else {
@@ -253,7 +241,7 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 			break;
 		}
 		if (!o) {
-			ret = fail(err, errlen, -ETIMEDOUT, "%s: no answer "
+			ret = mgmt_fail(err, errlen, -ETIMEDOUT, "%s: no answer "
 				   "from QEMU's monitor to %s", vm->id,
 				   step ? cmd : "qmp_capabilities");
 			break;
@@ -286,16 +274,16 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	int argc = 0, ret;
 
 	if (vm->power != VM_OFF)
-		return fail(err, errlen, -EALREADY, "%s is already on", vm->id);
+		return mgmt_fail(err, errlen, -EALREADY, "%s is already on", vm->id);
 	if (!vm->ndisks && !vm->kernel)
-		return fail(err, errlen, -EINVAL, "%s has no disk and no kernel "
+		return mgmt_fail(err, errlen, -EINVAL, "%s has no disk and no kernel "
 			    "to boot", vm->id);
 	snprintf(dir, sizeof(dir), "%s/%s", env->run_dir, vm->id);
 	if (mkdir(env->run_dir, 0700) < 0 && errno != EEXIST)
-		return fail(err, errlen, -errno, "%s: %s", env->run_dir,
+		return mgmt_fail(err, errlen, -errno, "%s: %s", env->run_dir,
 			    strerror(errno));
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+		return mgmt_fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
 
 	/* a virtqueue (thread and io_uring in pvblk) per vCPU, up to 4 */
 	snprintf(queues, sizeof(queues), "%u",
@@ -317,7 +305,7 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 			ret = wait_socket(sock, &vm->blk[i], 15000);
 		if (ret < 0) {
 			log_tail(log, tail, sizeof(tail));
-			fail(err, errlen, ret, "%s: disk %u (%s) could not be "
+			mgmt_fail(err, errlen, ret, "%s: disk %u (%s) could not be "
 			     "served: %s", vm->id, i, vm->disks[i].path,
 			     tail[0] ? tail : strerror(-ret));
 			goto err_disks;
@@ -417,7 +405,7 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	}
 	if (ret < 0) {
 		log_tail(log, tail, sizeof(tail));
-		fail(err, errlen, ret, "%s: QEMU did not start: %s", vm->id,
+		mgmt_fail(err, errlen, ret, "%s: QEMU did not start: %s", vm->id,
 		     tail[0] ? tail : strerror(-ret));
 		stop_proc(&vm->vmm, SIGKILL, 1000);
 		goto err_disks;
@@ -454,9 +442,9 @@ static int q_simple(const struct provider_env *env, struct vm *vm,
 	int ret;
 
 	if (vm->power == VM_OFF)
-		return fail(err, errlen, -EINVAL, "%s is off", vm->id);
+		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
 	if (need != VM_OFF && vm->power != need)
-		return fail(err, errlen, -EINVAL, "%s is %s", vm->id,
+		return mgmt_fail(err, errlen, -EINVAL, "%s is %s", vm->id,
 			    vm->power == VM_PAUSED ? "paused" : "running");
 	ret = qmp(env, vm, cmd, err, errlen);
 	if (ret == 0 && then != VM_OFF)
