@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "control.h"
+#include "../devices/console.h"
 #include "../kvm/vm.h"
 
 #include <errno.h>
@@ -14,30 +15,15 @@
 
 int control_open(struct control *c, const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd, e;
+	int fd;
 
 	memset(c, 0, sizeof(*c));
 	c->listen_fd = -1;
 	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
 		c->clients[i].fd = -1;
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "ovkvm: --api-socket path too long: %s\n", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, CONTROL_MAX_CLIENTS) < 0) {
-		e = errno;
-		fprintf(stderr, "ovkvm: --api-socket %s: %s\n", path, strerror(e));
-		if (fd >= 0)
-			close(fd);
-		return -e;
-	}
+	fd = unix_listen(path, CONTROL_MAX_CLIENTS, "--api-socket");
+	if (fd < 0)
+		return fd;
 	c->listen_fd = fd;
 	c->path = strdup(path);
 	return 0;

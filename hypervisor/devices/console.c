@@ -14,14 +14,14 @@
 
 #define CTRL_A 0x01
 
-static int open_socket(struct console *con, const char *path)
+int unix_listen(const char *path, int backlog, const char *what)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
 	int fd;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "ovkvm: console socket path too long: %s\n", path);
+		fprintf(stderr, "ovkvm: %s path too long: %s\n", what, path);
 		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
@@ -30,13 +30,22 @@ static int open_socket(struct console *con, const char *path)
 		unlink(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, 1) < 0) {
+	    listen(fd, backlog) < 0) {
 		int e = errno;
-		fprintf(stderr, "ovkvm: console socket %s: %s\n", path, strerror(e));
+		fprintf(stderr, "ovkvm: %s %s: %s\n", what, path, strerror(e));
 		if (fd >= 0)
 			close(fd);
 		return -e;
 	}
+	return fd;
+}
+
+static int open_socket(struct console *con, const char *path)
+{
+	int fd = unix_listen(path, 1, "console socket");
+
+	if (fd < 0)
+		return fd;
 	con->listen_fd = fd;
 	con->socket_path = strdup(path);
 	return 0;
