@@ -176,7 +176,7 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 static void simple_storage(struct mgmt *m, struct vm *vm, bool member,
 			   struct rf_reply *r)
 {
-	json_t *o, *devs = json_array();
+	json_t *o, *devs;
 
 	if (!member) {
 		o = odata("#SimpleStorageCollection.SimpleStorageCollection",
@@ -188,6 +188,7 @@ static void simple_storage(struct mgmt *m, struct vm *vm, bool member,
 		reply_json(r, 200, o);
 		return;
 	}
+	devs = json_array();
 	for (unsigned i = 0; i < vm->ndisks; i++) {
 		struct bdev_open_opts oo = { .flags = BDEV_O_SHARE };
 		struct bdev_info in = { 0 };
