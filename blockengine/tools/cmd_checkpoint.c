@@ -123,7 +123,8 @@ int cmd_checkpoint(int argc, char **argv)
 	struct bdev *b;
 	int c, ret, want;
 
-	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+	/* getopt permutes: options may stand before or after the verb */
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'O':
 			if (tool_parse_output("checkpoint", optarg, &json) < 0)
@@ -143,18 +144,6 @@ int cmd_checkpoint(int argc, char **argv)
 		return 1;
 	}
 	verb = argv[optind++];
-	/* options may also follow the verb */
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		if (c == 'O' && tool_parse_output("checkpoint", optarg,
-						  &json) == 0)
-			continue;
-		if (c == 'h') {
-			fputs(checkpoint_help, stdout);
-			return 0;
-		}
-		tool_usage_err("checkpoint", "bad option");
-		return 1;
-	}
 	want = !strcmp(verb, "list") ? 1 : 2;
 	if (strcmp(verb, "create") && strcmp(verb, "delete") &&
 	    strcmp(verb, "list") && strcmp(verb, "changed")) {
