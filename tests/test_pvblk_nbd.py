@@ -417,6 +417,20 @@ def test_snapshot_leaves_the_base_untouched(tmp_path):
     assert "Pattern verification failed" not in r.stdout
 
 
+def test_failed_start_leaves_no_snapshot_child(tmp_path):
+    """-o snapshot makes its child before the servers start; when a server
+    cannot start (here, its socket's folder does not exist) the child goes
+    too, so the same command can simply be run again."""
+    img, _ = make_image(str(tmp_path), "sparse")
+    child = tmp_path / "child.vmdk"
+    before = sha(img)
+    r = run([tool("pvblk"), "-o", f"snapshot={child}", "--nbd",
+             f"unix:{tmp_path}/missing/nbd.sock", img], check=False)
+    assert r.returncode == 1 and "missing/nbd.sock" in r.stderr
+    assert not child.exists()
+    assert sha(img) == before
+
+
 def test_second_writer_is_refused_naming_the_image(tmp_path):
     img, _ = make_image(str(tmp_path), "sparse")
     with Pvblk(str(tmp_path), img, "-o", "rw") as srv:

@@ -120,7 +120,7 @@ int pvblk_export_open(struct pvblk_export *e, const char *image,
 	ret = bdev_get_info(e->bdev, &in);
 	if (ret < 0) {
 		pvblk_log("%s: %s", image, engine_msg(ret));
-		pvblk_export_close(e);
+		pvblk_export_close(e, true);
 		return ret;
 	}
 	e->size = in.size;
@@ -129,7 +129,7 @@ int pvblk_export_open(struct pvblk_export *e, const char *image,
 	return 0;
 }
 
-int pvblk_export_close(struct pvblk_export *e)
+int pvblk_export_close(struct pvblk_export *e, bool discard)
 {
 	int ret = 0;
 
@@ -142,6 +142,8 @@ int pvblk_export_close(struct pvblk_export *e)
 				  engine_msg(ret));
 		e->bdev = NULL;
 	}
+	if (discard && e->snapshot_child)
+		unlink(e->snapshot_child);
 	free(e->snapshot_child);
 	e->snapshot_child = NULL;
 	return ret;

@@ -249,7 +249,7 @@ stop:
 
 		l->proto->stop(l);
 	}
-	if (pvblk_export_close(&e) < 0 && !status)
+	if (pvblk_export_close(&e, status != 0) < 0 && !status)
 		status = 2;
 	return status;
 }

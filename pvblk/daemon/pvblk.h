@@ -65,8 +65,10 @@ extern const struct pvblk_protocol *const pvblk_protocol_vhost_user_blk;
    child behind. Messages go to stderr naming the image. */
 int pvblk_export_open(struct pvblk_export *e, const char *image,
 		      const char *mode, const char *child, const char *format);
-/* Flush, close, release locks. Returns 0 or -errno (message on stderr). */
-int pvblk_export_close(struct pvblk_export *e);
+/* Flush, close, release locks. With discard (the daemon failed to start)
+   the snapshot child this export created is removed too, so a failed
+   command leaves nothing behind. Returns 0 or -errno (message on stderr). */
+int pvblk_export_close(struct pvblk_export *e, bool discard);
 
 /* Log a line to stderr as "pvblk: ...". */
 void pvblk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
