@@ -182,7 +182,9 @@ static int sync_parent_dir(const char *path)
 
 /* Freeze b's top layer under a new delta child at child_path; see
    blockengine.h. */
-int bdev_snapshot(struct bdev *b, const char *child_path)
+/* One attempt at bdev_snapshot: -EAGAIN (the child removed again) when a
+   first write gave the top a new CID while the child was being made. */
+static int snapshot_try(struct bdev *b, const char *child_path)
 {
 	struct bdev_create_opts co = { 0 };
 	struct bdev_open_opts oo;
@@ -324,6 +326,19 @@ err_close_child: {
 	}
 err_unlink:
 	unlink(child_path);
+	return ret;
+}
+
+int bdev_snapshot(struct bdev *b, const char *child_path)
+{
+	int ret = -EAGAIN;
+
+	/* A top's CID changes once per session, at its first write; if that
+	   write lands while the child is made, the child's parentCID is
+	   stale and the child is dropped. The next attempt reads the CID
+	   that now stays, so one retry is enough; three bound it anyway. */
+	for (int tries = 0; tries < 3 && ret == -EAGAIN; tries++)
+		ret = snapshot_try(b, child_path);
 	return ret;
 }
 
