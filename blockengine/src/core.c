@@ -290,6 +290,19 @@ int bdev_close(struct bdev *b)
 		ret = b->fmt->finish(b);
 	gcache_kill(b->gcache);
 	b->fmt->close(b);
+	while (b->retired) {
+		struct bdev *l = b->retired;
+		b->retired = l->retired;
+		l->retired = NULL;
+		if (l->fmt) {
+			bdev_close(l);
+		} else {
+			/* a shell whose layer the handle took over */
+			pthread_rwlock_destroy(&l->top_lock);
+			pthread_mutex_destroy(&l->begin_lock);
+			free(l);
+		}
+	}
 	if (b->backing) {
 		int r = bdev_close(b->backing);
 		if (!ret)
