@@ -503,6 +503,15 @@ int bdev_snapshot_wait(struct bdev *b);
  */
 int bdev_commit_live(struct bdev *b);
 
+/* Grow b's virtual size to new_size bytes while it is open and in use
+ * (raw and every writable VMDK subformat that can grow; -ENOTSUP naming
+ * the subformat otherwise). Shrinking is refused with -EINVAL. Queues
+ * see the new size for requests submitted after the call returns.
+ * Today only a raw disk that is a whole regular file grows while open
+ * (without checkpoints: -ENOTSUP while the change map exists); every VMDK
+ * subformat is -ENOTSUP here and grows closed with bdev_resize. */
+int bdev_grow(struct bdev *b, uint64_t new_size);
+
 /*
  * Merge the delta disk at child_path into its parent and delete it.
  * Crash-safe: an interrupted commit can be run again to completion.

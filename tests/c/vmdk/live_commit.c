@@ -17,6 +17,11 @@
  * "busy": a read-only view of the frozen parent makes the commit fail
  * with EBUSY naming the parent; closed, the commit goes through.
  * "refused": no parent (a fresh VMDK, a raw disk) is EINVAL.
+ *
+ * "grow": bdev_grow of an open raw disk while a queue keeps writing it;
+ * the grown part is written and read back, qemu-img sees the new size and
+ * the data. Shrinking is EINVAL; an open VMDK is ENOTSUP naming its
+ * subformat.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -326,6 +331,81 @@ static void test_refused(void)
 	printf("ok refused\n");
 }
 
+/* the grow test's writer: a queue rewriting the first MiB until told */
+static void *grow_writer(void *arg)
+{
+	struct bdev_queue *q;
+	uint8_t *buf = malloc(1 << 20);
+	struct iovec v = { buf, 1 << 20 };
+	unsigned rounds = 0;
+
+	(void)arg;
+	CHECK(buf);
+	pattern_fill(buf, 1 << 20, 0);
+	CHECK_EQ(bdev_queue_new(8, &q), 0);
+	while (!atomic_load(&stop) || rounds < 4) {
+		CHECK_EQ(bdev_aio_writev(q, disk, 0, &v, 1, NULL, NULL), 0);
+		while (bdev_queue_inflight(q))
+			CHECK(bdev_queue_run(q, 1) >= 0);
+		rounds++;
+	}
+	bdev_queue_free(q);
+	free(buf);
+	return NULL;
+}
+
+static void test_grow(void)
+{
+	char path[300], model_path[300];
+	struct bdev_open_opts oo = { .flags = BDEV_O_RDWR };
+	struct bdev_create_opts ro = { .format = "raw", .size = 4 << 20 };
+	struct bdev_create_opts vo = { .size = 4 << 20 };
+	uint8_t *buf = malloc(1 << 20);
+	struct bdev_info bi;
+	pthread_t t;
+	int fd;
+
+	CHECK(buf);
+	snprintf(path, sizeof(path), "%s/grow.raw", dir);
+	CHECK_EQ(bdev_create(path, &ro), 0);
+	CHECK_EQ(bdev_open(path, &oo, &disk), 0);
+	atomic_store(&stop, false);
+	CHECK_EQ(pthread_create(&t, NULL, grow_writer, NULL), 0);
+	CHECK_EQ(bdev_grow(disk, 2 << 20), -EINVAL);
+	CHECK_EQ(bdev_grow(disk, 12 << 20), 0);
+	CHECK_EQ(bdev_get_info(disk, &bi), 0);
+	CHECK_EQ(bi.size, 12ull << 20);
+	pattern_fill(buf, 1 << 20, 11 << 20);
+	CHECK_EQ(bdev_pwrite(disk, buf, 1 << 20, 11 << 20), 0);
+	atomic_store(&stop, true);
+	CHECK_EQ(pthread_join(t, NULL), 0);
+	CHECK_EQ(bdev_pread(disk, buf, 1 << 20, 11 << 20), 0);
+	CHECK_EQ(pattern_mismatch(buf, 1 << 20, 11 << 20), -1);
+	CHECK_EQ(bdev_close(disk), 0);
+	/* what qemu-img sees: 12 MiB, the pattern at 0 and at 11 MiB */
+	snprintf(model_path, sizeof(model_path), "%s/grow-model.raw", dir);
+	fd = open(model_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0);
+	CHECK(ftruncate(fd, 12 << 20) == 0);
+	pattern_fill(buf, 1 << 20, 0);
+	CHECK(pwrite(fd, buf, 1 << 20, 0) == 1 << 20);
+	pattern_fill(buf, 1 << 20, 11 << 20);
+	CHECK(pwrite(fd, buf, 1 << 20, 11 << 20) == 1 << 20);
+	close(fd);
+	test_run("qemu-img info -f raw --output=json %s | grep -q "
+		 "'\"virtual-size\": 12582912'", path);
+	test_run("qemu-img compare -q -f raw -F raw %s %s", path, model_path);
+	/* an open VMDK does not grow (yet): closed, bdev_resize does it */
+	snprintf(path, sizeof(path), "%s/grow.vmdk", dir);
+	CHECK_EQ(bdev_create(path, &vo), 0);
+	CHECK_EQ(bdev_open(path, &oo, &disk), 0);
+	CHECK_EQ(bdev_grow(disk, 8 << 20), -ENOTSUP);
+	CHECK(strstr(bdev_errmsg(), "monolithicSparse"));
+	CHECK_EQ(bdev_close(disk), 0);
+	free(buf);
+	printf("ok grow\n");
+}
+
 int main(int argc, char **argv)
 {
 	bool bench = argc > 1 && !strcmp(argv[1], "bench");
@@ -341,6 +421,7 @@ int main(int argc, char **argv)
 	if (!bench) {
 		test_refused();
 		test_busy();
+		test_grow();
 	}
 	run_load(bench ? 8 : lng ? 12 : 3, bench ? 500 : 100, bench);
 	test_run("rm -rf %s", dir);
