@@ -401,6 +401,7 @@ int bdev_commit(const char *child_path)
 	struct bdev *c, *p = NULL;
 	char *ppath = NULL, **files = NULL;
 	unsigned nfiles = 0;
+	bool deleted = false, kept_cid = false;
 	int ret;
 
 	bdev_err_clear();
@@ -441,9 +442,44 @@ int bdev_commit(const char *child_path)
 			       c->info.size, ppath, p->info.size);
 		goto out_close_parent;
 	}
+	if (p->fmt == &bdev_format_vmdk) {
+		/* the parent keeps its CID while the child is there: a commit
+		   cut short leaves a chain that still opens (the child covers
+		   every grain the commit changed); it gets a new one once the
+		   child is gone */
+		ret = vmdk_thaw_layer(p);
+		if (ret == 0) {
+			atomic_store(&p->write_begun, true);
+			kept_cid = true;
+		} else if (ret == -ENOTSUP) {
+			/* a stream-optimized parent: the CID changes at the
+			   first write, as before */
+			bdev_err_clear();
+			ret = 0;
+		} else {
+			goto out_close_parent;
+		}
+	}
 	ret = merge_into(c, p);
 	if (ret == 0)
 		ret = bdev_flush(p);
+	if (ret == 0) {
+		/* the parent is durable: the child may go (descriptor first,
+		   so an interrupted delete never leaves a half image) */
+		if (unlink(child_path) < 0)
+			ret = bdev_err(-errno, "%s: merged into %s, but cannot be "
+				       "deleted: %s", child_path, ppath,
+				       strerror(errno));
+		for (unsigned i = 0; ret == 0 && i < nfiles; i++)
+			unlink(files[i]);
+		if (ret == 0)
+			ret = sync_parent_dir(child_path);
+		deleted = ret == 0;
+	}
+	if (ret == 0 && kept_cid) {
+		atomic_store(&p->write_begun, false);
+		ret = bdev_begin_write_once(p);
+	}
 out_close_parent: {
 		int r = bdev_close(p);
 		if (ret == 0)
@@ -458,17 +494,8 @@ out_close_child:
 	} else {
 		bdev_close(c);
 	}
-	if (ret == 0) {
-		/* the parent is durable: the child may go (descriptor first,
-		   so an interrupted delete never leaves a half image) */
-		if (unlink(child_path) < 0)
-			ret = bdev_err(-errno, "%s: merged into %s, but cannot be "
-				       "deleted: %s", child_path, ppath,
-				       strerror(errno));
-		for (unsigned i = 0; i < nfiles; i++)
-			unlink(files[i]);
+	if (deleted)
 		ctk_commit_follow(child_path, ppath);
-	}
 	for (unsigned i = 0; i < nfiles; i++)
 		free(files[i]);
 	free(files);
