@@ -347,8 +347,7 @@ int bdev_get_limits(struct bdev *b, struct bdev_limits *out)
 	l.can_fast_zero = l.can_write;
 	l.discard_granularity = l.can_discard ? grain : 0;
 	l.zero_granularity = grain;
-	l.can_snapshot = l.can_write && strcmp(b->fmt->name, "vmdk") == 0 &&
-			 b->info.has_cid;
+	l.can_snapshot = l.can_write && b->fmt->freeze && b->info.has_cid;
 	l.can_track_changes = l.can_write || b->ctk;
 	pthread_rwlock_unlock(&b->top_lock);
 	n = out->struct_size < sizeof(l) ? out->struct_size : sizeof(l);

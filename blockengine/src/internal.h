@@ -200,6 +200,15 @@ struct bdev_format {
 	/* On close of a writable image, after the last flush: finish
 	   metadata (stream footer...), clear uncleanShutdown. */
 	int (*finish)(struct bdev *b);
+
+	/* ---- Layers of a live chain; NULL where the format has none. ---- */
+	/* After a snapshot's switch, once no write to b is in flight: flush,
+	   finish and make b's files shareable read-only. Its presence (with a
+	   CID to name the parent by) is what lets bdev_snapshot freeze b. */
+	int (*freeze)(struct bdev *b);
+	/* Undo freeze for a commit into b: -EBUSY while another opener shares
+	   its files; keeps the CID. */
+	int (*thaw)(struct bdev *b);
 };
 
 extern const struct bdev_format bdev_format_raw;

@@ -55,7 +55,7 @@ static void wtrack_finalize(struct bdev_wtrack *t)
 {
 	pthread_mutex_lock(&t->freeze_mu);
 	if (!atomic_load(&t->finalized)) {
-		t->final_ret = vmdk_freeze_layer(t->layer);
+		t->final_ret = t->layer->fmt->freeze(t->layer);
 		if (t->final_ret < 0)
 			t->final_msg = strdup(bdev_errmsg());
 		atomic_store(&t->finalized, true);
@@ -198,10 +198,11 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	if (b->info.read_only)
 		return bdev_err(-EROFS, "%s: image is open read-only; a snapshot "
 				"needs it open for writing", b->filename);
-	if (strcmp(b->fmt->name, "vmdk") != 0 || !b->info.has_cid)
-		return bdev_err(-ENOTSUP, "%s: live snapshots need a VMDK with a "
-				"descriptor CID on top (format %s)", b->filename,
-				b->fmt->name);
+	if (!b->fmt->freeze || !b->info.has_cid)
+		return bdev_err(-ENOTSUP, "%s: live snapshots need a layer that "
+				"can be frozen and has a CID for its child to "
+				"name (a VMDK with a descriptor CID; format %s)",
+				b->filename, b->fmt->name);
 	/* The top's CID is left alone: a frozen layer's content does not
 	   change, and VMware changes a CID only when content does. Rewriting
 	   it would break every delta already made on this layer. */
@@ -442,12 +443,12 @@ int bdev_commit(const char *child_path)
 			       c->info.size, ppath, p->info.size);
 		goto out_close_parent;
 	}
-	if (p->fmt == &bdev_format_vmdk) {
+	if (p->fmt->thaw) {
 		/* the parent keeps its CID while the child is there: a commit
 		   cut short leaves a chain that still opens (the child covers
 		   every grain the commit changed); it gets a new one once the
 		   child is gone */
-		ret = vmdk_thaw_layer(p);
+		ret = p->fmt->thaw(p);
 		if (ret == 0) {
 			atomic_store(&p->write_begun, true);
 			kept_cid = true;
@@ -660,7 +661,7 @@ int bdev_commit_live(struct bdev *b)
 			ot = *otp;
 			break;
 		}
-	if (!ot || p->fmt != &bdev_format_vmdk)
+	if (!ot || !p->fmt->thaw)
 		return bdev_err(-ENOTSUP, "%s: its parent %s was not frozen by "
 				"bdev_snapshot on this handle; commit it closed "
 				"with bdev_commit", b->filename, p->filename);
@@ -695,7 +696,7 @@ int bdev_commit_live(struct bdev *b)
 			ret = bdev_err(-ENOMEM, "%s: out of memory", b->filename);
 			goto out;
 		}
-	ret = vmdk_thaw_layer(p);
+	ret = p->fmt->thaw(p);
 	if (ret < 0)
 		goto out;
 	if (!p->wtrack) {
