@@ -561,8 +561,9 @@ enum bdev_resize_flag {
  * Change the virtual size of the image at path (not open elsewhere: takes
  * exclusive locks). Grows monolithicFlat, vmfs, twoGbMaxExtentFlat (adding
  * extent files) and monolithicSparse (while its grain directory has room);
- * shrinking needs BDEV_RESIZE_SHRINK and never drops sparse grains. Other
- * kinds fail with -ENOTSUP and a message saying why.
+ * shrinking needs BDEV_RESIZE_SHRINK and never drops sparse grains. A raw
+ * file grows or (with BDEV_RESIZE_SHRINK) is truncated. Other kinds fail
+ * with -ENOTSUP and a message saying why.
  */
 int bdev_resize(const char *path, uint64_t new_size, unsigned flags);
 

@@ -395,6 +395,13 @@ static void test_grow(void)
 	test_run("qemu-img info -f raw --output=json %s | grep -q "
 		 "'\"virtual-size\": 12582912'", path);
 	test_run("qemu-img compare -q -f raw -F raw %s %s", path, model_path);
+	/* closed, bdev_resize grows a raw file and shrinks it when asked */
+	CHECK_EQ(bdev_resize(path, 16 << 20, 0), 0);
+	CHECK_EQ(bdev_resize(path, 14 << 20, 0), -EINVAL);
+	CHECK_EQ(bdev_resize(path, 14 << 20, BDEV_RESIZE_SHRINK), 0);
+	test_run("qemu-img info -f raw --output=json %s | grep -q "
+		 "'\"virtual-size\": 14680064'", path);
+	test_run("qemu-img compare -q -f raw -F raw %s %s", path, model_path);
 	/* an open VMDK does not grow (yet): closed, bdev_resize does it */
 	snprintf(path, sizeof(path), "%s/grow.vmdk", dir);
 	CHECK_EQ(bdev_create(path, &vo), 0);
