@@ -35,7 +35,6 @@ struct nbd_server {
 	uint64_t size;
 	uint32_t min_block, pref_block, max_block;
 	uint16_t tx_flags;           /* transmission flags */
-	bool fast_zero;              /* write-zeroes is always fast (raw) */
 	void *tls_creds;             /* gnutls credentials; NULL: no TLS */
 
 	/* the listener, its accept thread and the connections */

@@ -286,13 +286,17 @@ static int listen_tcp(struct nbd_server *s, const char *hostport, char *err,
 	return 0;
 }
 
-/* The export's flags and block sizes, from the open image. */
+/* The export's flags and block sizes, from what the engine says the open
+   image can do. */
 static int describe_export(struct nbd_server *s, struct pvblk_export *e,
 			   char *err, size_t errlen)
 {
+	struct bdev_limits lim = { .struct_size = sizeof(lim) };
 	struct bdev_info in;
 	int ret = bdev_get_info(e->bdev, &in);
 
+	if (ret == 0)
+		ret = bdev_get_limits(e->bdev, &lim);
 	if (ret < 0) {
 		snprintf(err, errlen, "%s", bdev_errmsg());
 		return ret;
@@ -303,22 +307,27 @@ static int describe_export(struct nbd_server *s, struct pvblk_export *e,
 	s->pref_block = 4096;
 	if (in.cluster_size >= 4096 && in.cluster_size <= NBD_MAX_BLOCK)
 		s->pref_block = (uint32_t)in.cluster_size;
-	/* raw zeroes with fallocate; a VMDK may have to write zero grains */
-	s->fast_zero = !strcmp(in.format, "raw");
 	/*
 	 * CAN_MULTI_CONN: every connection does I/O on the same struct bdev,
 	 * so a completed write is visible to all, and a flush on any
 	 * connection flushes the image's files for all of them.
 	 */
 	s->tx_flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-		      NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_DF |
-		      NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
-	if (e->read_only)
+		      NBD_FLAG_SEND_DF | NBD_FLAG_CAN_MULTI_CONN |
+		      NBD_FLAG_SEND_CACHE;
+	if (e->read_only || !lim.can_write) {
 		s->tx_flags |= NBD_FLAG_READ_ONLY;
-	else
-		s->tx_flags |= NBD_FLAG_SEND_TRIM |
-			       NBD_FLAG_SEND_WRITE_ZEROES |
-			       NBD_FLAG_SEND_FAST_ZERO;
+		return 0;
+	}
+	/* FUA, NO_HOLE and FAST_ZERO go to the engine as request flags */
+	if (lim.can_fua)
+		s->tx_flags |= NBD_FLAG_SEND_FUA;
+	if (lim.can_discard)
+		s->tx_flags |= NBD_FLAG_SEND_TRIM;
+	if (lim.can_write_zeroes)
+		s->tx_flags |= NBD_FLAG_SEND_WRITE_ZEROES;
+	if (lim.can_write_zeroes && lim.can_fast_zero)
+		s->tx_flags |= NBD_FLAG_SEND_FAST_ZERO;
 	return 0;
 }
 

@@ -18,10 +18,7 @@
 #include "nbd_i.h"
 
 #define READ_SEGS 16       /* data/hole chunks of one structured READ */
-#define ZERO_BUF (1u << 20)
 #define HOLE_MIN (64u << 10) /* smallest READ answered with hole chunks */
-
-static const uint8_t zero_buf[ZERO_BUF];
 
 struct seg {
 	uint64_t off;
@@ -36,8 +33,6 @@ struct req {
 	uint8_t *buf;             /* READ/WRITE data */
 	int pending;              /* engine requests not yet completed */
 	int err;                  /* first engine error, -errno */
-	bool flush_after;         /* FUA: flush once the write is done */
-	bool fast_zero_refused;   /* ENOTSUP for FAST_ZERO: not logged */
 	unsigned nseg;
 	struct seg seg[READ_SEGS];
 };
@@ -237,7 +232,11 @@ static void req_done(struct req *q)
 	struct nbd_conn *c = q->c;
 	uint32_t err = nbd_errno(q->err);
 
-	if (err && !q->fast_zero_refused) {
+	/* a refused FAST_ZERO is an answer the client asked for */
+	bool refused = q->err == -ENOTSUP &&
+		       (q->r.flags & NBD_CMD_FLAG_FAST_ZERO);
+
+	if (err && !refused) {
 		const char *msg = bdev_errmsg();
 
 		pvblk_log("nbd: %s: command %u at %" PRIu64 " (+%" PRIu32
@@ -260,12 +259,11 @@ static void req_done(struct req *q)
 
 static void req_cb(void *opaque, int ret);
 
-/* Queues a flush for q (FUA), or ends q when that fails. */
+/* Queues a flush for q, or ends q when that fails. */
 static void req_flush(struct req *q)
 {
 	int ret;
 
-	q->flush_after = false;
 	q->pending = 1;
 	ret = bdev_aio_flush(q->c->q, q->c->srv->export->bdev, req_cb, q);
 	if (ret < 0) {
@@ -282,10 +280,6 @@ static void req_cb(void *opaque, int ret)
 		q->err = ret;
 	if (--q->pending > 0)
 		return;
-	if (!q->err && q->flush_after) {
-		req_flush(q);
-		return;
-	}
 	req_done(q);
 }
 
@@ -364,31 +358,12 @@ static void cmd_read(struct req *q, struct bdev *b)
 	req_cb(q, 0);
 }
 
-/* NO_HOLE: the zeros are written, so the range stays allocated; one
-   engine write per NBD_MAX_BLOCK bytes, all from one static zero buffer. */
-static void write_zero_buffers(struct req *q, struct bdev *b)
+/* The engine's request flags for the NBD command flags of r. */
+static unsigned engine_flags(const struct nbd_request *r)
 {
-	uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
-
-	q->pending = 1; /* held until every piece is queued */
-	while (off < end && !q->err) {
-		struct iovec v[NBD_MAX_BLOCK / ZERO_BUF];
-		uint64_t piece = end - off < NBD_MAX_BLOCK ? end - off :
-							      NBD_MAX_BLOCK;
-		uint64_t left = piece;
-		int n = 0;
-
-		while (left) {
-			uint32_t k = left < ZERO_BUF ? (uint32_t)left : ZERO_BUF;
-
-			v[n++] = (struct iovec){ (void *)zero_buf, k };
-			left -= k;
-		}
-		q->pending++;
-		queued(q, bdev_aio_writev(q->c->q, b, off, v, n, req_cb, q));
-		off += piece;
-	}
-	req_cb(q, 0);
+	return (r->flags & NBD_CMD_FLAG_FUA ? BDEV_REQ_FUA : 0) |
+	       (r->flags & NBD_CMD_FLAG_NO_HOLE ? BDEV_REQ_NO_HOLE : 0) |
+	       (r->flags & NBD_CMD_FLAG_FAST_ZERO ? BDEV_REQ_FAST_ZERO : 0);
 }
 
 /* Runs a checked request with its payload (if any) in q->buf. */
@@ -397,8 +372,8 @@ static void dispatch(struct req *q)
 	struct nbd_conn *c = q->c;
 	struct bdev *b = c->srv->export->bdev;
 	struct iovec v = { q->buf, q->r.length };
+	unsigned fl = engine_flags(&q->r);
 
-	q->flush_after = q->r.flags & NBD_CMD_FLAG_FUA;
 	if (q->r.length == 0 && q->r.type != NBD_CMD_FLUSH) {
 		req_done(q); /* nothing to do */
 		return;
@@ -409,32 +384,24 @@ static void dispatch(struct req *q)
 		return;
 	case NBD_CMD_WRITE:
 		q->pending = 1;
-		queued(q, bdev_aio_writev(c->q, b, q->r.offset, &v, 1, req_cb,
-					  q));
+		queued(q, bdev_aio_writev_flags(c->q, b, q->r.offset, &v, 1,
+						fl, req_cb, q));
 		return;
 	case NBD_CMD_FLUSH:
 		req_flush(q);
 		return;
 	case NBD_CMD_TRIM:
 		q->pending = 1;
-		queued(q, bdev_aio_discard(c->q, b, q->r.offset, q->r.length,
-					   req_cb, q));
+		queued(q, bdev_aio_discard_flags(c->q, b, q->r.offset,
+						 q->r.length, fl, req_cb, q));
 		return;
 	case NBD_CMD_WRITE_ZEROES:
-		if ((q->r.flags & NBD_CMD_FLAG_FAST_ZERO) &&
-		    !c->srv->fast_zero) {
-			q->err = -ENOTSUP;
-			q->fast_zero_refused = true;
-			req_done(q);
-			return;
-		}
-		if (q->r.flags & NBD_CMD_FLAG_NO_HOLE) {
-			write_zero_buffers(q, b);
-			return;
-		}
+		/* the engine keeps NO_HOLE ranges allocated and fails
+		   FAST_ZERO with -ENOTSUP where it would write zero bytes */
 		q->pending = 1;
-		queued(q, bdev_aio_write_zeroes(c->q, b, q->r.offset,
-						q->r.length, req_cb, q));
+		queued(q, bdev_aio_write_zeroes_flags(c->q, b, q->r.offset,
+						      q->r.length, fl, req_cb,
+						      q));
 		return;
 	case NBD_CMD_CACHE:
 		/* advisory: the engine has no prefetch to ask for */
