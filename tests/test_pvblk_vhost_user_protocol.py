@@ -236,3 +236,38 @@ def test_malformed_messages_end_only_that_connection(server):
     f = Front(sock)
     assert f.get_u64(GET_QUEUE_NUM) == 2
     assert p.poll() is None
+
+
+def wait_log(path, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            log = f.read()
+        if text in log:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log: {log}")
+
+
+def test_broken_ring_is_logged_naming_export_and_queue(server):
+    """A ring the device cannot walk is logged once with the socket, the
+    image, the queue and the reason; the daemon serves on."""
+    sock, p, img = server()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    m, kick, call = setup_ring(f)
+    # a data buffer past the end of guest memory
+    struct.pack_into("<IIQ", m, 0x3000, 0, 0, 0)
+    struct.pack_into("<QIHH", m, 0, 0x3000, 16, 1, 1)
+    struct.pack_into("<QIHH", m, 16, MEM - 256, 512, 3, 2)
+    struct.pack_into("<QIHH", m, 32, 0x3100, 1, 2, 0)
+    struct.pack_into("<H", m, 0x1004, 0)
+    struct.pack_into("<H", m, 0x1002, 1)
+    os.eventfd_write(kick, 1)
+    log = wait_log(sock + ".log", "virtqueue broken")
+    line, = [x for x in log.splitlines() if "virtqueue broken" in x]
+    assert f"vhost-user-blk {sock} ({img}), queue 0" in line
+    assert "buffer outside guest memory" in line
+    assert not select.select([call], [], [], 0.3)[0]
+    assert p.poll() is None
+    f.s.close()

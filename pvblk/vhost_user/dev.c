@@ -28,6 +28,7 @@ static void close_fds(int *fds, unsigned nfds)
 void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq)
 {
 	memset(d, 0, sizeof(*d));
+	pthread_mutex_init(&d->lock, NULL);
 	d->blk = blk;
 	d->num_queues = nq;
 	d->reply_fd = -1;

@@ -166,10 +166,14 @@ struct vu_vring {
 	pthread_t thread;
 	int stop_fd; /* eventfd: the thread stops when it is readable */
 	struct vblk_ring ring; /* host pointers for the thread */
+	/* why the running ring broke, "" while it serves; under dev->lock */
+	char broken[128];
 };
 
 struct vu_dev {
 	struct vblk_dev *blk;
+	const char *label;   /* names the device in log lines, or NULL */
+	pthread_mutex_t lock; /* guards each vring's broken[] */
 	unsigned num_queues;
 	uint64_t features, protocol_features;
 	bool owner;
@@ -204,5 +208,17 @@ int vu_dev_handle(struct vu_dev *d, const struct vu_msg *msg, int *fds,
    addresses, kick fd, enabled); stop it and keep its avail index. */
 int vu_vring_maybe_start(struct vu_vring *v);
 void vu_vring_stop(struct vu_vring *v);
+/* Why ring i stopped serving (copied into why), 1; 0 while it serves or
+   is not running; -ENOENT past the device's queues. Any thread. */
+int vu_vring_broken(struct vu_dev *d, unsigned i, char *why, size_t len);
+
+struct pvblk_listen;
+
+/* server.c: the state of queue i of the vhost-user-blk listener l, for a
+   status report: 1 with the reason in why when the queue is broken (it
+   serves nothing until the front end sets it up again), 0 when it is not,
+   -ENOENT past the last queue or when l is not running. */
+int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
+				  char *why, size_t len);
 
 #endif
