@@ -43,11 +43,23 @@ static void drain(int fd)
 			strerror(errno));
 }
 
-/* Publish why q broke for vu_vring_broken, once. */
+/* Break q when its guest memory faulted (guard.c), then publish why q
+   broke for vu_vring_broken, once. */
 static void note_broken(struct vu_vring *v, struct vblk_queue *q)
 {
-	const char *why = vblk_queue_broken_reason(q);
+	struct vu_dev *d = v->dev;
+	const char *why;
 
+	if (atomic_load(&d->mem_faults) && !vblk_queue_broken(q)) {
+		char buf[128];
+
+		snprintf(buf, sizeof(buf), "the front end shrank the file "
+			 "behind guest memory (SIGBUS at byte %llu of a "
+			 "mapping; it reads as zeros now)",
+			 (unsigned long long)atomic_load(&d->mem_fault_off));
+		vblk_queue_break(q, buf);
+	}
+	why = vblk_queue_broken_reason(q);
 	if (!why || v->broken[0])
 		return;
 	pthread_mutex_lock(&v->dev->lock);

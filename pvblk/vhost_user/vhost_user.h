@@ -12,6 +12,7 @@
 #define OVK_VHOST_USER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -174,6 +175,11 @@ struct vu_dev {
 	struct vblk_dev *blk;
 	const char *label;   /* names the device in log lines, or NULL */
 	pthread_mutex_t lock; /* guards each vring's broken[] */
+	/* SIGBUS faults contained in this device's mappings since its memory
+	   table was last replaced (guard.c), and the first one's offset into
+	   its mapping (UINT64_MAX: none) */
+	atomic_uint mem_faults;
+	_Atomic uint64_t mem_fault_off;
 	unsigned num_queues;
 	uint64_t features, protocol_features;
 	bool owner;
@@ -203,6 +209,15 @@ void vu_dev_reset(struct vu_dev *d);
  */
 int vu_dev_handle(struct vu_dev *d, const struct vu_msg *msg, int *fds,
 		  unsigned nfds, struct vu_msg *reply);
+
+/* guard.c: guest memory the front end may shrink. vu_guard_seal adds
+   F_SEAL_SHRINK to fd where it can; true when fd is now sealed against
+   shrinking. vu_guard_add registers a mapping of fd (call before any
+   thread touches it): a SIGBUS inside it is contained and counted in
+   d->mem_faults. vu_guard_remove before munmap. */
+bool vu_guard_seal(int fd);
+int vu_guard_add(struct vu_dev *d, void *map, size_t len, int fd);
+void vu_guard_remove(void *map);
 
 /* queue.c: (re)start the ring's thread if it has what it needs (memory,
    addresses, kick fd, enabled); stop it and keep its avail index. */
