@@ -841,3 +841,70 @@ def test_incremental_pull_backup_with_existing_tools(tmp_path, kind):
     assert [(e["offset"], e["length"]) for e in json.loads(changed)] == dirty
     run([vmdk, "checkpoint", "delete", img, "full1"])
     assert run([vmdk, "checkpoint", "list", img]).stdout == ""
+
+
+CMD_BLOCK_STATUS = 7
+
+
+def test_block_status_pipelined_with_reads(tmp_path):
+    """Block status runs off the connection's thread: pipelined with reads
+    on one connection, every request gets its whole reply (matched by
+    cookie), and a client that leaves with block status in flight leaves a
+    server that stops cleanly."""
+    img, _ = make_image(str(tmp_path), "sparse")
+    ctxs = [b"base:allocation", b"qemu:allocation-depth"]
+    with Pvblk(str(tmp_path), img) as srv:
+        for leave_early in (False, True):
+            c = Raw(srv.sock)
+            c.greet()
+            assert c.replies(OPT_STRUCTURED_REPLY)[-1][0] == REP_ACK
+            meta = struct.pack(">I", 4) + b"disk" + struct.pack(">I", 2)
+            for q in ctxs:
+                meta += struct.pack(">I", len(q)) + q
+            r = c.replies(OPT_SET_META, meta)
+            ids = {d[4:]: struct.unpack(">I", d[:4])[0]
+                   for t, d in r if t == REP_META}
+            c.opt(OPT_GO, struct.pack(">I", 4) + b"disk" +
+                  struct.pack(">H", 0))
+            while c.rep()[1] != REP_ACK:
+                pass
+            n = 40
+            reqs = b""
+            for i in range(n):
+                if i % 2:
+                    reqs += struct.pack(">IHHQQI", 0x25609513, 0,
+                                        CMD_BLOCK_STATUS, 1000 + i, 0,
+                                        48 << 20)
+                else:
+                    reqs += struct.pack(">IHHQQI", 0x25609513, 0, CMD_READ,
+                                        1000 + i, 40 << 20, 4096)
+            c.s.sendall(reqs)
+            if leave_early:
+                c.close()
+                continue
+            done, status = set(), {}
+            while len(done) < n:
+                magic, flags, typ, cookie, ln = struct.unpack(
+                    ">IHHQI", c.recv(20))
+                assert magic == 0x668E33EF
+                body = c.recv(ln)
+                i = cookie - 1000
+                if i % 2 == 0:
+                    assert typ == 1 and body[8:] == b"\x33" * 4096
+                else:
+                    assert typ == 5, (typ, body)     # BLOCK_STATUS
+                    cid, = struct.unpack(">I", body[:4])
+                    ext = [struct.unpack(">II", body[k:k + 8])
+                           for k in range(4, len(body), 8)]
+                    status.setdefault(i, {})[cid] = ext
+                if flags & 1:
+                    done.add(i)
+            alloc = ids[b"base:allocation"]
+            for i, per in status.items():
+                assert set(per) == set(ids.values())
+                ext = per[alloc]
+                assert sum(k for k, _ in ext) == 48 << 20
+                assert ext[0] == (65536, 0)           # data at 0
+                assert ext[1][1] == 3                 # then a hole
+            c.close()
+        served_ok(srv)

@@ -81,6 +81,7 @@ static void start_conn(struct nbd_server *s, int fd, const char *peer)
 		goto err;
 	c->srv = s;
 	c->fd = fd;
+	c->done_fd = -1;
 	c->io = &nbd_plain_io;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	{
@@ -384,6 +385,7 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->conn_gone, NULL);
+	nbd_offload_init(s);
 	ret = -pthread_create(&s->accept_thread, NULL, accept_thread, s);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot start a thread: %s",
@@ -394,6 +396,7 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	return 0;
 
 err_stopfd:
+	nbd_offload_stop(s);
 	pthread_cond_destroy(&s->conn_gone);
 	pthread_mutex_destroy(&s->lock);
 	close(s->stop_fd);
@@ -427,6 +430,7 @@ static void nbd_stop(struct pvblk_listen *l)
 	while (s->nconns)
 		pthread_cond_wait(&s->conn_gone, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	nbd_offload_stop(s); /* no connection is left to give it a job */
 	pthread_cond_destroy(&s->conn_gone);
 	pthread_mutex_destroy(&s->lock);
 	close(s->stop_fd);
