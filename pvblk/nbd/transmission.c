@@ -648,25 +648,20 @@ int nbd_transmission(struct nbd_conn *c)
 		if (!more)
 			continue;
 		if (p[0].revents || nbd_buffered(c)) {
-			/* take every request already here before submitting */
+			/* take every request already here before submitting;
+			   the queue is run right after, so requests the engine
+			   finishes at once (a read from the page cache) need
+			   not signal its eventfd: no write and read of it */
+			bdev_queue_hold(c->q);
 			do {
 				ret = handle_request(c);
 			} while (!ret && !c->dead && !c->disc &&
 				 c->inflight < NBD_MAX_INFLIGHT &&
 				 c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES &&
 				 nbd_buffered(c));
-			if (ret < 0)
-				break;
-			/* requests the engine finished at once poked the
-			   eventfd: take that signal now rather than after
-			   another poll, then run what completed */
-			ret = bdev_queue_run(c->q, 0);
-			if (ret >= 0) {
-				uint64_t cnt;
-
-				if (read(qfd, &cnt, sizeof(cnt)) == sizeof(cnt))
-					ret = bdev_queue_run(c->q, 0);
-			}
+			if (ret >= 0)
+				ret = bdev_queue_run(c->q, 0);
+			bdev_queue_release(c->q);
 			if (ret < 0)
 				break;
 		}
