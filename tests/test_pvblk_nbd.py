@@ -306,6 +306,7 @@ def test_nbdinfo_lists_the_export_and_its_flags(tmp_path):
         assert e["export-size"] == 64 << 20
         assert e["is_read_only"] is True and e["can_trim"] is False
         assert e["can_flush"] is True and e["can_multi_conn"] is True
+        assert e["can_fua"] is False and e["can_zero"] is False
         assert e["block_size_minimum"] == 1
         assert e["block_size_preferred"] == 65536   # the grain
         assert e["block_size_maximum"] == 32 << 20
@@ -715,30 +716,44 @@ ENOTSUP = 95
 
 @pytest.mark.parametrize("kind", ["sparse", "raw"])
 def test_write_zeroes_flags(tmp_path, kind):
-    """FAST_ZERO is refused with ENOTSUP where zeroing may write (VMDK) and
-    done on raw; NO_HOLE leaves the range allocated, reading as zeros."""
+    """The flags go to the engine: FAST_ZERO on data is done (a VMDK grain
+    or a raw file zeroed in place), FAST_ZERO with NO_HOLE over a VMDK's
+    unallocated grains is refused with ENOTSUP (it would write zero bytes)
+    and leaves the data alone; NO_HOLE leaves the range allocated."""
     nbdinfo = need("nbdinfo")
     img, _ = make_image(str(tmp_path), kind)
+    blocks0 = os.stat(img).st_blocks * 512
     with Pvblk(str(tmp_path), img, "-o", "rw") as srv:
         c = Raw(srv.sock)
         c.go()
         assert c.flags & (1 << 11), "SEND_FAST_ZERO"
         c.request(CMD_WRITE_ZEROES, 1 << 20, 65536, flags=FLAG_FAST_ZERO)
-        err, _ = c.simple()
-        assert err == (ENOTSUP if kind == "sparse" else 0)
+        assert c.simple()[0] == 0
+        c.request(CMD_READ, 1 << 20, 65536 + 4096)
+        assert c.simple(65536 + 4096) == (0, bytes(65536) + b"\x22" * 4096)
+        c.request(CMD_WRITE_ZEROES, 48 << 20, 1 << 20,
+                  flags=FLAG_NO_HOLE | FLAG_FAST_ZERO)
+        assert c.simple()[0] == (ENOTSUP if kind == "sparse" else 0)
         c.request(CMD_WRITE_ZEROES, 48 << 20, 1 << 20,
                   flags=FLAG_NO_HOLE | FLAG_FUA)
         assert c.simple()[0] == 0
         c.request(CMD_READ, 48 << 20, 4096)
         assert c.simple(4096) == (0, bytes(4096))
         c.close()
-        m = json.loads(run([nbdinfo, "--json", "--map", srv.url]).stdout)
-        at = [e for e in m if e["offset"] <= 48 << 20 < e["offset"] + e["length"]]
-        assert at and at[0]["type"] & 1 == 0, m   # not a hole
-    if kind == "sparse":   # the refused FAST_ZERO left the data alone
-        r = run([need("qemu-io"), "-r", "-f", "vmdk", "-c",
-                 "read -P 0x22 1M 64k", img])
-        assert "Pattern verification failed" not in r.stdout
+        if kind == "raw":
+            # fallocate(ZERO_RANGE): blocks reserved (unwritten extents,
+            # which SEEK_DATA still calls a hole)
+            assert os.stat(img).st_blocks * 512 >= blocks0 + (1 << 20)
+        else:
+            m = json.loads(run([nbdinfo, "--json", "--map", srv.url]).stdout)
+            at = [e for e in m
+                  if e["offset"] <= 48 << 20 < e["offset"] + e["length"]]
+            assert at and at[0]["type"] & 1 == 0, m   # not a hole
+    assert "FAST_ZERO" not in srv.output()    # a refusal is not logged
+    r = run([need("qemu-io"), "-r", "-f", "raw" if kind == "raw" else "vmdk",
+             "-c", "read -P 0 1M 64k", "-c", "read -P 0x22 1088k 2496k",
+             img])
+    assert "Pattern verification failed" not in r.stdout
 
 
 def test_multi_conn_writes_are_visible_to_other_connections(tmp_path):
@@ -826,3 +841,70 @@ def test_incremental_pull_backup_with_existing_tools(tmp_path, kind):
     assert [(e["offset"], e["length"]) for e in json.loads(changed)] == dirty
     run([vmdk, "checkpoint", "delete", img, "full1"])
     assert run([vmdk, "checkpoint", "list", img]).stdout == ""
+
+
+CMD_BLOCK_STATUS = 7
+
+
+def test_block_status_pipelined_with_reads(tmp_path):
+    """Block status runs off the connection's thread: pipelined with reads
+    on one connection, every request gets its whole reply (matched by
+    cookie), and a client that leaves with block status in flight leaves a
+    server that stops cleanly."""
+    img, _ = make_image(str(tmp_path), "sparse")
+    ctxs = [b"base:allocation", b"qemu:allocation-depth"]
+    with Pvblk(str(tmp_path), img) as srv:
+        for leave_early in (False, True):
+            c = Raw(srv.sock)
+            c.greet()
+            assert c.replies(OPT_STRUCTURED_REPLY)[-1][0] == REP_ACK
+            meta = struct.pack(">I", 4) + b"disk" + struct.pack(">I", 2)
+            for q in ctxs:
+                meta += struct.pack(">I", len(q)) + q
+            r = c.replies(OPT_SET_META, meta)
+            ids = {d[4:]: struct.unpack(">I", d[:4])[0]
+                   for t, d in r if t == REP_META}
+            c.opt(OPT_GO, struct.pack(">I", 4) + b"disk" +
+                  struct.pack(">H", 0))
+            while c.rep()[1] != REP_ACK:
+                pass
+            n = 40
+            reqs = b""
+            for i in range(n):
+                if i % 2:
+                    reqs += struct.pack(">IHHQQI", 0x25609513, 0,
+                                        CMD_BLOCK_STATUS, 1000 + i, 0,
+                                        48 << 20)
+                else:
+                    reqs += struct.pack(">IHHQQI", 0x25609513, 0, CMD_READ,
+                                        1000 + i, 40 << 20, 4096)
+            c.s.sendall(reqs)
+            if leave_early:
+                c.close()
+                continue
+            done, status = set(), {}
+            while len(done) < n:
+                magic, flags, typ, cookie, ln = struct.unpack(
+                    ">IHHQI", c.recv(20))
+                assert magic == 0x668E33EF
+                body = c.recv(ln)
+                i = cookie - 1000
+                if i % 2 == 0:
+                    assert typ == 1 and body[8:] == b"\x33" * 4096
+                else:
+                    assert typ == 5, (typ, body)     # BLOCK_STATUS
+                    cid, = struct.unpack(">I", body[:4])
+                    ext = [struct.unpack(">II", body[k:k + 8])
+                           for k in range(4, len(body), 8)]
+                    status.setdefault(i, {})[cid] = ext
+                if flags & 1:
+                    done.add(i)
+            alloc = ids[b"base:allocation"]
+            for i, per in status.items():
+                assert set(per) == set(ids.values())
+                ext = per[alloc]
+                assert sum(k for k, _ in ext) == 48 << 20
+                assert ext[0] == (65536, 0)           # data at 0
+                assert ext[1][1] == 3                 # then a hole
+            c.close()
+        served_ok(srv)

@@ -236,3 +236,130 @@ def test_malformed_messages_end_only_that_connection(server):
     f = Front(sock)
     assert f.get_u64(GET_QUEUE_NUM) == 2
     assert p.poll() is None
+
+
+def wait_log(path, text, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            log = f.read()
+        if text in log:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log: {log}")
+
+
+def test_broken_ring_is_logged_naming_export_and_queue(server):
+    """A ring the device cannot walk is logged once with the socket, the
+    image, the queue and the reason; the daemon serves on."""
+    sock, p, img = server()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    m, kick, call = setup_ring(f)
+    # a data buffer past the end of guest memory
+    struct.pack_into("<IIQ", m, 0x3000, 0, 0, 0)
+    struct.pack_into("<QIHH", m, 0, 0x3000, 16, 1, 1)
+    struct.pack_into("<QIHH", m, 16, MEM - 256, 512, 3, 2)
+    struct.pack_into("<QIHH", m, 32, 0x3100, 1, 2, 0)
+    struct.pack_into("<H", m, 0x1004, 0)
+    struct.pack_into("<H", m, 0x1002, 1)
+    os.eventfd_write(kick, 1)
+    log = wait_log(sock + ".log", "virtqueue broken")
+    line, = [x for x in log.splitlines() if "virtqueue broken" in x]
+    assert f"vhost-user-blk {sock} ({img}), queue 0" in line
+    assert "buffer outside guest memory" in line
+    assert not select.select([call], [], [], 0.3)[0]
+    assert p.poll() is None
+    f.s.close()
+
+
+def setup_ring_fd(f, fd):
+    """setup_ring on the caller's memfd fd (kept open); returns m, kick,
+    call."""
+    os.ftruncate(fd, MEM)
+    m = mmap.mmap(fd, MEM)
+    uva = 0x7f0000000000
+    f.send(SET_MEM_TABLE, struct.pack("<IIQQQQ", 1, 0, 0, MEM, uva, 0),
+           fds=[fd])
+    f.send(SET_VRING_NUM, struct.pack("<II", 0, NUM))
+    f.send(SET_VRING_BASE, struct.pack("<II", 0, 0))
+    f.send(SET_VRING_ADDR, struct.pack("<IIQQQQ", 0, 0, uva, uva + 0x2000,
+                                       uva + 0x1000, 0))
+    kick, call = os.eventfd(0), os.eventfd(0)
+    f.send(SET_VRING_CALL, struct.pack("<Q", 0), fds=[call])
+    f.send(SET_VRING_KICK, struct.pack("<Q", 0), fds=[kick])
+    f.send(SET_VRING_ENABLE, struct.pack("<II", 0, 1))
+    assert f.get_u64(GET_QUEUE_NUM) == 2   # every message above applied
+    return m, kick, call
+
+
+def put_request(m, idx, base, req_type=0):
+    """A 512-byte request at idx with descriptors 3*idx.., its header at
+    base, data at base + 0x100, status at base + 0x400."""
+    d = 3 * (idx % 5)
+    struct.pack_into("<IIQ", m, base, req_type, 0, 0)
+    m[base + 0x400] = 0xee
+    struct.pack_into("<QIHH", m, 16 * d, base, 16, 1, d + 1)
+    struct.pack_into("<QIHH", m, 16 * (d + 1), base + 0x100, 512, 3, d + 2)
+    struct.pack_into("<QIHH", m, 16 * (d + 2), base + 0x400, 1, 2, 0)
+    struct.pack_into("<H", m, 0x1004 + 2 * (idx % NUM), d)
+
+
+def test_sealable_guest_memory_is_sealed_against_shrinking(server):
+    import fcntl
+    sock, _, _ = server()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    fd = os.memfd_create("guest", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    m, kick, call = setup_ring_fd(f, fd)
+    assert fcntl.fcntl(fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_SHRINK
+    with pytest.raises(PermissionError):
+        os.ftruncate(fd, 0x3000)
+    # growing stays allowed, and the ring serves on
+    os.ftruncate(fd, 2 * MEM)
+    put_request(m, 0, 0x3000)
+    struct.pack_into("<H", m, 0x1002, 1)
+    os.eventfd_write(kick, 1)
+    assert select.select([call], [], [], 10)[0], "no interrupt"
+    assert m[0x3400] == 0
+    f.s.close()
+    os.close(fd)
+
+
+def test_guest_memory_shrunk_under_the_device_breaks_only_the_queue(server):
+    """A front end truncates its (unsealable) memfd after SET_MEM_TABLE and
+    points a request past the new end: the daemon survives the SIGBUS,
+    the queue is broken with a message that says why, and the next front
+    end is served."""
+    sock, p, _ = server()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    fd = os.memfd_create("guest")          # no MFD_ALLOW_SEALING
+    m, kick, call = setup_ring_fd(f, fd)
+    put_request(m, 0, 0x3000)              # header past the new end
+    os.ftruncate(fd, 0x3000)               # rings (below 0x3000) remain
+    struct.pack_into("<H", m, 0x1002, 1)
+    os.eventfd_write(kick, 1)
+    log = wait_log(sock + ".log", "virtqueue broken")
+    line, = [x for x in log.splitlines() if "virtqueue broken" in x]
+    assert "queue 0" in line and "shrank the file behind guest memory" in line
+    assert "SIGBUS" in line
+    assert p.poll() is None
+    # the broken queue serves nothing more, even a request in memory
+    if select.select([call], [], [], 0.2)[0]:
+        os.eventfd_read(call)
+    put_request(m, 1, 0x2400)
+    struct.pack_into("<H", m, 0x1002, 2)
+    os.eventfd_write(kick, 1)
+    assert not select.select([call], [], [], 0.5)[0]
+    assert m[0x2800] == 0xee
+    f.s.close()
+    os.close(fd)
+    # the next front end gets a working device
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    m, kick, call = setup_ring(f)
+    assert do_request(m, kick, call, 0, 0, 1, 512, True) == 0
+    assert m[0x10000:0x10000 + 512] == bytes(range(256)) * 2
+    assert p.poll() is None
+    f.s.close()

@@ -307,6 +307,16 @@ unsigned bdev_queue_inflight(const struct bdev_queue *q);
  * callbacks run, or -errno.
  */
 int bdev_queue_run(struct bdev_queue *q, unsigned min_complete);
+/*
+ * Between bdev_queue_hold and bdev_queue_release (on q's thread), queuing
+ * requests and requests that finish without I/O do not signal q's
+ * eventfd: for a caller that queues a batch and then runs the queue
+ * itself, where the signal would only cost a write and a read of the
+ * eventfd per batch. Release signals once if work is left for a run.
+ * Completions of I/O signal as always.
+ */
+void bdev_queue_hold(struct bdev_queue *q);
+void bdev_queue_release(struct bdev_queue *q);
 
 int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 		   const struct iovec *iov, int iovcnt, bdev_cb cb,

@@ -266,6 +266,18 @@ void vblk_queue_kick(struct vblk_queue *q);
 void vblk_queue_complete(struct vblk_queue *q);
 /* True once the queue met a ring it cannot walk (see top of file). */
 bool vblk_queue_broken(const struct vblk_queue *q);
+/* Why the queue is broken ("buffer outside guest memory (3)", ...), or
+   NULL while it is not. May be called from any thread while q lives; the
+   string stays valid until the queue is started again or freed. */
+const char *vblk_queue_broken_reason(const struct vblk_queue *q);
+/* Names the queue in its log line ("LABEL: virtqueue broken: WHY; ..."),
+   e.g. the export and queue index; "virtio-blk" when never set. Takes
+   effect at the next vblk_queue_start. */
+void vblk_queue_set_label(struct vblk_queue *q, const char *label);
+/* The transport found the queue unusable (its guest memory went away):
+   mark it broken with why, logged once, as for a bad ring. Call on the
+   queue's thread, between kick/complete calls. */
+void vblk_queue_break(struct vblk_queue *q, const char *why);
 /* Requests submitted and not yet in the used ring. */
 unsigned vblk_queue_inflight(const struct vblk_queue *q);
 

@@ -26,6 +26,18 @@
 #define NBD_MAX_INFLIGHT_BYTES (64u << 20) /* their buffers, per connection */
 #define NBD_POOL_PER_CLASS NBD_MAX_INFLIGHT
 #define NBD_MAX_IOV 64                 /* iovecs per reply */
+#define NBD_WORKERS 2                  /* threads for offloaded jobs */
+
+struct nbd_conn;
+
+/* Work a connection's thread must not wait for (offload.c): run() on a
+   worker, then done() on the connection's thread. */
+struct nbd_job {
+	struct nbd_job *next;
+	struct nbd_conn *c;
+	void (*run)(struct nbd_job *j);
+	void (*done)(struct nbd_job *j);
+};
 
 /* One --nbd listener: what every connection to it negotiates against. */
 struct nbd_server {
@@ -35,7 +47,6 @@ struct nbd_server {
 	uint64_t size;
 	uint32_t min_block, pref_block, max_block;
 	uint16_t tx_flags;           /* transmission flags */
-	bool fast_zero;              /* write-zeroes is always fast (raw) */
 	void *tls_creds;             /* gnutls credentials; NULL: no TLS */
 
 	/* the listener, its accept thread and the connections */
@@ -46,9 +57,15 @@ struct nbd_server {
 	pthread_mutex_t lock;
 	pthread_cond_t conn_gone;
 	unsigned nconns;
-};
 
-struct nbd_conn;
+	/* offload.c: jobs waiting for a worker, and the workers */
+	pthread_mutex_t jobs_lock;
+	pthread_cond_t jobs_cond;
+	struct nbd_job *jobs_head, **jobs_tail;
+	pthread_t workers[NBD_WORKERS];
+	unsigned nworkers;
+	bool jobs_stop;
+};
 
 /*
  * How a connection moves bytes. recv and sendv never block: they return a
@@ -102,6 +119,12 @@ struct nbd_conn {
 	uint64_t pool_bytes;      /* at most NBD_MAX_INFLIGHT_BYTES */
 	bool dead;                /* the transport failed: drop everything */
 	bool disc;                /* NBD_CMD_DISC seen */
+
+	/* offload.c: jobs of this connection finished by a worker */
+	int done_fd;              /* eventfd: readable when some are */
+	pthread_mutex_t done_lock;
+	struct nbd_job *done_head;
+	unsigned jobs;            /* handed to the workers, not yet done */
 };
 
 /* conn.c: whole reads and writes over c->io; 0 or -errno (-ECONNRESET at
@@ -170,6 +193,16 @@ void nbd_meta_clear(struct nbd_conn *c);
 int nbd_meta_extent(struct nbd_conn *c, struct bdev *b, unsigned i,
 		    uint64_t off, uint64_t len, uint64_t *pnum,
 		    uint32_t *flags);
+
+/* offload.c: the server's workers (started with the first job), and a
+   connection's side: nbd_offload hands j to a worker; nbd_offload_reap
+   (when done_fd is readable) runs done() of every finished job. */
+void nbd_offload_init(struct nbd_server *s);
+void nbd_offload_stop(struct nbd_server *s);
+int nbd_offload_conn_init(struct nbd_conn *c);
+void nbd_offload_conn_fini(struct nbd_conn *c);
+void nbd_offload(struct nbd_conn *c, struct nbd_job *j);
+void nbd_offload_reap(struct nbd_conn *c);
 
 /* server.c: the ops table protocols.c names */
 extern const struct pvblk_protocol pvblk_nbd;

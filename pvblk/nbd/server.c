@@ -81,6 +81,7 @@ static void start_conn(struct nbd_server *s, int fd, const char *peer)
 		goto err;
 	c->srv = s;
 	c->fd = fd;
+	c->done_fd = -1;
 	c->io = &nbd_plain_io;
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	{
@@ -286,13 +287,17 @@ static int listen_tcp(struct nbd_server *s, const char *hostport, char *err,
 	return 0;
 }
 
-/* The export's flags and block sizes, from the open image. */
+/* The export's flags and block sizes, from what the engine says the open
+   image can do. */
 static int describe_export(struct nbd_server *s, struct pvblk_export *e,
 			   char *err, size_t errlen)
 {
+	struct bdev_limits lim = { .struct_size = sizeof(lim) };
 	struct bdev_info in;
 	int ret = bdev_get_info(e->bdev, &in);
 
+	if (ret == 0)
+		ret = bdev_get_limits(e->bdev, &lim);
 	if (ret < 0) {
 		snprintf(err, errlen, "%s", bdev_errmsg());
 		return ret;
@@ -303,22 +308,27 @@ static int describe_export(struct nbd_server *s, struct pvblk_export *e,
 	s->pref_block = 4096;
 	if (in.cluster_size >= 4096 && in.cluster_size <= NBD_MAX_BLOCK)
 		s->pref_block = (uint32_t)in.cluster_size;
-	/* raw zeroes with fallocate; a VMDK may have to write zero grains */
-	s->fast_zero = !strcmp(in.format, "raw");
 	/*
 	 * CAN_MULTI_CONN: every connection does I/O on the same struct bdev,
 	 * so a completed write is visible to all, and a flush on any
 	 * connection flushes the image's files for all of them.
 	 */
 	s->tx_flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
-		      NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_DF |
-		      NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
-	if (e->read_only)
+		      NBD_FLAG_SEND_DF | NBD_FLAG_CAN_MULTI_CONN |
+		      NBD_FLAG_SEND_CACHE;
+	if (e->read_only || !lim.can_write) {
 		s->tx_flags |= NBD_FLAG_READ_ONLY;
-	else
-		s->tx_flags |= NBD_FLAG_SEND_TRIM |
-			       NBD_FLAG_SEND_WRITE_ZEROES |
-			       NBD_FLAG_SEND_FAST_ZERO;
+		return 0;
+	}
+	/* FUA, NO_HOLE and FAST_ZERO go to the engine as request flags */
+	if (lim.can_fua)
+		s->tx_flags |= NBD_FLAG_SEND_FUA;
+	if (lim.can_discard)
+		s->tx_flags |= NBD_FLAG_SEND_TRIM;
+	if (lim.can_write_zeroes)
+		s->tx_flags |= NBD_FLAG_SEND_WRITE_ZEROES;
+	if (lim.can_write_zeroes && lim.can_fast_zero)
+		s->tx_flags |= NBD_FLAG_SEND_FAST_ZERO;
 	return 0;
 }
 
@@ -375,6 +385,7 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->conn_gone, NULL);
+	nbd_offload_init(s);
 	ret = -pthread_create(&s->accept_thread, NULL, accept_thread, s);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot start a thread: %s",
@@ -385,6 +396,7 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	return 0;
 
 err_stopfd:
+	nbd_offload_stop(s);
 	pthread_cond_destroy(&s->conn_gone);
 	pthread_mutex_destroy(&s->lock);
 	close(s->stop_fd);
@@ -418,6 +430,7 @@ static void nbd_stop(struct pvblk_listen *l)
 	while (s->nconns)
 		pthread_cond_wait(&s->conn_gone, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	nbd_offload_stop(s); /* no connection is left to give it a job */
 	pthread_cond_destroy(&s->conn_gone);
 	pthread_mutex_destroy(&s->lock);
 	close(s->stop_fd);

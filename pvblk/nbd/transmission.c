@@ -18,10 +18,7 @@
 #include "nbd_i.h"
 
 #define READ_SEGS 16       /* data/hole chunks of one structured READ */
-#define ZERO_BUF (1u << 20)
 #define HOLE_MIN (64u << 10) /* smallest READ answered with hole chunks */
-
-static const uint8_t zero_buf[ZERO_BUF];
 
 struct seg {
 	uint64_t off;
@@ -36,8 +33,6 @@ struct req {
 	uint8_t *buf;             /* READ/WRITE data */
 	int pending;              /* engine requests not yet completed */
 	int err;                  /* first engine error, -errno */
-	bool flush_after;         /* FUA: flush once the write is done */
-	bool fast_zero_refused;   /* ENOTSUP for FAST_ZERO: not logged */
 	unsigned nseg;
 	struct seg seg[READ_SEGS];
 };
@@ -237,7 +232,11 @@ static void req_done(struct req *q)
 	struct nbd_conn *c = q->c;
 	uint32_t err = nbd_errno(q->err);
 
-	if (err && !q->fast_zero_refused) {
+	/* a refused FAST_ZERO is an answer the client asked for */
+	bool refused = q->err == -ENOTSUP &&
+		       (q->r.flags & NBD_CMD_FLAG_FAST_ZERO);
+
+	if (err && !refused) {
 		const char *msg = bdev_errmsg();
 
 		pvblk_log("nbd: %s: command %u at %" PRIu64 " (+%" PRIu32
@@ -260,12 +259,11 @@ static void req_done(struct req *q)
 
 static void req_cb(void *opaque, int ret);
 
-/* Queues a flush for q (FUA), or ends q when that fails. */
+/* Queues a flush for q, or ends q when that fails. */
 static void req_flush(struct req *q)
 {
 	int ret;
 
-	q->flush_after = false;
 	q->pending = 1;
 	ret = bdev_aio_flush(q->c->q, q->c->srv->export->bdev, req_cb, q);
 	if (ret < 0) {
@@ -282,10 +280,6 @@ static void req_cb(void *opaque, int ret)
 		q->err = ret;
 	if (--q->pending > 0)
 		return;
-	if (!q->err && q->flush_after) {
-		req_flush(q);
-		return;
-	}
 	req_done(q);
 }
 
@@ -364,31 +358,12 @@ static void cmd_read(struct req *q, struct bdev *b)
 	req_cb(q, 0);
 }
 
-/* NO_HOLE: the zeros are written, so the range stays allocated; one
-   engine write per NBD_MAX_BLOCK bytes, all from one static zero buffer. */
-static void write_zero_buffers(struct req *q, struct bdev *b)
+/* The engine's request flags for the NBD command flags of r. */
+static unsigned engine_flags(const struct nbd_request *r)
 {
-	uint64_t off = q->r.offset, end = q->r.offset + q->r.length;
-
-	q->pending = 1; /* held until every piece is queued */
-	while (off < end && !q->err) {
-		struct iovec v[NBD_MAX_BLOCK / ZERO_BUF];
-		uint64_t piece = end - off < NBD_MAX_BLOCK ? end - off :
-							      NBD_MAX_BLOCK;
-		uint64_t left = piece;
-		int n = 0;
-
-		while (left) {
-			uint32_t k = left < ZERO_BUF ? (uint32_t)left : ZERO_BUF;
-
-			v[n++] = (struct iovec){ (void *)zero_buf, k };
-			left -= k;
-		}
-		q->pending++;
-		queued(q, bdev_aio_writev(q->c->q, b, off, v, n, req_cb, q));
-		off += piece;
-	}
-	req_cb(q, 0);
+	return (r->flags & NBD_CMD_FLAG_FUA ? BDEV_REQ_FUA : 0) |
+	       (r->flags & NBD_CMD_FLAG_NO_HOLE ? BDEV_REQ_NO_HOLE : 0) |
+	       (r->flags & NBD_CMD_FLAG_FAST_ZERO ? BDEV_REQ_FAST_ZERO : 0);
 }
 
 /* Runs a checked request with its payload (if any) in q->buf. */
@@ -397,8 +372,8 @@ static void dispatch(struct req *q)
 	struct nbd_conn *c = q->c;
 	struct bdev *b = c->srv->export->bdev;
 	struct iovec v = { q->buf, q->r.length };
+	unsigned fl = engine_flags(&q->r);
 
-	q->flush_after = q->r.flags & NBD_CMD_FLAG_FUA;
 	if (q->r.length == 0 && q->r.type != NBD_CMD_FLUSH) {
 		req_done(q); /* nothing to do */
 		return;
@@ -409,32 +384,24 @@ static void dispatch(struct req *q)
 		return;
 	case NBD_CMD_WRITE:
 		q->pending = 1;
-		queued(q, bdev_aio_writev(c->q, b, q->r.offset, &v, 1, req_cb,
-					  q));
+		queued(q, bdev_aio_writev_flags(c->q, b, q->r.offset, &v, 1,
+						fl, req_cb, q));
 		return;
 	case NBD_CMD_FLUSH:
 		req_flush(q);
 		return;
 	case NBD_CMD_TRIM:
 		q->pending = 1;
-		queued(q, bdev_aio_discard(c->q, b, q->r.offset, q->r.length,
-					   req_cb, q));
+		queued(q, bdev_aio_discard_flags(c->q, b, q->r.offset,
+						 q->r.length, fl, req_cb, q));
 		return;
 	case NBD_CMD_WRITE_ZEROES:
-		if ((q->r.flags & NBD_CMD_FLAG_FAST_ZERO) &&
-		    !c->srv->fast_zero) {
-			q->err = -ENOTSUP;
-			q->fast_zero_refused = true;
-			req_done(q);
-			return;
-		}
-		if (q->r.flags & NBD_CMD_FLAG_NO_HOLE) {
-			write_zero_buffers(q, b);
-			return;
-		}
+		/* the engine keeps NO_HOLE ranges allocated and fails
+		   FAST_ZERO with -ENOTSUP where it would write zero bytes */
 		q->pending = 1;
-		queued(q, bdev_aio_write_zeroes(c->q, b, q->r.offset,
-						q->r.length, req_cb, q));
+		queued(q, bdev_aio_write_zeroes_flags(c->q, b, q->r.offset,
+						      q->r.length, fl, req_cb,
+						      q));
 		return;
 	case NBD_CMD_CACHE:
 		/* advisory: the engine has no prefetch to ask for */
@@ -449,62 +416,121 @@ static void dispatch(struct req *q)
 
 /*
  * NBD_CMD_BLOCK_STATUS: one chunk per selected context, each at most
- * BS_MAX descriptors (one with REQ_ONE), the last chunk DONE. Answered
- * synchronously: the engine's block status comes from its cached tables.
+ * BS_MAX descriptors (one with REQ_ONE), the last chunk DONE. The engine
+ * may read grain tables to answer, so the reply is built on a worker
+ * (offload.c) and sent from the connection's thread when it is done.
  */
 #define BS_MAX 256
-static void cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
+struct bs_chunk {
+	struct chunk_hdr h;
+	uint32_t id;
+	uint32_t d[2 * BS_MAX];
+} __attribute__((packed));
+
+struct bs_job {
+	struct nbd_job j;
+	struct nbd_request r;
+	size_t len;            /* bytes of reply built in buf */
+	uint8_t buf[];         /* room for a chunk per selected context */
+};
+
+/* Appends the chunk of context i to the reply; -errno when the engine
+   could not say. */
+static int bs_context(struct bs_job *bj, unsigned i, bool last)
 {
+	struct nbd_conn *c = bj->j.c;
+	const struct nbd_request *r = &bj->r;
 	struct bdev *b = c->srv->export->bdev;
-	unsigned nsel = 0, sent = 0;
-	uint64_t end = r->offset + r->length;
+	struct bs_chunk *bs = (struct bs_chunk *)(bj->buf + bj->len);
+	unsigned nd = 0, maxd = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : BS_MAX;
+	uint64_t off = r->offset, end = r->offset + r->length;
 
-	for (unsigned i = 0; i < NBD_META_MAX; i++)
-		nsel += !!(c->meta_selected & (1u << i));
-	for (unsigned i = 0; i < NBD_META_MAX; i++) {
-		struct {
-			struct chunk_hdr h;
-			uint32_t id;
-			uint32_t d[2 * BS_MAX];
-		} __attribute__((packed)) bs;
-		unsigned nd = 0, maxd = r->flags & NBD_CMD_FLAG_REQ_ONE ?
-						1 : BS_MAX;
-		uint64_t off = r->offset;
-		struct iovec v;
+	while (off < end) {
+		uint64_t n;
+		uint32_t fl;
+		int ret = nbd_meta_extent(c, b, i, off, end - off, &n, &fl);
 
-		if (!(c->meta_selected & (1u << i)))
-			continue;
-		while (off < end) {
-			uint64_t n;
-			uint32_t fl;
-			int ret = nbd_meta_extent(c, b, i, off, end - off, &n,
-						  &fl);
-
-			if (ret < 0) {
-				error_chunk(c, r->cookie, nbd_errno(ret));
-				return;
-			}
-			if (nd && be32toh(bs.d[2 * nd - 1]) == fl &&
-			    be32toh(bs.d[2 * nd - 2]) + n <= UINT32_MAX) {
-				bs.d[2 * nd - 2] = htobe32(
-					(uint32_t)(be32toh(bs.d[2 * nd - 2]) +
-						   n));
-			} else {
-				if (nd == maxd)
-					break;
-				bs.d[2 * nd] = htobe32((uint32_t)n);
-				bs.d[2 * nd + 1] = htobe32(fl);
-				nd++;
-			}
-			off += n;
+		if (ret < 0)
+			return ret;
+		if (nd && be32toh(bs->d[2 * nd - 1]) == fl &&
+		    be32toh(bs->d[2 * nd - 2]) + n <= UINT32_MAX) {
+			bs->d[2 * nd - 2] = htobe32(
+				(uint32_t)(be32toh(bs->d[2 * nd - 2]) + n));
+		} else {
+			if (nd == maxd)
+				break;
+			bs->d[2 * nd] = htobe32((uint32_t)n);
+			bs->d[2 * nd + 1] = htobe32(fl);
+			nd++;
 		}
-		sent++;
-		chunk_hdr(&bs.h, sent == nsel ? NBD_REPLY_FLAG_DONE : 0,
-			  NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * nd);
-		bs.id = htobe32(i + 1);
-		v = (struct iovec){ &bs, sizeof(bs.h) + 4 + 8 * nd };
-		send_or_die(c, &v, 1);
+		off += n;
 	}
+	chunk_hdr(&bs->h, last ? NBD_REPLY_FLAG_DONE : 0,
+		  NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * nd);
+	bs->id = htobe32(i + 1);
+	bj->len += sizeof(bs->h) + 4 + 8 * nd;
+	return 0;
+}
+
+/* On a worker: the whole reply, or the chunks so far and an error. */
+static void bs_run(struct nbd_job *j)
+{
+	struct bs_job *bj = (struct bs_job *)j;
+	uint32_t sel = j->c->meta_selected;
+
+	for (unsigned i = 0; i < NBD_META_MAX; i++) {
+		int ret;
+
+		if (!(sel & (1u << i)))
+			continue;
+		sel &= ~(1u << i);
+		ret = bs_context(bj, i, sel == 0);
+		if (ret < 0) {
+			struct __attribute__((packed)) {
+				struct chunk_hdr h;
+				uint32_t err;
+				uint16_t msglen;
+			} e;
+
+			chunk_hdr(&e.h, NBD_REPLY_FLAG_DONE,
+				  NBD_REPLY_TYPE_ERROR, bj->r.cookie, 6);
+			e.err = htobe32(nbd_errno(ret));
+			e.msglen = 0;
+			memcpy(bj->buf + bj->len, &e, sizeof(e));
+			bj->len += sizeof(e);
+			return;
+		}
+	}
+}
+
+/* On the connection's thread: send the reply built by bs_run. */
+static void bs_done(struct nbd_job *j)
+{
+	struct bs_job *bj = (struct bs_job *)j;
+	struct nbd_conn *c = j->c;
+	struct iovec v = { bj->buf, bj->len };
+
+	send_or_die(c, &v, 1);
+	c->inflight--;
+	free(bj);
+}
+
+static int cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
+{
+	unsigned nsel = (unsigned)__builtin_popcount(c->meta_selected);
+	struct bs_job *bj;
+
+	/* the error chunk fits where a context's chunk would have gone */
+	bj = malloc(sizeof(*bj) + (size_t)nsel * sizeof(struct bs_chunk));
+	if (!bj)
+		return -ENOMEM;
+	bj->j.run = bs_run;
+	bj->j.done = bs_done;
+	bj->r = *r;
+	bj->len = 0;
+	c->inflight++;
+	nbd_offload(c, &bj->j);
+	return 0;
 }
 
 /* Reads one request (and its payload) and starts it. */
@@ -540,10 +566,8 @@ static int handle_request(struct nbd_conn *c)
 		c->disc = true;
 		return 0;
 	}
-	if (r.type == NBD_CMD_BLOCK_STATUS) {
-		cmd_block_status(c, &r);
-		return 0;
-	}
+	if (r.type == NBD_CMD_BLOCK_STATUS)
+		return cmd_block_status(c, &r);
 	q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
@@ -580,10 +604,12 @@ static int handle_request(struct nbd_conn *c)
 
 int nbd_transmission(struct nbd_conn *c)
 {
-	struct pollfd p[3];
+	struct pollfd p[4];
 	int qfd = bdev_queue_fd(c->q);
-	int ret = 0;
+	int ret = nbd_offload_conn_init(c);
 
+	if (ret < 0)
+		return ret;
 	while (!c->dead && !c->disc) {
 		bool more = c->inflight < NBD_MAX_INFLIGHT &&
 			    c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES;
@@ -594,7 +620,8 @@ int nbd_transmission(struct nbd_conn *c)
 		p[1] = (struct pollfd){ .fd = qfd, .events = POLLIN };
 		p[2] = (struct pollfd){ .fd = c->srv->stop_fd,
 					.events = POLLIN };
-		n = poll(p, 3, more && nbd_buffered(c) ? 0 : -1);
+		p[3] = (struct pollfd){ .fd = c->done_fd, .events = POLLIN };
+		n = poll(p, 4, more && nbd_buffered(c) ? 0 : -1);
 		if (n < 0 && errno != EINTR) {
 			ret = -errno;
 			break;
@@ -603,6 +630,8 @@ int nbd_transmission(struct nbd_conn *c)
 			continue;
 		if (p[2].revents)
 			break;
+		if (p[3].revents)
+			nbd_offload_reap(c);
 		if (p[1].revents) {
 			uint64_t cnt;
 
@@ -619,36 +648,50 @@ int nbd_transmission(struct nbd_conn *c)
 		if (!more)
 			continue;
 		if (p[0].revents || nbd_buffered(c)) {
-			/* take every request already here before submitting */
+			/* take every request already here before submitting;
+			   the queue is run right after, so requests the engine
+			   finishes at once (a read from the page cache) need
+			   not signal its eventfd: no write and read of it */
+			bdev_queue_hold(c->q);
 			do {
 				ret = handle_request(c);
 			} while (!ret && !c->dead && !c->disc &&
 				 c->inflight < NBD_MAX_INFLIGHT &&
 				 c->inflight_bytes < NBD_MAX_INFLIGHT_BYTES &&
 				 nbd_buffered(c));
-			if (ret < 0)
-				break;
-			/* requests the engine finished at once poked the
-			   eventfd: take that signal now rather than after
-			   another poll, then run what completed */
-			ret = bdev_queue_run(c->q, 0);
-			if (ret >= 0) {
-				uint64_t cnt;
-
-				if (read(qfd, &cnt, sizeof(cnt)) == sizeof(cnt))
-					ret = bdev_queue_run(c->q, 0);
-			}
+			if (ret >= 0)
+				ret = bdev_queue_run(c->q, 0);
+			bdev_queue_release(c->q);
 			if (ret < 0)
 				break;
 		}
 	}
 	/* let what is in flight finish; its replies go out while they can */
 	while (c->inflight) {
-		int r = bdev_queue_run(c->q, 1);
+		uint64_t cnt;
+		int r;
 
+		if (c->jobs) {
+			/* a worker's job ends on its own: wait for either */
+			p[0] = (struct pollfd){ .fd = qfd, .events = POLLIN };
+			p[1] = (struct pollfd){ .fd = c->done_fd,
+						.events = POLLIN };
+			if (poll(p, 2, -1) < 0 && errno != EINTR)
+				break;
+			if (p[1].revents)
+				nbd_offload_reap(c);
+			if (!p[0].revents)
+				continue;
+			if (read(qfd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+				break;
+			r = bdev_queue_run(c->q, 0);
+		} else {
+			r = bdev_queue_run(c->q, 1);
+		}
 		if (r < 0)
 			break;
 	}
+	nbd_offload_conn_fini(c);
 	nbd_pool_free(c);
 	return ret < 0 ? ret : 0;
 }

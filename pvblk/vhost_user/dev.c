@@ -28,6 +28,9 @@ static void close_fds(int *fds, unsigned nfds)
 void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq)
 {
 	memset(d, 0, sizeof(*d));
+	pthread_mutex_init(&d->lock, NULL);
+	atomic_init(&d->mem_faults, 0);
+	atomic_init(&d->mem_fault_off, UINT64_MAX);
 	d->blk = blk;
 	d->num_queues = nq;
 	d->reply_fd = -1;
@@ -54,8 +57,10 @@ static void start_all(struct vu_dev *d)
 
 static void unmap_region(struct vu_region *r)
 {
-	if (r->map)
+	if (r->map) {
+		vu_guard_remove(r->map);
 		munmap(r->map, r->map_size);
+	}
 	memset(r, 0, sizeof(*r));
 }
 
@@ -76,6 +81,9 @@ static void unmap_all(struct vu_dev *d)
 		unmap_region(&d->regions[i]);
 	d->nregions = 0;
 	sync_mem(d);
+	/* faults in the old table are no reason to break the new one */
+	atomic_store(&d->mem_faults, 0);
+	atomic_store(&d->mem_fault_off, UINT64_MAX);
 }
 
 void vu_dev_reset(struct vu_dev *d)
@@ -96,8 +104,10 @@ void vu_dev_reset(struct vu_dev *d)
 		v->enabled = false;
 	}
 	unmap_all(d);
-	if (d->inflight_map)
+	if (d->inflight_map) {
+		vu_guard_remove(d->inflight_map);
 		munmap(d->inflight_map, d->inflight_size);
+	}
 	d->inflight_map = NULL;
 	d->inflight_size = 0;
 	d->inflight_queue_size = 0;
@@ -108,9 +118,11 @@ void vu_dev_reset(struct vu_dev *d)
 	d->owner = false;
 }
 
-/* Map one region from fd (taken over). 0, or -errno with a message. */
-static int map_region(struct vu_region *r, const struct vu_mem_region *m,
-		      int fd)
+/* Map one region from fd (taken over), sealed against shrinking where
+   the file allows it and guarded (guard.c) where it does not. 0, or
+   -errno with a message. */
+static int map_region(struct vu_dev *d, struct vu_region *r,
+		      const struct vu_mem_region *m, int fd)
 {
 	struct stat st;
 	uint64_t end;
@@ -127,6 +139,8 @@ static int map_region(struct vu_region *r, const struct vu_mem_region *m,
 		fprintf(stderr, "pvblk: vhost-user: bad memory region\n");
 		return -EINVAL;
 	}
+	/* sealed first, so the size checked next is the size it keeps */
+	vu_guard_seal(fd);
 	/* a file shorter than the region would fault (SIGBUS) when the
 	   guest's buffers point past its end */
 	if (fstat(fd, &st) < 0 || (S_ISREG(st.st_mode) &&
@@ -139,15 +153,23 @@ static int map_region(struct vu_region *r, const struct vu_mem_region *m,
 	}
 	p = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 		 0);
-	close(fd);
 	if (p == MAP_FAILED) {
 		int err = errno;
 
+		close(fd);
 		fprintf(stderr, "pvblk: vhost-user: cannot map %llu bytes of "
 			"guest memory: %s\n", (unsigned long long)end,
 			strerror(err));
 		return -err;
 	}
+	if (vu_guard_add(d, p, (size_t)end, fd) < 0) {
+		close(fd);
+		munmap(p, (size_t)end);
+		fprintf(stderr, "pvblk: vhost-user: too many guest memory "
+			"mappings in this process to guard another\n");
+		return -ENOSPC;
+	}
+	close(fd);
 	r->gpa = m->guest_phys_addr;
 	r->size = m->memory_size;
 	r->uva = m->userspace_addr;
@@ -170,7 +192,7 @@ static int set_mem_table(struct vu_dev *d, const struct vu_memory *mt,
 		return -EINVAL;
 	}
 	for (i = 0; i < mt->nregions; i++) {
-		ret = map_region(&nr[i], &mt->regions[i], fds[i]);
+		ret = map_region(d, &nr[i], &mt->regions[i], fds[i]);
 		fds[i] = -1;
 		if (ret < 0)
 			break;
@@ -201,7 +223,7 @@ static int add_mem_reg(struct vu_dev *d, const struct vu_mem_region *m,
 		close_fds(fds, nfds);
 		return -EINVAL;
 	}
-	ret = map_region(&r, m, fds[0]);
+	ret = map_region(d, &r, m, fds[0]);
 	fds[0] = -1;
 	if (ret < 0)
 		return ret;
@@ -280,7 +302,7 @@ static int get_inflight(struct vu_dev *d, const struct vu_inflight *in,
 	    !in->queue_size || in->queue_size > 32768)
 		return -EINVAL;
 	size = vblk_inflight_bytes(in->queue_size) * in->num_queues;
-	fd = memfd_create("pvblk-inflight", MFD_CLOEXEC);
+	fd = memfd_create("pvblk-inflight", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
 	if (ftruncate(fd, (off_t)size) < 0) {
@@ -289,6 +311,8 @@ static int get_inflight(struct vu_dev *d, const struct vu_inflight *in,
 		close(fd);
 		return -err;
 	}
+	/* the front end keeps it and hands it back: it may not shrink */
+	vu_guard_seal(fd);
 	r->hdr.request = VU_GET_INFLIGHT_FD;
 	r->hdr.flags = VU_VERSION | VU_FLAG_REPLY;
 	r->hdr.size = sizeof(r->p.inflight);
@@ -316,6 +340,7 @@ static int set_inflight(struct vu_dev *d, const struct vu_inflight *in,
 		return -EINVAL;
 	}
 	need = vblk_inflight_bytes(in->queue_size) * in->num_queues;
+	vu_guard_seal(fds[0]);
 	if (in->mmap_size < need ||
 	    __builtin_add_overflow(in->mmap_offset, in->mmap_size, &end) ||
 	    fstat(fds[0], &st) < 0 ||
@@ -326,12 +351,23 @@ static int set_inflight(struct vu_dev *d, const struct vu_inflight *in,
 	}
 	p = mmap(NULL, (size_t)in->mmap_size, PROT_READ | PROT_WRITE,
 		 MAP_SHARED, fds[0], (off_t)in->mmap_offset);
+	if (p == MAP_FAILED) {
+		int err = errno;
+
+		close_fds(fds, nfds);
+		return -err;
+	}
+	if (vu_guard_add(d, p, (size_t)in->mmap_size, fds[0]) < 0) {
+		close_fds(fds, nfds);
+		munmap(p, (size_t)in->mmap_size);
+		return -ENOSPC;
+	}
 	close_fds(fds, nfds);
-	if (p == MAP_FAILED)
-		return -errno;
 	stop_all(d);
-	if (d->inflight_map)
+	if (d->inflight_map) {
+		vu_guard_remove(d->inflight_map);
 		munmap(d->inflight_map, d->inflight_size);
+	}
 	d->inflight_map = p;
 	d->inflight_size = (size_t)in->mmap_size;
 	d->inflight_queue_size = in->queue_size;

@@ -43,12 +43,51 @@ static void drain(int fd)
 			strerror(errno));
 }
 
+/* Break q when its guest memory faulted (guard.c), then publish why q
+   broke for vu_vring_broken, once. */
+static void note_broken(struct vu_vring *v, struct vblk_queue *q)
+{
+	struct vu_dev *d = v->dev;
+	const char *why;
+
+	if (atomic_load(&d->mem_faults) && !vblk_queue_broken(q)) {
+		char buf[128];
+
+		snprintf(buf, sizeof(buf), "the front end shrank the file "
+			 "behind guest memory (SIGBUS at byte %llu of a "
+			 "mapping; it reads as zeros now)",
+			 (unsigned long long)atomic_load(&d->mem_fault_off));
+		vblk_queue_break(q, buf);
+	}
+	why = vblk_queue_broken_reason(q);
+	if (!why || v->broken[0])
+		return;
+	pthread_mutex_lock(&v->dev->lock);
+	snprintf(v->broken, sizeof(v->broken), "%s", why);
+	pthread_mutex_unlock(&v->dev->lock);
+}
+
+int vu_vring_broken(struct vu_dev *d, unsigned i, char *why, size_t len)
+{
+	int ret;
+
+	if (i >= d->num_queues)
+		return -ENOENT;
+	pthread_mutex_lock(&d->lock);
+	ret = d->vrings[i].broken[0] != '\0';
+	if (ret && len)
+		snprintf(why, len, "%s", d->vrings[i].broken);
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
 static void *vring_thread(void *arg)
 {
 	struct vu_vring *v = arg;
 	struct vu_dev *d = v->dev;
 	struct vblk_queue *q;
 	struct pollfd pfd[3];
+	char label[512];
 	int ret;
 
 	ret = vblk_queue_new(d->blk, notify, v, &q);
@@ -57,6 +96,9 @@ static void *vring_thread(void *arg)
 			"%s\n", v->index, strerror(-ret));
 		return NULL;
 	}
+	snprintf(label, sizeof(label), "pvblk: %s, queue %u",
+		 d->label ? d->label : "vhost-user-blk", v->index);
+	vblk_queue_set_label(q, label);
 	ret = vblk_queue_start(q, &d->mem, &v->ring);
 	if (ret < 0) {
 		fprintf(stderr, "pvblk: vhost-user: queue %u: bad ring\n",
@@ -69,6 +111,7 @@ static void *vring_thread(void *arg)
 	pfd[2] = (struct pollfd){ .fd = vblk_queue_fd(q), .events = POLLIN };
 	/* requests may be waiting from before the ring (re)started */
 	vblk_queue_kick(q);
+	note_broken(v, q);
 	for (;;) {
 		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
@@ -87,6 +130,7 @@ static void *vring_thread(void *arg)
 		}
 		if (pfd[1].revents & (POLLERR | POLLNVAL))
 			pfd[1].fd = -1;
+		note_broken(v, q);
 	}
 	v->last_avail = vblk_queue_stop(q);
 	vblk_queue_free(q);
@@ -122,6 +166,10 @@ int vu_vring_maybe_start(struct vu_vring *v)
 	v->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (v->stop_fd < 0)
 		return -errno;
+	/* a ring set up again starts unbroken */
+	pthread_mutex_lock(&d->lock);
+	v->broken[0] = '\0';
+	pthread_mutex_unlock(&d->lock);
 	ret = pthread_create(&v->thread, NULL, vring_thread, v);
 	if (ret) {
 		close(v->stop_fd);

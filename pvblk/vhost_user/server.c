@@ -22,6 +22,7 @@ struct vu_server {
 	pthread_t thread;
 	struct vblk_dev *blk;
 	struct vu_dev dev;
+	char label[512]; /* "vhost-user-blk SOCK (IMAGE)" */
 };
 
 /* Read exactly len bytes; 0 at a clean end of stream before any byte. */
@@ -284,6 +285,9 @@ static int vu_start(struct pvblk_listen *l, char *err, size_t errlen)
 		goto err_free;
 	}
 	vu_dev_init(&s->dev, s->blk, l->num_queues);
+	snprintf(s->label, sizeof(s->label), "vhost-user-blk %s (%s)",
+		 l->address, l->export->image);
+	s->dev.label = s->label;
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd < 0) {
 		ret = -errno;
@@ -359,6 +363,16 @@ static void vu_stop(struct pvblk_listen *l)
 	vblk_dev_free(s->blk);
 	free(s);
 	l->state = NULL;
+}
+
+int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
+				  char *why, size_t len)
+{
+	struct vu_server *s = l->state;
+
+	if (!s)
+		return -ENOENT;
+	return vu_vring_broken(&s->dev, queue, why, len);
 }
 
 const struct pvblk_protocol pvblk_vhost_user_blk = {

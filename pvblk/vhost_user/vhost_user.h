@@ -12,6 +12,7 @@
 #define OVK_VHOST_USER_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -166,10 +167,19 @@ struct vu_vring {
 	pthread_t thread;
 	int stop_fd; /* eventfd: the thread stops when it is readable */
 	struct vblk_ring ring; /* host pointers for the thread */
+	/* why the running ring broke, "" while it serves; under dev->lock */
+	char broken[128];
 };
 
 struct vu_dev {
 	struct vblk_dev *blk;
+	const char *label;   /* names the device in log lines, or NULL */
+	pthread_mutex_t lock; /* guards each vring's broken[] */
+	/* SIGBUS faults contained in this device's mappings since its memory
+	   table was last replaced (guard.c), and the first one's offset into
+	   its mapping (UINT64_MAX: none) */
+	atomic_uint mem_faults;
+	_Atomic uint64_t mem_fault_off;
 	unsigned num_queues;
 	uint64_t features, protocol_features;
 	bool owner;
@@ -200,9 +210,30 @@ void vu_dev_reset(struct vu_dev *d);
 int vu_dev_handle(struct vu_dev *d, const struct vu_msg *msg, int *fds,
 		  unsigned nfds, struct vu_msg *reply);
 
+/* guard.c: guest memory the front end may shrink. vu_guard_seal adds
+   F_SEAL_SHRINK to fd where it can; true when fd is now sealed against
+   shrinking. vu_guard_add registers a mapping of fd (call before any
+   thread touches it): a SIGBUS inside it is contained and counted in
+   d->mem_faults. vu_guard_remove before munmap. */
+bool vu_guard_seal(int fd);
+int vu_guard_add(struct vu_dev *d, void *map, size_t len, int fd);
+void vu_guard_remove(void *map);
+
 /* queue.c: (re)start the ring's thread if it has what it needs (memory,
    addresses, kick fd, enabled); stop it and keep its avail index. */
 int vu_vring_maybe_start(struct vu_vring *v);
 void vu_vring_stop(struct vu_vring *v);
+/* Why ring i stopped serving (copied into why), 1; 0 while it serves or
+   is not running; -ENOENT past the device's queues. Any thread. */
+int vu_vring_broken(struct vu_dev *d, unsigned i, char *why, size_t len);
+
+struct pvblk_listen;
+
+/* server.c: the state of queue i of the vhost-user-blk listener l, for a
+   status report: 1 with the reason in why when the queue is broken (it
+   serves nothing until the front end sets it up again), 0 when it is not,
+   -ENOENT past the last queue or when l is not running. */
+int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
+				  char *why, size_t len);
 
 #endif

@@ -61,6 +61,7 @@ struct vblk_queue {
 	bool requeued; /* a completion queued a follow-up request */
 	struct vblk_req *reqs, *free_list;
 	unsigned nreqs, inflight;
+	char label[512]; /* names the queue in the log (vblk_queue_set_label) */
 };
 
 int vblk_dev_new(const struct vblk_dev_opts *o, struct vblk_dev **out)
@@ -198,6 +199,22 @@ bool vblk_queue_broken(const struct vblk_queue *q)
 	return q->vq.broken;
 }
 
+const char *vblk_queue_broken_reason(const struct vblk_queue *q)
+{
+	return __atomic_load_n(&q->vq.broken, __ATOMIC_ACQUIRE) ? q->vq.why :
+								  NULL;
+}
+
+void vblk_queue_set_label(struct vblk_queue *q, const char *label)
+{
+	snprintf(q->label, sizeof(q->label), "%s", label);
+}
+
+void vblk_queue_break(struct vblk_queue *q, const char *why)
+{
+	vq_fail_reason(&q->vq, why);
+}
+
 unsigned vblk_queue_inflight(const struct vblk_queue *q)
 {
 	return q->inflight;
@@ -265,6 +282,7 @@ int vblk_queue_start(struct vblk_queue *q, const struct vblk_mem *mem,
 	}
 	q->mem = *mem;
 	vq_init(&q->vq, &q->mem, ring);
+	q->vq.label = q->label[0] ? q->label : NULL;
 	q->inflight = 0;
 	q->starved = false;
 	q->stopping = false;

@@ -14,12 +14,24 @@ static uint16_t rd16(const volatile uint16_t *p)
 	return le16toh(__atomic_load_n(p, __ATOMIC_RELAXED));
 }
 
+void vq_fail_reason(struct vq *vq, const char *why)
+{
+	if (vq->broken)
+		return;
+	snprintf(vq->why, sizeof(vq->why), "%s", why);
+	fprintf(stderr, "%s: virtqueue broken: %s; nothing more is read from "
+		"it until the driver sets it up again\n",
+		vq->label ? vq->label : "virtio-blk", vq->why);
+	/* vblk_queue_broken_reason may read why from another thread */
+	__atomic_store_n(&vq->broken, true, __ATOMIC_RELEASE);
+}
+
 void vq_fail(struct vq *vq, const char *why, unsigned a)
 {
-	if (!vq->broken)
-		fprintf(stderr, "virtio-blk: virtqueue broken: %s (%u)\n", why,
-			a);
-	vq->broken = true;
+	char buf[sizeof(vq->why)];
+
+	snprintf(buf, sizeof(buf), "%s (%u)", why, a);
+	vq_fail_reason(vq, buf);
 }
 
 void vq_init(struct vq *vq, const struct vblk_mem *mem,

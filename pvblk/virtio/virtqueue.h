@@ -19,7 +19,9 @@ struct vq {
 	uint16_t signalled_used; /* used_idx at the last interrupt */
 	bool signalled_valid;
 	bool event_idx, indirect;
-	bool broken;
+	bool broken;         /* set (release) after why is written */
+	char why[128];       /* what broke it, once broken */
+	const char *label;   /* who the queue is, for the log line */
 	struct vblk_inflight *inflight; /* or NULL */
 	uint64_t counter;
 };
@@ -45,8 +47,11 @@ int vq_walk(struct vq *vq, uint16_t head, struct vq_chain *c);
    heads it holds in the order they were taken: returns how many (at most
    max), -EINVAL when the record does not fit this ring (then unused). */
 int vq_inflight_recover(struct vq *vq, uint16_t *heads, unsigned max);
-/* Mark the queue broken, logging why (once). */
+/* Mark the queue broken, logging why (once) as "LABEL: virtqueue broken:
+   WHY (A)"; the reason stays in vq->why. */
 void vq_fail(struct vq *vq, const char *why, unsigned a);
+/* The same with a reason that carries no number. */
+void vq_fail_reason(struct vq *vq, const char *why);
 /* Put a finished chain in the used ring (not yet visible to the driver). */
 void vq_push(struct vq *vq, uint16_t head, uint32_t len);
 /* Make pushed entries visible; true when the driver wants an interrupt. */

@@ -398,8 +398,12 @@ static void test_hostile(enum hostile h)
 	case H_END:
 		break;
 	}
+	CHECK(vblk_queue_broken_reason(r.q) == NULL);
 	submit(&r, head);
 	CHECK(vblk_queue_broken(r.q));
+	/* the reason stays readable, for a status report */
+	CHECK(vblk_queue_broken_reason(r.q) != NULL &&
+	      vblk_queue_broken_reason(r.q)[0] != '\0');
 	CHECK_EQ(used->idx, 0);
 	CHECK_EQ(*(uint8_t *)gp(STATUS_GPA), 0xee);
 	/* a broken queue reads nothing more, even a good request */
@@ -407,6 +411,24 @@ static void test_hostile(enum hostile h)
 	submit(&r, simple_req(&r, 1, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512,
 			      true));
 	CHECK_EQ(status_of(1), 0xee);
+	CHECK_EQ(used->idx, 0);
+	rig_stop(&r);
+}
+
+/* The transport breaks a queue (its guest memory went away): the reason
+   is what it gave, and nothing more is served. */
+static void test_transport_break(void)
+{
+	struct rig r;
+
+	rig_start(&r, false, 0);
+	vblk_queue_break(r.q, "guest memory shrank");
+	CHECK(vblk_queue_broken(r.q));
+	CHECK(!strcmp(vblk_queue_broken_reason(r.q), "guest memory shrank"));
+	*(uint8_t *)gp(STATUS_GPA) = 0xee;
+	submit(&r, simple_req(&r, 0, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512,
+			      true));
+	CHECK_EQ(status_of(0), 0xee);
 	CHECK_EQ(used->idx, 0);
 	rig_stop(&r);
 }
@@ -543,6 +565,7 @@ int main(void)
 	test_bad_requests_get_ioerr();
 	for (int h = 0; h < H_END; h++)
 		test_hostile((enum hostile)h);
+	test_transport_break();
 	test_event_idx();
 	test_inflight_replay();
 	CHECK_EQ(bdev_close(bdev), 0);
