@@ -576,7 +576,16 @@ int pvblk_ctl_start(const char *path, struct pvblk_export *e,
 	c->listen = listen;
 	c->nlisten = nlisten;
 	c->path = strdup(path);
-	c->top = strdup(e->snapshot_child ? e->snapshot_child : e->image);
+	/* absolute, so that the view paths it answers mean the same file
+	   to a client in another folder */
+	c->top = realpath(e->snapshot_child ? e->snapshot_child : e->image,
+			  NULL);
+	if (!c->top) {
+		ret = -errno;
+		free(c->path);
+		free(c);
+		return ret;
+	}
 	for (int i = 0; i < PVBLK_CTL_MAX_CLIENTS; i++)
 		c->clients[i].fd = -1;
 	if (pipe2(c->stop_pipe, O_CLOEXEC) < 0) {
