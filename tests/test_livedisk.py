@@ -111,6 +111,7 @@ def test_status_and_checkpoints(tmp_path):
         assert [c["file"] for c in st["chain"]] == [img]
         assert st["exports"][0]["protocol"] == "nbd"
         assert st["checkpoints"] == [] and st["view"] is None
+        assert "gt_cache_hits" in st["engine"]
         assert d.ok(command="checkpoint-create", name="a") == {"name": "a"}
         assert "error" in d.call(command="checkpoint-create", name="a")
         d.ok(command="checkpoint-create", name="b")

@@ -135,6 +135,19 @@ static json_t *do_status(struct pvblk_ctl *c)
 		       checkpoints(c->e->bdev));
 	json_object_set_new(st, "view", c->view ? view_json(c->view)
 					       : json_null());
+	{
+		struct bdev_stats bs;
+
+		bdev_get_stats(c->e->bdev, &bs);
+		json_object_set_new(st, "engine", json_pack(
+			"{s:I,s:I,s:I,s:I,s:I,s:I}",
+			"gt_cache_hits", (json_int_t)bs.gt_cache_hits,
+			"gt_cache_misses", (json_int_t)bs.gt_cache_misses,
+			"grain_cache_hits", (json_int_t)bs.grain_cache_hits,
+			"grain_cache_misses", (json_int_t)bs.grain_cache_misses,
+			"grains_inflated", (json_int_t)bs.grains_inflated,
+			"readahead_grains", (json_int_t)bs.readahead_grains));
+	}
 	return ok(st);
 }
 
@@ -320,8 +333,9 @@ static json_t *do_view_release(struct pvblk_ctl *c)
 	if (ret < 0)
 		return error_reply("live commit of %s into %s: %s%s", v->child,
 				   v->frozen, engine_msg(ret),
-				   ret == -EBUSY ? " (unmount or close what "
-				   "reads the view, then release again)" : "");
+				   ret == -EBUSY ? " (busy: unmount or close "
+				   "what reads the view, then release again)"
+				   : "");
 	free(c->top);
 	c->top = strdup(v->frozen);
 	pvblk_log("view released: %s committed into %s", v->child,
