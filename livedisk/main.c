@@ -20,6 +20,8 @@ static const char usage_text[] =
 "       ovkdisk backup SOCKET TARGETDIR [--full|--incremental] [--quiesce CMD]\n"
 "       ovkdisk restore TARGETDIR [--at CHECKPOINT] OUTPUT\n"
 "       ovkdisk verify TARGETDIR\n"
+"       ovkdisk patch IMAGE --copy SRC:/GUEST/PATH... [--partition NAME]\n"
+"       ovkdisk patch IMAGE --commit|--discard\n"
 "\n"
 "Look into and back up the disk of a running virtual machine. SOCKET is\n"
 "the control socket of the pvblk daemon serving the disk (pvblk\n"
@@ -48,6 +50,14 @@ static const char usage_text[] =
 "             --at CHECKPOINT) to OUTPUT, a new raw file (sparse), and\n"
 "             check its digest against the manifest\n"
 "  verify     recompute the digests of every backup in TARGETDIR\n"
+"  patch      for the disk of a stopped VM (IMAGE not open elsewhere):\n"
+"             copy host files into its ext2/3/4 filesystem (the whole disk,\n"
+"             or partitions/NAME as vmdkfs names it) inside a redo child\n"
+"             IMAGE-patch.vmdk (through vmdkfs -o snapshot and fuse2fs),\n"
+"             then list the files that differ between IMAGE and the child\n"
+"             (diff -rq of both mounted with vmdkfs --browse). IMAGE is\n"
+"             untouched until --commit merges the child into it; --discard\n"
+"             deletes the child\n"
 "\n"
 "Options:\n"
 "  --full            backup: a full backup even when an incremental one\n"
@@ -58,6 +68,12 @@ static const char usage_text[] =
 "                    backup is recorded as \"quiesced\", else as\n"
 "                    \"crash-consistent\"\n"
 "  --at CHECKPOINT   restore: the backup to restore (default: the last)\n"
+"  --copy SRC:DEST   patch: copy host file or folder SRC to DEST (an\n"
+"                    absolute path in the guest); may be repeated\n"
+"  --partition NAME  patch: the filesystem is on partitions/NAME\n"
+"                    (e.g. p1-linux) instead of the whole disk\n"
+"  --commit          patch: merge the pending patch into IMAGE\n"
+"  --discard         patch: delete the pending patch\n"
 "  --output=json     print the result as one JSON object\n"
 "  -h, --help        this text\n"
 "  -V, --version     the version\n"
@@ -75,7 +91,8 @@ static const char usage_text[] =
 "Exit status: 0 on success, 1 on any failure (with a message on stderr).\n"
 "A progress bar is drawn on stderr when it is a terminal.\n";
 
-enum { OPT_FULL = 256, OPT_INCR, OPT_QUIESCE, OPT_AT, OPT_OUTPUT };
+enum { OPT_FULL = 256, OPT_INCR, OPT_QUIESCE, OPT_AT, OPT_OUTPUT, OPT_COPY,
+       OPT_PART, OPT_COMMIT, OPT_DISCARD };
 
 static const struct option long_opts[] = {
 	{ "full", no_argument, NULL, OPT_FULL },
@@ -83,6 +100,10 @@ static const struct option long_opts[] = {
 	{ "quiesce", required_argument, NULL, OPT_QUIESCE },
 	{ "at", required_argument, NULL, OPT_AT },
 	{ "output", required_argument, NULL, OPT_OUTPUT },
+	{ "copy", required_argument, NULL, OPT_COPY },
+	{ "partition", required_argument, NULL, OPT_PART },
+	{ "commit", no_argument, NULL, OPT_COMMIT },
+	{ "discard", no_argument, NULL, OPT_DISCARD },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ 0 },
@@ -238,6 +259,22 @@ int main(int argc, char **argv)
 			}
 			o.json = !strcmp(optarg, "json");
 			break;
+		case OPT_COPY:
+			if (o.ncopies == 64) {
+				fprintf(stderr, "ovkdisk: at most 64 --copy\n");
+				return 1;
+			}
+			o.copies[o.ncopies++] = optarg;
+			break;
+		case OPT_PART:
+			o.partition = optarg;
+			break;
+		case OPT_COMMIT:
+			o.patch_action = 'c';
+			break;
+		case OPT_DISCARD:
+			o.patch_action = 'd';
+			break;
 		case 'h':
 			fputs(usage_text, stdout);
 			return 0;
@@ -282,8 +319,13 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "verify")) {
 		NEED(1);
 		return cmd_verify(&o, argv[0]);
+	} else if (!strcmp(cmd, "patch")) {
+		char vb[PATH_MAX];
+
+		NEED(1);
+		return cmd_patch(&o, vmdkfs_path(vb, sizeof(vb)), argv[0]);
 	}
 	fprintf(stderr, "ovkdisk: unknown command '%s' (view, release, "
-		"backup, restore, verify)\nTry 'ovkdisk --help'.\n", cmd);
+		"backup, restore, verify, patch)\nTry 'ovkdisk --help'.\n", cmd);
 	return 1;
 }

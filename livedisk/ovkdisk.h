@@ -23,6 +23,10 @@ struct ovkdisk_opts {
 	const char *quiesce; /* --quiesce CMD, or NULL */
 	int kind;         /* backup: 0 = as the folder allows, 1 full, 2 incr */
 	const char *at;   /* restore --at CHECKPOINT */
+	const char *copies[64]; /* patch --copy SRC:DEST */
+	unsigned ncopies;
+	const char *partition;  /* patch --partition NAME */
+	int patch_action;       /* patch: 'c' --commit, 'd' --discard */
 };
 
 /* ctl.c: one request on the control socket at path (connects, sends, reads
@@ -52,6 +56,9 @@ int write_atomic(const char *dir, const char *name, const void *data,
 /* backup.c */
 int cmd_backup(const struct ovkdisk_opts *o, const char *sock,
 	       const char *dir);
+/* patch.c: vmdkfs is the program to run */
+int cmd_patch(const struct ovkdisk_opts *o, const char *vmdkfs,
+	      const char *image);
 /* restore.c */
 int cmd_restore(const struct ovkdisk_opts *o, const char *dir,
 		const char *output);

@@ -491,3 +491,57 @@ def test_guest_writes_through_views_and_backups(guest_kernel, tmp_path):
     run([need("qemu-img"), "convert", "-O", "raw", top, final])
     last = int(text.split("last ")[1].split()[0])
     assert records(final.read_bytes()) >= last - 1
+
+
+# ---- patching a stopped VM's disk ------------------------------------------
+
+def test_patch_reviews_then_commits_or_discards(tmp_path):
+    need("fuse2fs")
+    need("fusermount3")
+    need("debugfs")
+    t = tmp_path
+    tree = t / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "motd").write_text("old\n")
+    run(["mkfs.ext4", "-q", "-F", "-d", tree, t / "fs.raw", "32M"])
+    img = t / "disk.vmdk"
+    run([need("qemu-img"), "convert", "-O", "vmdk", t / "fs.raw", img])
+    before = t / "before.raw"
+    run([need("qemu-img"), "convert", "-O", "raw", img, before])
+    new = t / "motd"
+    new.write_text("patched by ovkdisk\n")
+    (t / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+
+    def dump(raw, path):
+        out = t / "dumped"
+        if out.exists():
+            out.unlink()
+        run(["debugfs", "-R", f"dump {path} {out}", raw])
+        return out.read_bytes() if out.exists() else None
+
+    def flat(name):
+        p = t / name
+        run([need("qemu-img"), "convert", "-O", "raw", img, p])
+        return p
+
+    # patch, review, discard: the image is as before
+    r = run([tool("ovkdisk"), "patch", img, "--copy", f"{new}:/etc/motd",
+             "--copy", f"{t / 'tool.sh'}:/usr/local/bin/tool.sh"])
+    assert "etc/motd differ" in r.stdout, r.stdout
+    assert "Only in" in r.stdout and "usr" in r.stdout, r.stdout
+    child = t / "disk-patch.vmdk"
+    assert child.exists()
+    assert same(img, before, fa="vmdk")
+    r = run([tool("ovkdisk"), "patch", img, "--copy", f"{new}:/x"],
+            check=False)
+    assert r.returncode == 1 and "pending" in r.stderr
+    run([tool("ovkdisk"), "patch", img, "--discard"])
+    assert not child.exists()
+    assert same(img, before, fa="vmdk")
+    # patch again and commit: the guest's filesystem holds the new files
+    run([tool("ovkdisk"), "patch", img, "--copy", f"{new}:/etc/motd"])
+    run([tool("ovkdisk"), "patch", img, "--commit"])
+    assert not child.exists()
+    raw = flat("after.raw")
+    run(["e2fsck", "-fn", raw])
+    assert dump(raw, "/etc/motd") == b"patched by ovkdisk\n"
