@@ -12,6 +12,7 @@
  * it was (its half-written file is not in the manifest and is removed by
  * the next backup of that name).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -240,6 +241,49 @@ static int release_leftover(const char *sock, json_t *status)
 	return 0;
 }
 
+/* Whether the manifest names file as a backup's file or block digests. */
+static bool in_manifest(json_t *m, const char *file)
+{
+	json_t *b;
+	size_t i;
+
+	json_array_foreach(json_object_get(m, "backups"), i, b) {
+		const char *f = json_string_value(json_object_get(b, "file"));
+		const char *h = json_string_value(json_object_get(
+							  b, "blockhash_file"));
+
+		if ((f && !strcmp(f, file)) || (h && !strcmp(h, file)))
+			return true;
+	}
+	return false;
+}
+
+/* Remove what a backup that died left in the current folder: its files
+   are ours by name and the manifest does not name them. */
+static void remove_leftovers(json_t *m)
+{
+	DIR *d = opendir(".");
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		const char *n = de->d_name;
+		size_t l = strlen(n);
+
+		if (strncmp(n, "ovkdisk-", 8) ||
+		    !((l > 5 && !strcmp(n + l - 5, ".vmdk")) ||
+		      (l > 10 && !strcmp(n + l - 10, ".blockhash"))))
+			continue;
+		if (!in_manifest(m, n)) {
+			fprintf(stderr, "ovkdisk: removing %s, left by an "
+				"interrupted backup\n", n);
+			unlink(n);
+		}
+	}
+	closedir(d);
+}
+
 static int load_hashes(struct job *j, const char *file)
 {
 	size_t want = j->nblocks * 32;
@@ -298,6 +342,7 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	}
 	if (release_leftover(sock, status) < 0)
 		goto out;
+	remove_leftovers(m);
 	j.size = (uint64_t)json_integer_value(json_object_get(status, "size"));
 	backups = json_object_get(m, "backups");
 	if (json_array_size(backups)) {

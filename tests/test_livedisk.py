@@ -352,6 +352,33 @@ def test_killed_backup_leaves_earlier_ones_valid(tmp_path):
         run([tool("ovkdisk"), "restore", bk, t / "r1.raw"])
         assert same(t / "r1.raw", at1)
         assert len(d.ok(command="checkpoint-list")["checkpoints"]) == 1
+        # what the dead backup wrote is gone: only the manifest's files
+        names = {b["file"] for b in manifest(bk)["backups"]} | \
+            {b["blockhash_file"] for b in manifest(bk)["backups"]}
+        assert set(os.listdir(bk)) == names | {"manifest.json"}
+    finally:
+        d.stop()
+
+
+def test_quiesce_runs_before_the_view(tmp_path):
+    t = tmp_path
+    img = image(str(t))
+    d = Daemon(str(t), img)
+    bk = t / "bk"
+    mark = t / "quiesced"
+    try:
+        # a failing command: no view, no backup, no checkpoint
+        r = run([tool("ovkdisk"), "backup", "--quiesce", "false", d.api,
+                 bk], check=False)
+        assert r.returncode == 1 and "--quiesce" in r.stderr
+        st = d.ok(command="status")
+        assert st["view"] is None and st["checkpoints"] == []
+        r = run([tool("ovkdisk"), "backup", "--output=json", "--quiesce",
+                 f"touch {mark}", d.api, bk])
+        assert mark.exists()
+        assert json.loads(r.stdout)["consistency"] == "quiesced"
+        r = run([tool("ovkdisk"), "backup", "--output=json", d.api, bk])
+        assert json.loads(r.stdout)["consistency"] == "crash-consistent"
     finally:
         d.stop()
 
