@@ -572,3 +572,17 @@ def test_patch_reviews_then_commits_or_discards(tmp_path):
     raw = flat("after.raw")
     run(["e2fsck", "-fn", raw])
     assert dump(raw, "/etc/motd") == b"patched by ovkdisk\n"
+
+
+def test_sigterm_with_a_view_open_leaves_a_valid_chain(tmp_path):
+    t = tmp_path
+    img = image(str(t))
+    d = Daemon(str(t), img)
+    v = d.ok(command="view-create", nbd=f"unix:{t / 'view.sock'}")
+    qio(d.uri, "write -P 8 2M 1M")
+    live = snapshot_of(d.uri, t / "live.raw")
+    d.stop()
+    assert "stays a delta" in d.text()
+    assert not os.path.exists(t / "view.sock")
+    run([need("qemu-img"), "check", v["child"]])
+    assert same(v["child"], live, fa="vmdk")
