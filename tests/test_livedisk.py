@@ -112,6 +112,15 @@ def test_status_and_checkpoints(tmp_path):
         assert st["exports"][0]["protocol"] == "nbd"
         assert st["checkpoints"] == [] and st["view"] is None
         assert "gt_cache_hits" in st["engine"]
+        assert st["exports"][0]["connections"] == 0
+        with socket.socket(socket.AF_UNIX) as c:  # an NBD client, idle
+            c.connect(d.nbd)
+            for _ in range(100):
+                st = d.ok(command="status")
+                if st["exports"][0]["connections"] == 1:
+                    break
+                time.sleep(0.05)
+            assert st["exports"][0]["connections"] == 1
         assert d.ok(command="checkpoint-create", name="a") == {"name": "a"}
         assert "error" in d.call(command="checkpoint-create", name="a")
         d.ok(command="checkpoint-create", name="b")

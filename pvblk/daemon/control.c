@@ -121,13 +121,18 @@ static json_t *do_status(struct pvblk_ctl *c)
 			"{s:s,s:s,s:s?}", "file", in.filename, "format",
 			in.format, "subformat", in.subformat));
 	}
-	for (unsigned i = 0; i < c->nlisten; i++)
-		json_array_append_new(exports, json_pack(
-			"{s:s,s:s,s:s?,s:i}", "protocol",
-			c->listen[i].proto->name, "address",
-			c->listen[i].address, "name",
-			c->listen[i].export_name, "queues",
-			(int)c->listen[i].num_queues));
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		struct pvblk_listen *l = &c->listen[i];
+		json_t *x = json_pack("{s:s,s:s,s:s?,s:i}", "protocol",
+				      l->proto->name, "address", l->address,
+				      "name", l->export_name, "queues",
+				      (int)l->num_queues);
+
+		if (l->proto->connections)
+			json_object_set_new(x, "connections", json_integer(
+				l->proto->connections(l)));
+		json_array_append_new(exports, x);
+	}
 	st = json_pack("{s:s,s:s,s:I,s:b,s:o,s:o,s:o}", "image", c->e->image,
 		       "top", c->top, "size", (json_int_t)c->e->size,
 		       "read_only", c->e->read_only, "chain", chain,

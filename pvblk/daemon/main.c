@@ -51,7 +51,7 @@ static const char usage_text[] =
 "                           {\"return\": {...}} or {\"error\": \"...\"}.\n"
 "                           Commands (members besides \"command\"):\n"
 "                           status: image, chain, size, exports, checkpoints,\n"
-"                             the engine's cache counters,\n"
+"                             NBD connections, the engine's cache counters,\n"
 "                             the open view\n"
 "                           checkpoint-create, checkpoint-delete (\"name\")\n"
 "                           checkpoint-list\n"
