@@ -220,7 +220,8 @@ static void view_free(struct ctl_view *v)
 	free(v);
 }
 
-/* TOP-live-N.vmdk beside the top layer, a name not in use. */
+/* BASE-live-N.vmdk beside the top layer (BASE: the top's name without
+   .vmdk and without a -live-N of its own), a name not in use. */
 static int make_child(struct pvblk_ctl *c, struct ctl_view *v)
 {
 	size_t n = strlen(c->top);
@@ -228,6 +229,16 @@ static int make_child(struct pvblk_ctl *c, struct ctl_view *v)
 
 	if (n > 5 && !strcmp(c->top + n - 5, ".vmdk"))
 		n -= 5;
+	/* a child of a child (no live commit in between) is numbered on
+	   from the same base name, not named X-live-1-live-1 */
+	{
+		size_t k = n;
+
+		while (k && c->top[k - 1] >= '0' && c->top[k - 1] <= '9')
+			k--;
+		if (k < n && k >= 6 && !strncmp(c->top + k - 6, "-live-", 6))
+			n = k - 6;
+	}
 	for (unsigned i = 1; i < 1000 && ret == -EEXIST; i++) {
 		free(v->child);
 		if (asprintf(&v->child, "%.*s-live-%u.vmdk", (int)n, c->top,
