@@ -214,13 +214,15 @@ def test_view_is_frozen_while_nbdcopy_writes(tmp_path):
         assert not os.path.exists(view_sock)
         after = snapshot_of(d.uri, t / "after.raw")
         assert same(after, src)
-        if r["committed"]:
-            assert not os.path.exists(v["child"])
-            assert d.ok(command="status")["top"] == v["path"]
+        # live commit: the child is merged back and gone
+        assert r["committed"]
+        assert not os.path.exists(v["child"])
+        st = d.ok(command="status")
+        assert st["top"] == v["path"] and len(st["chain"]) == 1
     finally:
         d.stop()
     run([need("qemu-img"), "check", img])
-    assert same(t / "after.raw", img, fb="vmdk") or not r["committed"]
+    assert same(t / "after.raw", img, fb="vmdk")
 
 
 def test_view_mounted_with_vmdkfs_and_scanned(tmp_path):
@@ -265,7 +267,8 @@ def test_view_mounted_with_vmdkfs_and_scanned(tmp_path):
                        mnt])
         assert not os.path.ismount(mnt)
         assert json.loads(rel.stdout)["top"]
-        assert d.ok(command="status")["view"] is None
+        st = d.ok(command="status")
+        assert st["view"] is None and len(st["chain"]) == 1
         qio(d.uri, "read -P 7 0 1M")
     finally:
         subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
@@ -306,9 +309,11 @@ def test_full_and_incremental_backups_restore_each_point(tmp_path):
         # only the last backup's checkpoint is kept on the disk
         assert d.ok(command="checkpoint-list")["checkpoints"] == \
             [points[-1][0]["checkpoint"]]
-        assert d.ok(command="status")["view"] is None
+        st = d.ok(command="status")
+        assert st["view"] is None and len(st["chain"]) == 1
     finally:
         d.stop()
+    run([need("qemu-img"), "check", img])
     r = run([tool("ovkdisk"), "verify", bk])
     assert r.stdout.count("ok ") == 4, r.stdout
     for i, (e, raw) in enumerate(points):
@@ -508,7 +513,10 @@ def test_guest_writes_through_views_and_backups(guest_kernel, tmp_path):
         # the stop marker: a block of "S" bytes
         qio(d.uri, f"write -P 0x53 {STOP_AT} {REC}")
         rc, text = guestvm.finish(qemu, console, timeout=600)
-        top = d.ok(command="status")["top"]
+        st = d.ok(command="status")
+        top = st["top"]
+        # every view was merged back while the guest wrote
+        assert top == os.path.realpath(img) and len(st["chain"]) == 1
     finally:
         if qemu.poll() is None:
             qemu.kill()

@@ -339,13 +339,14 @@ static void view_unexport(struct ctl_view *v)
 static json_t *do_view_release(struct pvblk_ctl *c)
 {
 	struct ctl_view *v = c->view;
+	json_t *rep;
+	int ret;
 
 	if (!v)
 		return error_reply("no view is open");
 	view_unexport(v);
-#ifdef PVBLK_HAVE_COMMIT_LIVE
-	int ret = bdev_commit_live(c->e->bdev);
-
+	/* the child goes back into the frozen layer while the disk runs */
+	ret = bdev_commit_live(c->e->bdev);
 	if (ret < 0)
 		return error_reply("live commit of %s into %s: %s%s", v->child,
 				   v->frozen, engine_msg(ret),
@@ -356,14 +357,7 @@ static json_t *do_view_release(struct pvblk_ctl *c)
 	c->top = strdup(v->frozen);
 	pvblk_log("view released: %s committed into %s", v->child,
 		  v->frozen);
-	json_t *rep = ok(json_pack("{s:s,s:b}", "top", c->top, "committed",
-				   1));
-#else
-	pvblk_log("view released: %s stays in the chain above %s (this "
-		  "engine has no live commit)", v->child, v->frozen);
-	json_t *rep = ok(json_pack("{s:s,s:b}", "top", c->top, "committed",
-				   0));
-#endif
+	rep = ok(json_pack("{s:s,s:b}", "top", c->top, "committed", 1));
 	c->view = NULL;
 	view_free(v);
 	return rep;
@@ -371,7 +365,6 @@ static json_t *do_view_release(struct pvblk_ctl *c)
 
 static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 {
-#ifdef PVBLK_HAVE_GROW
 	int ret;
 
 	if (r->size < c->e->size)
@@ -386,9 +379,6 @@ static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 				   engine_msg(ret));
 	c->e->size = r->size;
 	return ok(json_pack("{s:I}", "size", (json_int_t)r->size));
-#else
-	return error_reply("grow: this engine cannot grow an open disk yet");
-#endif
 }
 
 static json_t *run(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
