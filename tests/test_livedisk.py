@@ -603,3 +603,27 @@ def test_sigterm_with_a_view_open_leaves_a_valid_chain(tmp_path):
     assert not os.path.exists(t / "view.sock")
     run([need("qemu-img"), "check", v["child"]])
     assert same(v["child"], live, fa="vmdk")
+
+
+def test_grow(tmp_path):
+    t = tmp_path
+    raw = t / "disk.raw"
+    run([need("qemu-img"), "create", "-f", "raw", raw, "16M"])
+    d = Daemon(str(t), raw)
+    try:
+        assert "error" in d.call(command="grow", size=8 << 20)
+        assert d.ok(command="grow", size=32 << 20)["size"] == 32 << 20
+        assert d.ok(command="status")["size"] == 32 << 20
+        assert os.path.getsize(raw) == 32 << 20
+    finally:
+        d.stop()
+    # a VMDK cannot grow while open yet: an error saying so, no change
+    (t / "v").mkdir()
+    img = image(str(t / "v"))
+    d = Daemon(str(t / "v"), img)
+    try:
+        r = d.call(command="grow", size=128 << 20)
+        assert "error" in r, r
+        assert d.ok(command="status")["size"] == 64 * MiB
+    finally:
+        d.stop()
