@@ -22,6 +22,7 @@ PAGES = {  # man page -> (program's file in the build, subcommands)
     "ovf.1": ("ovffs/ovf", ["create"]),
     "ovffs.1": ("ovffs/ovffs", []),
     "pvblk.8": ("pvblk/pvblk", []),
+    "ovkdisk.1": ("livedisk/ovkdisk", []),
     "ovkvm.1": ("hypervisor/ovkvm", []),
     "ovkd.8": ("mgmt/ovkd", []),
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "control.h"
 #include "pvblk.h"
 
 #define MAX_LISTEN 16
@@ -42,6 +43,37 @@ static const char usage_text[] =
 "                           IMAGE-snapshot-DATE.vmdk beside IMAGE); IMAGE\n"
 "                           stays untouched\n"
 "  -f, --format FORMAT      raw or vmdk (default: probed)\n"
+"\n"
+"Control:\n"
+"  --api-socket PATH        a JSON control socket (unix, mode 0600): one\n"
+"                           request per line, one reply per line, e.g.\n"
+"                           {\"command\": \"status\"} answers\n"
+"                           {\"return\": {...}} or {\"error\": \"...\"}.\n"
+"                           Commands (members besides \"command\"):\n"
+"                           status: image, chain, size, exports, checkpoints,\n"
+"                             NBD connections, the engine's cache counters,\n"
+"                             the open view\n"
+"                           checkpoint-create, checkpoint-delete (\"name\")\n"
+"                           checkpoint-list\n"
+"                           changed (\"since\", optional \"offset\" and\n"
+"                             \"length\"): the extents [offset, length]\n"
+"                             written since that checkpoint, at most 8192\n"
+"                             a reply; \"next\" is where to ask on, or null\n"
+"                           view-create (optional \"checkpoint\": start that\n"
+"                             checkpoint first; \"nbd\": \"unix:PATH\":\n"
+"                             export the view read-only there): freeze the\n"
+"                             running disk's top layer as a point-in-time\n"
+"                             view (a delta child beside it takes the\n"
+"                             writes); answers the view's \"path\", which\n"
+"                             vmdkfs or vmdk can open read-only, and \"nbd\"\n"
+"                           view-release: close the view's export and merge\n"
+"                             the child back into it while the disk runs\n"
+"                             (fails while another program holds the view)\n"
+"                           grow (\"size\" in bytes): a larger image, when\n"
+"                             the engine can grow an open disk; the servers\n"
+"                             keep announcing the size they started with\n"
+"                           Lines longer than 4096 bytes are refused and the\n"
+"                           client is hung up on; at most 8 clients at once.\n"
 "  -h, --help               this text\n"
 "  -V, --version            the version\n"
 "\n"
@@ -60,7 +92,7 @@ static const char usage_text[] =
 "Exit status: 0 after a clean stop, 1 on a usage error or when the image\n"
 "or a socket cannot be opened, 2 when closing the image failed.\n";
 
-enum { OPT_NBD = 256, OPT_VU, OPT_QUEUES, OPT_NAME, OPT_TLS };
+enum { OPT_NBD = 256, OPT_VU, OPT_QUEUES, OPT_NAME, OPT_TLS, OPT_API };
 
 static const struct option long_opts[] = {
 	{ "nbd", required_argument, NULL, OPT_NBD },
@@ -68,6 +100,7 @@ static const struct option long_opts[] = {
 	{ "num-queues", required_argument, NULL, OPT_QUEUES },
 	{ "export-name", required_argument, NULL, OPT_NAME },
 	{ "tls-creds", required_argument, NULL, OPT_TLS },
+	{ "api-socket", required_argument, NULL, OPT_API },
 	{ "format", required_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
@@ -79,6 +112,7 @@ struct cmdline {
 	unsigned nlisten;
 	const char *mode, *child, *format, *image;
 	const char *export_name, *tls_creds;
+	const char *api_socket;
 	unsigned num_queues;
 };
 
@@ -168,6 +202,9 @@ static int parse(struct cmdline *c, int argc, char **argv)
 		case OPT_TLS:
 			c->tls_creds = optarg;
 			break;
+		case OPT_API:
+			c->api_socket = optarg;
+			break;
 		case 'h':
 			fputs(usage_text, stdout);
 			exit(0);
@@ -206,6 +243,7 @@ int main(int argc, char **argv)
 {
 	static struct cmdline c;
 	struct pvblk_export e;
+	struct pvblk_ctl *ctl = NULL;
 	sigset_t stop_set;
 	char err[1024];
 	unsigned started = 0;
@@ -240,10 +278,19 @@ int main(int argc, char **argv)
 			  l->proto->name, l->address,
 			  e.read_only ? " (read-only)" : "");
 	}
+	if (c.api_socket) {
+		if (pvblk_ctl_start(c.api_socket, &e, c.listen, c.nlisten,
+				    &ctl) < 0) {
+			status = 1;
+			goto stop;
+		}
+		pvblk_log("control socket at %s", c.api_socket);
+	}
 	while (sigwait(&stop_set, &sig) == 0 && sig == SIGHUP)
 		; /* nothing to reload yet */
 	pvblk_log("%s: stopping", strsignal(sig));
 stop:
+	pvblk_ctl_stop(ctl);
 	while (started) {
 		struct pvblk_listen *l = &c.listen[--started];
 

@@ -53,6 +53,12 @@ struct pvblk_protocol {
 	 * thread, remove the socket. The export stays open: main.c closes it.
 	 */
 	void (*stop)(struct pvblk_listen *l);
+	/*
+	 * Clients connected now (NBD connections), for the control socket's
+	 * status; may be NULL when the protocol does not count them. Any
+	 * thread may call it while the listener runs.
+	 */
+	int (*connections)(struct pvblk_listen *l);
 };
 
 /* The protocols this daemon knows (each in its own folder). NULL where

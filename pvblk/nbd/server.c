@@ -440,8 +440,23 @@ static void nbd_stop(struct pvblk_listen *l)
 	l->state = NULL;
 }
 
+/* Connections open now (for the control socket's status). */
+static int nbd_connections(struct pvblk_listen *l)
+{
+	struct nbd_server *s = l->state;
+	unsigned n;
+
+	if (!s)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	n = s->nconns;
+	pthread_mutex_unlock(&s->lock);
+	return (int)n;
+}
+
 const struct pvblk_protocol pvblk_nbd = {
 	.name = "nbd",
 	.start = nbd_start,
 	.stop = nbd_stop,
+	.connections = nbd_connections,
 };

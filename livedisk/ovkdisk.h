@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ovkdisk.h - what the parts of ovkdisk share: talking to a pvblk control
+ * socket, the backup folder's manifest, block digests and progress.
+ */
+#ifndef OVK_OVKDISK_H
+#define OVK_OVKDISK_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "blockengine.h"
+
+/* Backups are read, written and digested in blocks of this size: the
+   engine's change-tracking granularity. */
+#define OVKDISK_BLOCK 65536u
+#define OVKDISK_MANIFEST "manifest.json"
+
+struct ovkdisk_opts {
+	bool json;        /* --output=json */
+	bool progress;    /* a progress bar on stderr (a terminal) */
+	const char *quiesce; /* --quiesce CMD, or NULL */
+	int kind;         /* backup: 0 = as the folder allows, 1 full, 2 incr */
+	const char *at;   /* restore --at CHECKPOINT */
+	const char *copies[64]; /* patch --copy SRC:DEST */
+	unsigned ncopies;
+	const char *partition;  /* patch --partition NAME */
+	int patch_action;       /* patch: 'c' --commit, 'd' --discard */
+};
+
+/* ctl.c: one request on the control socket at path (connects, sends, reads
+   the reply line). Returns the "return" object (new reference) or NULL
+   with the daemon's error (or what went wrong) in err. */
+json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen);
+
+/* Run a --quiesce command through /bin/sh; 0 when it exited 0. */
+int run_quiesce(const char *cmd);
+
+/* A progress bar on stderr: what, done of total bytes. done == total ends
+   the line. Does nothing unless o->progress. */
+void progress(const struct ovkdisk_opts *o, const char *what, uint64_t done,
+	      uint64_t total);
+
+/* SHA-256 of len bytes into out (32 bytes). */
+void sha256(const void *buf, size_t len, uint8_t out[32]);
+/* SHA-256 of a file as 64 hex digits into hex; -errno on a read error. */
+int sha256_file(const char *path, char hex[65]);
+void to_hex(const uint8_t *md, size_t n, char *hex);
+
+/* Write data to dir/name atomically: a temporary file, fsync, rename,
+   fsync of the folder. */
+int write_atomic(const char *dir, const char *name, const void *data,
+		 size_t len);
+
+/* backup.c */
+int cmd_backup(const struct ovkdisk_opts *o, const char *sock,
+	       const char *dir);
+/* patch.c: vmdkfs is the program to run */
+int cmd_patch(const struct ovkdisk_opts *o, const char *vmdkfs,
+	      const char *image);
+/* restore.c */
+int cmd_restore(const struct ovkdisk_opts *o, const char *dir,
+		const char *output);
+int cmd_verify(const struct ovkdisk_opts *o, const char *dir);
+/* Read the disk of image path block by block, compute the digest of its
+   block digests (the manifest's disk_sha256); with out_fd >= 0 also write
+   the disk there (sparse: all-zero blocks are skipped). */
+int digest_image(const struct ovkdisk_opts *o, const char *path, int out_fd,
+		 char hex[65], uint64_t *size);
+
+#endif /* OVK_OVKDISK_H */
