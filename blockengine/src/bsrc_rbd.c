@@ -1,0 +1,572 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * bsrc_rbd.c - a byte source over a Ceph RBD image (librbd's C API), named
+ * rbd:POOL/IMAGE[@SNAP][:KEY=VALUE...] as qemu-img names it: conf=PATH
+ * reads a ceph.conf, id=NAME picks the client (client.NAME), any other
+ * key is handed to the cluster's configuration (rados_conf_set). A
+ * snapshot opens read-only. A writable open takes RBD's exclusive lock
+ * and keeps it (a second writer is refused, naming the image). The source
+ * has no fd: the core moves its bytes through the ops, synchronously.
+ * Block status comes from rbd_diff_iterate2 (allocated extents).
+ *
+ * Also the raw image writer for rbd: names (vmdk convert ... rbd:POOL/IMG):
+ * it creates the image and writes only the grains it is handed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+#include "create.h"
+#include "internal.h"
+
+struct rbd_spec {
+	char *buf;        /* the writable copy the pointers below point into */
+	const char *pool;
+	const char *image;
+	const char *snap; /* NULL: the image's head */
+	const char *conf; /* NULL: librados' default search */
+	const char *id;   /* NULL: client.admin */
+	/* other KEY=VALUE pairs, in order, for rados_conf_set */
+	const char *keys[16];
+	const char *vals[16];
+	unsigned nkv;
+};
+
+struct rbd_conn {
+	rados_t cluster;
+	rados_ioctx_t io;
+	rbd_image_t img;
+	bool have_cluster, have_io, have_img;
+};
+
+/* Splits name (rbd:POOL/IMAGE[@SNAP][:K=V]...) into sp. A ':' inside a
+   value may be written as "\:". */
+static int rbd_parse(const char *name, struct rbd_spec *sp)
+{
+	char *p, *field, *slash, *at;
+
+	memset(sp, 0, sizeof(*sp));
+	sp->buf = strdup(name + 4);
+	if (!sp->buf)
+		return bdev_err(-ENOMEM, "%s: out of memory", name);
+	/* split on unescaped ':' in place */
+	p = sp->buf;
+	field = p;
+	for (char *r = p, *w = p;; r++) {
+		if (*r == '\\' && r[1] == ':') {
+			*w++ = ':';
+			r++;
+			continue;
+		}
+		if (*r == ':' || *r == '\0') {
+			bool last = *r == '\0';
+			char *eq;
+
+			*w = '\0';
+			if (field != sp->buf) {
+				eq = strchr(field, '=');
+				if (!eq || eq == field)
+					goto bad_kv;
+				*eq = '\0';
+				if (!strcmp(field, "conf"))
+					sp->conf = eq + 1;
+				else if (!strcmp(field, "id"))
+					sp->id = eq + 1;
+				else if (sp->nkv < 16) {
+					sp->keys[sp->nkv] = field;
+					sp->vals[sp->nkv++] = eq + 1;
+				} else {
+					free(sp->buf);
+					return bdev_err(-EINVAL, "%s: more than 16 "
+							"options", name);
+				}
+			}
+			if (last)
+				break;
+			field = ++w;
+			continue;
+		}
+		*w++ = *r;
+	}
+	slash = strchr(sp->buf, '/');
+	if (!slash || slash == sp->buf || !slash[1]) {
+		free(sp->buf);
+		return bdev_err(-EINVAL, "%s: expected rbd:POOL/IMAGE[@SNAP]"
+				"[:conf=PATH][:id=NAME]", name);
+	}
+	*slash = '\0';
+	sp->pool = sp->buf;
+	sp->image = slash + 1;
+	at = strchr(slash + 1, '@');
+	if (at) {
+		*at = '\0';
+		sp->snap = at + 1;
+		if (!*sp->snap || !*sp->image) {
+			free(sp->buf);
+			return bdev_err(-EINVAL, "%s: expected a snapshot name "
+					"after '@'", name);
+		}
+	}
+	return 0;
+
+bad_kv:
+	free(sp->buf);
+	return bdev_err(-EINVAL, "%s: option \"%s\" is not KEY=VALUE", name,
+			field);
+}
+
+static void rbd_disconnect(struct rbd_conn *c)
+{
+	if (c->have_img)
+		rbd_close(c->img);
+	if (c->have_io)
+		rados_ioctx_destroy(c->io);
+	if (c->have_cluster)
+		rados_shutdown(c->cluster);
+	c->have_img = c->have_io = c->have_cluster = false;
+}
+
+/* Connects to the cluster and opens the pool named by sp. */
+static int rbd_connect(const char *name, const struct rbd_spec *sp,
+		       struct rbd_conn *c)
+{
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	r = rados_create(&c->cluster, sp->id);
+	if (r < 0)
+		return bdev_err(r, "%s: cannot set up a cluster handle: %s",
+				name, strerror(-r));
+	c->have_cluster = true;
+	r = rados_conf_read_file(c->cluster, sp->conf);
+	if (r < 0) {
+		bdev_err(r, "%s: cannot read the Ceph configuration %s: %s",
+			 name, sp->conf ? sp->conf : "(default search path)",
+			 strerror(-r));
+		goto fail;
+	}
+	/* A client that cannot reach the cluster fails instead of waiting
+	   forever; the caller's own keys below may change these. */
+	rados_conf_set(c->cluster, "client_mount_timeout", "30");
+	rados_conf_set(c->cluster, "rados_osd_op_timeout", "60");
+	rados_conf_set(c->cluster, "rados_mon_op_timeout", "30");
+	for (unsigned i = 0; i < sp->nkv; i++) {
+		r = rados_conf_set(c->cluster, sp->keys[i], sp->vals[i]);
+		if (r < 0) {
+			bdev_err(r, "%s: Ceph option %s=%s refused: %s", name,
+				 sp->keys[i], sp->vals[i], strerror(-r));
+			goto fail;
+		}
+	}
+	r = rados_connect(c->cluster);
+	if (r < 0) {
+		bdev_err(r, "%s: cannot connect to the Ceph cluster%s%s: %s",
+			 name, sp->conf ? " of " : "", sp->conf ? sp->conf : "",
+			 strerror(-r));
+		goto fail;
+	}
+	r = rados_ioctx_create(c->cluster, sp->pool, &c->io);
+	if (r < 0) {
+		bdev_err(r, "%s: cannot open pool \"%s\": %s", name, sp->pool,
+			 strerror(-r));
+		goto fail;
+	}
+	c->have_io = true;
+	return 0;
+fail:
+	rbd_disconnect(c);
+	return r;
+}
+
+/* ---- the byte source ------------------------------------------------------ */
+
+struct rbd_src {
+	struct rbd_conn c;
+};
+
+static ssize_t rbd_src_pread(struct bsrc *s, void *buf, size_t len,
+			     uint64_t off)
+{
+	struct rbd_src *r = s->priv;
+	size_t done = 0;
+
+	if (off >= s->length)
+		return 0;
+	if (len > s->length - off)
+		len = (size_t)(s->length - off);
+	while (done < len) {
+		ssize_t n = rbd_read(r->c.img, off + done, len - done,
+				     (char *)buf + done);
+
+		if (n < 0)
+			return bdev_err((int)n, "%s: read of %zu bytes at offset "
+					"%" PRIu64 " failed: %s", s->name,
+					len - done, off + done,
+					strerror((int)-n));
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+static ssize_t rbd_src_pwrite(struct bsrc *s, const void *buf, size_t len,
+			      uint64_t off)
+{
+	struct rbd_src *r = s->priv;
+	size_t done = 0;
+
+	if (off > s->length || len > s->length - off)
+		return bdev_err(-ENOSPC, "%s: write of %zu bytes at offset %"
+				PRIu64 " is past the image's end (%" PRIu64
+				" bytes)", s->name, len, off, s->length);
+	while (done < len) {
+		ssize_t n = rbd_write(r->c.img, off + done, len - done,
+				      (const char *)buf + done);
+
+		if (n <= 0) {
+			int e = n < 0 ? (int)-n : EIO;
+
+			return bdev_err(-e, "%s: write of %zu bytes at offset %"
+					PRIu64 " failed: %s", s->name, len - done,
+					off + done, strerror(e));
+		}
+		done += (size_t)n;
+	}
+	atomic_fetch_add_explicit(&s->write_gen, 1, memory_order_release);
+	return (ssize_t)len;
+}
+
+static int rbd_src_flush(struct bsrc *s)
+{
+	struct rbd_src *r = s->priv;
+	int ret;
+
+	if (!s->writable)
+		return 0;
+	ret = rbd_flush(r->c.img);
+	if (ret < 0)
+		return bdev_err(ret, "%s: flush failed: %s", s->name,
+				strerror(-ret));
+	return 0;
+}
+
+struct diff_first {
+	uint64_t off;   /* asked about */
+	bool found;
+	uint64_t start; /* first allocated extent ending after off */
+	uint64_t end;
+};
+
+static int diff_cb(uint64_t ofs, size_t len, int exists, void *arg)
+{
+	struct diff_first *d = arg;
+
+	if (!exists || ofs + len <= d->off)
+		return 0;
+	if (!d->found) {
+		d->found = true;
+		d->start = ofs;
+		d->end = ofs + len;
+		return 0;
+	}
+	if (ofs == d->end) { /* adjacent: one run */
+		d->end += len;
+		return 0;
+	}
+	return -EEXIST; /* stop: the first run is known */
+}
+
+/* Data or hole at off, from the image's allocated extents. */
+static int rbd_src_seek(const struct bsrc *s, uint64_t off, uint64_t *end)
+{
+	struct rbd_src *r = s->priv;
+	struct diff_first d = { .off = off };
+	uint64_t span = s->length - off;
+	int ret;
+
+	/* look at most 1 GiB ahead: the answer is a run, not the whole map */
+	if (span > (1ull << 30))
+		span = 1ull << 30;
+	ret = rbd_diff_iterate2(r->c.img, NULL, off, span, 1, 0, diff_cb, &d);
+	if (ret < 0 && ret != -EEXIST)
+		return -1;
+	if (!d.found) {
+		*end = off + span;
+		return 0;
+	}
+	if (d.start > off) {
+		*end = d.start;
+		return 0;
+	}
+	*end = d.end < s->length ? d.end : s->length;
+	return 1;
+}
+
+static void rbd_src_close(struct bsrc *s)
+{
+	struct rbd_src *r = s->priv;
+
+	if (r) {
+		rbd_disconnect(&r->c);
+		free(r);
+	}
+	free(s->name);
+	free(s);
+}
+
+static const struct bsrc_ops bsrc_rbd_ops = {
+	.kind = "rbd",
+	.pread = rbd_src_pread,
+	.pwrite = rbd_src_pwrite,
+	.flush = rbd_src_flush,
+	.seek = rbd_src_seek,
+	.close = rbd_src_close,
+};
+
+static const struct bsrc_ops bsrc_rbd_ro_ops = {
+	.kind = "rbd",
+	.pread = rbd_src_pread,
+	.seek = rbd_src_seek,
+	.close = rbd_src_close,
+};
+
+int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
+{
+	struct rbd_spec sp;
+	struct rbd_src *r;
+	struct bsrc *s;
+	uint64_t size;
+	int ret;
+
+	ret = rbd_parse(path, &sp);
+	if (ret < 0)
+		return ret;
+	if (writable && sp.snap) {
+		ret = bdev_err(-EROFS, "%s: snapshot \"%s\" is read-only; open "
+			       "it without writing, or open the image's head",
+			       path, sp.snap);
+		goto out_spec;
+	}
+	s = calloc(1, sizeof(*s));
+	r = calloc(1, sizeof(*r));
+	if (!s || !r || !(s->name = strdup(path))) {
+		free(s);
+		free(r);
+		ret = bdev_err(-ENOMEM, "%s: out of memory", path);
+		goto out_spec;
+	}
+	s->fd = -1;
+	s->priv = r;
+	s->ops = writable ? &bsrc_rbd_ops : &bsrc_rbd_ro_ops;
+	s->writable = writable;
+	ret = rbd_connect(path, &sp, &r->c);
+	if (ret < 0)
+		goto out_src;
+	ret = writable ? rbd_open(r->c.io, sp.image, &r->c.img, NULL)
+		       : rbd_open_read_only(r->c.io, sp.image, &r->c.img,
+					    sp.snap);
+	if (ret < 0) {
+		bdev_err(ret, "%s: cannot open image \"%s\"%s%s in pool \"%s\": %s",
+			 path, sp.image, sp.snap ? " at snapshot " : "",
+			 sp.snap ? sp.snap : "", sp.pool, strerror(-ret));
+		goto out_src;
+	}
+	r->c.have_img = true;
+	if (writable) {
+		/* one writer: the lock is kept until close (a peer asking
+		   for it is refused) */
+		ret = rbd_lock_acquire(r->c.img, RBD_LOCK_MODE_EXCLUSIVE);
+		if (ret < 0) {
+			bdev_err(-EBUSY, "%s: image \"%s/%s\" is in use: another "
+				 "client holds its exclusive lock (%s)", path,
+				 sp.pool, sp.image, strerror(-ret));
+			ret = -EBUSY;
+			goto out_src;
+		}
+	}
+	ret = rbd_get_size(r->c.img, &size);
+	if (ret < 0) {
+		bdev_err(ret, "%s: cannot read the image's size: %s", path,
+			 strerror(-ret));
+		goto out_src;
+	}
+	s->length = size;
+	free(sp.buf);
+	*out = s;
+	return 0;
+
+out_src:
+	rbd_src_close(s);
+out_spec:
+	free(sp.buf);
+	return ret;
+}
+
+/* ---- the raw writer ------------------------------------------------------- */
+
+struct rbd_writer {
+	struct bdev_writer w;
+	char *name;
+	struct rbd_spec sp;
+	struct rbd_conn c;
+	/* writes in flight (rbd_aio_write of a copy), completed in order */
+	rbd_completion_t comp[8];
+	void *bufs[8];
+	unsigned head, count;
+	int error;
+};
+
+/* Waits for the oldest write in flight; remembers its error. */
+static int rbdw_reap(struct rbd_writer *r)
+{
+	unsigned i = r->head;
+	ssize_t ret;
+
+	rbd_aio_wait_for_complete(r->comp[i]);
+	ret = rbd_aio_get_return_value(r->comp[i]);
+	rbd_aio_release(r->comp[i]);
+	free(r->bufs[i]);
+	r->bufs[i] = NULL;
+	r->head = (r->head + 1) % 8;
+	r->count--;
+	if (ret < 0 && !r->error)
+		r->error = bdev_err((int)ret, "%s: write failed: %s", r->name,
+				    strerror((int)-ret));
+	return r->error;
+}
+
+static int rbdw_write(struct bdev_writer *w, uint64_t off, const void *buf,
+		      size_t len)
+{
+	struct rbd_writer *r = (struct rbd_writer *)w;
+	unsigned i;
+	int ret;
+
+	if (r->count == 8 && rbdw_reap(r) < 0)
+		return r->error;
+	if (r->error)
+		return r->error;
+	i = (r->head + r->count) % 8;
+	r->bufs[i] = malloc(len);
+	if (!r->bufs[i])
+		return bdev_err(-ENOMEM, "%s: out of memory", r->name);
+	memcpy(r->bufs[i], buf, len);
+	ret = rbd_aio_create_completion(NULL, NULL, &r->comp[i]);
+	if (ret == 0) {
+		ret = rbd_aio_write(r->c.img, off, len, r->bufs[i], r->comp[i]);
+		if (ret < 0)
+			rbd_aio_release(r->comp[i]);
+	}
+	if (ret < 0) {
+		free(r->bufs[i]);
+		r->bufs[i] = NULL;
+		return bdev_err(ret, "%s: write of %zu bytes at offset %" PRIu64
+				" failed: %s", r->name, len, off, strerror(-ret));
+	}
+	r->count++;
+	return 0;
+}
+
+static void rbdw_free(struct rbd_writer *r, bool remove)
+{
+	while (r->count)
+		rbdw_reap(r);
+	if (r->c.have_img) {
+		rbd_close(r->c.img);
+		r->c.have_img = false;
+	}
+	if (remove && r->c.have_io)
+		rbd_remove(r->c.io, r->sp.image);
+	rbd_disconnect(&r->c);
+	free(r->sp.buf);
+	free(r->name);
+	free(r);
+}
+
+static int rbdw_finish(struct bdev_writer *w, uint64_t *length)
+{
+	struct rbd_writer *r = (struct rbd_writer *)w;
+	int ret;
+
+	*length = w->size;
+	while (r->count)
+		rbdw_reap(r);
+	ret = r->error;
+	if (!ret) {
+		ret = rbd_flush(r->c.img);
+		if (ret < 0)
+			ret = bdev_err(ret, "%s: flush failed: %s", r->name,
+				       strerror(-ret));
+	}
+	rbdw_free(r, ret < 0);
+	return ret;
+}
+
+static void rbdw_abort(struct bdev_writer *w)
+{
+	rbdw_free((struct rbd_writer *)w, true);
+}
+
+int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out)
+{
+	struct rbd_writer *r = calloc(1, sizeof(*r));
+	int order = 0, ret;
+
+	if (!r || !(r->name = strdup(path))) {
+		free(r);
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	}
+	ret = rbd_parse(path, &r->sp);
+	if (ret < 0) {
+		free(r->name);
+		free(r);
+		return ret;
+	}
+	if (r->sp.snap) {
+		ret = bdev_err(-EINVAL, "%s: a new image cannot be a snapshot "
+			       "(drop \"@%s\")", path, r->sp.snap);
+		goto fail;
+	}
+	ret = rbd_connect(path, &r->sp, &r->c);
+	if (ret < 0)
+		goto fail;
+	ret = rbd_create(r->c.io, r->sp.image, size, &order);
+	if (ret < 0) {
+		if (ret == -EEXIST)
+			ret = bdev_err(ret, "%s: image \"%s\" exists in pool "
+				       "\"%s\"; refusing to overwrite it", path,
+				       r->sp.image, r->sp.pool);
+		else
+			ret = bdev_err(ret, "%s: cannot create image \"%s\" in "
+				       "pool \"%s\": %s", path, r->sp.image,
+				       r->sp.pool, strerror(-ret));
+		goto fail;
+	}
+	ret = rbd_open(r->c.io, r->sp.image, &r->c.img, NULL);
+	if (ret < 0) {
+		rbd_remove(r->c.io, r->sp.image);
+		ret = bdev_err(ret, "%s: cannot open the new image: %s", path,
+			       strerror(-ret));
+		goto fail;
+	}
+	r->c.have_img = true;
+	r->w.size = size;
+	r->w.grain = 4096;
+	r->w.write = rbdw_write;
+	r->w.finish = rbdw_finish;
+	r->w.abort = rbdw_abort;
+	*out = &r->w;
+	return 0;
+fail:
+	rbd_disconnect(&r->c);
+	free(r->sp.buf);
+	free(r->name);
+	free(r);
+	return ret;
+}
