@@ -9,20 +9,32 @@
  * has no fd: the core moves its bytes through the ops, synchronously.
  * Block status comes from rbd_diff_iterate2 (allocated extents).
  *
+ * Asynchronous I/O: a queue's read or write of the image becomes one
+ * rbd_aio_readv/rbd_aio_writev; librbd's callback thread posts the result
+ * into the queue's own io_uring as a CQE (IORING_OP_MSG_RING, through a
+ * small ring of that thread), so the queue's loop and its eventfd learn of
+ * it like of any file I/O and nothing blocks. Without MSG_RING (kernels
+ * before 5.18) the core falls back to rbd_read/rbd_write in its thread.
+ *
  * Also the raw image writer for rbd: names (vmdk convert ... rbd:POOL/IMG):
  * it creates the image and writes only the grains it is handed.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include <liburing.h>
+
 #include "create.h"
 #include "internal.h"
+#include "request.h"
 
 struct rbd_spec {
 	char *buf;        /* the writable copy the pointers below point into */
@@ -308,6 +320,141 @@ static int rbd_src_seek(const struct bsrc *s, uint64_t off, uint64_t *end)
 	return 1;
 }
 
+/* The calling (librbd) thread's ring for MSG_RING, made on first use and
+   freed when the thread ends. */
+static pthread_key_t post_key;
+static pthread_once_t post_once = PTHREAD_ONCE_INIT;
+
+static void post_ring_free(void *p)
+{
+	io_uring_queue_exit(p);
+	free(p);
+}
+
+static void post_key_make(void)
+{
+	if (pthread_key_create(&post_key, post_ring_free))
+		abort(); /* only when the process is out of keys */
+}
+
+/* Posts res as a CQE with user_data into the ring ring_fd. */
+static int post_cqe(int ring_fd, void *user_data, int res)
+{
+	struct io_uring *ring;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int ret;
+
+	pthread_once(&post_once, post_key_make);
+	ring = pthread_getspecific(post_key);
+	if (!ring) {
+		ring = calloc(1, sizeof(*ring));
+		if (!ring || io_uring_queue_init(2, ring, 0) < 0) {
+			free(ring);
+			return -ENOMEM;
+		}
+		pthread_setspecific(post_key, ring);
+	}
+	sqe = io_uring_get_sqe(ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_msg_ring(sqe, ring_fd, (unsigned)res,
+			       (uint64_t)(uintptr_t)user_data, 0);
+	ret = io_uring_submit_and_wait(ring, 1);
+	if (ret < 0)
+		return ret;
+	ret = io_uring_wait_cqe(ring, &cqe);
+	if (ret < 0)
+		return ret;
+	ret = cqe->res;
+	io_uring_cqe_seen(ring, cqe);
+	return ret < 0 ? ret : 0;
+}
+
+struct rbd_aio {
+	struct bsub *sub;
+	int ring_fd;
+	bool write;
+	uint64_t len;
+};
+
+static void rbd_aio_done(rbd_completion_t c, void *arg)
+{
+	struct rbd_aio *a = arg;
+	ssize_t ret = rbd_aio_get_return_value(c);
+	int res;
+
+	/* a write's return value is 0 for all of it, a read's the bytes */
+	if (a->write && ret == 0)
+		ret = (ssize_t)a->len;
+	res = ret < 0 ? (int)ret : ret > INT32_MAX ? -EIO : (int)ret;
+
+	rbd_aio_release(c);
+	/* the posting can only fail for lack of memory or a ring that is
+	   gone; the queue would then wait for ever, so keep trying */
+	while (post_cqe(a->ring_fd, a->sub, res) < 0)
+		usleep(1000);
+	free(a);
+}
+
+static int rbd_src_aio(struct bsrc *s, struct bsub *sub, int ring_fd)
+{
+	struct rbd_src *r = s->priv;
+	bool write = sub->kind == BSUB_WRITE;
+	rbd_completion_t c;
+	struct rbd_aio *a;
+	int ret;
+
+	if (sub->kind != BSUB_READ && sub->kind != BSUB_WRITE)
+		return bdev_err(-EOPNOTSUPP, "%s: no asynchronous operation "
+				"%d", s->name, (int)sub->kind);
+	if (write && !s->writable)
+		return bdev_err(-EROFS, "%s: source is read-only", s->name);
+	a = malloc(sizeof(*a));
+	if (!a)
+		return bdev_err(-ENOMEM, "%s: out of memory", s->name);
+	a->sub = sub;
+	a->ring_fd = ring_fd;
+	a->write = write;
+	a->len = sub->left;
+	ret = rbd_aio_create_completion(a, rbd_aio_done, &c);
+	if (ret < 0) {
+		free(a);
+		return bdev_err(ret, "%s: cannot start I/O: %s", s->name,
+				strerror(-ret));
+	}
+	ret = write ? rbd_aio_writev(r->c.img, sub->iov, sub->iovcnt,
+				     sub->off, c)
+		    : rbd_aio_readv(r->c.img, sub->iov, sub->iovcnt,
+				    sub->off, c);
+	if (ret < 0) {
+		rbd_aio_release(c);
+		free(a);
+		return bdev_err(ret, "%s: %s of %" PRIu64 " bytes at offset %"
+				PRIu64 " failed to start: %s", s->name,
+				write ? "write" : "read", sub->left, sub->off,
+				strerror(-ret));
+	}
+	return 0;
+}
+
+/* Whether this kernel can post into another ring (IORING_OP_MSG_RING). */
+static bool msg_ring_usable(void)
+{
+	static int usable = -1;
+	int u = __atomic_load_n(&usable, __ATOMIC_RELAXED);
+
+	if (u < 0) {
+		struct io_uring_probe *p = io_uring_get_probe();
+
+		u = p && io_uring_opcode_supported(p, IORING_OP_MSG_RING);
+		if (p)
+			io_uring_free_probe(p);
+		__atomic_store_n(&usable, u, __ATOMIC_RELAXED);
+	}
+	return u;
+}
+
 static void rbd_src_close(struct bsrc *s)
 {
 	struct rbd_src *r = s->priv;
@@ -333,6 +480,25 @@ static const struct bsrc_ops bsrc_rbd_ro_ops = {
 	.kind = "rbd",
 	.pread = rbd_src_pread,
 	.seek = rbd_src_seek,
+	.close = rbd_src_close,
+};
+
+/* The same with asynchronous I/O through the queues' rings. */
+static const struct bsrc_ops bsrc_rbd_aio_ops = {
+	.kind = "rbd",
+	.pread = rbd_src_pread,
+	.pwrite = rbd_src_pwrite,
+	.flush = rbd_src_flush,
+	.seek = rbd_src_seek,
+	.aio = rbd_src_aio,
+	.close = rbd_src_close,
+};
+
+static const struct bsrc_ops bsrc_rbd_ro_aio_ops = {
+	.kind = "rbd",
+	.pread = rbd_src_pread,
+	.seek = rbd_src_seek,
+	.aio = rbd_src_aio,
 	.close = rbd_src_close,
 };
 
@@ -363,7 +529,10 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 	}
 	s->fd = -1;
 	s->priv = r;
-	s->ops = writable ? &bsrc_rbd_ops : &bsrc_rbd_ro_ops;
+	if (msg_ring_usable() && !getenv("OVK_RBD_SYNC"))
+		s->ops = writable ? &bsrc_rbd_aio_ops : &bsrc_rbd_ro_aio_ops;
+	else
+		s->ops = writable ? &bsrc_rbd_ops : &bsrc_rbd_ro_ops;
 	s->writable = writable;
 	ret = rbd_connect(path, &sp, &r->c);
 	if (ret < 0)

@@ -50,6 +50,8 @@ void bdev_err_clear(void);
  */
 struct bsrc;
 
+struct bsub;
+
 struct bsrc_ops {
 	const char *kind; /* "file", "region", "mem" */
 	/* Read len bytes at off. Returns bytes read (short only at the end of
@@ -64,6 +66,12 @@ struct bsrc_ops {
 	   data, 0 in a hole, with *end where that run ends; -1 when it
 	   cannot tell. NULL: everything is data. */
 	int (*seek)(const struct bsrc *s, uint64_t off, uint64_t *end);
+	/* For a source without an fd that moves bytes asynchronously: start
+	   sub's read or write (sub->off, sub->left, sub->iov) and post its
+	   completion, bytes moved or -errno, as a CQE with user_data sub
+	   into the ring whose fd is ring_fd (IORING_OP_MSG_RING). 0 or
+	   -errno. NULL: the core uses pread/pwrite on the calling thread. */
+	int (*aio)(struct bsrc *s, struct bsub *sub, int ring_fd);
 	void (*close)(struct bsrc *s);
 };
 
