@@ -305,7 +305,7 @@ static int rbd_src_seek(const struct bsrc *s, uint64_t off, uint64_t *end)
 	/* look at most 1 GiB ahead: the answer is a run, not the whole map */
 	if (span > (1ull << 30))
 		span = 1ull << 30;
-	ret = rbd_diff_iterate2(r->c.img, NULL, off, span, 1, 0, diff_cb, &d);
+	ret = rbd_diff_iterate2(r->c.img, NULL, off, span, 1, 1, diff_cb, &d);
 	if (ret < 0 && ret != -EEXIST)
 		return -1;
 	if (!d.found) {
