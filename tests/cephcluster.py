@@ -161,6 +161,21 @@ osd op num threads per shard = 2
         os.kill(pid, signal.SIGKILL)
         return False
 
+    def start_osd(self, timeout=120):
+        """Starts osd.0 again (after kill) and waits until the pool serves
+        I/O."""
+        self._run("ceph-osd", "-c", self.conf, "-i", "0")
+        end = time.monotonic() + timeout
+        while True:
+            r = self._run("rados", "-c", self.conf, "-p", self.pool, "stat",
+                          "ovk-probe", check=False, timeout=60)
+            if r.returncode == 0:
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(f"osd.0 of {self.dir} not back after "
+                                   f"{timeout} s: {r.stderr.strip()}")
+            time.sleep(1)
+
     def stop(self):
         self.kill("osd.0")
         self.kill("mon.a")

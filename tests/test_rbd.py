@@ -196,3 +196,41 @@ def test_nbd_export_and_second_writer(ceph, tmp_path):
     r = run(["qemu-io", "-f", "raw", "-c", "read -P 0x5a 20M 128k", spec],
             timeout=60)
     assert "read 131072/131072" in r.stdout
+
+
+def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
+    """With the OSD gone a writer must end with an error that says what
+    failed, within the configured OSD operation timeout, not hang."""
+    raw = tmp_path / "d.raw"
+    with open(raw, "wb") as f:
+        for i in range(96):
+            f.write(os.urandom(MiB))
+    src = tmp_path / "d.vmdk"
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", raw, src])
+    img = fresh()
+    spec = ceph.spec(img) + ":rados_osd_op_timeout=5"
+    p = subprocess.Popen([tool("vmdk"), "convert", src, spec],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        # kill the OSD once the image exists and data is flowing
+        end = time.monotonic() + 60
+        while img not in run(["rbd", "-c", ceph.conf, "ls", ceph.pool],
+                             timeout=60).stdout:
+            assert p.poll() is None, p.stderr.read()
+            assert time.monotonic() < end
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert p.poll() is None, "convert ended before the OSD was killed"
+        ceph.kill("osd.0", signal.SIGKILL)
+        t0 = time.monotonic()
+        out, err = p.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        ceph.start_osd()
+    assert p.returncode != 0
+    assert img in err and ("timed out" in err or "Connection" in err), err
+    assert took < 100, f"took {took:.0f} s"
