@@ -234,3 +234,4 @@ def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
     assert p.returncode != 0
     assert img in err and ("timed out" in err or "Connection" in err), err
     assert took < 100, f"took {took:.0f} s"
+    print(f"convert ended {took:.1f} s after the kill: {err.strip()}")

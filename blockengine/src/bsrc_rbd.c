@@ -587,6 +587,8 @@ struct rbd_writer {
 	/* writes in flight (rbd_aio_write of a copy), completed in order */
 	rbd_completion_t comp[8];
 	void *bufs[8];
+	uint64_t offs[8];
+	size_t lens[8];
 	unsigned head, count;
 	int error;
 };
@@ -605,8 +607,9 @@ static int rbdw_reap(struct rbd_writer *r)
 	r->head = (r->head + 1) % 8;
 	r->count--;
 	if (ret < 0 && !r->error)
-		r->error = bdev_err((int)ret, "%s: write failed: %s", r->name,
-				    strerror((int)-ret));
+		r->error = bdev_err((int)ret, "%s: write of %zu bytes at offset "
+				    "%" PRIu64 " failed: %s", r->name, r->lens[i],
+				    r->offs[i], strerror((int)-ret));
 	return r->error;
 }
 
@@ -626,6 +629,8 @@ static int rbdw_write(struct bdev_writer *w, uint64_t off, const void *buf,
 	if (!r->bufs[i])
 		return bdev_err(-ENOMEM, "%s: out of memory", r->name);
 	memcpy(r->bufs[i], buf, len);
+	r->offs[i] = off;
+	r->lens[i] = len;
 	ret = rbd_aio_create_completion(NULL, NULL, &r->comp[i]);
 	if (ret == 0) {
 		ret = rbd_aio_write(r->c.img, off, len, r->bufs[i], r->comp[i]);
