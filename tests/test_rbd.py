@@ -234,4 +234,19 @@ def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
     assert p.returncode != 0
     assert img in err and ("timed out" in err or "Connection" in err), err
     assert took < 100, f"took {took:.0f} s"
-    print(f"convert ended {took:.1f} s after the kill: {err.strip()}")
+
+
+def test_vmdkfs_mounts_rbd_image(ceph, tmp_path):
+    need("fusermount3")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing")
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    run([tool("vmdk"), "convert", src, ceph.spec(img)])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run([tool("vmdkfs"), ceph.spec(img), mnt], timeout=60)
+    try:
+        run(["qemu-img", "compare", "-f", "raw", mnt / "disk", src])
+    finally:
+        run(["fusermount3", "-u", mnt])
