@@ -32,9 +32,69 @@
 
 #include <liburing.h>
 
+#include <dlfcn.h>
+
 #include "create.h"
 #include "internal.h"
 #include "request.h"
+
+/*
+ * librbd and librados are loaded on first use of an rbd: name, not linked:
+ * they pull in some 30 libraries and their static constructors, which
+ * every other user of the engine would pay for in start-up time and
+ * memory.
+ */
+#define RBD_FUNCS(X)                                                          \
+	X(rados, rados_create) X(rados, rados_conf_read_file)                 \
+	X(rados, rados_conf_set) X(rados, rados_connect)                      \
+	X(rados, rados_ioctx_create) X(rados, rados_ioctx_destroy)            \
+	X(rados, rados_shutdown) X(rbd, rbd_open) X(rbd, rbd_open_read_only)  \
+	X(rbd, rbd_close) X(rbd, rbd_lock_acquire) X(rbd, rbd_get_size)       \
+	X(rbd, rbd_read) X(rbd, rbd_write) X(rbd, rbd_flush)                  \
+	X(rbd, rbd_diff_iterate2) X(rbd, rbd_aio_create_completion)           \
+	X(rbd, rbd_aio_readv) X(rbd, rbd_aio_writev) X(rbd, rbd_aio_write)    \
+	X(rbd, rbd_aio_get_return_value) X(rbd, rbd_aio_release)              \
+	X(rbd, rbd_aio_wait_for_complete) X(rbd, rbd_create)                  \
+	X(rbd, rbd_remove)
+
+#define RBD_DECL(lib, f) static __typeof__(f) *p_##f;
+RBD_FUNCS(RBD_DECL)
+
+static pthread_once_t rbd_load_once = PTHREAD_ONCE_INIT;
+static char rbd_load_err[512];
+
+static void rbd_load(void)
+{
+	void *rados = dlopen("librados.so.2", RTLD_NOW | RTLD_LOCAL);
+	void *rbd = rados ? dlopen("librbd.so.1", RTLD_NOW | RTLD_LOCAL) : NULL;
+
+	if (!rados || !rbd) {
+		snprintf(rbd_load_err, sizeof(rbd_load_err), "cannot load %s "
+			 "(Debian package %s): %s", rados ? "librbd.so.1" :
+			 "librados.so.2", rados ? "librbd1" : "librados2",
+			 dlerror());
+		return;
+	}
+#define RBD_SYM(lib, f)                                                       \
+	p_##f = (__typeof__(f) *)dlsym(lib, #f);                              \
+	if (!p_##f) {                                                         \
+		snprintf(rbd_load_err, sizeof(rbd_load_err),                  \
+			 "symbol %s missing from lib%s", #f, #lib);            \
+		return;                                                       \
+	}
+	RBD_FUNCS(RBD_SYM)
+}
+
+/* 0 once librbd is loaded, or -ENOTSUP with a message naming name. */
+static int rbd_loaded(const char *name)
+{
+	pthread_once(&rbd_load_once, rbd_load);
+	if (rbd_load_err[0])
+		return bdev_err(-ENOTSUP, "%s: Ceph RBD support is unavailable: "
+				"%s", name, rbd_load_err);
+	return 0;
+}
+
 
 struct rbd_spec {
 	char *buf;        /* the writable copy the pointers below point into */
@@ -135,11 +195,11 @@ bad_kv:
 static void rbd_disconnect(struct rbd_conn *c)
 {
 	if (c->have_img)
-		rbd_close(c->img);
+		p_rbd_close(c->img);
 	if (c->have_io)
-		rados_ioctx_destroy(c->io);
+		p_rados_ioctx_destroy(c->io);
 	if (c->have_cluster)
-		rados_shutdown(c->cluster);
+		p_rados_shutdown(c->cluster);
 	c->have_img = c->have_io = c->have_cluster = false;
 }
 
@@ -150,12 +210,12 @@ static int rbd_connect(const char *name, const struct rbd_spec *sp,
 	int r;
 
 	memset(c, 0, sizeof(*c));
-	r = rados_create(&c->cluster, sp->id);
+	r = p_rados_create(&c->cluster, sp->id);
 	if (r < 0)
 		return bdev_err(r, "%s: cannot set up a cluster handle: %s",
 				name, strerror(-r));
 	c->have_cluster = true;
-	r = rados_conf_read_file(c->cluster, sp->conf);
+	r = p_rados_conf_read_file(c->cluster, sp->conf);
 	if (r < 0) {
 		bdev_err(r, "%s: cannot read the Ceph configuration %s: %s",
 			 name, sp->conf ? sp->conf : "(default search path)",
@@ -164,25 +224,25 @@ static int rbd_connect(const char *name, const struct rbd_spec *sp,
 	}
 	/* A client that cannot reach the cluster fails instead of waiting
 	   forever; the caller's own keys below may change these. */
-	rados_conf_set(c->cluster, "client_mount_timeout", "30");
-	rados_conf_set(c->cluster, "rados_osd_op_timeout", "60");
-	rados_conf_set(c->cluster, "rados_mon_op_timeout", "30");
+	p_rados_conf_set(c->cluster, "client_mount_timeout", "30");
+	p_rados_conf_set(c->cluster, "rados_osd_op_timeout", "60");
+	p_rados_conf_set(c->cluster, "rados_mon_op_timeout", "30");
 	for (unsigned i = 0; i < sp->nkv; i++) {
-		r = rados_conf_set(c->cluster, sp->keys[i], sp->vals[i]);
+		r = p_rados_conf_set(c->cluster, sp->keys[i], sp->vals[i]);
 		if (r < 0) {
 			bdev_err(r, "%s: Ceph option %s=%s refused: %s", name,
 				 sp->keys[i], sp->vals[i], strerror(-r));
 			goto fail;
 		}
 	}
-	r = rados_connect(c->cluster);
+	r = p_rados_connect(c->cluster);
 	if (r < 0) {
 		bdev_err(r, "%s: cannot connect to the Ceph cluster%s%s: %s",
 			 name, sp->conf ? " of " : "", sp->conf ? sp->conf : "",
 			 strerror(-r));
 		goto fail;
 	}
-	r = rados_ioctx_create(c->cluster, sp->pool, &c->io);
+	r = p_rados_ioctx_create(c->cluster, sp->pool, &c->io);
 	if (r < 0) {
 		bdev_err(r, "%s: cannot open pool \"%s\": %s", name, sp->pool,
 			 strerror(-r));
@@ -212,7 +272,7 @@ static ssize_t rbd_src_pread(struct bsrc *s, void *buf, size_t len,
 	if (len > s->length - off)
 		len = (size_t)(s->length - off);
 	while (done < len) {
-		ssize_t n = rbd_read(r->c.img, off + done, len - done,
+		ssize_t n = p_rbd_read(r->c.img, off + done, len - done,
 				     (char *)buf + done);
 
 		if (n < 0)
@@ -238,7 +298,7 @@ static ssize_t rbd_src_pwrite(struct bsrc *s, const void *buf, size_t len,
 				PRIu64 " is past the image's end (%" PRIu64
 				" bytes)", s->name, len, off, s->length);
 	while (done < len) {
-		ssize_t n = rbd_write(r->c.img, off + done, len - done,
+		ssize_t n = p_rbd_write(r->c.img, off + done, len - done,
 				      (const char *)buf + done);
 
 		if (n <= 0) {
@@ -261,7 +321,7 @@ static int rbd_src_flush(struct bsrc *s)
 
 	if (!s->writable)
 		return 0;
-	ret = rbd_flush(r->c.img);
+	ret = p_rbd_flush(r->c.img);
 	if (ret < 0)
 		return bdev_err(ret, "%s: flush failed: %s", s->name,
 				strerror(-ret));
@@ -305,7 +365,7 @@ static int rbd_src_seek(const struct bsrc *s, uint64_t off, uint64_t *end)
 	/* look at most 1 GiB ahead: the answer is a run, not the whole map */
 	if (span > (1ull << 30))
 		span = 1ull << 30;
-	ret = rbd_diff_iterate2(r->c.img, NULL, off, span, 1, 1, diff_cb, &d);
+	ret = p_rbd_diff_iterate2(r->c.img, NULL, off, span, 1, 1, diff_cb, &d);
 	if (ret < 0 && ret != -EEXIST)
 		return -1;
 	if (!d.found) {
@@ -381,7 +441,7 @@ struct rbd_aio {
 static void rbd_aio_done(rbd_completion_t c, void *arg)
 {
 	struct rbd_aio *a = arg;
-	ssize_t ret = rbd_aio_get_return_value(c);
+	ssize_t ret = p_rbd_aio_get_return_value(c);
 	int res;
 
 	/* a write's return value is 0 for all of it, a read's the bytes */
@@ -389,7 +449,7 @@ static void rbd_aio_done(rbd_completion_t c, void *arg)
 		ret = (ssize_t)a->len;
 	res = ret < 0 ? (int)ret : ret > INT32_MAX ? -EIO : (int)ret;
 
-	rbd_aio_release(c);
+	p_rbd_aio_release(c);
 	/* the posting can only fail for lack of memory or a ring that is
 	   gone; the queue would then wait for ever, so keep trying */
 	while (post_cqe(a->ring_fd, a->sub, res) < 0)
@@ -417,18 +477,18 @@ static int rbd_src_aio(struct bsrc *s, struct bsub *sub, int ring_fd)
 	a->ring_fd = ring_fd;
 	a->write = write;
 	a->len = sub->left;
-	ret = rbd_aio_create_completion(a, rbd_aio_done, &c);
+	ret = p_rbd_aio_create_completion(a, rbd_aio_done, &c);
 	if (ret < 0) {
 		free(a);
 		return bdev_err(ret, "%s: cannot start I/O: %s", s->name,
 				strerror(-ret));
 	}
-	ret = write ? rbd_aio_writev(r->c.img, sub->iov, sub->iovcnt,
+	ret = write ? p_rbd_aio_writev(r->c.img, sub->iov, sub->iovcnt,
 				     sub->off, c)
-		    : rbd_aio_readv(r->c.img, sub->iov, sub->iovcnt,
+		    : p_rbd_aio_readv(r->c.img, sub->iov, sub->iovcnt,
 				    sub->off, c);
 	if (ret < 0) {
-		rbd_aio_release(c);
+		p_rbd_aio_release(c);
 		free(a);
 		return bdev_err(ret, "%s: %s of %" PRIu64 " bytes at offset %"
 				PRIu64 " failed to start: %s", s->name,
@@ -510,6 +570,9 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 	uint64_t size;
 	int ret;
 
+	ret = rbd_loaded(path);
+	if (ret < 0)
+		return ret;
 	ret = rbd_parse(path, &sp);
 	if (ret < 0)
 		return ret;
@@ -537,8 +600,8 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 	ret = rbd_connect(path, &sp, &r->c);
 	if (ret < 0)
 		goto out_src;
-	ret = writable ? rbd_open(r->c.io, sp.image, &r->c.img, NULL)
-		       : rbd_open_read_only(r->c.io, sp.image, &r->c.img,
+	ret = writable ? p_rbd_open(r->c.io, sp.image, &r->c.img, NULL)
+		       : p_rbd_open_read_only(r->c.io, sp.image, &r->c.img,
 					    sp.snap);
 	if (ret < 0) {
 		bdev_err(ret, "%s: cannot open image \"%s\"%s%s in pool \"%s\": %s",
@@ -550,7 +613,7 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 	if (writable) {
 		/* one writer: the lock is kept until close (a peer asking
 		   for it is refused) */
-		ret = rbd_lock_acquire(r->c.img, RBD_LOCK_MODE_EXCLUSIVE);
+		ret = p_rbd_lock_acquire(r->c.img, RBD_LOCK_MODE_EXCLUSIVE);
 		if (ret < 0) {
 			bdev_err(-EBUSY, "%s: image \"%s/%s\" is in use: another "
 				 "client holds its exclusive lock (%s)", path,
@@ -559,7 +622,7 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 			goto out_src;
 		}
 	}
-	ret = rbd_get_size(r->c.img, &size);
+	ret = p_rbd_get_size(r->c.img, &size);
 	if (ret < 0) {
 		bdev_err(ret, "%s: cannot read the image's size: %s", path,
 			 strerror(-ret));
@@ -599,9 +662,9 @@ static int rbdw_reap(struct rbd_writer *r)
 	unsigned i = r->head;
 	ssize_t ret;
 
-	rbd_aio_wait_for_complete(r->comp[i]);
-	ret = rbd_aio_get_return_value(r->comp[i]);
-	rbd_aio_release(r->comp[i]);
+	p_rbd_aio_wait_for_complete(r->comp[i]);
+	ret = p_rbd_aio_get_return_value(r->comp[i]);
+	p_rbd_aio_release(r->comp[i]);
 	free(r->bufs[i]);
 	r->bufs[i] = NULL;
 	r->head = (r->head + 1) % 8;
@@ -631,11 +694,11 @@ static int rbdw_write(struct bdev_writer *w, uint64_t off, const void *buf,
 	memcpy(r->bufs[i], buf, len);
 	r->offs[i] = off;
 	r->lens[i] = len;
-	ret = rbd_aio_create_completion(NULL, NULL, &r->comp[i]);
+	ret = p_rbd_aio_create_completion(NULL, NULL, &r->comp[i]);
 	if (ret == 0) {
-		ret = rbd_aio_write(r->c.img, off, len, r->bufs[i], r->comp[i]);
+		ret = p_rbd_aio_write(r->c.img, off, len, r->bufs[i], r->comp[i]);
 		if (ret < 0)
-			rbd_aio_release(r->comp[i]);
+			p_rbd_aio_release(r->comp[i]);
 	}
 	if (ret < 0) {
 		free(r->bufs[i]);
@@ -652,11 +715,11 @@ static void rbdw_free(struct rbd_writer *r, bool remove)
 	while (r->count)
 		rbdw_reap(r);
 	if (r->c.have_img) {
-		rbd_close(r->c.img);
+		p_rbd_close(r->c.img);
 		r->c.have_img = false;
 	}
 	if (remove && r->c.have_io)
-		rbd_remove(r->c.io, r->sp.image);
+		p_rbd_remove(r->c.io, r->sp.image);
 	rbd_disconnect(&r->c);
 	free(r->sp.buf);
 	free(r->name);
@@ -673,7 +736,7 @@ static int rbdw_finish(struct bdev_writer *w, uint64_t *length)
 		rbdw_reap(r);
 	ret = r->error;
 	if (!ret) {
-		ret = rbd_flush(r->c.img);
+		ret = p_rbd_flush(r->c.img);
 		if (ret < 0)
 			ret = bdev_err(ret, "%s: flush failed: %s", r->name,
 				       strerror(-ret));
@@ -696,6 +759,12 @@ int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out)
 		free(r);
 		return bdev_err(-ENOMEM, "%s: out of memory", path);
 	}
+	ret = rbd_loaded(path);
+	if (ret < 0) {
+		free(r->name);
+		free(r);
+		return ret;
+	}
 	ret = rbd_parse(path, &r->sp);
 	if (ret < 0) {
 		free(r->name);
@@ -710,7 +779,7 @@ int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out)
 	ret = rbd_connect(path, &r->sp, &r->c);
 	if (ret < 0)
 		goto fail;
-	ret = rbd_create(r->c.io, r->sp.image, size, &order);
+	ret = p_rbd_create(r->c.io, r->sp.image, size, &order);
 	if (ret < 0) {
 		if (ret == -EEXIST)
 			ret = bdev_err(ret, "%s: image \"%s\" exists in pool "
@@ -722,9 +791,9 @@ int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out)
 				       r->sp.pool, strerror(-ret));
 		goto fail;
 	}
-	ret = rbd_open(r->c.io, r->sp.image, &r->c.img, NULL);
+	ret = p_rbd_open(r->c.io, r->sp.image, &r->c.img, NULL);
 	if (ret < 0) {
-		rbd_remove(r->c.io, r->sp.image);
+		p_rbd_remove(r->c.io, r->sp.image);
 		ret = bdev_err(ret, "%s: cannot open the new image: %s", path,
 			       strerror(-ret));
 		goto fail;
