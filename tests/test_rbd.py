@@ -250,3 +250,28 @@ def test_vmdkfs_mounts_rbd_image(ceph, tmp_path):
         run(["qemu-img", "compare", "-f", "raw", mnt / "disk", src])
     finally:
         run(["fusermount3", "-u", mnt])
+
+
+def test_nbd_zeroes_and_trim_on_rbd(ceph, tmp_path):
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    spec = ceph.spec(img)
+    run([tool("vmdk"), "convert", src, spec])
+    sock = str(tmp_path / "nbd.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--nbd", f"unix:{sock}",
+                          spec], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_socket(sock, p)
+        uri = f"nbd+unix:///?socket={sock}"
+        r = run(["qemu-io", "-f", "raw", "-c", "write -z 1M 64k",
+             "-c", "discard 2M 64k", "-c", "read -P 0 1M 64k",
+             "-c", "read -P 0 2M 64k", "-c", "read -P 0xab 3M 64k", uri],
+            timeout=60)
+        assert "fail" not in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        assert stop(p) == 0
+    r = run(["qemu-io", "-f", "raw", "-c", "read -P 0 1M 64k",
+             "-c", "read -P 0 2M 64k", "-c", "read -P 0xab 3M 64k", spec],
+            timeout=60)
+    assert "fail" not in r.stdout + r.stderr, r.stdout + r.stderr
