@@ -259,7 +259,7 @@ static int open_image(struct vmdkfs *fs, const struct options *o)
 	struct bdev_info in;
 	int ret;
 
-	if (access(o->image, F_OK) < 0) {
+	if (strncmp(o->image, "rbd:", 4) && access(o->image, F_OK) < 0) {
 		vmdkfs_log("image %s: %s", o->image, strerror(errno));
 		return -1;
 	}
@@ -727,7 +727,14 @@ int main(int argc, char **argv)
 	if (o.debug)
 		o.foreground = 1;
 
-	if (!realpath(o.image, image)) {
+	if (!strncmp(o.image, "rbd:", 4)) {
+		/* a Ceph RBD image: not a path, the engine opens it */
+		if (strlen(o.image) >= sizeof(image)) {
+			vmdkfs_log("image %s: name too long", o.image);
+			return 1;
+		}
+		strcpy(image, o.image);
+	} else if (!realpath(o.image, image)) {
 		vmdkfs_log("image %s: %s", o.image,
 			   errno == ENOENT ? "no such file" : strerror(errno));
 		return 1;

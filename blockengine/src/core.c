@@ -170,6 +170,15 @@ int bdev_open_layer(const char *path, struct bsrc *src,
 			bsrc_close(src);
 		return ret;
 	}
+	if (!src && bsrc_is_rbd_name(path)) {
+		/* an RBD image holds raw contents: never probed, so a guest's
+		   disk that starts like a VMDK stays a raw disk */
+		ret = bsrc_open_rbd(path, o.flags & BDEV_O_RDWR, &src);
+		if (ret < 0)
+			return ret;
+		if (!o.format)
+			o.format = "raw";
+	}
 	if (!src) {
 		ret = bsrc_open_file(path, o.flags & BDEV_O_RDWR,
 				     o.flags & BDEV_O_SHARE, &src);

@@ -213,6 +213,12 @@ int bdev_writer_new(const char *path, const struct bdev_create_opts *o,
 	ret = check_opts(path, o, &d);
 	if (ret < 0)
 		return ret;
+	if (bsrc_is_rbd_name(path)) {
+		if (strcmp(d.format, "raw"))
+			return bdev_err(-EINVAL, "%s: an RBD image holds raw "
+					"contents; write it with format raw", path);
+		return rbd_writer_new(path, d.size, out);
+	}
 	return create_kind(d.format)->writer_new(path, &d, out);
 }
 

@@ -34,6 +34,9 @@ struct writer_target {
  * are created from path; with t the one file of a monolithic image is
  * t's region and path only names it in messages and the descriptor.
  */
+/* A new RBD image of size bytes named by an rbd: name (bsrc_rbd.c): raw
+   contents, written grain by grain. */
+int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out);
 int vmdk_writer_new(const char *path, const struct bdev_create_opts *o,
 		    const struct writer_target *t, struct bdev_writer **out);
 

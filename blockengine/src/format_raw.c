@@ -74,6 +74,8 @@ static int raw_seek(const struct bsrc *src, uint64_t off, uint64_t *end)
 {
 	off_t pos = (off_t)(src->base + off), d, h;
 
+	if (src->fd < 0)
+		return src->ops->seek ? src->ops->seek(src, off, end) : -1;
 	d = lseek(src->fd, pos, SEEK_DATA);
 	if (d < 0) {
 		if (errno != ENXIO)
@@ -145,7 +147,8 @@ static int raw_map(struct bdev *b, uint64_t off, uint64_t len,
 	uint64_t end = off + len;
 	bool data = true;
 
-	if (src->fd >= 0 && !atomic_load_explicit(&r->no_seek,
+	if ((src->fd >= 0 || src->ops->seek) &&
+	    !atomic_load_explicit(&r->no_seek,
 						  memory_order_relaxed)) {
 		data = raw_lookup(r, off, &end);
 		if (end <= off || end - off > len)

@@ -50,6 +50,8 @@ void bdev_err_clear(void);
  */
 struct bsrc;
 
+struct bsub;
+
 struct bsrc_ops {
 	const char *kind; /* "file", "region", "mem" */
 	/* Read len bytes at off. Returns bytes read (short only at the end of
@@ -60,6 +62,16 @@ struct bsrc_ops {
 			  uint64_t off);
 	int (*flush)(struct bsrc *s);                 /* NULL: nothing to do */
 	int (*truncate)(struct bsrc *s, uint64_t len); /* NULL: cannot grow */
+	/* For a source without an fd that knows its holes: 1 when off is
+	   data, 0 in a hole, with *end where that run ends; -1 when it
+	   cannot tell. NULL: everything is data. */
+	int (*seek)(const struct bsrc *s, uint64_t off, uint64_t *end);
+	/* For a source without an fd that moves bytes asynchronously: start
+	   sub's read or write (sub->off, sub->left, sub->iov) and post its
+	   completion, bytes moved or -errno, as a CQE with user_data sub
+	   into the ring whose fd is ring_fd (IORING_OP_MSG_RING). 0 or
+	   -errno. NULL: the core uses pread/pwrite on the calling thread. */
+	int (*aio)(struct bsrc *s, struct bsub *sub, int ring_fd);
 	void (*close)(struct bsrc *s);
 };
 
@@ -104,6 +116,16 @@ int bsrc_open_region(int fd, uint64_t offset, uint64_t length,
 int bsrc_open_mem(const void *buf, size_t len, const char *name,
 		  struct bsrc **out);
 void bsrc_close(struct bsrc *s);
+
+/* Ceph RBD (bsrc_rbd.c, built with the rbd option): whether path is an
+   rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=NAME] name, and a source over
+   that image; writable takes RBD's exclusive lock (-EBUSY if held). */
+static inline bool bsrc_is_rbd_name(const char *path)
+{
+	return path && path[0] == 'r' && path[1] == 'b' && path[2] == 'd' &&
+	       path[3] == ':';
+}
+int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out);
 
 /* Downgrade a writable file source's lock to shared; no writes after. */
 int bsrc_make_read_only(struct bsrc *s);

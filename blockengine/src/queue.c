@@ -196,8 +196,12 @@ static struct io_uring_sqe *queue_sqe(struct bdev_queue *q)
 /* Prepares the SQE for s's next step (from s->off, s->left bytes). */
 static int bsub_issue(struct bdev_queue *q, struct bsub *s)
 {
-	struct io_uring_sqe *sqe = queue_sqe(q);
+	struct io_uring_sqe *sqe;
 	int fd = s->src->fd;
+
+	if (fd < 0) /* a source with its own async path (run_data) */
+		return s->src->ops->aio(s->src, s, q->ring.ring_fd);
+	sqe = queue_sqe(q);
 	uint64_t pos = s->src->base + s->off;
 
 	if (!sqe)
@@ -471,7 +475,7 @@ void run_data(struct bdev_queue *q, struct breq *r, bool write,
 	struct bsub *s;
 	int cnt;
 
-	if (src->fd < 0) {
+	if (src->fd < 0 && !src->ops->aio) {
 		uint64_t off = src_off;
 		int ret = 0;
 
@@ -491,7 +495,8 @@ void run_data(struct bdev_queue *q, struct breq *r, bool write,
 				  "%s: source is read-only", src->name) : ret);
 		return;
 	}
-	if (write && !q->subs && len <= BDEV_INLINE_WRITE_MAX) {
+	if (write && !q->subs && len <= BDEV_INLINE_WRITE_MAX &&
+	    src->fd >= 0) {
 		/* Nothing else of q in flight: write now, on this thread.
 		   io_uring hands a buffered write on ext4 to a kernel worker
 		   thread; a lone write would pay that hop and a wake-up

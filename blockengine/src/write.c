@@ -20,6 +20,24 @@ static void run_falloc(struct bdev_queue *q, struct breq *r, enum wop op,
 {
 	struct bsub *s;
 
+	if (src->fd < 0 && src->ops->pwrite) {
+		/* a source without an fd that can be written (RBD): zeros
+		   are written, so reads after a discard see zeros too */
+		while (len) {
+			size_t n = len < BDEV_ZERO_CHUNK ? (size_t)len
+							 : BDEV_ZERO_CHUNK;
+			ssize_t ret = src->ops->pwrite(src, bdev_zeros, n,
+						       src_off);
+
+			if (ret < 0) {
+				breq_fail(r, (int)ret);
+				return;
+			}
+			src_off += n;
+			len -= n;
+		}
+		return;
+	}
 	if (src->fd < 0) {
 		breq_fail(r, bdev_err(-EROFS, "%s: source is read-only",
 				      src->name));

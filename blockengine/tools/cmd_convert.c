@@ -813,6 +813,24 @@ int cmd_convert(int argc, char **argv)
 	cv.depth = (unsigned)depth;
 	cv.sparse = (size_t)sparse;
 	cv.dst_fd = -1;
+	if (!strncmp(dst, "rbd:", 4)) {
+		/* a new RBD image: created by the engine, raw contents, only
+		   the grains that hold data are written */
+		if (strcmp(ofmt, "raw")) {
+			tool_err("output '%s' is an RBD image, which holds raw "
+				 "contents: use -O raw (the default)", dst);
+			goto out_close;
+		}
+		co.format = "raw";
+		co.size = cv.size;
+		ret = bdev_writer_new(dst, &co, &cv.w);
+		if (ret < 0) {
+			tool_bdev_err(ret, dst);
+			goto out_close;
+		}
+		cv.align = bdev_writer_grain(cv.w);
+		goto start;
+	}
 	if (!strcmp(ofmt, "vmdk")) {
 		co.format = "vmdk";
 		co.size = cv.size;

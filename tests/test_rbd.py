@@ -1,0 +1,277 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Ceph RBD under the engine: rbd:POOL/IMAGE names wherever a path goes.
+
+A one-node cluster (tests/cephcluster.py) is started once for the whole
+session in a temporary folder and stopped at the end. Images are written
+by ovk and checked by independent readers: qemu-img (qemu-block-extra's
+rbd driver), the rbd CLI, nbdinfo/nbdcopy.
+"""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import cephcluster
+import vmdkgen
+from conftest import need, run, tool
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="session")
+def ceph(tmp_path_factory):
+    miss = cephcluster.missing_programs()
+    if miss:
+        pytest.skip(f"Ceph is not installed (missing {', '.join(miss)}; "
+                    ".ci/setup installs ceph-mon ceph-osd ceph-common)")
+    c = cephcluster.CephCluster(tmp_path_factory.mktemp("ceph"))
+    c.start()
+    yield c
+    c.stop()
+
+
+_n = [0]
+
+
+def fresh(prefix="img"):
+    _n[0] += 1
+    return f"{prefix}{os.getpid()}-{_n[0]}"
+
+
+def qemu_sparse(d, name, subformat, size="64M"):
+    """A VMDK written by qemu-img with data at 1 MiB and 40 MiB."""
+    p = os.path.join(d, name)
+    run([need("qemu-img"), "create", "-q", "-f", "vmdk", "-o",
+         f"subformat={subformat}", p, size])
+    run(["qemu-io", "-f", "vmdk", "-c", "write -P 0xab 1M 3M",
+         "-c", "write -P 0xcd 40M 64k", p])
+    return p
+
+
+@pytest.mark.parametrize("subformat", ["monolithicSparse", "streamOptimized",
+                                       "twoGbMaxExtentSparse",
+                                       "monolithicFlat"])
+def test_convert_qemu_vmdk_into_rbd(ceph, tmp_path, subformat):
+    src = qemu_sparse(tmp_path, "d.vmdk", subformat)
+    if subformat == "streamOptimized":
+        # qemu-img writes streamOptimized only by convert
+        so = tmp_path / "s.vmdk"
+        run(["qemu-img", "convert", "-O", "vmdk", "-o",
+             "subformat=streamOptimized", src, so])
+        src = str(so)
+    img = fresh()
+    run([tool("vmdk"), "convert", src, ceph.spec(img)])
+    run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", src,
+         ceph.spec(img)])
+    # the rbd CLI sees a raw image of the VMDK's virtual size
+    info = run(["rbd", "-c", ceph.conf, "info", f"{ceph.pool}/{img}"]).stdout
+    assert "64 MiB" in info
+
+
+def test_convert_vmdkgen_stream_into_rbd(ceph, tmp_path):
+    size = 8 * MiB
+    grains = {0: vmdkgen.pattern(1, 65536), 7: vmdkgen.pattern(2, 65536),
+              100: vmdkgen.pattern(3, 30000)}
+    src = tmp_path / "gen.vmdk"
+    src.write_bytes(vmdkgen.stream_extent(size, grains))
+    img = fresh()
+    run([tool("vmdk"), "convert", src, ceph.spec(img)])
+    out = tmp_path / "out.raw"
+    run(["rbd", "-c", ceph.conf, "export", f"{ceph.pool}/{img}", out])
+    assert out.read_bytes() == vmdkgen.expected(size, grains)
+
+
+def test_info_map_compare_on_rbd(ceph, tmp_path):
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    spec = ceph.spec(img)
+    run([tool("vmdk"), "convert", src, spec])
+    info = run([tool("vmdk"), "info", spec]).stdout
+    assert "file format: raw" in info and "67108864 bytes" in info
+    # holes come from RBD's allocation (rbd_diff_iterate2): the data at
+    # 1..4 MiB and 40 MiB, the rest zero
+    m = run([tool("vmdk"), "map", spec]).stdout.split("\n")[1:]
+    rows = [r.split() for r in m if r.strip()]
+    data = [(int(r[0], 16), int(r[1], 16)) for r in rows if r[3] == "data"]
+    zero = sum(int(r[1], 16) for r in rows if r[3] == "zero")
+    assert any(o <= 1 * MiB and o + n >= 4 * MiB for o, n in data)
+    assert any(o <= 40 * MiB < o + n for o, n in data)
+    assert zero >= 48 * MiB
+    r = run([tool("vmdk"), "compare", src, spec])
+    assert "identical" in r.stdout
+    # a differing image is reported as such
+    run(["qemu-io", "-f", "raw", "-c", "write -P 0x11 10M 4k", spec])
+    r = run([tool("vmdk"), "compare", src, spec], check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+
+
+def test_existing_image_not_overwritten(ceph, tmp_path):
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    run([tool("vmdk"), "convert", src, ceph.spec(img)])
+    r = run([tool("vmdk"), "convert", src, ceph.spec(img)], check=False)
+    assert r.returncode != 0
+    assert f'image "{img}" exists in pool "{ceph.pool}"' in r.stderr
+
+
+def test_rbd_back_to_stream_and_snapshot(ceph, tmp_path):
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    run([tool("vmdk"), "convert", src, ceph.spec(img)])
+    run(["rbd", "-c", ceph.conf, "snap", "create",
+         f"{ceph.pool}/{img}@before"])
+    # change the head after the snapshot
+    run(["qemu-io", "-f", "raw", "-c", "write -P 0x77 0 1M", ceph.spec(img)])
+    out = tmp_path / "back.vmdk"
+    run([tool("vmdk"), "convert", "-O", "vmdk", "-o",
+         "subformat=streamOptimized", ceph.spec(img, "before"), out])
+    assert "streamOptimized" in run(["qemu-img", "info", out]).stdout
+    run(["qemu-img", "compare", src, out])
+    head = tmp_path / "head.vmdk"
+    run([tool("vmdk"), "convert", "-O", "vmdk", ceph.spec(img), head])
+    r = run(["qemu-img", "compare", src, head], check=False)
+    assert r.returncode == 1
+    run(["qemu-img", "compare", "-F", "raw", head, ceph.spec(img)])
+    # a snapshot opens read-only: serving it writable is refused
+    r = run([tool("pvblk"), "-o", "rw", "--nbd",
+             f"unix:{tmp_path}/s.sock", ceph.spec(img, "before")],
+            check=False, timeout=60)
+    assert r.returncode != 0
+    assert 'snapshot "before" is read-only' in r.stderr
+
+
+def wait_socket(path, proc, timeout=60):
+    end = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise AssertionError(f"pvblk exited: {proc.stderr.read()}")
+        if time.monotonic() > end:
+            raise AssertionError("pvblk did not listen")
+        time.sleep(0.1)
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_nbd_export_and_second_writer(ceph, tmp_path):
+    need("nbdinfo")
+    need("nbdcopy")
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    spec = ceph.spec(img)
+    run([tool("vmdk"), "convert", src, spec])
+    sock = str(tmp_path / "nbd.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--nbd", f"unix:{sock}",
+                          spec], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_socket(sock, p)
+        uri = f"nbd+unix:///?socket={sock}"
+        m = run(["nbdinfo", "--map", uri], timeout=60).stdout
+        assert "hole,zero" in m and " data" in m
+        out = tmp_path / "out.raw"
+        run(["nbdcopy", uri, out], timeout=120)
+        run(["qemu-img", "compare", "-f", "raw", out, src])
+        # writes through NBD land in the image
+        run(["qemu-io", "-f", "raw", "-c", "write -P 0x5a 20M 128k",
+             uri], timeout=60)
+        # the one-writer rule: a second writer is refused, naming the image
+        r = run([tool("pvblk"), "-o", "rw", "--nbd",
+                 f"unix:{tmp_path}/2.sock", spec], check=False, timeout=60)
+        assert r.returncode != 0
+        assert f'image "{ceph.pool}/{img}" is in use' in r.stderr
+        r = run(["qemu-io", "-f", "raw", "-c", "write 0 4k", spec],
+                check=False, timeout=60)
+        assert r.returncode != 0
+    finally:
+        assert stop(p) == 0
+    r = run(["qemu-io", "-f", "raw", "-c", "read -P 0x5a 20M 128k", spec],
+            timeout=60)
+    assert "read 131072/131072" in r.stdout
+
+
+def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
+    """With the OSD gone a writer must end with an error that says what
+    failed, within the configured OSD operation timeout, not hang."""
+    raw = tmp_path / "d.raw"
+    with open(raw, "wb") as f:
+        for i in range(96):
+            f.write(os.urandom(MiB))
+    src = tmp_path / "d.vmdk"
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", raw, src])
+    img = fresh()
+    spec = ceph.spec(img) + ":rados_osd_op_timeout=5"
+    p = subprocess.Popen([tool("vmdk"), "convert", src, spec],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        # kill the OSD once the image exists and data is flowing
+        end = time.monotonic() + 60
+        while img not in run(["rbd", "-c", ceph.conf, "ls", ceph.pool],
+                             timeout=60).stdout:
+            assert p.poll() is None, p.stderr.read()
+            assert time.monotonic() < end
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert p.poll() is None, "convert ended before the OSD was killed"
+        ceph.kill("osd.0", signal.SIGKILL)
+        t0 = time.monotonic()
+        out, err = p.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        ceph.start_osd()
+    assert p.returncode != 0
+    assert img in err and ("timed out" in err or "Connection" in err), err
+    assert took < 100, f"took {took:.0f} s"
+
+
+def test_vmdkfs_mounts_rbd_image(ceph, tmp_path):
+    need("fusermount3")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing")
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    run([tool("vmdk"), "convert", src, ceph.spec(img)])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run([tool("vmdkfs"), ceph.spec(img), mnt], timeout=60)
+    try:
+        run(["qemu-img", "compare", "-f", "raw", mnt / "disk", src])
+    finally:
+        run(["fusermount3", "-u", mnt])
+
+
+def test_nbd_zeroes_and_trim_on_rbd(ceph, tmp_path):
+    src = qemu_sparse(tmp_path, "d.vmdk", "monolithicSparse")
+    img = fresh()
+    spec = ceph.spec(img)
+    run([tool("vmdk"), "convert", src, spec])
+    sock = str(tmp_path / "nbd.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--nbd", f"unix:{sock}",
+                          spec], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_socket(sock, p)
+        uri = f"nbd+unix:///?socket={sock}"
+        r = run(["qemu-io", "-f", "raw", "-c", "write -z 1M 64k",
+             "-c", "discard 2M 64k", "-c", "read -P 0 1M 64k",
+             "-c", "read -P 0 2M 64k", "-c", "read -P 0xab 3M 64k", uri],
+            timeout=60)
+        assert "fail" not in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        assert stop(p) == 0
+    r = run(["qemu-io", "-f", "raw", "-c", "read -P 0 1M 64k",
+             "-c", "read -P 0 2M 64k", "-c", "read -P 0xab 3M 64k", spec],
+            timeout=60)
+    assert "fail" not in r.stdout + r.stderr, r.stdout + r.stderr
