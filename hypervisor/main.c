@@ -4,6 +4,8 @@
 #include "devices/device.h"
 #include "kvm/vm.h"
 
+#include "devices/vmblk.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -146,12 +148,15 @@ int main(int argc, char **argv)
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "console", required_argument, NULL, 's' },
 		{ "api-socket", required_argument, NULL, 'A' },
+		{ "disk", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *kernel_path = NULL, *initrd_path = NULL;
 	const char *cmdline = DEFAULT_CMDLINE, *console_spec = "stdio";
 	const char *api_socket = NULL;
+	const char *disk_args[VM_MAX_DISKS];
+	unsigned ndisks = 0;
 	struct control control;
 	uint64_t memory = DEFAULT_MEMORY;
 	const char *memory_arg = "512M";
@@ -176,8 +181,15 @@ int main(int argc, char **argv)
 	sigaddset(&term, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &term, NULL);
 
-	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:d:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'd':
+			if (ndisks == VM_MAX_DISKS)
+				usage_error("--disk: at most %s disks", "8");
+			if (vmblk_check_arg(optarg))
+				usage_error("--disk: see above ('%s')", optarg);
+			disk_args[ndisks++] = optarg;
+			break;
 		case 'k': kernel_path = optarg; break;
 		case 'i': initrd_path = optarg; break;
 		case 'a': cmdline = optarg; break;
@@ -232,6 +244,8 @@ int main(int argc, char **argv)
 			goto out_console;
 		vm.control = &control;
 	}
+	memcpy(vm.disk_args, disk_args, sizeof(disk_args));
+	vm.ndisks = ndisks;
 	if (vm_devices_init(&vm))
 		goto out_control;
 
