@@ -431,7 +431,7 @@ void virtio_pci_notify_queue(struct virtio_pci *vp, unsigned q)
 {
 	if (q >= vp->nqueues)
 		return;
-	if (msix_enabled(&vp->msix)) {
+	if (msix_on(&vp->msix)) {
 		msix_fire(&vp->msix, __atomic_load_n(&vp->queues[q].msix_vector,
 						     __ATOMIC_RELAXED));
 		return;

@@ -22,6 +22,11 @@ static uint16_t ctrl(const struct msix *m)
 	return get_le(m->dev->cfg + m->cap + 2, 2);
 }
 
+bool msix_on(const struct msix *m)
+{
+	return ctrl(m) & MSIX_CTRL_ENABLE;
+}
+
 bool msix_enabled(const struct msix *m)
 {
 	return (ctrl(m) & (MSIX_CTRL_ENABLE | MSIX_CTRL_FMASK)) ==

@@ -49,6 +49,9 @@ int msix_init(struct msix *m, struct pci_dev *dev, unsigned nvec,
 	      unsigned bar, uint64_t table_off, uint64_t pba_off,
 	      const struct msix_ops *ops, void *opaque);
 
+/* MSI-X enable bit set (the function may still be masked). */
+bool msix_on(const struct msix *m);
+/* Enabled and not function-masked: vectors can be delivered. */
 bool msix_enabled(const struct msix *m);
 /* After a config write at [off, off+len). */
 void msix_config_written(struct msix *m, unsigned off, unsigned len);
