@@ -266,6 +266,18 @@ void vblk_queue_kick(struct vblk_queue *q);
 void vblk_queue_complete(struct vblk_queue *q);
 /* True once the queue met a ring it cannot walk (see top of file). */
 bool vblk_queue_broken(const struct vblk_queue *q);
+/* What a queue has answered since it was made: requests put in the used
+   ring, data bytes of successful reads and writes, and requests answered
+   with other than VIRTIO_BLK_S_OK. Safe to call from any thread while the
+   queue's own thread runs (each counter is read atomically). */
+struct vblk_stats {
+	uint64_t requests;
+	uint64_t read_bytes;
+	uint64_t written_bytes;
+	uint64_t errors;
+};
+void vblk_queue_stats(const struct vblk_queue *q, struct vblk_stats *out);
+
 /* Requests submitted and not yet in the used ring. */
 unsigned vblk_queue_inflight(const struct vblk_queue *q);
 
