@@ -186,7 +186,14 @@ pid=$!; python3 {q(client)} /tmp/api.sock; wait $pid; echo "=== OVKVM-CASE api r
 
     # The control socket (a kernel without initrd: it stays up, panicked).
     replies = api_replies(out)
-    assert [r for _, r in replies][:5] == [
+    def brief(r):
+        # status also lists per-vCPU and per-disk statistics
+        if "return" in r and "state" in r["return"]:
+            ret = r["return"]
+            assert len(ret["vcpus"]) == 2 and ret["disks"] == [], ret
+            return {"return": {k: ret[k] for k in ("state", "cpus", "memory")}}
+        return r
+    assert [brief(r) for _, r in replies][:5] == [
         {"return": {"state": "running", "cpus": 2, "memory": 512 << 20}},
         {"return": {}},
         {"return": {"state": "paused", "cpus": 2, "memory": 512 << 20}},
@@ -248,8 +255,35 @@ echo "scribbled in the snapshot" > /ro/scribble && sync && echo "OVKVM-GUEST sna
 umount /ro
 /sbin/e2fsck -fn /dev/vdb >/dev/null 2>&1; echo "OVKVM-GUEST fsck-vdb rc=$?"
 echo "OVKVM-GUEST done"
+sleep 2  # the host's status poller sees the final statistics
 poweroff -f
 """
+
+# Polls ovkvm's status until the VM ends; prints the last reply.
+STATUS_POLLER = r'''
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+for _ in range(600):
+    try:
+        s.connect(sys.argv[1])
+        break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rw")
+last = None
+while True:
+    try:
+        f.write('{"command": "status"}\n')
+        f.flush()
+        line = f.readline()
+    except OSError:
+        break
+    if not line:
+        break
+    last = line.strip()
+    time.sleep(0.3)
+print("=== OVKVM-STATUS", last, flush=True)
+'''
 
 
 def host_binary_files(paths):
@@ -307,6 +341,9 @@ def test_virtio_blk_disks_mkfs_fsck_and_snapshot():
               os.path.basename(m)) for m in mods]
     files += host_binary_files([shutil.which("mke2fs") or "/sbin/mke2fs",
                                 shutil.which("e2fsck") or "/sbin/e2fsck"])
+    poller = os.path.join(work, "status_poller.py")
+    with open(poller, "w") as f:
+        f.write(STATUS_POLLER)
     initrd = os.path.join(work, "guest-initramfs.cpio.gz")
     make_initramfs(initrd, DISK_GUEST_INIT.format(
         mods=" ".join(os.path.basename(m) for m in mods)), files)
@@ -319,7 +356,8 @@ cp {q(stream)} /tmp/stream.vmdk
 md5sum /tmp/stream.vmdk > /tmp/stream.md5
 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
   --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
-  --cmdline 'console=ttyS0 loglevel=4 panic=-1'
+  --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &
+pid=$!; python3 {q(poller)} /tmp/api.sock; wait $pid
 echo "=== OVKVM-CASE disks rc=$?"
 qemu-img check /tmp/disk.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vda rc=$?"
 qemu-img check /tmp/stream.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vdb rc=$?"
@@ -350,3 +388,16 @@ echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
     assert cases.get("stream-unchanged") == 0, out[-4000:]
     assert cases.get("child-left") != 0, "the snapshot child was left behind"
     assert "=== OVKVM-HOST hello=written by the ovkvm guest" in out, out[-4000:]
+    status_line = [line for line in out.splitlines()
+                   if "=== OVKVM-STATUS " in line][0]
+    st = json.loads(status_line.split("=== OVKVM-STATUS ", 1)[1])["return"]
+    assert [v["index"] for v in st["vcpus"]] == [0, 1], st
+    assert all(v["exits"] > 0 for v in st["vcpus"]), st
+    vda, vdb = st["disks"]
+    assert vda["path"] == "/tmp/disk.vmdk" and vda["queues"] == 2, st
+    assert vdb["snapshot"] is True and vdb["read_only"] is False, st
+    # the guest wrote a 10 MiB file plus ext4's metadata, and read it back
+    assert vda["written_bytes"] > 10 << 20, st
+    assert vda["read_bytes"] > 10 << 20, st
+    assert vda["requests"] > 100 and vda["errors"] == 0, st
+    assert vdb["written_bytes"] > 0 and vdb["errors"] == 0, st

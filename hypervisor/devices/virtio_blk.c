@@ -35,6 +35,10 @@ struct vmblk_queue {
 	struct vblk_ring ring;
 	sem_t started;
 	int start_rc;
+	/* Statistics: the running engine queue's plus those of queues that
+	 * ended (a device reset), under the disk's stats_lock. */
+	struct vblk_queue *live;
+	struct vblk_stats ended;
 };
 
 struct vmblk {
@@ -50,6 +54,7 @@ struct vmblk {
 	int irqfd[VIRTIO_PCI_MAX_QUEUES + 1];
 	int gsi[VIRTIO_PCI_MAX_QUEUES + 1];
 	struct vmblk_queue q[VIRTIO_PCI_MAX_QUEUES];
+	pthread_mutex_t stats_lock;
 };
 
 /* "PATH[,ro|snapshot][,queues=N]" */
@@ -218,6 +223,11 @@ static void *queue_thread(void *arg)
 			vblk_queue_free(vq);
 	}
 	q->start_rc = rc;
+	if (rc == 0) {
+		pthread_mutex_lock(&d->stats_lock);
+		q->live = vq;
+		pthread_mutex_unlock(&d->stats_lock);
+	}
 	sem_post(&q->started);
 	if (rc < 0)
 		return NULL;
@@ -250,6 +260,17 @@ static void *queue_thread(void *arg)
 		}
 	}
 	vblk_queue_stop(vq);
+	pthread_mutex_lock(&d->stats_lock);
+	{
+		struct vblk_stats st;
+		vblk_queue_stats(vq, &st);
+		q->ended.requests += st.requests;
+		q->ended.read_bytes += st.read_bytes;
+		q->ended.written_bytes += st.written_bytes;
+		q->ended.errors += st.errors;
+	}
+	q->live = NULL;
+	pthread_mutex_unlock(&d->stats_lock);
 	vblk_queue_free(vq);
 	return NULL;
 }
@@ -403,7 +424,40 @@ static void vmblk_free(struct vmblk *d)
 			close(d->irqfd[v]);
 	free(d->child);
 	free(d->path);
+	pthread_mutex_destroy(&d->stats_lock);
 	free(d);
+}
+
+json_t *vmblk_status(const struct vmblk *dc)
+{
+	struct vmblk *d = (struct vmblk *)dc;
+	struct vblk_stats sum = { 0 };
+
+	pthread_mutex_lock(&d->stats_lock);
+	for (unsigned i = 0; i < d->nqueues; i++) {
+		struct vblk_stats st = d->q[i].ended;
+		if (d->q[i].live) {
+			struct vblk_stats l;
+			vblk_queue_stats(d->q[i].live, &l);
+			st.requests += l.requests;
+			st.read_bytes += l.read_bytes;
+			st.written_bytes += l.written_bytes;
+			st.errors += l.errors;
+		}
+		sum.requests += st.requests;
+		sum.read_bytes += st.read_bytes;
+		sum.written_bytes += st.written_bytes;
+		sum.errors += st.errors;
+	}
+	pthread_mutex_unlock(&d->stats_lock);
+	return json_pack("{s:s,s:s,s:b,s:b,s:i,s:I,s:I,s:I,s:I}",
+			 "name", d->name, "path", d->path,
+			 "read_only", d->read_only, "snapshot", d->snapshot,
+			 "queues", (int)d->nqueues,
+			 "requests", (json_int_t)sum.requests,
+			 "read_bytes", (json_int_t)sum.read_bytes,
+			 "written_bytes", (json_int_t)sum.written_bytes,
+			 "errors", (json_int_t)sum.errors);
 }
 
 static int vmblk_new(struct vm *vm, unsigned index, const char *arg,
@@ -415,6 +469,7 @@ static int vmblk_new(struct vm *vm, unsigned index, const char *arg,
 
 	if (!d)
 		return -ENOMEM;
+	pthread_mutex_init(&d->stats_lock, NULL);
 	d->vm = vm;
 	snprintf(d->name, sizeof(d->name), "virtio-blk%u", index);
 	if ((rc = parse(d, arg)) < 0 || (rc = open_image(d)) < 0)

@@ -4,11 +4,18 @@
 #ifndef OVKVM_VMBLK_H
 #define OVKVM_VMBLK_H
 
+#include <jansson.h>
+
 struct vm;
-struct json_t;
+struct vmblk;
 
 /* Check a --disk argument "PATH[,ro|snapshot][,queues=N]" (message on
  * stderr); 0 or -EINVAL. */
 int vmblk_check_arg(const char *arg);
+
+/* {"name", "path", "read_only", "snapshot", "queues", "requests",
+ *  "read_bytes", "written_bytes", "errors"} for the control socket's
+ * status (any thread). */
+json_t *vmblk_status(const struct vmblk *d);
 
 #endif

@@ -48,6 +48,9 @@ struct vcpu {
 	size_t run_size;
 	pthread_t thread;
 	bool thread_started;
+	/* KVM_RUN returns, and those for port I/O and MMIO (relaxed atomics;
+	 * the control socket reads them). */
+	uint64_t exits, io_exits, mmio_exits;
 };
 
 struct vm {
