@@ -42,7 +42,8 @@ def guest_lines(out):
 def test_help_lists_options():
     r = run([tool("ovkvm"), "--help"])
     for opt in ("--kernel", "--initrd", "--cmdline", "--memory", "--cpus",
-                "--console", "Exit status", "Examples"):
+                "--console", "--disk", "snapshot", "queues=N", "--api-socket",
+                "written_bytes", "Exit status", "Examples"):
         assert opt in r.stdout
 
 
