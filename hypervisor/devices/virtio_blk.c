@@ -55,6 +55,7 @@ struct vmblk {
 	int gsi[VIRTIO_PCI_MAX_QUEUES + 1];
 	struct vmblk_queue q[VIRTIO_PCI_MAX_QUEUES];
 	pthread_mutex_t stats_lock;
+	unsigned intx_gsi; /* IOAPIC pin for INTx (no _PRT yet: unused by Linux) */
 };
 
 /* "PATH[,ro|snapshot][,queues=N]" */
@@ -389,7 +390,8 @@ static void host_deliver(void *opaque, unsigned vec)
 static void host_set_intx(void *opaque, bool level)
 {
 	struct vmblk *d = opaque;
-	vm_set_irq_line(d->vm, d->vp.pci.cfg[PCI_INTERRUPT_LINE] & 0x1f, level);
+	/* The pin chosen at setup, not the guest-writable line register. */
+	vm_set_irq_line(d->vm, d->intx_gsi, level);
 }
 
 static const struct virtio_host_ops blk_host_ops = {
@@ -535,7 +537,8 @@ static int disks_init(struct vm *vm)
 		pthread_mutex_lock(&vm->pci.lock);
 		rc = pci_bus_add(&vm->pci, &d->vp.pci, -1);
 		if (rc >= 0) {
-			d->vp.pci.cfg[PCI_INTERRUPT_LINE] = 10 + (rc & 1);
+			d->intx_gsi = 10 + (rc & 1);
+			d->vp.pci.cfg[PCI_INTERRUPT_LINE] = d->intx_gsi;
 			rc = pci_bus_alloc_mmio(&vm->pci, &d->vp.pci, 0);
 		}
 		pthread_mutex_unlock(&vm->pci.lock);
