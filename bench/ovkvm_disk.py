@@ -86,7 +86,7 @@ def main():
     sizes = {"w1m": MB, "r1m": MB, "w4k": SMALL * 4 / 1024,
              "r4k": SMALL * 4 / 1024}
     for line in out.splitlines():
-        m = re.search(r"RESULT (\d+) (\w+) (\w+) MEASURE (\w+) ([\d.]+) ([\d.]+)",
+        m = re.search(r"RESULT (\d+) (\w+) (\w+) .*?MEASURE (\w+) ([\d.]+) ([\d.]+)",
                       line)
         if not m:
             continue
