@@ -4,6 +4,8 @@
 #include "devices/device.h"
 #include "kvm/vm.h"
 
+#include "devices/vmblk.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -24,16 +26,16 @@
 static const char usage_text[] =
 "Usage: ovkvm --kernel BZIMAGE [--initrd FILE] [--cmdline TEXT]\n"
 "             [--memory SIZE] [--cpus N] [--console stdio|file:PATH|socket:PATH]\n"
-"             [--api-socket PATH]\n"
+"             [--api-socket PATH] [--disk PATH[,ro|snapshot][,queues=N]]...\n"
 "\n"
 "Boot a Linux kernel in a KVM virtual machine with a serial console.\n"
 "\n"
 "The guest is a PC without firmware: ovkvm loads the bzImage itself (Linux\n"
 "boot protocol 2.12 or later, 64-bit entry), with ACPI tables that list the\n"
 "vCPUs, an in-kernel interrupt controller and timer, a 16550 UART on COM1\n"
-"(port 0x3f8, IRQ 4) and a PCI host bridge.  The guest sees the KVM\n"
-"paravirtual CPUID leaves, so it picks kvm-clock and the other PV features\n"
-"by itself.\n"
+"(port 0x3f8, IRQ 4), a PCI host bridge (ACPI PNP0A03) and one virtio-blk\n"
+"disk per --disk.  The guest sees the KVM paravirtual CPUID leaves, so it\n"
+"picks kvm-clock and the other PV features by itself.\n"
 "\n"
 "Options:\n"
 "  -k, --kernel BZIMAGE   the kernel to boot (required)\n"
@@ -51,10 +53,33 @@ static const char usage_text[] =
 "                           socket:PATH  a Unix stream socket at PATH; one\n"
 "                                        client at a time (output while nobody\n"
 "                                        is connected is dropped)\n"
+"  -d, --disk PATH[,OPT]  a virtio-blk disk (repeatable, at most 8; /dev/vda,\n"
+"                         /dev/vdb, ... in the order given): any image the\n"
+"                         block engine opens (VMDK sparse/flat/stream, raw),\n"
+"                         locked against other writers.  A virtio 1.x PCI\n"
+"                         device (1af4:1042) with MSI-X; each queue has its\n"
+"                         own I/O thread, guest notifications arrive by\n"
+"                         ioeventfd and interrupts leave by irqfd.  OPT:\n"
+"                           ro         read-only (the guest sees a RO disk)\n"
+"                           snapshot   the image stays untouched: writes go to\n"
+"                                      a delta child PATH-ovkvm-snapshot-PID.vmdk\n"
+"                                      beside it, removed when ovkvm exits (a\n"
+"                                      streamOptimized VMDK needs ro or this:\n"
+"                                      the engine writes its grains only once)\n"
+"                           queues=N   N virtqueues (1-64, default 1)\n"
+"                         On power-off or reboot the disks are flushed and\n"
+"                         closed before ovkvm exits.\n"
 "      --api-socket PATH  a Unix socket for control: one JSON object per line,\n"
-"                         {\"command\": \"status\"|\"pause\"|\"resume\"|\"shutdown\"};\n"
-"                         each gets one line back, {\"return\": {...}} or\n"
-"                         {\"error\": \"...\"}; shutdown is a hard stop (exit 0)\n"
+"                         {\"command\": NAME}; each gets one line back,\n"
+"                         {\"return\": {...}} or {\"error\": \"...\"}.  NAME is\n"
+"                           status    state (running|paused), cpus, memory\n"
+"                                     (bytes), vcpus: [{index, exits,\n"
+"                                     io_exits, mmio_exits}], disks: [{name,\n"
+"                                     path, read_only, snapshot, queues,\n"
+"                                     requests, read_bytes, written_bytes,\n"
+"                                     errors}] (counters since start)\n"
+"                           pause     park every vCPU; resume lets them go\n"
+"                           shutdown  a hard stop (disks flushed, exit 0)\n"
 "  -h, --help             show this help\n"
 "\n"
 "Exit status:\n"
@@ -71,7 +96,9 @@ static const char usage_text[] =
 "  ovkvm -k bzImage -i rootfs.cpio.gz -s socket:/run/vm0.console &\n"
 "  socat -,raw,echo=0 UNIX-CONNECT:/run/vm0.console\n"
 "  ovkvm -k bzImage -i rootfs.cpio.gz --api-socket /run/vm0.api &\n"
-"  echo '{\"command\": \"pause\"}' | socat - UNIX-CONNECT:/run/vm0.api\n";
+"  echo '{\"command\": \"pause\"}' | socat - UNIX-CONNECT:/run/vm0.api\n"
+"  ovkvm -k bzImage -i rootfs.cpio.gz --cpus 2 --disk disk.vmdk,queues=2 \\\n"
+"        --disk base-stream.vmdk,snapshot --disk /srv/iso.raw,ro\n";
 
 static void usage_error(const char *fmt, const char *arg)
 {
@@ -146,12 +173,15 @@ int main(int argc, char **argv)
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "console", required_argument, NULL, 's' },
 		{ "api-socket", required_argument, NULL, 'A' },
+		{ "disk", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *kernel_path = NULL, *initrd_path = NULL;
 	const char *cmdline = DEFAULT_CMDLINE, *console_spec = "stdio";
 	const char *api_socket = NULL;
+	const char *disk_args[VM_MAX_DISKS];
+	unsigned ndisks = 0;
 	struct control control;
 	uint64_t memory = DEFAULT_MEMORY;
 	const char *memory_arg = "512M";
@@ -176,8 +206,15 @@ int main(int argc, char **argv)
 	sigaddset(&term, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &term, NULL);
 
-	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:i:a:m:c:s:d:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'd':
+			if (ndisks == VM_MAX_DISKS)
+				usage_error("--disk: at most %s disks", "8");
+			if (vmblk_check_arg(optarg))
+				usage_error("--disk: see above ('%s')", optarg);
+			disk_args[ndisks++] = optarg;
+			break;
 		case 'k': kernel_path = optarg; break;
 		case 'i': initrd_path = optarg; break;
 		case 'a': cmdline = optarg; break;
@@ -232,6 +269,8 @@ int main(int argc, char **argv)
 			goto out_console;
 		vm.control = &control;
 	}
+	memcpy(vm.disk_args, disk_args, sizeof(disk_args));
+	vm.ndisks = ndisks;
 	if (vm_devices_init(&vm))
 		goto out_control;
 

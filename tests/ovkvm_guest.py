@@ -223,3 +223,45 @@ def run_with_kvm(script, workdir, timeout=300):
     raise AssertionError(
         f"the outer QEMU guest ended ({rc}) without reporting the "
         f"command's exit status; console log {log}:\n{out[-4000:]}")
+
+
+def _main(argv):
+    """Command line: run ovkvm with Debian's kernel where /dev/kvm is (the
+    outer TCG guest when the host has none), e.g. for a demo:
+
+        python3 tests/ovkvm_guest.py [--build DIR] [--script FILE] \\
+            -- --disk /abs/disk.vmdk,snapshot --cmdline 'console=ttyS0'
+
+    The arguments after -- go to ovkvm after --kernel; --script runs a
+    shell script first (same environment: in the outer guest only /tmp is
+    writable, the host's files are read-only).  Prints the output, exits
+    with ovkvm's status."""
+    import argparse
+    ap = argparse.ArgumentParser(prog="ovkvm_guest.py")
+    ap.add_argument("--build", default=os.environ.get("OVK_BUILD", "build"))
+    ap.add_argument("--script", help="shell script to run before ovkvm")
+    ap.add_argument("--timeout", type=int, default=600)
+    ap.add_argument("ovkvm_args", nargs=argparse.REMAINDER)
+    a = ap.parse_args(argv)
+    args = a.ovkvm_args[1:] if a.ovkvm_args[:1] == ["--"] else a.ovkvm_args
+    build = os.path.abspath(a.build)
+    ovkvm = os.path.join(build, "hypervisor", "ovkvm")
+    try:
+        kernel = debian_kernel()
+        work = os.path.join(build, "ovkvm-guest-cli")
+        os.makedirs(work, exist_ok=True)
+        pre = open(a.script).read() if a.script else ""
+        cmd = " ".join(shlex.quote(x) for x in
+                       [ovkvm, "--kernel", kernel.bzimage] + args)
+        status, out = run_with_kvm(f"{pre}\n{cmd}\n", work,
+                                   timeout=a.timeout)
+    except pytest.skip.Exception as e:
+        print(f"ovkvm_guest.py: cannot run: {e}")
+        return 77
+    print(out)
+    return status
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(_main(sys.argv[1:]))

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import struct
+import subprocess
 
 import pytest
 
@@ -41,7 +42,8 @@ def guest_lines(out):
 def test_help_lists_options():
     r = run([tool("ovkvm"), "--help"])
     for opt in ("--kernel", "--initrd", "--cmdline", "--memory", "--cpus",
-                "--console", "Exit status", "Examples"):
+                "--console", "--disk", "snapshot", "queues=N", "--api-socket",
+                "written_bytes", "Exit status", "Examples"):
         assert opt in r.stdout
 
 
@@ -185,7 +187,14 @@ pid=$!; python3 {q(client)} /tmp/api.sock; wait $pid; echo "=== OVKVM-CASE api r
 
     # The control socket (a kernel without initrd: it stays up, panicked).
     replies = api_replies(out)
-    assert [r for _, r in replies][:5] == [
+    def brief(r):
+        # status also lists per-vCPU and per-disk statistics
+        if "return" in r and "state" in r["return"]:
+            ret = r["return"]
+            assert len(ret["vcpus"]) == 2 and ret["disks"] == [], ret
+            return {"return": {k: ret[k] for k in ("state", "cpus", "memory")}}
+        return r
+    assert [brief(r) for _, r in replies][:5] == [
         {"return": {"state": "running", "cpus": 2, "memory": 512 << 20}},
         {"return": {}},
         {"return": {"state": "paused", "cpus": 2, "memory": 512 << 20}},
@@ -197,3 +206,199 @@ pid=$!; python3 {q(client)} /tmp/api.sock; wait $pid; echo "=== OVKVM-CASE api r
     assert replies[7][1] == {"return": {}}
     assert cases.get("api") == 0, out[-4000:]
     assert "shutdown requested on the API socket" in out
+
+
+# Guest modules for virtio-blk and ext4, in load order (under kernel/).
+DISK_MODULES = [
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "lib/crc16.ko",
+    "fs/mbcache.ko",
+    "fs/jbd2/jbd2.ko",
+    "crypto/crc32c_generic.ko",
+    "fs/ext4/ext4.ko",
+]
+
+DISK_GUEST_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+export LD_LIBRARY_PATH=/hostlib
+for m in {mods}; do insmod /lib/modules/$m || echo "OVKVM-GUEST insmod $m failed"; done
+echo "OVKVM-GUEST clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+echo "OVKVM-GUEST cpus=$(grep -c ^processor /proc/cpuinfo)"
+ls /dev/vd* | sed 's/^/OVKVM-GUEST dev /'
+dmesg | grep -i -E 'pci|virtio|vd[ab]' | sed 's/^/OVKVM-GUEST dmesg: /'
+echo "OVKVM-GUEST vda-queues=$(ls /sys/block/vda/mq | wc -l)"
+grep -c virtio /proc/interrupts | sed 's/^/OVKVM-GUEST msix-lines=/'
+# vda: a fresh ext4, written, checked, read back after a remount
+/sbin/mke2fs -q -F -t ext4 /dev/vda; echo "OVKVM-GUEST mkfs rc=$?"
+mkdir -p /mnt /ro
+mount -t ext4 /dev/vda /mnt
+echo "written by the ovkvm guest" > /mnt/hello
+dd if=/dev/urandom of=/mnt/big bs=64k count=160 2>/dev/null
+md5sum /mnt/big | cut -d' ' -f1 > /tmp/big.md5
+cp /tmp/big.md5 /mnt/big.md5
+umount /mnt
+/sbin/e2fsck -fn /dev/vda >/dev/null 2>&1; echo "OVKVM-GUEST fsck rc=$?"
+mount -t ext4 /dev/vda /mnt
+echo "OVKVM-GUEST readback=$(cat /mnt/hello)"
+[ "$(md5sum /mnt/big | cut -d' ' -f1)" = "$(cat /tmp/big.md5)" ] && echo "OVKVM-GUEST big-ok"
+umount /mnt
+# vdb: the streamOptimized disk (snapshot): its file is there, writes work
+mount -t ext4 /dev/vdb /ro && echo "OVKVM-GUEST stream=$(cat /ro/seed)"
+echo "scribbled in the snapshot" > /ro/scribble && sync && echo "OVKVM-GUEST snapwrite-ok"
+umount /ro
+/sbin/e2fsck -fn /dev/vdb >/dev/null 2>&1; echo "OVKVM-GUEST fsck-vdb rc=$?"
+echo "OVKVM-GUEST done"
+sleep 2  # the host's status poller sees the final statistics
+poweroff -f
+"""
+
+# Polls ovkvm's status until the VM ends; prints the last reply.
+STATUS_POLLER = r'''
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+for _ in range(600):
+    try:
+        s.connect(sys.argv[1])
+        break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rw")
+last = None
+while True:
+    try:
+        f.write('{"command": "status"}\n')
+        f.flush()
+        line = f.readline()
+    except OSError:
+        break
+    if not line:
+        break
+    last = line.strip()
+    time.sleep(0.3)
+print("=== OVKVM-STATUS", last, flush=True)
+'''
+
+
+def host_binary_files(paths):
+    """(source, dest) pairs that put host binaries and the shared libraries
+    they need (from ldd) into an initramfs: binaries in /sbin, libraries
+    in /hostlib plus the loader at its own path."""
+    files, seen = [], set()
+    for p in paths:
+        files.append((p, "/sbin/" + os.path.basename(p)))
+        r = subprocess.run(["ldd", p], capture_output=True, text=True)
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            lib = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+            if not lib.startswith("/") or lib in seen:
+                continue
+            seen.add(lib)
+            real = os.path.realpath(lib)
+            files.append((real, "/hostlib/" + os.path.basename(lib)))
+            if "ld-linux" in lib:
+                files.append((real, lib))
+    return files
+
+
+def test_virtio_blk_disks_mkfs_fsck_and_snapshot():
+    """One nested boot: the guest (2 vCPUs) gets a monolithicSparse VMDK
+    with two queues as /dev/vda and a streamOptimized VMDK holding an ext4
+    with one file as /dev/vdb (,snapshot: the engine writes a stream's
+    grains once, so the guest's writes go to a temporary delta child that
+    ovkvm removes at exit).  It makes an ext4 on vda, writes, checks and
+    reads it back, reads and writes vdb, powers off; then qemu-img checks
+    both images, the file is read from vda's ext4 on the host side, and
+    the stream image is unchanged with no child left behind."""
+    for t in ("mke2fs", "e2fsck", "debugfs", "qemu-img", "ldd"):
+        if not shutil.which(t) and not os.path.exists("/sbin/" + t):
+            pytest.skip(f"{t} is missing")
+    ovkvm = tool("ovkvm")
+    kernel = debian_kernel()
+    work = os.path.join(build_dir(), "tests-ovkvm-disks")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    # The stream image: an ext4 with /seed, converted by qemu-img.
+    seed_dir = os.path.join(work, "seed")
+    os.makedirs(seed_dir)
+    with open(os.path.join(seed_dir, "seed"), "w") as f:
+        f.write("from the stream image\n")
+    raw = os.path.join(work, "seed.raw")
+    run(["truncate", "-s", "32M", raw])
+    run([shutil.which("mke2fs") or "/sbin/mke2fs", "-q", "-F", "-t", "ext4",
+         "-d", seed_dir, raw])
+    stream = os.path.join(work, "stream.vmdk")
+    run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+         "subformat=streamOptimized", raw, stream])
+    mods = [m for m in DISK_MODULES]
+    files = [(os.path.join(kernel.modules, m), "lib/modules/" +
+              os.path.basename(m)) for m in mods]
+    files += host_binary_files([shutil.which("mke2fs") or "/sbin/mke2fs",
+                                shutil.which("e2fsck") or "/sbin/e2fsck"])
+    poller = os.path.join(work, "status_poller.py")
+    with open(poller, "w") as f:
+        f.write(STATUS_POLLER)
+    initrd = os.path.join(work, "guest-initramfs.cpio.gz")
+    make_initramfs(initrd, DISK_GUEST_INIT.format(
+        mods=" ".join(os.path.basename(m) for m in mods)), files)
+
+    q = shlex.quote
+    script = f"""
+cd /tmp
+qemu-img create -q -f vmdk -o subformat=monolithicSparse /tmp/disk.vmdk 96M
+cp {q(stream)} /tmp/stream.vmdk
+md5sum /tmp/stream.vmdk > /tmp/stream.md5
+{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
+  --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
+  --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &
+pid=$!; python3 {q(poller)} /tmp/api.sock; wait $pid
+echo "=== OVKVM-CASE disks rc=$?"
+qemu-img check /tmp/disk.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vda rc=$?"
+qemu-img check /tmp/stream.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vdb rc=$?"
+md5sum -c /tmp/stream.md5 >/dev/null 2>&1; echo "=== OVKVM-CASE stream-unchanged rc=$?"
+ls /tmp/*snapshot* >/dev/null 2>&1; echo "=== OVKVM-CASE child-left rc=$?"
+qemu-img convert -O raw /tmp/disk.vmdk /tmp/disk.raw
+echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
+"""
+    status, out = run_with_kvm(script, work, timeout=900)
+    cases = case_results(out)
+    lines = guest_lines(out)
+    assert cases.get("disks") == 0, f"ovkvm exited {cases}:\n{out[-6000:]}"
+    assert "done" in lines, out[-6000:]
+    assert "dev /dev/vda" in lines and "dev /dev/vdb" in lines, lines
+    assert "clocksource=kvm-clock" in lines, lines
+    assert "cpus=2" in lines, lines
+    assert "vda-queues=2" in lines, lines
+    assert "mkfs rc=0" in lines, lines
+    assert "fsck rc=0" in lines, lines
+    assert "readback=written by the ovkvm guest" in lines, lines
+    assert "big-ok" in lines, lines
+    assert "stream=from the stream image" in lines, lines
+    assert "snapwrite-ok" in lines, lines
+    assert "fsck-vdb rc=0" in lines, lines
+    assert "runtime error:" not in out, out[-4000:]
+    assert cases.get("check-vda") == 0, out[-4000:]
+    assert cases.get("check-vdb") == 0, out[-4000:]
+    assert cases.get("stream-unchanged") == 0, out[-4000:]
+    assert cases.get("child-left") != 0, "the snapshot child was left behind"
+    assert "=== OVKVM-HOST hello=written by the ovkvm guest" in out, out[-4000:]
+    status_line = [line for line in out.splitlines()
+                   if "=== OVKVM-STATUS " in line][0]
+    st = json.loads(status_line.split("=== OVKVM-STATUS ", 1)[1])["return"]
+    assert [v["index"] for v in st["vcpus"]] == [0, 1], st
+    assert all(v["exits"] > 0 for v in st["vcpus"]), st
+    vda, vdb = st["disks"]
+    assert vda["path"] == "/tmp/disk.vmdk" and vda["queues"] == 2, st
+    assert vdb["snapshot"] is True and vdb["read_only"] is False, st
+    # the guest wrote a 10 MiB file plus ext4's metadata, and read it back
+    assert vda["written_bytes"] > 10 << 20, st
+    assert vda["read_bytes"] > 10 << 20, st
+    assert vda["requests"] > 100 and vda["errors"] == 0, st
+    assert vdb["written_bytes"] > 0 and vdb["errors"] == 0, st

@@ -88,13 +88,100 @@ static void finish(uint8_t *p, uint32_t len)
 	p[9] = -acpi_checksum(p, len);
 }
 
-/* The DSDT's AML: Name (_S5, Package (4) { 5, 5, 0, 0 }), hand-encoded:
- * NameOp, NameSeg, PackageOp, PkgLength, NumElements, BytePrefix 5 twice,
- * ZeroOp twice. */
-static const uint8_t dsdt_aml[] = {
+/* The DSDT's AML, hand-encoded:
+ *   Name (_S5, Package (4) { 5, 5, 0, 0 })
+ *   Scope (\_SB) { Device (PCI0) { Name (_HID, EisaId ("PNP0A03"))
+ *     Name (_ADR, 0)  Name (_BBN, 0)  Name (_UID, 0)  Name (_CRS, ...) } }
+ * PCI0 is the host bridge: Linux scans PCI bus 0 only behind an ACPI root
+ * bridge once it routes IRQs through ACPI.  Its _CRS gives bus numbers
+ * 0-255, the config ports, the rest of the I/O space, and the MMIO window
+ * the BARs live in (PCI_MMIO_BASE..PCI_MMIO_END in pci/pci.h). */
+static const uint8_t aml_s5[] = {
 	0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
 	0x0a, ACPI_S5_SLP_TYP, 0x0a, ACPI_S5_SLP_TYP, 0x00, 0x00,
 };
+
+static const uint8_t aml_pci0_names[] = {
+	0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03,
+	0x08, '_', 'A', 'D', 'R', 0x00,
+	0x08, '_', 'B', 'B', 'N', 0x00,
+	0x08, '_', 'U', 'I', 'D', 0x00,
+};
+
+static const uint8_t pci0_crs[] = {
+	/* WordBusNumber: producer, min/max fixed, 0-255 */
+	0x88, 0x0d, 0x00, 0x02, 0x0c, 0x00,
+	0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x01,
+	/* IO: decode16, 0xcf8-0xcff */
+	0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08,
+	/* WordIO 0x0000-0x0cf7 and 0x0d00-0xffff, entire range */
+	0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03,
+	0x00, 0x00, 0x00, 0x00, 0xf7, 0x0c, 0x00, 0x00, 0xf8, 0x0c,
+	0x88, 0x0d, 0x00, 0x01, 0x0c, 0x03,
+	0x00, 0x00, 0x00, 0x0d, 0xff, 0xff, 0x00, 0x00, 0x00, 0xf3,
+	/* DWordMemory, read-write, 0xe0000000-0xfebfffff */
+	0x87, 0x17, 0x00, 0x00, 0x0c, 0x01,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xe0,
+	0xff, 0xff, 0xbf, 0xfe, 0x00, 0x00, 0x00, 0x00,
+	0x00, 0x00, 0xc0, 0x1e,
+	/* End tag */
+	0x79, 0x00,
+};
+
+/* Write a PkgLength for `content` bytes that follow it; returns its size. */
+static size_t aml_pkglen(uint8_t *out, size_t content)
+{
+	if (content + 1 <= 0x3f) {
+		out[0] = content + 1;
+		return 1;
+	}
+	content += 2; /* up to 4095 bytes: two-byte encoding */
+	out[0] = 0x40 | (content & 0x0f);
+	out[1] = content >> 4;
+	return 2;
+}
+
+/* The AML into out (NULL: only measure); returns its length. */
+static size_t dsdt_aml(uint8_t *out)
+{
+	uint8_t crs[16 + sizeof(pci0_crs)], dev[16 + sizeof(aml_pci0_names) + sizeof(crs)];
+	uint8_t buf[512];
+	size_t n = 0, c = 0, d = 0;
+
+	/* Name (_CRS, Buffer (len) {...}) */
+	crs[c++] = 0x08;
+	memcpy(crs + c, "_CRS", 4), c += 4;
+	crs[c++] = 0x11;
+	{
+		uint8_t body[3 + sizeof(pci0_crs)];
+		size_t b = 0;
+		body[b++] = 0x0a;
+		body[b++] = sizeof(pci0_crs);
+		memcpy(body + b, pci0_crs, sizeof(pci0_crs)), b += sizeof(pci0_crs);
+		c += aml_pkglen(crs + c, b);
+		memcpy(crs + c, body, b), c += b;
+	}
+	/* Device (PCI0) { names, _CRS } */
+	{
+		size_t inner = 4 + sizeof(aml_pci0_names) + c;
+		dev[d++] = 0x5b;
+		dev[d++] = 0x82;
+		d += aml_pkglen(dev + d, inner);
+		memcpy(dev + d, "PCI0", 4), d += 4;
+		memcpy(dev + d, aml_pci0_names, sizeof(aml_pci0_names));
+		d += sizeof(aml_pci0_names);
+		memcpy(dev + d, crs, c), d += c;
+	}
+	memcpy(buf, aml_s5, sizeof(aml_s5)), n += sizeof(aml_s5);
+	/* Scope (\_SB) { device } */
+	buf[n++] = 0x10;
+	n += aml_pkglen(buf + n, 5 + d);
+	memcpy(buf + n, "\\_SB_", 5), n += 5;
+	memcpy(buf + n, dev, d), n += d;
+	if (out)
+		memcpy(out, buf, n);
+	return n;
+}
 
 uint64_t acpi_build(uint8_t *area, uint64_t gpa, size_t size, unsigned ncpus)
 {
@@ -103,7 +190,7 @@ uint64_t acpi_build(uint8_t *area, uint64_t gpa, size_t size, unsigned ncpus)
 	const size_t xsdt_len = 36 + 2 * 8;
 	const size_t fadt_off = xsdt_off + xsdt_len;
 	const size_t dsdt_off = fadt_off + FADT_LEN;
-	const size_t dsdt_len = 36 + sizeof(dsdt_aml);
+	const size_t dsdt_len = 36 + dsdt_aml(NULL);
 	const size_t madt_off = dsdt_off + dsdt_len;
 	const size_t madt_len = 44 + 8 * (size_t)ncpus + 12 + 2 * 10;
 	struct acpi_rsdp rsdp;
@@ -119,7 +206,7 @@ uint64_t acpi_build(uint8_t *area, uint64_t gpa, size_t size, unsigned ncpus)
 
 	p = area + dsdt_off;
 	header(p, "DSDT", dsdt_len, 2);
-	memcpy(p + 36, dsdt_aml, sizeof(dsdt_aml));
+	dsdt_aml(p + 36);
 	finish(p, dsdt_len);
 
 	p = area + fadt_off;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "control.h"
+#include "../devices/vmblk.h"
 #include "../devices/console.h"
 #include "../kvm/vm.h"
 
@@ -110,9 +111,22 @@ static json_t *run_command(struct vm *vm, const char *line)
 		return error_msg("%s", "a request is {\"command\": NAME}");
 	}
 	if (strcmp(cmd, "status") == 0) {
-		ret = json_pack("{s:{s:s,s:i,s:I}}", "return", "state",
+		json_t *vcpus = json_array(), *disks = json_array();
+		for (unsigned i = 0; i < vm->ncpus; i++) {
+			const struct vcpu *c = &vm->vcpus[i];
+			json_array_append_new(vcpus, json_pack(
+				"{s:i,s:I,s:I,s:I}", "index", (int)i,
+				"exits", (json_int_t)__atomic_load_n(&c->exits, __ATOMIC_RELAXED),
+				"io_exits", (json_int_t)__atomic_load_n(&c->io_exits, __ATOMIC_RELAXED),
+				"mmio_exits", (json_int_t)__atomic_load_n(&c->mmio_exits, __ATOMIC_RELAXED)));
+		}
+		for (unsigned i = 0; i < vm->ndisks; i++)
+			if (vm->disks[i])
+				json_array_append_new(disks, vmblk_status(vm->disks[i]));
+		ret = json_pack("{s:{s:s,s:i,s:I,s:o,s:o}}", "return", "state",
 				vm_is_paused(vm) ? "paused" : "running", "cpus",
-				(int)vm->ncpus, "memory", (json_int_t)vm->mem.ram_size);
+				(int)vm->ncpus, "memory", (json_int_t)vm->mem.ram_size,
+				"vcpus", vcpus, "disks", disks);
 	} else if (strcmp(cmd, "pause") == 0) {
 		vm_pause(vm);
 		ret = json_pack("{s:{}}", "return");

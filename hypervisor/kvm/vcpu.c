@@ -238,11 +238,14 @@ void *vcpu_thread(void *arg)
 					vcpu->index, strerror(errno));
 			break;
 		}
+		__atomic_fetch_add(&vcpu->exits, 1, __ATOMIC_RELAXED);
 		switch (run->exit_reason) {
 		case KVM_EXIT_IO:
+			__atomic_fetch_add(&vcpu->io_exits, 1, __ATOMIC_RELAXED);
 			handle_io(vcpu);
 			break;
 		case KVM_EXIT_MMIO:
+			__atomic_fetch_add(&vcpu->mmio_exits, 1, __ATOMIC_RELAXED);
 			bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data,
 				   run->mmio.len, run->mmio.is_write);
 			break;

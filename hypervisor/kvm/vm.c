@@ -40,7 +40,7 @@ static int set_irq_routing(struct vm *vm)
 	/* struct kvm_irq_routing ends in a flexible array. */
 	struct {
 		uint32_t nr, flags;
-		struct kvm_irq_routing_entry e[16 + 24];
+		struct kvm_irq_routing_entry e[16 + 24 + VM_MAX_MSI];
 	} r;
 	_Static_assert(__builtin_offsetof(struct kvm_irq_routing, entries) == 8,
 		       "struct kvm_irq_routing layout");
@@ -66,8 +66,69 @@ static int set_irq_routing(struct vm *vm)
 		r.e[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
 		n++;
 	}
+	/* MSI routes: GSI 24 + i for the i-th vector handed out. */
+	for (unsigned i = 0; i < vm->nmsi; i++) {
+		if (!vm->msi[i].valid)
+			continue;
+		r.e[n].gsi = VM_FIRST_MSI_GSI + i;
+		r.e[n].type = KVM_IRQ_ROUTING_MSI;
+		r.e[n].u.msi.address_lo = (uint32_t)vm->msi[i].addr;
+		r.e[n].u.msi.address_hi = vm->msi[i].addr >> 32;
+		r.e[n].u.msi.data = vm->msi[i].data;
+		n++;
+	}
 	r.nr = n;
 	if (ioctl(vm->fd, KVM_SET_GSI_ROUTING, &r) < 0)
+		return -errno;
+	return 0;
+}
+
+int vm_msi_alloc(struct vm *vm, int irqfd)
+{
+	struct kvm_irqfd f = { .fd = irqfd };
+	int i;
+
+	pthread_mutex_lock(&vm->msi_lock);
+	if (vm->nmsi == VM_MAX_MSI) {
+		pthread_mutex_unlock(&vm->msi_lock);
+		return -ENOSPC;
+	}
+	i = vm->nmsi++;
+	pthread_mutex_unlock(&vm->msi_lock);
+	f.gsi = VM_FIRST_MSI_GSI + i;
+	if (ioctl(vm->fd, KVM_IRQFD, &f) < 0)
+		return -errno;
+	return f.gsi;
+}
+
+int vm_msi_route(struct vm *vm, unsigned gsi, uint64_t addr, uint32_t data)
+{
+	unsigned i = gsi - VM_FIRST_MSI_GSI;
+	int rc;
+
+	if (gsi < VM_FIRST_MSI_GSI || i >= VM_MAX_MSI)
+		return -EINVAL;
+	pthread_mutex_lock(&vm->msi_lock);
+	if (vm->msi[i].valid && vm->msi[i].addr == addr && vm->msi[i].data == data) {
+		pthread_mutex_unlock(&vm->msi_lock);
+		return 0;
+	}
+	vm->msi[i].valid = true;
+	vm->msi[i].addr = addr;
+	vm->msi[i].data = data;
+	rc = set_irq_routing(vm);
+	pthread_mutex_unlock(&vm->msi_lock);
+	return rc;
+}
+
+int vm_ioeventfd(struct vm *vm, uint64_t gpa, unsigned len, int fd, bool assign)
+{
+	struct kvm_ioeventfd e = {
+		.addr = gpa, .len = len, .fd = fd,
+		.flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
+	};
+
+	if (ioctl(vm->fd, KVM_IOEVENTFD, &e) < 0)
 		return -errno;
 	return 0;
 }
@@ -122,7 +183,9 @@ int vm_create(struct vm *vm, uint64_t ram_size, unsigned ncpus)
 	    (rc = need_cap(vm->kvm_fd, KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR")) ||
 	    (rc = need_cap(vm->kvm_fd, KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID")) ||
 	    (rc = need_cap(vm->kvm_fd, KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT")) ||
-	    (rc = need_cap(vm->kvm_fd, KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY")))
+	    (rc = need_cap(vm->kvm_fd, KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY")) ||
+	    (rc = need_cap(vm->kvm_fd, KVM_CAP_IRQFD, "KVM_CAP_IRQFD")) ||
+	    (rc = need_cap(vm->kvm_fd, KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD")))
 		goto err_close_kvm;
 	max_cpus = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
 	if (max_cpus <= 0)
@@ -175,6 +238,7 @@ int vm_create(struct vm *vm, uint64_t ram_size, unsigned ncpus)
 		goto err_free_mem;
 	}
 	pthread_mutex_init(&vm->pause_lock, NULL);
+	pthread_mutex_init(&vm->msi_lock, NULL);
 	pthread_cond_init(&vm->pause_cond, NULL);
 	vm->pio.name = "pio";
 	vm->mmio.name = "mmio";
@@ -197,6 +261,7 @@ void vm_destroy(struct vm *vm)
 	close(vm->stop_efd);
 	pthread_cond_destroy(&vm->pause_cond);
 	pthread_mutex_destroy(&vm->pause_lock);
+	pthread_mutex_destroy(&vm->msi_lock);
 	guest_memory_free(&vm->mem);
 	close(vm->fd);
 	close(vm->kvm_fd);

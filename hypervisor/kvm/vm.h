@@ -22,6 +22,11 @@
 #include "../pci/pci.h"
 
 #define VM_MAX_CPUS 64
+#define VM_MAX_MSI 256     /* MSI routes (irqfds) */
+#define VM_FIRST_MSI_GSI 24 /* after the IOAPIC's pins */
+#define VM_MAX_DISKS 8
+
+struct vmblk;
 
 /* Why the VM stopped (the first reason wins). */
 enum vm_stop {
@@ -43,6 +48,9 @@ struct vcpu {
 	size_t run_size;
 	pthread_t thread;
 	bool thread_started;
+	/* KVM_RUN returns, and those for port I/O and MMIO (relaxed atomics;
+	 * the control socket reads them). */
+	uint64_t exits, io_exits, mmio_exits;
 };
 
 struct vm {
@@ -60,6 +68,20 @@ struct vm {
 	struct console *console;
 
 	struct control *control; /* NULL without --api-socket */
+
+	/* --disk options and the virtio-blk devices made from them. */
+	const char *disk_args[VM_MAX_DISKS];
+	unsigned ndisks;
+	struct vmblk *disks[VM_MAX_DISKS];
+
+	/* MSI routes, one per irqfd; the table is rebuilt on each change. */
+	pthread_mutex_t msi_lock;
+	unsigned nmsi;
+	struct {
+		bool valid;
+		uint64_t addr;
+		uint32_t data;
+	} msi[VM_MAX_MSI];
 
 	/* Pausing: the vCPU threads park on pause_cond while pause_requested;
 	 * paused counts the parked ones. */
@@ -97,6 +119,14 @@ bool vm_is_paused(struct vm *vm);
 
 /* Drive an interrupt line of the in-kernel PIC/IOAPIC. */
 void vm_set_irq_line(struct vm *vm, unsigned irq, bool level);
+
+/* A GSI for MSI delivered by eventfd `irqfd` (KVM_IRQFD); the route
+ * (vm_msi_route) says where it goes.  Returns the GSI or -errno. */
+int vm_msi_alloc(struct vm *vm, int irqfd);
+int vm_msi_route(struct vm *vm, unsigned gsi, uint64_t addr, uint32_t data);
+/* Make guest writes of `len` bytes at `gpa` signal eventfd `fd` in the
+ * kernel (no exit), or stop it. */
+int vm_ioeventfd(struct vm *vm, uint64_t gpa, unsigned len, int fd, bool assign);
 
 /* vcpu.c */
 int vcpu_create(struct vm *vm, unsigned index, const struct boot_entry *entry);

@@ -18,6 +18,10 @@ static int pci_root_init(struct vm *vm)
 	if (rc >= 0)
 		rc = bus_register(&vm->pio, PCI_CONFIG_ADDR, 8, &pci_bus_ops, &vm->pci,
 				  "pci-config");
+	if (rc >= 0)
+		rc = bus_register(&vm->mmio, PCI_MMIO_BASE,
+				  PCI_MMIO_END - PCI_MMIO_BASE, &pci_mmio_ops,
+				  &vm->pci, "pci-mmio");
 	if (rc < 0) {
 		fprintf(stderr, "ovkvm: setting up PCI: %s\n", strerror(-rc));
 		pci_bus_destroy(&vm->pci);

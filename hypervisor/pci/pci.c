@@ -106,6 +106,46 @@ static uint64_t bar_decoding(const struct pci_dev *dev, unsigned bar)
 	return addr;
 }
 
+int pci_dev_add_cap(struct pci_dev *dev, uint8_t id, unsigned len)
+{
+	unsigned off = 0x40, p;
+
+	/* Capabilities are packed from 0x40 upwards, 4-byte aligned. */
+	off = dev->cap_end ? dev->cap_end : 0x40;
+	if (len < 2 || off + len > 256)
+		return -ENOSPC;
+	dev->cfg[off] = id;
+	dev->cfg[off + 1] = 0;
+	if (!dev->cfg[PCI_CAPABILITY_LIST]) {
+		dev->cfg[PCI_CAPABILITY_LIST] = off;
+	} else {
+		for (p = dev->cfg[PCI_CAPABILITY_LIST]; dev->cfg[p + 1];
+		     p = dev->cfg[p + 1])
+			;
+		dev->cfg[p + 1] = off;
+	}
+	dev->cfg[PCI_STATUS] |= PCI_STATUS_CAP_LIST;
+	dev->cap_end = (off + len + 3) & ~3u;
+	return off;
+}
+
+int pci_bus_alloc_mmio(struct pci_bus *bus, struct pci_dev *dev, unsigned bar)
+{
+	uint64_t size, addr;
+
+	if (bar >= PCI_NUM_BARS || !(size = dev->bar_size[bar]) ||
+	    (dev->cfg[PCI_BAR0 + 4 * bar] & (PCI_BAR_IO | PCI_BAR_MEM64)))
+		return -EINVAL;
+	if (!bus->mmio_next)
+		bus->mmio_next = PCI_MMIO_BASE;
+	addr = (bus->mmio_next + size - 1) & ~(size - 1);
+	if (addr + size > PCI_MMIO_END)
+		return -ENOSPC;
+	bus->mmio_next = addr + size;
+	le_set(dev->cfg, PCI_BAR0 + 4 * bar, 4, (uint32_t)addr);
+	return 0;
+}
+
 int pci_bus_add(struct pci_bus *bus, struct pci_dev *dev, int slot)
 {
 	if (slot < 0) {
@@ -212,6 +252,72 @@ static void pci_io_write(void *opaque, uint64_t off, const uint8_t *data,
 	memcpy(&v, data, len > 4 ? 4 : len);
 	pci_bus_port_write(opaque, off, len, v);
 }
+
+/* The device and memory BAR decoding [addr, addr + len), or NULL. */
+static struct pci_dev *mmio_find(struct pci_bus *bus, uint64_t addr,
+				 unsigned len, unsigned *bar, uint64_t *off)
+{
+	for (unsigned s = 0; s < PCI_MAX_DEVICES; s++) {
+		struct pci_dev *dev = bus->slots[s];
+		if (!dev || !dev->ops || !dev->ops->bar_read)
+			continue;
+		for (unsigned b = 0; b < PCI_NUM_BARS; b++) {
+			uint64_t base;
+			if (!dev->bar_size[b] ||
+			    (dev->cfg[PCI_BAR0 + 4 * b] & PCI_BAR_IO))
+				continue;
+			base = bar_decoding(dev, b);
+			if (base && addr >= base &&
+			    addr + len <= base + dev->bar_size[b]) {
+				*bar = b;
+				*off = addr - base;
+				return dev;
+			}
+		}
+	}
+	return NULL;
+}
+
+static void pci_mmio_read(void *opaque, uint64_t off, uint8_t *data,
+			  unsigned len)
+{
+	struct pci_bus *bus = opaque;
+	struct pci_dev *dev;
+	unsigned bar;
+	uint64_t boff;
+
+	pthread_mutex_lock(&bus->lock);
+	dev = mmio_find(bus, PCI_MMIO_BASE + off, len, &bar, &boff);
+	if (dev) {
+		dev->ops->bar_read(dev, bar, boff, data, len);
+	} else {
+		memset(data, 0xff, len);
+		bus->bad_mmio++;
+	}
+	pthread_mutex_unlock(&bus->lock);
+}
+
+static void pci_mmio_write(void *opaque, uint64_t off, const uint8_t *data,
+			   unsigned len)
+{
+	struct pci_bus *bus = opaque;
+	struct pci_dev *dev;
+	unsigned bar;
+	uint64_t boff;
+
+	pthread_mutex_lock(&bus->lock);
+	dev = mmio_find(bus, PCI_MMIO_BASE + off, len, &bar, &boff);
+	if (dev && dev->ops->bar_write)
+		dev->ops->bar_write(dev, bar, boff, data, len);
+	else
+		bus->bad_mmio++;
+	pthread_mutex_unlock(&bus->lock);
+}
+
+const struct bus_dev_ops pci_mmio_ops = {
+	.read = pci_mmio_read,
+	.write = pci_mmio_write,
+};
 
 const struct bus_dev_ops pci_bus_ops = {
 	.read = pci_io_read,

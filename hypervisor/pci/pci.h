@@ -38,6 +38,16 @@
 #define PCI_BAR_IO 0x1
 #define PCI_BAR_MEM64 0x4
 
+#define PCI_STATUS_CAP_LIST 0x10
+#define PCI_CAP_ID_VNDR 0x09
+#define PCI_CAP_ID_MSIX 0x11
+
+/* Memory BARs that the VM glue decodes through pci_mmio_ops live in
+ * [PCI_MMIO_BASE, PCI_MMIO_END); pci_bus_alloc_mmio() hands out the
+ * addresses ovkvm assigns before the guest runs (it plays the firmware). */
+#define PCI_MMIO_BASE 0xe0000000ull
+#define PCI_MMIO_END 0xfec00000ull
+
 struct pci_dev;
 
 struct pci_dev_ops {
@@ -48,6 +58,12 @@ struct pci_dev_ops {
 	 * disabled by the command register or being sized). */
 	void (*bar_moved)(struct pci_dev *dev, unsigned bar, uint64_t old_addr,
 			  uint64_t new_addr);
+	/* Optional: a guest access to a memory BAR, `off` bytes into it.
+	 * Called with the bus lock held, like the two above. */
+	void (*bar_read)(struct pci_dev *dev, unsigned bar, uint64_t off,
+			 uint8_t *data, unsigned len);
+	void (*bar_write)(struct pci_dev *dev, unsigned bar, uint64_t off,
+			  const uint8_t *data, unsigned len);
 };
 
 struct pci_dev {
@@ -58,12 +74,15 @@ struct pci_dev {
 	uint8_t cfg[256];
 	uint8_t wmask[256]; /* bits the guest may change */
 	uint64_t bar_size[PCI_NUM_BARS]; /* 0: unused BAR */
+	unsigned cap_end; /* where the next capability goes (0: 0x40) */
 };
 
 struct pci_bus {
 	pthread_mutex_t lock;
 	uint32_t config_addr;
 	struct pci_dev *slots[PCI_MAX_DEVICES];
+	uint64_t mmio_next; /* pci_bus_alloc_mmio's next free address */
+	unsigned long bad_mmio; /* accesses to the window no BAR decodes */
 };
 
 void pci_bus_init(struct pci_bus *bus);
@@ -78,6 +97,15 @@ void pci_dev_init(struct pci_dev *dev, const char *name, uint16_t vendor,
  * or PCI_BAR_MEM64 (which also takes bar+1) or 0 for 32-bit memory. */
 int pci_dev_add_bar(struct pci_dev *dev, unsigned bar, uint64_t size,
 		    uint32_t flags);
+
+/* Append a capability of `len` bytes (header included) with ID `id` to the
+ * capability list; returns its config-space offset, or -ENOSPC. */
+int pci_dev_add_cap(struct pci_dev *dev, uint8_t id, unsigned len);
+
+/* Give BAR `bar` (declared, 32-bit memory) an address in the MMIO window,
+ * as firmware would; decoding starts when the guest sets the command
+ * register's memory bit. Returns 0 or -ENOSPC. */
+int pci_bus_alloc_mmio(struct pci_bus *bus, struct pci_dev *dev, unsigned bar);
 
 /* Current address of a BAR (0 if unassigned). */
 uint64_t pci_dev_bar_addr(const struct pci_dev *dev, unsigned bar);
@@ -95,5 +123,9 @@ void pci_bus_port_write(struct pci_bus *bus, unsigned port_off, unsigned len,
 void pci_host_bridge_init(struct pci_dev *dev);
 
 extern const struct bus_dev_ops pci_bus_ops;
+/* The MMIO window [PCI_MMIO_BASE, PCI_MMIO_END) (opaque: the pci_bus):
+ * accesses go to the device whose memory BAR decodes the address; others
+ * read all ones, are dropped and counted in bad_mmio. */
+extern const struct bus_dev_ops pci_mmio_ops;
 
 #endif

@@ -64,6 +64,7 @@ static void check_acpi(const struct guest_memory *mem, uint64_t rsdp_gpa,
 			CHECK(memcmp(dsdt, "DSDT", 4) == 0);
 			CHECK_EQ(acpi_checksum(dsdt, get32(dsdt + 4)), 0);
 			CHECK(memmem(dsdt + 36, get32(dsdt + 4) - 36, "_S5_", 4));
+			CHECK(memmem(dsdt + 36, get32(dsdt + 4) - 36, "PCI0", 4));
 			CHECK_EQ(get32(t + 64), ACPI_PM1_CNT_PORT);
 			CHECK_EQ(t[89], 2);                 /* PM1_CNT_LEN */
 			CHECK_EQ(get64(t + 116 + 4), ACPI_RESET_PORT);

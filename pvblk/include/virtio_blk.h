@@ -278,6 +278,18 @@ void vblk_queue_set_label(struct vblk_queue *q, const char *label);
    mark it broken with why, logged once, as for a bad ring. Call on the
    queue's thread, between kick/complete calls. */
 void vblk_queue_break(struct vblk_queue *q, const char *why);
+/* What a queue has answered since it was made: requests put in the used
+   ring, data bytes of successful reads and writes, and requests answered
+   with other than VIRTIO_BLK_S_OK. Safe to call from any thread while the
+   queue's own thread runs (each counter is read atomically). */
+struct vblk_stats {
+	uint64_t requests;
+	uint64_t read_bytes;
+	uint64_t written_bytes;
+	uint64_t errors;
+};
+void vblk_queue_stats(const struct vblk_queue *q, struct vblk_stats *out);
+
 /* Requests submitted and not yet in the used ring. */
 unsigned vblk_queue_inflight(const struct vblk_queue *q);
 

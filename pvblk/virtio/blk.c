@@ -44,6 +44,8 @@ struct vblk_req {
 	uint8_t *status;
 	uint32_t used_len;
 	bool flush_after; /* a write under a write-through cache (wce = 0) */
+	uint32_t type;      /* VIRTIO_BLK_T_*, for the statistics */
+	uint64_t bytes;     /* data bytes of a read or write */
 	struct iovec *data; /* into chain.iov */
 	unsigned ndata;
 	struct vq_chain chain;
@@ -62,6 +64,7 @@ struct vblk_queue {
 	struct vblk_req *reqs, *free_list;
 	unsigned nreqs, inflight;
 	char label[512]; /* names the queue in the log (vblk_queue_set_label) */
+	struct vblk_stats stats; /* written by the queue's thread only */
 };
 
 int vblk_dev_new(const struct vblk_dev_opts *o, struct vblk_dev **out)
@@ -307,6 +310,15 @@ static void req_done(struct vblk_req *r, uint8_t status)
 	struct vblk_queue *q = r->q;
 
 	*r->status = status;
+	/* relaxed atomics: another thread may read them (vblk_queue_stats) */
+	__atomic_fetch_add(&q->stats.requests, 1, __ATOMIC_RELAXED);
+	if (status != VIRTIO_BLK_S_OK)
+		__atomic_fetch_add(&q->stats.errors, 1, __ATOMIC_RELAXED);
+	else if (r->type == VIRTIO_BLK_T_IN)
+		__atomic_fetch_add(&q->stats.read_bytes, r->bytes, __ATOMIC_RELAXED);
+	else if (r->type == VIRTIO_BLK_T_OUT)
+		__atomic_fetch_add(&q->stats.written_bytes, r->bytes,
+				   __ATOMIC_RELAXED);
 	vq_push(&q->vq, r->chain.head, r->used_len);
 	r->next_free = q->free_list;
 	q->free_list = r;
@@ -408,6 +420,8 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 		in_end--;
 	r->used_len = 1;
 	r->flush_after = false;
+	r->type = UINT32_MAX;
+	r->bytes = 0;
 
 	if (!iov_peek(c->iov, c->nout, &h, sizeof(h))) {
 		req_done(r, VIRTIO_BLK_S_IOERR);
@@ -416,6 +430,7 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 	h.type = le32toh(h.type);
 	h.sector = le64toh(h.sector);
 	iov_skip(c->iov, &out_start, c->nout, sizeof(h));
+	r->type = h.type;
 
 	switch (h.type) {
 	case VIRTIO_BLK_T_IN:
@@ -427,6 +442,7 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 			return;
 		}
 		r->used_len = (uint32_t)(data_bytes + 1);
+		r->bytes = data_bytes;
 		ret = bdev_aio_readv(q->bq, d->bdev, h.sector * SECTOR,
 				     c->iov + in_start,
 				     (int)(in_end - in_start), io_done, r);
@@ -443,6 +459,7 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 			return;
 		}
 		r->flush_after = !d->wce;
+		r->bytes = data_bytes;
 		ret = bdev_aio_writev(q->bq, d->bdev, h.sector * SECTOR,
 				      c->iov + out_start,
 				      (int)(c->nout - out_start), io_done, r);
@@ -552,6 +569,15 @@ static void process(struct vblk_queue *q)
 void vblk_queue_kick(struct vblk_queue *q)
 {
 	process(q);
+}
+
+void vblk_queue_stats(const struct vblk_queue *q, struct vblk_stats *out)
+{
+	out->requests = __atomic_load_n(&q->stats.requests, __ATOMIC_RELAXED);
+	out->read_bytes = __atomic_load_n(&q->stats.read_bytes, __ATOMIC_RELAXED);
+	out->written_bytes = __atomic_load_n(&q->stats.written_bytes,
+					     __ATOMIC_RELAXED);
+	out->errors = __atomic_load_n(&q->stats.errors, __ATOMIC_RELAXED);
 }
 
 void vblk_queue_complete(struct vblk_queue *q)

@@ -318,6 +318,30 @@ static void test_bad_requests_get_ioerr(void)
 	rig_stop(&r);
 }
 
+/* vblk_queue_stats counts answered requests, data bytes of successful
+   reads and writes, and errors (ovkvm's control socket shows them). */
+static void test_stats(void)
+{
+	struct vblk_stats st;
+	struct rig r;
+
+	rig_start(&r, false, 0);
+	vblk_queue_stats(r.q, &st);
+	CHECK_EQ(st.requests, 0);
+	submit(&r, simple_req(&r, 0, VIRTIO_BLK_T_OUT, 8, DATA_GPA, 8192,
+			      false));
+	submit(&r, simple_req(&r, 1, VIRTIO_BLK_T_IN, 8, DATA_GPA, 4096, true));
+	submit(&r, simple_req(&r, 2, VIRTIO_BLK_T_IN, IMG_SIZE / 512 - 1,
+			      DATA_GPA, 1024, true));
+	CHECK_EQ(status_of(2), VIRTIO_BLK_S_IOERR);
+	vblk_queue_stats(r.q, &st);
+	CHECK_EQ(st.requests, 3);
+	CHECK_EQ(st.written_bytes, 8192);
+	CHECK_EQ(st.read_bytes, 4096);
+	CHECK_EQ(st.errors, 1);
+	rig_stop(&r);
+}
+
 /* Each of these must leave the queue broken, the used ring untouched,
    and the status byte unwritten. */
 enum hostile {
@@ -563,6 +587,7 @@ int main(void)
 	test_write_read_roundtrip();
 	test_discard_write_zeroes();
 	test_bad_requests_get_ioerr();
+	test_stats();
 	for (int h = 0; h < H_END; h++)
 		test_hostile((enum hostile)h);
 	test_transport_break();
