@@ -660,26 +660,17 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 static int vmdk_map(struct bdev *b, uint64_t off, uint64_t len, struct bdev_map *m)
 {
 	struct vmdk_image *img = b->priv;
-	unsigned lo = 0, hi = img->n_extents;
-	struct vmdk_extent *e;
+	struct vmdk_extent *e = vmdk_find_extent(img, off);
 	uint64_t rel;
 
-	while (hi - lo > 1) {
-		unsigned mid = lo + (hi - lo) / 2;
-		if (img->extents[mid].start <= off)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	e = &img->extents[lo];
-	if (off < e->start || off - e->start >= e->size)
+	if (!e)
 		return bdev_err(-EIO, "%s: offset %" PRIu64 " is outside every extent",
 				b->filename, off);
 	rel = off - e->start;
 	if (len > e->size - rel)
 		len = e->size - rel;
 	memset(m, 0, sizeof(*m));
-	m->extent = lo;
+	m->extent = (unsigned)(e - img->extents);
 	m->read_only = e->access == BDEV_ACCESS_RDONLY;
 
 	switch (e->type) {

@@ -314,6 +314,8 @@ ssize_t vmdk_zero(struct bdev *b, uint64_t off, uint64_t len, bool discard);
 int vmdk_begin_write(struct bdev *b);
 int vmdk_finish(struct bdev *b);
 int vmdk_flush(struct bdev *b);
+
+/* write_common.c: shared by both write paths; the lookup also by the map. */
 /* The extent holding virtual byte off, or NULL. */
 struct vmdk_extent *vmdk_find_extent(struct vmdk_image *img, uint64_t off);
 /* Copies the first len bytes of iov into dst. */

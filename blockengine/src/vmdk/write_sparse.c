@@ -30,7 +30,6 @@
 #define COWD_FREE_SECTOR_OFF 28
 #define COWD_UNCLEAN_OFF 1648
 
-
 /* Can the write path allocate in e? */
 static bool extent_allocates(const struct vmdk_extent *e)
 {
@@ -104,24 +103,6 @@ void vmdk_write_teardown(struct vmdk_image *img)
 	pthread_cond_destroy(&img->alloc_cv);
 	pthread_mutex_destroy(&img->flush_mu);
 	img->write_init = false;
-}
-
-/* The extent that holds virtual byte off. */
-struct vmdk_extent *vmdk_find_extent(struct vmdk_image *img, uint64_t off)
-{
-	unsigned lo = 0, hi = img->n_extents;
-
-	while (hi - lo > 1) {
-		unsigned mid = lo + (hi - lo) / 2;
-		if (img->extents[mid].start <= off)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	if (off < img->extents[lo].start ||
-	    off - img->extents[lo].start >= img->extents[lo].size)
-		return NULL;
-	return &img->extents[lo];
 }
 
 /* Reserves bytes at the end of e's file; returns their offset. */
@@ -211,18 +192,6 @@ static void gte_store(const uint8_t *gt, uint32_t gti, uint32_t v)
 			 htole32(v), __ATOMIC_RELEASE);
 }
 
-/* Copies the first len bytes of iov into dst. */
-void vmdk_iov_copy_out(uint8_t *dst, const struct iovec *iov, int iovcnt,
-			 uint64_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
-		memcpy(dst, iov[i].iov_base, n);
-		dst += n;
-		len -= n;
-	}
-}
-
 /* Writes len bytes of iov at foff of e's file (a grain already allocated). */
 static int write_in_place(struct vmdk_extent *e, uint64_t foff,
 			  const struct iovec *iov, int iovcnt, uint64_t len)
@@ -235,30 +204,6 @@ static int write_in_place(struct vmdk_extent *e, uint64_t foff,
 		foff += n;
 		len -= n;
 	}
-	return 0;
-}
-
-/* Fills buf (one grain at virtual offset vstart) with what the layers
-   below this one hold there. */
-int vmdk_fill_from_backing(struct bdev *b, uint64_t vstart, uint8_t *buf,
-			     uint64_t gb)
-{
-	struct bdev *p = b->backing;
-	uint64_t n = 0;
-
-	if (p && vstart < p->info.size)
-		n = p->info.size - vstart < gb ? p->info.size - vstart : gb;
-	if (n) {
-		int ret = bdev_pread(p, buf, (size_t)n, vstart);
-		if (ret < 0) {
-			char why[256];
-			snprintf(why, sizeof(why), "%s", bdev_errmsg());
-			return bdev_err(ret, "%s: cannot read the parent's bytes "
-					"around a new grain at offset %" PRIu64 ": %s",
-					b->filename, vstart, why);
-		}
-	}
-	memset(buf + n, 0, gb - n);
 	return 0;
 }
 
