@@ -53,13 +53,13 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 		if (!e->src || !e->src->writable || e->access != BDEV_ACCESS_RW ||
 		    e->rebuilt || e->used_rgd || e->mem_gts || !e->gd)
 			continue;
-		if (e->kind == VMDK_SPARSE_HOSTED && e->compressed) {
+		if (e->ops == &vmdk_hosted_ops && e->compressed) {
 			ret = vmdk_stream_write_setup(e);
 			if (ret < 0)
 				return ret;
 			continue;
 		}
-		if (e->kind == VMDK_SPARSE_HOSTED && !e->compressed) {
+		if (e->ops == &vmdk_hosted_ops && !e->compressed) {
 			ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 			if (ret < 0)
 				return ret;
@@ -69,7 +69,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 				return ret;
 			e->gd_off = h.gd_offset * 512;
 			e->rgd_off = e->rgd ? h.rgd_offset * 512 : 0;
-		} else if (e->kind == VMDK_SPARSE_COWD) {
+		} else if (e->ops == &vmdk_cowd_ops) {
 			uint32_t v;
 			ret = bsrc_read_full(e->src, &v, 4, 20);
 			if (ret < 0)
@@ -482,7 +482,7 @@ int vmdk_flush(struct bdev *b)
 	/* COWD keeps its next free sector in the header */
 	for (unsigned i = 0; i < img->n_extents; i++) {
 		struct vmdk_extent *e = &img->extents[i];
-		if (e->write_init && e->kind == VMDK_SPARSE_COWD && (nd || any_gd)) {
+		if (e->write_init && e->ops == &vmdk_cowd_ops && (nd || any_gd)) {
 			uint32_t fs = htole32((uint32_t)(atomic_load(&e->next_free) / 512));
 			ssize_t w = e->src->ops->pwrite(e->src, &fs, 4, COWD_FREE_SECTOR_OFF);
 			if (w < 0) {
@@ -535,7 +535,7 @@ static int set_unclean(struct vmdk_image *img, bool on)
 
 		if (!e->write_init && !e->stream_w)
 			continue;
-		if (e->kind == VMDK_SPARSE_COWD) {
+		if (e->ops == &vmdk_cowd_ops) {
 			uint32_t v = htole32(on ? 1 : 0);
 			w = e->src->ops->pwrite(e->src, &v, 4, COWD_UNCLEAN_OFF);
 		} else {
@@ -689,7 +689,7 @@ int vmdk_begin_write(struct bdev *b)
 	if (!img->desc_parsed || !img->desc.has_cid)
 		return 0;
 	cid = new_cid(img->desc.cid);
-	if (img->n_extents == 1 && img->extents[0].kind == VMDK_SPARSE_HOSTED &&
+	if (img->n_extents == 1 && img->extents[0].ops == &vmdk_hosted_ops &&
 	    b->filename && img->extents[0].path &&
 	    strcmp(img->extents[0].path, b->filename) == 0)
 		ret = write_embedded_cid(b, &img->extents[0], cid);
