@@ -318,6 +318,140 @@ static bool differ_only_as_flush_behind(const struct vmdk_sparse_hdr *h, uint64_
 	return true;
 }
 
+/* The hosted check's header part: a stream's footer (a lost one is
+   rebuilt by -r all), uncleanShutdown, the descriptor's size against the
+   header's capacity. 0 to go on with the tables in *h, 1 when the check
+   is over (the footer was lost), or -errno. */
+static int hosted_check_header(struct vmdk_check_ctx *c, struct bsrc *s,
+			       const char *path, uint64_t desc_bytes,
+			       unsigned repair, struct vmdk_sparse_hdr *hp)
+{
+	struct bdev_check_result *r = c->r;
+	struct vmdk_sparse_hdr h = *hp;
+	uint64_t len = s->length;
+	int ret;
+
+	if (h.gd_offset == VMDK4_GD_AT_END) {
+		uint8_t fb[512];
+		struct vmdk_sparse_hdr h0 = h;
+		ret = len >= 1536 ? bsrc_read_full(s, fb, 512, (len & ~511ull) - 1024) : -EINVAL;
+		if (ret == 0)
+			ret = vmdk_sparse_header_parse(fb, len - 1024, len, path, &h);
+		if (ret < 0) {
+			vmdk_check_finding(c, "ERROR %s: no readable footer at the end of the stream", path);
+			r->corruptions++;
+			ret = 1;
+			if ((repair & BDEV_CHECK_REPAIR_ALL) && h0.compressed &&
+			    (h0.flags & VMDK4_FLAG_MARKERS)) {
+				ret = repair_stream_tail(c, s, path, &h0);
+				if (ret == 0) {
+					r->corruptions_fixed++;
+					ret = 1;
+				}
+			}
+			return ret;
+		}
+	}
+	if (h.unclean) {
+		r->unclean = true;
+		vmdk_check_finding(c, "WARNING %s: uncleanShutdown is set: the image was not "
+			"closed cleanly", path);
+	}
+	if (desc_bytes && desc_bytes < h.capacity * 512 && !h.compressed) {
+		/* the tables cover more than the disk uses: what a resize
+		   that grew the extent leaves until it rewrites the descriptor */
+		vmdk_check_finding(c, "WARNING %s: the descriptor gives the extent %" PRIu64
+			" sectors, its header capacity is %" PRIu64 " (an interrupted "
+			"resize? run it again)", path, desc_bytes / 512, h.capacity);
+	} else if (desc_bytes && desc_bytes != h.capacity * 512) {
+		r->corruptions++;
+		vmdk_check_finding(c, "ERROR %s: the descriptor gives the extent %" PRIu64
+			" sectors, its header capacity is %" PRIu64, path,
+			desc_bytes / 512, h.capacity);
+	}
+	*hp = h;
+	return 0;
+}
+
+/* The hosted check's walk over the entries of grain table t: each in
+   the grain area, no grain referenced twice (marked in owner). */
+static void hosted_check_entries(struct vmdk_check_ctx *c, const char *path,
+				 const struct vmdk_sparse_hdr *h, uint64_t len,
+				 uint32_t t, const uint32_t *gt, uint8_t *owner,
+				 bool *gd_sane, uint64_t *last_used)
+{
+	struct bdev_check_result *r = c->r;
+
+	for (uint32_t i = 0; i < h->gtes_per_gt; i++) {
+		uint64_t v = gt[i], slot;
+		if (v == 0 || (v == 1 && (h->flags & VMDK4_FLAG_ZERO_GRAIN)))
+			continue;
+		if (!gte_valid(h, len, v)) {
+			r->corruptions++;
+			*gd_sane = false;
+			vmdk_check_finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
+				" (grain %" PRIu64 ") is sector %" PRIu64 ", outside "
+				"the grain area [%" PRIu64 ", %" PRIu64 ")", path, t, i,
+				(uint64_t)t * h->gtes_per_gt + i, v, h->overhead, len / 512);
+			continue;
+		}
+		r->allocated_clusters++;
+		if (h->compressed)
+			continue; /* records vary in size */
+		slot = (v - h->overhead) / h->grain_sectors;
+		if (owner[slot]) {
+			r->corruptions++;
+			*gd_sane = false;
+			vmdk_check_finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
+				" points at sector %" PRIu64 ", which another entry "
+				"already references", path, t, i, v);
+		}
+		owner[slot] = 1;
+		if (slot + 1 > *last_used)
+			*last_used = slot + 1;
+	}
+}
+
+/* -r all: rewrite each redundant grain table from its primary one, when
+   the redundant directory names a table inside the file for every entry. */
+static int hosted_rewrite_rgd(struct vmdk_check_ctx *c, struct bsrc *s,
+			      const char *path, const struct vmdk_sparse_hdr *h,
+			      const uint32_t *gd, const uint32_t *rgd,
+			      uint64_t rgd_corrupt)
+{
+	struct bdev_check_result *r = c->r;
+	uint64_t gtb = (uint64_t)h->gtes_per_gt * 4;
+	uint8_t *raw = malloc(gtb);
+	bool rgd_dir_ok = true;
+	uint32_t fixed = 0;
+	int ret;
+
+	if (!raw)
+		return -ENOMEM;
+	for (uint32_t t = 0; t < h->gd_entries; t++)
+		if (!rgd[t] || (uint64_t)rgd[t] * 512 + gtb > s->length)
+			rgd_dir_ok = false;
+	for (uint32_t t = 0; rgd_dir_ok && t < h->gd_entries; t++) {
+		if (!gd[t])
+			continue;
+		ret = bsrc_read_full(s, raw, gtb, (uint64_t)gd[t] * 512);
+		if (ret == 0)
+			ret = (int)s->ops->pwrite(s, raw, gtb, (uint64_t)rgd[t] * 512);
+		if (ret < 0) {
+			free(raw);
+			return ret;
+		}
+		fixed++;
+	}
+	free(raw);
+	if (rgd_dir_ok) {
+		r->corruptions_fixed += rgd_corrupt;
+		vmdk_check_finding(c, "Repaired: redundant grain tables of %s rewritten from the "
+			"primary ones (%" PRIu32 " tables)", path, fixed);
+	}
+	return 0;
+}
+
 /* Check one hosted sparse extent file. */
 static int hosted_check(struct vmdk_check_ctx *c, const char *path, uint64_t desc_bytes,
 			unsigned repair)
@@ -342,41 +476,11 @@ static int hosted_check(struct vmdk_check_ctx *c, const char *path, uint64_t des
 		ret = vmdk_sparse_header_parse(hb, 0, len, path, &h);
 	if (ret < 0)
 		goto out;
-	if (h.gd_offset == VMDK4_GD_AT_END) {
-		uint8_t fb[512];
-		struct vmdk_sparse_hdr h0 = h;
-		ret = len >= 1536 ? bsrc_read_full(s, fb, 512, (len & ~511ull) - 1024) : -EINVAL;
-		if (ret == 0)
-			ret = vmdk_sparse_header_parse(fb, len - 1024, len, path, &h);
-		if (ret < 0) {
-			vmdk_check_finding(c, "ERROR %s: no readable footer at the end of the stream", path);
-			r->corruptions++;
+	ret = hosted_check_header(c, s, path, desc_bytes, repair, &h);
+	if (ret != 0) {
+		if (ret > 0)
 			ret = 0;
-			if ((repair & BDEV_CHECK_REPAIR_ALL) && h0.compressed &&
-			    (h0.flags & VMDK4_FLAG_MARKERS)) {
-				ret = repair_stream_tail(c, s, path, &h0);
-				if (ret == 0)
-					r->corruptions_fixed++;
-			}
-			goto out;
-		}
-	}
-	if (h.unclean) {
-		r->unclean = true;
-		vmdk_check_finding(c, "WARNING %s: uncleanShutdown is set: the image was not "
-			"closed cleanly", path);
-	}
-	if (desc_bytes && desc_bytes < h.capacity * 512 && !h.compressed) {
-		/* the tables cover more than the disk uses: what a resize
-		   that grew the extent leaves until it rewrites the descriptor */
-		vmdk_check_finding(c, "WARNING %s: the descriptor gives the extent %" PRIu64
-			" sectors, its header capacity is %" PRIu64 " (an interrupted "
-			"resize? run it again)", path, desc_bytes / 512, h.capacity);
-	} else if (desc_bytes && desc_bytes != h.capacity * 512) {
-		r->corruptions++;
-		vmdk_check_finding(c, "ERROR %s: the descriptor gives the extent %" PRIu64
-			" sectors, its header capacity is %" PRIu64, path,
-			desc_bytes / 512, h.capacity);
+		goto out;
 	}
 	if (!h.gd_ok) {
 		r->corruptions++;
@@ -480,34 +584,8 @@ static int hosted_check(struct vmdk_check_ctx *c, const char *path, uint64_t des
 				" is sector %" PRIu32 ", expected a table inside the file",
 				path, t, rgd[t]);
 		}
-		for (uint32_t i = 0; i < h.gtes_per_gt; i++) {
-			uint64_t v = gt[i], slot;
-			if (v == 0 || (v == 1 && (h.flags & VMDK4_FLAG_ZERO_GRAIN)))
-				continue;
-			if (!gte_valid(&h, len, v)) {
-				r->corruptions++;
-				gd_sane = false;
-				vmdk_check_finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
-					" (grain %" PRIu64 ") is sector %" PRIu64 ", outside "
-					"the grain area [%" PRIu64 ", %" PRIu64 ")", path, t, i,
-					(uint64_t)t * h.gtes_per_gt + i, v, h.overhead, len / 512);
-				continue;
-			}
-			r->allocated_clusters++;
-			if (h.compressed)
-				continue; /* records vary in size */
-			slot = (v - h.overhead) / h.grain_sectors;
-			if (owner[slot]) {
-				r->corruptions++;
-				gd_sane = false;
-				vmdk_check_finding(c, "ERROR %s: grain table %" PRIu32 " entry %" PRIu32
-					" points at sector %" PRIu64 ", which another entry "
-					"already references", path, t, i, v);
-			}
-			owner[slot] = 1;
-			if (slot + 1 > last_used)
-				last_used = slot + 1;
-		}
+		hosted_check_entries(c, path, &h, len, t, gt, owner, &gd_sane,
+				     &last_used);
 	}
 	r->total_clusters += (h.capacity + h.grain_sectors - 1) / h.grain_sectors;
 	if (!h.compressed) {
@@ -537,36 +615,9 @@ static int hosted_check(struct vmdk_check_ctx *c, const char *path, uint64_t des
 		}
 	}
 	if (rgd_differs && gd_sane && (repair & BDEV_CHECK_REPAIR_ALL) && rgd) {
-		/* rewrite each redundant table from its primary */
-		uint64_t gtb = (uint64_t)h.gtes_per_gt * 4;
-		uint8_t *raw = malloc(gtb);
-		bool rgd_dir_ok = true;
-		uint32_t fixed = 0;
-		if (!raw) {
-			ret = -ENOMEM;
+		ret = hosted_rewrite_rgd(c, s, path, &h, gd, rgd, rgd_corrupt);
+		if (ret < 0)
 			goto out;
-		}
-		for (uint32_t t = 0; t < h.gd_entries; t++)
-			if (!rgd[t] || (uint64_t)rgd[t] * 512 + gtb > len)
-				rgd_dir_ok = false;
-		for (uint32_t t = 0; rgd_dir_ok && t < h.gd_entries; t++) {
-			if (!gd[t])
-				continue;
-			ret = bsrc_read_full(s, raw, gtb, (uint64_t)gd[t] * 512);
-			if (ret == 0)
-				ret = (int)s->ops->pwrite(s, raw, gtb, (uint64_t)rgd[t] * 512);
-			if (ret < 0) {
-				free(raw);
-				goto out;
-			}
-			fixed++;
-		}
-		free(raw);
-		if (rgd_dir_ok) {
-			r->corruptions_fixed += rgd_corrupt;
-			vmdk_check_finding(c, "Repaired: redundant grain tables of %s rewritten from the "
-				"primary ones (%" PRIu32 " tables)", path, fixed);
-		}
 	}
 	if (repair && s->ops->flush)
 		ret = s->ops->flush(s);
