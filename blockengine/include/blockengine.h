@@ -512,6 +512,37 @@ int bdev_snapshot(struct bdev *b, const char *child_path);
 int bdev_snapshot_wait(struct bdev *b);
 
 /*
+ * Merge b's top layer (a delta created by bdev_snapshot, whose parent is
+ * the layer that snapshot froze) back into its parent while b stays open
+ * and every queue keeps submitting reads and writes; then b's top is the
+ * parent again, the child file is deleted, and the change map follows the
+ * top back. Refused with -EBUSY (error text naming the file) while anyone
+ * else holds the parent open (a read-only view must be closed first), and
+ * with -EINVAL when the top has no parent. Blocks the calling thread only:
+ * call it from a thread that owns no queue with writes to b in flight.
+ * Crash-safe: after a crash at any point, opening the top (or the parent
+ * if the child is already gone) gives the disk's current contents.
+ *
+ * The child's data is copied in passes while writes go on (each pass
+ * copies again what completed writes changed meanwhile); other threads'
+ * submissions wait only for the last, small pass, the parent's flush and
+ * the delete, done while the top is switched. The parent's CID is kept
+ * until the first write after the commit (the chain shows the same data
+ * throughout). A parent that this handle did not freeze with bdev_snapshot
+ * is refused with -ENOTSUP. Not concurrent with bdev_snapshot on b.
+ */
+int bdev_commit_live(struct bdev *b);
+
+/* Grow b's virtual size to new_size bytes while it is open and in use
+ * (raw and every writable VMDK subformat that can grow; -ENOTSUP naming
+ * the subformat otherwise). Shrinking is refused with -EINVAL. Queues
+ * see the new size for requests submitted after the call returns.
+ * Today only a raw disk that is a whole regular file grows while open
+ * (without checkpoints: -ENOTSUP while the change map exists); every VMDK
+ * subformat is -ENOTSUP here and grows closed with bdev_resize. */
+int bdev_grow(struct bdev *b, uint64_t new_size);
+
+/*
  * Merge the delta disk at child_path into its parent and delete it.
  * Crash-safe: an interrupted commit can be run again to completion.
  */
@@ -560,8 +591,9 @@ enum bdev_resize_flag {
  * Change the virtual size of the image at path (not open elsewhere: takes
  * exclusive locks). Grows monolithicFlat, vmfs, twoGbMaxExtentFlat (adding
  * extent files) and monolithicSparse (while its grain directory has room);
- * shrinking needs BDEV_RESIZE_SHRINK and never drops sparse grains. Other
- * kinds fail with -ENOTSUP and a message saying why.
+ * shrinking needs BDEV_RESIZE_SHRINK and never drops sparse grains. A raw
+ * file grows or (with BDEV_RESIZE_SHRINK) is truncated. Other kinds fail
+ * with -ENOTSUP and a message saying why.
  */
 int bdev_resize(const char *path, uint64_t new_size, unsigned flags);
 

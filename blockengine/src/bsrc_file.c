@@ -304,6 +304,52 @@ int bsrc_make_read_only(struct bsrc *s)
 	return 0;
 }
 
+/* Undoes bsrc_make_read_only: takes the exclusive lock back (-EBUSY,
+   naming the file, while another opener holds it shared) and QEMU's write
+   permission bytes (-EBUSY while a QEMU user refuses to share writes). */
+int bsrc_make_writable(struct bsrc *s)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)BSRC_LOCK_START,
+		.l_len = BSRC_LOCK_LEN,
+	};
+
+	if (s->writable || s->fd < 0)
+		return 0;
+	if (fcntl(s->fd, F_OFD_SETLK, &fl) < 0) {
+		int err = errno;
+		if (err == EAGAIN || err == EACCES)
+			return bdev_err(-EBUSY, "%s: another user holds it open "
+					"(a read-only view?); close that first",
+					s->name);
+		return bdev_err(-err, "%s: cannot take the image lock back: %s",
+				s->name, strerror(err));
+	}
+	for (unsigned i = 0; i < QEMU_PERM_BITS; i++) {
+		int ret;
+
+		if (!(OVK_WRITER_PERM & ~OVK_READER_PERM & (1u << i)))
+			continue;
+		if (byte_held(s->fd, QEMU_LOCK_SHARED + i)) {
+			fl.l_type = F_RDLCK; /* back to what it was */
+			if (fcntl(s->fd, F_OFD_SETLK, &fl) < 0)
+				return bdev_err(-errno, "%s: cannot downgrade "
+						"the image lock: %s", s->name,
+						strerror(errno));
+			return bdev_err(-EBUSY, "%s: a QEMU user refuses to share "
+					"writes to it", s->name);
+		}
+		ret = lock_byte(s->fd, QEMU_LOCK_PERM + i, F_RDLCK);
+		if (ret < 0)
+			return bdev_err(ret, "%s: cannot take the image lock "
+					"back: %s", s->name, strerror(-ret));
+	}
+	s->writable = true;
+	return 0;
+}
+
 /* Allocates a source for fd; takes ownership of fd only on success. */
 static int bsrc_new_fd(int fd, const char *name, const struct bsrc_ops *ops,
 		       struct bsrc **out)

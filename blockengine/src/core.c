@@ -290,6 +290,19 @@ int bdev_close(struct bdev *b)
 		ret = b->fmt->finish(b);
 	gcache_kill(b->gcache);
 	b->fmt->close(b);
+	while (b->retired) {
+		struct bdev *l = b->retired;
+		b->retired = l->retired;
+		l->retired = NULL;
+		if (l->fmt) {
+			bdev_close(l);
+		} else {
+			/* a shell whose layer the handle took over */
+			pthread_rwlock_destroy(&l->top_lock);
+			pthread_mutex_destroy(&l->begin_lock);
+			free(l);
+		}
+	}
 	if (b->backing) {
 		int r = bdev_close(b->backing);
 		if (!ret)
@@ -334,8 +347,7 @@ int bdev_get_limits(struct bdev *b, struct bdev_limits *out)
 	l.can_fast_zero = l.can_write;
 	l.discard_granularity = l.can_discard ? grain : 0;
 	l.zero_granularity = grain;
-	l.can_snapshot = l.can_write && strcmp(b->fmt->name, "vmdk") == 0 &&
-			 b->info.has_cid;
+	l.can_snapshot = l.can_write && b->fmt->freeze && b->info.has_cid;
 	l.can_track_changes = l.can_write || b->ctk;
 	pthread_rwlock_unlock(&b->top_lock);
 	n = out->struct_size < sizeof(l) ? out->struct_size : sizeof(l);
@@ -566,4 +578,52 @@ void bdev_get_stats(const struct bdev *b, struct bdev_stats *out)
 		out->grains_inflated += atomic_load(&b->stats.inflated);
 		out->readahead_grains += atomic_load(&b->stats.readahead);
 	}
+}
+
+/* Grows b while it is open; see blockengine.h. The new size is set under
+   top_lock exclusive: submissions that check against it see the old size
+   or the new one, and the file is already long enough for either. */
+int bdev_grow(struct bdev *b, uint64_t new_size)
+{
+	struct bsrc *s;
+	int ret = 0;
+
+	bdev_err_clear();
+	if (!b)
+		return bdev_err(-EINVAL, "bdev_grow: no image");
+	if (b->info.read_only)
+		return bdev_err(-EROFS, "%s: image is open read-only; growing it "
+				"needs it open for writing", b->filename);
+	if (new_size % BDEV_SECTOR)
+		return bdev_err(-EINVAL, "%s: new size %" PRIu64 " is not a "
+				"multiple of %u bytes", b->filename, new_size,
+				BDEV_SECTOR);
+	pthread_rwlock_wrlock(&b->top_lock);
+	if (new_size < b->info.size) {
+		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than "
+			       "the disk (%" PRIu64 " bytes); shrinking is not "
+			       "done on an open disk", b->filename, new_size,
+			       b->info.size);
+	} else if (new_size == b->info.size) {
+		ret = 0;
+	} else if (b->fmt != &bdev_format_raw) {
+		ret = bdev_err(-ENOTSUP, "%s: growing an open %s %s disk is not "
+			       "supported; close it and use bdev_resize "
+			       "(vmdk resize)", b->filename, b->info.format,
+			       b->info.subformat ? b->info.subformat : "");
+	} else if (b->ctk) {
+		ret = bdev_err(-ENOTSUP, "%s: has checkpoints sized for %" PRIu64
+			       " bytes; delete them before growing it",
+			       b->filename, b->info.size);
+	} else if (!(s = raw_source(b)) || !s->whole_file ||
+		   !s->ops->truncate) {
+		ret = bdev_err(-ENOTSUP, "%s: not a whole regular file (a region "
+			       "or a device): it cannot grow", b->filename);
+	} else {
+		ret = s->ops->truncate(s, new_size);
+		if (ret == 0)
+			b->info.size = new_size;
+	}
+	pthread_rwlock_unlock(&b->top_lock);
+	return ret;
 }

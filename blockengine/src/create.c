@@ -136,6 +136,38 @@ static int raw_writer_new(const char *path, const struct bdev_create_opts *o,
 /* ---- public ---------------------------------------------------------------- */
 
 /* Check what holds for every format; fill defaults into *d. */
+/* A format images are created in, by the name users give it. */
+struct create_kind {
+	const char *name;
+	/* a writer of the whole image at path */
+	int (*writer_new)(const char *path, const struct bdev_create_opts *o,
+			  struct bdev_writer **out);
+	bool layout;        /* takes a subformat, backing file, grain... */
+	bool into_region;   /* can be written into a region of a file */
+};
+
+static int vmdk_writer_new_path(const char *path,
+				const struct bdev_create_opts *o,
+				struct bdev_writer **out)
+{
+	return vmdk_writer_new(path, o, NULL, out);
+}
+
+static const struct create_kind create_kinds[] = {
+	{ "vmdk", vmdk_writer_new_path, true, true },
+	{ "raw", raw_writer_new, false, false },
+};
+
+/* The kind named name, or NULL. */
+static const struct create_kind *create_kind(const char *name)
+{
+	for (size_t i = 0; i < sizeof(create_kinds) / sizeof(create_kinds[0]);
+	     i++)
+		if (!strcmp(create_kinds[i].name, name))
+			return &create_kinds[i];
+	return NULL;
+}
+
 static int check_opts(const char *path, const struct bdev_create_opts *o,
 		      struct bdev_create_opts *d)
 {
@@ -151,13 +183,13 @@ static int check_opts(const char *path, const struct bdev_create_opts *o,
 	d->struct_size = sizeof(*d);
 	if (!d->format)
 		d->format = "vmdk";
-	if (strcmp(d->format, "vmdk") && strcmp(d->format, "raw"))
+	if (!create_kind(d->format))
 		return bdev_err(-EINVAL, "%s: unknown format \"%s\", expected "
 				"\"vmdk\" or \"raw\"", path, d->format);
 	if (d->size % BDEV_SECTOR)
 		return bdev_err(-EINVAL, "%s: size %" PRIu64 " is not a multiple "
 				"of 512 bytes", path, d->size);
-	if (!strcmp(d->format, "raw")) {
+	if (!create_kind(d->format)->layout) {
 		if (d->subformat || d->backing || d->zeroed_grain ||
 		    d->adapter_type || d->hwversion || d->grain_size)
 			return bdev_err(-EINVAL, "%s: the raw format takes only a "
@@ -181,9 +213,7 @@ int bdev_writer_new(const char *path, const struct bdev_create_opts *o,
 	ret = check_opts(path, o, &d);
 	if (ret < 0)
 		return ret;
-	if (!strcmp(d.format, "raw"))
-		return raw_writer_new(path, &d, out);
-	return vmdk_writer_new(path, &d, NULL, out);
+	return create_kind(d.format)->writer_new(path, &d, out);
 }
 
 int bdev_writer_new_fd(int fd, uint64_t offset, const char *name,
@@ -204,7 +234,7 @@ int bdev_writer_new_fd(int fd, uint64_t offset, const char *name,
 	ret = check_opts(name, o, &d);
 	if (ret < 0)
 		return ret;
-	if (strcmp(d.format, "vmdk"))
+	if (!create_kind(d.format)->into_region)
 		return bdev_err(-EINVAL, "%s: only a VMDK is written into a file "
 				"region (a raw image is its own bytes: pwrite them)",
 				name);

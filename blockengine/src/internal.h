@@ -107,6 +107,8 @@ void bsrc_close(struct bsrc *s);
 
 /* Downgrade a writable file source's lock to shared; no writes after. */
 int bsrc_make_read_only(struct bsrc *s);
+/* Undoes bsrc_make_read_only; -EBUSY while another opener shares it. */
+int bsrc_make_writable(struct bsrc *s);
 
 /* Full read: -EIO with a message naming the source and offset when the
    source ends before off + len. */
@@ -198,6 +200,15 @@ struct bdev_format {
 	/* On close of a writable image, after the last flush: finish
 	   metadata (stream footer...), clear uncleanShutdown. */
 	int (*finish)(struct bdev *b);
+
+	/* ---- Layers of a live chain; NULL where the format has none. ---- */
+	/* After a snapshot's switch, once no write to b is in flight: flush,
+	   finish and make b's files shareable read-only. Its presence (with a
+	   CID to name the parent by) is what lets bdev_snapshot freeze b. */
+	int (*freeze)(struct bdev *b);
+	/* Undo freeze for a commit into b: -EBUSY while another opener shares
+	   its files; keeps the CID. */
+	int (*thaw)(struct bdev *b);
 };
 
 /*
@@ -261,6 +272,11 @@ struct bdev {
 	pthread_mutex_t begin_lock;
 	atomic_bool write_begun;    /* fmt->begin_write has run */
 	struct bdev_wtrack *wtrack; /* NULL in a layer a snapshot froze */
+	struct live_commit *_Atomic commit; /* a bdev_commit_live running
+				       on the handle (snapshot.c), or NULL */
+	struct bdev *retired;       /* layers a live commit took out of the
+				       chain: reads may still be in flight on
+				       them, so bdev_close closes them */
 	struct ctk *ctk;            /* change tracking of the handle (ctk.c),
 				       or NULL: follows the handle, not the
 				       layer */
@@ -295,6 +311,11 @@ struct bdev_wtrack *wtrack_new(struct bdev *top);
 void wtrack_done(struct bdev_wtrack *t);
 /* Waits for the finalizers of b's frozen layers, frees the trackers. */
 int wtrack_close_all(struct bdev *b);
+/* A write of [off, off + len) to top completed into its top layer: a
+   live commit running on top copies that range again (snapshot.c). Takes
+   top_lock shared; only called while top->commit is set. */
+void commit_note(struct bdev *top, struct bdev_wtrack *wt, uint64_t off,
+		 uint64_t len);
 /* Flushes the frozen layers of b not finalized yet (their last writes may
    have completed after the switch). */
 int wtrack_flush_frozen(struct bdev *b);
@@ -325,6 +346,10 @@ int bdev_begin_write_once(struct bdev *b);
 /* VMDK: flush and finish a layer a snapshot froze, then make its files
    read-only with shared locks (vmdk/write_sparse.c). */
 int vmdk_freeze_layer(struct bdev *b);
+/* Undoes vmdk_freeze_layer for a live commit into b: exclusive locks back
+   (-EBUSY while a view shares them), writes allowed, uncleanShutdown on;
+   the CID stays (what the chain shows does not change). */
+int vmdk_thaw_layer(struct bdev *b);
 
 /* Defaults for opts fields left 0. */
 #define BDEV_DEFAULT_GT_CACHE (4u << 20)

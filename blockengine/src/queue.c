@@ -93,6 +93,8 @@ void breq_put(struct breq *r)
 
 	if (--r->pending)
 		return;
+	if (r->wt && !r->ret && atomic_load(&r->wt->top->commit))
+		commit_note(r->wt->top, r->wt, r->off, r->len);
 	while (r->wt && !r->ret && atomic_load(&r->wt->sealed)) {
 		/* a snapshot switched while it was in flight */
 		r->pending = 1;

@@ -55,7 +55,7 @@ static void wtrack_finalize(struct bdev_wtrack *t)
 {
 	pthread_mutex_lock(&t->freeze_mu);
 	if (!atomic_load(&t->finalized)) {
-		t->final_ret = vmdk_freeze_layer(t->layer);
+		t->final_ret = t->layer->fmt->freeze(t->layer);
 		if (t->final_ret < 0)
 			t->final_msg = strdup(bdev_errmsg());
 		atomic_store(&t->finalized, true);
@@ -198,10 +198,11 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	if (b->info.read_only)
 		return bdev_err(-EROFS, "%s: image is open read-only; a snapshot "
 				"needs it open for writing", b->filename);
-	if (strcmp(b->fmt->name, "vmdk") != 0 || !b->info.has_cid)
-		return bdev_err(-ENOTSUP, "%s: live snapshots need a VMDK with a "
-				"descriptor CID on top (format %s)", b->filename,
-				b->fmt->name);
+	if (!b->fmt->freeze || !b->info.has_cid)
+		return bdev_err(-ENOTSUP, "%s: live snapshots need a layer that "
+				"can be frozen and has a CID for its child to "
+				"name (a VMDK with a descriptor CID; format %s)",
+				b->filename, b->fmt->name);
 	/* The top's CID is left alone: a frozen layer's content does not
 	   change, and VMware changes a CID only when content does. Rewriting
 	   it would break every delta already made on this layer. */
@@ -401,6 +402,7 @@ int bdev_commit(const char *child_path)
 	struct bdev *c, *p = NULL;
 	char *ppath = NULL, **files = NULL;
 	unsigned nfiles = 0;
+	bool deleted = false, kept_cid = false;
 	int ret;
 
 	bdev_err_clear();
@@ -441,9 +443,44 @@ int bdev_commit(const char *child_path)
 			       c->info.size, ppath, p->info.size);
 		goto out_close_parent;
 	}
+	if (p->fmt->thaw) {
+		/* the parent keeps its CID while the child is there: a commit
+		   cut short leaves a chain that still opens (the child covers
+		   every grain the commit changed); it gets a new one once the
+		   child is gone */
+		ret = p->fmt->thaw(p);
+		if (ret == 0) {
+			atomic_store(&p->write_begun, true);
+			kept_cid = true;
+		} else if (ret == -ENOTSUP) {
+			/* a stream-optimized parent: the CID changes at the
+			   first write, as before */
+			bdev_err_clear();
+			ret = 0;
+		} else {
+			goto out_close_parent;
+		}
+	}
 	ret = merge_into(c, p);
 	if (ret == 0)
 		ret = bdev_flush(p);
+	if (ret == 0) {
+		/* the parent is durable: the child may go (descriptor first,
+		   so an interrupted delete never leaves a half image) */
+		if (unlink(child_path) < 0)
+			ret = bdev_err(-errno, "%s: merged into %s, but cannot be "
+				       "deleted: %s", child_path, ppath,
+				       strerror(errno));
+		for (unsigned i = 0; ret == 0 && i < nfiles; i++)
+			unlink(files[i]);
+		if (ret == 0)
+			ret = sync_parent_dir(child_path);
+		deleted = ret == 0;
+	}
+	if (ret == 0 && kept_cid) {
+		atomic_store(&p->write_begun, false);
+		ret = bdev_begin_write_once(p);
+	}
 out_close_parent: {
 		int r = bdev_close(p);
 		if (ret == 0)
@@ -458,20 +495,325 @@ out_close_child:
 	} else {
 		bdev_close(c);
 	}
-	if (ret == 0) {
-		/* the parent is durable: the child may go (descriptor first,
-		   so an interrupted delete never leaves a half image) */
-		if (unlink(child_path) < 0)
-			ret = bdev_err(-errno, "%s: merged into %s, but cannot be "
-				       "deleted: %s", child_path, ppath,
-				       strerror(errno));
-		for (unsigned i = 0; i < nfiles; i++)
-			unlink(files[i]);
+	if (deleted)
 		ctk_commit_follow(child_path, ppath);
-	}
 	for (unsigned i = 0; i < nfiles; i++)
 		free(files[i]);
 	free(files);
 	free(ppath);
+	return ret;
+}
+
+/* ---- live commit --------------------------------------------------------
+ *
+ * bdev_commit_live copies the child's data into its parent while queues
+ * keep writing the child. Every write that completes into the child from
+ * the start on sets its chunks in a bitmap (commit_note, on the thread that
+ * completes it, under top_lock shared). The first pass copies whatever the
+ * child holds; later passes take the bits (a word at a time, atomically)
+ * and copy those chunks again, until a pass finds little. Then, holding
+ * top_lock exclusive (no new submissions, no completion can note a chunk),
+ * the last chunks are copied, the parent flushed, the child's files
+ * deleted, and the handle's top switched to the parent. Writes still in
+ * flight to the child are written again into the parent when they end
+ * (the sealed-tracker path a snapshot uses). A crash before the delete
+ * leaves the child on top and the parent's CID unchanged (the chain shows
+ * the same data): commit again. After it the parent alone is the disk.
+ */
+
+#define COMMIT_CHUNK_SHIFT 16           /* 64 KiB chunks in the bitmap */
+#define COMMIT_SMALL (1u << 20)         /* a pass this small ends the copy */
+#define COMMIT_MAX_PASSES 32
+
+struct live_commit {
+	uint64_t nbits;
+	atomic_ullong *bits;
+};
+
+void commit_note(struct bdev *top, struct bdev_wtrack *wt, uint64_t off,
+		 uint64_t len)
+{
+	struct live_commit *lc;
+
+	if (!len)
+		return;
+	pthread_rwlock_rdlock(&top->top_lock);
+	lc = atomic_load(&top->commit);
+	if (lc && wt == top->wtrack) {
+		uint64_t first = off >> COMMIT_CHUNK_SHIFT;
+		uint64_t last = (off + len - 1) >> COMMIT_CHUNK_SHIFT;
+		for (uint64_t i = first; i <= last && i < lc->nbits; i++)
+			atomic_fetch_or(&lc->bits[i / 64], 1ull << (i % 64));
+	}
+	pthread_rwlock_unlock(&top->top_lock);
+}
+
+/* Copies [off, off + len) from src (reading through its chain) into dst. */
+static int copy_range(struct bdev *src, struct bdev *dst, uint8_t *buf,
+		      uint64_t off, uint64_t len)
+{
+	int ret = 0;
+
+	for (uint64_t d = 0; d < len && ret == 0;) {
+		size_t n = len - d < COMMIT_CHUNK ? (size_t)(len - d) :
+			   COMMIT_CHUNK;
+		ret = bdev_pread(src, buf, n, off + d);
+		if (ret == 0)
+			ret = bdev_pwrite(dst, buf, n, off + d);
+		d += n;
+	}
+	return ret;
+}
+
+/* Copies the chunks whose bits are set (clearing them) from src to dst;
+   *copied gets the bytes. */
+static int copy_dirty(struct live_commit *lc, struct bdev *src,
+		      struct bdev *dst, uint8_t *buf, uint64_t size,
+		      uint64_t *copied)
+{
+	*copied = 0;
+	for (uint64_t w = 0; w < (lc->nbits + 63) / 64; w++) {
+		uint64_t bits = atomic_exchange(&lc->bits[w], 0);
+
+		while (bits) {
+			unsigned i = (unsigned)__builtin_ctzll(bits);
+			uint64_t off = (w * 64 + i) << COMMIT_CHUNK_SHIFT;
+			uint64_t len = 1ull << COMMIT_CHUNK_SHIFT;
+			int ret;
+
+			bits &= bits - 1;
+			if (off >= size)
+				continue;
+			if (len > size - off)
+				len = size - off;
+			ret = copy_range(src, dst, buf, off, len);
+			if (ret < 0) {
+				/* copy it again next time */
+				atomic_fetch_or(&lc->bits[w], 1ull << i);
+				return ret;
+			}
+			*copied += len;
+		}
+	}
+	return 0;
+}
+
+/* The first pass: everything b's top layer (the child) holds. */
+static int copy_child(struct bdev *b, struct bdev *p, uint8_t *buf,
+		      uint64_t size)
+{
+	uint64_t off = 0;
+	int ret = 0;
+
+	while (off < size && ret == 0) {
+		uint64_t pnum;
+		unsigned depth;
+		int st = bdev_block_status_depth(b, off, size - off, &pnum,
+						 &depth);
+
+		if (st < 0)
+			return st;
+		if (depth == 1 && st == BDEV_STATUS_ZERO)
+			ret = bdev_write_zeroes(p, off, pnum);
+		else if (depth == 1 && st == BDEV_STATUS_DATA)
+			ret = copy_range(b, p, buf, off, pnum);
+		off += pnum;
+	}
+	return ret;
+}
+
+/* Frees a tracker nobody uses any more. */
+static void wtrack_free(struct bdev_wtrack *t)
+{
+	if (t->finalizer_started)
+		pthread_join(t->finalizer, NULL);
+	free(t->final_msg);
+	pthread_mutex_destroy(&t->mu);
+	pthread_mutex_destroy(&t->freeze_mu);
+	pthread_cond_destroy(&t->cv);
+	free(t);
+}
+
+int bdev_commit_live(struct bdev *b)
+{
+	struct bdev *p, *c = NULL;
+	struct bdev_wtrack *ot = NULL, **otp = NULL, *ct, *nt = NULL;
+	struct live_commit lc = { 0 };
+	char **files = NULL;
+	unsigned nfiles = 0;
+	uint8_t *buf = NULL;
+	uint64_t size, copied;
+	int ret;
+
+	bdev_err_clear();
+	if (!b || !b->wtrack)
+		return bdev_err(-EINVAL, "bdev_commit_live: no image");
+	if (b->info.read_only)
+		return bdev_err(-EROFS, "%s: image is open read-only; a commit "
+				"needs it open for writing", b->filename);
+	p = b->backing;
+	if (!p)
+		return bdev_err(-EINVAL, "%s: has no parent to commit into",
+				b->filename);
+	/* the parent must be the layer a snapshot of this handle froze */
+	for (otp = &b->wtrack->next; *otp; otp = &(*otp)->next)
+		if ((*otp)->layer == p) {
+			ot = *otp;
+			break;
+		}
+	if (!ot || !p->fmt->thaw)
+		return bdev_err(-ENOTSUP, "%s: its parent %s was not frozen by "
+				"bdev_snapshot on this handle; commit it closed "
+				"with bdev_commit", b->filename, p->filename);
+	ret = bdev_snapshot_wait(b);
+	if (ret < 0)
+		return ret;
+	size = b->info.size;
+	if (p->info.size < size)
+		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes, larger than its "
+				"parent %s (%" PRIu64 " bytes)", b->filename,
+				size, p->filename, p->info.size);
+	files = calloc(b->info.extent_count + 1, sizeof(*files));
+	lc.nbits = (size + (1ull << COMMIT_CHUNK_SHIFT) - 1) >>
+		   COMMIT_CHUNK_SHIFT;
+	lc.bits = calloc((size_t)((lc.nbits + 63) / 64) + 1, sizeof(*lc.bits));
+	buf = malloc(COMMIT_CHUNK);
+	c = calloc(1, sizeof(*c));
+	nt = wtrack_new(b);
+	if (!files || !lc.bits || !buf || !c || !nt) {
+		ret = bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+		goto out;
+	}
+	files[nfiles++] = strdup(b->filename);
+	for (unsigned i = 0; i < b->info.extent_count; i++) {
+		struct bdev_extent_info ei;
+		if (bdev_get_extent(b, i, &ei) == 0 && ei.filename &&
+		    strcmp(ei.filename, b->filename) != 0)
+			files[nfiles++] = strdup(ei.filename);
+	}
+	for (unsigned i = 0; i < nfiles; i++)
+		if (!files[i]) {
+			ret = bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+			goto out;
+		}
+	ret = p->fmt->thaw(p);
+	if (ret < 0)
+		goto out;
+	if (!p->wtrack) {
+		p->wtrack = wtrack_new(p);
+		if (!p->wtrack) {
+			ret = bdev_err(-ENOMEM, "%s: out of memory", p->filename);
+			goto out;
+		}
+	}
+
+	/* background passes: the child stays on top, writes keep going */
+	atomic_store(&b->commit, &lc);
+	ret = copy_child(b, p, buf, size);
+	for (int pass = 0; ret == 0 && pass < COMMIT_MAX_PASSES; pass++) {
+		ret = copy_dirty(&lc, b, p, buf, size, &copied);
+		if (copied <= COMMIT_SMALL)
+			break;
+	}
+	if (ret < 0)
+		goto out_stop;
+
+	/* the switch */
+	pthread_rwlock_wrlock(&b->top_lock);
+	c->fmt = b->fmt;
+	c->priv = b->priv;
+	c->filename = b->filename;
+	c->info = b->info;
+	c->opts = b->opts;
+	c->backing = p;
+	c->gcache = b->gcache;
+	pthread_rwlock_init(&c->top_lock, NULL);
+	pthread_mutex_init(&c->begin_lock, NULL);
+	atomic_store(&c->write_begun, atomic_load(&b->write_begun));
+	ret = copy_dirty(&lc, c, p, buf, size, &copied);
+	if (ret == 0)
+		ret = bdev_flush(p);
+	/* the parent holds everything durably: the child may go, its
+	   descriptor first (an interrupted delete leaves no half image) */
+	for (unsigned i = 0; ret == 0 && i < nfiles; i++)
+		if (unlink(files[i]) < 0 && (i == 0 || errno != ENOENT))
+			ret = bdev_err(-errno, "%s: merged into %s, but cannot "
+				       "be deleted: %s", files[i], p->filename,
+				       strerror(errno));
+	if (ret == 0)
+		ret = sync_parent_dir(files[0]);
+	if (ret < 0) {
+		atomic_store(&b->commit, NULL);
+		pthread_rwlock_unlock(&b->top_lock);
+		pthread_rwlock_destroy(&c->top_lock);
+		pthread_mutex_destroy(&c->begin_lock);
+		free(c);
+		c = NULL;
+		goto out;
+	}
+	ct = b->wtrack;
+	ct->layer = c;
+	atomic_store(&ct->sealed, true);
+	*otp = ot->next;          /* the parent is no longer frozen */
+	nt->next = ct->next;
+	ct->next = NULL;
+	b->fmt = p->fmt;
+	b->priv = p->priv;
+	b->filename = p->filename;
+	b->info = p->info;
+	b->opts = p->opts;
+	b->opts.flags &= ~(uint32_t)BDEV_O_NO_BACKING;
+	b->backing = p->backing;
+	b->gcache = p->gcache;
+	b->wtrack = nt;
+	nt = NULL;
+	/* the next write gives the parent a new CID: its content changed */
+	atomic_store(&b->write_begun, false);
+	atomic_store(&b->stats.gt_hits, 0);
+	atomic_store(&b->stats.gt_misses, 0);
+	atomic_store(&b->stats.grain_hits, 0);
+	atomic_store(&b->stats.grain_misses, 0);
+	atomic_store(&b->stats.inflated, 0);
+	atomic_store(&b->stats.readahead, 0);
+	atomic_store(&b->commit, NULL);
+	pthread_rwlock_unlock(&b->top_lock);
+
+	/* writes that were in flight to the child are written again into the
+	   parent as they end; then the child layer is done with */
+	wtrack_wait_idle(ct);
+	wtrack_free(ct);
+	wtrack_free(ot);
+	c->backing = NULL;
+	c->retired = b->retired;
+	b->retired = c;
+	c = NULL;
+	/* p's fields belong to b now: keep only its shell, which reads in
+	   flight may still name, until close */
+	wtrack_close_all(p);
+	p->fmt = NULL;
+	p->priv = NULL;
+	p->filename = NULL;
+	p->backing = NULL;
+	p->gcache = NULL;
+	p->retired = b->retired;
+	b->retired = p;
+	ret = b->ctk ? ctk_follow(b, b->filename) : 0;
+	goto out;
+
+out_stop:
+	atomic_store(&b->commit, NULL);
+	/* wait for completions that may still be noting into lc */
+	pthread_rwlock_wrlock(&b->top_lock);
+	pthread_rwlock_unlock(&b->top_lock);
+out:
+	if (c)
+		free(c);
+	if (nt)
+		wtrack_free(nt);
+	for (unsigned i = 0; i < nfiles; i++)
+		free(files[i]);
+	free(files);
+	free(buf);
+	free(lc.bits);
 	return ret;
 }

@@ -749,5 +749,7 @@ const struct bdev_format bdev_format_vmdk = {
 	.write_alloc = vmdk_write_alloc,
 	.zero = vmdk_zero,
 	.begin_write = vmdk_begin_write,
+	.freeze = vmdk_freeze_layer,
+	.thaw = vmdk_thaw_layer,
 	.finish = vmdk_finish,
 };

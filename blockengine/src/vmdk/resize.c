@@ -666,9 +666,19 @@ int bdev_resize(const char *path, uint64_t new_size, unsigned flags)
 	if (ret < 0)
 		return ret;
 	sf = b->info.subformat ? b->info.subformat : "";
-	if (strcmp(b->info.format, "vmdk"))
-		ret = bdev_err(-ENOTSUP, "%s: only VMDK images are resized here "
-			       "(format %s)", path, b->info.format);
+	if (b->fmt == &bdev_format_raw && new_size >= b->info.size)
+		ret = bdev_grow(b, new_size);
+	else if (b->fmt == &bdev_format_raw && !(flags & BDEV_RESIZE_SHRINK))
+		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than the "
+			       "disk (%" PRIu64 " bytes); shrinking needs --shrink",
+			       path, new_size, b->info.size);
+	else if (b->fmt == &bdev_format_raw)
+		ret = raw_source(b)->ops->truncate ?
+		      raw_source(b)->ops->truncate(raw_source(b), new_size) :
+		      bdev_err(-ENOTSUP, "%s: cannot be truncated", path);
+	else if (strcmp(b->info.format, "vmdk"))
+		ret = bdev_err(-ENOTSUP, "%s: only VMDK and raw images are resized "
+			       "here (format %s)", path, b->info.format);
 	else if (b->info.parent_hint)
 		ret = bdev_err(-ENOTSUP, "%s: a delta disk has its parent's size; "
 			       "resize the parent and make a new delta", path);

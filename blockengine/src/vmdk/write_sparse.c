@@ -36,6 +36,13 @@ static bool extent_allocates(const struct vmdk_extent *e)
 	return e->write_init;
 }
 
+/* May the write path be set up for e (its files open for writing)? */
+static bool extent_can_allocate(const struct vmdk_extent *e)
+{
+	return e->src && e->src->writable && e->access == BDEV_ACCESS_RW &&
+	       !e->rebuilt && !e->used_rgd && !e->mem_gts && e->gd;
+}
+
 /* Prepare the write state of an image opened read-write. */
 int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 {
@@ -50,8 +57,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 		struct vmdk_sparse_hdr h;
 		int ret;
 
-		if (!e->src || !e->src->writable || e->access != BDEV_ACCESS_RW ||
-		    e->rebuilt || e->used_rgd || e->mem_gts || !e->gd)
+		if (!extent_can_allocate(e))
 			continue;
 		if (e->ops == &vmdk_hosted_ops && e->compressed) {
 			ret = vmdk_stream_write_setup(e);
@@ -739,5 +745,41 @@ int vmdk_freeze_layer(struct bdev *b)
 		}
 		e->write_init = false;
 	}
+	return 0;
+}
+
+/* See internal.h. Only a layer that was set up for writing and frozen by
+   a snapshot of this process comes back (its allocation state is kept). */
+int vmdk_thaw_layer(struct bdev *b)
+{
+	struct vmdk_image *img = b->priv;
+	int ret;
+
+	if (!img->write_init)
+		return bdev_err(-ENOTSUP, "%s: was not opened for writing; "
+				"commit into it with vmdk commit", b->filename);
+	for (unsigned i = 0; i < img->n_extents; i++) {
+		struct vmdk_extent *e = &img->extents[i];
+		if (e->compressed || e->stream_w)
+			return bdev_err(-ENOTSUP, "%s: a stream-optimized extent "
+					"%s cannot take a commit", b->filename,
+					e->path ? e->path : "");
+		if (e->owns_src && e->src && !e->src->writable) {
+			ret = bsrc_make_writable(e->src);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	for (unsigned i = 0; i < img->n_extents; i++) {
+		struct vmdk_extent *e = &img->extents[i];
+		if (extent_can_allocate(e) && (e->ops == &vmdk_hosted_ops ||
+					       e->ops == &vmdk_cowd_ops))
+			e->write_init = true;
+	}
+	ret = set_unclean(img, true);
+	if (ret < 0)
+		return ret;
+	b->info.unclean = true;
+	b->info.read_only = false;
 	return 0;
 }
