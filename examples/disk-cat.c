@@ -40,12 +40,6 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-/* True when every byte of buf is zero. */
-static int all_zero(const char *buf, size_t len)
-{
-	return len == 0 || (buf[0] == 0 && !memcmp(buf, buf + 1, len - 1));
-}
-
 int main(int argc, char **argv)
 {
 	struct bdev_open_opts opts;
@@ -82,7 +76,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "disk-cat: %s\n", bdev_errmsg());
 			break;
 		}
-		if (sparse && all_zero(buf, len)) {
+		if (sparse && bdev_all_zero(buf, len)) {
 			ret = lseek(1, (off_t)len, SEEK_CUR) < 0 ? -errno : 0;
 		} else {
 			ret = write_all(1, buf, len);

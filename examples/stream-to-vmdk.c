@@ -36,11 +36,6 @@ static size_t read_full(int fd, unsigned char *buf, size_t len)
 	return got;
 }
 
-static int all_zero(const unsigned char *buf, size_t len)
-{
-	return len == 0 || (buf[0] == 0 && !memcmp(buf, buf + 1, len - 1));
-}
-
 /* "10G", "512M", "4096" -> bytes; 0 when it is not a size. */
 static uint64_t parse_size(const char *s)
 {
@@ -88,7 +83,7 @@ int main(int argc, char **argv)
 
 		if (got < want) /* the stream ended early: the rest is zeros */
 			memset(buf + got, 0, want - got);
-		if (!all_zero(buf, want) &&
+		if (!bdev_all_zero(buf, want) &&
 		    bdev_writer_write(w, off, buf, want) < 0) {
 			fprintf(stderr, "stream-to-vmdk: %s\n", bdev_errmsg());
 			ret = 1;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * infojson.c - info.json: the document `vmdk info --output=json` prints,
- * rendered in-process by the same code (blockengine/tools/info_json.c).
+ * rendered in-process by the same code (blockengine/info/info_json.c).
  */
 #include "vmdkfs.h"
 

@@ -22,7 +22,6 @@
 #include <strings.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <time.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -126,23 +125,6 @@ static const struct fuse_opt vmdkfs_opts[] = {
 	OPT("--version", version, 1),
 	FUSE_OPT_END
 };
-
-static bool daemonised;
-
-void vmdkfs_log(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (daemonised) {
-		vsyslog(LOG_NOTICE, fmt, ap);
-	} else {
-		fputs("vmdkfs: ", stderr);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-	}
-	va_end(ap);
-}
 
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
@@ -605,8 +587,7 @@ static void report_ready(int *report_fd, char status)
 			if (fd > 2)
 				close(fd);
 		}
-		openlog("vmdkfs", LOG_PID, LOG_DAEMON);
-		daemonised = true;
+		vmdkfs_log_to_syslog();
 		if (chdir("/") < 0)
 			vmdkfs_log("chdir /: %s", strerror(errno));
 	}

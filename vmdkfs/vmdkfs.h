@@ -113,8 +113,10 @@ int vmdkfs_info_json(struct vmdkfs *fs, char **out, size_t *len);
  * it may have. Returns 0 or -errno. */
 int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish);
 
-/* main.c: log a line to stderr (and syslog once daemonised). */
+/* log.c: log a line to stderr, or to syslog after vmdkfs_log_to_syslog
+ * (called once daemonised, before other threads start). */
 void vmdkfs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void vmdkfs_log_to_syslog(void);
 /* Raises the read-ahead of the vmdkfs mount at mp (kernel.c); call after
    fuse_mount and before the loop answers INIT. */
 void vmdkfs_raise_readahead(const char *mp);

@@ -466,6 +466,36 @@ int bdev_writer_new_fd(int fd, uint64_t offset, const char *name,
    first file, for images of several) occupies from its first byte. */
 int bdev_writer_finish(struct bdev_writer *w, uint64_t *length);
 
+/* Options of bdev_copy; all zero (or a NULL pointer) for the defaults. */
+struct bdev_copy_opts {
+	unsigned threads;   /* worker threads, the caller's included; 0 = 2;
+			       1 for a source that takes one reader at a time */
+	uint64_t chunk;     /* bytes a worker takes at a time; 0 = 4 MiB;
+			       rounded up to whole grains of the writer */
+	/* Called after each finished chunk with the bytes of the disk done
+	   so far and the disk's size, one call at a time, from any worker;
+	   a non-zero return (-errno) stops the copy. NULL: none. */
+	int (*progress)(void *opaque, uint64_t done, uint64_t total);
+	void *opaque;
+	uint32_t struct_size; /* sizeof(struct bdev_copy_opts) as the caller's
+				 header had it, or 0 (see docs/ABI.md) */
+};
+
+/*
+ * Copy src's whole disk, read through its chain, into the writer w (its
+ * disk may be larger: the rest reads as zeros), skipping what reads as
+ * zeros: runs bdev_block_status calls zero or unallocated at the bottom of
+ * the chain, and all-zero grains. Workers take chunks in turn and write
+ * from their own threads (the writer compresses there). w is not closed;
+ * on failure the caller aborts it. *written (may be NULL) gets the bytes
+ * handed to the writer. The message of a failure names the offset.
+ */
+int bdev_copy(struct bdev *src, struct bdev_writer *w,
+	      const struct bdev_copy_opts *o, uint64_t *written);
+
+/* True when the len bytes at buf are all zero. */
+bool bdev_all_zero(const void *buf, size_t len);
+
 /*
  * Freeze b's current top layer: create child_path as a delta disk on it
  * and send every later write to the child. The switch never waits for

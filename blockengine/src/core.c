@@ -448,18 +448,28 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 
 /* The first run of a layer as bdev_block_status answers it, without the
    checks. */
+int bdev_layer_map(struct bdev *b, uint64_t off, uint64_t len,
+		   struct bdev_map *m)
+{
+	int ret = b->fmt->map(b, off, len, m);
+
+	if (ret < 0)
+		return ret;
+	if (m->len == 0 || m->len > len)
+		return bdev_err(-EIO, "%s: format driver mapped %" PRIu64
+				" bytes at offset %" PRIu64 ", expected 1 to %"
+				PRIu64, b->filename, m->len, off, len);
+	return 0;
+}
+
 static int layer_status(struct bdev *b, uint64_t offset, uint64_t length,
 			uint64_t *pnum)
 {
 	struct bdev_map m;
-	int ret = b->fmt->map(b, offset, length, &m);
+	int ret = bdev_layer_map(b, offset, length, &m);
 
 	if (ret < 0)
 		return ret;
-	if (m.len == 0 || m.len > length)
-		return bdev_err(-EIO, "%s: format driver mapped %" PRIu64
-				" bytes at offset %" PRIu64 ", expected 1 to %"
-				PRIu64, b->filename, m.len, offset, length);
 	*pnum = m.len;
 	return m.kind == BDEV_MAP_ZERO ? BDEV_STATUS_ZERO :
 	       m.kind == BDEV_MAP_UNALLOC ? BDEV_STATUS_UNALLOCATED :
@@ -519,13 +529,9 @@ static int host_run(struct bdev *layer, uint64_t off, uint64_t len,
 			return BDEV_HOST_ZERO;
 		}
 		lim = layer->info.size - off < len ? layer->info.size - off : len;
-		ret = layer->fmt->map(layer, off, lim, &m);
+		ret = bdev_layer_map(layer, off, lim, &m);
 		if (ret < 0)
 			return ret;
-		if (m.len == 0 || m.len > lim)
-			return bdev_err(-EIO, "%s: format driver mapped %" PRIu64
-					" bytes at offset %" PRIu64 ", expected 1 to %"
-					PRIu64, layer->filename, m.len, off, lim);
 		run->length = m.len;
 		switch (m.kind) {
 		case BDEV_MAP_DATA:

@@ -233,6 +233,13 @@ struct bdev_format {
 	int (*thaw)(struct bdev *b);
 };
 
+/*
+ * b->fmt->map, checked once for every caller: a driver that maps 0 bytes
+ * or more than len fails with -EIO and a message naming b and off.
+ */
+int bdev_layer_map(struct bdev *b, uint64_t off, uint64_t len,
+		   struct bdev_map *m);
+
 extern const struct bdev_format bdev_format_raw;
 /* The source of a layer opened with bdev_format_raw. */
 struct bsrc *raw_source(const struct bdev *b);

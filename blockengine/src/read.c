@@ -526,16 +526,9 @@ static void split_read(struct bdev_queue *q, struct breq *r,
 			return;
 		}
 		lim = layer->info.size - off < len ? layer->info.size - off : len;
-		ret = layer->fmt->map(layer, off, lim, &m);
+		ret = bdev_layer_map(layer, off, lim, &m);
 		if (ret < 0) {
 			breq_fail(r, ret);
-			return;
-		}
-		if (m.len == 0 || m.len > lim) {
-			breq_fail(r, bdev_err(-EIO, "%s: format driver mapped %"
-					      PRIu64 " bytes at offset %" PRIu64
-					      ", expected 1 to %" PRIu64,
-					      layer->filename, m.len, off, lim));
 			return;
 		}
 		switch (m.kind) {

@@ -123,17 +123,10 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;
 		ssize_t n;
-		int ret = b->fmt->map(b, off, len, &m);
+		int ret = bdev_layer_map(b, off, len, &m);
 
 		if (ret < 0) {
 			breq_fail(r, ret);
-			return;
-		}
-		if (m.len == 0 || m.len > len) {
-			breq_fail(r, bdev_err(-EIO, "%s: format driver mapped %"
-					      PRIu64 " bytes at offset %" PRIu64
-					      ", expected 1 to %" PRIu64,
-					      b->filename, m.len, off, len));
 			return;
 		}
 		if (m.hole && op == WOP_WRITE)

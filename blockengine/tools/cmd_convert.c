@@ -246,14 +246,14 @@ static int write_data(struct conv *cv, const char *buf, size_t len,
 		/* skip zero blocks */
 		while (pos < len) {
 			n = len - pos < blk ? len - pos : blk;
-			if (!buf_is_zero(buf + pos, n))
+			if (!bdev_all_zero(buf + pos, n))
 				break;
 			pos += n;
 		}
 		start = pos;
 		while (pos < len) {
 			n = len - pos < blk ? len - pos : blk;
-			if (buf_is_zero(buf + pos, n))
+			if (bdev_all_zero(buf + pos, n))
 				break;
 			pos += n;
 		}
@@ -278,14 +278,14 @@ static int write_grains(struct conv *cv, const char *buf, size_t len,
 
 		while (pos < len) {
 			n = len - pos < g ? len - pos : g;
-			if (!buf_is_zero(buf + pos, n))
+			if (!bdev_all_zero(buf + pos, n))
 				break;
 			pos += n;
 		}
 		start = pos;
 		while (pos < len) {
 			n = len - pos < g ? len - pos : g;
-			if (buf_is_zero(buf + pos, n))
+			if (bdev_all_zero(buf + pos, n))
 				break;
 			pos += n;
 		}
@@ -423,14 +423,14 @@ static ssize_t copy_run(struct conv *cv, struct srcmap *m, int fd,
 
 		while (pos < len) {
 			n = len - pos < blk ? len - pos : blk;
-			if (!buf_is_zero(map + pos, n))
+			if (!bdev_all_zero(map + pos, n))
 				break;
 			pos += n;
 		}
 		start = pos;
 		while (pos < len) {
 			n = len - pos < blk ? len - pos : blk;
-			if (buf_is_zero(map + pos, n))
+			if (bdev_all_zero(map + pos, n))
 				break;
 			pos += n;
 		}

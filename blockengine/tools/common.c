@@ -163,20 +163,6 @@ int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 }
 
 
-bool buf_is_zero(const void *buf, size_t len)
-{
-	const unsigned char *p = buf;
-	size_t i;
-
-	/* Check 16 bytes, then compare the buffer against itself shifted. */
-	for (i = 0; i < len && i < 16; i++)
-		if (p[i])
-			return false;
-	if (len <= 16)
-		return true;
-	return memcmp(p, p + 16, len - 16) == 0;
-}
-
 double now_sec(void)
 {
 	struct timespec ts;

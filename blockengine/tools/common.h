@@ -67,8 +67,6 @@ enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present);
 
-/* True when the buffer holds only zero bytes. */
-bool buf_is_zero(const void *buf, size_t len);
 
 /* Monotonic seconds. */
 double now_sec(void);

@@ -121,61 +121,30 @@ static int open_package_disk(struct ovf_pkg *pkg, const struct ovf_file *f,
 	return 0;
 }
 
-/* True when every byte of buf is zero. */
-static bool all_zero(const unsigned char *buf, size_t len)
-{
-	return !len || (!buf[0] && !memcmp(buf, buf + 1, len - 1));
-}
-
 /* Copy src's whole disk into a new monolithicSparse image at dst,
-   skipping grains that read as zeros. */
+   skipping what reads as zeros. One worker: a gzip'd member is read
+   through one stream. */
 static int import_disk(struct bdev *src, const char *dst, char *err,
 		       size_t errlen)
 {
 	struct bdev_create_opts co = { .format = "vmdk",
 				       .subformat = "monolithicSparse" };
+	struct bdev_copy_opts cp = { .threads = 1,
+				     .struct_size = sizeof(cp) };
 	struct bdev_writer *w;
 	struct bdev_info in;
-	unsigned char *buf;
-	uint64_t grain, off;
 	int ret;
 
 	bdev_get_info(src, &in);
-	co.size = (in.size + 511) & ~511ull;
+	co.size = (in.size + 511) & ~511ull; /* a raw disk's last partial
+						sector, padded */
 	ret = bdev_writer_new(dst, &co, &w);
 	if (ret < 0)
 		return mgmt_fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
-	grain = bdev_writer_grain(w);
-	buf = malloc(grain);
-	if (!buf) {
-		bdev_writer_abort(w);
-		return mgmt_fail(err, errlen, -ENOMEM, "out of memory");
-	}
-	for (off = 0; off < in.size; off += grain) {
-		size_t len = in.size - off < grain ? in.size - off : grain;
-
-		ret = bdev_pread(src, buf, len, off);
-		if (ret < 0) {
-			mgmt_fail(err, errlen, ret, "reading %s at %llu: %s",
-			     in.filename, (unsigned long long)off,
-			     bdev_errmsg());
-			break;
-		}
-		if (all_zero(buf, len))
-			continue;
-		if (off + len == in.size && co.size > in.size) {
-			/* a raw disk's last partial sector, padded */
-			memset(buf + len, 0, co.size - in.size);
-			len = co.size - off;
-		}
-		ret = bdev_writer_write(w, off, buf, len);
-		if (ret < 0) {
-			mgmt_fail(err, errlen, ret, "%s: %s", dst, bdev_errmsg());
-			break;
-		}
-	}
-	free(buf);
+	ret = bdev_copy(src, w, &cp, NULL);
 	if (ret < 0) {
+		mgmt_fail(err, errlen, ret, "importing %s into %s: %s",
+			  in.filename, dst, bdev_errmsg());
 		bdev_writer_abort(w);
 		return ret;
 	}

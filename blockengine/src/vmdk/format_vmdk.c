@@ -16,8 +16,7 @@
 /* Confidence that head is a VMDK: a sparse magic or a descriptor. */
 static int vmdk_probe(const uint8_t *head, size_t len)
 {
-	if (vmdk_is_sparse_magic(head, len) || vmdk_is_cowd_magic(head, len) ||
-	    vmdk_is_sesparse_magic(head, len))
+	if (vmdk_extent_ops_probe(head, len))
 		return 100;
 	return vmdk_desc_probe(head, len);
 }
@@ -97,29 +96,6 @@ static int resolve(const struct bdev *b, const char *base, const char *name,
 	return 0;
 }
 
-/* Open a sparse extent's tables from e->src, by the magic found there. */
-static int open_sparse_kind(struct vmdk_extent *e, const char *name)
-{
-	uint8_t magic[8] = { 0 };
-	size_t n = e->src->length < 8 ? (size_t)e->src->length : 8;
-	int ret;
-
-	if (n) {
-		ret = bsrc_read_full(e->src, magic, n, 0);
-		if (ret < 0)
-			return ret;
-	}
-	if (vmdk_is_sparse_magic(magic, n))
-		return vmdk_sparse_open(e, name);
-	if (vmdk_is_cowd_magic(magic, n))
-		return vmdk_cowd_open(e, name);
-	if (vmdk_is_sesparse_magic(magic, n))
-		return vmdk_sesparse_open(e, name);
-	return bdev_err(-EINVAL, "%s: magic at offset 0 is %02x %02x %02x %02x, expected "
-			"\"KDMV\", \"COWD\" or a seSparse header for a %s extent", name,
-			magic[0], magic[1], magic[2], magic[3], vmdk_ext_type_name(e->type));
-}
-
 /* Read and parse the descriptor embedded in a hosted sparse file. */
 static int read_embedded_desc(struct vmdk_image *img, struct bsrc *src,
 			      const char *name)
@@ -161,7 +137,7 @@ static int read_embedded_desc(struct vmdk_image *img, struct bsrc *src,
 /* The image is one sparse file (monolithicSparse, streamOptimized, a lone
    COWD or seSparse extent): src is its only extent. */
 static int open_single(struct bdev *b, struct vmdk_image *img, struct bsrc *src,
-		       const char *name, const uint8_t *head, size_t hl)
+		       const struct vmdk_extent_ops *ops, const char *name)
 {
 	struct vmdk_extent *e;
 	const char *ct;
@@ -181,23 +157,13 @@ static int open_single(struct bdev *b, struct vmdk_image *img, struct bsrc *src,
 	if (!e->path)
 		return -ENOMEM;
 
-	if (vmdk_is_sparse_magic(head, hl)) {
-		e->type = VMDK_EXT_SPARSE;
-		ret = vmdk_sparse_open(e, name);
-		if (ret < 0)
-			return ret;
+	e->type = ops->type;
+	ret = ops->open(e, name);
+	ct = ops->create_type;
+	if (ret == 0 && ops == &vmdk_hosted_ops) {
 		ret = read_embedded_desc(img, src, name);
-		if (ret < 0)
-			return ret;
-		ct = e->compressed ? "streamOptimized" : "monolithicSparse";
-	} else if (vmdk_is_cowd_magic(head, hl)) {
-		e->type = VMDK_EXT_VMFSSPARSE;
-		ret = vmdk_cowd_open(e, name);
-		ct = "vmfsSparse";
-	} else {
-		e->type = VMDK_EXT_SESPARSE;
-		ret = vmdk_sesparse_open(e, name);
-		ct = "seSparse";
+		if (e->compressed)
+			ct = "streamOptimized";
 	}
 	if (ret < 0)
 		return ret;
@@ -271,7 +237,7 @@ static int open_described(struct bdev *b, struct vmdk_image *img,
 		case VMDK_EXT_SPARSE:
 		case VMDK_EXT_VMFSSPARSE:
 		case VMDK_EXT_SESPARSE:
-			ret = open_sparse_kind(e, e->path);
+			ret = vmdk_extent_open_sparse(e, e->path);
 			if (ret < 0)
 				return ret;
 			break;
@@ -414,6 +380,7 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 	struct vmdk_image *img = calloc(1, sizeof(*img));
 	uint8_t head[8] = { 0 };
 	size_t hl = src->length < 8 ? (size_t)src->length : 8;
+	const struct vmdk_extent_ops *kind;
 	uint64_t pos = 0;
 	int ret;
 
@@ -441,9 +408,8 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 		goto err_free_image;
 	}
 
-	if (vmdk_is_sparse_magic(head, hl) || vmdk_is_cowd_magic(head, hl) ||
-	    vmdk_is_sesparse_magic(head, hl)) {
-		ret = open_single(b, img, src, name, head, hl);
+	if ((kind = vmdk_extent_ops_probe(head, hl))) {
+		ret = open_single(b, img, src, kind, name);
 		if (ret < 0)
 			goto err_free_image;
 	} else {
@@ -495,7 +461,7 @@ static int vmdk_open(struct bdev *b, struct bsrc *src, const char *path)
 			b->info.compressed = true;
 		if (e->unclean)
 			b->info.unclean = true;
-		if (e->kind != VMDK_SPARSE_NONE && !b->info.cluster_size)
+		if (e->ops && !b->info.cluster_size)
 			b->info.cluster_size = e->grain_bytes;
 	}
 
@@ -660,26 +626,17 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 static int vmdk_map(struct bdev *b, uint64_t off, uint64_t len, struct bdev_map *m)
 {
 	struct vmdk_image *img = b->priv;
-	unsigned lo = 0, hi = img->n_extents;
-	struct vmdk_extent *e;
+	struct vmdk_extent *e = vmdk_find_extent(img, off);
 	uint64_t rel;
 
-	while (hi - lo > 1) {
-		unsigned mid = lo + (hi - lo) / 2;
-		if (img->extents[mid].start <= off)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	e = &img->extents[lo];
-	if (off < e->start || off - e->start >= e->size)
+	if (!e)
 		return bdev_err(-EIO, "%s: offset %" PRIu64 " is outside every extent",
 				b->filename, off);
 	rel = off - e->start;
 	if (len > e->size - rel)
 		len = e->size - rel;
 	memset(m, 0, sizeof(*m));
-	m->extent = lo;
+	m->extent = (unsigned)(e - img->extents);
 	m->read_only = e->access == BDEV_ACCESS_RDONLY;
 
 	switch (e->type) {
@@ -755,7 +712,7 @@ static int vmdk_get_extent(const struct bdev *b, unsigned index,
 	out->offset = e->start;
 	out->size = e->size;
 	out->file_offset = e->flat_off;
-	if (e->kind != VMDK_SPARSE_NONE) {
+	if (e->ops) {
 		out->grain_size = e->grain_bytes;
 		out->version = e->version;
 	}

@@ -170,17 +170,14 @@ static inline void vmdk_marker_encode(uint8_t *p, uint64_t sectors, uint32_t typ
 
 /* ---- Extents ------------------------------------------------------------ */
 
-enum vmdk_sparse_kind {
-	VMDK_SPARSE_NONE,   /* FLAT/VMFS/RDM/ZERO */
-	VMDK_SPARSE_HOSTED, /* "KDMV" (also stream) */
-	VMDK_SPARSE_COWD,   /* "COWD" (vmfsSparse) */
-	VMDK_SPARSE_SE,     /* seSparse */
-};
+struct vmdk_extent_ops;
 
 struct vmdk_extent {
 	enum vmdk_ext_type type;
 	enum bdev_access access;
-	enum vmdk_sparse_kind kind;
+	/* The sparse kind's table (set by its open), NULL for FLAT, VMFS,
+	   RDM and ZERO extents. */
+	const struct vmdk_extent_ops *ops;
 	uint64_t start;      /* first virtual byte */
 	uint64_t size;       /* virtual bytes */
 	struct bsrc *src;    /* NULL for ZERO */
@@ -232,24 +229,81 @@ enum vmdk_grain_state {
 	VMDK_GRAIN_DATA,
 };
 
-/* extent_sparse.c: hosted sparse and streamOptimized. */
+/* ---- Extent kinds (extent_kind.c) -------------------------------------- */
+
+/*
+ * One table per sparse extent kind, defined at the end of the kind's own
+ * file (extent_sparse.c: hosted sparse and streamOptimized, "KDMV";
+ * extent_cowd.c: vmfsSparse, "COWD"; extent_sesparse.c: seSparse) and
+ * listed in extent_kind.c, which is the one place that tells kinds apart
+ * by magic. FLAT, VMFS, RDM and ZERO extents have no table.
+ */
+struct vmdk_check_ctx;
+struct vmdk_extent_ops {
+	const char *name;        /* in messages: "hosted sparse", "COWD" */
+	enum vmdk_ext_type type; /* of an image that is this one file */
+	const char *create_type; /* createType of such an image */
+	/* True if head (len bytes) starts with this kind's magic. */
+	bool (*probe)(const uint8_t *head, size_t len);
+	/* Check the header of e->src, load its directory, set e->ops. */
+	int (*open)(struct vmdk_extent *e, const char *name);
+	/* Decode grain-table entry idx; see vmdk_gte_decode. */
+	int (*decode)(const struct vmdk_extent *e, const uint8_t *gt,
+		      uint32_t idx, uint64_t *file_off);
+	/* bdev_check of the extent file path, without opening the image:
+	   findings go to c, repairs as far as repair allows (BDEV_CHECK_*).
+	   desc_bytes is the size the descriptor gives it, 0 when none. */
+	int (*check)(struct vmdk_check_ctx *c, const char *path,
+		     uint64_t desc_bytes, unsigned repair);
+};
+
+extern const struct vmdk_extent_ops vmdk_hosted_ops;
+extern const struct vmdk_extent_ops vmdk_cowd_ops;
+extern const struct vmdk_extent_ops vmdk_sesparse_ops;
+
+/* The kind whose magic head starts with, or NULL. */
+const struct vmdk_extent_ops *vmdk_extent_ops_probe(const uint8_t *head,
+						    size_t len);
+/* Open the sparse extent e->src by the kind its magic names; an unknown
+   magic fails with a message naming name and e's descriptor type. */
+int vmdk_extent_open_sparse(struct vmdk_extent *e, const char *name);
+
+/* Each kind's open, also called directly by the header fuzzer. */
 int vmdk_sparse_open(struct vmdk_extent *e, const char *name);
-/* extent_cowd.c */
-bool vmdk_is_cowd_magic(const uint8_t *buf, size_t len);
 int vmdk_cowd_open(struct vmdk_extent *e, const char *name);
-/* extent_sesparse.c */
-bool vmdk_is_sesparse_magic(const uint8_t *buf, size_t len);
 int vmdk_sesparse_open(struct vmdk_extent *e, const char *name);
+bool vmdk_is_cowd_magic(const uint8_t *buf, size_t len);
+bool vmdk_is_sesparse_magic(const uint8_t *buf, size_t len);
 /* Free the tables a sparse open allocated. */
 void vmdk_sparse_tables_free(struct vmdk_extent *e);
+/* The decode of kinds with u32 sector entries (hosted sparse, COWD). */
+int vmdk_gte_decode32(const struct vmdk_extent *e, const uint8_t *gt,
+		      uint32_t idx, uint64_t *file_off);
 
 /*
  * Decode GTE idx of a grain table (raw little-endian bytes) of e. Returns
  * the state, and for DATA the byte offset of the grain (or its compressed
  * record) in e->src. -EINVAL (with a message) for an entry that cannot be.
  */
-int vmdk_gte_decode(const struct vmdk_extent *e, const uint8_t *gt,
-		    uint32_t idx, uint64_t *file_off);
+static inline int vmdk_gte_decode(const struct vmdk_extent *e, const uint8_t *gt,
+				  uint32_t idx, uint64_t *file_off)
+{
+	return e->ops->decode(e, gt, idx, file_off);
+}
+
+/* ---- Check helpers (check.c), for the kinds' check ops ------------------- */
+
+struct vmdk_check_ctx {
+	struct bdev_check_result *r;
+	void (*report)(void *, const char *);
+	void *opaque;
+};
+/* Report one finding (a line of text) to the caller's callback. */
+void vmdk_check_finding(struct vmdk_check_ctx *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* n little-endian u32s at off of s, host-endian, in a malloc'd array. */
+int vmdk_check_read_u32s(struct bsrc *s, uint64_t off, uint32_t n,
+			 uint32_t **out);
 
 /* ---- Grain-table cache (gt_cache.c) ------------------------------------- */
 
@@ -314,6 +368,8 @@ ssize_t vmdk_zero(struct bdev *b, uint64_t off, uint64_t len, bool discard);
 int vmdk_begin_write(struct bdev *b);
 int vmdk_finish(struct bdev *b);
 int vmdk_flush(struct bdev *b);
+
+/* write_common.c: shared by both write paths; the lookup also by the map. */
 /* The extent holding virtual byte off, or NULL. */
 struct vmdk_extent *vmdk_find_extent(struct vmdk_image *img, uint64_t off);
 /* Copies the first len bytes of iov into dst. */

@@ -30,7 +30,6 @@
 #define COWD_FREE_SECTOR_OFF 28
 #define COWD_UNCLEAN_OFF 1648
 
-
 /* Can the write path allocate in e? */
 static bool extent_allocates(const struct vmdk_extent *e)
 {
@@ -60,13 +59,13 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 
 		if (!extent_can_allocate(e))
 			continue;
-		if (e->kind == VMDK_SPARSE_HOSTED && e->compressed) {
+		if (e->ops == &vmdk_hosted_ops && e->compressed) {
 			ret = vmdk_stream_write_setup(e);
 			if (ret < 0)
 				return ret;
 			continue;
 		}
-		if (e->kind == VMDK_SPARSE_HOSTED && !e->compressed) {
+		if (e->ops == &vmdk_hosted_ops && !e->compressed) {
 			ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 			if (ret < 0)
 				return ret;
@@ -76,7 +75,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 				return ret;
 			e->gd_off = h.gd_offset * 512;
 			e->rgd_off = e->rgd ? h.rgd_offset * 512 : 0;
-		} else if (e->kind == VMDK_SPARSE_COWD) {
+		} else if (e->ops == &vmdk_cowd_ops) {
 			uint32_t v;
 			ret = bsrc_read_full(e->src, &v, 4, 20);
 			if (ret < 0)
@@ -110,24 +109,6 @@ void vmdk_write_teardown(struct vmdk_image *img)
 	pthread_cond_destroy(&img->alloc_cv);
 	pthread_mutex_destroy(&img->flush_mu);
 	img->write_init = false;
-}
-
-/* The extent that holds virtual byte off. */
-struct vmdk_extent *vmdk_find_extent(struct vmdk_image *img, uint64_t off)
-{
-	unsigned lo = 0, hi = img->n_extents;
-
-	while (hi - lo > 1) {
-		unsigned mid = lo + (hi - lo) / 2;
-		if (img->extents[mid].start <= off)
-			lo = mid;
-		else
-			hi = mid;
-	}
-	if (off < img->extents[lo].start ||
-	    off - img->extents[lo].start >= img->extents[lo].size)
-		return NULL;
-	return &img->extents[lo];
 }
 
 /* Reserves bytes at the end of e's file; returns their offset. */
@@ -217,18 +198,6 @@ static void gte_store(const uint8_t *gt, uint32_t gti, uint32_t v)
 			 htole32(v), __ATOMIC_RELEASE);
 }
 
-/* Copies the first len bytes of iov into dst. */
-void vmdk_iov_copy_out(uint8_t *dst, const struct iovec *iov, int iovcnt,
-			 uint64_t len)
-{
-	for (int i = 0; i < iovcnt && len; i++) {
-		size_t n = iov[i].iov_len < len ? iov[i].iov_len : (size_t)len;
-		memcpy(dst, iov[i].iov_base, n);
-		dst += n;
-		len -= n;
-	}
-}
-
 /* Writes len bytes of iov at foff of e's file (a grain already allocated). */
 static int write_in_place(struct vmdk_extent *e, uint64_t foff,
 			  const struct iovec *iov, int iovcnt, uint64_t len)
@@ -241,30 +210,6 @@ static int write_in_place(struct vmdk_extent *e, uint64_t foff,
 		foff += n;
 		len -= n;
 	}
-	return 0;
-}
-
-/* Fills buf (one grain at virtual offset vstart) with what the layers
-   below this one hold there. */
-int vmdk_fill_from_backing(struct bdev *b, uint64_t vstart, uint8_t *buf,
-			     uint64_t gb)
-{
-	struct bdev *p = b->backing;
-	uint64_t n = 0;
-
-	if (p && vstart < p->info.size)
-		n = p->info.size - vstart < gb ? p->info.size - vstart : gb;
-	if (n) {
-		int ret = bdev_pread(p, buf, (size_t)n, vstart);
-		if (ret < 0) {
-			char why[256];
-			snprintf(why, sizeof(why), "%s", bdev_errmsg());
-			return bdev_err(ret, "%s: cannot read the parent's bytes "
-					"around a new grain at offset %" PRIu64 ": %s",
-					b->filename, vstart, why);
-		}
-	}
-	memset(buf + n, 0, gb - n);
 	return 0;
 }
 
@@ -543,7 +488,7 @@ int vmdk_flush(struct bdev *b)
 	/* COWD keeps its next free sector in the header */
 	for (unsigned i = 0; i < img->n_extents; i++) {
 		struct vmdk_extent *e = &img->extents[i];
-		if (e->write_init && e->kind == VMDK_SPARSE_COWD && (nd || any_gd)) {
+		if (e->write_init && e->ops == &vmdk_cowd_ops && (nd || any_gd)) {
 			uint32_t fs = htole32((uint32_t)(atomic_load(&e->next_free) / 512));
 			ssize_t w = e->src->ops->pwrite(e->src, &fs, 4, COWD_FREE_SECTOR_OFF);
 			if (w < 0) {
@@ -596,7 +541,7 @@ static int set_unclean(struct vmdk_image *img, bool on)
 
 		if (!e->write_init && !e->stream_w)
 			continue;
-		if (e->kind == VMDK_SPARSE_COWD) {
+		if (e->ops == &vmdk_cowd_ops) {
 			uint32_t v = htole32(on ? 1 : 0);
 			w = e->src->ops->pwrite(e->src, &v, 4, COWD_UNCLEAN_OFF);
 		} else {
@@ -750,7 +695,7 @@ int vmdk_begin_write(struct bdev *b)
 	if (!img->desc_parsed || !img->desc.has_cid)
 		return 0;
 	cid = new_cid(img->desc.cid);
-	if (img->n_extents == 1 && img->extents[0].kind == VMDK_SPARSE_HOSTED &&
+	if (img->n_extents == 1 && img->extents[0].ops == &vmdk_hosted_ops &&
 	    b->filename && img->extents[0].path &&
 	    strcmp(img->extents[0].path, b->filename) == 0)
 		ret = write_embedded_cid(b, &img->extents[0], cid);
@@ -827,8 +772,8 @@ int vmdk_thaw_layer(struct bdev *b)
 	}
 	for (unsigned i = 0; i < img->n_extents; i++) {
 		struct vmdk_extent *e = &img->extents[i];
-		if (extent_can_allocate(e) && (e->kind == VMDK_SPARSE_HOSTED ||
-					       e->kind == VMDK_SPARSE_COWD))
+		if (extent_can_allocate(e) && (e->ops == &vmdk_hosted_ops ||
+					       e->ops == &vmdk_cowd_ops))
 			e->write_init = true;
 	}
 	ret = set_unclean(img, true);
