@@ -13,17 +13,23 @@ The kernel comes from Debian's linux-image-amd64 package (`apt-get
 download`, unpacked with `dpkg -x`) into a cache the tests reuse:
 $OVK_KERNEL_CACHE, else /var/cache/ovk-tests/ovkvm-kernel.
 
-Kept apart from tests/guest/ (the pvblk QEMU guests) on purpose, so that the
-two can be merged later.
+The kernel is fetched by tests/guest/guestvm.py's fetch_kernel (one fetch
+path for both harnesses), whose initramfs builder also makes the ovkvm
+guest's initramfs on the command line below.
 """
 import glob
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "guest"))
+import guestvm  # noqa: E402  (tests/guest/: the QEMU guest harness)
 
 CACHE = os.environ.get("OVK_KERNEL_CACHE", "/var/cache/ovk-tests/ovkvm-kernel")
 
@@ -67,43 +73,17 @@ def _run(cmd, **kw):
 
 
 def debian_kernel():
-    """The unpacked Debian kernel (fetched into the cache on first use);
-    skips the test with the reason when it cannot be had."""
+    """The unpacked Debian kernel (fetched into the cache on first use, by
+    tests/guest/guestvm.py's fetch_kernel); skips the test with the reason
+    when it cannot be had."""
     try:
         return Kernel(CACHE)
     except FileNotFoundError:
         pass
-    for tool in ("apt-cache", "apt-get", "dpkg"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} is missing: cannot fetch the Debian kernel")
-    r = _run(["apt-cache", "depends", "linux-image-amd64"])
-    pkg = None
-    for line in r.stdout.splitlines():
-        line = line.strip()
-        if line.startswith("Depends: linux-image-") and line[21:22].isdigit():
-            pkg = line.split()[1]
-            break
-    if not pkg:
-        pytest.skip("apt-cache cannot resolve linux-image-amd64 "
-                    "(no Debian package lists?)")
-    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-    work = tempfile.mkdtemp(prefix="ovkvm-kernel.",
-                            dir=os.path.dirname(CACHE))
     try:
-        r = _run(["apt-get", "download", pkg], cwd=work, timeout=600)
-        debs = glob.glob(os.path.join(work, "*.deb"))
-        if r.returncode != 0 or not debs:
-            pytest.skip(f"apt-get download {pkg} failed: {r.stderr.strip()}")
-        unpacked = os.path.join(work, "root")
-        r = _run(["dpkg", "-x", debs[0], unpacked])
-        if r.returncode != 0:
-            pytest.skip(f"dpkg -x {debs[0]} failed: {r.stderr.strip()}")
-        try:
-            os.rename(unpacked, CACHE)  # atomic: concurrent runs race safely
-        except OSError:
-            pass  # another run put it there first
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        guestvm.fetch_kernel(CACHE)
+    except guestvm.GuestUnavailable as e:
+        pytest.skip(str(e))
     return Kernel(CACHE)
 
 
@@ -229,10 +209,6 @@ def _guest_initrd(out, script_path, kernel):
     """An initramfs for the ovkvm guest: tests/guest/guestvm.py's (busybox,
     virtio-blk and ext4 modules of this kernel, the script run with sh -e
     and its status printed as '=== GUEST_EXIT=N' before power-off)."""
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(
-        __file__)), "guest"))
-    import guestvm
     with open(script_path) as f:
         script = f.read()
     try:
@@ -260,7 +236,6 @@ def _main(argv):
     script's; 77 when KVM cannot be had here."""
     import argparse
     import re
-    import sys
     ap = argparse.ArgumentParser(prog="ovkvm_guest.py",
                                  description=_main.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
