@@ -13,17 +13,23 @@ The kernel comes from Debian's linux-image-amd64 package (`apt-get
 download`, unpacked with `dpkg -x`) into a cache the tests reuse:
 $OVK_KERNEL_CACHE, else /var/cache/ovk-tests/ovkvm-kernel.
 
-Kept apart from tests/guest/ (the pvblk QEMU guests) on purpose, so that the
-two can be merged later.
+The kernel is fetched by tests/guest/guestvm.py's fetch_kernel (one fetch
+path for both harnesses), whose initramfs builder also makes the ovkvm
+guest's initramfs on the command line below.
 """
 import glob
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "guest"))
+import guestvm  # noqa: E402  (tests/guest/: the QEMU guest harness)
 
 CACHE = os.environ.get("OVK_KERNEL_CACHE", "/var/cache/ovk-tests/ovkvm-kernel")
 
@@ -67,43 +73,17 @@ def _run(cmd, **kw):
 
 
 def debian_kernel():
-    """The unpacked Debian kernel (fetched into the cache on first use);
-    skips the test with the reason when it cannot be had."""
+    """The unpacked Debian kernel (fetched into the cache on first use, by
+    tests/guest/guestvm.py's fetch_kernel); skips the test with the reason
+    when it cannot be had."""
     try:
         return Kernel(CACHE)
     except FileNotFoundError:
         pass
-    for tool in ("apt-cache", "apt-get", "dpkg"):
-        if not shutil.which(tool):
-            pytest.skip(f"{tool} is missing: cannot fetch the Debian kernel")
-    r = _run(["apt-cache", "depends", "linux-image-amd64"])
-    pkg = None
-    for line in r.stdout.splitlines():
-        line = line.strip()
-        if line.startswith("Depends: linux-image-") and line[21:22].isdigit():
-            pkg = line.split()[1]
-            break
-    if not pkg:
-        pytest.skip("apt-cache cannot resolve linux-image-amd64 "
-                    "(no Debian package lists?)")
-    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-    work = tempfile.mkdtemp(prefix="ovkvm-kernel.",
-                            dir=os.path.dirname(CACHE))
     try:
-        r = _run(["apt-get", "download", pkg], cwd=work, timeout=600)
-        debs = glob.glob(os.path.join(work, "*.deb"))
-        if r.returncode != 0 or not debs:
-            pytest.skip(f"apt-get download {pkg} failed: {r.stderr.strip()}")
-        unpacked = os.path.join(work, "root")
-        r = _run(["dpkg", "-x", debs[0], unpacked])
-        if r.returncode != 0:
-            pytest.skip(f"dpkg -x {debs[0]} failed: {r.stderr.strip()}")
-        try:
-            os.rename(unpacked, CACHE)  # atomic: concurrent runs race safely
-        except OSError:
-            pass  # another run put it there first
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        guestvm.fetch_kernel(CACHE)
+    except guestvm.GuestUnavailable as e:
+        pytest.skip(str(e))
     return Kernel(CACHE)
 
 
@@ -225,40 +205,89 @@ def run_with_kvm(script, workdir, timeout=300):
         f"command's exit status; console log {log}:\n{out[-4000:]}")
 
 
+def _guest_initrd(out, script_path, kernel):
+    """An initramfs for the ovkvm guest: tests/guest/guestvm.py's (busybox,
+    virtio-blk and ext4 modules of this kernel, the script run with sh -e
+    and its status printed as '=== GUEST_EXIT=N' before power-off)."""
+    with open(script_path) as f:
+        script = f.read()
+    try:
+        guestvm.initramfs(out, script, kernel.modules)
+    except guestvm.GuestUnavailable as e:
+        pytest.skip(str(e))
+
+
 def _main(argv):
     """Command line: run ovkvm with Debian's kernel where /dev/kvm is (the
     outer TCG guest when the host has none), e.g. for a demo:
 
         python3 tests/ovkvm_guest.py [--build DIR] [--script FILE] \\
-            -- --disk /abs/disk.vmdk,snapshot --cmdline 'console=ttyS0'
+            [--guest-script FILE] [--log FILE] \\
+            -- --disk /tmp/disk.vmdk,snapshot --memory 256M
 
-    The arguments after -- go to ovkvm after --kernel; --script runs a
-    shell script first (same environment: in the outer guest only /tmp is
-    writable, the host's files are read-only).  Prints the output, exits
-    with ovkvm's status."""
+    The arguments after -- go to ovkvm after --kernel (and --initrd, with
+    --guest-script).  --script runs a shell script first, in the same place
+    as ovkvm (in the outer guest only /tmp is writable; the host's files are
+    read-only there, so paths given must not be under /tmp on the host).
+    --guest-script runs a shell script inside the ovkvm guest, which has
+    virtio-blk and ext4 loaded (tests/guest/guestvm.py's initramfs) and
+    powers off after it.  The whole output goes to standard output, or to
+    --log.  Exits with ovkvm's status; when that is 0, with the guest
+    script's; 77 when KVM cannot be had here."""
     import argparse
-    ap = argparse.ArgumentParser(prog="ovkvm_guest.py")
+    import re
+    ap = argparse.ArgumentParser(prog="ovkvm_guest.py",
+                                 description=_main.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default=os.environ.get("OVK_BUILD", "build"))
     ap.add_argument("--script", help="shell script to run before ovkvm")
+    ap.add_argument("--guest-script", help="shell script to run in the guest")
+    ap.add_argument("--log", help="write the whole output here")
     ap.add_argument("--timeout", type=int, default=600)
     ap.add_argument("ovkvm_args", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     args = a.ovkvm_args[1:] if a.ovkvm_args[:1] == ["--"] else a.ovkvm_args
     build = os.path.abspath(a.build)
     ovkvm = os.path.join(build, "hypervisor", "ovkvm")
+    if not os.access(ovkvm, os.X_OK):
+        print(f"ovkvm_guest.py: no {ovkvm}: build first", file=sys.stderr)
+        return 2
     try:
         kernel = debian_kernel()
+        # Under the build tree, not /tmp: the outer guest sees it (read-only).
         work = os.path.join(build, "ovkvm-guest-cli")
         os.makedirs(work, exist_ok=True)
-        pre = open(a.script).read() if a.script else ""
-        cmd = " ".join(shlex.quote(x) for x in
-                       [ovkvm, "--kernel", kernel.bzimage] + args)
+        pre = ""
+        if a.script:
+            with open(a.script) as f:
+                pre = f.read()
+        boot = [ovkvm, "--kernel", kernel.bzimage]
+        if a.guest_script:
+            initrd = os.path.join(work, "guest-initramfs.cpio.gz")
+            _guest_initrd(initrd, a.guest_script, kernel)
+            boot += ["--initrd", initrd]
+            if "--cmdline" not in args:
+                boot += ["--cmdline", "console=ttyS0 panic=-1 quiet loglevel=4"]
+        cmd = " ".join(shlex.quote(x) for x in boot + args)
         status, out = run_with_kvm(f"{pre}\n{cmd}\n", work,
                                    timeout=a.timeout)
     except pytest.skip.Exception as e:
-        print(f"ovkvm_guest.py: cannot run: {e}")
+        print(f"ovkvm_guest.py: cannot run: {e}", file=sys.stderr)
         return 77
-    print(out)
+    except (AssertionError, subprocess.TimeoutExpired) as e:
+        print(f"ovkvm_guest.py: {e}", file=sys.stderr)
+        return 1
+    if a.log:
+        with open(a.log, "w") as f:
+            f.write(out)
+    else:
+        print(out)
+    if status == 0 and a.guest_script:
+        m = re.search(r"=== GUEST_EXIT=(\d+)", out)
+        status = int(m.group(1)) if m else 1
+        if not m:
+            print("ovkvm_guest.py: the guest script did not finish",
+                  file=sys.stderr)
     return status
 
 

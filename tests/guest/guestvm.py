@@ -75,36 +75,56 @@ def cache_dir(build=None):
     return d
 
 
+def fetch_kernel(dest):
+    """Unpack Debian's linux-image-amd64 (the package it depends on, got
+    with apt-get download) into the folder dest, unless dest already holds
+    a boot/vmlinuz-*.  Safe when several runs race: each unpacks beside
+    dest and renames into place; the first wins.  The one fetch path of
+    the guest harnesses (tests/ovkvm_guest.py uses it too)."""
+    if glob.glob(os.path.join(dest, "boot", "vmlinuz-*")):
+        return
+    if not shutil.which("apt-get") or not shutil.which("dpkg"):
+        raise GuestUnavailable("no apt-get/dpkg to fetch a kernel")
+    r = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
+                       capture_output=True, text=True)
+    m = re.search(r"Depends: (linux-image-[0-9]\S*)", r.stdout)
+    if not m:
+        raise GuestUnavailable("apt-cache knows no linux-image-amd64 "
+                               "(no Debian package lists?) "
+                               + r.stderr.strip())
+    pkg = m.group(1)
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    dl = tempfile.mkdtemp(prefix=os.path.basename(dest) + ".", dir=parent)
+    try:
+        r = subprocess.run(["apt-get", "download", pkg], cwd=dl,
+                           capture_output=True, text=True, timeout=600)
+        debs = glob.glob(os.path.join(dl, "*.deb"))
+        if r.returncode or not debs:
+            raise GuestUnavailable(f"apt-get download {pkg} failed: "
+                                   + r.stderr.strip()[-300:])
+        unpacked = os.path.join(dl, "root")
+        r = subprocess.run(["dpkg", "-x", debs[0], unpacked],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise GuestUnavailable(f"dpkg -x {debs[0]} failed: "
+                                   + r.stderr.strip()[-300:])
+        try:
+            os.rename(unpacked, dest)
+        except OSError:
+            pass  # another run put it there first
+    finally:
+        shutil.rmtree(dl, ignore_errors=True)
+
+
 def kernel(cache):
     """(vmlinuz, module folder) of Debian's linux-image-amd64, fetched with
     apt-get download into cache on first use."""
     kern = os.path.join(cache, "kernel")
+    fetch_kernel(kern)
     found = glob.glob(os.path.join(kern, "boot", "vmlinuz-*"))
     if not found:
-        if not shutil.which("apt-get") or not shutil.which("dpkg"):
-            raise GuestUnavailable("no apt-get/dpkg to fetch a kernel")
-        r = subprocess.run(["apt-cache", "depends", "linux-image-amd64"],
-                           capture_output=True, text=True)
-        m = re.search(r"Depends: (linux-image-[0-9]\S*)", r.stdout)
-        if not m:
-            raise GuestUnavailable("apt-cache knows no linux-image-amd64: "
-                                   + r.stderr.strip())
-        pkg = m.group(1)
-        dl = tempfile.mkdtemp(dir=cache)
-        try:
-            r = subprocess.run(["apt-get", "download", pkg], cwd=dl,
-                               capture_output=True, text=True)
-            debs = glob.glob(os.path.join(dl, "*.deb"))
-            if r.returncode or not debs:
-                raise GuestUnavailable(f"apt-get download {pkg} failed: "
-                                       + r.stderr.strip()[-300:])
-            tmp = kern + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            subprocess.run(["dpkg", "-x", debs[0], tmp], check=True)
-            os.rename(tmp, kern)
-        finally:
-            shutil.rmtree(dl, ignore_errors=True)
-        found = glob.glob(os.path.join(kern, "boot", "vmlinuz-*"))
+        raise GuestUnavailable(f"no vmlinuz in {kern}")
     vmlinuz = sorted(found)[-1]
     ver = os.path.basename(vmlinuz)[len("vmlinuz-"):]
     return vmlinuz, os.path.join(kern, "lib", "modules", ver, "kernel")
