@@ -285,6 +285,11 @@ def test_qemu_io_writes_reach_the_image(tmp_path, kind):
             served_ok(srv)
     if kind == "stream":
         assert "already written" in srv.output()
+        # said at start, before any guest meets it
+        assert "is streamOptimized: each grain can be written once" in \
+            srv.output().splitlines()[0], srv.output()
+    else:
+        assert "warning" not in srv.output(), srv.output()
     args = [qio, "-r", "-f", fmt]
     for c in checks:
         args += ["-c", c]
@@ -402,6 +407,14 @@ def test_read_only_refuses_writes(tmp_path):
         assert err == 0 and d == b"\x11" * 4096
         c.close()
     assert sha(img) == before
+
+
+def test_stream_served_read_only_or_snapshot_is_not_warned_about(tmp_path):
+    img, _ = make_image(str(tmp_path), "stream")
+    for opts in (["-o", "ro"], ["-o", f"snapshot={tmp_path / 'c.vmdk'}"]):
+        with Pvblk(str(tmp_path), img, *opts) as srv:
+            served_ok(srv)
+        assert "warning" not in srv.output(), srv.output()
 
 
 def test_snapshot_leaves_the_base_untouched(tmp_path):
