@@ -545,11 +545,13 @@ static void *ctl_thread(void *arg)
 		}
 		if (pfd[0].revents)
 			return NULL;
-		if (pfd[1].revents)
-			accept_client(c);
+		/* clients first: those that hung up free their slots before
+		   a new connection is counted against the limit */
 		for (int i = 2; i < n; i++)
 			if (pfd[i].revents)
 				client_input(c, &c->clients[who[i]]);
+		if (pfd[1].revents)
+			accept_client(c);
 	}
 }
 
