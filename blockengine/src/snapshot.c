@@ -180,6 +180,22 @@ static int sync_parent_dir(const char *path)
 	return ret;
 }
 
+/* b's top becomes layer l's driver state, with backing below it: the one
+   switch both bdev_snapshot (to the new child) and bdev_commit_live (back
+   to the parent) make while holding the top lock exclusively. */
+static void become_layer(struct bdev *b, const struct bdev *l,
+			 struct bdev *backing)
+{
+	b->fmt = l->fmt;
+	b->priv = l->priv;
+	b->filename = l->filename;
+	b->info = l->info;
+	b->opts = l->opts;
+	b->opts.flags &= ~(uint32_t)BDEV_O_NO_BACKING;
+	b->backing = backing;
+	b->gcache = l->gcache;
+}
+
 /* Freeze b's top layer under a new delta child at child_path; see
    blockengine.h. */
 /* One attempt at bdev_snapshot: -EAGAIN (the child removed again) when a
@@ -276,14 +292,7 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	atomic_store(&ot->sealed, true);
 	nt->next = ot;
 
-	b->fmt = c->fmt;
-	b->priv = c->priv;
-	b->filename = c->filename;
-	b->info = c->info;
-	b->opts = c->opts;
-	b->opts.flags &= ~(uint32_t)BDEV_O_NO_BACKING;
-	b->backing = old;
-	b->gcache = c->gcache;
+	become_layer(b, c, old);
 	b->wtrack = nt;
 	atomic_store(&b->write_begun, false);
 	atomic_store(&b->stats.gt_hits, 0);
@@ -757,14 +766,7 @@ int bdev_commit_live(struct bdev *b)
 	*otp = ot->next;          /* the parent is no longer frozen */
 	nt->next = ct->next;
 	ct->next = NULL;
-	b->fmt = p->fmt;
-	b->priv = p->priv;
-	b->filename = p->filename;
-	b->info = p->info;
-	b->opts = p->opts;
-	b->opts.flags &= ~(uint32_t)BDEV_O_NO_BACKING;
-	b->backing = p->backing;
-	b->gcache = p->gcache;
+	become_layer(b, p, p->backing);
 	b->wtrack = nt;
 	nt = NULL;
 	/* the next write gives the parent a new CID: its content changed */
