@@ -11,6 +11,7 @@ while ovkdisk views and backs the disk up.
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -442,8 +443,10 @@ def records(data):
 def logged(console):
     text = guestvm.console_text(console)
     assert "IOERR" not in text, text[-2000:]
-    n = [int(ln.split()[1]) for ln in text.splitlines()
-         if ln.startswith("wrote ")]
+    # Only whole lines count: the console file may end in the middle of
+    # "wrote 123", and a kernel message may land inside a line.
+    whole = text[:text.rfind("\n") + 1]
+    n = [int(m) for m in re.findall(r"^wrote (\d+)\r?$", whole, re.M)]
     return max(n) if n else 0
 
 
