@@ -53,7 +53,7 @@ static void setup(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct vblk_mem mem = { 1, { { GPA0, MEM, NULL } } };
+	struct vblk_mem mem = { 1, { { GPA0, MEM, NULL } }, NULL };
 	struct vblk_ring ring = { .num = NUM };
 	uint8_t ctl;
 

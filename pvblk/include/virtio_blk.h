@@ -23,6 +23,7 @@
 #ifndef OVK_VIRTIO_BLK_H
 #define OVK_VIRTIO_BLK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +44,13 @@ struct vblk_mem_region {
 struct vblk_mem {
 	unsigned nregions;
 	struct vblk_mem_region regions[VBLK_MAX_REGIONS];
+	/* Optional: a count the transport raises when this memory faulted
+	   under the device (a front end shrank the file behind it and the
+	   transport put zeros there; vhost_user/guard.c). A request in flight
+	   while it moves fails with IOERR, so no zeros that stood in for the
+	   guest's bytes are reported as its data; breaking the queue is the
+	   transport's part (vblk_queue_break, with what it knows). */
+	const atomic_uint *faults;
 };
 
 /*

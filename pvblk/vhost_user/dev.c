@@ -30,6 +30,7 @@ void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq)
 	memset(d, 0, sizeof(*d));
 	pthread_mutex_init(&d->lock, NULL);
 	atomic_init(&d->mem_faults, 0);
+	atomic_init(&d->mem_faults_base, 0);
 	atomic_init(&d->mem_fault_off, UINT64_MAX);
 	d->blk = blk;
 	d->num_queues = nq;
@@ -68,6 +69,7 @@ static void unmap_region(struct vu_region *r)
 static void sync_mem(struct vu_dev *d)
 {
 	d->mem.nregions = d->nregions;
+	d->mem.faults = &d->mem_faults;
 	for (unsigned i = 0; i < d->nregions; i++) {
 		d->mem.regions[i].gpa = d->regions[i].gpa;
 		d->mem.regions[i].size = d->regions[i].size;
@@ -82,7 +84,7 @@ static void unmap_all(struct vu_dev *d)
 	d->nregions = 0;
 	sync_mem(d);
 	/* faults in the old table are no reason to break the new one */
-	atomic_store(&d->mem_faults, 0);
+	atomic_store(&d->mem_faults_base, atomic_load(&d->mem_faults));
 	atomic_store(&d->mem_fault_off, UINT64_MAX);
 }
 

@@ -18,7 +18,9 @@
  *    message that says what happened. Nothing is unwound: no lock held by
  *    the engine is skipped, the interrupted code simply sees zeros where
  *    the guest's bytes were, which it must survive anyway (guest memory is
- *    untrusted). A SIGBUS anywhere else goes to the handler that was
+ *    untrusted), and the core fails each request that was in flight
+ *    meanwhile with IOERR (struct vblk_mem's faults), so no zeros are
+ *    acknowledged as the guest's data. A SIGBUS anywhere else goes to the handler that was
  *    there before (or the default action: the process dies as it would
  *    have).
  */

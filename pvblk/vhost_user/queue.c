@@ -50,7 +50,8 @@ static void note_broken(struct vu_vring *v, struct vblk_queue *q)
 	struct vu_dev *d = v->dev;
 	const char *why;
 
-	if (atomic_load(&d->mem_faults) && !vblk_queue_broken(q)) {
+	if (atomic_load(&d->mem_faults) != atomic_load(&d->mem_faults_base) &&
+	    !vblk_queue_broken(q)) {
 		char buf[128];
 
 		snprintf(buf, sizeof(buf), "the front end shrank the file "

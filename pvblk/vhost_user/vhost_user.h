@@ -175,10 +175,13 @@ struct vu_dev {
 	struct vblk_dev *blk;
 	const char *label;   /* names the device in log lines, or NULL */
 	pthread_mutex_t lock; /* guards each vring's broken[] */
-	/* SIGBUS faults contained in this device's mappings since its memory
-	   table was last replaced (guard.c), and the first one's offset into
-	   its mapping (UINT64_MAX: none) */
+	/* SIGBUS faults contained in this device's mappings (guard.c): a
+	   count that only grows (the core fails requests in flight while it
+	   moves: struct vblk_mem's faults), its value when the memory table
+	   was last replaced, and the first fault's offset into its mapping
+	   since then (UINT64_MAX: none) */
 	atomic_uint mem_faults;
+	atomic_uint mem_faults_base;
 	_Atomic uint64_t mem_fault_off;
 	unsigned num_queues;
 	uint64_t features, protocol_features;

@@ -46,6 +46,7 @@ struct vblk_req {
 	bool flush_after; /* a write under a write-through cache (wce = 0) */
 	uint32_t type;      /* VIRTIO_BLK_T_*, for the statistics */
 	uint64_t bytes;     /* data bytes of a read or write */
+	unsigned faults0;   /* *q->mem.faults when the request was taken */
 	struct iovec *data; /* into chain.iov */
 	unsigned ndata;
 	struct vq_chain chain;
@@ -225,6 +226,14 @@ unsigned vblk_queue_inflight(const struct vblk_queue *q)
 
 static void req_start(struct vblk_queue *q, struct vblk_req *r);
 
+/* How often q's guest memory has faulted (struct vblk_mem's faults). */
+static unsigned mem_faults(const struct vblk_queue *q)
+{
+	return q->mem.faults ? atomic_load_explicit(q->mem.faults,
+						    memory_order_acquire) : 0;
+}
+
+
 /* Serve again what an earlier device had taken from this ring and not
    returned (ring->inflight), oldest first; avail is read after them. */
 static int replay(struct vblk_queue *q)
@@ -242,6 +251,7 @@ static int replay(struct vblk_queue *q)
 
 		if (!r)
 			break; /* more than the ring holds: cannot be */
+		r->faults0 = mem_faults(q); /* before any guest byte is read */
 		if (vq_walk(&q->vq, heads[i], &r->chain) < 0)
 			break;
 		q->free_list = r->next_free;
@@ -309,6 +319,13 @@ static void req_done(struct vblk_req *r, uint8_t status)
 {
 	struct vblk_queue *q = r->q;
 
+	if (mem_faults(q) != r->faults0) {
+		/* the guest's buffers turned to zeros under this request:
+		   what it moved was not the guest's data. The transport,
+		   which knows what happened, breaks the queue. */
+		status = VIRTIO_BLK_S_IOERR;
+		r->used_len = 1;
+	}
 	*r->status = status;
 	/* relaxed atomics: another thread may read them (vblk_queue_stats) */
 	__atomic_fetch_add(&q->stats.requests, 1, __ATOMIC_RELAXED);
@@ -552,6 +569,7 @@ static void process(struct vblk_queue *q)
 				q->starved = true;
 				break;
 			}
+			r->faults0 = mem_faults(q); /* before any guest byte */
 			ret = vq_pop(&q->vq, &r->chain);
 			if (ret <= 0)
 				break;

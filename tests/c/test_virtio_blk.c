@@ -149,7 +149,8 @@ static uint8_t status_of(unsigned slot)
 static void test_mem_translation(void)
 {
 	struct vblk_mem m = { 2, { { 0x1000, 0x1000, guest },
-				   { 0x2000, 0x1000, guest + 0x3000 } } };
+				   { 0x2000, 0x1000, guest + 0x3000 } },
+			      NULL };
 	struct iovec iov[4];
 	unsigned n = 0;
 
@@ -457,6 +458,53 @@ static void test_transport_break(void)
 	rig_stop(&r);
 }
 
+/* Guest memory that faults under the engine's copy (a vhost-user front end
+   shrank its memfd; guard.c maps zeros there and counts the fault): the
+   request in flight fails with IOERR instead of reporting the zeros as
+   data (the transport then breaks the queue). The source's pread stands in for the SIGBUS
+   handler, which runs on the thread that touches the memory. */
+static atomic_uint faults;
+static bool fault_in_read;
+
+static ssize_t faulting_pread(void *opaque, void *buf, size_t len,
+			      uint64_t off)
+{
+	memset(buf, 0x5a, len);
+	if (fault_in_read)
+		atomic_fetch_add(&faults, 1);
+	return (ssize_t)len;
+}
+
+static void test_fault_in_flight(void)
+{
+	static const struct bdev_byte_source src = { faulting_pread, NULL };
+	struct bdev *saved = bdev, *cb;
+	struct rig r;
+
+	CHECK_EQ(bdev_open_callbacks(&src, NULL, IMG_SIZE, "faulting", NULL,
+				     &cb), 0);
+	bdev = cb;
+	mem.faults = &faults;
+	rig_start(&r, true, 0);
+	/* no fault: served */
+	submit(&r, simple_req(&r, 0, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512,
+			      true));
+	CHECK_EQ(status_of(0), VIRTIO_BLK_S_OK);
+	CHECK_EQ(*(uint8_t *)gp(DATA_GPA), 0x5a);
+	/* the memory faults while the data moves */
+	fault_in_read = true;
+	submit(&r, simple_req(&r, 1, VIRTIO_BLK_T_IN, 0, DATA_GPA, 512,
+			      true));
+	CHECK_EQ(status_of(1), VIRTIO_BLK_S_IOERR);
+	CHECK_EQ(used->idx, 2);
+	CHECK_EQ(used->ring[1].len, 1); /* no data claimed */
+	rig_stop(&r);
+	fault_in_read = false;
+	mem.faults = NULL;
+	bdev = saved;
+	CHECK_EQ(bdev_close(cb), 0);
+}
+
 /* EVENT_IDX: the device interrupts only when the driver's used_event
    says so, and asks for kicks by writing avail_event. */
 static void test_event_idx(void)
@@ -591,6 +639,7 @@ int main(void)
 	for (int h = 0; h < H_END; h++)
 		test_hostile((enum hostile)h);
 	test_transport_break();
+	test_fault_in_flight();
 	test_event_idx();
 	test_inflight_replay();
 	CHECK_EQ(bdev_close(bdev), 0);
