@@ -560,6 +560,10 @@ static void process(struct vblk_queue *q)
 {
 	if (!q->started || q->stopping)
 		return;
+	/* the queue is run right below: requests the engine finishes at
+	   once (a read from the page cache, an inline write) need not signal
+	   its eventfd, which would cost a write and a read of it each */
+	bdev_queue_hold(q->bq);
 	for (;;) {
 		while (!q->vq.broken) {
 			struct vblk_req *r = q->free_list;
@@ -581,6 +585,7 @@ static void process(struct vblk_queue *q)
 			break;
 	}
 	bdev_queue_run(q->bq, 0);
+	bdev_queue_release(q->bq);
 	flush_used(q);
 }
 
