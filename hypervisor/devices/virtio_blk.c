@@ -160,8 +160,19 @@ static int open_image(struct vmblk *d)
 			return rc;
 		}
 	}
-	if (bdev_get_info(d->bdev, &info) == 0 && info.read_only)
+	if (bdev_get_info(d->bdev, &info) < 0)
+		return 0;
+	if (info.read_only)
 		d->read_only = true;
+	/* A stream holds one compressed record per grain: a guest that
+	   rewrites a block gets an I/O error. Say so before it happens. */
+	if (!d->read_only && !d->snapshot && info.subformat &&
+	    !strcmp(info.subformat, "streamOptimized"))
+		fprintf(stderr, "ovkvm: warning: --disk %s is streamOptimized: "
+			"each grain can be written once, so a guest that "
+			"rewrites a block gets an I/O error; add ,snapshot "
+			"(writes go to a delta child) or ,ro, or convert it "
+			"to monolithicSparse\n", d->path);
 	return 0;
 }
 
