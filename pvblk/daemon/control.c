@@ -365,7 +365,7 @@ static json_t *do_view_release(struct pvblk_ctl *c)
 
 static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 {
-	int ret;
+	int ret, told = 0;
 
 	if (r->size < c->e->size)
 		return error_reply("grow to %llu bytes: the disk has %llu "
@@ -378,7 +378,16 @@ static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 				   (unsigned long long)r->size,
 				   engine_msg(ret));
 	c->e->size = r->size;
-	return ok(json_pack("{s:I}", "size", (json_int_t)r->size));
+	/* vhost-user front ends hear of it at once and interrupt their
+	   guest; NBD clients see it when they connect again */
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		struct pvblk_listen *l = &c->listen[i];
+
+		if (l->proto->resized && l->proto->resized(l) > 0)
+			told++;
+	}
+	return ok(json_pack("{s:I,s:i}", "size", (json_int_t)r->size,
+			    "clients_told", told));
 }
 
 static json_t *run(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)

@@ -59,6 +59,13 @@ struct pvblk_protocol {
 	 * thread may call it while the listener runs.
 	 */
 	int (*connections)(struct pvblk_listen *l);
+	/*
+	 * l's image grew (bdev_grow, from the control socket): serve the new
+	 * size and tell the clients that can be told. Returns how many were
+	 * told (0 or 1 for vhost-user's one front end), or -errno. May be
+	 * NULL: an NBD client learns the size only when it connects.
+	 */
+	int (*resized)(struct pvblk_listen *l);
 };
 
 /* The protocols this daemon knows (each in its own folder). NULL where

@@ -375,8 +375,26 @@ int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
 	return vu_vring_broken(&s->dev, queue, why, len);
 }
 
+static int vu_resized(struct pvblk_listen *l)
+{
+	struct vu_server *s = l->state;
+	int ret;
+
+	if (!s)
+		return -ENOENT;
+	ret = vblk_dev_resize(s->blk);
+	if (ret < 0)
+		return ret;
+	ret = vu_dev_config_changed(&s->dev);
+	if (ret < 0)
+		pvblk_log("vhost-user %s: cannot tell the front end that the "
+			  "disk grew: %s", l->address, strerror(-ret));
+	return ret;
+}
+
 const struct pvblk_protocol pvblk_vhost_user_blk = {
 	.name = "vhost-user-blk",
 	.start = vu_start,
 	.stop = vu_stop,
+	.resized = vu_resized,
 };
