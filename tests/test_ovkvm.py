@@ -270,6 +270,16 @@ if dd if=/dev/zero of=/dev/vdc bs=4k count=1 oflag=direct 2>/dev/null; then
 else
   echo "OVKVM-GUEST vdc-write-refused"
 fi
+# vde grows while the guest runs: reading 4 MiB tells the host to grow it
+s0=$(cat /sys/block/vde/size)
+echo "OVKVM-GUEST vde-size0=$s0"
+dd if=/dev/vde of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+for i in $(seq 100); do
+  [ "$(cat /sys/block/vde/size)" != "$s0" ] && break
+  sleep 0.1
+done
+echo "OVKVM-GUEST vde-size1=$(cat /sys/block/vde/size)"
+echo "at the new end" | dd of=/dev/vde bs=512 seek=$(($(cat /sys/block/vde/size) - 1)) conv=sync oflag=direct 2>/dev/null && echo "OVKVM-GUEST vde-wrote-end"
 # vdb: the streamOptimized disk (snapshot): its file is there, writes work
 mount -t ext4 /dev/vdb /ro && echo "OVKVM-GUEST stream=$(cat /ro/seed)"
 echo "scribbled in the snapshot" > /ro/scribble && sync && echo "OVKVM-GUEST snapwrite-ok"
@@ -302,6 +312,17 @@ while True:
     if not line:
         break
     last = line.strip()
+    # with a disk index in argv[2]: once the guest has read 4 MiB of that
+    # disk (its signal that it watches the size), grow it to argv[3] bytes
+    if len(sys.argv) > 3:
+        d = int(sys.argv[2])
+        disks = json.loads(last).get("return", {}).get("disks", [])
+        if len(disks) > d and disks[d]["read_bytes"] >= 4 << 20:
+            f.write(json.dumps({"command": "disk-grow", "disk": d,
+                                "size": int(sys.argv[3])}) + "\n")
+            f.flush()
+            print("=== OVKVM-GROW", f.readline().strip(), flush=True)
+            sys.argv = sys.argv[:2]
     time.sleep(0.3)
 print("=== OVKVM-STATUS", last, flush=True)
 '''
@@ -334,11 +355,14 @@ def test_virtio_blk_disks_mkfs_fsck_and_snapshot():
     with one file as /dev/vdb (,snapshot: the engine writes a stream's
     grains once, so the guest's writes go to a temporary delta child that
     ovkvm removes at exit), a raw file given ,ro as /dev/vdc, and a second
-    stream served read-write (ovkvm warns at start) as /dev/vdd. It makes
+    stream served read-write (ovkvm warns at start) as /dev/vdd, and a raw
+    file as /dev/vde that the host grows from 8 to 24 MiB (disk-grow on the
+    control socket) while the guest watches its size. It makes
     an ext4 on vda's first 64 MiB, writes, checks and reads it back, then
     past the filesystem writes and reads with O_DIRECT, discards and
     zeroes ranges (blkdiscard [-z]); reads vdc and is refused a write;
-    reads and writes vdb; powers off. Then qemu-img checks the images,
+    reads and writes vdb; sees vde grow and writes at its new end; powers
+    off. Then qemu-img checks the images,
     the file is read from vda's ext4 and the zeroed range from vda on the
     host side, and the stream and ro images are unchanged with no child
     left behind."""
@@ -386,11 +410,12 @@ head -c 8388608 /dev/urandom > /tmp/ro.raw
 md5sum /tmp/ro.raw > /tmp/ro.md5
 echo "=== OVKVM-HOST ro-md5=$(cut -d' ' -f1 /tmp/ro.md5)"
 qemu-img convert -O vmdk -o subformat=streamOptimized /tmp/ro.raw /tmp/s2.vmdk
+truncate -s 8M /tmp/grow.raw
 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
   --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
-  --disk /tmp/ro.raw,ro --disk /tmp/s2.vmdk \
+  --disk /tmp/ro.raw,ro --disk /tmp/s2.vmdk --disk /tmp/grow.raw \
   --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &
-pid=$!; python3 {q(poller)} /tmp/api.sock; wait $pid
+pid=$!; python3 {q(poller)} /tmp/api.sock 4 25165824; wait $pid
 echo "=== OVKVM-CASE disks rc=$?"
 qemu-img check /tmp/disk.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vda rc=$?"
 qemu-img check /tmp/stream.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vdb rc=$?"
@@ -399,6 +424,7 @@ md5sum -c /tmp/ro.md5 >/dev/null 2>&1; echo "=== OVKVM-CASE ro-unchanged rc=$?"
 qemu-img convert -O raw /tmp/disk.vmdk /tmp/zr.raw
 head -c 4194304 /dev/zero | cmp -s -i 0:$((76*1048576)) -n 4194304 - /tmp/zr.raw; echo "=== OVKVM-CASE zeroes-on-host rc=$?"
 rm -f /tmp/zr.raw
+echo "=== OVKVM-HOST grow-size=$(stat -c %s /tmp/grow.raw) grow-end=$(dd if=/tmp/grow.raw bs=512 skip=49151 count=1 2>/dev/null | head -c 14)"
 ls /tmp/*snapshot* >/dev/null 2>&1; echo "=== OVKVM-CASE child-left rc=$?"
 qemu-img convert -O raw /tmp/disk.vmdk /tmp/disk.raw
 echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
@@ -441,7 +467,15 @@ echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
     st = json.loads(status_line.split("=== OVKVM-STATUS ", 1)[1])["return"]
     assert [v["index"] for v in st["vcpus"]] == [0, 1], st
     assert all(v["exits"] > 0 for v in st["vcpus"]), st
-    vda, vdb, vdc, vdd = st["disks"]
+    vda, vdb, vdc, vdd, vde = st["disks"]
+    # vde grew under the running guest, which saw it and wrote at its end
+    grow = [ln.split("=== OVKVM-GROW ", 1)[1] for ln in out.splitlines()
+            if "=== OVKVM-GROW " in ln]
+    assert grow and json.loads(grow[0]) == {"return": {"size": 24 << 20}}, \
+        out[-4000:]
+    assert "vde-size0=16384" in lines and "vde-size1=49152" in lines, lines
+    assert "vde-wrote-end" in lines, lines
+    assert "grow-size=25165824 grow-end=at the new end" in out, out[-4000:]
     # a stream served read-write is allowed, with a warning at start
     assert "--disk /tmp/s2.vmdk is streamOptimized" in out, out[-4000:]
     assert vdd["read_only"] is False, st

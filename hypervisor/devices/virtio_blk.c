@@ -441,6 +441,31 @@ static void vmblk_free(struct vmblk *d)
 	free(d);
 }
 
+int vmblk_grow(struct vmblk *d, uint64_t size, char *err, size_t errlen)
+{
+	int rc;
+
+	if (d->read_only) {
+		snprintf(err, errlen, "%s (%s) is read-only", d->name, d->path);
+		return -EROFS;
+	}
+	rc = bdev_grow(d->bdev, size);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s (%s): cannot grow to %llu bytes: %s",
+			 d->name, d->child ? d->child : d->path,
+			 (unsigned long long)size, bdev_errmsg());
+		return rc;
+	}
+	rc = vblk_dev_resize(d->blk);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: the image grew but its new size "
+			 "cannot be read: %s", d->name, strerror(-rc));
+		return rc;
+	}
+	virtio_pci_config_changed(&d->vp);
+	return 0;
+}
+
 json_t *vmblk_status(const struct vmblk *dc)
 {
 	struct vmblk *d = (struct vmblk *)dc;
