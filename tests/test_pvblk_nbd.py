@@ -371,6 +371,70 @@ def test_nbdcopy_both_directions(tmp_path):
     run([qi, "check", img])
 
 
+def api_status(path):
+    """The control socket's status reply, once the socket exists."""
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "no control socket"
+        time.sleep(0.02)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        s.sendall(b'{"command": "status"}\n')
+        return json.loads(s.makefile().readline())["return"]
+
+
+def test_status_counts_bytes_clients_moved(tmp_path):
+    """The control socket's status counts, per export, the requests and
+    data bytes real clients moved, and errors; connections that ended
+    stay counted."""
+    qio, nbdcopy = need("qemu-io"), need("nbdcopy")
+    img, _ = make_image(str(tmp_path), "raw")
+    api = str(tmp_path / "api.sock")
+    src = str(tmp_path / "in.raw")
+    with open(src, "wb") as f:
+        f.write(os.urandom(3 << 20))
+    with Pvblk(str(tmp_path), img, "-o", "rw", "--api-socket", api) as srv:
+        exp, = api_status(api)["exports"]
+        assert exp["protocol"] == "nbd" and exp["queues"] == 1
+        assert exp["io"] == {"requests": 0, "read_bytes": 0,
+                             "written_bytes": 0, "errors": 0}
+        assert "vrings" not in exp
+        run([qio, "-f", "raw", "-c", "write -P 0x5a 8M 64k", "-c",
+             "write -P 0x5b 9M 512", srv.url])
+        io = api_status(api)["exports"][0]["io"]
+        assert io["written_bytes"] == 65536 + 512, io
+        assert io["requests"] >= 2 and io["errors"] == 0, io
+        run([nbdcopy, src, srv.url])
+        io = api_status(api)["exports"][0]["io"]
+        assert io["written_bytes"] == 65536 + 512 + (3 << 20), io
+        read0 = io["read_bytes"]
+        run([qio, "-f", "raw", "-c", "read -P 0x5a 8M 64k", srv.url])
+        run([nbdcopy, srv.url, str(tmp_path / "out.raw")])
+        exp, = api_status(api)["exports"]
+        io = exp["io"]
+        # nbdcopy may skip holes; the data it read was at least ours
+        assert io["read_bytes"] >= read0 + 65536 + 65536 + 512 + (3 << 20)
+        assert io["written_bytes"] == 65536 + 512 + (3 << 20), io
+        assert exp["connections"] == 0 and io["errors"] == 0, exp
+        # a live connection's error shows at once, and stays when it goes
+        c = Raw(srv.sock)
+        c.go()
+        c.request(CMD_READ, c.size - 10, 20)                # past the end
+        assert c.simple()[0] == EINVAL
+        exp, = api_status(api)["exports"]
+        assert exp["connections"] == 1 and exp["io"]["errors"] == 1, exp
+        c.request(CMD_DISC, 0, 0)
+        c.close()
+        requests = exp["io"]["requests"]
+        deadline = time.monotonic() + 10
+        while api_status(api)["exports"][0]["connections"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        io = api_status(api)["exports"][0]["io"]
+        assert io["errors"] == 1 and io["requests"] == requests, io
+        assert io["written_bytes"] == 65536 + 512 + (3 << 20), io
+
+
 def test_fio_nbd_engine_verifies(tmp_path):
     fio = need("fio")
     img, _ = make_image(str(tmp_path), "sparse")

@@ -30,6 +30,13 @@
 
 struct nbd_conn;
 
+/* What connections answered (struct pvblk_io_stats' counters). A
+   connection's own are written by its thread only, with relaxed atomics;
+   the control thread reads them under the server's lock. */
+struct nbd_counters {
+	uint64_t requests, read_bytes, written_bytes, errors;
+};
+
 /* Work a connection's thread must not wait for (offload.c): run() on a
    worker, then done() on the connection's thread. */
 struct nbd_job {
@@ -57,6 +64,8 @@ struct nbd_server {
 	pthread_mutex_t lock;
 	pthread_cond_t conn_gone;
 	unsigned nconns;
+	struct nbd_conn *conns;      /* the live ones (under lock) */
+	struct nbd_counters ended;   /* summed from those that ended */
 
 	/* offload.c: jobs waiting for a worker, and the workers */
 	pthread_mutex_t jobs_lock;
@@ -91,6 +100,8 @@ struct nbd_io_ops {
 
 struct nbd_conn {
 	struct nbd_server *srv;
+	struct nbd_conn *next, *prev; /* srv->conns, under srv->lock */
+	struct nbd_counters st;   /* what this connection answered */
 	const struct nbd_io_ops *io;
 	void *io_opaque;          /* the transport's own (TLS session, ...) */
 	int fd;
