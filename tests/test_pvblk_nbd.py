@@ -591,6 +591,104 @@ def test_tls_with_qemu_img(tmp_path):
     assert "Pattern verification failed" not in r.stdout
 
 
+def make_psk(d, user):
+    """A key file for user as psktool writes it, in a folder of its own
+    under QEMU's name for it (keys.psk)."""
+    os.makedirs(d)
+    keys = os.path.join(d, "keys.psk")
+    run([need("psktool"), "-u", user, "-p", keys])
+    return keys
+
+
+def test_tls_psk_with_nbdinfo_and_qemu(tmp_path):
+    """--tls-psk: libnbd's and QEMU's PSK clients read the export; a wrong
+    key, an unknown user and a client without TLS are refused while the
+    server goes on serving."""
+    nbdinfo, qi, qio = need("nbdinfo"), need("qemu-img"), need("qemu-io")
+    img, data = make_image(str(tmp_path), "raw")
+    keys = make_psk(str(tmp_path / "psk"), "alice")
+    wrong = make_psk(str(tmp_path / "wrong"), "alice")   # another key
+    bob = make_psk(str(tmp_path / "bob"), "bob")
+    with Pvblk(str(tmp_path), img, "-o", "rw", "--tls-psk", keys) as srv:
+        url = f"nbds+unix://alice@/disk?socket={srv.sock}&tls-psk-file="
+        r = run([nbdinfo, "--json", url + keys])
+        info = json.loads(r.stdout)
+        e, = info["exports"]
+        assert e["export-size"] == 64 << 20 and info["TLS"] is True
+        # the data, through QEMU's tls-creds-psk (keys.psk in dir)
+        obj = (f"tls-creds-psk,id=tls0,endpoint=client,dir="
+               f"{os.path.dirname(keys)},username=alice")
+        opts = f"driver=nbd,path={srv.sock},export=disk,tls-creds=tls0"
+        cmds = []
+        for off, n, pat in data:
+            cmds += ["-c", f"read -P {pat} {off} {n}"]
+        r = run([qio, "--object", obj, "--image-opts", opts,
+                 "-c", "write -P 0x66 7M 64k", *cmds,
+                 "-c", "read -P 0x66 7M 64k"])
+        assert "verification failed" not in r.stdout, r.stdout
+        # wrong key, unknown user: the handshake fails, the client says so
+        for f, user in ((wrong, "alice"), (bob, "bob")):
+            r = run([nbdinfo, f"nbds+unix://{user}@/disk?socket={srv.sock}"
+                     f"&tls-psk-file={f}"], check=False)
+            assert r.returncode != 0
+            assert "gnutls_handshake" in r.stderr, r.stderr
+        bad = (f"tls-creds-psk,id=tls0,endpoint=client,dir="
+               f"{os.path.dirname(wrong)},username=alice")
+        r = run([qi, "info", "--object", bad, "--image-opts", opts],
+                check=False)
+        assert r.returncode != 0 and "TLS handshake failed" in r.stderr
+        # no TLS at all: told it is required
+        r = run([qi, "info", srv.url], check=False)
+        assert r.returncode != 0 and "TLS" in r.stderr, r.stderr
+        r = run([nbdinfo, url + keys])
+        assert "export-size: 67108864" in r.stdout
+        assert srv.output().count("TLS handshake failed") == 3, srv.output()
+        assert "--tls-psk" in srv.output()
+    r = run([qio, "-r", "-f", "raw", "-c", "read -P 0x66 7M 64k", img])
+    assert "verification failed" not in r.stdout
+
+
+def test_tls_psk_over_tcp_on_any_address(tmp_path):
+    """With --tls-psk a TCP socket may listen beyond loopback (as with
+    --tls-creds); a PSK client reads over it."""
+    nbdinfo = need("nbdinfo")
+    img, _ = make_image(str(tmp_path), "raw")
+    keys = make_psk(str(tmp_path / "psk"), "alice")
+    port = free_port()
+    with Pvblk(str(tmp_path), img, "--tls-psk", keys,
+               addr=f"tcp:0.0.0.0:{port}") as srv:
+        r = run([nbdinfo, "--size", f"nbds://alice@127.0.0.1:{port}/disk"
+                 f"?tls-psk-file={keys}"])
+        assert r.stdout.strip() == str(64 << 20)
+        r = run([need("qemu-img"), "info", f"nbd://127.0.0.1:{port}/disk"],
+                check=False)
+        assert r.returncode != 0 and "TLS" in r.stderr, r.stderr
+        srv.p.send_signal(signal.SIGTERM)
+        assert srv.p.wait(60) == 0
+
+
+def test_tls_psk_file_errors_at_start(tmp_path):
+    img, _ = make_image(str(tmp_path), "raw")
+    sock = str(tmp_path / "s.sock")
+    bad = tmp_path / "bad.psk"
+    for text, want in (("alice\n", "line 1: expected USERNAME:HEXKEY"),
+                       ("alice:abc\n", "line 1: the key after 'alice:'"),
+                       ("\n", "no USERNAME:HEXKEY line")):
+        bad.write_text(text)
+        r = run([tool("pvblk"), "--nbd", f"unix:{sock}", "--tls-psk",
+                 str(bad), img], check=False)
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+        assert str(bad) in r.stderr
+    r = run([tool("pvblk"), "--nbd", f"unix:{sock}", "--tls-psk",
+             str(tmp_path / "none.psk"), img], check=False)
+    assert r.returncode == 1 and "No such file" in r.stderr, r.stderr
+    keys = make_psk(str(tmp_path / "psk"), "alice")
+    r = run([tool("pvblk"), "--nbd", f"unix:{sock}", "--tls-psk", keys,
+             "--tls-creds", str(tmp_path), img], check=False)
+    assert r.returncode == 1 and "not both" in r.stderr, r.stderr
+    assert not os.path.exists(sock)
+
+
 # ---- bad clients ---------------------------------------------------------
 
 def test_option_errors_then_go(tmp_path):

@@ -54,7 +54,7 @@ struct nbd_server {
 	uint64_t size;
 	uint32_t min_block, pref_block, max_block;
 	uint16_t tx_flags;           /* transmission flags */
-	void *tls_creds;             /* gnutls credentials; NULL: no TLS */
+	void *tls_creds;             /* tls.c's credentials; NULL: no TLS */
 
 	/* the listener, its accept thread and the connections */
 	int listen_fd;
@@ -219,7 +219,11 @@ void nbd_offload_reap(struct nbd_conn *c);
 extern const struct pvblk_protocol pvblk_nbd;
 
 /* tls.c */
-int nbd_tls_load(const char *dir, void **creds, char *err, size_t errlen);
+/* The server's credentials from an X.509 directory (--tls-creds) or a
+   PSK file (--tls-psk): exactly one of them. 0, or -errno with a sentence
+   in err naming the file. */
+int nbd_tls_load(const char *x509_dir, const char *psk_file, void **creds,
+		 char *err, size_t errlen);
 void nbd_tls_free(void *creds);
 /* NBD_OPT_STARTTLS after its ACK: the TLS handshake on c->fd, then c's
    transport is TLS. */

@@ -290,7 +290,8 @@ static int listen_tcp(struct nbd_server *s, const char *hostport, char *err,
 	if (!s->tls_creds && (!host[0] || !is_loopback(res->ai_addr))) {
 		snprintf(err, errlen,
 			 "NBD over TCP needs TLS: give --tls-creds DIR (with "
-			 "ca-cert.pem, server-cert.pem, server-key.pem), or "
+			 "ca-cert.pem, server-cert.pem, server-key.pem) or "
+			 "--tls-psk FILE (USERNAME:HEXKEY lines), or "
 			 "bind loopback explicitly (tcp:127.0.0.1:%s or "
 			 "tcp:[::1]:%s) for clients on this machine only",
 			 colon + 1, colon + 1);
@@ -392,8 +393,9 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	ret = describe_export(s, l->export, err, errlen);
 	if (ret < 0)
 		goto err_free;
-	if (l->tls_creds) {
-		ret = nbd_tls_load(l->tls_creds, &s->tls_creds, err, errlen);
+	if (l->tls_creds || l->tls_psk) {
+		ret = nbd_tls_load(l->tls_creds, l->tls_psk, &s->tls_creds,
+				   err, errlen);
 		if (ret < 0)
 			goto err_free;
 	}
