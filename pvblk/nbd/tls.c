@@ -15,9 +15,10 @@
 
 #include "nbd_i.h"
 
-/* PSK ciphersuites are not in GnuTLS's default priority: QEMU and libnbd
-   add the same three on their side. */
-#define PSK_PRIORITY "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
+/* PSK key exchanges are not in GnuTLS's default priority: appended to it
+   (the system's policy otherwise holds, as for X.509), the same three
+   QEMU and libnbd add on their side. */
+#define PSK_PRIORITY "+ECDHE-PSK:+DHE-PSK:+PSK"
 
 /* The server's credentials: X.509 or a pre-shared key file. */
 struct nbd_tls {
@@ -105,6 +106,7 @@ static int check_psk_file(const char *file, char *err, size_t errlen)
 			ret = -EINVAL;
 			break;
 		}
+		explicit_bzero(bin.data, bin.size);
 		gnutls_free(bin.data);
 		keys++;
 	}
@@ -137,7 +139,8 @@ static int load_psk(struct nbd_tls *t, const char *file, char *err,
 		ret = gnutls_psk_set_server_known_dh_params(
 			t->psk, GNUTLS_SEC_PARAM_MEDIUM);
 	if (ret == 0)
-		ret = gnutls_priority_init(&t->priority, PSK_PRIORITY, &where);
+		ret = gnutls_priority_init2(&t->priority, PSK_PRIORITY, &where,
+					    GNUTLS_PRIORITY_INIT_DEF_APPEND);
 	if (ret < 0) {
 		t->priority = NULL;
 		snprintf(err, errlen, "--tls-psk %s: GnuTLS: %s", file,
