@@ -76,7 +76,7 @@ def server(tmp_path):
                              [str(img)], stderr=log)
         procs.append((p, log))
         for _ in range(500):
-            if os.path.exists(sock):
+            if os.path.exists(sock) and (not api or os.path.exists(api)):
                 break
             assert p.poll() is None, open(sock + ".log").read()
             time.sleep(0.02)
@@ -275,6 +275,59 @@ def test_broken_ring_is_logged_naming_export_and_queue(server):
     assert not select.select([call], [], [], 0.3)[0]
     assert p.poll() is None
     f.s.close()
+
+
+def status(api):
+    """The control socket's status reply."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(api)
+        s.sendall(b'{"command": "status"}\n')
+        return json.loads(s.makefile().readline())["return"]
+
+
+def test_status_counts_requests_per_vring_and_names_a_broken_one(
+        server, tmp_path):
+    """The control socket's status shows what each vring answered and,
+    once the front end breaks a ring, why; counts outlive the front end."""
+    api = str(tmp_path / "api.sock")
+    sock, p, _ = server(api=api)
+    exp, = status(api)["exports"]
+    assert exp["queues"] == 2
+    assert exp["io"] == {"requests": 0, "read_bytes": 0, "written_bytes": 0,
+                         "errors": 0}
+    assert exp["vrings"] == [{"index": 0, "requests": 0, "broken": None},
+                             {"index": 1, "requests": 0, "broken": None}]
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    m, kick, call = setup_ring(f)
+    assert do_request(m, kick, call, 0, 0, 1, 4096, True) == 0  # IN
+    assert do_request(m, kick, call, 1, 1, 8, 1024, False) == 0  # OUT
+    assert do_request(m, kick, call, 2, 0, 1 << 40, 512, True) == 1
+    exp, = status(api)["exports"]
+    assert exp["io"] == {"requests": 3, "read_bytes": 4096,
+                         "written_bytes": 1024, "errors": 1}
+    assert exp["vrings"] == [{"index": 0, "requests": 3, "broken": None},
+                             {"index": 1, "requests": 0, "broken": None}]
+    # a data buffer past the end of guest memory breaks ring 0
+    struct.pack_into("<IIQ", m, 0x3000, 0, 0, 0)
+    struct.pack_into("<QIHH", m, 16, MEM - 256, 512, 3, 2)
+    struct.pack_into("<H", m, 0x1004 + 2 * 3, 0)
+    struct.pack_into("<H", m, 0x1002, 4)
+    os.eventfd_write(kick, 1)
+    wait_log(sock + ".log", "virtqueue broken")
+    exp, = status(api)["exports"]
+    v0, v1 = exp["vrings"]
+    assert "buffer outside guest memory" in v0["broken"], v0
+    assert v0["requests"] == 3 and v1["broken"] is None
+    # the front end goes: what its rings answered stays counted
+    f.s.close()
+    deadline = time.monotonic() + 10
+    while "front end gone" not in open(sock + ".log").read():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    exp, = status(api)["exports"]
+    assert exp["io"]["requests"] == 3 and exp["io"]["written_bytes"] == 1024
+    assert p.poll() is None
 
 
 def setup_ring_fd(f, fd):

@@ -174,6 +174,10 @@ struct vu_vring {
 	struct vblk_ring ring; /* host pointers for the thread */
 	/* why the running ring broke, "" while it serves; under dev->lock */
 	char broken[128];
+	/* under dev->lock: the thread's queue while it serves, and what the
+	   queues this ring had before answered (kept across front ends) */
+	struct vblk_queue *live;
+	struct vblk_stats done;
 };
 
 struct vu_dev {
@@ -243,14 +247,9 @@ void vu_vring_stop(struct vu_vring *v);
 /* Why ring i stopped serving (copied into why), 1; 0 while it serves or
    is not running; -ENOENT past the device's queues. Any thread. */
 int vu_vring_broken(struct vu_dev *d, unsigned i, char *why, size_t len);
-
-struct pvblk_listen;
-
-/* server.c: the state of queue i of the vhost-user-blk listener l, for a
-   status report: 1 with the reason in why when the queue is broken (it
-   serves nothing until the front end sets it up again), 0 when it is not,
-   -ENOENT past the last queue or when l is not running. */
-int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
-				  char *why, size_t len);
+/* What ring i has answered since the device was made (every queue it had,
+   the serving one included). -ENOENT past the device's queues. Any
+   thread. */
+int vu_vring_stats(struct vu_dev *d, unsigned i, struct vblk_stats *out);
 
 #endif
