@@ -89,8 +89,8 @@ struct pvblk_protocol {
 	/*
 	 * l's image grew (bdev_grow, from the control socket): serve the new
 	 * size and tell the clients that can be told. Returns how many were
-	 * told (0 or 1 for vhost-user's one front end), or -errno. May be
-	 * NULL: an NBD client learns the size only when it connects.
+	 * told (0 or 1 for vhost-user's one front end), or -errno. NBD
+	 * cannot tell a connected client: new connections get the new size.
 	 */
 	int (*resized)(struct pvblk_listen *l);
 	/*

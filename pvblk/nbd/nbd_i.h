@@ -51,7 +51,7 @@ struct nbd_server {
 	struct pvblk_export *export; /* NULL in the fuzzers */
 	const char *export_name;     /* "" by default */
 	const char *description;     /* NBD_INFO_DESCRIPTION: the image */
-	uint64_t size;
+	uint64_t size;               /* atomic: grows (nbd_resized) */
 	uint32_t min_block, pref_block, max_block;
 	uint16_t tx_flags;           /* transmission flags */
 	void *tls_creds;             /* tls.c's credentials; NULL: no TLS */

@@ -512,10 +512,24 @@ static void nbd_stats(struct pvblk_listen *l, struct pvblk_io_stats *out)
 	out->nqueues = 0;
 }
 
+/* The image grew: connections made from now on are offered the new size
+   (NBD has no way to tell a connected client; it keeps the size it was
+   given, and requests up to the new end are served). */
+static int nbd_resized(struct pvblk_listen *l)
+{
+	struct nbd_server *s = l->state;
+
+	if (!s)
+		return -ENOENT;
+	__atomic_store_n(&s->size, l->export->size, __ATOMIC_RELEASE);
+	return 0;
+}
+
 const struct pvblk_protocol pvblk_nbd = {
 	.name = "nbd",
 	.start = nbd_start,
 	.stop = nbd_stop,
 	.connections = nbd_connections,
+	.resized = nbd_resized,
 	.stats = nbd_stats,
 };
