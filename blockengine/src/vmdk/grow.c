@@ -28,10 +28,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmdk.h"
 
 #define TWOGB_EXTENT_BYTES (UINT64_C(4192256) * 512)
+
+/*
+ * Tests only: with OVK_TEST_GROW_CRASH=N in the environment the process
+ * dies (exit status 86, no cleanup) after the Nth durable step, as a crash
+ * there would leave the files.
+ */
+static void crash_point(void)
+{
+	static unsigned count;
+	const char *v = getenv("OVK_TEST_GROW_CRASH");
+
+	if (v && strtoul(v, NULL, 10) == ++count)
+		_exit(86);
+}
 
 /* Writes the embedded descriptor of e's file with its extent line saying
    sectors: only the sectors whose bytes change (one, for a descriptor
@@ -90,6 +105,8 @@ static int embedded_desc_resize(struct vmdk_extent *e, uint64_t sectors,
 	}
 	if (ret == 0 && e->src->ops->flush)
 		ret = e->src->ops->flush(e->src);
+	if (ret == 0)
+		crash_point();
 out:
 	free(text);
 	free(out);
@@ -116,6 +133,8 @@ static int desc_file_resize(const char *path, uint64_t sectors, bool check_only)
 		ret = bdev_err(ret, "%s: out of memory", path);
 	else if (!check_only)
 		ret = vmdk_replace_file(path, nt);
+	if (ret == 0 && !check_only)
+		crash_point();
 	free(text);
 	free(nt);
 	return ret;
@@ -188,6 +207,7 @@ static int grow_sparse(struct bdev *b, struct vmdk_extent *e, uint64_t new_sec)
 			ret = e->src->ops->flush(e->src);
 		if (ret < 0)
 			goto out;
+		crash_point();
 		/* their entries, into the directories' spare slots */
 		for (uint64_t c = 0; c < copies; c++) {
 			uint64_t *dir = c ? rgd : gd;
@@ -207,6 +227,7 @@ static int grow_sparse(struct bdev *b, struct vmdk_extent *e, uint64_t new_sec)
 		ret = e->src->ops->flush(e->src);
 		if (ret < 0)
 			goto out;
+		crash_point();
 	}
 	/* the header's capacity: the growth takes effect */
 	ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
@@ -219,6 +240,7 @@ static int grow_sparse(struct bdev *b, struct vmdk_extent *e, uint64_t new_sec)
 	}
 	if (ret < 0)
 		goto out;
+	crash_point();
 	/* from here the tables in memory must follow what is on disk */
 	free(e->gd);
 	free(e->rgd);
@@ -264,6 +286,7 @@ static int grow_flat(struct bdev *b, struct vmdk_extent *e, uint64_t new_sec)
 			ret = s->ops->flush(s);
 		if (ret < 0)
 			return ret;
+		crash_point();
 	}
 	ret = desc_resize_any(b, e, new_sec, false);
 	if (ret == 0)
