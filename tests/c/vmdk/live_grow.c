@@ -182,6 +182,24 @@ static void test_nospc(void)
 	test_run("qemu-img info --output=json %s | grep -q "
 		 "'\"virtual-size\": 4294967296,'", path);
 	test_run("qemu-io -f vmdk -c 'read -P 3 1M 1M' %s >/dev/null", path);
+	/* within the last grain table's span: only the capacity changes */
+	snprintf(path, sizeof(path), "%s/part.vmdk", dir);
+	test_run("qemu-img create -q -f vmdk %s 50M", path);
+	CHECK_EQ(bdev_open(path, &oo, &disk), 0);
+	CHECK_EQ(bdev_grow(disk, 60 * MiB), 0);
+	{
+		uint8_t *buf = malloc(MiB);
+		CHECK(buf);
+		memset(buf, 9, MiB);
+		CHECK_EQ(bdev_pwrite(disk, buf, MiB, 59 * MiB), 0);
+		free(buf);
+	}
+	CHECK_EQ(bdev_close(disk), 0);
+	test_run("qemu-img check -q %s", path);
+	test_run("qemu-img info --output=json %s | grep -q "
+		 "'\"virtual-size\": 62914560,'", path);
+	test_run("qemu-io -f vmdk -c 'read -P 9 59M 1M' -c 'read -P 0 49M 10M' "
+		 "%s >/dev/null", path);
 	/* a split kind grows open only within its last extent file */
 	snprintf(path, sizeof(path), "%s/split.vmdk", dir);
 	test_run("qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse "
