@@ -541,7 +541,8 @@ int bdev_snapshot_wait(struct bdev *b);
  * submissions wait only for the last, small pass, the parent's flush and
  * the delete, done while the top is switched. The parent's CID is kept
  * until the first write after the commit (the chain shows the same data
- * throughout). A parent that this handle did not freeze with bdev_snapshot
+ * throughout). A child grown past its parent (bdev_grow) grows the parent
+ * first. A parent that this handle did not freeze with bdev_snapshot
  * is refused with -ENOTSUP. While a bdev_snapshot, bdev_grow or another
  * bdev_commit_live of b runs it fails with -EBUSY and a message saying
  * which ("a snapshot of X is being taken"), and they fail likewise while
@@ -563,16 +564,19 @@ int bdev_commit_live(struct bdev *b);
  *    giving the largest size (bdev_resize, closed, moves the directory);
  *  - VMDK monolithicFlat and vmfs (and twoGbMaxExtentFlat within its last
  *    extent): the extent file is extended, the descriptor replaced.
- * -ENOTSUP with the reason for streamOptimized, a delta disk (this engine
- * reads a delta only within its parent's size: commit, grow the parent,
- * snapshot again), a region or device, and while checkpoints exist (the
- * change map is sized for the disk). -EBUSY while a bdev_snapshot or
+ * A delta (a snapshot's child) grows the same way and is then larger
+ * than its parent: as in QEMU, past the parent's end it reads as zeros,
+ * and bdev_commit_live / bdev_commit grow the parent first.
+ * -ENOTSUP with the reason for streamOptimized, COWD and seSparse, a
+ * region or device, and while checkpoints exist (the change map is sized
+ * for the disk). -EBUSY while a bdev_snapshot or
  * bdev_commit_live of b runs. Blocks other threads' submissions for the
  * few synced writes it makes. */
 int bdev_grow(struct bdev *b, uint64_t new_size);
 
 /*
- * Merge the delta disk at child_path into its parent and delete it.
+ * Merge the delta disk at child_path into its parent and delete it. A
+ * child larger than its parent (grown) grows the parent first (bdev_grow).
  * Crash-safe: an interrupted commit can be run again to completion.
  */
 int bdev_commit(const char *child_path);

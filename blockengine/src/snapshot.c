@@ -478,10 +478,18 @@ int bdev_commit(const char *child_path)
 		goto out_close_child;
 	}
 	if (p->info.size < c->info.size) {
-		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes, larger than its "
-			       "parent %s (%" PRIu64 " bytes)", child_path,
-			       c->info.size, ppath, p->info.size);
-		goto out_close_parent;
+		/* a delta grown past its parent: the parent grows first (the
+		   chain reads the same: the new part is zeros either way) */
+		ret = bdev_grow(p, c->info.size);
+		if (ret < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", bdev_errmsg());
+			ret = bdev_err(ret, "%s: %" PRIu64 " bytes, larger than "
+				       "its parent %s (%" PRIu64 " bytes), which "
+				       "cannot grow to take it: %s", child_path,
+				       c->info.size, ppath, p->info.size, why);
+			goto out_close_parent;
+		}
 	}
 	if (p->fmt->thaw) {
 		/* the parent keeps its CID while the child is there: a commit
@@ -706,10 +714,11 @@ static int commit_live(struct bdev *b)
 	if (ret < 0)
 		return ret;
 	size = b->info.size;
-	if (p->info.size < size)
-		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes, larger than its "
-				"parent %s (%" PRIu64 " bytes)", b->filename,
-				size, p->filename, p->info.size);
+	if (p->info.size < size && !p->fmt->grow)
+		return bdev_err(-ENOTSUP, "%s: %" PRIu64 " bytes, larger than its "
+				"parent %s (%" PRIu64 " bytes), which cannot grow "
+				"to take it (format %s)", b->filename, size,
+				p->filename, p->info.size, p->fmt->name);
 	files = calloc(b->info.extent_count + 1, sizeof(*files));
 	lc.nbits = (size + (1ull << COMMIT_CHUNK_SHIFT) - 1) >>
 		   COMMIT_CHUNK_SHIFT;
@@ -736,6 +745,20 @@ static int commit_live(struct bdev *b)
 	ret = p->fmt->thaw(p);
 	if (ret < 0)
 		goto out;
+	if (p->info.size < size) {
+		/* a child grown past its parent (bdev_grow): the parent grows
+		   first, holding the handle's top lock too, since readers of
+		   the chain map the parent under that one. The chain reads the
+		   same (the new part is zeros either way), so a crash after
+		   this leaves a valid chain. */
+		pthread_rwlock_wrlock(&b->top_lock);
+		pthread_rwlock_wrlock(&p->top_lock);
+		ret = p->fmt->grow(p, size);
+		pthread_rwlock_unlock(&p->top_lock);
+		pthread_rwlock_unlock(&b->top_lock);
+		if (ret < 0)
+			goto out;
+	}
 	if (!p->wtrack) {
 		p->wtrack = wtrack_new(p);
 		if (!p->wtrack) {

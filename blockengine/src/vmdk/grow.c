@@ -22,6 +22,11 @@
  * A crash leaves the old size, or the new one with a descriptor that still
  * says the old one (a warning of bdev_check, taken by a rerun), and at
  * worst leaked sectors at the end of the file.
+ *
+ * A delta grows like any other sparse image and then is larger than its
+ * parent: as with QEMU, what lies past the parent's end reads as zeros
+ * (the core's reads, fills of new grains and block status stop at each
+ * layer's size), and a commit grows the parent first.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -304,13 +309,6 @@ int vmdk_grow(struct bdev *b, uint64_t new_size)
 	uint64_t keep;
 	int ret;
 
-	if (b->backing || b->info.parent_hint)
-		return bdev_err(-ENOTSUP, "%s: a delta disk (its parent is %s) "
-				"cannot grow while open: this engine reads a "
-				"delta only within its parent's size; commit it "
-				"into its parent, grow that, and snapshot again",
-				b->filename, b->info.parent_hint ?
-				b->info.parent_hint : "open below it");
 	if (!img->n_extents || !img->write_init || new_size / 512 >
 	    VMDK_MAX_CAPACITY_SECTORS)
 		return bdev_err(-ENOTSUP, "%s: %s cannot grow to %" PRIu64

@@ -18,8 +18,9 @@
  * descriptor behind the header, tables leaked by a crash before the
  * directory named them), the data reads back, and bdev_resize to the new
  * size finishes it.
- * "refused": streamOptimized and a delta (a live snapshot's child) are
- * ENOTSUP with a message saying why.
+ * "delta": a live snapshot's child grows past its parent (reads zeros
+ * there, as in QEMU); bdev_commit_live and bdev_commit grow the parent.
+ * "refused": streamOptimized is ENOTSUP with a message saying why.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -216,7 +217,7 @@ static void test_nospc(void)
 static void test_refused(void)
 {
 	struct bdev_open_opts oo = { .flags = BDEV_O_RDWR };
-	char path[300], child[300];
+	char path[300];
 
 	snprintf(path, sizeof(path), "%s/stream.vmdk", dir);
 	test_run("qemu-img create -q -f vmdk -o subformat=streamOptimized "
@@ -226,16 +227,83 @@ static void test_refused(void)
 	CHECK(strstr(bdev_errmsg(), "streamOptimized"));
 	CHECK_EQ(bdev_close(disk), 0);
 
-	snprintf(path, sizeof(path), "%s/base.vmdk", dir);
-	snprintf(child, sizeof(child), "%s/base-snap.vmdk", dir);
-	test_run("qemu-img create -q -f vmdk %s 8M", path);
-	CHECK_EQ(bdev_open(path, &oo, &disk), 0);
-	CHECK_EQ(bdev_snapshot(disk, child), 0);
-	CHECK_EQ(bdev_grow(disk, 16 * MiB), -ENOTSUP);
-	CHECK(strstr(bdev_errmsg(), "delta"));
-	printf("refused: %s\n", bdev_errmsg());
-	CHECK_EQ(bdev_close(disk), 0);
 	printf("ok refused\n");
+}
+
+/* A delta (a live snapshot's child) grows past its parent under a writer;
+   a live commit grows the parent to take it. Then the same closed: the
+   grown child read by qemu-img (zeros past the parent's end), and
+   bdev_commit growing the parent. */
+static void test_delta(void)
+{
+	struct bdev_open_opts oo = { .flags = BDEV_O_RDWR };
+	char base[300], child[300], model[300];
+	struct bdev_info bi;
+	pthread_t t;
+	int fd;
+
+	snprintf(base, sizeof(base), "%s/base.vmdk", dir);
+	snprintf(child, sizeof(child), "%s/base-snap.vmdk", dir);
+	snprintf(model, sizeof(model), "%s/base-model.raw", dir);
+	test_run("qemu-img create -q -f vmdk %s 64M", base);
+	fd = open(model, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0);
+	CHECK(ftruncate(fd, (off_t)(128 * MiB)) == 0);
+	CHECK_EQ(bdev_open(base, &oo, &disk), 0);
+	put_pattern(fd, 0, MiB);
+	put_pattern(fd, 60 * MiB, MiB);
+	CHECK_EQ(bdev_snapshot(disk, child), 0);
+	atomic_store(&stop, false);
+	atomic_store(&writes, 0);
+	CHECK_EQ(pthread_create(&t, NULL, writer, NULL), 0);
+	CHECK_EQ(bdev_grow(disk, 128 * MiB), 0);
+	CHECK_EQ(bdev_get_info(disk, &bi), 0);
+	CHECK_EQ(bi.size, 128 * MiB);
+	CHECK(strcmp(bi.filename, child) == 0);
+	put_pattern(fd, 100 * MiB, MiB);
+	/* a grain across the parent's end: filled from it, then zeros */
+	put_pattern(fd, 64 * MiB - 4096, 8192);
+	expect_pattern(60 * MiB, MiB);
+	expect_pattern(100 * MiB, MiB);
+	expect_pattern(64 * MiB - 4096, 8192);
+	atomic_store(&stop, true);
+	CHECK_EQ(pthread_join(t, NULL), 0);
+	CHECK_EQ(bdev_flush(disk), 0);
+	/* qemu-img reads the grown delta the same way */
+	test_run("qemu-img info -U --output=json %s | grep -q "
+		 "'\"virtual-size\": 134217728,'", child);
+	test_run("qemu-img compare -U -q -f vmdk -F raw %s %s", child, model);
+	/* the live commit grows the parent first */
+	atomic_store(&stop, false);
+	CHECK_EQ(pthread_create(&t, NULL, writer, NULL), 0);
+	CHECK_EQ(bdev_commit_live(disk), 0);
+	atomic_store(&stop, true);
+	CHECK_EQ(pthread_join(t, NULL), 0);
+	CHECK_EQ(bdev_close(disk), 0);
+	test_run("qemu-img check -q %s", base);
+	test_run("qemu-img info --output=json %s | grep -q "
+		 "'\"virtual-size\": 134217728,'", base);
+	test_run("qemu-img compare -q -f vmdk -F raw %s %s", base, model);
+
+	/* closed: a grown child is a valid delta, bdev_commit grows the
+	   parent */
+	CHECK_EQ(bdev_open(base, &oo, &disk), 0);
+	CHECK_EQ(bdev_snapshot(disk, child), 0);
+	CHECK(ftruncate(fd, (off_t)(160 * MiB)) == 0);
+	CHECK_EQ(bdev_grow(disk, 160 * MiB), 0);
+	put_pattern(fd, 150 * MiB, MiB);
+	CHECK_EQ(bdev_close(disk), 0);
+	test_run("qemu-img check -q %s", child);
+	test_run("qemu-img info --output=json %s | grep -q "
+		 "'\"virtual-size\": 167772160,'", child);
+	test_run("qemu-img compare -q -f vmdk -F raw %s %s", child, model);
+	CHECK_EQ(bdev_commit(child), 0);
+	test_run("qemu-img check -q %s", base);
+	test_run("qemu-img info --output=json %s | grep -q "
+		 "'\"virtual-size\": 167772160,'", base);
+	test_run("qemu-img compare -q -f vmdk -F raw %s %s", base, model);
+	close(fd);
+	printf("ok delta\n");
 }
 
 /* The crash test's child: open, write, flush, grow (dying inside). */
@@ -339,6 +407,7 @@ int main(void)
 	test_nospc();
 	crash_one("monolithicSparse", 200 * MiB);
 	crash_one("monolithicFlat", 100 * MiB);
+	test_delta();
 	test_refused();
 	test_run("rm -rf %s", dir);
 	return 0;
