@@ -360,7 +360,9 @@ static void *chain_main(void *arg)
 }
 
 /* Starts c while this thread holds the top lock shared (the switch waits
-   for it), and returns once c is running. */
+   for it), and returns once c is running. The calls this thread makes
+   meanwhile take the lock shared again to word their EBUSY message:
+   glibc's rwlocks prefer readers, so that does not wait for the switch. */
 static void chain_start(struct chain_call *c, enum chain_op op)
 {
 	pthread_rwlock_rdlock(&disk->top_lock);
