@@ -559,9 +559,10 @@ int bdev_commit_live(struct bdev *b);
  *  - raw: a whole regular file (extended);
  *  - VMDK monolithicSparse (and twoGbMaxExtentSparse within its last
  *    extent's 2047 MiB): as far as its grain directory has room for grain
- *    tables (the slots left in the directory's last sector: 4 GiB for
- *    qemu-img's layout of a small disk); past that -ENOSPC with a message
- *    giving the largest size (bdev_resize, closed, moves the directory);
+ *    tables (the slots left in the directory's last sector: up to the
+ *    next multiple of 4 GiB with 64 KiB grains); past that, or past the
+ *    last extent, -ENOSPC with a message giving the largest size
+ *    (bdev_resize, closed, moves the directory and adds extents);
  *  - VMDK monolithicFlat and vmfs (and twoGbMaxExtentFlat within its last
  *    extent): the extent file is extended, the descriptor replaced.
  * A delta (a snapshot's child) grows the same way and is then larger
@@ -569,8 +570,8 @@ int bdev_commit_live(struct bdev *b);
  * and bdev_commit_live / bdev_commit grow the parent first.
  * -ENOTSUP with the reason for streamOptimized, COWD and seSparse, a
  * region or device, and while checkpoints exist (the change map is sized
- * for the disk). -EBUSY while a bdev_snapshot or
- * bdev_commit_live of b runs. Blocks other threads' submissions for the
+ * for the disk). -EBUSY while a bdev_snapshot or bdev_commit_live of b
+ * runs. Blocks other threads' submissions for the
  * few synced writes it makes. */
 int bdev_grow(struct bdev *b, uint64_t new_size);
 
