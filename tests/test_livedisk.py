@@ -620,16 +620,27 @@ def test_grow(tmp_path):
         assert os.path.getsize(raw) == 32 << 20
     finally:
         d.stop()
-    # a VMDK cannot grow while open yet: an error saying so, no change
+    # a monolithicSparse VMDK grows while open, as far as its grain
+    # directory has room (4 GiB for qemu-img's 64 MiB layout)
     (t / "v").mkdir()
     img = image(str(t / "v"))
     d = Daemon(str(t / "v"), img)
     try:
-        r = d.call(command="grow", size=128 << 20)
-        assert "error" in r, r
+        r = d.call(command="grow", size=8 << 30)
+        assert "error" in r and "at most 4294967296" in str(r), r
         assert d.ok(command="status")["size"] == 64 * MiB
+        assert d.ok(command="grow", size=128 << 20)["size"] == 128 << 20
+        assert d.ok(command="status")["size"] == 128 << 20
+        qio(d.uri, "write -P 3 60M 1M")
     finally:
         d.stop()
+    run([need("qemu-img"), "check", img])
+    info = json.loads(run([need("qemu-img"), "info", "--output=json",
+                           img]).stdout)
+    assert info["virtual-size"] == 128 << 20
+    qio(img, "read -P 1 0 4M", "read -P 2 32M 1M", "read -P 3 60M 1M",
+        "write -P 4 127M 1M", "read -P 4 127M 1M", fmt="vmdk")
+    run([need("qemu-img"), "check", img])
 
 
 # The guest prints its disk's size in sectors whenever it changes, until
