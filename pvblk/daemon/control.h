@@ -5,8 +5,9 @@
  * One request per line, one reply per line, as ovkvm's socket does:
  *   {"command": "checkpoint-create", "name": "b1"}
  *   {"return": {...}}   or   {"error": "a sentence saying what is wrong"}
- * control_msg.c turns a line (untrusted bytes) into a checked struct
- * pvblk_ctl_req; control.c runs it on the export and owns the socket.
+ * control_msg.c turns a request (untrusted bytes) into a checked struct
+ * pvblk_ctl_req; control.c runs it on the export: the socket itself is
+ * common/ctlsock's, checkpoints, changed and views common/liveops'.
  */
 #ifndef OVK_PVBLK_CONTROL_H
 #define OVK_PVBLK_CONTROL_H
@@ -14,12 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
+#include "ctlsock.h"
 #include "pvblk.h"
 
 /* The longest request line; a longer one gets an error and a hang-up. */
-#define PVBLK_CTL_MAX_LINE 4096
-/* Clients connected at once; one more is refused (closed at once). */
-#define PVBLK_CTL_MAX_CLIENTS 8
+#define PVBLK_CTL_MAX_LINE CTLSOCK_MAX_LINE
 
 enum pvblk_ctl_cmd {
 	CTL_STATUS,
@@ -51,6 +53,10 @@ struct pvblk_ctl_req {
  */
 int pvblk_ctl_parse(const char *line, size_t len, struct pvblk_ctl_req *req,
 		    void **owner, char *err, size_t errlen);
+/* The same for a request already parsed as JSON (any value); the strings
+   in *req point into j. */
+int pvblk_ctl_parse_json(json_t *j, struct pvblk_ctl_req *req, char *err,
+			 size_t errlen);
 /* Drop what pvblk_ctl_parse returned in *owner. */
 void pvblk_ctl_free(void *owner);
 

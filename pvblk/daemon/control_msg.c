@@ -105,9 +105,7 @@ int pvblk_ctl_parse(const char *line, size_t len, struct pvblk_ctl_req *req,
 		    void **owner, char *err, size_t errlen)
 {
 	json_error_t jerr;
-	json_t *j, *v;
-	const char *cmd, *key, *keys = NULL;
-	int ret = -EINVAL;
+	json_t *j;
 
 	memset(req, 0, sizeof(*req));
 	*owner = NULL;
@@ -118,92 +116,90 @@ int pvblk_ctl_parse(const char *line, size_t len, struct pvblk_ctl_req *req,
 	if (!j)
 		return fail(err, errlen, "not JSON at byte %d: %s",
 			    jerr.position, jerr.text);
-	if (!json_is_object(j)) {
-		fail(err, errlen, "a request is a JSON object "
-		     "{\"command\": NAME, ...}");
-		goto out;
+	if (pvblk_ctl_parse_json(j, req, err, errlen) < 0) {
+		json_decref(j);
+		return -EINVAL;
 	}
+	*owner = j;
+	return 0;
+}
+
+int pvblk_ctl_parse_json(json_t *j, struct pvblk_ctl_req *req, char *err,
+			 size_t errlen)
+{
+	json_t *v;
+	const char *cmd, *key, *keys = NULL;
+
+	memset(req, 0, sizeof(*req));
+	if (!json_is_object(j))
+		return fail(err, errlen, "a request is a JSON object "
+			    "{\"command\": NAME, ...}");
 	v = json_object_get(j, "command");
-	if (!json_is_string(v)) {
-		fail(err, errlen, "a request needs \"command\": a string");
-		goto out;
-	}
+	if (!json_is_string(v))
+		return fail(err, errlen, "a request needs \"command\": a "
+			    "string");
 	cmd = json_string_value(v);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(cmd, commands[i].name)) {
 			req->cmd = commands[i].cmd;
 			keys = commands[i].keys;
 		}
-	if (!keys) {
-		fail(err, errlen, "unknown command (status, checkpoint-create, "
-		     "checkpoint-delete, checkpoint-list, changed, "
-		     "view-create, view-release, grow)");
-		goto out;
-	}
+	if (!keys)
+		return fail(err, errlen, "unknown command (status, "
+			    "checkpoint-create, checkpoint-delete, "
+			    "checkpoint-list, changed, view-create, "
+			    "view-release, grow)");
 	json_object_foreach(j, key, v) {
-		if (strcmp(key, "command") && !key_allowed(keys, key)) {
-			fail(err, errlen, "%s takes no member \"%.64s\"%s%s",
-			     cmd, key, *keys ? "; it takes: " : "", keys);
-			goto out;
-		}
+		if (strcmp(key, "command") && !key_allowed(keys, key))
+			return fail(err, errlen, "%s takes no member "
+				    "\"%.64s\"%s%s", cmd, key,
+				    *keys ? "; it takes: " : "", keys);
 	}
 	switch (req->cmd) {
 	case CTL_CHECKPOINT_CREATE:
 	case CTL_CHECKPOINT_DELETE:
 		if (get_string(j, "name", &req->name, err, errlen) < 0)
-			goto out;
-		if (!req->name) {
-			fail(err, errlen, "%s needs \"name\"", cmd);
-			goto out;
-		}
+			return -EINVAL;
+		if (!req->name)
+			return fail(err, errlen, "%s needs \"name\"", cmd);
 		if (check_name("name", req->name, err, errlen) < 0)
-			goto out;
+			return -EINVAL;
 		break;
 	case CTL_CHANGED:
 		if (get_string(j, "since", &req->name, err, errlen) < 0 ||
 		    get_u64(j, "offset", &req->offset, err, errlen) < 0 ||
 		    get_u64(j, "length", &req->length, err, errlen) < 0)
-			goto out;
-		if (!req->name) {
-			fail(err, errlen, "changed needs \"since\": a "
-			     "checkpoint name");
-			goto out;
-		}
+			return -EINVAL;
+		if (!req->name)
+			return fail(err, errlen, "changed needs \"since\": "
+				    "a checkpoint name");
 		if (check_name("since", req->name, err, errlen) < 0)
-			goto out;
+			return -EINVAL;
 		break;
 	case CTL_VIEW_CREATE:
 		if (get_string(j, "checkpoint", &req->name, err, errlen) < 0 ||
 		    get_string(j, "nbd", &req->nbd, err, errlen) < 0)
-			goto out;
+			return -EINVAL;
 		if (req->name &&
 		    check_name("checkpoint", req->name, err, errlen) < 0)
-			goto out;
+			return -EINVAL;
 		if (req->nbd && (strncmp(req->nbd, "unix:", 5) ||
 				 strlen(req->nbd) < 6 ||
-				 strlen(req->nbd) > 5 + 107)) {
-			fail(err, errlen, "\"nbd\" must be unix:PATH (a path "
-			     "of 1 to 107 bytes)");
-			goto out;
-		}
+				 strlen(req->nbd) > 5 + 107))
+			return fail(err, errlen, "\"nbd\" must be unix:PATH "
+				    "(a path of 1 to 107 bytes)");
 		break;
 	case CTL_GROW:
 		if (get_u64(j, "size", &req->size, err, errlen) < 0)
-			goto out;
-		if (!req->size) {
-			fail(err, errlen, "grow needs \"size\": the new size "
-			     "in bytes");
-			goto out;
-		}
+			return -EINVAL;
+		if (!req->size)
+			return fail(err, errlen, "grow needs \"size\": the "
+				    "new size in bytes");
 		break;
 	default:
 		break;
 	}
-	*owner = j;
 	return 0;
-out:
-	json_decref(j);
-	return ret;
 }
 
 void pvblk_ctl_free(void *owner)

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * liveops.h - the live-disk operations of a control socket that need only
+ * the running disk's struct bdev: checkpoints, what changed since one, and
+ * a view (the top layer frozen as a point-in-time image while writes go to
+ * a new child, later merged back by a live commit).  pvblk and ovkvm both
+ * answer them through this file, with the same reply shapes:
+ *
+ *   checkpoint-create  {"name": N}         checkpoint-delete  {}
+ *   checkpoint-list    {"checkpoints": [N, ...]}
+ *   changed            {"extents": [[OFF, LEN], ...], "next": OFF|null,
+ *                       "size": BYTES}
+ *   view-create        {"path": FROZEN, "child": CHILD,
+ *                       "checkpoint": N|null}
+ *   view-release       {"top": PATH, "committed": true}
+ *
+ * Each returns a whole reply, {"return": ...} or {"error": "sentence"}
+ * (ctlsock.h).  Calls on one struct liveops must not overlap; the engine
+ * calls they make are safe against the disk's I/O threads.
+ */
+#ifndef OVK_LIVEOPS_H
+#define OVK_LIVEOPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "blockengine.h"
+
+/* Changed extents per reply of "changed"; "next" says where to go on. */
+#define LIVEOPS_CHANGED_MAX_EXTENTS 8192
+
+struct liveops_view {
+	char *frozen;     /* the frozen layer: the point-in-time view */
+	char *child;      /* where the running disk's writes go meanwhile */
+	char *checkpoint; /* started with the view, or NULL */
+};
+
+struct liveops {
+	struct bdev *bdev; /* the running disk (top of its chain) */
+	char *top;         /* absolute path of the file it writes to */
+	bool read_only;
+	struct liveops_view *view; /* open view, or NULL */
+};
+
+/* Set lo up for bdev, whose top layer is the file top (made absolute, so
+   that paths in replies mean the same file to a client elsewhere). 0 or
+   -errno. */
+int liveops_init(struct liveops *lo, struct bdev *bdev, const char *top,
+		 bool read_only);
+/* Free what liveops_init and the ops allocated. A view still open is left
+   as it is: its child stays a delta above the frozen layer. */
+void liveops_fini(struct liveops *lo);
+
+/* The disk's checkpoint names, a new JSON array. */
+json_t *liveops_checkpoints(struct bdev *bdev);
+
+json_t *liveops_checkpoint_create(struct liveops *lo, const char *name);
+json_t *liveops_checkpoint_delete(struct liveops *lo, const char *name);
+json_t *liveops_checkpoint_list(struct liveops *lo);
+/* Changed extents since checkpoint since within offset+length (length 0:
+   to the end) of a disk of size bytes. */
+json_t *liveops_changed(struct liveops *lo, const char *since,
+			uint64_t offset, uint64_t length, uint64_t size);
+/* Freeze the top layer as lo->view; checkpoint (or NULL) is created first
+   so that "changed" can later tell what was written since the view. */
+json_t *liveops_view_create(struct liveops *lo, const char *checkpoint);
+/* Merge the view's child back into the frozen layer and close the view;
+   "busy" in the error while another program holds the frozen file. */
+json_t *liveops_view_release(struct liveops *lo);
+
+/* The view as status and view-create show it (a new object). */
+json_t *liveops_view_json(const struct liveops_view *v);
+
+#endif /* OVK_LIVEOPS_H */
