@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* main.c - ovkdisk: views, backups and restores of the disks a pvblk
-   daemon serves to running VMs, through its control socket. */
+   daemon or ovkvm serves to running VMs, through its control socket. */
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
@@ -15,9 +15,10 @@
 #include "ovkdisk.h"
 
 static const char usage_text[] =
-"Usage: ovkdisk view SOCKET MOUNTPOINT [--quiesce CMD]\n"
-"       ovkdisk release SOCKET MOUNTPOINT\n"
-"       ovkdisk backup SOCKET TARGETDIR [--full|--incremental] [--quiesce CMD]\n"
+"Usage: ovkdisk view SOCKET MOUNTPOINT [--disk N] [--quiesce CMD]\n"
+"       ovkdisk release SOCKET MOUNTPOINT [--disk N]\n"
+"       ovkdisk backup SOCKET TARGETDIR [--disk N] [--full|--incremental]\n"
+"                      [--quiesce CMD]\n"
 "       ovkdisk restore TARGETDIR [--at CHECKPOINT] OUTPUT\n"
 "       ovkdisk verify TARGETDIR\n"
 "       ovkdisk patch IMAGE --copy SRC:/GUEST/PATH... [--partition NAME]\n"
@@ -25,7 +26,9 @@ static const char usage_text[] =
 "\n"
 "Look into and back up the disk of a running virtual machine. SOCKET is\n"
 "the control socket of the pvblk daemon serving the disk (pvblk\n"
-"--api-socket SOCKET -o rw ...); the disk must be a VMDK.\n"
+"--api-socket SOCKET -o rw ...), or of the ovkvm running the VM (ovkvm\n"
+"--api-socket SOCKET --disk ...: name the disk with --disk N); the disk\n"
+"must be a VMDK.\n"
 "\n"
 "Commands:\n"
 "  view       freeze a point-in-time view of the disk (the VM goes on\n"
@@ -67,6 +70,8 @@ static const char usage_text[] =
 "                    the view is taken, e.g. a guest agent's freeze; the\n"
 "                    backup is recorded as \"quiesced\", else as\n"
 "                    \"crash-consistent\"\n"
+"  --disk N          view, release, backup: SOCKET is ovkvm's and the disk\n"
+"                    is its N-th --disk (0 for the first)\n"
 "  --at CHECKPOINT   restore: the backup to restore (default: the last)\n"
 "  --copy SRC:DEST   patch: copy host file or folder SRC to DEST (an\n"
 "                    absolute path in the guest); may be repeated\n"
@@ -86,13 +91,15 @@ static const char usage_text[] =
 "  ovkdisk view /run/vm0.api /mnt/vm0 && clamscan -r /mnt/vm0/fs\n"
 "  ovkdisk release /run/vm0.api /mnt/vm0\n"
 "  ovkdisk backup /run/vm0.api /backup/vm0      # full, then incremental\n"
+"  ovkvm --kernel bzImage --disk vm1.vmdk --api-socket /run/vm1.api &\n"
+"  ovkdisk backup /run/vm1.api /backup/vm1 --disk 0\n"
 "  ovkdisk restore /backup/vm0 --at ovkdisk-20261204T200000Z-1 disk.raw\n"
 "\n"
 "Exit status: 0 on success, 1 on any failure (with a message on stderr).\n"
 "A progress bar is drawn on stderr when it is a terminal.\n";
 
 enum { OPT_FULL = 256, OPT_INCR, OPT_QUIESCE, OPT_AT, OPT_OUTPUT, OPT_COPY,
-       OPT_PART, OPT_COMMIT, OPT_DISCARD };
+       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK };
 
 static const struct option long_opts[] = {
 	{ "full", no_argument, NULL, OPT_FULL },
@@ -104,6 +111,7 @@ static const struct option long_opts[] = {
 	{ "partition", required_argument, NULL, OPT_PART },
 	{ "commit", no_argument, NULL, OPT_COMMIT },
 	{ "discard", no_argument, NULL, OPT_DISCARD },
+	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ 0 },
@@ -275,6 +283,19 @@ int main(int argc, char **argv)
 		case OPT_DISCARD:
 			o.patch_action = 'd';
 			break;
+		case OPT_DISK: {
+			char *end;
+			long d = strtol(optarg, &end, 10);
+
+			if (!*optarg || *end || d < 0 || d > 255) {
+				fprintf(stderr, "ovkdisk: --disk takes a disk "
+					"index (0 for ovkvm's first --disk), "
+					"not '%s'\n", optarg);
+				return 1;
+			}
+			ctl_set_disk((int)d);
+			break;
+		}
 		case 'h':
 			fputs(usage_text, stdout);
 			return 0;

@@ -17,6 +17,15 @@
 /* The longest reply line taken from the daemon (a changed-extent list). */
 #define MAX_REPLY (64u << 20)
 
+/* --disk N: the disk of an ovkvm socket every request names (-1: none,
+   as pvblk, which serves one disk, wants it). */
+static int ctl_disk = -1;
+
+void ctl_set_disk(int disk)
+{
+	ctl_disk = disk;
+}
+
 json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -34,10 +43,12 @@ json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		snprintf(err, errlen, "%s: cannot connect: %s (is pvblk "
-			 "running with --api-socket %s?)", path,
+			 "or ovkvm running with --api-socket %s?)", path,
 			 strerror(errno), path);
 		goto out;
 	}
+	if (ctl_disk >= 0)
+		json_object_set_new(req, "disk", json_integer(ctl_disk));
 	text = json_dumps(req, JSON_COMPACT);
 	if (!text) {
 		snprintf(err, errlen, "out of memory");
