@@ -77,14 +77,33 @@ static const char usage_text[] =
 "                                     io_exits, mmio_exits}], disks: [{name,\n"
 "                                     path, read_only, snapshot, queues,\n"
 "                                     requests, read_bytes, written_bytes,\n"
-"                                     errors}] (counters since start)\n"
+"                                     errors, image, top, size,\n"
+"                                     checkpoints, view}] (counters since\n"
+"                                     start); with \"disk\": I only that\n"
+"                                     disk's object\n"
 "                           pause     park every vCPU; resume lets them go\n"
 "                           disk-grow {\"disk\": I, \"size\": BYTES}: grow the\n"
 "                                     I-th --disk (from 0) while the guest\n"
 "                                     runs; its driver is told at once (a\n"
 "                                     configuration-change interrupt) and\n"
 "                                     sees the new capacity\n"
-"                           shutdown  a hard stop (disks flushed, exit 0)\n"
+"                           shutdown  a hard stop (disks flushed, exit 0)\n""                         and, for the disk \"disk\": I (default 0), what\n"
+"                         pvblk's --api-socket answers (ovkdisk --disk I\n"
+"                         uses them):\n"
+"                           checkpoint-create {\"name\": N}: start tracking\n"
+"                                     the blocks written from now on\n"
+"                           checkpoint-delete {\"name\": N}; checkpoint-list\n"
+"                           changed   {\"since\": N[, \"offset\", \"length\"]}:\n"
+"                                     extents [[OFF, LEN], ...] written\n"
+"                                     since N, \"next\" where to go on\n"
+"                           view-create [{\"checkpoint\": N}]: freeze the\n"
+"                                     disk's top file as a point-in-time\n"
+"                                     view (\"path\") while the guest's\n"
+"                                     writes go to a child (\"child\",\n"
+"                                     PATH-live-K.vmdk); not on ,snapshot\n"
+"                           view-release  merge the child back while the\n"
+"                                     guest runs (error \"busy\" while\n"
+"                                     another program holds the view)\n"
 "  -h, --help             show this help\n"
 "\n"
 "Exit status:\n"
@@ -269,15 +288,10 @@ int main(int argc, char **argv)
 	if (console_open(&console, console_spec))
 		goto out_vm;
 	vm.console = &console;
-	if (api_socket) {
-		if (control_open(&control, api_socket))
-			goto out_console;
-		vm.control = &control;
-	}
 	memcpy(vm.disk_args, disk_args, sizeof(disk_args));
 	vm.ndisks = ndisks;
 	if (vm_devices_init(&vm))
-		goto out_control;
+		goto out_console; /* it took down what it had set up */
 
 	cfg = (struct boot_config){
 		.kernel = kernel.data, .kernel_len = kernel.len,
@@ -290,6 +304,13 @@ int main(int argc, char **argv)
 	}
 	if (vm_create_vcpus(&vm, &entry))
 		goto out_devices;
+	/* served on a thread of its own from here on: the disks it answers
+	   for are made, and it stops before they go */
+	if (api_socket) {
+		if (control_open(&control, api_socket, &vm))
+			goto out_devices;
+		vm.control = &control;
+	}
 
 	stop = vm_run(&vm);
 	switch (stop) {
@@ -314,11 +335,10 @@ int main(int argc, char **argv)
 		break;
 	}
 
-out_devices:
-	vm_devices_exit(&vm);
-out_control:
 	if (vm.control)
 		control_close(&control);
+out_devices:
+	vm_devices_exit(&vm);
 out_console:
 	console_close(&console);
 out_vm:

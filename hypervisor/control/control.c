@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+/* control.c - ovkvm's --api-socket (see control.h): the VM's own commands
+ * here, the socket in common/ctlsock, checkpoints and views of a disk in
+ * common/liveops. */
 #include "control.h"
+#include "ctlsock.h"
 #include "../devices/vmblk.h"
-#include "../devices/console.h"
 #include "../kvm/vm.h"
 
 #include <errno.h>
@@ -9,216 +12,314 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-int control_open(struct control *c, const char *path)
+_Static_assert(VM_CONTROL_MAX_DISKS >= VM_MAX_DISKS,
+	       "a liveops slot per disk");
+
+/* The live-disk operations and the members each takes besides "command"
+   and "disk". */
+static const struct {
+	const char *name;
+	const char *keys;
+} live_cmds[] = {
+	{ "checkpoint-create", "name" },
+	{ "checkpoint-delete", "name" },
+	{ "checkpoint-list", "" },
+	{ "changed", "since offset length" },
+	{ "view-create", "checkpoint" },
+	{ "view-release", "" },
+};
+
+/* The disk index of req ("disk", default 0), or -1 with *err set. */
+static int disk_index(struct vm *vm, json_t *req, json_t **err)
 {
-	int fd;
+	json_t *v = json_object_get(req, "disk");
+	json_int_t disk = 0;
 
-	memset(c, 0, sizeof(*c));
-	c->listen_fd = -1;
-	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
-		c->clients[i].fd = -1;
-	fd = unix_listen(path, CONTROL_MAX_CLIENTS, "--api-socket");
-	if (fd < 0)
-		return fd;
-	c->listen_fd = fd;
-	c->path = strdup(path);
+	if (v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0) {
+			*err = ctlsock_error("\"disk\" must be a disk index "
+					     "(0 for the first --disk)");
+			return -1;
+		}
+		disk = json_integer_value(v);
+	}
+	if ((unsigned long long)disk >= vm->ndisks || !vm->disks[disk]) {
+		*err = ctlsock_error("disk %lld: there %s %u", (long long)disk,
+				     vm->ndisks == 1 ? "is" : "are",
+				     vm->ndisks);
+		return -1;
+	}
+	return (int)disk;
+}
+
+static struct liveops *live_of(struct control *c, int disk, json_t **err)
+{
+	struct vmblk *d = c->vm->disks[disk];
+
+	if (!c->live_ready[disk]) {
+		int rc = liveops_init(&c->live[disk], vmblk_bdev(d),
+				      vmblk_top(d), vmblk_read_only(d));
+
+		if (rc < 0) {
+			*err = ctlsock_error("disk %d (%s): %s", disk,
+					     vmblk_top(d), strerror(-rc));
+			return NULL;
+		}
+		c->live_ready[disk] = true;
+	}
+	return &c->live[disk];
+}
+
+/* The size of disk's image now (it grows with disk-grow). */
+static uint64_t disk_size(struct vmblk *d)
+{
+	struct bdev_info in;
+
+	return bdev_get_info(vmblk_bdev(d), &in) < 0 ? 0 : in.size;
+}
+
+/* A disk's status: vmblk's counters plus what pvblk's status says of its
+   export (image, top, size, checkpoints, view), so that ovkdisk finds the
+   same members on either socket. */
+static json_t *disk_status(struct control *c, unsigned i)
+{
+	struct vmblk *d = c->vm->disks[i];
+	json_t *st = vmblk_status(d);
+	struct liveops *lo = c->live_ready[i] ? &c->live[i] : NULL;
+
+	json_object_set_new(st, "image", json_string(vmblk_path(d)));
+	json_object_set_new(st, "top", json_string(lo ? lo->top
+							: vmblk_top(d)));
+	json_object_set_new(st, "size", json_integer((json_int_t)disk_size(d)));
+	json_object_set_new(st, "checkpoints",
+			    liveops_checkpoints(vmblk_bdev(d)));
+	json_object_set_new(st, "view", lo && lo->view ?
+			    liveops_view_json(lo->view) : json_null());
+	return st;
+}
+
+static json_t *do_status(struct control *c, json_t *req)
+{
+	struct vm *vm = c->vm;
+	json_t *vcpus, *disks, *err;
+	int disk;
+
+	if (json_object_get(req, "disk")) {
+		disk = disk_index(vm, req, &err);
+		return disk < 0 ? err : ctlsock_ok(disk_status(c, disk));
+	}
+	vcpus = json_array();
+	disks = json_array();
+	for (unsigned i = 0; i < vm->ncpus; i++) {
+		const struct vcpu *v = &vm->vcpus[i];
+		json_array_append_new(vcpus, json_pack(
+			"{s:i,s:I,s:I,s:I}", "index", (int)i,
+			"exits", (json_int_t)__atomic_load_n(&v->exits, __ATOMIC_RELAXED),
+			"io_exits", (json_int_t)__atomic_load_n(&v->io_exits, __ATOMIC_RELAXED),
+			"mmio_exits", (json_int_t)__atomic_load_n(&v->mmio_exits, __ATOMIC_RELAXED)));
+	}
+	for (unsigned i = 0; i < vm->ndisks; i++)
+		if (vm->disks[i])
+			json_array_append_new(disks, disk_status(c, i));
+	return json_pack("{s:{s:s,s:i,s:I,s:o,s:o}}", "return", "state",
+			 vm_is_paused(vm) ? "paused" : "running", "cpus",
+			 (int)vm->ncpus, "memory", (json_int_t)vm->mem.ram_size,
+			 "vcpus", vcpus, "disks", disks);
+}
+
+static json_t *do_disk_grow(struct vm *vm, json_t *req)
+{
+	json_int_t disk = -1, size = -1;
+	char err[512];
+
+	if (json_unpack(req, "{s:I,s:I}", "disk", &disk, "size", &size) != 0 ||
+	    disk < 0 || size <= 0)
+		return ctlsock_error("disk-grow takes {\"disk\": INDEX (0 for "
+				     "the first --disk), \"size\": BYTES}");
+	if ((unsigned long long)disk >= vm->ndisks || !vm->disks[disk])
+		return ctlsock_error("disk %lld: there %s %u", (long long)disk,
+				     vm->ndisks == 1 ? "is" : "are",
+				     vm->ndisks);
+	if (vmblk_grow(vm->disks[disk], (uint64_t)size, err, sizeof(err)) < 0)
+		return ctlsock_error("%s", err);
+	return json_pack("{s:{s:I}}", "return", "size", size);
+}
+
+/* A string member that may be absent; -1 with *err when it is there but
+   not a string of 1 to 103 bytes without spaces, control bytes or '/'. */
+static int get_name(json_t *req, const char *key, const char **out,
+		    json_t **err)
+{
+	json_t *v = json_object_get(req, key);
+	size_t n;
+
+	*out = NULL;
+	if (!v)
+		return 0;
+	n = json_is_string(v) ? json_string_length(v) : 0;
+	if (n < 1 || n > 103 || strlen(json_string_value(v)) != n)
+		goto bad;
+	for (const char *p = json_string_value(v); *p; p++)
+		if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '/')
+			goto bad;
+	*out = json_string_value(v);
 	return 0;
+bad:
+	*err = ctlsock_error("\"%s\" must be a name of 1 to 103 bytes "
+			     "without spaces, control characters or '/'", key);
+	return -1;
+}
+
+static int get_u64(json_t *req, const char *key, uint64_t *out, json_t **err)
+{
+	json_t *v = json_object_get(req, key);
+
+	*out = 0;
+	if (!v)
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0) {
+		*err = ctlsock_error("\"%s\" must be a non-negative integer "
+				     "(bytes)", key);
+		return -1;
+	}
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+/* Whether key is one of the space-separated words of keys. */
+static bool key_allowed(const char *keys, const char *key)
+{
+	size_t n = strlen(key);
+
+	for (const char *p = keys; *p;) {
+		const char *e = strchr(p, ' ');
+		size_t wl = e ? (size_t)(e - p) : strlen(p);
+
+		if (wl == n && !memcmp(p, key, n))
+			return true;
+		p += wl + (e ? 1 : 0);
+	}
+	return false;
+}
+
+static json_t *do_live(struct control *c, json_t *req, const char *cmd,
+		       const char *keys)
+{
+	const char *key, *name = NULL;
+	uint64_t off = 0, len = 0;
+	struct liveops *lo;
+	json_t *v, *err = NULL;
+	int disk;
+
+	json_object_foreach(req, key, v)
+		if (strcmp(key, "command") && strcmp(key, "disk") &&
+		    !key_allowed(keys, key))
+			return ctlsock_error("%s takes no member \"%.64s\"; it "
+					     "takes: disk%s%s", cmd, key,
+					     *keys ? " " : "", keys);
+	disk = disk_index(c->vm, req, &err);
+	if (disk < 0)
+		return err;
+	if (!strcmp(cmd, "checkpoint-create") ||
+	    !strcmp(cmd, "checkpoint-delete")) {
+		if (get_name(req, "name", &name, &err) < 0)
+			return err;
+		if (!name)
+			return ctlsock_error("%s needs \"name\"", cmd);
+	} else if (!strcmp(cmd, "changed")) {
+		if (get_name(req, "since", &name, &err) < 0 ||
+		    get_u64(req, "offset", &off, &err) < 0 ||
+		    get_u64(req, "length", &len, &err) < 0)
+			return err;
+		if (!name)
+			return ctlsock_error("changed needs \"since\": a "
+					     "checkpoint name");
+	} else if (!strcmp(cmd, "view-create")) {
+		if (get_name(req, "checkpoint", &name, &err) < 0)
+			return err;
+		/* the image under a ,snapshot disk never changes: it needs
+		   no view, and the temporary child must stay the top */
+		if (vmblk_is_snapshot(c->vm->disks[disk]))
+			return ctlsock_error("disk %d is a ,snapshot disk: %s "
+					     "does not change while ovkvm "
+					     "runs; open it directly instead "
+					     "of a view", disk,
+					     vmblk_path(c->vm->disks[disk]));
+	}
+	lo = live_of(c, disk, &err);
+	if (!lo)
+		return err;
+	if (!strcmp(cmd, "checkpoint-create"))
+		return liveops_checkpoint_create(lo, name);
+	if (!strcmp(cmd, "checkpoint-delete"))
+		return liveops_checkpoint_delete(lo, name);
+	if (!strcmp(cmd, "checkpoint-list"))
+		return liveops_checkpoint_list(lo);
+	if (!strcmp(cmd, "changed"))
+		return liveops_changed(lo, name, off, len,
+				       disk_size(c->vm->disks[disk]));
+	if (!strcmp(cmd, "view-create"))
+		return liveops_view_create(lo, name);
+	return liveops_view_release(lo);
+}
+
+static json_t *handle(void *opaque, json_t *req)
+{
+	struct control *c = opaque;
+	struct vm *vm = c->vm;
+	const char *cmd = NULL;
+
+	if (json_unpack(req, "{s:s}", "command", &cmd) != 0)
+		return ctlsock_error("a request is {\"command\": NAME}");
+	if (strcmp(cmd, "status") == 0)
+		return do_status(c, req);
+	if (strcmp(cmd, "pause") == 0) {
+		vm_pause(vm);
+		return ctlsock_ok(NULL);
+	}
+	if (strcmp(cmd, "resume") == 0) {
+		vm_resume(vm);
+		return ctlsock_ok(NULL);
+	}
+	if (strcmp(cmd, "disk-grow") == 0)
+		return do_disk_grow(vm, req);
+	if (strcmp(cmd, "shutdown") == 0) {
+		vm_request_stop(vm, VM_STOP_HOST,
+				"shutdown requested on the API socket");
+		return ctlsock_ok(NULL);
+	}
+	for (size_t i = 0; i < sizeof(live_cmds) / sizeof(live_cmds[0]); i++)
+		if (!strcmp(cmd, live_cmds[i].name))
+			return do_live(c, req, cmd, live_cmds[i].keys);
+	return ctlsock_error("unknown command '%.64s' (status, pause, resume, "
+			     "disk-grow, shutdown, checkpoint-create, "
+			     "checkpoint-delete, checkpoint-list, changed, "
+			     "view-create, view-release)", cmd);
+}
+
+static const struct ctlsock_ops control_ops = { .handle = handle };
+
+int control_open(struct control *c, const char *path, struct vm *vm)
+{
+	memset(c, 0, sizeof(*c));
+	c->vm = vm;
+	return ctlsock_start(path, "ovkvm: --api-socket", &control_ops, c,
+			     &c->sock);
 }
 
 void control_close(struct control *c)
 {
-	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
-		if (c->clients[i].fd >= 0)
-			close(c->clients[i].fd);
-	if (c->listen_fd >= 0) {
-		close(c->listen_fd);
-		unlink(c->path);
-	}
-	free(c->path);
-	c->listen_fd = -1;
-	c->path = NULL;
-}
-
-int control_pollfds(struct control *c, struct pollfd *pfd)
-{
-	int n = 0;
-
-	if (c->listen_fd < 0)
-		return 0;
-	pfd[n++] = (struct pollfd){ .fd = c->listen_fd, .events = POLLIN };
-	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++)
-		if (c->clients[i].fd >= 0)
-			pfd[n++] = (struct pollfd){ .fd = c->clients[i].fd, .events = POLLIN };
-	return n;
-}
-
-static void drop(struct control_client *cl)
-{
-	close(cl->fd);
-	cl->fd = -1;
-	cl->len = 0;
-}
-
-/* Send one reply line; a client that cannot take it is dropped. */
-static void reply(struct control_client *cl, json_t *msg)
-{
-	char *text = json_dumps(msg, JSON_COMPACT);
-	size_t len, off = 0;
-
-	json_decref(msg);
-	if (!text) {
-		drop(cl);
-		return;
-	}
-	len = strlen(text);
-	text[len++] = '\n'; /* json_dumps leaves room: replace the NUL */
-	while (off < len) {
-		ssize_t w = send(cl->fd, text + off, len - off, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			drop(cl);
-			break;
+	ctlsock_stop(c->sock);
+	c->sock = NULL;
+	for (int i = 0; i < VM_CONTROL_MAX_DISKS; i++)
+		if (c->live_ready[i]) {
+			if (c->live[i].view)
+				fprintf(stderr, "ovkvm: stopping with a view "
+					"open: %s stays a delta above %s\n",
+					c->live[i].view->child,
+					c->live[i].view->frozen);
+			liveops_fini(&c->live[i]);
+			c->live_ready[i] = false;
 		}
-		off += w;
-	}
-	free(text);
-}
-
-static json_t *error_msg(const char *fmt, const char *arg)
-{
-	char buf[1024];
-
-	snprintf(buf, sizeof(buf), fmt, arg);
-	return json_pack("{s:s}", "error", buf);
-}
-
-static json_t *run_command(struct vm *vm, const char *line)
-{
-	json_error_t jerr;
-	json_t *req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr), *ret;
-	const char *cmd = NULL;
-
-	if (!req)
-		return error_msg("not JSON: %s", jerr.text);
-	if (json_unpack(req, "{s:s}", "command", &cmd) != 0) {
-		json_decref(req);
-		return error_msg("%s", "a request is {\"command\": NAME}");
-	}
-	if (strcmp(cmd, "status") == 0) {
-		json_t *vcpus = json_array(), *disks = json_array();
-		for (unsigned i = 0; i < vm->ncpus; i++) {
-			const struct vcpu *c = &vm->vcpus[i];
-			json_array_append_new(vcpus, json_pack(
-				"{s:i,s:I,s:I,s:I}", "index", (int)i,
-				"exits", (json_int_t)__atomic_load_n(&c->exits, __ATOMIC_RELAXED),
-				"io_exits", (json_int_t)__atomic_load_n(&c->io_exits, __ATOMIC_RELAXED),
-				"mmio_exits", (json_int_t)__atomic_load_n(&c->mmio_exits, __ATOMIC_RELAXED)));
-		}
-		for (unsigned i = 0; i < vm->ndisks; i++)
-			if (vm->disks[i])
-				json_array_append_new(disks, vmblk_status(vm->disks[i]));
-		ret = json_pack("{s:{s:s,s:i,s:I,s:o,s:o}}", "return", "state",
-				vm_is_paused(vm) ? "paused" : "running", "cpus",
-				(int)vm->ncpus, "memory", (json_int_t)vm->mem.ram_size,
-				"vcpus", vcpus, "disks", disks);
-	} else if (strcmp(cmd, "pause") == 0) {
-		vm_pause(vm);
-		ret = json_pack("{s:{}}", "return");
-	} else if (strcmp(cmd, "resume") == 0) {
-		vm_resume(vm);
-		ret = json_pack("{s:{}}", "return");
-	} else if (strcmp(cmd, "disk-grow") == 0) {
-		json_int_t disk = -1, size = -1;
-		char err[512];
-
-		if (json_unpack(req, "{s:I,s:I}", "disk", &disk, "size",
-				&size) != 0 || disk < 0 || size <= 0) {
-			ret = error_msg("%s", "disk-grow takes {\"disk\": INDEX "
-					"(0 for the first --disk), \"size\": BYTES}");
-		} else if ((unsigned long long)disk >= vm->ndisks ||
-			   !vm->disks[disk]) {
-			snprintf(err, sizeof(err), "disk %lld: there %s %u",
-				 (long long)disk, vm->ndisks == 1 ? "is" : "are",
-				 vm->ndisks);
-			ret = error_msg("%s", err);
-		} else if (vmblk_grow(vm->disks[disk], (uint64_t)size, err,
-				      sizeof(err)) < 0) {
-			ret = error_msg("%s", err);
-		} else {
-			ret = json_pack("{s:{s:I}}", "return", "size", size);
-		}
-	} else if (strcmp(cmd, "shutdown") == 0) {
-		vm_request_stop(vm, VM_STOP_HOST, "shutdown requested on the API socket");
-		ret = json_pack("{s:{}}", "return");
-	} else {
-		ret = error_msg("unknown command '%s' (status, pause, resume, "
-				"disk-grow, shutdown)", cmd);
-	}
-	json_decref(req);
-	return ret;
-}
-
-static void client_input(struct control_client *cl, struct vm *vm)
-{
-	ssize_t r = recv(cl->fd, cl->buf + cl->len, sizeof(cl->buf) - 1 - cl->len, 0);
-	char *nl;
-
-	if (r < 0 && (errno == EINTR || errno == EAGAIN))
-		return;
-	if (r <= 0) {
-		drop(cl);
-		return;
-	}
-	cl->len += r;
-	cl->buf[cl->len] = '\0';
-	while (cl->fd >= 0 && (nl = memchr(cl->buf, '\n', cl->len))) {
-		size_t used = nl - cl->buf + 1;
-		*nl = '\0';
-		if (nl > cl->buf)
-			reply(cl, run_command(vm, cl->buf));
-		memmove(cl->buf, cl->buf + used, cl->len - used);
-		cl->len -= used;
-		cl->buf[cl->len] = '\0';
-	}
-	if (cl->fd >= 0 && cl->len == sizeof(cl->buf) - 1) {
-		reply(cl, error_msg("%s", "request line too long"));
-		if (cl->fd >= 0)
-			drop(cl);
-	}
-}
-
-void control_handle(struct control *c, struct vm *vm, const struct pollfd *pfd,
-		    int n)
-{
-	for (int i = 0; i < n; i++) {
-		if (!pfd[i].revents)
-			continue;
-		if (pfd[i].fd == c->listen_fd) {
-			int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-			int slot;
-			if (fd < 0)
-				continue;
-			for (slot = 0; slot < CONTROL_MAX_CLIENTS; slot++)
-				if (c->clients[slot].fd < 0)
-					break;
-			if (slot == CONTROL_MAX_CLIENTS) {
-				close(fd); /* too many clients */
-				continue;
-			}
-			c->clients[slot].fd = fd;
-			c->clients[slot].len = 0;
-			continue;
-		}
-		for (int k = 0; k < CONTROL_MAX_CLIENTS; k++)
-			if (c->clients[k].fd == pfd[i].fd) {
-				client_input(&c->clients[k], vm);
-				break;
-			}
-	}
 }

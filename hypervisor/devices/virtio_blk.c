@@ -466,6 +466,31 @@ int vmblk_grow(struct vmblk *d, uint64_t size, char *err, size_t errlen)
 	return 0;
 }
 
+struct bdev *vmblk_bdev(struct vmblk *d)
+{
+	return d->bdev;
+}
+
+const char *vmblk_top(const struct vmblk *d)
+{
+	return d->child ? d->child : d->path;
+}
+
+const char *vmblk_path(const struct vmblk *d)
+{
+	return d->path;
+}
+
+bool vmblk_read_only(const struct vmblk *d)
+{
+	return d->read_only;
+}
+
+bool vmblk_is_snapshot(const struct vmblk *d)
+{
+	return d->snapshot;
+}
+
 json_t *vmblk_status(const struct vmblk *dc)
 {
 	struct vmblk *d = (struct vmblk *)dc;

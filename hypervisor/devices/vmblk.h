@@ -5,9 +5,11 @@
 #define OVKVM_VMBLK_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct bdev;
 struct vm;
 struct vmblk;
 
@@ -25,5 +27,17 @@ json_t *vmblk_status(const struct vmblk *d);
  * the new capacity and interrupts the driver with a configuration change.
  * 0, or -errno with a sentence in err. Any thread. */
 int vmblk_grow(struct vmblk *d, uint64_t size, char *err, size_t errlen);
+
+/* The disk's engine device, for the control socket's checkpoints and
+ * views (common/liveops); any thread. */
+struct bdev *vmblk_bdev(struct vmblk *d);
+/* The file the disk's writes go to when it was opened: the --disk path,
+ * or a ,snapshot disk's temporary child. */
+const char *vmblk_top(const struct vmblk *d);
+/* The --disk path. */
+const char *vmblk_path(const struct vmblk *d);
+bool vmblk_read_only(const struct vmblk *d);
+/* A ,snapshot disk (writes go to a temporary child removed at exit). */
+bool vmblk_is_snapshot(const struct vmblk *d);
 
 #endif

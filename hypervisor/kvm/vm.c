@@ -358,7 +358,7 @@ static size_t console_receive(void *opaque, const uint8_t *buf, size_t len)
 
 enum vm_stop vm_run(struct vm *vm)
 {
-	struct pollfd pfd[2 + CONSOLE_MAX_POLLFDS + CONTROL_MAX_POLLFDS];
+	struct pollfd pfd[2 + CONSOLE_MAX_POLLFDS];
 	struct sigaction sa = { .sa_handler = kick_handler };
 	sigset_t mask;
 	int sfd, rc;
@@ -397,13 +397,11 @@ enum vm_stop vm_run(struct vm *vm)
 	vm->running_threads = started;
 
 	while (!__atomic_load_n(&vm->stop_reason, __ATOMIC_SEQ_CST)) {
-		int n = 0, ncon, nctl = 0;
+		int n = 0, ncon;
 		pfd[n++] = (struct pollfd){ .fd = vm->stop_efd, .events = POLLIN };
 		pfd[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
 		ncon = console_pollfds(vm->console, pfd + n);
-		if (vm->control)
-			nctl = control_pollfds(vm->control, pfd + n + ncon);
-		if (poll(pfd, n + ncon + nctl, -1) < 0) {
+		if (poll(pfd, n + ncon, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			vm_request_stop(vm, VM_STOP_ERROR, "poll: %s", strerror(errno));
@@ -416,8 +414,6 @@ enum vm_stop vm_run(struct vm *vm)
 						strsignal(si.ssi_signo));
 		}
 		console_handle(vm->console, pfd + n, ncon);
-		if (nctl)
-			control_handle(vm->control, vm, pfd + n + ncon, nctl);
 	}
 
 	for (unsigned i = 0; i < started; i++)
