@@ -292,7 +292,7 @@ poweroff -f
 
 # Polls ovkvm's status until the VM ends; prints the last reply.
 STATUS_POLLER = r'''
-import json, socket, sys, time
+import json, socket, subprocess, sys, time
 s = socket.socket(socket.AF_UNIX)
 for _ in range(600):
     try:
@@ -301,28 +301,45 @@ for _ in range(600):
     except OSError:
         time.sleep(0.1)
 f = s.makefile("rw")
+def call(**req):
+    f.write(json.dumps(req) + "\n")
+    f.flush()
+    return f.readline().strip()
+# with a disk index, size, ovkdisk and a folder in argv[2:6]: while the
+# guest boots, disk 0 gets a checkpoint and ovkdisk backs it up (a view
+# taken and merged back live); once the guest has written 10 MiB to it,
+# "changed" lists what it wrote since the checkpoint; once the guest has
+# read 4 MiB of disk argv[2] (its signal that it watches the size), that
+# disk grows to argv[3] bytes
+grow = len(sys.argv) > 3
+live = len(sys.argv) > 5
+if live:
+    print("=== OVKVM-CHECKPOINT", call(command="checkpoint-create", disk=0,
+                                      name="t0"), flush=True)
+    b = subprocess.run([sys.argv[4], "backup", "--disk", "0", sys.argv[1],
+                        sys.argv[5]], capture_output=True, text=True)
+    print("=== OVKVM-BACKUP rc=%d %s" % (b.returncode, b.stderr.strip()),
+          flush=True)
 last = None
 while True:
     try:
-        f.write('{"command": "status"}\n')
-        f.flush()
-        line = f.readline()
+        line = call(command="status")
     except OSError:
         break
     if not line:
         break
-    last = line.strip()
-    # with a disk index in argv[2]: once the guest has read 4 MiB of that
-    # disk (its signal that it watches the size), grow it to argv[3] bytes
-    if len(sys.argv) > 3:
+    last = line
+    disks = json.loads(last).get("return", {}).get("disks", [])
+    if live and disks and disks[0]["written_bytes"] >= 10 << 20:
+        print("=== OVKVM-CHANGED", call(command="changed", disk=0,
+                                      since="t0"), flush=True)
+        live = False
+    if grow:
         d = int(sys.argv[2])
-        disks = json.loads(last).get("return", {}).get("disks", [])
         if len(disks) > d and disks[d]["read_bytes"] >= 4 << 20:
-            f.write(json.dumps({"command": "disk-grow", "disk": d,
-                                "size": int(sys.argv[3])}) + "\n")
-            f.flush()
-            print("=== OVKVM-GROW", f.readline().strip(), flush=True)
-            sys.argv = sys.argv[:2]
+            print("=== OVKVM-GROW", call(command="disk-grow", disk=d,
+                                       size=int(sys.argv[3])), flush=True)
+            grow = False
     time.sleep(0.3)
 print("=== OVKVM-STATUS", last, flush=True)
 '''
@@ -370,6 +387,7 @@ def test_virtio_blk_disks_mkfs_fsck_and_snapshot():
         if not shutil.which(t) and not os.path.exists("/sbin/" + t):
             pytest.skip(f"{t} is missing")
     ovkvm = tool("ovkvm")
+    ovkdisk = tool("ovkdisk")
     kernel = debian_kernel()
     work = os.path.join(build_dir(), "tests-ovkvm-disks")
     shutil.rmtree(work, ignore_errors=True)
@@ -415,8 +433,10 @@ truncate -s 8M /tmp/grow.raw
   --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
   --disk /tmp/ro.raw,ro --disk /tmp/s2.vmdk --disk /tmp/grow.raw \
   --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &
-pid=$!; python3 {q(poller)} /tmp/api.sock 4 25165824; wait $pid
+pid=$!; python3 {q(poller)} /tmp/api.sock 4 25165824 {q(ovkdisk)} /tmp/bk; wait $pid
 echo "=== OVKVM-CASE disks rc=$?"
+{q(ovkdisk)} verify /tmp/bk >/dev/null; echo "=== OVKVM-CASE backup-verify rc=$?"
+ls /tmp/disk-live-* >/dev/null 2>&1; echo "=== OVKVM-CASE live-child-left rc=$?"
 qemu-img check /tmp/disk.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vda rc=$?"
 qemu-img check /tmp/stream.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vdb rc=$?"
 md5sum -c /tmp/stream.md5 >/dev/null 2>&1; echo "=== OVKVM-CASE stream-unchanged rc=$?"
@@ -468,6 +488,25 @@ echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
     assert [v["index"] for v in st["vcpus"]] == [0, 1], st
     assert all(v["exits"] > 0 for v in st["vcpus"]), st
     vda, vdb, vdc, vdd, vde = st["disks"]
+    # disk 0's live-disk operations on ovkvm's socket: a checkpoint while
+    # the guest boots, an ovkdisk backup (view-create, the frozen layer
+    # read, view-release merging the child back live), and afterwards
+    # the extents the guest wrote since the checkpoint
+    def host_line(tag):
+        return [ln.split(tag, 1)[1] for ln in out.splitlines()
+                if tag in ln][0]
+    assert json.loads(host_line("=== OVKVM-CHECKPOINT ")) == \
+        {"return": {"name": "t0"}}, out[-4000:]
+    assert host_line("=== OVKVM-BACKUP ").startswith("rc=0"), out[-4000:]
+    assert cases.get("backup-verify") == 0, out[-4000:]
+    assert cases.get("live-child-left") != 0, "a view's child was left"
+    changed = json.loads(host_line("=== OVKVM-CHANGED "))["return"]
+    assert changed["size"] == 96 << 20 and changed["next"] is None, changed
+    assert changed["extents"] and \
+        sum(n for _, n in changed["extents"]) >= 1 << 20, changed
+    assert vda["top"] == vda["image"] == "/tmp/disk.vmdk", vda
+    assert vda["view"] is None and "t0" in vda["checkpoints"], vda
+    assert vda["size"] == 96 << 20, vda
     # vde grew under the running guest, which saw it and wrote at its end
     grow = [ln.split("=== OVKVM-GROW ", 1)[1] for ln in out.splitlines()
             if "=== OVKVM-GROW " in ln]
