@@ -210,7 +210,7 @@ static bool socket_is_live(const struct sockaddr_un *sa)
 
 static int listen_unix(const char *path, const char *what)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX }, tmp;
 	struct stat st;
 	int fd, err;
 
@@ -222,7 +222,12 @@ static int listen_unix(const char *path, const char *what)
 	strcpy(sa.sun_path, path);
 	/* a socket left by a program that was killed is replaced; one that
 	   is served, or any other file, is not touched */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			fprintf(stderr, "%s %s: the file exists and is not a "
+				"socket\n", what, path);
+			return -EEXIST;
+		}
 		if (socket_is_live(&sa)) {
 			fprintf(stderr, "%s %s: another program serves this "
 				"socket\n", what, path);
@@ -230,18 +235,35 @@ static int listen_unix(const char *path, const char *what)
 		}
 		unlink(path);
 	}
+	/* bound and listening under PATH.new, then renamed: a client that
+	   sees PATH can connect at once (none is refused between bind and
+	   listen); a path too long for that is bound in place */
+	tmp = sa;
+	if (snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.new", path) >=
+	    (int)sizeof(tmp.sun_path))
+		tmp = sa;
+	else if (lstat(tmp.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(tmp.sun_path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(path, 0600) < 0 ||
-	    listen(fd, CTLSOCK_MAX_CLIENTS) < 0) {
+	if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0) {
 		err = -errno;
-		fprintf(stderr, "%s %s: %s\n", what, path, strerror(-err));
-		close(fd);
-		return err;
+		goto err_close;
+	}
+	if (chmod(tmp.sun_path, 0600) < 0 ||
+	    listen(fd, CTLSOCK_MAX_CLIENTS) < 0 ||
+	    rename(tmp.sun_path, path) < 0) {
+		err = -errno;
+		unlink(tmp.sun_path);
+		goto err_close;
 	}
 	return fd;
+
+err_close:
+	fprintf(stderr, "%s %s: %s\n", what, tmp.sun_path, strerror(-err));
+	close(fd);
+	return err;
 }
 
 int ctlsock_start(const char *path, const char *what,

@@ -33,9 +33,6 @@ struct pvblk_ctl {
 	struct ctl_view_nbd nbd;
 };
 
-#define error_reply ctlsock_error
-#define ok ctlsock_ok
-
 static const char *engine_msg(int ret)
 {
 	const char *msg = bdev_errmsg();
@@ -124,7 +121,7 @@ static json_t *do_status(struct pvblk_ctl *c)
 		       "exports", exports, "checkpoints",
 		       liveops_checkpoints(c->e->bdev));
 	json_object_set_new(st, "view", c->live.view ? view_json(c)
-					       : json_null());
+						    : json_null());
 	{
 		struct bdev_stats bs;
 
@@ -138,7 +135,7 @@ static json_t *do_status(struct pvblk_ctl *c)
 			"grains_inflated", (json_int_t)bs.grains_inflated,
 			"readahead_grains", (json_int_t)bs.readahead_grains));
 	}
-	return ok(st);
+	return ctlsock_ok(st);
 }
 
 static json_t *do_view_create(struct pvblk_ctl *c,
@@ -160,9 +157,9 @@ static json_t *do_view_create(struct pvblk_ctl *c,
 
 		ret = pvblk_export_open(&n->export, frozen, "ro", NULL, NULL);
 		if (ret < 0)
-			return error_reply("the view %s is made but cannot be "
-					   "opened for NBD: %s", frozen,
-					   strerror(-ret));
+			return ctlsock_error("the view %s is made but cannot "
+					     "be opened for NBD: %s", frozen,
+					     strerror(-ret));
 		n->listen = (struct pvblk_listen){
 			.proto = pvblk_protocol_nbd,
 			.address = strdup(r->nbd),
@@ -173,15 +170,15 @@ static json_t *do_view_create(struct pvblk_ctl *c,
 		ret = pvblk_protocol_nbd->start(&n->listen, err, sizeof(err));
 		if (ret < 0) {
 			pvblk_export_close(&n->export, false);
-			return error_reply("the view %s is made but its NBD "
-					   "export at %s failed: %s", frozen,
-					   r->nbd, err[0] ? err : "cannot "
-					   "start");
+			return ctlsock_error("the view %s is made but its "
+					     "NBD export at %s failed: %s",
+					     frozen, r->nbd, err[0] ? err :
+					     "cannot start");
 		}
 		n->exported = true;
 		pvblk_log("view: %s exported read-only at %s", frozen, r->nbd);
 	}
-	return ok(view_json(c));
+	return ctlsock_ok(view_json(c));
 }
 
 /* Close the view's own NBD export, if any. */
@@ -220,15 +217,15 @@ static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 	int ret, told = 0;
 
 	if (r->size < c->e->size)
-		return error_reply("grow to %llu bytes: the disk has %llu "
-				   "already; it never shrinks",
-				   (unsigned long long)r->size,
-				   (unsigned long long)c->e->size);
+		return ctlsock_error("grow to %llu bytes: the disk has %llu "
+				     "already; it never shrinks",
+				     (unsigned long long)r->size,
+				     (unsigned long long)c->e->size);
 	ret = bdev_grow(c->e->bdev, r->size);
 	if (ret < 0)
-		return error_reply("grow %s to %llu bytes: %s", c->live.top,
-				   (unsigned long long)r->size,
-				   engine_msg(ret));
+		return ctlsock_error("grow %s to %llu bytes: %s", c->live.top,
+				     (unsigned long long)r->size,
+				     engine_msg(ret));
 	c->e->size = r->size;
 	/* vhost-user front ends hear of it at once and interrupt their
 	   guest; NBD clients see it when they connect again */
@@ -238,8 +235,9 @@ static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 		if (l->proto->resized && l->proto->resized(l) > 0)
 			told++;
 	}
-	return ok(json_pack("{s:I,s:i}", "size", (json_int_t)r->size,
-			    "clients_told", told));
+	return ctlsock_ok(json_pack("{s:I,s:i}", "size",
+				    (json_int_t)r->size, "clients_told",
+				    told));
 }
 
 static json_t *run(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
@@ -263,7 +261,7 @@ static json_t *run(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 	case CTL_GROW:
 		return do_grow(c, r);
 	}
-	return error_reply("unhandled command");
+	return ctlsock_error("unhandled command");
 }
 
 static json_t *handle(void *opaque, json_t *req)
@@ -272,7 +270,7 @@ static json_t *handle(void *opaque, json_t *req)
 	char err[512];
 
 	if (pvblk_ctl_parse_json(req, &r, err, sizeof(err)) < 0)
-		return error_reply("%s", err);
+		return ctlsock_error("%s", err);
 	return run(opaque, &r);
 }
 

@@ -3,8 +3,8 @@
  * test_ctlsock.c - common/ctlsock against hostile clients: a line over the
  * limit, more clients than allowed, garbage JSON, a client that hangs up
  * mid-line; the server keeps answering the well-behaved one. Also the
- * socket file: a stale one is replaced, a live one refused, and it is gone
- * after stop.
+ * socket file: a stale one is replaced, a live one refused, another file
+ * left alone, and it is gone after stop.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -254,6 +254,13 @@ static void test_hostile_clients(const char *path)
 	close(good);
 	ctlsock_stop(s);
 	CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+	{
+		char tmp[80];
+
+		/* nothing left of the name it was bound under first */
+		snprintf(tmp, sizeof(tmp), "%s.new", path);
+		CHECK(access(tmp, F_OK) < 0 && errno == ENOENT);
+	}
 }
 
 /* A socket file nobody serves (a killed program's) is replaced; a file
@@ -281,8 +288,12 @@ static void test_stale_socket(const char *path)
 	CHECK(f);
 	fclose(f);
 	CHECK(ctlsock_start(path, "test_ctlsock", &echo_ops, &handled,
-			    &s) < 0);
-	CHECK(access(path, F_OK) == 0);
+			    &s) == -EEXIST);
+	{
+		struct stat st;
+
+		CHECK(lstat(path, &st) == 0 && S_ISREG(st.st_mode));
+	}
 	unlink(path);
 }
 
