@@ -4,6 +4,7 @@
  * answered as control-socket replies (see liveops.h).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,4 +258,168 @@ json_t *liveops_view_release(struct liveops *lo)
 	lo->view = NULL;
 	view_free(v);
 	return rep;
+}
+
+static const struct {
+	const char *name;
+	enum liveops_cmd cmd;
+	const char *keys; /* its members besides "command" and "disk" */
+} commands[] = {
+	{ "checkpoint-create", LIVEOPS_CHECKPOINT_CREATE, "name" },
+	{ "checkpoint-delete", LIVEOPS_CHECKPOINT_DELETE, "name" },
+	{ "checkpoint-list", LIVEOPS_CHECKPOINT_LIST, "" },
+	{ "changed", LIVEOPS_CHANGED, "since offset length" },
+	{ "view-create", LIVEOPS_VIEW_CREATE, "checkpoint" },
+	{ "view-release", LIVEOPS_VIEW_RELEASE, "" },
+};
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* Whether key is one of the space-separated words of keys. */
+static bool key_allowed(const char *keys, const char *key)
+{
+	size_t n = strlen(key);
+
+	for (const char *p = keys; *p;) {
+		const char *e = strchr(p, ' ');
+		size_t wl = e ? (size_t)(e - p) : strlen(p);
+
+		if (wl == n && !memcmp(p, key, n))
+			return true;
+		p += wl + (e ? 1 : 0);
+	}
+	return false;
+}
+
+/* A checkpoint name member that may be absent. */
+static int get_name(json_t *req, const char *key, const char **out,
+		    char *err, size_t errlen)
+{
+	json_t *v = json_object_get(req, key);
+	const char *s;
+	size_t n;
+
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (!json_is_string(v))
+		return fail(err, errlen, "\"%s\" must be a string", key);
+	s = json_string_value(v);
+	n = json_string_length(v);
+	if (strlen(s) != n)
+		return fail(err, errlen, "\"%s\" holds a NUL byte", key);
+	if (n < 1 || n > 103)
+		return fail(err, errlen, "\"%s\" must be 1 to 103 bytes, not "
+			    "%zu", key, n);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x21 || s[i] == 0x7f || s[i] == '/')
+			return fail(err, errlen, "\"%s\" may hold no spaces, "
+				    "control characters or '/' (byte %zu)",
+				    key, i);
+	*out = s;
+	return 0;
+}
+
+static int get_u64(json_t *req, const char *key, uint64_t *out, char *err,
+		   size_t errlen)
+{
+	json_t *v = json_object_get(req, key);
+
+	*out = 0;
+	if (!v)
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return fail(err, errlen, "\"%s\" must be a non-negative "
+			    "integer (bytes)", key);
+	*out = (uint64_t)json_integer_value(v);
+	return 0;
+}
+
+int liveops_parse(json_t *req, struct liveops_req *out, char *err,
+		  size_t errlen)
+{
+	const char *cmd, *keys = NULL, *key;
+	json_t *v;
+
+	memset(out, 0, sizeof(*out));
+	cmd = json_string_value(json_object_get(req, "command"));
+	if (!cmd)
+		return 0;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(cmd, commands[i].name)) {
+			out->cmd = commands[i].cmd;
+			keys = commands[i].keys;
+		}
+	if (!keys)
+		return 0;
+	json_object_foreach(req, key, v)
+		if (strcmp(key, "command") && strcmp(key, "disk") &&
+		    !key_allowed(keys, key))
+			return fail(err, errlen, "%s takes no member "
+				    "\"%.64s\"; it takes: disk%s%s", cmd, key,
+				    *keys ? " " : "", keys);
+	v = json_object_get(req, "disk");
+	if (v) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    json_integer_value(v) > 255)
+			return fail(err, errlen, "\"disk\" must be a disk "
+				    "index (0 for the first disk)");
+		out->disk = (unsigned)json_integer_value(v);
+	}
+	switch (out->cmd) {
+	case LIVEOPS_CHECKPOINT_CREATE:
+	case LIVEOPS_CHECKPOINT_DELETE:
+		if (get_name(req, "name", &out->name, err, errlen) < 0)
+			return -EINVAL;
+		if (!out->name)
+			return fail(err, errlen, "%s needs \"name\"", cmd);
+		break;
+	case LIVEOPS_CHANGED:
+		if (get_name(req, "since", &out->name, err, errlen) < 0 ||
+		    get_u64(req, "offset", &out->offset, err, errlen) < 0 ||
+		    get_u64(req, "length", &out->length, err, errlen) < 0)
+			return -EINVAL;
+		if (!out->name)
+			return fail(err, errlen, "changed needs \"since\": a "
+				    "checkpoint name");
+		break;
+	case LIVEOPS_VIEW_CREATE:
+		if (get_name(req, "checkpoint", &out->name, err, errlen) < 0)
+			return -EINVAL;
+		break;
+	default:
+		break;
+	}
+	return 1;
+}
+
+json_t *liveops_run(struct liveops *lo, const struct liveops_req *r,
+		    uint64_t size)
+{
+	switch (r->cmd) {
+	case LIVEOPS_CHECKPOINT_CREATE:
+		return liveops_checkpoint_create(lo, r->name);
+	case LIVEOPS_CHECKPOINT_DELETE:
+		return liveops_checkpoint_delete(lo, r->name);
+	case LIVEOPS_CHECKPOINT_LIST:
+		return liveops_checkpoint_list(lo);
+	case LIVEOPS_CHANGED:
+		return liveops_changed(lo, r->name, r->offset, r->length,
+				       size);
+	case LIVEOPS_VIEW_CREATE:
+		return liveops_view_create(lo, r->name);
+	case LIVEOPS_VIEW_RELEASE:
+		return liveops_view_release(lo);
+	}
+	return ctlsock_error("unhandled command");
 }

@@ -22,6 +22,7 @@
 #define OVK_LIVEOPS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -30,6 +31,25 @@
 
 /* Changed extents per reply of "changed"; "next" says where to go on. */
 #define LIVEOPS_CHANGED_MAX_EXTENTS 8192
+
+enum liveops_cmd {
+	LIVEOPS_CHECKPOINT_CREATE,
+	LIVEOPS_CHECKPOINT_DELETE,
+	LIVEOPS_CHECKPOINT_LIST,
+	LIVEOPS_CHANGED,
+	LIVEOPS_VIEW_CREATE,
+	LIVEOPS_VIEW_RELEASE,
+};
+
+/* A checked request for one of the operations on one disk of a program
+   that serves several (ovkvm): strings point into the request's JSON. */
+struct liveops_req {
+	enum liveops_cmd cmd;
+	unsigned disk;     /* "disk", default 0 (not checked against a count) */
+	const char *name;  /* checkpoint-create/delete: "name"; changed:
+			      "since"; view-create: "checkpoint" or NULL */
+	uint64_t offset, length; /* changed: the range (length 0 = to end) */
+};
 
 struct liveops_view {
 	char *frozen;     /* the frozen layer: the point-in-time view */
@@ -69,6 +89,19 @@ json_t *liveops_view_create(struct liveops *lo, const char *checkpoint);
 /* Merge the view's child back into the frozen layer and close the view;
    "busy" in the error while another program holds the frozen file. */
 json_t *liveops_view_release(struct liveops *lo);
+
+/*
+ * Check req (a parsed request line: untrusted) for one of the operations
+ * above: 1 with *out filled when its "command" names one and every member
+ * is known and well-formed ("disk" an index below 256, names of 1 to 103
+ * bytes without spaces, control bytes or '/'), 0 when "command" names no
+ * live-disk operation (or req has none), -EINVAL with a sentence in err.
+ */
+int liveops_parse(json_t *req, struct liveops_req *out, char *err,
+		  size_t errlen);
+/* Run a checked request on lo, a disk of size bytes. */
+json_t *liveops_run(struct liveops *lo, const struct liveops_req *r,
+		    uint64_t size);
 
 /* The view as status and view-create show it (a new object). */
 json_t *liveops_view_json(const struct liveops_view *v);

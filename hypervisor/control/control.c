@@ -16,19 +16,17 @@
 _Static_assert(VM_CONTROL_MAX_DISKS >= VM_MAX_DISKS,
 	       "a liveops slot per disk");
 
-/* The live-disk operations and the members each takes besides "command"
-   and "disk". */
-static const struct {
-	const char *name;
-	const char *keys;
-} live_cmds[] = {
-	{ "checkpoint-create", "name" },
-	{ "checkpoint-delete", "name" },
-	{ "checkpoint-list", "" },
-	{ "changed", "since offset length" },
-	{ "view-create", "checkpoint" },
-	{ "view-release", "" },
-};
+/* disk if there is such a disk, or -1 with *err set. */
+static int disk_checked(struct vm *vm, unsigned long long disk, json_t **err)
+{
+	if (disk >= vm->ndisks || !vm->disks[disk]) {
+		*err = ctlsock_error("disk %llu: there %s %u", disk,
+				     vm->ndisks == 1 ? "is" : "are",
+				     vm->ndisks);
+		return -1;
+	}
+	return (int)disk;
+}
 
 /* The disk index of req ("disk", default 0), or -1 with *err set. */
 static int disk_index(struct vm *vm, json_t *req, json_t **err)
@@ -44,13 +42,7 @@ static int disk_index(struct vm *vm, json_t *req, json_t **err)
 		}
 		disk = json_integer_value(v);
 	}
-	if ((unsigned long long)disk >= vm->ndisks || !vm->disks[disk]) {
-		*err = ctlsock_error("disk %lld: there %s %u", (long long)disk,
-				     vm->ndisks == 1 ? "is" : "are",
-				     vm->ndisks);
-		return -1;
-	}
-	return (int)disk;
+	return disk_checked(vm, (unsigned long long)disk, err);
 }
 
 static struct liveops *live_of(struct control *c, int disk, json_t **err)
@@ -102,7 +94,7 @@ static json_t *disk_status(struct control *c, unsigned i)
 static json_t *do_status(struct control *c, json_t *req)
 {
 	struct vm *vm = c->vm;
-	json_t *vcpus, *disks, *err;
+	json_t *vcpus, *disks, *err = NULL;
 	int disk;
 
 	if (json_object_get(req, "disk")) {
@@ -146,122 +138,26 @@ static json_t *do_disk_grow(struct vm *vm, json_t *req)
 	return json_pack("{s:{s:I}}", "return", "size", size);
 }
 
-/* A string member that may be absent; -1 with *err when it is there but
-   not a string of 1 to 103 bytes without spaces, control bytes or '/'. */
-static int get_name(json_t *req, const char *key, const char **out,
-		    json_t **err)
+static json_t *do_live(struct control *c, const struct liveops_req *r)
 {
-	json_t *v = json_object_get(req, key);
-	size_t n;
-
-	*out = NULL;
-	if (!v)
-		return 0;
-	n = json_is_string(v) ? json_string_length(v) : 0;
-	if (n < 1 || n > 103 || strlen(json_string_value(v)) != n)
-		goto bad;
-	for (const char *p = json_string_value(v); *p; p++)
-		if ((unsigned char)*p < 0x21 || *p == 0x7f || *p == '/')
-			goto bad;
-	*out = json_string_value(v);
-	return 0;
-bad:
-	*err = ctlsock_error("\"%s\" must be a name of 1 to 103 bytes "
-			     "without spaces, control characters or '/'", key);
-	return -1;
-}
-
-static int get_u64(json_t *req, const char *key, uint64_t *out, json_t **err)
-{
-	json_t *v = json_object_get(req, key);
-
-	*out = 0;
-	if (!v)
-		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < 0) {
-		*err = ctlsock_error("\"%s\" must be a non-negative integer "
-				     "(bytes)", key);
-		return -1;
-	}
-	*out = (uint64_t)json_integer_value(v);
-	return 0;
-}
-
-/* Whether key is one of the space-separated words of keys. */
-static bool key_allowed(const char *keys, const char *key)
-{
-	size_t n = strlen(key);
-
-	for (const char *p = keys; *p;) {
-		const char *e = strchr(p, ' ');
-		size_t wl = e ? (size_t)(e - p) : strlen(p);
-
-		if (wl == n && !memcmp(p, key, n))
-			return true;
-		p += wl + (e ? 1 : 0);
-	}
-	return false;
-}
-
-static json_t *do_live(struct control *c, json_t *req, const char *cmd,
-		       const char *keys)
-{
-	const char *key, *name = NULL;
-	uint64_t off = 0, len = 0;
 	struct liveops *lo;
-	json_t *v, *err = NULL;
-	int disk;
+	json_t *err = NULL;
+	int disk = disk_checked(c->vm, r->disk, &err);
 
-	json_object_foreach(req, key, v)
-		if (strcmp(key, "command") && strcmp(key, "disk") &&
-		    !key_allowed(keys, key))
-			return ctlsock_error("%s takes no member \"%.64s\"; it "
-					     "takes: disk%s%s", cmd, key,
-					     *keys ? " " : "", keys);
-	disk = disk_index(c->vm, req, &err);
 	if (disk < 0)
 		return err;
-	if (!strcmp(cmd, "checkpoint-create") ||
-	    !strcmp(cmd, "checkpoint-delete")) {
-		if (get_name(req, "name", &name, &err) < 0)
-			return err;
-		if (!name)
-			return ctlsock_error("%s needs \"name\"", cmd);
-	} else if (!strcmp(cmd, "changed")) {
-		if (get_name(req, "since", &name, &err) < 0 ||
-		    get_u64(req, "offset", &off, &err) < 0 ||
-		    get_u64(req, "length", &len, &err) < 0)
-			return err;
-		if (!name)
-			return ctlsock_error("changed needs \"since\": a "
-					     "checkpoint name");
-	} else if (!strcmp(cmd, "view-create")) {
-		if (get_name(req, "checkpoint", &name, &err) < 0)
-			return err;
-		/* the image under a ,snapshot disk never changes: it needs
-		   no view, and the temporary child must stay the top */
-		if (vmblk_is_snapshot(c->vm->disks[disk]))
-			return ctlsock_error("disk %d is a ,snapshot disk: %s "
-					     "does not change while ovkvm "
-					     "runs; open it directly instead "
-					     "of a view", disk,
-					     vmblk_path(c->vm->disks[disk]));
-	}
+	/* the image under a ,snapshot disk never changes: it needs no view,
+	   and the temporary child must stay the top */
+	if (r->cmd == LIVEOPS_VIEW_CREATE &&
+	    vmblk_is_snapshot(c->vm->disks[disk]))
+		return ctlsock_error("disk %d is a ,snapshot disk: %s does not "
+				     "change while ovkvm runs; open it "
+				     "directly instead of a view", disk,
+				     vmblk_path(c->vm->disks[disk]));
 	lo = live_of(c, disk, &err);
 	if (!lo)
 		return err;
-	if (!strcmp(cmd, "checkpoint-create"))
-		return liveops_checkpoint_create(lo, name);
-	if (!strcmp(cmd, "checkpoint-delete"))
-		return liveops_checkpoint_delete(lo, name);
-	if (!strcmp(cmd, "checkpoint-list"))
-		return liveops_checkpoint_list(lo);
-	if (!strcmp(cmd, "changed"))
-		return liveops_changed(lo, name, off, len,
-				       disk_size(c->vm->disks[disk]));
-	if (!strcmp(cmd, "view-create"))
-		return liveops_view_create(lo, name);
-	return liveops_view_release(lo);
+	return liveops_run(lo, r, disk_size(c->vm->disks[disk]));
 }
 
 static json_t *handle(void *opaque, json_t *req)
@@ -269,6 +165,9 @@ static json_t *handle(void *opaque, json_t *req)
 	struct control *c = opaque;
 	struct vm *vm = c->vm;
 	const char *cmd = NULL;
+	struct liveops_req r;
+	char err[512];
+	int rc;
 
 	if (json_unpack(req, "{s:s}", "command", &cmd) != 0)
 		return ctlsock_error("a request is {\"command\": NAME}");
@@ -289,9 +188,11 @@ static json_t *handle(void *opaque, json_t *req)
 				"shutdown requested on the API socket");
 		return ctlsock_ok(NULL);
 	}
-	for (size_t i = 0; i < sizeof(live_cmds) / sizeof(live_cmds[0]); i++)
-		if (!strcmp(cmd, live_cmds[i].name))
-			return do_live(c, req, cmd, live_cmds[i].keys);
+	rc = liveops_parse(req, &r, err, sizeof(err));
+	if (rc < 0)
+		return ctlsock_error("%s", err);
+	if (rc > 0)
+		return do_live(c, &r);
 	return ctlsock_error("unknown command '%.64s' (status, pause, resume, "
 			     "disk-grow, shutdown, checkpoint-create, "
 			     "checkpoint-delete, checkpoint-list, changed, "
