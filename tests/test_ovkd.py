@@ -325,8 +325,9 @@ def test_deployed_appliance_boots_writes_its_disk_and_powers_off(
 
 
 def start_ovkd(tmp_path, *args):
-    """ovkd with extra arguments; waits for its unix socket (which answers
-    once ovkd is ready) and returns (process, state folder, log path)."""
+    """ovkd with extra arguments; waits for its unix socket (made last: it
+    answers once every listener is ready) and returns (process, state
+    folder, log path)."""
     state = tmp_path / "state"
     auth = tmp_path / "auth"
     auth.write_text(f"{USER}:{PASSWORD}\n")
@@ -336,8 +337,12 @@ def start_ovkd(tmp_path, *args):
                          stderr=subprocess.STDOUT)
     sock = state / "ovkd.sock"
     for _ in range(200):
-        if sock.exists():
-            return p, state, log
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(sock))
+                return p, state, log
+            except OSError:
+                pass
         if p.poll() is not None:
             raise AssertionError(log.read_text())
         time.sleep(0.05)
@@ -428,10 +433,6 @@ def test_https_listener_with_certtool_cert(tmp_path, tls_cert, monkeypatch):
                                "--tls-cert", cert, "--tls-key", key)
     base = f"https://127.0.0.1:{port}/redfish/v1"
     try:
-        for _ in range(100):  # the TCP daemon starts right after the socket
-            if f"https://127.0.0.1:{port}" in log.read_text():
-                break
-            time.sleep(0.05)
         code, body = curl("--cacert", cert, base + "/Systems")
         assert code == 401
         code, body = curl("--cacert", cert, "-u", f"{USER}:{PASSWORD}",

@@ -278,8 +278,14 @@ static int cmd_deploy(struct ctl_client *c, const struct opts *o,
 	else
 		printf("deployed %s as %s (%s)\n", package, str(sys, "Id"),
 		       str(sys, "PowerState"));
+	/* ovkd keeps a VM whose start failed, and says why in LastEvent */
+	if (o->start && !strcmp(str(sys, "PowerState"), "Off")) {
+		fprintf(stderr, "ovkctl: %s was deployed but did not start: "
+			"%s\n", str(sys, "Id"), str(details(sys), "LastEvent"));
+		ret = -EIO;
+	}
 	json_decref(sys);
-	return 0;
+	return ret;
 }
 
 static const struct {

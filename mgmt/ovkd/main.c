@@ -57,8 +57,8 @@ static const char usage_text[] =
 "\n"
 "Every listener asks for HTTP Basic credentials (the --auth-file user)\n"
 "on everything but the service root; without them the answer is 401.\n"
-"ovkd stays in the foreground; it says on stderr where it listens once\n"
-"the sockets answer.\n"
+"ovkd stays in the foreground. The unix socket is made last: once it\n"
+"answers, so does every listener (ovkd then says on stderr where).\n"
 "\n"
 "Each VM is a JSON file in DIR/vms/, written crash-safely. VMs keep running\n"
 "when ovkd stops (SIGTERM or SIGINT; it says so as it stops); a restarted\n"
@@ -500,25 +500,27 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 
-	unix_fd = listen_unix(sock_path, err, sizeof(err));
-	if (unix_fd < 0) {
-		say("%s", err);
-		goto out_inv;
-	}
-	d_unix = serve(unix_fd, NULL, NULL, NULL);
-	if (!d_unix) {
-		say("socket %s: the HTTP server did not start", sock_path);
-		close(unix_fd);
-		goto out_unlink;
-	}
+	/* TCP first: once the unix socket answers, every listener does */
 	if (listen) {
 		d_tcp = serve(-1, &addr, cert, key);
 		if (!d_tcp) {
 			say("cannot listen on %s%s: %s", listen,
 			    cert ? " (HTTPS: is the key the certificate's?)"
 				 : "", strerror(errno));
-			goto out_stop;
+			goto out_inv;
 		}
+	}
+	unix_fd = listen_unix(sock_path, err, sizeof(err));
+	if (unix_fd < 0) {
+		say("%s", err);
+		goto out_stop;
+	}
+	d_unix = serve(unix_fd, NULL, NULL, NULL);
+	if (!d_unix) {
+		say("socket %s: the HTTP server did not start", sock_path);
+		close(unix_fd);
+		unlink(sock_path);
+		goto out_stop;
 	}
 	pthread_create(&mon, NULL, monitor, NULL);
 	say("Redfish API on unix socket %s (%u VMs in %s)", sock_path,
@@ -531,12 +533,11 @@ int main(int argc, char **argv)
 	say("stopping; running VMs keep running");
 	pthread_join(mon, NULL);
 	status = 0;
+	MHD_stop_daemon(d_unix); /* closes unix_fd */
+	unlink(sock_path);
 out_stop:
 	if (d_tcp)
 		MHD_stop_daemon(d_tcp);
-	MHD_stop_daemon(d_unix); /* closes unix_fd */
-out_unlink:
-	unlink(sock_path);
 out_inv:
 	inv_close(g_m.inv);
 out_free:
