@@ -63,8 +63,10 @@ int listen_unix(const char *path, char *err, size_t errlen)
 	/* the owner and its group may talk to ovkd; the API still asks for
 	   the credentials */
 	if (chmod(path, 0660) < 0 || listen(fd, 64) < 0) {
-		ret = mgmt_fail(err, errlen, -errno, "socket %s: %s", path,
-				strerror(errno));
+		int e = errno;
+
+		ret = mgmt_fail(err, errlen, -e, "socket %s: %s", sa.sun_path,
+				strerror(e));
 		goto err_unlink;
 	}
 	return fd;
