@@ -12,7 +12,9 @@ For raw, monolithicSparse and streamOptimized copies of one 256 MiB disk
 reads at depth 1 (writes only on raw and monolithicSparse: QEMU cannot
 write a stream in place). Prints requests per second, the ratio
 pvblk/qsd, and each backend's CPU time per request (utime + stime from
-/proc/PID/stat over the run); median of REPEAT runs (default 3).
+/proc/PID/stat over the run); median of REPEAT runs (default 3), the two
+backends' runs interleaved. IMAGES="raw monolithicSparse streamOptimized"
+and WORKLOADS="d1" (a substring of the workload names) pick a subset.
 """
 import os
 import shutil
@@ -99,32 +101,46 @@ def main():
         print("| image | workload | pvblk IOPS | qsd IOPS | ratio | "
               "pvblk CPU us/req | qsd CPU us/req |")
         print("|---|---|---|---|---|---|---|")
+        only = os.environ.get("IMAGES", "").split()
+        only_w = os.environ.get("WORKLOADS", "")
         for kind, image in imgs.items():
+            if only and kind not in only:
+                continue
             fmt = "raw" if kind == "raw" else "vmdk"
             for w in WORKLOADS:
                 if w[1] == "write" and kind == "streamOptimized":
                     continue
-                res = {}
-                for backend in ("pvblk", "qsd"):
-                    img = image
-                    if w[1] == "write":
-                        img = image + "." + backend
-                        shutil.copy(image, img)
-                    with open(img, "rb") as f:  # warm the page cache
-                        while f.read(1 << 20):
-                            pass
-                    sock = os.path.join(d, backend + ".sock")
-                    p = start(backend, img, sock, fmt)
-                    try:
-                        runs = [run_one(sock, p.pid, w)
-                                for _ in range(REPEAT)]
-                    finally:
+                if only_w and only_w not in w[0]:
+                    continue
+                # both backends up at once, their runs interleaved, so a
+                # change in the machine's load falls on both alike
+                procs, imgs_used = {}, []
+                try:
+                    for backend in ("pvblk", "qsd"):
+                        img = image
+                        if w[1] == "write":
+                            img = image + "." + backend
+                            shutil.copy(image, img)
+                            imgs_used.append(img)
+                        with open(img, "rb") as f:  # warm the page cache
+                            while f.read(1 << 20):
+                                pass
+                        sock = os.path.join(d, backend + ".sock")
+                        procs[backend] = (start(backend, img, sock, fmt),
+                                          sock)
+                    runs = {"pvblk": [], "qsd": []}
+                    for _ in range(REPEAT):
+                        for backend, (p, sock) in procs.items():
+                            runs[backend].append(run_one(sock, p.pid, w))
+                finally:
+                    for p, _ in procs.values():
                         p.terminate()
                         p.wait()
-                    res[backend] = (statistics.median(r[0] for r in runs),
-                                    statistics.median(r[1] for r in runs))
-                    if img != image:
+                    for img in imgs_used:
                         os.unlink(img)
+                res = {k: (statistics.median(r[0] for r in v),
+                           statistics.median(r[1] for r in v))
+                       for k, v in runs.items()}
                 a, b = res["pvblk"], res["qsd"]
                 print(f"| {kind} | {w[0]} | {a[0]:.0f} | {b[0]:.0f} | "
                       f"{a[0] / b[0]:.2f}x | {a[1]:.1f} | {b[1]:.1f} |",

@@ -618,15 +618,97 @@ def test_grow(tmp_path):
         assert d.ok(command="grow", size=32 << 20)["size"] == 32 << 20
         assert d.ok(command="status")["size"] == 32 << 20
         assert os.path.getsize(raw) == 32 << 20
+        # a new NBD connection is offered the new size and writes there
+        info = json.loads(run([need("qemu-img"), "info", "--output=json",
+                               d.uri]).stdout)
+        assert info["virtual-size"] == 32 << 20, info
+        qio(d.uri, "write -P 5 30M 1M", "read -P 5 30M 1M")
     finally:
         d.stop()
-    # a VMDK cannot grow while open yet: an error saying so, no change
+    # a monolithicSparse VMDK grows while open, as far as its grain
+    # directory has room (4 GiB for qemu-img's 64 MiB layout)
     (t / "v").mkdir()
     img = image(str(t / "v"))
     d = Daemon(str(t / "v"), img)
     try:
-        r = d.call(command="grow", size=128 << 20)
-        assert "error" in r, r
+        r = d.call(command="grow", size=8 << 30)
+        assert "error" in r and "at most 4294967296" in str(r), r
         assert d.ok(command="status")["size"] == 64 * MiB
+        assert d.ok(command="grow", size=128 << 20)["size"] == 128 << 20
+        assert d.ok(command="status")["size"] == 128 << 20
+        qio(d.uri, "write -P 3 60M 1M", "write -P 6 100M 1M")
     finally:
         d.stop()
+    run([need("qemu-img"), "check", img])
+    info = json.loads(run([need("qemu-img"), "info", "--output=json",
+                           img]).stdout)
+    assert info["virtual-size"] == 128 << 20
+    qio(img, "read -P 1 0 4M", "read -P 2 32M 1M", "read -P 3 60M 1M",
+        "read -P 6 100M 1M", "write -P 4 127M 1M", "read -P 4 127M 1M",
+        fmt="vmdk")
+    with open(raw, "rb") as f:
+        f.seek(30 << 20)
+        assert f.read(1 << 20) == b"\x05" * (1 << 20)
+    run([need("qemu-img"), "check", img])
+
+
+# The guest prints its disk's size in sectors whenever it changes, until
+# the size passes a target; then writes a block at the new end.
+GUEST_WATCHER = r"""
+last=0
+for i in $(seq 1200); do
+  s=$(cat /sys/block/vda/size)
+  if [ "$s" != "$last" ]; then echo "size $s"; last=$s; fi
+  if [ "$s" -ge %(target)d ]; then
+    printf 'PAST THE OLD END' | dd of=/dev/vda bs=512 seek=$((s - 1)) conv=sync,fsync 2>/dev/null && echo "wrote-at-end"
+    break
+  fi
+  sleep 0.1
+done
+echo "watch-done"
+"""
+
+
+def test_guest_sees_its_disk_grow(guest_kernel, tmp_path):
+    """A QEMU guest on vhost-user-blk watches its disk's size; `grow` on
+    pvblk's control socket makes QEMU read the configuration again (the
+    configuration-change message on the backend channel) and the guest's
+    driver picks up the new capacity with no reboot, then writes a block
+    past the old end that the host finds in the image."""
+    t = tmp_path
+    raw = t / "disk.raw"
+    run([need("qemu-img"), "create", "-f", "raw", raw, "16M"])
+    vu = str(t / "vu.sock")
+    d = Daemon(str(t), raw, vhost=vu)
+    vmlinuz, moddir = guest_kernel
+    initrd = t / "initrd.gz"
+    guestvm.initramfs(str(initrd), GUEST_WATCHER % {
+        "target": (48 << 20) // 512}, moddir,
+        modules=guestvm.VIRTIO_MODULES)
+    console = str(t / "console.log")
+    qemu = guestvm.start(vmlinuz, str(initrd), [
+        "-chardev", f"socket,id=vu0,path={vu}",
+        "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1"], console)
+    try:
+        for _ in range(3000):
+            if "size 32768" in guestvm.console_text(console) or \
+                    qemu.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert "size 32768" in guestvm.console_text(console), \
+            guestvm.console_text(console)[-3000:]
+        r = d.ok(command="grow", size=48 << 20)
+        assert r == {"size": 48 << 20, "clients_told": 1}, r
+        guestvm.finish(qemu, console, timeout=120)
+        text = guestvm.console_text(console)
+        assert "size 98304" in text, text[-3000:]
+        assert "wrote-at-end" in text, text[-3000:]
+        assert "watch-done" in text, text[-3000:]
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        d.stop()
+    with open(raw, "rb") as f:
+        f.seek((48 << 20) - 512)
+        assert f.read(16) == b"PAST THE OLD END"

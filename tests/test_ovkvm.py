@@ -237,7 +237,8 @@ dmesg | grep -i -E 'pci|virtio|vd[ab]' | sed 's/^/OVKVM-GUEST dmesg: /'
 echo "OVKVM-GUEST vda-queues=$(ls /sys/block/vda/mq | wc -l)"
 grep -c virtio /proc/interrupts | sed 's/^/OVKVM-GUEST msix-lines=/'
 # vda: a fresh ext4, written, checked, read back after a remount
-/sbin/mke2fs -q -F -t ext4 /dev/vda; echo "OVKVM-GUEST mkfs rc=$?"
+# (the first 64 MiB; 72-80 MiB are left for the raw checks below)
+/sbin/mke2fs -q -F -t ext4 /dev/vda 65536; echo "OVKVM-GUEST mkfs rc=$?"
 mkdir -p /mnt /ro
 mount -t ext4 /dev/vda /mnt
 echo "written by the ovkvm guest" > /mnt/hello
@@ -250,6 +251,35 @@ mount -t ext4 /dev/vda /mnt
 echo "OVKVM-GUEST readback=$(cat /mnt/hello)"
 [ "$(md5sum /mnt/big | cut -d' ' -f1)" = "$(cat /tmp/big.md5)" ] && echo "OVKVM-GUEST big-ok"
 umount /mnt
+# vda past its filesystem: direct writes, DISCARD and WRITE_ZEROES
+echo "OVKVM-GUEST limits wz=$(cat /sys/block/vda/queue/write_zeroes_max_bytes) discard=$(cat /sys/block/vda/queue/discard_max_bytes)"
+head -c 8388608 /dev/urandom > /tmp/pat
+dd if=/tmp/pat of=/dev/vda bs=1M seek=72 count=8 oflag=direct 2>/dev/null
+dd if=/dev/vda of=/tmp/back bs=1M skip=72 count=8 iflag=direct 2>/dev/null
+cmp -s /tmp/back /tmp/pat && echo "OVKVM-GUEST direct-rw-ok"
+/sbin/blkdiscard -f -o $((72*1048576)) -l $((4*1048576)) /dev/vda; echo "OVKVM-GUEST discard rc=$?"
+/sbin/blkdiscard -f -z -o $((76*1048576)) -l $((4*1048576)) /dev/vda; echo "OVKVM-GUEST zeroes rc=$?"
+dd if=/dev/vda of=/tmp/back bs=1M skip=76 count=4 iflag=direct 2>/dev/null
+head -c 4194304 /dev/zero | cmp -s - /tmp/back && echo "OVKVM-GUEST zeroes-read-ok"
+rm -f /tmp/pat /tmp/back
+# vdc: a raw disk given ,ro: the guest sees it read-only and reads it
+echo "OVKVM-GUEST vdc-ro=$(cat /sys/block/vdc/ro)"
+echo "OVKVM-GUEST vdc-md5=$(dd if=/dev/vdc bs=1M count=8 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1)"
+if dd if=/dev/zero of=/dev/vdc bs=4k count=1 oflag=direct 2>/dev/null; then
+  echo "OVKVM-GUEST vdc-write-accepted"
+else
+  echo "OVKVM-GUEST vdc-write-refused"
+fi
+# vde grows while the guest runs: reading 4 MiB tells the host to grow it
+s0=$(cat /sys/block/vde/size)
+echo "OVKVM-GUEST vde-size0=$s0"
+dd if=/dev/vde of=/dev/null bs=1M count=4 iflag=direct 2>/dev/null
+for i in $(seq 100); do
+  [ "$(cat /sys/block/vde/size)" != "$s0" ] && break
+  sleep 0.1
+done
+echo "OVKVM-GUEST vde-size1=$(cat /sys/block/vde/size)"
+echo "at the new end" | dd of=/dev/vde bs=512 seek=$(($(cat /sys/block/vde/size) - 1)) conv=sync oflag=direct 2>/dev/null && echo "OVKVM-GUEST vde-wrote-end"
 # vdb: the streamOptimized disk (snapshot): its file is there, writes work
 mount -t ext4 /dev/vdb /ro && echo "OVKVM-GUEST stream=$(cat /ro/seed)"
 echo "scribbled in the snapshot" > /ro/scribble && sync && echo "OVKVM-GUEST snapwrite-ok"
@@ -282,6 +312,17 @@ while True:
     if not line:
         break
     last = line.strip()
+    # with a disk index in argv[2]: once the guest has read 4 MiB of that
+    # disk (its signal that it watches the size), grow it to argv[3] bytes
+    if len(sys.argv) > 3:
+        d = int(sys.argv[2])
+        disks = json.loads(last).get("return", {}).get("disks", [])
+        if len(disks) > d and disks[d]["read_bytes"] >= 4 << 20:
+            f.write(json.dumps({"command": "disk-grow", "disk": d,
+                                "size": int(sys.argv[3])}) + "\n")
+            f.flush()
+            print("=== OVKVM-GROW", f.readline().strip(), flush=True)
+            sys.argv = sys.argv[:2]
     time.sleep(0.3)
 print("=== OVKVM-STATUS", last, flush=True)
 '''
@@ -310,14 +351,22 @@ def host_binary_files(paths):
 
 def test_virtio_blk_disks_mkfs_fsck_and_snapshot():
     """One nested boot: the guest (2 vCPUs) gets a monolithicSparse VMDK
-    with two queues as /dev/vda and a streamOptimized VMDK holding an ext4
+    with two queues as /dev/vda, a streamOptimized VMDK holding an ext4
     with one file as /dev/vdb (,snapshot: the engine writes a stream's
     grains once, so the guest's writes go to a temporary delta child that
-    ovkvm removes at exit).  It makes an ext4 on vda, writes, checks and
-    reads it back, reads and writes vdb, powers off; then qemu-img checks
-    both images, the file is read from vda's ext4 on the host side, and
-    the stream image is unchanged with no child left behind."""
-    for t in ("mke2fs", "e2fsck", "debugfs", "qemu-img", "ldd"):
+    ovkvm removes at exit), a raw file given ,ro as /dev/vdc, and a second
+    stream served read-write (ovkvm warns at start) as /dev/vdd, and a raw
+    file as /dev/vde that the host grows from 8 to 24 MiB (disk-grow on the
+    control socket) while the guest watches its size. It makes
+    an ext4 on vda's first 64 MiB, writes, checks and reads it back, then
+    past the filesystem writes and reads with O_DIRECT, discards and
+    zeroes ranges (blkdiscard [-z]); reads vdc and is refused a write;
+    reads and writes vdb; sees vde grow and writes at its new end; powers
+    off. Then qemu-img checks the images,
+    the file is read from vda's ext4 and the zeroed range from vda on the
+    host side, and the stream and ro images are unchanged with no child
+    left behind."""
+    for t in ("mke2fs", "e2fsck", "debugfs", "qemu-img", "ldd", "blkdiscard"):
         if not shutil.which(t) and not os.path.exists("/sbin/" + t):
             pytest.skip(f"{t} is missing")
     ovkvm = tool("ovkvm")
@@ -341,7 +390,9 @@ def test_virtio_blk_disks_mkfs_fsck_and_snapshot():
     files = [(os.path.join(kernel.modules, m), "lib/modules/" +
               os.path.basename(m)) for m in mods]
     files += host_binary_files([shutil.which("mke2fs") or "/sbin/mke2fs",
-                                shutil.which("e2fsck") or "/sbin/e2fsck"])
+                                shutil.which("e2fsck") or "/sbin/e2fsck",
+                                shutil.which("blkdiscard") or
+                                "/sbin/blkdiscard"])
     poller = os.path.join(work, "status_poller.py")
     with open(poller, "w") as f:
         f.write(STATUS_POLLER)
@@ -355,14 +406,25 @@ cd /tmp
 qemu-img create -q -f vmdk -o subformat=monolithicSparse /tmp/disk.vmdk 96M
 cp {q(stream)} /tmp/stream.vmdk
 md5sum /tmp/stream.vmdk > /tmp/stream.md5
+head -c 8388608 /dev/urandom > /tmp/ro.raw
+md5sum /tmp/ro.raw > /tmp/ro.md5
+echo "=== OVKVM-HOST ro-md5=$(cut -d' ' -f1 /tmp/ro.md5)"
+qemu-img convert -O vmdk -o subformat=streamOptimized /tmp/ro.raw /tmp/s2.vmdk
+truncate -s 8M /tmp/grow.raw
 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
   --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
+  --disk /tmp/ro.raw,ro --disk /tmp/s2.vmdk --disk /tmp/grow.raw \
   --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &
-pid=$!; python3 {q(poller)} /tmp/api.sock; wait $pid
+pid=$!; python3 {q(poller)} /tmp/api.sock 4 25165824; wait $pid
 echo "=== OVKVM-CASE disks rc=$?"
 qemu-img check /tmp/disk.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vda rc=$?"
 qemu-img check /tmp/stream.vmdk >/dev/null 2>&1; echo "=== OVKVM-CASE check-vdb rc=$?"
 md5sum -c /tmp/stream.md5 >/dev/null 2>&1; echo "=== OVKVM-CASE stream-unchanged rc=$?"
+md5sum -c /tmp/ro.md5 >/dev/null 2>&1; echo "=== OVKVM-CASE ro-unchanged rc=$?"
+qemu-img convert -O raw /tmp/disk.vmdk /tmp/zr.raw
+head -c 4194304 /dev/zero | cmp -s -i 0:$((76*1048576)) -n 4194304 - /tmp/zr.raw; echo "=== OVKVM-CASE zeroes-on-host rc=$?"
+rm -f /tmp/zr.raw
+echo "=== OVKVM-HOST grow-size=$(stat -c %s /tmp/grow.raw) grow-end=$(dd if=/tmp/grow.raw bs=512 skip=49151 count=1 2>/dev/null | head -c 14)"
 ls /tmp/*snapshot* >/dev/null 2>&1; echo "=== OVKVM-CASE child-left rc=$?"
 qemu-img convert -O raw /tmp/disk.vmdk /tmp/disk.raw
 echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
@@ -383,6 +445,17 @@ echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
     assert "stream=from the stream image" in lines, lines
     assert "snapwrite-ok" in lines, lines
     assert "fsck-vdb rc=0" in lines, lines
+    lim = [ln for ln in lines if ln.startswith("limits ")][0].split()
+    assert all(int(x.split("=")[1]) > 0 for x in lim[1:]), lim
+    assert "direct-rw-ok" in lines, lines
+    assert "discard rc=0" in lines and "zeroes rc=0" in lines, lines
+    assert "zeroes-read-ok" in lines, lines
+    assert "vdc-ro=1" in lines, lines
+    ro_md5 = out.split("=== OVKVM-HOST ro-md5=", 1)[1].split()[0]
+    assert f"vdc-md5={ro_md5}" in lines, lines
+    assert "vdc-write-refused" in lines, lines
+    assert cases.get("ro-unchanged") == 0, out[-4000:]
+    assert cases.get("zeroes-on-host") == 0, out[-4000:]
     assert "runtime error:" not in out, out[-4000:]
     assert cases.get("check-vda") == 0, out[-4000:]
     assert cases.get("check-vdb") == 0, out[-4000:]
@@ -394,7 +467,19 @@ echo "=== OVKVM-HOST hello=$(debugfs -R 'cat /hello' /tmp/disk.raw 2>/dev/null)"
     st = json.loads(status_line.split("=== OVKVM-STATUS ", 1)[1])["return"]
     assert [v["index"] for v in st["vcpus"]] == [0, 1], st
     assert all(v["exits"] > 0 for v in st["vcpus"]), st
-    vda, vdb = st["disks"]
+    vda, vdb, vdc, vdd, vde = st["disks"]
+    # vde grew under the running guest, which saw it and wrote at its end
+    grow = [ln.split("=== OVKVM-GROW ", 1)[1] for ln in out.splitlines()
+            if "=== OVKVM-GROW " in ln]
+    assert grow and json.loads(grow[0]) == {"return": {"size": 24 << 20}}, \
+        out[-4000:]
+    assert "vde-size0=16384" in lines and "vde-size1=49152" in lines, lines
+    assert "vde-wrote-end" in lines, lines
+    assert "grow-size=25165824 grow-end=at the new end" in out, out[-4000:]
+    # a stream served read-write is allowed, with a warning at start
+    assert "--disk /tmp/s2.vmdk is streamOptimized" in out, out[-4000:]
+    assert vdd["read_only"] is False, st
+    assert vdc["read_only"] is True and vdc["written_bytes"] == 0, st
     assert vda["path"] == "/tmp/disk.vmdk" and vda["queues"] == 2, st
     assert vdb["snapshot"] is True and vdb["read_only"] is False, st
     # the guest wrote a 10 MiB file plus ext4's metadata, and read it back

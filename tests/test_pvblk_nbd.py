@@ -371,6 +371,70 @@ def test_nbdcopy_both_directions(tmp_path):
     run([qi, "check", img])
 
 
+def api_status(path):
+    """The control socket's status reply, once the socket exists."""
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "no control socket"
+        time.sleep(0.02)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        s.sendall(b'{"command": "status"}\n')
+        return json.loads(s.makefile().readline())["return"]
+
+
+def test_status_counts_bytes_clients_moved(tmp_path):
+    """The control socket's status counts, per export, the requests and
+    data bytes real clients moved, and errors; connections that ended
+    stay counted."""
+    qio, nbdcopy = need("qemu-io"), need("nbdcopy")
+    img, _ = make_image(str(tmp_path), "raw")
+    api = str(tmp_path / "api.sock")
+    src = str(tmp_path / "in.raw")
+    with open(src, "wb") as f:
+        f.write(os.urandom(3 << 20))
+    with Pvblk(str(tmp_path), img, "-o", "rw", "--api-socket", api) as srv:
+        exp, = api_status(api)["exports"]
+        assert exp["protocol"] == "nbd" and exp["queues"] == 1
+        assert exp["io"] == {"requests": 0, "read_bytes": 0,
+                             "written_bytes": 0, "errors": 0}
+        assert "vrings" not in exp
+        run([qio, "-f", "raw", "-c", "write -P 0x5a 8M 64k", "-c",
+             "write -P 0x5b 9M 512", srv.url])
+        io = api_status(api)["exports"][0]["io"]
+        assert io["written_bytes"] == 65536 + 512, io
+        assert io["requests"] >= 2 and io["errors"] == 0, io
+        run([nbdcopy, src, srv.url])
+        io = api_status(api)["exports"][0]["io"]
+        assert io["written_bytes"] == 65536 + 512 + (3 << 20), io
+        read0 = io["read_bytes"]
+        run([qio, "-f", "raw", "-c", "read -P 0x5a 8M 64k", srv.url])
+        run([nbdcopy, srv.url, str(tmp_path / "out.raw")])
+        exp, = api_status(api)["exports"]
+        io = exp["io"]
+        # nbdcopy may skip holes; the data it read was at least ours
+        assert io["read_bytes"] >= read0 + 65536 + 65536 + 512 + (3 << 20)
+        assert io["written_bytes"] == 65536 + 512 + (3 << 20), io
+        assert exp["connections"] == 0 and io["errors"] == 0, exp
+        # a live connection's error shows at once, and stays when it goes
+        c = Raw(srv.sock)
+        c.go()
+        c.request(CMD_READ, c.size - 10, 20)                # past the end
+        assert c.simple()[0] == EINVAL
+        exp, = api_status(api)["exports"]
+        assert exp["connections"] == 1 and exp["io"]["errors"] == 1, exp
+        c.request(CMD_DISC, 0, 0)
+        c.close()
+        requests = exp["io"]["requests"]
+        deadline = time.monotonic() + 10
+        while api_status(api)["exports"][0]["connections"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        io = api_status(api)["exports"][0]["io"]
+        assert io["errors"] == 1 and io["requests"] == requests, io
+        assert io["written_bytes"] == 65536 + 512 + (3 << 20), io
+
+
 def test_fio_nbd_engine_verifies(tmp_path):
     fio = need("fio")
     img, _ = make_image(str(tmp_path), "sparse")
@@ -525,6 +589,104 @@ def test_tls_with_qemu_img(tmp_path):
     r = run([need("qemu-io"), "-r", "-f", "vmdk", "-c",
              "read -P 0x77 5M 64k", img])
     assert "Pattern verification failed" not in r.stdout
+
+
+def make_psk(d, user):
+    """A key file for user as psktool writes it, in a folder of its own
+    under QEMU's name for it (keys.psk)."""
+    os.makedirs(d)
+    keys = os.path.join(d, "keys.psk")
+    run([need("psktool"), "-u", user, "-p", keys])
+    return keys
+
+
+def test_tls_psk_with_nbdinfo_and_qemu(tmp_path):
+    """--tls-psk: libnbd's and QEMU's PSK clients read the export; a wrong
+    key, an unknown user and a client without TLS are refused while the
+    server goes on serving."""
+    nbdinfo, qi, qio = need("nbdinfo"), need("qemu-img"), need("qemu-io")
+    img, data = make_image(str(tmp_path), "raw")
+    keys = make_psk(str(tmp_path / "psk"), "alice")
+    wrong = make_psk(str(tmp_path / "wrong"), "alice")   # another key
+    bob = make_psk(str(tmp_path / "bob"), "bob")
+    with Pvblk(str(tmp_path), img, "-o", "rw", "--tls-psk", keys) as srv:
+        url = f"nbds+unix://alice@/disk?socket={srv.sock}&tls-psk-file="
+        r = run([nbdinfo, "--json", url + keys])
+        info = json.loads(r.stdout)
+        e, = info["exports"]
+        assert e["export-size"] == 64 << 20 and info["TLS"] is True
+        # the data, through QEMU's tls-creds-psk (keys.psk in dir)
+        obj = (f"tls-creds-psk,id=tls0,endpoint=client,dir="
+               f"{os.path.dirname(keys)},username=alice")
+        opts = f"driver=nbd,path={srv.sock},export=disk,tls-creds=tls0"
+        cmds = []
+        for off, n, pat in data:
+            cmds += ["-c", f"read -P {pat} {off} {n}"]
+        r = run([qio, "--object", obj, "--image-opts", opts,
+                 "-c", "write -P 0x66 7M 64k", *cmds,
+                 "-c", "read -P 0x66 7M 64k"])
+        assert "verification failed" not in r.stdout, r.stdout
+        # wrong key, unknown user: the handshake fails, the client says so
+        for f, user in ((wrong, "alice"), (bob, "bob")):
+            r = run([nbdinfo, f"nbds+unix://{user}@/disk?socket={srv.sock}"
+                     f"&tls-psk-file={f}"], check=False)
+            assert r.returncode != 0
+            assert "gnutls_handshake" in r.stderr, r.stderr
+        bad = (f"tls-creds-psk,id=tls0,endpoint=client,dir="
+               f"{os.path.dirname(wrong)},username=alice")
+        r = run([qi, "info", "--object", bad, "--image-opts", opts],
+                check=False)
+        assert r.returncode != 0 and "TLS handshake failed" in r.stderr
+        # no TLS at all: told it is required
+        r = run([qi, "info", srv.url], check=False)
+        assert r.returncode != 0 and "TLS" in r.stderr, r.stderr
+        r = run([nbdinfo, url + keys])
+        assert "export-size: 67108864" in r.stdout
+        assert srv.output().count("TLS handshake failed") == 3, srv.output()
+        assert "--tls-psk" in srv.output()
+    r = run([qio, "-r", "-f", "raw", "-c", "read -P 0x66 7M 64k", img])
+    assert "verification failed" not in r.stdout
+
+
+def test_tls_psk_over_tcp_on_any_address(tmp_path):
+    """With --tls-psk a TCP socket may listen beyond loopback (as with
+    --tls-creds); a PSK client reads over it."""
+    nbdinfo = need("nbdinfo")
+    img, _ = make_image(str(tmp_path), "raw")
+    keys = make_psk(str(tmp_path / "psk"), "alice")
+    port = free_port()
+    with Pvblk(str(tmp_path), img, "--tls-psk", keys,
+               addr=f"tcp:0.0.0.0:{port}") as srv:
+        r = run([nbdinfo, "--size", f"nbds://alice@127.0.0.1:{port}/disk"
+                 f"?tls-psk-file={keys}"])
+        assert r.stdout.strip() == str(64 << 20)
+        r = run([need("qemu-img"), "info", f"nbd://127.0.0.1:{port}/disk"],
+                check=False)
+        assert r.returncode != 0 and "TLS" in r.stderr, r.stderr
+        srv.p.send_signal(signal.SIGTERM)
+        assert srv.p.wait(60) == 0
+
+
+def test_tls_psk_file_errors_at_start(tmp_path):
+    img, _ = make_image(str(tmp_path), "raw")
+    sock = str(tmp_path / "s.sock")
+    bad = tmp_path / "bad.psk"
+    for text, want in (("alice\n", "line 1: expected USERNAME:HEXKEY"),
+                       ("alice:abc\n", "line 1: the key after 'alice:'"),
+                       ("\n", "no USERNAME:HEXKEY line")):
+        bad.write_text(text)
+        r = run([tool("pvblk"), "--nbd", f"unix:{sock}", "--tls-psk",
+                 str(bad), img], check=False)
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+        assert str(bad) in r.stderr
+    r = run([tool("pvblk"), "--nbd", f"unix:{sock}", "--tls-psk",
+             str(tmp_path / "none.psk"), img], check=False)
+    assert r.returncode == 1 and "No such file" in r.stderr, r.stderr
+    keys = make_psk(str(tmp_path / "psk"), "alice")
+    r = run([tool("pvblk"), "--nbd", f"unix:{sock}", "--tls-psk", keys,
+             "--tls-creds", str(tmp_path), img], check=False)
+    assert r.returncode == 1 and "not both" in r.stderr, r.stderr
+    assert not os.path.exists(sock)
 
 
 # ---- bad clients ---------------------------------------------------------

@@ -4,6 +4,7 @@ written here (no guest): negotiation, config space, REPLY_ACK, a ring set
 up on memfd memory that serves real requests, GET_VRING_BASE's index,
 read-only exports, malformed messages, and a front end that goes away.
 """
+import json
 import mmap
 import os
 import select
@@ -21,9 +22,11 @@ GET_FEATURES, SET_FEATURES, SET_OWNER = 1, 2, 3
 SET_MEM_TABLE, SET_VRING_NUM, SET_VRING_ADDR = 5, 8, 9
 SET_VRING_BASE, GET_VRING_BASE, SET_VRING_KICK, SET_VRING_CALL = 10, 11, 12, 13
 GET_PROTOCOL_FEATURES, SET_PROTOCOL_FEATURES, GET_QUEUE_NUM = 15, 16, 17
-SET_VRING_ENABLE, GET_CONFIG = 18, 24
+SET_VRING_ENABLE, SET_BACKEND_REQ_FD, GET_CONFIG = 18, 21, 24
+BACKEND_CONFIG_CHANGE_MSG = 2
 F_PROTOCOL = 1 << 30
 PF_REPLY_ACK, PF_CONFIG, PF_MQ = 1 << 3, 1 << 9, 1 << 0
+PF_BACKEND_REQ = 1 << 5
 VIRTIO_BLK_F_RO = 1 << 5
 NUM = 16
 MEM = 4 << 20
@@ -61,18 +64,19 @@ class Front:
 def server(tmp_path):
     procs = []
 
-    def start(mode="rw", queues=2, size=4 << 20):
+    def start(mode="rw", queues=2, size=4 << 20, api=None):
         img = tmp_path / f"disk{len(procs)}.raw"
         with open(img, "wb") as f:
             f.write(bytes(range(256)) * (size // 256))
         sock = str(tmp_path / f"s{len(procs)}.sock")
         log = open(sock + ".log", "w+")
+        extra = ["--api-socket", api] if api else []
         p = subprocess.Popen([tool("pvblk"), "-o", mode, "--vhost-user-blk",
-                              sock, "--num-queues", str(queues), str(img)],
-                             stderr=log)
+                              sock, "--num-queues", str(queues)] + extra +
+                             [str(img)], stderr=log)
         procs.append((p, log))
         for _ in range(500):
-            if os.path.exists(sock):
+            if os.path.exists(sock) and (not api or os.path.exists(api)):
                 break
             assert p.poll() is None, open(sock + ".log").read()
             time.sleep(0.02)
@@ -273,6 +277,59 @@ def test_broken_ring_is_logged_naming_export_and_queue(server):
     f.s.close()
 
 
+def status(api):
+    """The control socket's status reply."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(api)
+        s.sendall(b'{"command": "status"}\n')
+        return json.loads(s.makefile().readline())["return"]
+
+
+def test_status_counts_requests_per_vring_and_names_a_broken_one(
+        server, tmp_path):
+    """The control socket's status shows what each vring answered and,
+    once the front end breaks a ring, why; counts outlive the front end."""
+    api = str(tmp_path / "api.sock")
+    sock, p, _ = server(api=api)
+    exp, = status(api)["exports"]
+    assert exp["queues"] == 2
+    assert exp["io"] == {"requests": 0, "read_bytes": 0, "written_bytes": 0,
+                         "errors": 0}
+    assert exp["vrings"] == [{"index": 0, "requests": 0, "broken": None},
+                             {"index": 1, "requests": 0, "broken": None}]
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    m, kick, call = setup_ring(f)
+    assert do_request(m, kick, call, 0, 0, 1, 4096, True) == 0  # IN
+    assert do_request(m, kick, call, 1, 1, 8, 1024, False) == 0  # OUT
+    assert do_request(m, kick, call, 2, 0, 1 << 40, 512, True) == 1
+    exp, = status(api)["exports"]
+    assert exp["io"] == {"requests": 3, "read_bytes": 4096,
+                         "written_bytes": 1024, "errors": 1}
+    assert exp["vrings"] == [{"index": 0, "requests": 3, "broken": None},
+                             {"index": 1, "requests": 0, "broken": None}]
+    # a data buffer past the end of guest memory breaks ring 0
+    struct.pack_into("<IIQ", m, 0x3000, 0, 0, 0)
+    struct.pack_into("<QIHH", m, 16, MEM - 256, 512, 3, 2)
+    struct.pack_into("<H", m, 0x1004 + 2 * 3, 0)
+    struct.pack_into("<H", m, 0x1002, 4)
+    os.eventfd_write(kick, 1)
+    wait_log(sock + ".log", "virtqueue broken")
+    exp, = status(api)["exports"]
+    v0, v1 = exp["vrings"]
+    assert "buffer outside guest memory" in v0["broken"], v0
+    assert v0["requests"] == 3 and v1["broken"] is None
+    # the front end goes: what its rings answered stays counted
+    f.s.close()
+    deadline = time.monotonic() + 10
+    while "front end gone" not in open(sock + ".log").read():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    exp, = status(api)["exports"]
+    assert exp["io"]["requests"] == 3 and exp["io"]["written_bytes"] == 1024
+    assert p.poll() is None
+
+
 def setup_ring_fd(f, fd):
     """setup_ring on the caller's memfd fd (kept open); returns m, kick,
     call."""
@@ -363,3 +420,52 @@ def test_guest_memory_shrunk_under_the_device_breaks_only_the_queue(server):
     assert m[0x10000:0x10000 + 512] == bytes(range(256)) * 2
     assert p.poll() is None
     f.s.close()
+
+
+def test_grow_is_announced_on_the_backend_channel(server, tmp_path):
+    """The front end gives pvblk a backend channel (BACKEND_REQ); a grow on
+    the control socket then sends CONFIG_CHANGE_MSG on it, and the config
+    space says the new capacity (QEMU reads it again on that message and
+    interrupts the guest, whose driver resizes the disk)."""
+    api = str(tmp_path / "api.sock")
+    sock, p, img = server(size=4 << 20, api=api)
+    f = Front(sock)
+    negotiate(f, PF_CONFIG | PF_BACKEND_REQ)
+    ours, theirs = socket.socketpair()
+    f.send(SET_BACKEND_REQ_FD, fds=[theirs.fileno()])
+    theirs.close()
+    cap, = struct.unpack_from("<Q", get_config(f), 0)
+    assert cap == (4 << 20) // 512
+
+    def control(**req):
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(api)
+            c.sendall(json.dumps(req).encode() + b"\n")
+            return json.loads(c.makefile().readline())
+
+    r = control(command="grow", size=12 << 20)
+    assert r["return"] == {"size": 12 << 20, "clients_told": 1}, r
+    ours.settimeout(10)
+    hdr = ours.recv(12, socket.MSG_WAITALL)
+    assert struct.unpack("<III", hdr) == (BACKEND_CONFIG_CHANGE_MSG, 1, 0)
+    cap, = struct.unpack_from("<Q", get_config(f), 0)
+    assert cap == (12 << 20) // 512
+    assert os.path.getsize(img) == 12 << 20
+    # a front end that gave no channel is not told, and still sees it
+    f.s.close()
+    ours.close()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    r = control(command="grow", size=16 << 20)
+    assert r["return"] == {"size": 16 << 20, "clients_told": 0}, r
+    cap, = struct.unpack_from("<Q", get_config(f), 0)
+    assert cap == (16 << 20) // 512
+    # a channel offered without negotiating BACKEND_REQ breaks the protocol
+    f.s.close()
+    f = Front(sock)
+    negotiate(f, PF_CONFIG)
+    a, b = socket.socketpair()
+    f.send(SET_BACKEND_REQ_FD, fds=[b.fileno()])
+    f.s.settimeout(10)
+    assert f.s.recv(1) == b""  # pvblk hung up
+    assert p.poll() is None

@@ -7,8 +7,10 @@ by ovk and checked by independent readers: qemu-img (qemu-block-extra's
 rbd driver), the rbd CLI, nbdinfo/nbdcopy.
 """
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -16,6 +18,9 @@ import pytest
 import cephcluster
 import vmdkgen
 from conftest import need, run, tool
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "guest"))
+import guestvm  # noqa: E402
 
 MiB = 1 << 20
 
@@ -275,3 +280,63 @@ def test_nbd_zeroes_and_trim_on_rbd(ceph, tmp_path):
              "-c", "read -P 0 2M 64k", "-c", "read -P 0xab 3M 64k", spec],
             timeout=60)
     assert "fail" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+GUEST_ON_RBD = r"""
+$MKE2FS -q -F -t ext4 /dev/vda
+mkdir -p /mnt
+mount -t ext4 /dev/vda /mnt
+echo "written by a guest whose disk is in Ceph" > /mnt/note.txt
+dd if=/dev/urandom of=/mnt/big bs=64k count=64 2>/dev/null
+md5sum /mnt/big | cut -d' ' -f1 > /mnt/big.md5
+sync
+umount /mnt
+$E2FSCK -fn /dev/vda
+mount -t ext4 -o ro /dev/vda /mnt
+echo 3 > /proc/sys/vm/drop_caches
+[ "$(md5sum /mnt/big | cut -d' ' -f1)" = "$(cat /mnt/big.md5)" ]
+umount /mnt
+echo "guest-on-rbd ok"
+"""
+
+
+def test_guest_runs_on_an_rbd_image(ceph, tmp_path):
+    """A QEMU guest's disk is an RBD image served by pvblk over
+    vhost-user-blk: the guest makes an ext4, writes and checks it; the
+    host then reads the file back out of the image in Ceph."""
+    for t in ("mke2fs", "e2fsck", "debugfs"):
+        need(t)
+    try:
+        vmlinuz, moddir = guestvm.kernel(guestvm.cache_dir(
+            os.environ.get("OVK_BUILD") and os.path.abspath(
+                os.environ["OVK_BUILD"])))
+    except guestvm.GuestUnavailable as e:
+        pytest.skip(f"no guest kernel: {e}")
+    img = fresh("guest")
+    spec = ceph.spec(img)
+    blank = tmp_path / "blank.vmdk"
+    run([need("qemu-img"), "create", "-q", "-f", "vmdk", blank, "64M"])
+    run([tool("vmdk"), "convert", blank, spec])
+    sock = str(tmp_path / "vu.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--vhost-user-blk",
+                          sock, spec], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_socket(sock, p)
+        initrd = tmp_path / "initrd.gz"
+        env = "".join(f"{n.upper()}={shutil.which(n)}\n"
+                      for n in ("mke2fs", "e2fsck"))
+        guestvm.initramfs(str(initrd), env + GUEST_ON_RBD, moddir,
+                          tools=["mke2fs", "e2fsck"])
+        rc, text = guestvm.boot(vmlinuz, str(initrd), [
+            "-chardev", f"socket,id=vu0,path={sock}",
+            "-device", "vhost-user-blk-pci,chardev=vu0,num-queues=1"],
+            str(tmp_path / "console.log"))
+        assert rc == 0 and "guest-on-rbd ok" in text, text[-3000:]
+    finally:
+        assert stop(p) == 0
+    raw = tmp_path / "back.raw"
+    run([tool("vmdk"), "convert", "-O", "raw", spec, raw])
+    run(["e2fsck", "-fn", raw])
+    r = run(["debugfs", "-R", "cat /note.txt", raw])
+    assert "written by a guest whose disk is in Ceph" in r.stdout

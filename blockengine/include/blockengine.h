@@ -510,7 +510,10 @@ bool bdev_all_zero(const void *buf, size_t len);
  * flight, before this call returns. Its failure, if any, is reported by
  * bdev_snapshot_wait or bdev_close. bdev_flush(b) also flushes frozen
  * layers not finalized yet. The change map (bdev_checkpoint_*) moves to
- * the child: it follows the disk. One bdev_snapshot of an image at a time.
+ * the child: it follows the disk. One bdev_snapshot of an image at a time:
+ * while a bdev_snapshot, bdev_commit_live or bdev_grow of b runs, it fails
+ * with -EBUSY and a message saying which ("a live commit of X is
+ * running"); call it again once that has returned.
  */
 int bdev_snapshot(struct bdev *b, const char *child_path);
 
@@ -538,22 +541,43 @@ int bdev_snapshot_wait(struct bdev *b);
  * submissions wait only for the last, small pass, the parent's flush and
  * the delete, done while the top is switched. The parent's CID is kept
  * until the first write after the commit (the chain shows the same data
- * throughout). A parent that this handle did not freeze with bdev_snapshot
- * is refused with -ENOTSUP. Not concurrent with bdev_snapshot on b.
+ * throughout). A child grown past its parent (bdev_grow) grows the parent
+ * first. A parent that this handle did not freeze with bdev_snapshot
+ * is refused with -ENOTSUP. While a bdev_snapshot, bdev_grow or another
+ * bdev_commit_live of b runs it fails with -EBUSY and a message saying
+ * which ("a snapshot of X is being taken"), and they fail likewise while
+ * it runs.
  */
 int bdev_commit_live(struct bdev *b);
 
-/* Grow b's virtual size to new_size bytes while it is open and in use
- * (raw and every writable VMDK subformat that can grow; -ENOTSUP naming
- * the subformat otherwise). Shrinking is refused with -EINVAL. Queues
- * see the new size for requests submitted after the call returns.
- * Today only a raw disk that is a whole regular file grows while open
- * (without checkpoints: -ENOTSUP while the change map exists); every VMDK
- * subformat is -ENOTSUP here and grows closed with bdev_resize. */
+/* Grow b's virtual size to new_size bytes while it is open and other
+ * threads keep submitting to it. Shrinking is refused with -EINVAL.
+ * Requests see the old size or the new one, never tables half changed;
+ * those submitted after the call returns see the new one. Durable and
+ * crash-safe when it returns (a crash before leaves the old size, or the
+ * new one with leaked sectors at most). What grows:
+ *  - raw: a whole regular file (extended);
+ *  - VMDK monolithicSparse (and twoGbMaxExtentSparse within its last
+ *    extent's 2047 MiB): as far as its grain directory has room for grain
+ *    tables (the slots left in the directory's last sector: up to the
+ *    next multiple of 4 GiB with 64 KiB grains); past that, or past the
+ *    last extent, -ENOSPC with a message giving the largest size
+ *    (bdev_resize, closed, moves the directory and adds extents);
+ *  - VMDK monolithicFlat and vmfs (and twoGbMaxExtentFlat within its last
+ *    extent): the extent file is extended, the descriptor replaced.
+ * A delta (a snapshot's child) grows the same way and is then larger
+ * than its parent: as in QEMU, past the parent's end it reads as zeros,
+ * and bdev_commit_live / bdev_commit grow the parent first.
+ * -ENOTSUP with the reason for streamOptimized, COWD and seSparse, a
+ * region or device, and while checkpoints exist (the change map is sized
+ * for the disk). -EBUSY while a bdev_snapshot or bdev_commit_live of b
+ * runs. Blocks other threads' submissions for the
+ * few synced writes it makes. */
 int bdev_grow(struct bdev *b, uint64_t new_size);
 
 /*
- * Merge the delta disk at child_path into its parent and delete it.
+ * Merge the delta disk at child_path into its parent and delete it. A
+ * child larger than its parent (grown) grows the parent first (bdev_grow).
  * Crash-safe: an interrupted commit can be run again to completion.
  */
 int bdev_commit(const char *child_path);

@@ -591,11 +591,45 @@ void bdev_get_stats(const struct bdev *b, struct bdev_stats *out)
 
 /* Grows b while it is open; see blockengine.h. The new size is set under
    top_lock exclusive: submissions that check against it see the old size
-   or the new one, and the file is already long enough for either. */
-int bdev_grow(struct bdev *b, uint64_t new_size)
+   or the new one, and the files are already long enough for either (a
+   VMDK's tables too: its driver's grow runs under the same hold). */
+static int grow_locked(struct bdev *b, uint64_t new_size)
 {
 	struct bsrc *s;
 	int ret = 0;
+
+	if (new_size < b->info.size)
+		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than "
+				"the disk (%" PRIu64 " bytes); shrinking is not "
+				"done on an open disk", b->filename, new_size,
+				b->info.size);
+	if (new_size == b->info.size)
+		return 0;
+	if (b->ctk)
+		return bdev_err(-ENOTSUP, "%s: has checkpoints sized for %" PRIu64
+				" bytes; delete them before growing it",
+				b->filename, b->info.size);
+	if (b->fmt != &bdev_format_raw) {
+		if (!b->fmt->grow)
+			return bdev_err(-ENOTSUP, "%s: growing an open %s %s disk "
+					"is not supported", b->filename,
+					b->info.format, b->info.subformat ?
+					b->info.subformat : "");
+		return b->fmt->grow(b, new_size);
+	}
+	s = raw_source(b);
+	if (!s || !s->whole_file || !s->ops->truncate)
+		return bdev_err(-ENOTSUP, "%s: not a whole regular file (a region "
+				"or a device): it cannot grow", b->filename);
+	ret = s->ops->truncate(s, new_size);
+	if (ret == 0)
+		b->info.size = new_size;
+	return ret;
+}
+
+int bdev_grow(struct bdev *b, uint64_t new_size)
+{
+	int ret;
 
 	bdev_err_clear();
 	if (!b)
@@ -607,32 +641,11 @@ int bdev_grow(struct bdev *b, uint64_t new_size)
 		return bdev_err(-EINVAL, "%s: new size %" PRIu64 " is not a "
 				"multiple of %u bytes", b->filename, new_size,
 				BDEV_SECTOR);
+	if (chain_op_begin(b, CHAIN_GROW, "grow") < 0)
+		return -EBUSY;
 	pthread_rwlock_wrlock(&b->top_lock);
-	if (new_size < b->info.size) {
-		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than "
-			       "the disk (%" PRIu64 " bytes); shrinking is not "
-			       "done on an open disk", b->filename, new_size,
-			       b->info.size);
-	} else if (new_size == b->info.size) {
-		ret = 0;
-	} else if (b->fmt != &bdev_format_raw) {
-		ret = bdev_err(-ENOTSUP, "%s: growing an open %s %s disk is not "
-			       "supported; close it and use bdev_resize "
-			       "(vmdk resize)", b->filename, b->info.format,
-			       b->info.subformat ? b->info.subformat : "");
-	} else if (b->ctk) {
-		ret = bdev_err(-ENOTSUP, "%s: has checkpoints sized for %" PRIu64
-			       " bytes; delete them before growing it",
-			       b->filename, b->info.size);
-	} else if (!(s = raw_source(b)) || !s->whole_file ||
-		   !s->ops->truncate) {
-		ret = bdev_err(-ENOTSUP, "%s: not a whole regular file (a region "
-			       "or a device): it cannot grow", b->filename);
-	} else {
-		ret = s->ops->truncate(s, new_size);
-		if (ret == 0)
-			b->info.size = new_size;
-	}
+	ret = grow_locked(b, new_size);
 	pthread_rwlock_unlock(&b->top_lock);
+	chain_op_end(b);
 	return ret;
 }

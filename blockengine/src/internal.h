@@ -231,6 +231,11 @@ struct bdev_format {
 	/* Undo freeze for a commit into b: -EBUSY while another opener shares
 	   its files; keeps the CID. */
 	int (*thaw)(struct bdev *b);
+	/* Grow the open image to new_size bytes (> info.size, a multiple of
+	   512) and set info.size; called with top_lock held exclusively (no
+	   request maps, allocates or flushes meanwhile). Durable and
+	   crash-safe when it returns. NULL: the format cannot grow open. */
+	int (*grow)(struct bdev *b, uint64_t new_size);
 };
 
 /*
@@ -294,6 +299,10 @@ struct bdev {
 	pthread_mutex_t begin_lock;
 	atomic_bool write_begun;    /* fmt->begin_write has run */
 	struct bdev_wtrack *wtrack; /* NULL in a layer a snapshot froze */
+	atomic_int chain_op;        /* enum chain_op: the bdev_snapshot,
+				       bdev_commit_live or bdev_grow running
+				       on the handle, which the others wait
+				       out with -EBUSY (snapshot.c) */
 	struct live_commit *_Atomic commit; /* a bdev_commit_live running
 				       on the handle (snapshot.c), or NULL */
 	struct bdev *retired;       /* layers a live commit took out of the
@@ -325,6 +334,20 @@ int bdev_copy_opts(void *dst, size_t known, size_t base, const void *src,
 
 int bdev_open_layer(const char *path, struct bsrc *src,
 		    const struct bdev_open_opts *opts, struct bdev **out);
+
+/* Operations on a handle's chain that exclude each other. */
+enum chain_op {
+	CHAIN_NONE,
+	CHAIN_SNAPSHOT,
+	CHAIN_COMMIT,
+	CHAIN_GROW,
+};
+/* Claims b for op (what, e.g. "snapshot", names it in messages): -EBUSY
+   with a message naming the operation that runs when another one does.
+   chain_op_end gives it back. Never blocks but for the top lock's
+   shared hold while the message reads the top's name. */
+int chain_op_begin(struct bdev *b, enum chain_op op, const char *what);
+void chain_op_end(struct bdev *b);
 
 /* A new tracker of writes to b's top layer (snapshot.c). */
 struct bdev_wtrack *wtrack_new(struct bdev *top);

@@ -160,6 +160,31 @@ int wtrack_close_all(struct bdev *b)
 	return ret;
 }
 
+/* Claims b for one chain operation; see internal.h. */
+int chain_op_begin(struct bdev *b, enum chain_op op, const char *what)
+{
+	static const char *const running[] = {
+		[CHAIN_SNAPSHOT] = "a snapshot of %s is being taken",
+		[CHAIN_COMMIT] = "a live commit of %s is running",
+		[CHAIN_GROW] = "%s is being grown",
+	};
+	int cur = CHAIN_NONE;
+	char why[600];
+
+	if (atomic_compare_exchange_strong(&b->chain_op, &cur, (int)op))
+		return 0;
+	pthread_rwlock_rdlock(&b->top_lock);
+	snprintf(why, sizeof(why), running[cur], b->filename);
+	pthread_rwlock_unlock(&b->top_lock);
+	return bdev_err(-EBUSY, "cannot %s: %s; try again once it has returned",
+			what, why);
+}
+
+void chain_op_end(struct bdev *b)
+{
+	atomic_store(&b->chain_op, CHAIN_NONE);
+}
+
 /* fsync(2) the folder holding path, so that its new entry is durable. */
 static int sync_parent_dir(const char *path)
 {
@@ -196,8 +221,6 @@ static void become_layer(struct bdev *b, const struct bdev *l,
 	b->gcache = l->gcache;
 }
 
-/* Freeze b's top layer under a new delta child at child_path; see
-   blockengine.h. */
 /* One attempt at bdev_snapshot: -EAGAIN (the child removed again) when a
    first write gave the top a new CID while the child was being made. */
 static int snapshot_try(struct bdev *b, const char *child_path)
@@ -339,16 +362,24 @@ err_unlink:
 	return ret;
 }
 
+/* Freeze b's top layer under a new delta child at child_path; see
+   blockengine.h. Excludes bdev_commit_live and bdev_grow on b. */
 int bdev_snapshot(struct bdev *b, const char *child_path)
 {
 	int ret = -EAGAIN;
 
+	bdev_err_clear();
+	if (!b || !child_path)
+		return bdev_err(-EINVAL, "bdev_snapshot: no image or child path");
+	if (chain_op_begin(b, CHAIN_SNAPSHOT, "snapshot") < 0)
+		return -EBUSY;
 	/* A top's CID changes once per session, at its first write; if that
 	   write lands while the child is made, the child's parentCID is
 	   stale and the child is dropped. The next attempt reads the CID
 	   that now stays, so one retry is enough; three bound it anyway. */
 	for (int tries = 0; tries < 3 && ret == -EAGAIN; tries++)
 		ret = snapshot_try(b, child_path);
+	chain_op_end(b);
 	return ret;
 }
 
@@ -447,10 +478,18 @@ int bdev_commit(const char *child_path)
 		goto out_close_child;
 	}
 	if (p->info.size < c->info.size) {
-		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes, larger than its "
-			       "parent %s (%" PRIu64 " bytes)", child_path,
-			       c->info.size, ppath, p->info.size);
-		goto out_close_parent;
+		/* a delta grown past its parent: the parent grows first (the
+		   chain reads the same: the new part is zeros either way) */
+		ret = bdev_grow(p, c->info.size);
+		if (ret < 0) {
+			char why[512];
+			snprintf(why, sizeof(why), "%s", bdev_errmsg());
+			ret = bdev_err(ret, "%s: %" PRIu64 " bytes, larger than "
+				       "its parent %s (%" PRIu64 " bytes), which "
+				       "cannot grow to take it: %s", child_path,
+				       c->info.size, ppath, p->info.size, why);
+			goto out_close_parent;
+		}
 	}
 	if (p->fmt->thaw) {
 		/* the parent keeps its CID while the child is there: a commit
@@ -643,7 +682,7 @@ static void wtrack_free(struct bdev_wtrack *t)
 	free(t);
 }
 
-int bdev_commit_live(struct bdev *b)
+static int commit_live(struct bdev *b)
 {
 	struct bdev *p, *c = NULL;
 	struct bdev_wtrack *ot = NULL, **otp = NULL, *ct, *nt = NULL;
@@ -654,9 +693,6 @@ int bdev_commit_live(struct bdev *b)
 	uint64_t size, copied;
 	int ret;
 
-	bdev_err_clear();
-	if (!b || !b->wtrack)
-		return bdev_err(-EINVAL, "bdev_commit_live: no image");
 	if (b->info.read_only)
 		return bdev_err(-EROFS, "%s: image is open read-only; a commit "
 				"needs it open for writing", b->filename);
@@ -678,10 +714,11 @@ int bdev_commit_live(struct bdev *b)
 	if (ret < 0)
 		return ret;
 	size = b->info.size;
-	if (p->info.size < size)
-		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes, larger than its "
-				"parent %s (%" PRIu64 " bytes)", b->filename,
-				size, p->filename, p->info.size);
+	if (p->info.size < size && !p->fmt->grow)
+		return bdev_err(-ENOTSUP, "%s: %" PRIu64 " bytes, larger than its "
+				"parent %s (%" PRIu64 " bytes), which cannot grow "
+				"to take it (format %s)", b->filename, size,
+				p->filename, p->info.size, p->fmt->name);
 	files = calloc(b->info.extent_count + 1, sizeof(*files));
 	lc.nbits = (size + (1ull << COMMIT_CHUNK_SHIFT) - 1) >>
 		   COMMIT_CHUNK_SHIFT;
@@ -708,6 +745,20 @@ int bdev_commit_live(struct bdev *b)
 	ret = p->fmt->thaw(p);
 	if (ret < 0)
 		goto out;
+	if (p->info.size < size) {
+		/* a child grown past its parent (bdev_grow): the parent grows
+		   first, holding the handle's top lock too, since readers of
+		   the chain map the parent under that one. The chain reads the
+		   same (the new part is zeros either way), so a crash after
+		   this leaves a valid chain. */
+		pthread_rwlock_wrlock(&b->top_lock);
+		pthread_rwlock_wrlock(&p->top_lock);
+		ret = p->fmt->grow(p, size);
+		pthread_rwlock_unlock(&p->top_lock);
+		pthread_rwlock_unlock(&b->top_lock);
+		if (ret < 0)
+			goto out;
+	}
 	if (!p->wtrack) {
 		p->wtrack = wtrack_new(p);
 		if (!p->wtrack) {
@@ -817,5 +868,21 @@ out:
 	free(files);
 	free(buf);
 	free(lc.bits);
+	return ret;
+}
+
+/* Merges b's top into its parent while b stays in use; see blockengine.h.
+   Excludes bdev_snapshot and bdev_grow on b while it runs. */
+int bdev_commit_live(struct bdev *b)
+{
+	int ret;
+
+	bdev_err_clear();
+	if (!b || !b->wtrack)
+		return bdev_err(-EINVAL, "bdev_commit_live: no image");
+	if (chain_op_begin(b, CHAIN_COMMIT, "commit") < 0)
+		return -EBUSY;
+	ret = commit_live(b);
+	chain_op_end(b);
 	return ret;
 }

@@ -92,7 +92,7 @@ static void reply(struct control_client *cl, json_t *msg)
 
 static json_t *error_msg(const char *fmt, const char *arg)
 {
-	char buf[256];
+	char buf[1024];
 
 	snprintf(buf, sizeof(buf), fmt, arg);
 	return json_pack("{s:s}", "error", buf);
@@ -133,12 +133,32 @@ static json_t *run_command(struct vm *vm, const char *line)
 	} else if (strcmp(cmd, "resume") == 0) {
 		vm_resume(vm);
 		ret = json_pack("{s:{}}", "return");
+	} else if (strcmp(cmd, "disk-grow") == 0) {
+		json_int_t disk = -1, size = -1;
+		char err[512];
+
+		if (json_unpack(req, "{s:I,s:I}", "disk", &disk, "size",
+				&size) != 0 || disk < 0 || size <= 0) {
+			ret = error_msg("%s", "disk-grow takes {\"disk\": INDEX "
+					"(0 for the first --disk), \"size\": BYTES}");
+		} else if ((unsigned long long)disk >= vm->ndisks ||
+			   !vm->disks[disk]) {
+			snprintf(err, sizeof(err), "disk %lld: there %s %u",
+				 (long long)disk, vm->ndisks == 1 ? "is" : "are",
+				 vm->ndisks);
+			ret = error_msg("%s", err);
+		} else if (vmblk_grow(vm->disks[disk], (uint64_t)size, err,
+				      sizeof(err)) < 0) {
+			ret = error_msg("%s", err);
+		} else {
+			ret = json_pack("{s:{s:I}}", "return", "size", size);
+		}
 	} else if (strcmp(cmd, "shutdown") == 0) {
 		vm_request_stop(vm, VM_STOP_HOST, "shutdown requested on the API socket");
 		ret = json_pack("{s:{}}", "return");
 	} else {
-		ret = error_msg("unknown command '%s' (status, pause, resume, shutdown)",
-				cmd);
+		ret = error_msg("unknown command '%s' (status, pause, resume, "
+				"disk-grow, shutdown)", cmd);
 	}
 	json_decref(req);
 	return ret;

@@ -160,8 +160,19 @@ static int open_image(struct vmblk *d)
 			return rc;
 		}
 	}
-	if (bdev_get_info(d->bdev, &info) == 0 && info.read_only)
+	if (bdev_get_info(d->bdev, &info) < 0)
+		return 0;
+	if (info.read_only)
 		d->read_only = true;
+	/* A stream holds one compressed record per grain: a guest that
+	   rewrites a block gets an I/O error. Say so before it happens. */
+	if (!d->read_only && !d->snapshot && info.subformat &&
+	    !strcmp(info.subformat, "streamOptimized"))
+		fprintf(stderr, "ovkvm: warning: --disk %s is streamOptimized: "
+			"each grain can be written once, so a guest that "
+			"rewrites a block gets an I/O error; add ,snapshot "
+			"(writes go to a delta child) or ,ro, or convert it "
+			"to monolithicSparse\n", d->path);
 	return 0;
 }
 
@@ -428,6 +439,31 @@ static void vmblk_free(struct vmblk *d)
 	free(d->path);
 	pthread_mutex_destroy(&d->stats_lock);
 	free(d);
+}
+
+int vmblk_grow(struct vmblk *d, uint64_t size, char *err, size_t errlen)
+{
+	int rc;
+
+	if (d->read_only) {
+		snprintf(err, errlen, "%s (%s) is read-only", d->name, d->path);
+		return -EROFS;
+	}
+	rc = bdev_grow(d->bdev, size);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s (%s): cannot grow to %llu bytes: %s",
+			 d->name, d->child ? d->child : d->path,
+			 (unsigned long long)size, bdev_errmsg());
+		return rc;
+	}
+	rc = vblk_dev_resize(d->blk);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: the image grew but its new size "
+			 "cannot be read: %s", d->name, strerror(-rc));
+		return rc;
+	}
+	virtio_pci_config_changed(&d->vp);
+	return 0;
 }
 
 json_t *vmblk_status(const struct vmblk *dc)

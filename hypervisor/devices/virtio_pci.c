@@ -148,7 +148,8 @@ static void common_read(struct virtio_pci *vp, unsigned off, uint8_t *data,
 	put_le(img + CC_MSIX, 2, vp->config_vector);
 	put_le(img + CC_NUMQ, 2, vp->nqueues);
 	img[CC_STATUS] = vp->status;
-	img[CC_CFGGEN] = vp->config_generation;
+	img[CC_CFGGEN] = __atomic_load_n(&vp->config_generation,
+					 __ATOMIC_ACQUIRE);
 	put_le(img + CC_Q_SELECT, 2, qs);
 	if (c) {
 		put_le(img + CC_Q_SIZE, 2, c->size);
@@ -425,6 +426,21 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 			close(vp->kick_fd[q]);
 		vp->kick_fd[q] = -1;
 	}
+}
+
+void virtio_pci_config_changed(struct virtio_pci *vp)
+{
+	/* a driver reading the config space twice around the generation
+	   sees the change between its reads */
+	__atomic_add_fetch(&vp->config_generation, 1, __ATOMIC_RELEASE);
+	if (msix_on(&vp->msix)) {
+		msix_fire(&vp->msix, __atomic_load_n(&vp->config_vector,
+						     __ATOMIC_RELAXED));
+		return;
+	}
+	__atomic_or_fetch(&vp->isr, 2, __ATOMIC_SEQ_CST);
+	if (vp->host_ops && vp->host_ops->set_intx)
+		vp->host_ops->set_intx(vp->host_opaque, true);
 }
 
 void virtio_pci_notify_queue(struct virtio_pci *vp, unsigned q)

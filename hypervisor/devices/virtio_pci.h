@@ -126,6 +126,10 @@ int virtio_pci_init(struct virtio_pci *vp, const char *name,
 void virtio_pci_destroy(struct virtio_pci *vp);
 /* Interrupt the driver for queue q (any thread). */
 void virtio_pci_notify_queue(struct virtio_pci *vp, unsigned q);
+/* The device's configuration changed (a disk grew): bump the generation
+ * and interrupt the driver on its config vector, or INTx with ISR bit 1
+ * (any thread). */
+void virtio_pci_config_changed(struct virtio_pci *vp);
 /* The device reset itself (e.g. before the VM ends): stop all queues.
  * Call with the PCI bus lock held, or when no vCPU runs. */
 void virtio_pci_reset(struct virtio_pci *vp);

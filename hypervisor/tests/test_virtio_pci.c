@@ -214,6 +214,20 @@ int main(void)
 	CHECK_EQ(delivered[1], 2);
 	cfg_write(slot, msix_cap + 2, 2, 0x8000);
 	CHECK_EQ(delivered[1], 3);
+	/* A configuration change (a disk grew): the generation moves and the
+	 * config vector fires; without MSI-X, ISR bit 1 is set. */
+	mmio_write(16, 2, 1); /* msix_config */
+	CHECK_EQ(mmio_read(16, 2), 1);
+	n = mmio_read(21, 1);
+	virtio_pci_config_changed(&vp);
+	CHECK_EQ(delivered[1], 4);
+	CHECK_EQ(mmio_read(21, 1), (n + 1) & 0xff);
+	cfg_write(slot, msix_cap + 2, 2, 0);
+	virtio_pci_config_changed(&vp);
+	CHECK_EQ(delivered[1], 4);
+	CHECK_EQ(mmio_read(VIRTIO_PCI_ISR_OFF, 1), 2);
+	CHECK_EQ(mmio_read(21, 1), (n + 2) & 0xff);
+	cfg_write(slot, msix_cap + 2, 2, 0x8000);
 	/* Table writes past the end and PBA writes are contained. */
 	mmio_write(VIRTIO_PCI_MSIX_TABLE_OFF + 3 * 16, 4, 1);
 	mmio_write(VIRTIO_PCI_MSIX_PBA_OFF, 8, ~0ull);

@@ -109,6 +109,37 @@ static json_t *view_json(const struct ctl_view *v)
 	return o;
 }
 
+/* The listener's "io" counters and, for a protocol with queues, its
+   "vrings" (index, requests, why it broke or null). */
+static void io_json(struct pvblk_listen *l, json_t *x)
+{
+	struct pvblk_io_stats *st = calloc(1, sizeof(*st));
+
+	if (!st)
+		return;
+	l->proto->stats(l, st);
+	json_object_set_new(x, "io", json_pack(
+		"{s:I,s:I,s:I,s:I}", "requests", (json_int_t)st->requests,
+		"read_bytes", (json_int_t)st->read_bytes, "written_bytes",
+		(json_int_t)st->written_bytes, "errors",
+		(json_int_t)st->errors));
+	if (st->nqueues) {
+		json_t *a = json_array();
+
+		for (unsigned i = 0; i < st->nqueues; i++) {
+			const struct pvblk_queue_stats *q = &st->queues[i];
+
+			json_array_append_new(a, json_pack(
+				"{s:i,s:I,s:o}", "index", (int)q->index,
+				"requests", (json_int_t)q->requests, "broken",
+				q->broken ? json_string(q->reason)
+					  : json_null()));
+		}
+		json_object_set_new(x, "vrings", a);
+	}
+	free(st);
+}
+
 static json_t *do_status(struct pvblk_ctl *c)
 {
 	json_t *chain = json_array(), *exports = json_array(), *st;
@@ -131,6 +162,8 @@ static json_t *do_status(struct pvblk_ctl *c)
 		if (l->proto->connections)
 			json_object_set_new(x, "connections", json_integer(
 				l->proto->connections(l)));
+		if (l->proto->stats)
+			io_json(l, x);
 		json_array_append_new(exports, x);
 	}
 	st = json_pack("{s:s,s:s,s:I,s:b,s:o,s:o,s:o}", "image", c->e->image,
@@ -365,7 +398,7 @@ static json_t *do_view_release(struct pvblk_ctl *c)
 
 static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 {
-	int ret;
+	int ret, told = 0;
 
 	if (r->size < c->e->size)
 		return error_reply("grow to %llu bytes: the disk has %llu "
@@ -378,7 +411,16 @@ static json_t *do_grow(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)
 				   (unsigned long long)r->size,
 				   engine_msg(ret));
 	c->e->size = r->size;
-	return ok(json_pack("{s:I}", "size", (json_int_t)r->size));
+	/* vhost-user front ends hear of it at once and interrupt their
+	   guest; NBD clients see it when they connect again */
+	for (unsigned i = 0; i < c->nlisten; i++) {
+		struct pvblk_listen *l = &c->listen[i];
+
+		if (l->proto->resized && l->proto->resized(l) > 0)
+			told++;
+	}
+	return ok(json_pack("{s:I,s:i}", "size", (json_int_t)r->size,
+			    "clients_told", told));
 }
 
 static json_t *run(struct pvblk_ctl *c, const struct pvblk_ctl_req *r)

@@ -30,10 +30,19 @@ static const char usage_text[] =
 "                           (default 1), one thread and io_uring each\n"
 "  --nbd unix:PATH|tcp:HOST:PORT\n"
 "                           an NBD server (fixed newstyle); TCP needs\n"
-"                           --tls-creds unless HOST is a loopback address\n"
+"                           --tls-creds or --tls-psk unless HOST is a\n"
+"                           loopback address\n"
 "  --export-name NAME       the NBD export's name (default: \"\")\n"
 "  --tls-creds DIR          NBD over TLS with the X.509 files in DIR\n"
 "                           (ca-cert.pem, server-cert.pem, server-key.pem)\n"
+"  --tls-psk FILE           NBD over TLS with a pre-shared key: FILE holds\n"
+"                           USERNAME:HEXKEY lines (psktool -u NAME -p FILE;\n"
+"                           QEMU's tls-creds-psk keys.psk, libnbd's\n"
+"                           tls-psk-file); a client must name a user of the\n"
+"                           file and hold its key. Read at each handshake,\n"
+"                           so a changed key applies to the next client.\n"
+"                           With either TLS option a client that does not\n"
+"                           start TLS is refused.\n"
 "\n"
 "Image options:\n"
 "  -o ro                    read-only (the default): writes are refused\n"
@@ -52,7 +61,12 @@ static const char usage_text[] =
 "                           Commands (members besides \"command\"):\n"
 "                           status: image, chain, size, exports, checkpoints,\n"
 "                             NBD connections, the engine's cache counters,\n"
-"                             the open view\n"
+"                             the open view; each export's \"io\": requests\n"
+"                             answered, read_bytes and written_bytes (data\n"
+"                             of successful reads and writes), errors (since\n"
+"                             start, clients gone included), and for\n"
+"                             vhost-user-blk \"vrings\": index, requests and\n"
+"                             \"broken\" (why the ring stopped, or null)\n"
 "                           checkpoint-create, checkpoint-delete (\"name\")\n"
 "                           checkpoint-list\n"
 "                           changed (\"since\", optional \"offset\" and\n"
@@ -70,8 +84,9 @@ static const char usage_text[] =
 "                             the child back into it while the disk runs\n"
 "                             (fails while another program holds the view)\n"
 "                           grow (\"size\" in bytes): a larger image, when\n"
-"                             the engine can grow an open disk; the servers\n"
-"                             keep announcing the size they started with\n"
+"                             the engine can grow an open disk; a vhost-user\n"
+"                             front end is told at once (its guest sees the\n"
+"                             new capacity), NBD clients when they connect\n"
 "                           Lines longer than 4096 bytes are refused and the\n"
 "                           client is hung up on; at most 8 clients at once.\n"
 "  -h, --help               this text\n"
@@ -92,7 +107,8 @@ static const char usage_text[] =
 "Exit status: 0 after a clean stop, 1 on a usage error or when the image\n"
 "or a socket cannot be opened, 2 when closing the image failed.\n";
 
-enum { OPT_NBD = 256, OPT_VU, OPT_QUEUES, OPT_NAME, OPT_TLS, OPT_API };
+enum { OPT_NBD = 256, OPT_VU, OPT_QUEUES, OPT_NAME, OPT_TLS, OPT_PSK,
+       OPT_API };
 
 static const struct option long_opts[] = {
 	{ "nbd", required_argument, NULL, OPT_NBD },
@@ -100,6 +116,7 @@ static const struct option long_opts[] = {
 	{ "num-queues", required_argument, NULL, OPT_QUEUES },
 	{ "export-name", required_argument, NULL, OPT_NAME },
 	{ "tls-creds", required_argument, NULL, OPT_TLS },
+	{ "tls-psk", required_argument, NULL, OPT_PSK },
 	{ "api-socket", required_argument, NULL, OPT_API },
 	{ "format", required_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
@@ -111,7 +128,7 @@ struct cmdline {
 	struct pvblk_listen listen[MAX_LISTEN];
 	unsigned nlisten;
 	const char *mode, *child, *format, *image;
-	const char *export_name, *tls_creds;
+	const char *export_name, *tls_creds, *tls_psk;
 	const char *api_socket;
 	unsigned num_queues;
 };
@@ -202,6 +219,9 @@ static int parse(struct cmdline *c, int argc, char **argv)
 		case OPT_TLS:
 			c->tls_creds = optarg;
 			break;
+		case OPT_PSK:
+			c->tls_psk = optarg;
+			break;
 		case OPT_API:
 			c->api_socket = optarg;
 			break;
@@ -235,6 +255,11 @@ static int parse(struct cmdline *c, int argc, char **argv)
 			l->num_queues = c->num_queues;
 		l->export_name = c->export_name;
 		l->tls_creds = c->tls_creds;
+		l->tls_psk = c->tls_psk;
+	}
+	if (c->tls_creds && c->tls_psk) {
+		pvblk_log("give --tls-creds or --tls-psk, not both");
+		return -1;
 	}
 	return 0;
 }

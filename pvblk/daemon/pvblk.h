@@ -34,9 +34,36 @@ struct pvblk_listen {
 	const char *address;     /* as given: a socket path, or unix:/tcp: */
 	const char *export_name; /* --export-name (NBD), or NULL */
 	const char *tls_creds;   /* --tls-creds DIR (NBD), or NULL */
+	const char *tls_psk;     /* --tls-psk FILE (NBD), or NULL */
 	unsigned num_queues;     /* --num-queues (vhost-user-blk), >= 1 */
 	struct pvblk_export *export;
 	void *state;             /* the server's own, set by start() */
+};
+
+/* One queue of a listener (a vhost-user-blk virtqueue), for status. */
+#define PVBLK_STATS_MAX_QUEUES 64
+#define PVBLK_STATS_REASON 128
+struct pvblk_queue_stats {
+	unsigned index;
+	uint64_t requests;                /* answered since the daemon began */
+	bool broken;                      /* serves nothing until set up again */
+	char reason[PVBLK_STATS_REASON];  /* why, when broken */
+};
+
+/*
+ * What a listener has answered since it started: requests (every reply,
+ * success or error), data bytes of successful reads and writes, and
+ * requests answered with an error. The counters never go backwards: the
+ * work of clients that have gone is kept. nqueues is 0 for a protocol
+ * without queues to report.
+ */
+struct pvblk_io_stats {
+	uint64_t requests;
+	uint64_t read_bytes;
+	uint64_t written_bytes;
+	uint64_t errors;
+	unsigned nqueues;
+	struct pvblk_queue_stats queues[PVBLK_STATS_MAX_QUEUES];
 };
 
 struct pvblk_protocol {
@@ -59,6 +86,19 @@ struct pvblk_protocol {
 	 * thread may call it while the listener runs.
 	 */
 	int (*connections)(struct pvblk_listen *l);
+	/*
+	 * l's image grew (bdev_grow, from the control socket): serve the new
+	 * size and tell the clients that can be told. Returns how many were
+	 * told (0 or 1 for vhost-user's one front end), or -errno. NBD
+	 * cannot tell a connected client: new connections get the new size.
+	 */
+	int (*resized)(struct pvblk_listen *l);
+	/*
+	 * Fill out with what the listener has served (see struct
+	 * pvblk_io_stats), for the control socket's status; may be NULL.
+	 * Any thread may call it while the listener runs.
+	 */
+	void (*stats)(struct pvblk_listen *l, struct pvblk_io_stats *out);
 };
 
 /* The protocols this daemon knows (each in its own folder). NULL where

@@ -185,6 +185,11 @@ struct vblk_dev;
 
 int vblk_dev_new(const struct vblk_dev_opts *o, struct vblk_dev **out);
 void vblk_dev_free(struct vblk_dev *d);
+/* The image changed size under the device (bdev_grow): read it again.
+   Requests taken from then on are checked against the new size, and the
+   config space says it; telling the driver is the transport's part (a
+   configuration-change notice). Any thread. 0 or -errno. */
+int vblk_dev_resize(struct vblk_dev *d);
 /* The feature bits the device offers. */
 uint64_t vblk_dev_features(const struct vblk_dev *d);
 /* The config space as the driver reads it (little endian). */

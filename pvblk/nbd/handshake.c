@@ -162,7 +162,8 @@ static int opt_export_name(struct nbd_conn *c, const uint8_t *d, uint32_t len)
 		uint64_t size;
 		uint16_t flags;
 		uint8_t zeroes[124];
-	} r = { htobe64(c->srv->size), htobe16(tx_flags(c)), { 0 } };
+	} r = { htobe64(__atomic_load_n(&c->srv->size, __ATOMIC_ACQUIRE)),
+		htobe16(tx_flags(c)), { 0 } };
 	struct iovec v = { &r, c->no_zeroes ? 10 : sizeof(r) };
 	int ret;
 
@@ -270,7 +271,8 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 		struct __attribute__((packed)) {
 			uint64_t size;
 			uint16_t flags;
-		} e = { htobe64(s->size), htobe16(tx_flags(c)) };
+		} e = { htobe64(__atomic_load_n(&s->size, __ATOMIC_ACQUIRE)),
+			htobe16(tx_flags(c)) };
 
 		ret = send_info(c, opt, NBD_INFO_EXPORT, &e, sizeof(e));
 		if (ret < 0)

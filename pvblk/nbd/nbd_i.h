@@ -30,6 +30,13 @@
 
 struct nbd_conn;
 
+/* What connections answered (struct pvblk_io_stats' counters). A
+   connection's own are written by its thread only, with relaxed atomics;
+   the control thread reads them under the server's lock. */
+struct nbd_counters {
+	uint64_t requests, read_bytes, written_bytes, errors;
+};
+
 /* Work a connection's thread must not wait for (offload.c): run() on a
    worker, then done() on the connection's thread. */
 struct nbd_job {
@@ -44,10 +51,10 @@ struct nbd_server {
 	struct pvblk_export *export; /* NULL in the fuzzers */
 	const char *export_name;     /* "" by default */
 	const char *description;     /* NBD_INFO_DESCRIPTION: the image */
-	uint64_t size;
+	uint64_t size;               /* atomic: grows (nbd_resized) */
 	uint32_t min_block, pref_block, max_block;
 	uint16_t tx_flags;           /* transmission flags */
-	void *tls_creds;             /* gnutls credentials; NULL: no TLS */
+	void *tls_creds;             /* tls.c's credentials; NULL: no TLS */
 
 	/* the listener, its accept thread and the connections */
 	int listen_fd;
@@ -57,6 +64,8 @@ struct nbd_server {
 	pthread_mutex_t lock;
 	pthread_cond_t conn_gone;
 	unsigned nconns;
+	struct nbd_conn *conns;      /* the live ones (under lock) */
+	struct nbd_counters ended;   /* summed from those that ended */
 
 	/* offload.c: jobs waiting for a worker, and the workers */
 	pthread_mutex_t jobs_lock;
@@ -91,6 +100,8 @@ struct nbd_io_ops {
 
 struct nbd_conn {
 	struct nbd_server *srv;
+	struct nbd_conn *next, *prev; /* srv->conns, under srv->lock */
+	struct nbd_counters st;   /* what this connection answered */
 	const struct nbd_io_ops *io;
 	void *io_opaque;          /* the transport's own (TLS session, ...) */
 	int fd;
@@ -208,7 +219,11 @@ void nbd_offload_reap(struct nbd_conn *c);
 extern const struct pvblk_protocol pvblk_nbd;
 
 /* tls.c */
-int nbd_tls_load(const char *dir, void **creds, char *err, size_t errlen);
+/* The server's credentials from an X.509 directory (--tls-creds) or a
+   PSK file (--tls-psk): exactly one of them. 0, or -errno with a sentence
+   in err naming the file. */
+int nbd_tls_load(const char *x509_dir, const char *psk_file, void **creds,
+		 char *err, size_t errlen);
 void nbd_tls_free(void *creds);
 /* NBD_OPT_STARTTLS after its ACK: the TLS handshake on c->fd, then c's
    transport is TLS. */

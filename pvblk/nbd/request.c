@@ -89,7 +89,7 @@ uint32_t nbd_check_request(const struct nbd_conn *c,
 		if (!r->length)
 			return NBD_EINVAL;
 	}
-	if (end < r->offset || end > s->size)
+	if (end < r->offset || end > __atomic_load_n(&s->size, __ATOMIC_ACQUIRE))
 		return r->type == NBD_CMD_WRITE ||
 		       r->type == NBD_CMD_WRITE_ZEROES ?
 			       NBD_ENOSPC :

@@ -25,6 +25,17 @@
 
 #define QUEUE_DEPTH 128
 
+/* Takes c off the server's list of live connections; under s->lock. */
+static void unlink_conn(struct nbd_server *s, struct nbd_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+}
+
 /* Runs one connection to its end, then frees it. */
 static void *conn_thread(void *arg)
 {
@@ -52,11 +63,18 @@ static void *conn_thread(void *arg)
 	nbd_tls_end(c);
 	nbd_meta_clear(c);
 	close(c->fd);
-	free(c);
 	pthread_mutex_lock(&s->lock);
+	/* what it answered stays in the server's sums: status never sees a
+	   counter go back when a client leaves */
+	s->ended.requests += c->st.requests;
+	s->ended.read_bytes += c->st.read_bytes;
+	s->ended.written_bytes += c->st.written_bytes;
+	s->ended.errors += c->st.errors;
+	unlink_conn(s, c);
 	s->nconns--;
 	pthread_cond_signal(&s->conn_gone);
 	pthread_mutex_unlock(&s->lock);
+	free(c);
 	return NULL;
 }
 
@@ -90,11 +108,20 @@ static void start_conn(struct nbd_server *s, int fd, const char *peer)
 
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
 	}
+	pthread_mutex_lock(&s->lock);
+	c->next = s->conns;
+	if (c->next)
+		c->next->prev = c;
+	s->conns = c;
+	pthread_mutex_unlock(&s->lock);
 	pthread_attr_init(&a);
 	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&a, 1u << 20);
 	if (pthread_create(&t, &a, conn_thread, c)) {
 		pthread_attr_destroy(&a);
+		pthread_mutex_lock(&s->lock);
+		unlink_conn(s, c);
+		pthread_mutex_unlock(&s->lock);
 		free(c);
 		goto err;
 	}
@@ -263,7 +290,8 @@ static int listen_tcp(struct nbd_server *s, const char *hostport, char *err,
 	if (!s->tls_creds && (!host[0] || !is_loopback(res->ai_addr))) {
 		snprintf(err, errlen,
 			 "NBD over TCP needs TLS: give --tls-creds DIR (with "
-			 "ca-cert.pem, server-cert.pem, server-key.pem), or "
+			 "ca-cert.pem, server-cert.pem, server-key.pem) or "
+			 "--tls-psk FILE (USERNAME:HEXKEY lines), or "
 			 "bind loopback explicitly (tcp:127.0.0.1:%s or "
 			 "tcp:[::1]:%s) for clients on this machine only",
 			 colon + 1, colon + 1);
@@ -365,8 +393,9 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	ret = describe_export(s, l->export, err, errlen);
 	if (ret < 0)
 		goto err_free;
-	if (l->tls_creds) {
-		ret = nbd_tls_load(l->tls_creds, &s->tls_creds, err, errlen);
+	if (l->tls_creds || l->tls_psk) {
+		ret = nbd_tls_load(l->tls_creds, l->tls_psk, &s->tls_creds,
+				   err, errlen);
 		if (ret < 0)
 			goto err_free;
 	}
@@ -454,9 +483,53 @@ static int nbd_connections(struct pvblk_listen *l)
 	return (int)n;
 }
 
+/* The counters of the connections that ended plus those of the live
+   ones, read under the lock that keeps them from ending meanwhile. */
+static void nbd_stats(struct pvblk_listen *l, struct pvblk_io_stats *out)
+{
+	struct nbd_server *s = l->state;
+	struct nbd_counters sum = { 0 };
+
+	if (s) {
+		pthread_mutex_lock(&s->lock);
+		sum = s->ended;
+		for (struct nbd_conn *c = s->conns; c; c = c->next) {
+			sum.requests += __atomic_load_n(&c->st.requests,
+							__ATOMIC_RELAXED);
+			sum.read_bytes += __atomic_load_n(&c->st.read_bytes,
+							  __ATOMIC_RELAXED);
+			sum.written_bytes += __atomic_load_n(
+				&c->st.written_bytes, __ATOMIC_RELAXED);
+			sum.errors += __atomic_load_n(&c->st.errors,
+						      __ATOMIC_RELAXED);
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	out->requests = sum.requests;
+	out->read_bytes = sum.read_bytes;
+	out->written_bytes = sum.written_bytes;
+	out->errors = sum.errors;
+	out->nqueues = 0;
+}
+
+/* The image grew: connections made from now on are offered the new size
+   (NBD has no way to tell a connected client; it keeps the size it was
+   given, and requests up to the new end are served). */
+static int nbd_resized(struct pvblk_listen *l)
+{
+	struct nbd_server *s = l->state;
+
+	if (!s)
+		return -ENOENT;
+	__atomic_store_n(&s->size, l->export->size, __ATOMIC_RELEASE);
+	return 0;
+}
+
 const struct pvblk_protocol pvblk_nbd = {
 	.name = "nbd",
 	.start = nbd_start,
 	.stop = nbd_stop,
 	.connections = nbd_connections,
+	.resized = nbd_resized,
+	.stats = nbd_stats,
 };

@@ -65,6 +65,21 @@ uint32_t nbd_errno(int err)
 	}
 }
 
+/* Counts one reply to a request of type with length bytes for the status
+   counters (relaxed atomics: the control thread reads them meanwhile). */
+static void count_reply(struct nbd_conn *c, uint16_t type, uint32_t length,
+			bool failed)
+{
+	__atomic_fetch_add(&c->st.requests, 1, __ATOMIC_RELAXED);
+	if (failed)
+		__atomic_fetch_add(&c->st.errors, 1, __ATOMIC_RELAXED);
+	else if (type == NBD_CMD_READ)
+		__atomic_fetch_add(&c->st.read_bytes, length, __ATOMIC_RELAXED);
+	else if (type == NBD_CMD_WRITE)
+		__atomic_fetch_add(&c->st.written_bytes, length,
+				   __ATOMIC_RELAXED);
+}
+
 /* Sends iov, or marks the connection dead when that fails. */
 static void send_or_die(struct nbd_conn *c, const struct iovec *iov, int n)
 {
@@ -243,6 +258,7 @@ static void req_done(struct req *q)
 			  "): %s", c->peer, q->r.type, q->r.offset,
 			  q->r.length, *msg ? msg : strerror(-q->err));
 	}
+	count_reply(c, q->r.type, q->r.length, err != 0);
 	if (err)
 		reply_error(c, &q->r, err);
 	else if (q->r.type == NBD_CMD_READ && c->structured)
@@ -431,6 +447,7 @@ struct bs_job {
 	struct nbd_job j;
 	struct nbd_request r;
 	size_t len;            /* bytes of reply built in buf */
+	bool failed;           /* the reply ends in an error chunk */
 	uint8_t buf[];         /* room for a chunk per selected context */
 };
 
@@ -498,6 +515,7 @@ static void bs_run(struct nbd_job *j)
 			e.msglen = 0;
 			memcpy(bj->buf + bj->len, &e, sizeof(e));
 			bj->len += sizeof(e);
+			bj->failed = true;
 			return;
 		}
 	}
@@ -510,6 +528,7 @@ static void bs_done(struct nbd_job *j)
 	struct nbd_conn *c = j->c;
 	struct iovec v = { bj->buf, bj->len };
 
+	count_reply(c, NBD_CMD_BLOCK_STATUS, bj->r.length, bj->failed);
 	send_or_die(c, &v, 1);
 	c->inflight--;
 	free(bj);
@@ -528,6 +547,7 @@ static int cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
 	bj->j.done = bs_done;
 	bj->r = *r;
 	bj->len = 0;
+	bj->failed = false;
 	c->inflight++;
 	nbd_offload(c, &bj->j);
 	return 0;
@@ -559,6 +579,7 @@ static int handle_request(struct nbd_conn *c)
 		}
 	}
 	if (err) {
+		count_reply(c, r.type, r.length, true);
 		reply_error(c, &r, err);
 		return 0;
 	}
@@ -583,6 +604,7 @@ static int handle_request(struct nbd_conn *c)
 					return ret;
 				}
 			}
+			count_reply(c, r.type, r.length, true);
 			reply_error(c, &r, NBD_ENOMEM);
 			free(q);
 			return 0;

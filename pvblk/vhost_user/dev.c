@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,7 +13,7 @@
 
 #define SUPPORTED_PROTOCOL_FEATURES                                    \
 	(1ull << VU_PROTOCOL_F_MQ | 1ull << VU_PROTOCOL_F_REPLY_ACK |  \
-	 1ull << VU_PROTOCOL_F_CONFIG |                                \
+	 1ull << VU_PROTOCOL_F_CONFIG | 1ull << VU_PROTOCOL_F_BACKEND_REQ | \
 	 1ull << VU_PROTOCOL_F_INFLIGHT_SHMFD |                        \
 	 1ull << VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS)
 
@@ -35,6 +36,7 @@ void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq)
 	d->blk = blk;
 	d->num_queues = nq;
 	d->reply_fd = -1;
+	d->backend_fd = -1;
 	for (unsigned i = 0; i < VU_MAX_QUEUES; i++) {
 		struct vu_vring *v = &d->vrings[i];
 
@@ -88,6 +90,40 @@ static void unmap_all(struct vu_dev *d)
 	atomic_store(&d->mem_fault_off, UINT64_MAX);
 }
 
+/* Replace the backend channel (fd taken over; -1 closes it). */
+static void set_backend_fd(struct vu_dev *d, int fd)
+{
+	int old;
+
+	pthread_mutex_lock(&d->lock);
+	old = d->backend_fd;
+	d->backend_fd = fd;
+	pthread_mutex_unlock(&d->lock);
+	if (old >= 0)
+		close(old);
+}
+
+int vu_dev_config_changed(struct vu_dev *d)
+{
+	struct vu_hdr h = { .request = VU_BACKEND_CONFIG_CHANGE_MSG,
+			    .flags = VU_VERSION, .size = 0 };
+	ssize_t n = 0;
+	int ret = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->backend_fd >= 0) {
+		/* 12 bytes on a socket nobody else writes: never blocks
+		   unless the front end stopped reading it for good */
+		do {
+			n = send(d->backend_fd, &h, sizeof(h),
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		} while (n < 0 && errno == EINTR);
+		ret = n == (ssize_t)sizeof(h) ? 1 : n < 0 ? -errno : -EIO;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return ret;
+}
+
 void vu_dev_reset(struct vu_dev *d)
 {
 	stop_all(d);
@@ -116,6 +152,7 @@ void vu_dev_reset(struct vu_dev *d)
 	if (d->reply_fd >= 0)
 		close(d->reply_fd);
 	d->reply_fd = -1;
+	set_backend_fd(d, -1);
 	d->features = d->protocol_features = 0;
 	d->owner = false;
 }
@@ -399,6 +436,8 @@ static long expected_size(uint32_t req)
 	case VU_SET_VRING_CALL:
 	case VU_SET_VRING_ERR:
 		return sizeof(uint64_t);
+	case VU_SET_BACKEND_REQ_FD:
+		return 0;
 	case VU_SET_VRING_NUM:
 	case VU_SET_VRING_BASE:
 	case VU_GET_VRING_BASE:
@@ -566,6 +605,13 @@ static int apply(struct vu_dev *d, const struct vu_msg *m, int *fds,
 		r->hdr.size = 12 + len;
 		return 1;
 	}
+	case VU_SET_BACKEND_REQ_FD:
+		if (nfds != 1 || !(d->protocol_features &
+				   (1ull << VU_PROTOCOL_F_BACKEND_REQ)))
+			return -EPROTO;
+		set_backend_fd(d, fds[0]);
+		fds[0] = -1;
+		return 0;
 	case VU_SET_CONFIG:
 		if (m->hdr.size < 12 || m->hdr.size > sizeof(p->config) ||
 		    p->config.size > m->hdr.size - 12)

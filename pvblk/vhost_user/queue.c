@@ -82,6 +82,33 @@ int vu_vring_broken(struct vu_dev *d, unsigned i, char *why, size_t len)
 	return ret;
 }
 
+static void stats_add(struct vblk_stats *sum, const struct vblk_stats *s)
+{
+	sum->requests += s->requests;
+	sum->read_bytes += s->read_bytes;
+	sum->written_bytes += s->written_bytes;
+	sum->errors += s->errors;
+}
+
+int vu_vring_stats(struct vu_dev *d, unsigned i, struct vblk_stats *out)
+{
+	struct vu_vring *v;
+
+	if (i >= d->num_queues)
+		return -ENOENT;
+	v = &d->vrings[i];
+	pthread_mutex_lock(&d->lock);
+	*out = v->done;
+	if (v->live) {
+		struct vblk_stats now;
+
+		vblk_queue_stats(v->live, &now);
+		stats_add(out, &now);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
 static void *vring_thread(void *arg)
 {
 	struct vu_vring *v = arg;
@@ -107,6 +134,9 @@ static void *vring_thread(void *arg)
 		vblk_queue_free(q);
 		return NULL;
 	}
+	pthread_mutex_lock(&d->lock);
+	v->live = q;
+	pthread_mutex_unlock(&d->lock);
 	pfd[0] = (struct pollfd){ .fd = v->stop_fd, .events = POLLIN };
 	pfd[1] = (struct pollfd){ .fd = v->kick_fd, .events = POLLIN };
 	pfd[2] = (struct pollfd){ .fd = vblk_queue_fd(q), .events = POLLIN };
@@ -134,6 +164,15 @@ static void *vring_thread(void *arg)
 		note_broken(v, q);
 	}
 	v->last_avail = vblk_queue_stop(q);
+	{
+		struct vblk_stats st;
+
+		vblk_queue_stats(q, &st); /* final: nothing is in flight */
+		pthread_mutex_lock(&d->lock);
+		stats_add(&v->done, &st);
+		v->live = NULL;
+		pthread_mutex_unlock(&d->lock);
+	}
 	vblk_queue_free(q);
 	return NULL;
 }

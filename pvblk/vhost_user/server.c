@@ -365,18 +365,58 @@ static void vu_stop(struct pvblk_listen *l)
 	l->state = NULL;
 }
 
-int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
-				  char *why, size_t len)
+/* Totals over the device's queues, and each queue's count and state. */
+static void vu_stats(struct pvblk_listen *l, struct pvblk_io_stats *out)
 {
 	struct vu_server *s = l->state;
 
+	out->requests = out->read_bytes = out->written_bytes = 0;
+	out->errors = 0;
+	out->nqueues = 0;
+	if (!s)
+		return;
+	for (unsigned i = 0; i < s->dev.num_queues &&
+			     i < PVBLK_STATS_MAX_QUEUES; i++) {
+		struct pvblk_queue_stats *qs = &out->queues[i];
+		struct vblk_stats st;
+
+		if (vu_vring_stats(&s->dev, i, &st) < 0)
+			break;
+		out->requests += st.requests;
+		out->read_bytes += st.read_bytes;
+		out->written_bytes += st.written_bytes;
+		out->errors += st.errors;
+		qs->index = i;
+		qs->requests = st.requests;
+		qs->broken = vu_vring_broken(&s->dev, i, qs->reason,
+					     sizeof(qs->reason)) == 1;
+		if (!qs->broken)
+			qs->reason[0] = '\0';
+		out->nqueues = i + 1;
+	}
+}
+
+static int vu_resized(struct pvblk_listen *l)
+{
+	struct vu_server *s = l->state;
+	int ret;
+
 	if (!s)
 		return -ENOENT;
-	return vu_vring_broken(&s->dev, queue, why, len);
+	ret = vblk_dev_resize(s->blk);
+	if (ret < 0)
+		return ret;
+	ret = vu_dev_config_changed(&s->dev);
+	if (ret < 0)
+		pvblk_log("vhost-user %s: cannot tell the front end that the "
+			  "disk grew: %s", l->address, strerror(-ret));
+	return ret;
 }
 
 const struct pvblk_protocol pvblk_vhost_user_blk = {
 	.name = "vhost-user-blk",
 	.start = vu_start,
 	.stop = vu_stop,
+	.resized = vu_resized,
+	.stats = vu_stats,
 };

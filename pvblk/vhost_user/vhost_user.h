@@ -38,6 +38,7 @@ enum vu_request {
 	VU_SET_PROTOCOL_FEATURES = 16,
 	VU_GET_QUEUE_NUM = 17,
 	VU_SET_VRING_ENABLE = 18,
+	VU_SET_BACKEND_REQ_FD = 21,
 	VU_GET_CONFIG = 24,
 	VU_SET_CONFIG = 25,
 	VU_GET_INFLIGHT_FD = 31,
@@ -56,9 +57,13 @@ enum vu_request {
 
 #define VU_PROTOCOL_F_MQ 0
 #define VU_PROTOCOL_F_REPLY_ACK 3
+#define VU_PROTOCOL_F_BACKEND_REQ 5
 #define VU_PROTOCOL_F_CONFIG 9
 #define VU_PROTOCOL_F_INFLIGHT_SHMFD 12
 #define VU_PROTOCOL_F_CONFIGURE_MEM_SLOTS 15
+
+/* What the back end may send the front end on the backend channel. */
+#define VU_BACKEND_CONFIG_CHANGE_MSG 2
 
 #define VU_VRING_IDX_MASK 0xffu
 #define VU_VRING_NOFD_MASK (1u << 8)
@@ -169,6 +174,10 @@ struct vu_vring {
 	struct vblk_ring ring; /* host pointers for the thread */
 	/* why the running ring broke, "" while it serves; under dev->lock */
 	char broken[128];
+	/* under dev->lock: the thread's queue while it serves, and what the
+	   queues this ring had before answered (kept across front ends) */
+	struct vblk_queue *live;
+	struct vblk_stats done;
 };
 
 struct vu_dev {
@@ -197,11 +206,20 @@ struct vu_dev {
 	size_t inflight_size;
 	unsigned inflight_queue_size;
 	int reply_fd; /* an fd to send with the reply, or -1 */
+	/* BACKEND_REQ: our end of the channel on which we tell the front
+	   end things (a new capacity), or -1; replaced under lock */
+	int backend_fd;
 };
 
 void vu_dev_init(struct vu_dev *d, struct vblk_dev *blk, unsigned nq);
 /* Forget the front end: stop the rings, unmap memory, close fds. */
 void vu_dev_reset(struct vu_dev *d);
+/* The device's configuration changed (the disk grew; vblk_dev_resize
+   first): tell the front end on the backend channel so that it reads the
+   configuration again and interrupts the guest. 1 when told, 0 when the
+   front end gave no channel (it sees the change at its next GET_CONFIG),
+   -errno when the message could not be sent. Any thread. */
+int vu_dev_config_changed(struct vu_dev *d);
 
 /*
  * Apply one message whose payload (hdr.size bytes, already checked to be
@@ -229,14 +247,9 @@ void vu_vring_stop(struct vu_vring *v);
 /* Why ring i stopped serving (copied into why), 1; 0 while it serves or
    is not running; -ENOENT past the device's queues. Any thread. */
 int vu_vring_broken(struct vu_dev *d, unsigned i, char *why, size_t len);
-
-struct pvblk_listen;
-
-/* server.c: the state of queue i of the vhost-user-blk listener l, for a
-   status report: 1 with the reason in why when the queue is broken (it
-   serves nothing until the front end sets it up again), 0 when it is not,
-   -ENOENT past the last queue or when l is not running. */
-int pvblk_vhost_user_queue_status(struct pvblk_listen *l, unsigned queue,
-				  char *why, size_t len);
+/* What ring i has answered since the device was made (every queue it had,
+   the serving one included). -ENOENT past the device's queues. Any
+   thread. */
+int vu_vring_stats(struct vu_dev *d, unsigned i, struct vblk_stats *out);
 
 #endif

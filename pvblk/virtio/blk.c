@@ -99,6 +99,18 @@ int vblk_dev_new(const struct vblk_dev_opts *o, struct vblk_dev **out)
 	return 0;
 }
 
+int vblk_dev_resize(struct vblk_dev *d)
+{
+	struct bdev_info info;
+	int ret = bdev_get_info(d->bdev, &info);
+
+	if (ret < 0)
+		return ret;
+	/* queue threads read it (in_range) while this runs */
+	__atomic_store_n(&d->size, info.size, __ATOMIC_RELEASE);
+	return 0;
+}
+
 void vblk_dev_free(struct vblk_dev *d)
 {
 	free(d);
@@ -129,7 +141,8 @@ void vblk_dev_config(const struct vblk_dev *d, struct virtio_blk_config *c)
 	uint32_t grain_sectors = (uint32_t)(d->grain / SECTOR);
 
 	memset(c, 0, sizeof(*c));
-	c->capacity = htole64(d->size / SECTOR);
+	c->capacity = htole64(__atomic_load_n(&d->size, __ATOMIC_ACQUIRE) /
+			      SECTOR);
 	c->seg_max = htole32(VBLK_SEG_MAX);
 	c->blk_size = htole32(SECTOR);
 	c->physical_block_exp = 0;
@@ -396,12 +409,13 @@ static void iov_skip(struct iovec *iov, unsigned *start, unsigned end,
 static bool in_range(const struct vblk_dev *d, uint64_t sector,
 		     uint64_t bytes)
 {
-	uint64_t off;
+	uint64_t off, size;
 
 	if (sector > UINT64_MAX / SECTOR)
 		return false;
 	off = sector * SECTOR;
-	return off <= d->size && bytes <= d->size - off;
+	size = __atomic_load_n(&d->size, __ATOMIC_ACQUIRE);
+	return off <= size && bytes <= size - off;
 }
 
 /* Start the request the chain in r describes; answers at once (through
@@ -560,6 +574,10 @@ static void process(struct vblk_queue *q)
 {
 	if (!q->started || q->stopping)
 		return;
+	/* the queue is run right below: requests the engine finishes at
+	   once (a read from the page cache, an inline write) need not signal
+	   its eventfd, which would cost a write and a read of it each */
+	bdev_queue_hold(q->bq);
 	for (;;) {
 		while (!q->vq.broken) {
 			struct vblk_req *r = q->free_list;
@@ -581,6 +599,7 @@ static void process(struct vblk_queue *q)
 			break;
 	}
 	bdev_queue_run(q->bq, 0);
+	bdev_queue_release(q->bq);
 	flush_used(q);
 }
 

@@ -751,5 +751,6 @@ const struct bdev_format bdev_format_vmdk = {
 	.begin_write = vmdk_begin_write,
 	.freeze = vmdk_freeze_layer,
 	.thaw = vmdk_thaw_layer,
+	.grow = vmdk_grow,
 	.finish = vmdk_finish,
 };

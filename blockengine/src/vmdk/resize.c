@@ -21,8 +21,10 @@
  * extent files written and synced before the descriptor that names them
  * (replaced atomically). A crash leaves the old size and at worst leaked
  * sectors at the end of a file; a rerun finishes (empty extent files left
- * behind are reused). A monolithicSparse rewrites its embedded descriptor
- * before the header, as before.
+ * behind are reused). A monolithicSparse that grows writes its header
+ * before its embedded descriptor (one that shrinks, after it): the state
+ * between is a descriptor smaller than the header's capacity, which opens
+ * at the header's size and which bdev_check only warns about.
  */
 #include <endian.h>
 #include <errno.h>
@@ -53,11 +55,8 @@ static void crash_point(void)
 		_exit(86);
 }
 
-/*
- * text with the sector count of its last extent line set to sectors and
- * extra (may be NULL) inserted after that line: a malloc'd string.
- */
-static int desc_resize(const char *text, size_t len, uint64_t sectors,
+/* See vmdk.h. */
+int vmdk_desc_resize(const char *text, size_t len, uint64_t sectors,
 		       const char *extra, char **out)
 {
 	size_t tl = strnlen(text, len), pos = 0, num_at = 0, num_end = 0, eol_last = 0;
@@ -114,7 +113,7 @@ static int desc_file_resize(const char *path, const char *text, size_t len,
 			    uint64_t sectors, const char *extra)
 {
 	char *nt = NULL;
-	int ret = desc_resize(text, len, sectors, extra, &nt);
+	int ret = vmdk_desc_resize(text, len, sectors, extra, &nt);
 
 	if (ret == -ENOENT)
 		return bdev_err(-EINVAL, "%s: no extent line found to resize", path);
@@ -538,6 +537,15 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 	ret = grow_tables(fd, path, &h, new_sec, &gd, &rgd);
 	if (ret < 0)
 		goto out;
+	/* Growing, the header (the size this engine and QEMU read) comes
+	   before the embedded descriptor; shrinking, after it: a crash in
+	   between leaves a descriptor smaller than the capacity, which both
+	   open at the header's size and bdev_check only warns about. */
+	if (new_sec > h.capacity) {
+		ret = put_header(fd, path, hb, new_sec, gd, rgd);
+		if (ret < 0)
+			goto out;
+	}
 	if (h.desc_offset && h.desc_size) {
 		size_t dlen = h.desc_size * 512;
 		text = calloc(1, dlen + 1);
@@ -549,7 +557,7 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 			ret = bdev_err(-EIO, "%s: cannot read the embedded descriptor", path);
 			goto out;
 		}
-		ret = desc_resize(text, dlen, new_sec, NULL, &nt);
+		ret = vmdk_desc_resize(text, dlen, new_sec, NULL, &nt);
 		if (ret == 0 && strlen(nt) >= dlen)
 			ret = bdev_err(-ENOSPC, "%s: the resized descriptor does not fit "
 				       "in %zu bytes", path, dlen);
@@ -566,7 +574,8 @@ static int resize_sparse(struct bdev *b, const char *path, uint64_t new_size)
 			goto out;
 		crash_point();
 	}
-	ret = put_header(fd, path, hb, new_sec, gd, rgd);
+	if (new_sec <= h.capacity)
+		ret = put_header(fd, path, hb, new_sec, gd, rgd);
 out:
 	free(text);
 	free(nt);
@@ -682,8 +691,9 @@ int bdev_resize(const char *path, uint64_t new_size, unsigned flags)
 	else if (b->info.parent_hint)
 		ret = bdev_err(-ENOTSUP, "%s: a delta disk has its parent's size; "
 			       "resize the parent and make a new delta", path);
-	else if (new_size == b->info.size)
-		ret = 0;
+	else if (new_size == b->info.size && strcmp(sf, "monolithicSparse"))
+		ret = 0; /* (a monolithicSparse one rewrites its descriptor: a
+			    grow cut short after the header left it behind) */
 	else if (new_size < b->info.size && !(flags & BDEV_RESIZE_SHRINK))
 		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than the "
 			       "disk (%" PRIu64 " bytes); shrinking needs --shrink",

@@ -99,6 +99,12 @@ int vmdk_desc_read_file(const char *path, char **out, size_t *len);
    same folder, synced, renamed over path, then the folder synced. A crash
    leaves the old file or the new one, never a mix. */
 int vmdk_replace_file(const char *path, const char *text);
+/* Descriptor text (len bytes) with the sector count of its last extent
+   line set to sectors and extra (may be NULL) inserted after that line,
+   into *out (malloc'd). -ENOENT when there is no extent line, -ENOMEM
+   (no message). */
+int vmdk_desc_resize(const char *text, size_t len, uint64_t sectors,
+		     const char *extra, char **out);
 
 /* ---- Hosted sparse header (sparse_header.c) ----------------------------- */
 
@@ -368,6 +374,8 @@ ssize_t vmdk_zero(struct bdev *b, uint64_t off, uint64_t len, bool discard);
 int vmdk_begin_write(struct bdev *b);
 int vmdk_finish(struct bdev *b);
 int vmdk_flush(struct bdev *b);
+/* grow.c: the grow op (struct bdev_format.grow). */
+int vmdk_grow(struct bdev *b, uint64_t new_size);
 
 /* write_common.c: shared by both write paths; the lookup also by the map. */
 /* The extent holding virtual byte off, or NULL. */

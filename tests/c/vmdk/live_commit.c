@@ -18,10 +18,17 @@
  * with EBUSY naming the parent; closed, the commit goes through.
  * "refused": no parent (a fresh VMDK, a raw disk) is EINVAL.
  *
+ * "exclusive": while a live commit of a 16 MiB child runs (a writer queue
+ * busy meanwhile), bdev_snapshot and bdev_grow are EBUSY saying a live
+ * commit of the child runs; while a snapshot is being taken,
+ * bdev_commit_live is EBUSY saying so. After each returns, the other one
+ * works. (The test holds the top lock shared to keep the running one
+ * before its switch, so the overlap is certain, not a matter of timing.)
+ *
  * "grow": bdev_grow of an open raw disk while a queue keeps writing it;
  * the grown part is written and read back, qemu-img sees the new size and
- * the data. Shrinking is EINVAL; an open VMDK is ENOTSUP naming its
- * subformat.
+ * the data. Shrinking is EINVAL; an open streamOptimized VMDK is ENOTSUP
+ * naming its subformat (live_grow.c: the VMDK kinds that grow).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -29,6 +36,7 @@
 #include <time.h>
 
 #include "../testutil.h"
+#include "internal.h" /* the top lock, to hold a switch back; chain_op */
 
 #define DISK (64ull << 20)
 #define THREADS 4
@@ -331,6 +339,116 @@ static void test_refused(void)
 	printf("ok refused\n");
 }
 
+static void *grow_writer(void *arg);
+
+/* A bdev_commit_live (child NULL) or bdev_snapshot run on its own thread. */
+struct chain_call {
+	const char *child;
+	pthread_t t;
+	int ret;
+	char msg[600];
+};
+
+static void *chain_main(void *arg)
+{
+	struct chain_call *c = arg;
+
+	c->ret = c->child ? bdev_snapshot(disk, c->child) :
+		 bdev_commit_live(disk);
+	snprintf(c->msg, sizeof(c->msg), "%s", bdev_errmsg());
+	return NULL;
+}
+
+/* Starts c while this thread holds the top lock shared (the switch waits
+   for it), and returns once c is running. The calls this thread makes
+   meanwhile take the lock shared again to word their EBUSY message:
+   glibc's rwlocks prefer readers, so that does not wait for the switch. */
+static void chain_start(struct chain_call *c, enum chain_op op)
+{
+	pthread_rwlock_rdlock(&disk->top_lock);
+	CHECK_EQ(pthread_create(&c->t, NULL, chain_main, c), 0);
+	while (atomic_load(&disk->chain_op) != (int)op)
+		usleep(100);
+}
+
+/* Lets c finish; it must have succeeded. */
+static void chain_finish(struct chain_call *c)
+{
+	pthread_rwlock_unlock(&disk->top_lock);
+	CHECK_EQ(pthread_join(c->t, NULL), 0);
+	if (c->ret < 0)
+		fprintf(stderr, "%s\n", c->msg);
+	CHECK_EQ(c->ret, 0);
+}
+
+static void test_exclusive(void)
+{
+	char base[300], child[300], child2[300], child3[300];
+	struct bdev_open_opts oo = { .flags = BDEV_O_RDWR };
+	struct bdev_create_opts co = { .size = 32 << 20 };
+	struct chain_call c = { 0 };
+	uint8_t *buf = malloc(16 << 20);
+	struct stat st;
+	pthread_t w;
+
+	CHECK(buf);
+	snprintf(base, sizeof(base), "%s/excl.vmdk", dir);
+	snprintf(child, sizeof(child), "%s/excl-s1.vmdk", dir);
+	snprintf(child2, sizeof(child2), "%s/excl-s2.vmdk", dir);
+	snprintf(child3, sizeof(child3), "%s/excl-s3.vmdk", dir);
+	CHECK_EQ(bdev_create(base, &co), 0);
+	CHECK_EQ(bdev_open(base, &oo, &disk), 0);
+	CHECK_EQ(bdev_snapshot(disk, child), 0);
+	/* a child worth copying: 16 MiB of data */
+	pattern_fill(buf, 16 << 20, 8 << 20);
+	CHECK_EQ(bdev_pwrite(disk, buf, 16 << 20, 8 << 20), 0);
+	atomic_store(&stop, false);
+	CHECK_EQ(pthread_create(&w, NULL, grow_writer, NULL), 0);
+
+	/* a live commit runs: no snapshot, no grow */
+	chain_start(&c, CHAIN_COMMIT);
+	CHECK_EQ(bdev_snapshot(disk, child2), -EBUSY);
+	printf("exclusive: %s\n", bdev_errmsg());
+	CHECK(strstr(bdev_errmsg(), "a live commit of"));
+	CHECK(strstr(bdev_errmsg(), child));
+	CHECK(stat(child2, &st) < 0 && errno == ENOENT);
+	CHECK_EQ(bdev_grow(disk, 64 << 20), -EBUSY);
+	CHECK(strstr(bdev_errmsg(), "a live commit of"));
+	chain_finish(&c);
+	CHECK(stat(child, &st) < 0 && errno == ENOENT);
+	/* it returned: the snapshot works */
+	CHECK_EQ(bdev_snapshot(disk, child2), 0);
+
+	/* a snapshot is being taken: no commit */
+	c.child = child3;
+	chain_start(&c, CHAIN_SNAPSHOT);
+	CHECK_EQ(bdev_commit_live(disk), -EBUSY);
+	printf("exclusive: %s\n", bdev_errmsg());
+	CHECK(strstr(bdev_errmsg(), "a snapshot of"));
+	CHECK(strstr(bdev_errmsg(), child2));
+	chain_finish(&c);
+	CHECK_EQ(bdev_snapshot_wait(disk), 0);
+	/* it returned: the commit works (the third child into the second,
+	   then the second into the base) */
+	CHECK_EQ(bdev_commit_live(disk), 0);
+	CHECK_EQ(bdev_commit_live(disk), 0);
+	atomic_store(&stop, true);
+	CHECK_EQ(pthread_join(w, NULL), 0);
+	CHECK(stat(child2, &st) < 0 && errno == ENOENT);
+	CHECK(stat(child3, &st) < 0 && errno == ENOENT);
+	CHECK_EQ(bdev_close(disk), 0);
+	/* the base holds everything: the writer's MiB and the 16 MiB */
+	CHECK_EQ(bdev_open(base, NULL, &disk), 0);
+	CHECK_EQ(bdev_pread(disk, buf, 16 << 20, 8 << 20), 0);
+	CHECK_EQ(pattern_mismatch(buf, 16 << 20, 8 << 20), -1);
+	CHECK_EQ(bdev_pread(disk, buf, 1 << 20, 0), 0);
+	CHECK_EQ(pattern_mismatch(buf, 1 << 20, 0), -1);
+	CHECK_EQ(bdev_close(disk), 0);
+	test_run("qemu-img check -q %s", base);
+	free(buf);
+	printf("ok exclusive\n");
+}
+
 /* the grow test's writer: a queue rewriting the first MiB until told */
 static void *grow_writer(void *arg)
 {
@@ -359,7 +477,8 @@ static void test_grow(void)
 	char path[300], model_path[300];
 	struct bdev_open_opts oo = { .flags = BDEV_O_RDWR };
 	struct bdev_create_opts ro = { .format = "raw", .size = 4 << 20 };
-	struct bdev_create_opts vo = { .size = 4 << 20 };
+	struct bdev_create_opts vo = { .size = 4 << 20,
+				       .subformat = "streamOptimized" };
 	uint8_t *buf = malloc(1 << 20);
 	struct bdev_info bi;
 	pthread_t t;
@@ -402,12 +521,13 @@ static void test_grow(void)
 	test_run("qemu-img info -f raw --output=json %s | grep -q "
 		 "'\"virtual-size\": 14680064'", path);
 	test_run("qemu-img compare -q -f raw -F raw %s %s", path, model_path);
-	/* an open VMDK does not grow (yet): closed, bdev_resize does it */
+	/* an open streamOptimized VMDK does not grow (live_grow.c tests the
+	   kinds that do) */
 	snprintf(path, sizeof(path), "%s/grow.vmdk", dir);
 	CHECK_EQ(bdev_create(path, &vo), 0);
 	CHECK_EQ(bdev_open(path, &oo, &disk), 0);
 	CHECK_EQ(bdev_grow(disk, 8 << 20), -ENOTSUP);
-	CHECK(strstr(bdev_errmsg(), "monolithicSparse"));
+	CHECK(strstr(bdev_errmsg(), "streamOptimized"));
 	CHECK_EQ(bdev_close(disk), 0);
 	free(buf);
 	printf("ok grow\n");
@@ -428,6 +548,7 @@ int main(int argc, char **argv)
 	if (!bench) {
 		test_refused();
 		test_busy();
+		test_exclusive();
 		test_grow();
 	}
 	run_load(bench ? 8 : lng ? 12 : 3, bench ? 500 : 100, bench);
