@@ -200,3 +200,41 @@ def test_help_names_every_command():
                 "delete ID", "export ID OVA", "stats ID", "console ID",
                 "Ctrl-]", "--output=json", "Examples:"]:
         assert cmd in out, cmd
+
+
+def test_sigterm_keeps_or_stops_vms_as_configured(tmp_path, ova):
+    """--on-exit keep (the default) leaves a VM running and says so;
+    --on-exit shutdown asks the guest, then forces off what is still on
+    after --shutdown-timeout (this VM has no OS to answer ACPI)."""
+    need("qemu-system-x86_64")
+    package, _ = ova
+    p, state, log = start_ovkd(tmp_path, "--accel", "tcg")
+    c = Ctl(state, tmp_path / "auth")
+    vm = c.json("deploy", package, "--start")
+    assert vm["PowerState"] == "On"
+    with open(state / "vms" / "web-1.json") as f:
+        qemu = json.load(f)["vmm"]["pid"]
+    stop_ovkd(p, log)
+    assert "1 running VM left running" in log.read_text()
+    os.kill(qemu, 0)  # still there
+
+    p, state, log = start_ovkd(tmp_path, "--accel", "tcg", "--on-exit",
+                               "shutdown", "--shutdown-timeout", "1")
+    assert c.json("show", "web-1")["PowerState"] == "On"
+    stop_ovkd(p, log)
+    text = log.read_text()
+    assert "powering off 1 running VM (--on-exit shutdown)" in text
+    assert "web-1: forced off (still on after --shutdown-timeout)" in text
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # reaped by its parent, ovkd, or by init
+            os.kill(qemu, 0)
+            time.sleep(0.1)
+
+    p, state, log = start_ovkd(tmp_path, "--accel", "tcg")
+    try:
+        vm = c.json("show", "web-1")
+        assert vm["PowerState"] == "Off"
+        assert vm["Oem"]["Ovk"]["Details"]["LastEvent"] == (
+            "ForceOff as ovkd stopped")
+    finally:
+        stop_ovkd(p, log)

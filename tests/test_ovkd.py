@@ -385,7 +385,7 @@ def test_unix_socket_is_the_default_and_asks_for_credentials(tmp_path):
     finally:
         stop_ovkd(p, log)
     assert not sock.exists()
-    assert "running VMs keep running" in log.read_text()
+    assert "0 running VMs left running" in log.read_text()
 
 
 def test_stale_socket_is_replaced_and_a_file_is_not(tmp_path):

@@ -53,16 +53,16 @@ int listen_unix(const char *path, char *err, size_t errlen)
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return mgmt_fail(err, errlen, -errno, "socket %s: %s", path,
+		return mgmt_fail(err, errlen, -errno, "socket %s: %s", sa.sun_path,
 				 strerror(errno));
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = mgmt_fail(err, errlen, -errno, "socket %s: %s", path,
+		ret = mgmt_fail(err, errlen, -errno, "socket %s: %s", sa.sun_path,
 				strerror(errno));
 		goto err_close;
 	}
 	/* the owner and its group may talk to ovkd; the API still asks for
 	   the credentials */
-	if (chmod(path, 0660) < 0 || listen(fd, 64) < 0) {
+	if (chmod(sa.sun_path, 0660) < 0 || listen(fd, 64) < 0) {
 		int e = errno;
 
 		ret = mgmt_fail(err, errlen, -e, "socket %s: %s", sa.sun_path,

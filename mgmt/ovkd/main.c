@@ -52,6 +52,13 @@ static const char usage_text[] =
 "  --qemu PATH          the QEMU program (default qemu-system-x86_64)\n"
 "  --accel kvm|tcg      QEMU's accelerator (default kvm when /dev/kvm is\n"
 "                       usable, else tcg)\n"
+"  --on-exit keep|shutdown|force-off\n"
+"                       what SIGTERM or SIGINT does to running VMs: keep\n"
+"                       them running (the default), ask each guest to\n"
+"                       power off (ACPI) and force off those still on\n"
+"                       after --shutdown-timeout, or force them off\n"
+"  --shutdown-timeout SECONDS\n"
+"                       how long --on-exit shutdown waits (default 30)\n"
 "  -h, --help           this text\n"
 "  -V, --version        the version\n"
 "\n"
@@ -60,10 +67,11 @@ static const char usage_text[] =
 "ovkd stays in the foreground. The unix socket is made last: once it\n"
 "answers, so does every listener (ovkd then says on stderr where).\n"
 "\n"
-"Each VM is a JSON file in DIR/vms/, written crash-safely. VMs keep running\n"
-"when ovkd stops (SIGTERM or SIGINT; it says so as it stops); a restarted\n"
-"ovkd finds them again by pid and process start time, and notices when\n"
-"they have powered off.\n"
+"Each VM is a JSON file in DIR/vms/, written crash-safely. By default VMs\n"
+"keep running when ovkd stops (SIGTERM or SIGINT); ovkd says as it stops\n"
+"whether it leaves them running or stops them, and names each VM it\n"
+"stops. A restarted ovkd finds running VMs again by pid and process start\n"
+"time, and notices when they have powered off.\n"
 "\n"
 "Examples:\n"
 "  ovkd --state /srv/ovkd &\n"
@@ -354,6 +362,79 @@ static void on_signal(int sig)
 	g_stop = 1;
 }
 
+enum on_exit { EXIT_KEEP, EXIT_SHUTDOWN, EXIT_FORCE_OFF };
+
+static unsigned vms_on(void)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++)
+		n += inv_at(g_m.inv, i)->power != VM_OFF;
+	return n;
+}
+
+/* What stopping ovkd does to the running VMs (--on-exit), said on stderr
+   VM by VM. */
+static void stop_vms(enum on_exit how, unsigned grace_s)
+{
+	char err[512];
+	unsigned on = vms_on();
+
+	if (how == EXIT_KEEP || !on) {
+		say("stopping; %u running VM%s left running", on,
+		    on == 1 ? "" : "s");
+		return;
+	}
+	say("stopping; powering off %u running VM%s (--on-exit %s)", on,
+	    on == 1 ? "" : "s", how == EXIT_SHUTDOWN ? "shutdown"
+						     : "force-off");
+	pthread_mutex_lock(&g_lock);
+	if (how == EXIT_SHUTDOWN) {
+		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+			struct vm *vm = inv_at(g_m.inv, i);
+
+			if (vm->power == VM_ON &&
+			    g_m.provider->shutdown(&g_m.env, vm, err,
+						   sizeof(err)) < 0)
+				say("%s", err);
+		}
+		for (unsigned t = 0; t < grace_s * 10 && vms_on(); t++) {
+			struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+			for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+				struct vm *vm = inv_at(g_m.inv, i);
+
+				if (vm->power != VM_OFF &&
+				    g_m.provider->poll(&g_m.env, vm)) {
+					inv_save(g_m.inv, vm);
+					say("%s: powered off by its guest",
+					    vm->id);
+				}
+			}
+		}
+	}
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+		struct vm *vm = inv_at(g_m.inv, i);
+
+		if (vm->power == VM_OFF)
+			continue;
+		if (g_m.provider->force_off(&g_m.env, vm, err,
+					    sizeof(err)) < 0) {
+			say("%s", err);
+			continue;
+		}
+		free(vm->last_event);
+		vm->last_event = strdup("ForceOff as ovkd stopped");
+		inv_save(g_m.inv, vm);
+		say("%s: forced off%s", vm->id, how == EXIT_SHUTDOWN
+			? " (still on after --shutdown-timeout)" : "");
+	}
+	pthread_mutex_unlock(&g_lock);
+}
+
 /* One MHD daemon on a listening fd we made (the unix socket), or on a TCP
    address, with TLS when cert and key are given. */
 static struct MHD_Daemon *serve(int fd, const struct sockaddr_in *addr,
@@ -403,6 +484,8 @@ int main(int argc, char **argv)
 		{ "pvblk", required_argument, NULL, 'P' },
 		{ "qemu", required_argument, NULL, 'Q' },
 		{ "accel", required_argument, NULL, 'A' },
+		{ "on-exit", required_argument, NULL, 'E' },
+		{ "shutdown-timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -415,6 +498,8 @@ int main(int argc, char **argv)
 	struct sockaddr_in addr;
 	struct MHD_Daemon *d_unix = NULL, *d_tcp = NULL;
 	pthread_t mon;
+	enum on_exit on_exit = EXIT_KEEP;
+	unsigned long grace = 30;
 	int opt, ret, status = 1, unix_fd;
 
 	g_m.env.qemu = "qemu-system-x86_64";
@@ -435,6 +520,31 @@ int main(int argc, char **argv)
 			}
 			g_m.env.accel = optarg;
 			break;
+		case 'E':
+			if (!strcmp(optarg, "keep"))
+				on_exit = EXIT_KEEP;
+			else if (!strcmp(optarg, "shutdown"))
+				on_exit = EXIT_SHUTDOWN;
+			else if (!strcmp(optarg, "force-off"))
+				on_exit = EXIT_FORCE_OFF;
+			else {
+				say("--on-exit %s: expected keep, shutdown or "
+				    "force-off", optarg);
+				return 1;
+			}
+			break;
+		case 'T': {
+			char *end;
+
+			errno = 0;
+			grace = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || grace > 3600) {
+				say("--shutdown-timeout %s: expected seconds, "
+				    "0 to 3600", optarg);
+				return 1;
+			}
+			break;
+		}
 		case 'h': fputs(usage_text, stdout); return 0;
 		case 'V': printf("ovkd (ovk) %s\n", OVK_VERSION); return 0;
 		default:
@@ -530,8 +640,8 @@ int main(int argc, char **argv)
 		    cert ? "https" : "http", listen);
 	while (!g_stop)
 		pause();
-	say("stopping; running VMs keep running");
 	pthread_join(mon, NULL);
+	stop_vms(on_exit, (unsigned)grace);
 	status = 0;
 	MHD_stop_daemon(d_unix); /* closes unix_fd */
 	unlink(sock_path);
