@@ -25,6 +25,7 @@ PAGES = {  # man page -> (program's file in the build, subcommands)
     "ovkdisk.1": ("livedisk/ovkdisk", []),
     "ovkvm.1": ("hypervisor/ovkvm", []),
     "ovkd.8": ("mgmt/ovkd", []),
+    "ovkctl.1": ("mgmt/ovkctl", []),
 }
 
 

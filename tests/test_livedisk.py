@@ -618,6 +618,11 @@ def test_grow(tmp_path):
         assert d.ok(command="grow", size=32 << 20)["size"] == 32 << 20
         assert d.ok(command="status")["size"] == 32 << 20
         assert os.path.getsize(raw) == 32 << 20
+        # a new NBD connection is offered the new size and writes there
+        info = json.loads(run([need("qemu-img"), "info", "--output=json",
+                               d.uri]).stdout)
+        assert info["virtual-size"] == 32 << 20, info
+        qio(d.uri, "write -P 5 30M 1M", "read -P 5 30M 1M")
     finally:
         d.stop()
     # a monolithicSparse VMDK grows while open, as far as its grain
@@ -631,7 +636,7 @@ def test_grow(tmp_path):
         assert d.ok(command="status")["size"] == 64 * MiB
         assert d.ok(command="grow", size=128 << 20)["size"] == 128 << 20
         assert d.ok(command="status")["size"] == 128 << 20
-        qio(d.uri, "write -P 3 60M 1M")
+        qio(d.uri, "write -P 3 60M 1M", "write -P 6 100M 1M")
     finally:
         d.stop()
     run([need("qemu-img"), "check", img])
@@ -639,7 +644,11 @@ def test_grow(tmp_path):
                            img]).stdout)
     assert info["virtual-size"] == 128 << 20
     qio(img, "read -P 1 0 4M", "read -P 2 32M 1M", "read -P 3 60M 1M",
-        "write -P 4 127M 1M", "read -P 4 127M 1M", fmt="vmdk")
+        "read -P 6 100M 1M", "write -P 4 127M 1M", "read -P 4 127M 1M",
+        fmt="vmdk")
+    with open(raw, "rb") as f:
+        f.seek(30 << 20)
+        assert f.read(1 << 20) == b"\x05" * (1 << 20)
     run([need("qemu-img"), "check", img])
 
 

@@ -322,3 +322,152 @@ def test_deployed_appliance_boots_writes_its_disk_and_powers_off(
         f.seek(4096)
         assert f.read(20) == b"OVKD-GUEST-WAS-HERE\n"
     run([need("qemu-img"), "check", disk])
+
+
+def start_ovkd(tmp_path, *args):
+    """ovkd with extra arguments; waits for its unix socket (made last: it
+    answers once every listener is ready) and returns (process, state
+    folder, log path)."""
+    state = tmp_path / "state"
+    auth = tmp_path / "auth"
+    auth.write_text(f"{USER}:{PASSWORD}\n")
+    log = tmp_path / "ovkd.log"
+    p = subprocess.Popen([tool("ovkd"), "--state", state, "--auth-file",
+                          auth, *args], stdout=open(log, "a"),
+                         stderr=subprocess.STDOUT)
+    sock = state / "ovkd.sock"
+    for _ in range(200):
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(sock))
+                return p, state, log
+            except OSError:
+                pass
+        if p.poll() is not None:
+            raise AssertionError(log.read_text())
+        time.sleep(0.05)
+    p.kill()
+    raise AssertionError("no socket:\n" + log.read_text())
+
+
+def stop_ovkd(p, log):
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=20) == 0, log.read_text()
+
+
+def curl(*args):
+    r = run([need("curl"), "-sS", "-w", "\n%{http_code}", *args])
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_unix_socket_is_the_default_and_asks_for_credentials(tmp_path):
+    p, state, log = start_ovkd(tmp_path)
+    sock = state / "ovkd.sock"
+    try:
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o660"
+        url = "http://localhost/redfish/v1/Systems"
+        code, body = curl("--unix-socket", sock, url)
+        assert code == 401 and "credentials" in body
+        code, body = curl("--unix-socket", sock, "-u", "admin:wrong", url)
+        assert code == 401
+        code, body = curl("--unix-socket", sock, "-u",
+                          f"{USER}:{PASSWORD}", url)
+        assert code == 200 and json.loads(body)["Members"] == []
+        code, body = curl("--unix-socket", sock,
+                          "http://localhost/redfish/v1/")
+        assert code == 200 and json.loads(body)["Systems"]
+        # a second ovkd on the same socket is refused, the first untouched
+        r = run([tool("ovkd"), "--state", tmp_path / "other", "--auth-file",
+                 tmp_path / "auth", "--socket", sock], check=False)
+        assert r.returncode == 1 and "another ovkd answers" in r.stderr
+        assert curl("--unix-socket", sock, url)[0] == 401
+    finally:
+        stop_ovkd(p, log)
+    assert not sock.exists()
+    assert "0 running VMs left running" in log.read_text()
+
+
+def test_stale_socket_is_replaced_and_a_file_is_not(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(state / "ovkd.sock"))
+    stale.close()  # a socket file nobody listens on: a crashed ovkd's
+    p, state, log = start_ovkd(tmp_path)
+    code, _ = curl("--unix-socket", state / "ovkd.sock", "-u",
+                   f"{USER}:{PASSWORD}", "http://localhost/redfish/v1/Systems")
+    stop_ovkd(p, log)
+    assert code == 200
+    plain = tmp_path / "not-a-socket"
+    plain.write_text("keep me")
+    r = run([tool("ovkd"), "--state", state, "--auth-file", tmp_path / "auth",
+             "--socket", plain], check=False)
+    assert r.returncode == 1 and "is not a socket" in r.stderr
+    assert plain.read_text() == "keep me"
+
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    """A self-signed certificate for 127.0.0.1 made with GnuTLS certtool."""
+    certtool = need("certtool")
+    key, cert, tmpl = (tmp_path / "key.pem", tmp_path / "cert.pem",
+                       tmp_path / "cert.tmpl")
+    tmpl.write_text('cn = "localhost"\nip_address = "127.0.0.1"\n'
+                    'dns_name = "localhost"\nexpiration_days = 2\nca\n'
+                    'signing_key\ntls_www_server\n')
+    run([certtool, "--generate-privkey", "--key-type=ecdsa", "--outfile",
+         key])
+    run([certtool, "--generate-self-signed", "--load-privkey", key,
+         "--template", tmpl, "--outfile", cert])
+    return cert, key
+
+
+def test_https_listener_with_certtool_cert(tmp_path, tls_cert, monkeypatch):
+    cert, key = tls_cert
+    # requests lets these variables override the verify= that sushy sets
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    port = free_port()
+    p, state, log = start_ovkd(tmp_path, "--listen", f"127.0.0.1:{port}",
+                               "--tls-cert", cert, "--tls-key", key)
+    base = f"https://127.0.0.1:{port}/redfish/v1"
+    try:
+        code, body = curl("--cacert", cert, base + "/Systems")
+        assert code == 401
+        code, body = curl("--cacert", cert, "-u", f"{USER}:{PASSWORD}",
+                          base + "/Systems")
+        assert code == 200 and json.loads(body)["Members"] == []
+        # not our CA: curl refuses the certificate
+        r = run([need("curl"), "-sS", base + "/"], check=False)
+        assert r.returncode == 60, r.stderr
+        # no plain HTTP on the TLS port
+        r = run([need("curl"), "-sS", f"http://127.0.0.1:{port}/redfish/v1/"],
+                check=False)
+        assert r.returncode != 0
+
+        sushy = pytest.importorskip("sushy",
+                                    reason="python3-sushy is missing")
+        from sushy import auth as sushy_auth
+        s = sushy.Sushy(base, verify=str(cert),
+                        auth=sushy_auth.BasicAuth(USER, PASSWORD))
+        assert s.get_system_collection().members_identities == ()
+    finally:
+        stop_ovkd(p, log)
+
+
+def test_plain_http_off_loopback_is_refused(tmp_path, tls_cert):
+    auth = tmp_path / "auth"
+    auth.write_text(f"{USER}:{PASSWORD}\n")
+    r = run([tool("ovkd"), "--state", tmp_path / "s", "--auth-file", auth,
+             "--listen", "0.0.0.0:8443"], check=False)
+    assert r.returncode == 1
+    assert "only for loopback" in r.stderr and "--tls-cert" in r.stderr
+    cert, key = tls_cert
+    r = run([tool("ovkd"), "--state", tmp_path / "s", "--auth-file", auth,
+             "--listen", "0.0.0.0:8443", "--tls-cert", cert], check=False)
+    assert r.returncode == 1 and "go together" in r.stderr
+    r = run([tool("ovkd"), "--state", tmp_path / "s", "--auth-file", auth,
+             "--listen", "127.0.0.1:1", "--tls-cert", auth, "--tls-key",
+             key], check=False)
+    assert r.returncode == 1 and "expected PEM" in r.stderr

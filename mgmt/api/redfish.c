@@ -173,6 +173,24 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 	return o;
 }
 
+/* Disk i's I/O counters as Oem.Ovk.IO of its device d, when its server
+   runs and reports them. */
+static void disk_io_json(struct mgmt *m, const struct vm *vm, unsigned i,
+			 json_t *d)
+{
+	struct disk_io io;
+
+	if (vm->power == VM_OFF || !m->provider->disk_io ||
+	    m->provider->disk_io(&m->env, vm, i, &io) < 0)
+		return;
+	json_object_set_new(d, "Oem", json_pack(
+		"{s:{s:s, s:{s:I, s:I, s:I, s:I}}}", "Ovk", "@odata.type",
+		"#OvkDrive.v1_0_0.OvkDrive", "IO", "requests",
+		(json_int_t)io.requests, "read_bytes",
+		(json_int_t)io.read_bytes, "written_bytes",
+		(json_int_t)io.written_bytes, "errors", (json_int_t)io.errors));
+}
+
 static void simple_storage(struct mgmt *m, struct vm *vm, bool member,
 			   struct rf_reply *r)
 {
@@ -208,6 +226,7 @@ static void simple_storage(struct mgmt *m, struct vm *vm, bool member,
 				"{s:s, s:s}", "State", "Absent", "Health",
 				"Critical"));
 		}
+		disk_io_json(m, vm, i, d);
 		json_array_append_new(devs, d);
 	}
 	o = odata("#SimpleStorage.v1_3_0.SimpleStorage",

@@ -21,7 +21,10 @@
  *           Pause|Resume}
  *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Export
  *          {"Path": OUT.ova or OUT_DIR}: write the VM (off) as a package
- *   GET    /redfish/v1/Systems/ID/SimpleStorage[/1]   the VM's disks
+ *   GET    /redfish/v1/Systems/ID/SimpleStorage[/1]   the VM's disks; a
+ *          running disk's server counters as Devices[i].Oem.Ovk.IO
+ *          {"requests","read_bytes","written_bytes","errors"} when its
+ *          pvblk reports them (status on its control socket)
  */
 #ifndef OVK_MGMT_REDFISH_H
 #define OVK_MGMT_REDFISH_H

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "listen.h"
 #include "redfish.h"
 
 #define MAX_BODY (1u << 20)
@@ -33,10 +34,17 @@ static const char usage_text[] =
 "Redfish clients such as redfishtool and python3-sushy drive it.\n"
 "\n"
 "Options:\n"
-"  --listen HOST:PORT   where the HTTP API listens (default 127.0.0.1:8000;\n"
-"                       only loopback addresses: there is no TLS yet)\n"
 "  --state DIR          inventory, imported disks and runtime sockets\n"
 "                       (default /var/lib/ovkd)\n"
+"  --socket PATH        the unix socket the API answers on (default\n"
+"                       DIR/ovkd.sock, mode 0660; a stale one is replaced,\n"
+"                       it is removed at exit). ovkctl talks to it.\n"
+"  --listen HOST:PORT   also answer over TCP (IPv4). With --tls-cert and\n"
+"                       --tls-key that is HTTPS and any address may be\n"
+"                       used; without them it is plain HTTP and only\n"
+"                       loopback addresses (127.0.0.0/8) are accepted\n"
+"  --tls-cert FILE      the server certificate (PEM) for --listen\n"
+"  --tls-key FILE       its private key (PEM, unencrypted)\n"
 "  --auth-file FILE     one line USER:PASSWORD for HTTP Basic auth (default:\n"
 "                       DIR/credentials, made with a random password on\n"
 "                       first start, mode 0600)\n"
@@ -44,18 +52,38 @@ static const char usage_text[] =
 "  --qemu PATH          the QEMU program (default qemu-system-x86_64)\n"
 "  --accel kvm|tcg      QEMU's accelerator (default kvm when /dev/kvm is\n"
 "                       usable, else tcg)\n"
+"  --on-exit keep|shutdown|force-off\n"
+"                       what SIGTERM or SIGINT does to running VMs: keep\n"
+"                       them running (the default), ask each guest to\n"
+"                       power off (ACPI) and force off those still on\n"
+"                       after --shutdown-timeout, or force them off\n"
+"  --shutdown-timeout SECONDS\n"
+"                       how long --on-exit shutdown waits (default 30)\n"
 "  -h, --help           this text\n"
 "  -V, --version        the version\n"
 "\n"
-"Each VM is a JSON file in DIR/vms/, written crash-safely. VMs keep running\n"
-"when ovkd stops (SIGTERM); a restarted ovkd finds them again by pid and\n"
-"process start time, and notices when they have powered off.\n"
+"Every listener asks for HTTP Basic credentials (the --auth-file user)\n"
+"on everything but the service root; without them the answer is 401.\n"
+"ovkd stays in the foreground. The unix socket is made last: once it\n"
+"answers, so does every listener (ovkd then says on stderr where).\n"
+"\n"
+"Each VM is a JSON file in DIR/vms/, written crash-safely. By default VMs\n"
+"keep running when ovkd stops (SIGTERM or SIGINT); ovkd says as it stops\n"
+"whether it leaves them running or stops them, and names each VM it\n"
+"stops. A restarted ovkd finds running VMs again by pid and process start\n"
+"time, and notices when they have powered off.\n"
 "\n"
 "Examples:\n"
+"  ovkd --state /srv/ovkd &\n"
+"  ovkctl --socket /srv/ovkd/ovkd.sock list\n"
+"  curl --unix-socket /srv/ovkd/ovkd.sock -u admin:PW \\\n"
+"       http://localhost/redfish/v1/Systems\n"
+"  certtool --generate-privkey --outfile key.pem\n"
+"  certtool --generate-self-signed --load-privkey key.pem --outfile cert.pem\n"
+"  ovkd --state /srv/ovkd --listen 0.0.0.0:8443 --tls-cert cert.pem \\\n"
+"       --tls-key key.pem &\n"
+"  curl --cacert cert.pem -u admin:PW https://HOST:8443/redfish/v1/Systems\n"
 "  ovkd --state /srv/ovkd --listen 127.0.0.1:8000 &\n"
-"  curl -u admin:PW -d '{\"Oem\":{\"Ovk\":{\"Package\":\"/srv/app.ova\"}}}' \\\n"
-"       http://127.0.0.1:8000/redfish/v1/Systems\n"
-"  redfishtool -r 127.0.0.1:8000 -S Never -u admin -p PW Systems\n"
 "  redfishtool -r 127.0.0.1:8000 -S Never -u admin -p PW Systems -I app "
 "reset On\n";
 
@@ -329,58 +357,158 @@ static const char *sibling(const char *folder, const char *name)
 	return name;
 }
 
-static int parse_listen(const char *s, struct sockaddr_in *a)
-{
-	char host[64];
-	const char *colon = strrchr(s, ':');
-	char *end;
-	unsigned long port;
-
-	if (!colon || (size_t)(colon - s) >= sizeof(host))
-		return -1;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	port = strtoul(colon + 1, &end, 10);
-	if (*end || !port || port > 65535)
-		return -1;
-	memset(a, 0, sizeof(*a));
-	a->sin_family = AF_INET;
-	a->sin_port = htons((uint16_t)port);
-	if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
-		return -1;
-	return 0;
-}
-
 static void on_signal(int sig)
 {
 	g_stop = 1;
+}
+
+enum on_exit { EXIT_KEEP, EXIT_SHUTDOWN, EXIT_FORCE_OFF };
+
+static unsigned vms_on(void)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++)
+		n += inv_at(g_m.inv, i)->power != VM_OFF;
+	return n;
+}
+
+/* What stopping ovkd does to the running VMs (--on-exit), said on stderr
+   VM by VM. */
+static void stop_vms(enum on_exit how, unsigned grace_s)
+{
+	char err[512];
+	unsigned on = vms_on();
+
+	if (how == EXIT_KEEP || !on) {
+		say("stopping; %u running VM%s left running", on,
+		    on == 1 ? "" : "s");
+		return;
+	}
+	say("stopping; powering off %u running VM%s (--on-exit %s)", on,
+	    on == 1 ? "" : "s", how == EXIT_SHUTDOWN ? "shutdown"
+						     : "force-off");
+	pthread_mutex_lock(&g_lock);
+	if (how == EXIT_SHUTDOWN) {
+		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+			struct vm *vm = inv_at(g_m.inv, i);
+
+			if (vm->power == VM_ON &&
+			    g_m.provider->shutdown(&g_m.env, vm, err,
+						   sizeof(err)) < 0)
+				say("%s", err);
+		}
+		for (unsigned t = 0; t < grace_s * 10 && vms_on(); t++) {
+			struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+			for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+				struct vm *vm = inv_at(g_m.inv, i);
+
+				if (vm->power != VM_OFF &&
+				    g_m.provider->poll(&g_m.env, vm)) {
+					inv_save(g_m.inv, vm);
+					say("%s: powered off by its guest",
+					    vm->id);
+				}
+			}
+		}
+	}
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+		struct vm *vm = inv_at(g_m.inv, i);
+
+		if (vm->power == VM_OFF)
+			continue;
+		if (g_m.provider->force_off(&g_m.env, vm, err,
+					    sizeof(err)) < 0) {
+			say("%s", err);
+			continue;
+		}
+		free(vm->last_event);
+		vm->last_event = strdup("ForceOff as ovkd stopped");
+		inv_save(g_m.inv, vm);
+		say("%s: forced off%s", vm->id, how == EXIT_SHUTDOWN
+			? " (still on after --shutdown-timeout)" : "");
+	}
+	pthread_mutex_unlock(&g_lock);
+}
+
+/* One MHD daemon on a listening fd we made (the unix socket), or on a TCP
+   address, with TLS when cert and key are given. */
+static struct MHD_Daemon *serve(int fd, const struct sockaddr_in *addr,
+				const char *cert, const char *key)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+
+	if (cert)
+		flags |= MHD_USE_TLS;
+	if (fd >= 0)
+		return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+					MHD_OPTION_LISTEN_SOCKET, fd,
+					MHD_OPTION_NOTIFY_COMPLETED, on_done,
+					NULL,
+					MHD_OPTION_CONNECTION_LIMIT, 256u,
+					MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+					MHD_OPTION_END);
+	if (cert)
+		return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+					MHD_OPTION_SOCK_ADDR,
+					(const struct sockaddr *)addr,
+					MHD_OPTION_HTTPS_MEM_CERT, cert,
+					MHD_OPTION_HTTPS_MEM_KEY, key,
+					MHD_OPTION_NOTIFY_COMPLETED, on_done,
+					NULL,
+					MHD_OPTION_CONNECTION_LIMIT, 256u,
+					MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+					MHD_OPTION_END);
+	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+				MHD_OPTION_SOCK_ADDR,
+				(const struct sockaddr *)addr,
+				MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
+				MHD_OPTION_CONNECTION_LIMIT, 256u,
+				MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+				MHD_OPTION_END);
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "tls-cert", required_argument, NULL, 'c' },
+		{ "tls-key", required_argument, NULL, 'k' },
 		{ "state", required_argument, NULL, 's' },
 		{ "auth-file", required_argument, NULL, 'a' },
 		{ "pvblk", required_argument, NULL, 'P' },
 		{ "qemu", required_argument, NULL, 'Q' },
 		{ "accel", required_argument, NULL, 'A' },
+		{ "on-exit", required_argument, NULL, 'E' },
+		{ "shutdown-timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *listen = "127.0.0.1:8000", *state = "/var/lib/ovkd";
-	const char *auth_file = NULL;
-	char run_dir[4096], storage[4096];
+	const char *listen = NULL, *state = "/var/lib/ovkd";
+	const char *auth_file = NULL, *sock_opt = NULL;
+	const char *cert_file = NULL, *key_file = NULL;
+	char *cert = NULL, *key = NULL;
+	char run_dir[4096], storage[4096], sock_path[4096], err[512];
 	struct sockaddr_in addr;
-	struct MHD_Daemon *d;
+	struct MHD_Daemon *d_unix = NULL, *d_tcp = NULL;
 	pthread_t mon;
-	int opt, ret;
+	enum on_exit on_exit = EXIT_KEEP;
+	unsigned long grace = 30;
+	int opt, ret, status = 1, unix_fd;
 
 	g_m.env.qemu = "qemu-system-x86_64";
 	while ((opt = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'l': listen = optarg; break;
+		case 'S': sock_opt = optarg; break;
+		case 'c': cert_file = optarg; break;
+		case 'k': key_file = optarg; break;
 		case 's': state = optarg; break;
 		case 'a': auth_file = optarg; break;
 		case 'P': g_m.env.pvblk = optarg; break;
@@ -392,6 +520,31 @@ int main(int argc, char **argv)
 			}
 			g_m.env.accel = optarg;
 			break;
+		case 'E':
+			if (!strcmp(optarg, "keep"))
+				on_exit = EXIT_KEEP;
+			else if (!strcmp(optarg, "shutdown"))
+				on_exit = EXIT_SHUTDOWN;
+			else if (!strcmp(optarg, "force-off"))
+				on_exit = EXIT_FORCE_OFF;
+			else {
+				say("--on-exit %s: expected keep, shutdown or "
+				    "force-off", optarg);
+				return 1;
+			}
+			break;
+		case 'T': {
+			char *end;
+
+			errno = 0;
+			grace = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || grace > 3600) {
+				say("--shutdown-timeout %s: expected seconds, "
+				    "0 to 3600", optarg);
+				return 1;
+			}
+			break;
+		}
 		case 'h': fputs(usage_text, stdout); return 0;
 		case 'V': printf("ovkd (ovk) %s\n", OVK_VERSION); return 0;
 		default:
@@ -403,14 +556,29 @@ int main(int argc, char **argv)
 		say("unexpected argument %s", argv[optind]);
 		return 1;
 	}
-	if (parse_listen(listen, &addr) < 0) {
+	if (!cert_file != !key_file) {
+		say("--tls-cert and --tls-key go together");
+		return 1;
+	}
+	if (cert_file && !listen) {
+		say("--tls-cert and --tls-key are for --listen HOST:PORT");
+		return 1;
+	}
+	if (listen && listen_parse_tcp(listen, &addr) < 0) {
 		say("--listen %s: expected IPV4:PORT", listen);
 		return 1;
 	}
-	if ((ntohl(addr.sin_addr.s_addr) >> 24) != 127) {
-		say("--listen %s: only loopback addresses (127.0.0.0/8) until "
-		    "ovkd speaks TLS", listen);
+	if (listen && !cert_file && !listen_is_loopback(&addr)) {
+		say("--listen %s: plain HTTP is only for loopback addresses "
+		    "(127.0.0.0/8); give --tls-cert and --tls-key to serve "
+		    "HTTPS there", listen);
 		return 1;
+	}
+	if (cert_file &&
+	    (listen_read_pem(cert_file, &cert, err, sizeof(err)) < 0 ||
+	     listen_read_pem(key_file, &key, err, sizeof(err)) < 0)) {
+		say("%s", err);
+		goto out_free;
 	}
 	if (!g_m.env.pvblk)
 		g_m.env.pvblk = sibling("pvblk", "pvblk");
@@ -418,12 +586,16 @@ int main(int argc, char **argv)
 	ret = inv_open(state, &g_m.inv);
 	if (ret < 0) {
 		say("state folder %s: %s", state, strerror(-ret));
-		return 1;
+		goto out_free;
 	}
 	if (load_identity(state, auth_file) < 0)
-		return 1;
+		goto out_inv;
 	snprintf(run_dir, sizeof(run_dir), "%s/run", state);
 	snprintf(storage, sizeof(storage), "%s/disks", state);
+	snprintf(sock_path, sizeof(sock_path), "%s",
+		 sock_opt ? sock_opt : "");
+	if (!sock_opt)
+		snprintf(sock_path, sizeof(sock_path), "%s/ovkd.sock", state);
 	g_m.env.run_dir = run_dir;
 	g_m.storage_dir = storage;
 	g_m.provider = &provider_qemu;
@@ -437,26 +609,49 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
-	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL,
-			     0, NULL, NULL, on_request, NULL,
-			     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-			     MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
-			     MHD_OPTION_CONNECTION_LIMIT, 256u,
-			     MHD_OPTION_CONNECTION_TIMEOUT, 60u,
-			     MHD_OPTION_END);
-	if (!d) {
-		say("cannot listen on %s: %s", listen, strerror(errno));
-		inv_close(g_m.inv);
-		return 1;
+
+	/* TCP first: once the unix socket answers, every listener does */
+	if (listen) {
+		d_tcp = serve(-1, &addr, cert, key);
+		if (!d_tcp) {
+			say("cannot listen on %s%s: %s", listen,
+			    cert ? " (HTTPS: is the key the certificate's?)"
+				 : "", strerror(errno));
+			goto out_inv;
+		}
+	}
+	unix_fd = listen_unix(sock_path, err, sizeof(err));
+	if (unix_fd < 0) {
+		say("%s", err);
+		goto out_stop;
+	}
+	d_unix = serve(unix_fd, NULL, NULL, NULL);
+	if (!d_unix) {
+		say("socket %s: the HTTP server did not start", sock_path);
+		close(unix_fd);
+		unlink(sock_path);
+		goto out_stop;
 	}
 	pthread_create(&mon, NULL, monitor, NULL);
-	say("Redfish API on http://%s/redfish/v1/ (%u VMs in %s)", listen,
+	say("Redfish API on unix socket %s (%u VMs in %s)", sock_path,
 	    inv_count(g_m.inv), state);
+	if (listen)
+		say("Redfish API on %s://%s/redfish/v1/",
+		    cert ? "https" : "http", listen);
 	while (!g_stop)
 		pause();
-	say("stopping; running VMs keep running");
-	MHD_stop_daemon(d);
 	pthread_join(mon, NULL);
+	stop_vms(on_exit, (unsigned)grace);
+	status = 0;
+	MHD_stop_daemon(d_unix); /* closes unix_fd */
+	unlink(sock_path);
+out_stop:
+	if (d_tcp)
+		MHD_stop_daemon(d_tcp);
+out_inv:
 	inv_close(g_m.inv);
-	return 0;
+out_free:
+	free(cert);
+	free(key);
+	return status;
 }

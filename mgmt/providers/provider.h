@@ -31,6 +31,14 @@ struct vm_stats {
 	unsigned running_disks;  /* disk servers alive */
 };
 
+/* A disk server's I/O counters since it started. */
+struct disk_io {
+	uint64_t requests;
+	uint64_t read_bytes;
+	uint64_t written_bytes;
+	uint64_t errors;
+};
+
 struct provider_ops {
 	const char *name;
 	/* Power on: start the disk servers, then the VMM. */
@@ -55,6 +63,11 @@ struct provider_ops {
 	bool (*poll)(const struct provider_env *env, struct vm *vm);
 	void (*stats)(const struct provider_env *env, const struct vm *vm,
 		      struct vm_stats *out);
+	/* Disk i's I/O counters, asked of its running server: 0, or
+	   -ENOENT when it is not running or does not count (NULL: the
+	   provider never knows). */
+	int (*disk_io)(const struct provider_env *env, const struct vm *vm,
+		       unsigned i, struct disk_io *out);
 };
 
 extern const struct provider_ops provider_qemu;

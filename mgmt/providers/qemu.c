@@ -26,6 +26,9 @@
 #include "util.h"
 
 #define QMP_TIMEOUT_MS 5000
+/* pvblk's status reply: taken within 1 s, up to 1 MiB */
+#define DISK_STATUS_MS 1000
+#define DISK_STATUS_MAX (1u << 20)
 
 static void sleep_ms(unsigned ms)
 {
@@ -168,8 +171,9 @@ static void log_tail(const char *log, char *out, size_t len)
 	out[n2] = '\0';
 }
 
-/* Read one JSON line from fd within the deadline. */
-static json_t *qmp_read(int fd, char *buf, size_t cap, size_t *have)
+/* Read one JSON line from fd, waiting at most ms for each read. */
+static json_t *json_line_read(int fd, char *buf, size_t cap, size_t *have,
+			      int ms)
 {
 	for (;;) {
 		char *nl = memchr(buf, '\n', *have);
@@ -188,7 +192,7 @@ static json_t *qmp_read(int fd, char *buf, size_t cap, size_t *have)
 			return NULL; /* a line longer than we take */
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 
-		if (poll(&pfd, 1, QMP_TIMEOUT_MS) != 1)
+		if (poll(&pfd, 1, ms) != 1)
 			return NULL;
 		ssize_t n = read(fd, buf + *have, cap - *have);
 
@@ -214,14 +218,16 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 	if (fd < 0)
 		return mgmt_fail(err, errlen, fd, "%s: QEMU's monitor %s: %s",
 			    vm->id, path, strerror(-fd));
-	o = qmp_read(fd, buf, sizeof(buf), &have); /* greeting */
+	o = json_line_read(fd, buf, sizeof(buf), &have,
+			   QMP_TIMEOUT_MS); /* greeting */
 	json_decref(o);
 	for (int step = 0; step < 2; step++) {
 		snprintf(line, sizeof(line), "{\"execute\":\"%s\"}\n",
 			 step ? cmd : "qmp_capabilities");
 		if (write(fd, line, strlen(line)) != (ssize_t)strlen(line))
 			break;
-		while ((o = qmp_read(fd, buf, sizeof(buf), &have))) {
+		while ((o = json_line_read(fd, buf, sizeof(buf), &have,
+					   QMP_TIMEOUT_MS))) {
 			json_t *e = json_object_get(o, "error");
 
 			if (json_object_get(o, "return")) {
@@ -264,7 +270,7 @@ static void stop_disks(struct vm *vm)
 static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		   size_t errlen)
 {
-	char dir[4096], sock[4096], log[4096], tail[512];
+	char dir[4096], sock[4096], api[4096], log[4096], tail[512];
 	char mem[64], smp[16], backend[160], machine[96], chardev[4300];
 	char qmpopt[4200], console[8400], qmp_sock[4096];
 	const char *accel = env->accel;
@@ -293,13 +299,16 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		char name[32];
 		char *pv[] = { (char *)env->pvblk, "-o", "rw",
 			       "--vhost-user-blk", sock, "--num-queues", queues,
-			       vm->disks[i].path, NULL };
+			       "--api-socket", api, vm->disks[i].path, NULL };
 
 		snprintf(name, sizeof(name), "disk%u.sock", i);
 		vm_path(sock, sizeof(sock), env, vm, name);
+		snprintf(name, sizeof(name), "disk%u.api", i);
+		vm_path(api, sizeof(api), env, vm, name);
 		snprintf(name, sizeof(name), "disk%u.log", i);
 		vm_path(log, sizeof(log), env, vm, name);
 		unlink(sock);
+		unlink(api);
 		ret = spawn(pv, log, &vm->blk[i]);
 		if (ret >= 0)
 			ret = wait_socket(sock, &vm->blk[i], 15000);
@@ -519,6 +528,58 @@ static void q_stats(const struct provider_env *env, const struct vm *vm,
 		fclose(f);
 }
 
+/* Disk i's counters from its pvblk's control socket ("status": each
+   export's "io"), summed over the exports. */
+static int q_disk_io(const struct provider_env *env, const struct vm *vm,
+		     unsigned i, struct disk_io *out)
+{
+	static const char req[] = "{\"command\":\"status\"}\n";
+	char path[4096], name[32];
+	size_t have = 0, k;
+	json_t *o, *x, *io;
+	char *buf;
+	int fd, ret = -ENOENT;
+
+	memset(out, 0, sizeof(*out));
+	if (i >= vm->ndisks || !vm_proc_alive(&vm->blk[i]))
+		return -ENOENT;
+	snprintf(name, sizeof(name), "disk%u.api", i);
+	vm_path(path, sizeof(path), env, vm, name);
+	fd = unix_connect(path);
+	if (fd < 0)
+		return fd;
+	buf = malloc(DISK_STATUS_MAX);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+		ret = -EIO;
+		goto out;
+	}
+	o = json_line_read(fd, buf, DISK_STATUS_MAX, &have, DISK_STATUS_MS);
+	json_array_foreach(json_object_get(json_object_get(o, "return"),
+					   "exports"), k, x) {
+		io = json_object_get(x, "io");
+		if (!json_is_object(io))
+			continue;
+		out->requests += (uint64_t)json_integer_value(
+			json_object_get(io, "requests"));
+		out->read_bytes += (uint64_t)json_integer_value(
+			json_object_get(io, "read_bytes"));
+		out->written_bytes += (uint64_t)json_integer_value(
+			json_object_get(io, "written_bytes"));
+		out->errors += (uint64_t)json_integer_value(
+			json_object_get(io, "errors"));
+		ret = 0;
+	}
+	json_decref(o);
+out:
+	free(buf);
+	close(fd);
+	return ret;
+}
+
 const struct provider_ops provider_qemu = {
 	.name = "qemu",
 	.start = q_start,
@@ -529,4 +590,5 @@ const struct provider_ops provider_qemu = {
 	.resume = q_resume,
 	.poll = q_poll,
 	.stats = q_stats,
+	.disk_io = q_disk_io,
 };

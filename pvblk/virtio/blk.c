@@ -246,7 +246,6 @@ static unsigned mem_faults(const struct vblk_queue *q)
 						    memory_order_acquire) : 0;
 }
 
-
 /* Serve again what an earlier device had taken from this ring and not
    returned (ring->inflight), oldest first; avail is read after them. */
 static int replay(struct vblk_queue *q)
