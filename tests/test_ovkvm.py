@@ -161,7 +161,8 @@ def test_boots_debian_kernel_with_kvm_clock_on_two_cpus():
 {boot}; echo "=== OVKVM-CASE boot rc=$?"
 {q(ovkvm)} --kernel {q(bad)} --console file:/tmp/tf.log; echo "=== OVKVM-CASE triplefault rc=$?"
 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --console file:/tmp/term.log &
-pid=$!; sleep 1; kill -TERM $pid; wait $pid; echo "=== OVKVM-CASE sigterm rc=$?"
+pid=$!; for i in $(seq 300); do [ -s /tmp/term.log ] && break; sleep 0.1; done
+kill -TERM $pid; wait $pid; echo "=== OVKVM-CASE sigterm rc=$?"
 {q(ovkvm)} --kernel {q(kernel.bzimage)} --cpus 2 --console file:/tmp/api.log --api-socket /tmp/api.sock &
 pid=$!; python3 {q(client)} /tmp/api.sock; wait $pid; echo "=== OVKVM-CASE api rc=$?"
 """
