@@ -13,7 +13,9 @@
 # Usage: bench/bench_vmdkfs.sh [BUILDDIR]     (as root; default build)
 # Env:   SIZE=1024 (MiB of data), RUNS=3, SECS=5 (seconds per fio run),
 #        WORK=/var/tmp/ovk-bench (scratch; needs ~3x SIZE free),
-#        PARTS="reads buffered writes" (which tables to run)
+#        PARTS="reads buffered writes" (which tables to run; "uring" adds
+#        reads through vmdkfs -o io_uring beside the /dev/fuse loop),
+#        URING=1 (0: no vmdkfs -o io_uring column in the writes table)
 # Prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +23,21 @@ build=${1:-build}
 vmdkfs=$(realpath "$build/vmdkfs/vmdkfs")
 SIZE=${SIZE:-1024} RUNS=${RUNS:-3} SECS=${SECS:-5}
 WORK=${WORK:-/var/tmp/ovk-bench} PARTS=${PARTS:-reads buffered writes}
-cmd="SIZE=$SIZE RUNS=$RUNS SECS=$SECS WORK=$WORK PARTS='$PARTS' bash bench/bench_vmdkfs.sh $build"
+URING=${URING:-1}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
+cmd="SIZE=$SIZE RUNS=$RUNS SECS=$SECS WORK=$WORK PARTS='$PARTS' bash bench/bench_vmdkfs.sh $build"
+# FUSE over io_uring needs the fuse module's enable_uring; turned on for the
+# run (and back off at exit) when the kernel has it.
+uring_param=/sys/module/fuse/parameters/enable_uring uring_was=
+if [ "$URING" = 1 ] || part uring; then
+  if [ -w "$uring_param" ]; then
+    uring_was=$(cat "$uring_param")
+    [ "$uring_was" = Y ] || echo 1 > "$uring_param"
+  else
+    echo "bench: $uring_param is missing: no vmdkfs -o io_uring figures" >&2
+    URING=0 PARTS=${PARTS//uring/}
+  fi
+fi
 for p in fio qemu-img qemu-storage-daemon vmdkmount; do
   command -v $p >/dev/null || { echo "bench: $p is not installed" >&2; exit 1; }
 done
@@ -36,6 +51,8 @@ cleanup() {
   done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [ "$uring_was" = N ] && echo 0 > "$uring_param"
+  true
 }
 trap cleanup EXIT
 
@@ -44,7 +61,7 @@ echo
 echo "Command: \`$cmd\`  "
 echo "Date: $(date -u '+%F %T') UTC, kernel $(uname -r), $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-if part reads || part buffered; then  # the data and its two images
+if part reads || part buffered || part uring; then  # the data and its two images
   if [ ! -f "$WORK/data.raw" ] || [ "$(stat -c %s "$WORK/data.raw")" != $((SIZE << 20)) ]; then
     # half random (incompressible), half text-like (compressible)
     head -c $((SIZE << 19)) /dev/urandom > "$WORK/data.raw"
@@ -217,6 +234,37 @@ echo
 echo "read_ahead_kb of the vmdkfs mount's BDI: $ra"
 fi
 
+if part uring; then
+echo
+echo "## Reads through vmdkfs: /dev/fuse loop vs -o io_uring (seq rows: MB/s; rand rows: IOPS; median of $RUNS interleaved runs of ${SECS}s)"
+echo
+echo "| image | test | vmdkfs | vmdkfs io_uring | io_uring / loop | CPU us/req vmdkfs | vmdkfs io_uring |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+for sf in monolithicSparse streamOptimized; do
+  img="$WORK/data-$sf.vmdk"
+  cat "$img" > /dev/null
+  declare -A file=() pid=()
+  mount_vmdkfs "$img" "$WORK/m-ours"; file[ours]=$F pid[ours]=$P
+  mount_vmdkfs "$img" "$WORK/m-ouru" -o io_uring,share; file[ouru]=$F pid[ouru]=$P
+  for row in "read 1M 1 seq-1MiB-qd1" "read 1M 8 seq-1MiB-qd8" "randread 4k 1 rand-4KiB-qd1" "randread 4k 32 rand-4KiB-qd32"; do
+    set -- $row
+    declare -A val=() cpu=()
+    for _ in $(seq "$RUNS"); do
+      for p in ours ouru; do
+        read -r v c < <(fio_run "${file[$p]}" "${pid[$p]}" $1 $2 $3)
+        val[$p]+="$v " cpu[$p]+="$c "
+      done
+    done
+    for p in ours ouru; do
+      val[$p]=$(echo ${val[$p]} | tr ' ' '\n' | median)
+      cpu[$p]=$(echo ${cpu[$p]} | tr ' ' '\n' | median)
+    done
+    echo "| $sf | $4 | ${val[ours]} | ${val[ouru]} | $(ratio ${val[ouru]} ${val[ours]}) | ${cpu[ours]} | ${cpu[ouru]} |"
+  done
+  umount_last; umount_last
+done
+fi
+
 if part writes; then
 echo
 echo "## Random 4 KiB writes with fsync (fio --fsync=1, depth 1): vmdkfs -o rw vs qsd writable FUSE export"
@@ -226,12 +274,21 @@ echo "second writes the same offsets. 'host file' is the same fio job on a plain
 echo "file in \$WORK, no FUSE and no image format: the floor the host's"
 echo "write + fdatasync sets for any daemon. Median of $RUNS runs of ${SECS}s."
 echo
-echo "| image | phase | vmdkfs IOPS | qsd-fuse IOPS | ratio | host file IOPS | vmdkfs / host | CPU us/req vmdkfs | qsd |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+if [ "$URING" = 1 ]; then
+  echo "'vmdkfs io_uring' is the same vmdkfs mount with -o io_uring (FUSE over"
+  echo "io_uring, one pinned thread per CPU queue), run in the same rounds."
+  echo
+  echo "| image | phase | vmdkfs IOPS | qsd-fuse IOPS | ratio | host file IOPS | vmdkfs / host | vmdkfs io_uring IOPS | io_uring / host | CPU us/req vmdkfs | qsd | vmdkfs io_uring |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+else
+  echo "| image | phase | vmdkfs IOPS | qsd-fuse IOPS | ratio | host file IOPS | vmdkfs / host | CPU us/req vmdkfs | qsd |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+fi
+wpeers="ours qsd"; [ "$URING" = 1 ] && wpeers="ours qsd ouru"
 for sf in monolithicSparse monolithicFlat; do
   declare -A wv=() wc=()
   for _ in $(seq "$RUNS"); do
-    for who in ours qsd; do
+    for who in $wpeers; do
       rm -f "$WORK/w-$who"*.vmdk
       qemu-img create -q -f vmdk -o subformat=$sf "$WORK/w-$who.vmdk" 256M
     done
@@ -239,25 +296,40 @@ for sf in monolithicSparse monolithicFlat; do
     truncate -s 256M "$WORK/w-host.raw"
     mount_vmdkfs "$WORK/w-ours.vmdk" "$WORK/m-wo" -o rw; f_ours=$F p_ours=$P
     mount_qsd "$WORK/w-qsd.vmdk" "$WORK/m-wq" vmdk on; f_qsd=$F p_qsd=$P
+    if [ "$URING" = 1 ]; then
+      mount_vmdkfs "$WORK/w-ouru.vmdk" "$WORK/m-wu" -o rw,io_uring; f_ouru=$F p_ouru=$P
+    fi
     for phase in allocating overwriting; do
       read -r a ca < <(fio_run "$f_ours" "$p_ours" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
       read -r b cb < <(fio_run "$f_qsd" "$p_qsd" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
       read -r h _ < <(fio_run "$WORK/w-host.raw" $$ randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
       wv[$phase.ours]+="${a:-0} " wv[$phase.qsd]+="${b:-0} " wv[$phase.host]+="${h:-0} "
       wc[$phase.ours]+="${ca:-0} " wc[$phase.qsd]+="${cb:-0} "
+      if [ "$URING" = 1 ]; then
+        read -r u cu < <(fio_run "$f_ouru" "$p_ouru" randwrite 4k 1 --fsync=1 --randseed=7 --size=256M)
+        wv[$phase.ouru]+="${u:-0} " wc[$phase.ouru]+="${cu:-0} "
+      fi
     done
+    [ "$URING" = 1 ] && umount_last
     umount_last; umount_last
   done
   for phase in allocating overwriting; do
-    for k in ours qsd host; do
+    for k in $wpeers host; do
       wv[$phase.$k]=$(echo ${wv[$phase.$k]} | tr ' ' '\n' | median)
     done
-    for k in ours qsd; do
+    for k in $wpeers; do
       wc[$phase.$k]=$(echo ${wc[$phase.$k]} | tr ' ' '\n' | median)
     done
-    echo "| $sf | $phase | ${wv[$phase.ours]} | ${wv[$phase.qsd]} |" \
-      "$(ratio "${wv[$phase.ours]}" "${wv[$phase.qsd]}") | ${wv[$phase.host]} |" \
-      "$(ratio "${wv[$phase.ours]}" "${wv[$phase.host]}") | ${wc[$phase.ours]} | ${wc[$phase.qsd]} |"
+    if [ "$URING" = 1 ]; then
+      echo "| $sf | $phase | ${wv[$phase.ours]} | ${wv[$phase.qsd]} |" \
+        "$(ratio "${wv[$phase.ours]}" "${wv[$phase.qsd]}") | ${wv[$phase.host]} |" \
+        "$(ratio "${wv[$phase.ours]}" "${wv[$phase.host]}") | ${wv[$phase.ouru]} |" \
+        "$(ratio "${wv[$phase.ouru]}" "${wv[$phase.host]}") | ${wc[$phase.ours]} | ${wc[$phase.qsd]} | ${wc[$phase.ouru]} |"
+    else
+      echo "| $sf | $phase | ${wv[$phase.ours]} | ${wv[$phase.qsd]} |" \
+        "$(ratio "${wv[$phase.ours]}" "${wv[$phase.qsd]}") | ${wv[$phase.host]} |" \
+        "$(ratio "${wv[$phase.ours]}" "${wv[$phase.host]}") | ${wc[$phase.ours]} | ${wc[$phase.qsd]} |"
+    fi
   done
 done
 rm -f "$WORK/w-host.raw"

@@ -276,9 +276,11 @@ static void stop_workers(struct loop *lp)
 		pthread_join(lp->w[i].thread, NULL);
 }
 
-int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish)
+int vmdkfs_loop(struct fuse *f, unsigned max_workers,
+		enum vmdkfs_uring_mode uring, sem_t *finish)
 {
 	struct fuse_session *se = fuse_get_session(f);
+	struct vmdkfs_uring *ur = NULL;
 	struct sigaction sa;
 	struct loop *lp;
 	unsigned i;
@@ -310,6 +312,10 @@ int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish)
 		ret = -ENOMEM;
 		goto err_free_loop;
 	}
+	/* before the first read: INIT decides whether the ring is used */
+	ret = vmdkfs_uring_start(se, uring, &ur);
+	if (ret < 0)
+		goto err_stop_cleanup;
 	pthread_mutex_lock(&lp->lock);
 	lp->readers = 1;
 	ret = worker_start(lp, 0);
@@ -324,6 +330,7 @@ int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish)
 	stop_workers(lp);
 	ret = lp->error;
 err_stop_cleanup:
+	vmdkfs_uring_stop(ur);
 	fuse_stop_cleanup_thread(f);
 err_free_loop:
 	for (i = 0; i < max_workers; i++) {

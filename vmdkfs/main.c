@@ -62,6 +62,11 @@ static const char usage[] =
 "                    (default 16; started as requests overlap, then kept)\n"
 "  -o max_idle_threads=N  accepted for compatibility; idle workers are\n"
 "                    always kept\n"
+"  -o io_uring[=on|off|auto]  serve requests over io_uring, one pinned\n"
+"                    thread per CPU, when the kernel offers FUSE over\n"
+"                    io_uring (Linux 6.14+, fuse module parameter\n"
+"                    enable_uring=1); else /dev/fuse, with one log line.\n"
+"                    auto does the same quietly. Default: off\n"
 "  -f                stay in the foreground\n"
 "  -d                debug: foreground, log every FUSE request\n"
 "  -s                single-threaded\n"
@@ -95,6 +100,8 @@ struct options {
 	char *browse_mode;
 	char *format;
 	char *snapshot_path;
+	char *io_uring_mode;
+	int io_uring;
 	int foreground, debug, single, help, version;
 	unsigned max_threads, max_idle_threads;
 };
@@ -114,6 +121,8 @@ static const struct fuse_opt vmdkfs_opts[] = {
 	OPT("share", share, 1),
 	OPT("allow_escape", allow_escape, 1),
 	OPT("max_threads=%u", max_threads, 0),
+	OPT("io_uring", io_uring, 1),
+	OPT("io_uring=%s", io_uring_mode, 0),
 	OPT("max_idle_threads=%u", max_idle_threads, 0),
 	OPT("-f", foreground, 1),
 	OPT("-d", debug, 1),
@@ -401,6 +410,7 @@ struct session {
 	bool threaded;
 	bool single;
 	unsigned max_threads;
+	enum vmdkfs_uring_mode uring;
 	sem_t finish; /* posted when the session may have exited */
 };
 
@@ -409,7 +419,7 @@ static int session_loop(struct session *s)
 	unsigned n = s->single ? 1 : s->max_threads ? s->max_threads :
 		     VMDKFS_MAX_THREADS;
 
-	return vmdkfs_loop(s->fuse, n, &s->finish);
+	return vmdkfs_loop(s->fuse, n, s->uring, &s->finish);
 }
 
 static void *session_thread(void *arg)
@@ -626,6 +636,7 @@ int main(int argc, char **argv)
 	struct fuse_args sargs = FUSE_ARGS_INIT(0, NULL);
 	struct session main_s = { 0 }, stage_s = { 0 };
 	enum vmdkfs_browse_mode bmode = VMDKFS_BROWSE_OFF;
+	enum vmdkfs_uring_mode uring = VMDKFS_URING_OFF;
 	char image[PATH_MAX], mp[PATH_MAX], child[PATH_MAX + 64];
 	struct options o = { 0 };
 	struct vmdkfs fs = { 0 };
@@ -669,6 +680,21 @@ int main(int argc, char **argv)
 		}
 	} else if (o.browse) {
 		bmode = VMDKFS_BROWSE_AUTO;
+	}
+	if (o.io_uring_mode) {
+		if (!strcmp(o.io_uring_mode, "on"))
+			uring = VMDKFS_URING_ON;
+		else if (!strcmp(o.io_uring_mode, "auto"))
+			uring = VMDKFS_URING_AUTO;
+		else if (!strcmp(o.io_uring_mode, "off"))
+			uring = VMDKFS_URING_OFF;
+		else {
+			vmdkfs_log("io_uring must be on, off or auto, not '%s'",
+				   o.io_uring_mode);
+			return 1;
+		}
+	} else if (o.io_uring) {
+		uring = VMDKFS_URING_ON;
 	}
 	if (o.format && strcmp(o.format, "vmdk") && strcmp(o.format, "raw")) {
 		vmdkfs_log("format must be vmdk or raw, not '%s'", o.format);
@@ -776,6 +802,7 @@ int main(int argc, char **argv)
 	build_fuse_args(&margs, argv[0], &uargs, image, fs.writable, o.debug);
 	main_s.single = o.single;
 	main_s.max_threads = o.max_threads;
+	main_s.uring = uring;
 	if (session_start(&main_s, &margs, &fs, false, mp) < 0)
 		goto err_unmount_guests;
 	set_signal_handlers(&main_s);
@@ -821,5 +848,6 @@ out:
 	free(o.browse_mode);
 	free(o.format);
 	free(o.snapshot_path);
+	free(o.io_uring_mode);
 	return rc;
 }

@@ -108,10 +108,29 @@ void vmdkfs_free_guest_handles(struct vmdkfs *fs);
 /* infojson.c: the `vmdk info --output=json` document for the image. */
 int vmdkfs_info_json(struct vmdkfs *fs, char **out, size_t *len);
 
+/* -o io_uring: whether requests may come over io_uring (uring.c). */
+enum vmdkfs_uring_mode {
+	VMDKFS_URING_OFF,
+	VMDKFS_URING_AUTO, /* when the kernel offers it, quietly */
+	VMDKFS_URING_ON,   /* when the kernel offers it; says why not */
+};
+
 /* loop.c: serve f's requests with up to max_workers threads until its
- * session exits; *finish is posted (by a worker or a signal handler) when
- * it may have. Returns 0 or -errno. */
-int vmdkfs_loop(struct fuse *f, unsigned max_workers, sem_t *finish);
+ * session exits, and over io_uring as uring says; *finish is posted (by
+ * a worker or a signal handler) when it may have. Returns 0 or -errno. */
+int vmdkfs_loop(struct fuse *f, unsigned max_workers,
+		enum vmdkfs_uring_mode uring, sem_t *finish);
+
+/* uring.c: before the session's INIT, prepare one pinned thread and
+ * io_uring per CPU queue and hook libfuse's I/O, so that the INIT reply
+ * asks for FUSE over io_uring if the kernel offers it. *out stays NULL
+ * (after one log line, unless AUTO) when it cannot be used: /dev/fuse
+ * serves everything then. Returns 0 or -errno. */
+struct vmdkfs_uring;
+int vmdkfs_uring_start(struct fuse_session *se, enum vmdkfs_uring_mode mode,
+		       struct vmdkfs_uring **out);
+/* Stops the queue threads and frees u (NULL is fine). */
+void vmdkfs_uring_stop(struct vmdkfs_uring *u);
 
 /* log.c: log a line to stderr, or to syslog after vmdkfs_log_to_syslog
  * (called once daemonised, before other threads start). */
