@@ -117,11 +117,11 @@ def main():
                 procs, imgs_used = {}, []
                 try:
                     for backend in ("pvblk", "qsd"):
-                        img = image
-                        if w[1] == "write":
-                            img = image + "." + backend
-                            shutil.copy(image, img)
-                            imgs_used.append(img)
+                        # a copy each: both backends hold their image's
+                        # lock, as QEMU does, so they cannot share one
+                        img = image + "." + backend
+                        shutil.copy(image, img)
+                        imgs_used.append(img)
                         with open(img, "rb") as f:  # warm the page cache
                             while f.read(1 << 20):
                                 pass
