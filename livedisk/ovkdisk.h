@@ -20,6 +20,7 @@
 struct ovkdisk_opts {
 	bool json;        /* --output=json */
 	bool progress;    /* a progress bar on stderr (a terminal) */
+	bool progress_json; /* --progress=json: JSON lines on stderr */
 	const char *quiesce; /* --quiesce CMD, or NULL */
 	int kind;         /* backup: 0 = as the folder allows, 1 full, 2 incr */
 	const char *at;   /* restore --at CHECKPOINT */
@@ -41,7 +42,10 @@ void ctl_set_disk(int disk);
 int run_quiesce(const char *cmd);
 
 /* A progress bar on stderr: what, done of total bytes. done == total ends
-   the line. Does nothing unless o->progress. */
+   the line. With o->progress_json instead one line
+   {"progress":WHAT,"done":N,"total":N,"percent":P} each time the whole
+   percentage grows (for programs such as ovkd). Does nothing unless one
+   of them is set. */
 void progress(const struct ovkdisk_opts *o, const char *what, uint64_t done,
 	      uint64_t total);
 
