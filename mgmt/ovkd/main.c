@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,9 @@ struct sse {
 	size_t off;
 };
 
+/* event streams open: stopping waits for them to end cleanly */
+static atomic_uint g_streams;
+
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct sse *s = cls;
@@ -199,6 +203,7 @@ static void sse_free(void *cls)
 
 	free(s->pending);
 	free(s);
+	atomic_fetch_sub(&g_streams, 1);
 }
 
 /* GET /redfish/v1/EventService/SSE: text/event-stream until the client
@@ -213,10 +218,14 @@ static enum MHD_Result sse_open(struct MHD_Connection *c)
 	if (!s)
 		return MHD_NO;
 	s->seq = events_last();
+	/* a first comment at once: the headers go out with it, so the
+	   client knows it is connected before any event */
+	s->pending = strdup(": ovkd events\n\n");
+	atomic_fetch_add(&g_streams, 1);
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
 						 sse_read, s, sse_free);
 	if (!resp) {
-		free(s);
+		sse_free(s);
 		return MHD_NO;
 	}
 	MHD_add_response_header(resp, "Content-Type", "text/event-stream");
@@ -778,7 +787,9 @@ int main(int argc, char **argv)
 	while (!g_stop)
 		pause();
 	pthread_join(mon, NULL);
-	events_stop(); /* event streams end */
+	events_stop(); /* event streams end: let them say so to clients */
+	for (int i = 0; i < 200 && atomic_load(&g_streams); i++)
+		nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
 	stop_vms(on_exit, (unsigned)grace);
 	status = 0;
 	MHD_stop_daemon(d_unix); /* closes unix_fd */
