@@ -85,11 +85,11 @@ static int backup_disk(struct backup_job *j, struct task *t, unsigned i,
 {
 	char disk[16], buf[8192];
 	char *argv[16];
-	int argc = 0, outp[2], errp[2], st;
+	int argc = 0, outp[2], errp[2], st = 0;
 	size_t olen = 0, elen = 0;
 	char *obuf = NULL;
 	json_t *lines = json_array(), *v;
-	pid_t pid;
+	pid_t pid, w;
 	size_t k;
 	int ret;
 
@@ -193,9 +193,10 @@ static int backup_disk(struct backup_job *j, struct task *t, unsigned i,
 	}
 	close(outp[0]);
 	close(errp[0]);
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	ret = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+	do
+		w = waitpid(pid, &st, 0);
+	while (w < 0 && errno == EINTR);
+	ret = w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
 	json_array_foreach(lines, k, v) {
 		const char *l = json_string_value(v);
 
@@ -299,7 +300,11 @@ int job_backup(struct mgmt *m, struct vm *vm, const char *dir,
 				 "already: try again later", TASKS_KEPT);
 	}
 	*id = task_id(t);
-	task_run(t, backup_run, j);
+	if (task_run(t, backup_run, j) < 0) {
+		free(j);
+		return mgmt_fail(err, errlen, -EAGAIN, "no thread for the "
+				 "task: try again later");
+	}
 	return 0;
 }
 
@@ -396,7 +401,11 @@ int job_checkpoint(struct mgmt *m, struct vm *vm, const char *name,
 				 "already: try again later", TASKS_KEPT);
 	}
 	*id = task_id(t);
-	task_run(t, checkpoint_run, j);
+	if (task_run(t, checkpoint_run, j) < 0) {
+		free(j);
+		return mgmt_fail(err, errlen, -EAGAIN, "no thread for the "
+				 "task: try again later");
+	}
 	return 0;
 }
 
@@ -474,6 +483,11 @@ int job_deploy(struct mgmt *m, json_t *req, const struct deploy_opts *o,
 				 "already: try again later", TASKS_KEPT);
 	}
 	*id = task_id(t);
-	task_run(t, deploy_run, j);
+	if (task_run(t, deploy_run, j) < 0) {
+		json_decref(j->req);
+		free(j);
+		return mgmt_fail(err, errlen, -EAGAIN, "no thread for the "
+				 "task: try again later");
+	}
 	return 0;
 }
