@@ -416,6 +416,14 @@ struct deploy_job {
 	bool start;
 };
 
+/* A disk's import moves the task up to 90 % (the rest is the start). */
+static void deploy_progress(void *opaque, unsigned disk, uint64_t done,
+			    uint64_t total)
+{
+	if (total)
+		task_percent(opaque, (unsigned)(done * 90 / total));
+}
+
 static void deploy_run(struct task *t, void *arg)
 {
 	struct deploy_job *j = arg;
@@ -426,6 +434,8 @@ static void deploy_run(struct task *t, void *arg)
 
 	/* the inventory is held for the import, as a synchronous deploy
 	   holds it; the task itself is read without it */
+	j->o.progress = deploy_progress;
+	j->o.opaque = t;
 	pthread_mutex_lock(j->m->lock);
 	ret = deploy_package(j->m->inv, j->m->storage_dir, &j->o, &vm, err,
 			     sizeof(err));
@@ -434,7 +444,7 @@ static void deploy_run(struct task *t, void *arg)
 			     err);
 	} else {
 		snprintf(uri, sizeof(uri), SYSTEMS "/%s", vm->id);
-		task_percent(t, j->start ? 90 : 100);
+		task_percent(t, 90);
 		task_message(t, "OK", "Base.1.8.ResourceCreated",
 			     "deployed %s as %s", j->o.package, vm->id);
 		if (j->start) {
