@@ -414,6 +414,8 @@ def test_deploy_as_a_task_when_asked_async(ovkd, ova, tmp_path):
     assert len(members) == 2
     assert ovkd.get("/redfish/v1/TaskService/Tasks/999")[0] == 404
     assert ovkd.get("/redfish/v1/TaskService/Tasks/..%2F1")[0] == 404
+    for bad in ["+1", "%201", "01", "1x", "99999999999"]:
+        assert ovkd.get("/redfish/v1/TaskService/Tasks/" + bad)[0] == 404
 
 
 def test_backup_and_checkpoint_tasks_of_a_running_vm_with_events(

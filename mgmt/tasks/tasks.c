@@ -248,7 +248,9 @@ json_t *tasks_task_json(const char *id)
 	char *end;
 	unsigned long n = strtoul(id, &end, 10);
 
-	if (!*id || *end || id[0] == '0' || n > 0xffffffffUL)
+	/* digits only: strtoul would also take "+1" and " 1" */
+	if (!*id || *end || id[0] == '0' || n > 0xffffffffUL ||
+	    strspn(id, "0123456789") != strlen(id))
 		return NULL;
 	pthread_mutex_lock(&t_lock);
 	for (int i = 0; i < TASKS_KEPT; i++)
