@@ -416,6 +416,12 @@ def test_deploy_as_a_task_when_asked_async(ovkd, ova, tmp_path):
     assert ovkd.get("/redfish/v1/TaskService/Tasks/..%2F1")[0] == 404
     for bad in ["+1", "%201", "01", "1x", "99999999999"]:
         assert ovkd.get("/redfish/v1/TaskService/Tasks/" + bad)[0] == 404
+    # bytes that are not UTF-8 in the URL are quoted safely in the error
+    for path in ["/redfish/v1/TaskService/Tasks/%BF",
+                 "/redfish/v1/Systems/%C3%28/Actions/Oem/"
+                 "OvkComputerSystem.Backup"]:
+        status, doc = ovkd.get(path)
+        assert status == 404 and "?" in doc["error"]["message"], doc
 
 
 def test_backup_and_checkpoint_tasks_of_a_running_vm_with_events(

@@ -15,6 +15,7 @@
 #include "jobs.h"
 #include "redfish.h"
 #include "tasks.h"
+#include "util.h"
 
 #define SYSTEMS "/redfish/v1/Systems"
 
@@ -44,6 +45,7 @@ static void reply_error(struct rf_reply *r, unsigned status,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	mgmt_json_safe(msg); /* it may quote a client's bytes */
 	reply_json(r, status, json_pack(
 		"{s:{s:s, s:s, s:[{s:s, s:s, s:s, s:s}]}}", "error", "code",
 		msgid, "message", msg, "@Message.ExtendedInfo", "@odata.type",

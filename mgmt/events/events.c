@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "events.h"
+#include "util.h"
 
 static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t ev_cond = PTHREAD_COND_INITIALIZER;
@@ -32,6 +33,7 @@ void events_publish(const char *msgid, const char *severity,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	mgmt_json_safe(msg);
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	pthread_mutex_lock(&ev_lock);

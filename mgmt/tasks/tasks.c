@@ -10,6 +10,7 @@
 
 #include "events.h"
 #include "tasks.h"
+#include "util.h"
 
 enum task_state { TASK_NEW, TASK_RUNNING, TASK_COMPLETED, TASK_EXCEPTION };
 
@@ -73,6 +74,7 @@ struct task *task_new(const char *name, const char *vm_id)
 		task_free(t_table[slot]);
 	t->id = t_next_id++;
 	snprintf(t->name, sizeof(t->name), "%s", name);
+	mgmt_json_safe(t->name);
 	snprintf(t->vm_id, sizeof(t->vm_id), "%s", vm_id ? vm_id : "");
 	t->start = time(NULL);
 	t->messages = json_array();
@@ -135,6 +137,7 @@ void task_message(struct task *t, const char *severity, const char *msgid,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	mgmt_json_safe(msg); /* ovkdisk's stderr, a path */
 	pthread_mutex_lock(&t_lock);
 	json_array_append_new(t->messages, json_pack(
 		"{s:s, s:s, s:s, s:s}", "@odata.type",
