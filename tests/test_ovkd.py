@@ -460,6 +460,33 @@ def test_backup_and_checkpoint_tasks_of_a_running_vm_with_events(
     assert t["PercentComplete"] == 100 and t["TaskStatus"] == "OK"
     full = t["Oem"]["Ovk"]["Result"]["Backups"][0]
     assert full["kind"] == "full" and full["directory"] == str(bk / "disk0")
+    raw = tmp_path / "restored.raw"
+    run([tool("ovkdisk"), "restore", bk / "disk0", raw])
+    run([qemu_img, "compare", "-f", "raw", raw, disk])
+
+    # 1 MiB of the disk changes while the VM is off: vmdkfs writes through
+    # the engine, whose change tracking the next incremental backup reads
+    reset = "/redfish/v1/Systems/web-1/Actions/ComputerSystem.Reset"
+    assert ovkd.request("POST", reset, {"ResetType": "ForceOff"})[0] == 204
+    image = wait_power(ovkd, "web-1", "Off")["Oem"]["Ovk"]["Details"][
+        "Disks"][0]
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    fs = subprocess.Popen([tool("vmdkfs"), "-f", "-o", "rw", image, mnt])
+    try:
+        for _ in range(100):
+            if os.path.ismount(mnt):
+                break
+            time.sleep(0.05)
+        with open(mnt / "disk", "r+b") as f:
+            f.seek(8 << 20)
+            f.write(b"\xa5" * (1 << 20))
+    finally:
+        run([need("fusermount3"), "-u", mnt], check=False)
+        fs.wait(timeout=20)
+    assert ovkd.request("POST", reset, {"ResetType": "On"})[0] == 204
+    wait_power(ovkd, "web-1", "On")
+
     status, t, r = oem_action(ovkd, "web-1", "Backup",
                               {"TargetDirectory": str(bk),
                                "BackupType": "Incremental"})
@@ -468,12 +495,10 @@ def test_backup_and_checkpoint_tasks_of_a_running_vm_with_events(
     assert t["TaskState"] == "Completed", t
     incr = t["Oem"]["Ovk"]["Result"]["Backups"][0]
     assert incr["kind"] == "incremental", incr
-    assert incr["disk_sha256"] == full["disk_sha256"]
+    assert incr["changed_bytes"] == 1 << 20, incr
+    assert incr["disk_sha256"] != full["disk_sha256"]
     out = run([tool("ovkdisk"), "verify", bk / "disk0"]).stdout
     assert out.count("ok ") == 2, out
-    raw = tmp_path / "restored.raw"
-    run([tool("ovkdisk"), "restore", bk / "disk0", raw])
-    run([qemu_img, "compare", "-f", "raw", raw, disk])
 
     status, t, r = oem_action(ovkd, "web-1", "Checkpoint",
                               {"Name": "before-upgrade"})
@@ -534,7 +559,20 @@ def test_backup_and_checkpoint_tasks_of_a_running_vm_with_events(
         "POST", "/redfish/v1/Systems/web-1/Actions/ComputerSystem.Reset",
         {"ResetType": "ForceOff"})
     assert status == 204, err
-    sse.wait_for(lambda e: e["Oem"]["Ovk"].get("PowerState") == "Off")
+    wait_power(ovkd, "web-1", "Off")
+    # the last backup restores to the disk as it is now
+    run([tool("ovkdisk"), "restore", bk / "disk0", raw.with_suffix(".2")])
+    run([qemu_img, "compare", "-f", "raw", raw.with_suffix(".2"), image])
+    for _ in range(200):  # every power change, in order
+        power = [e for e in sse.events()
+                 if e["MessageId"] == "ResourceEvent.1.0.ResourceChanged"]
+        if len(power) >= 4:
+            break
+        time.sleep(0.05)
+    assert [e["Oem"]["Ovk"]["PowerState"] for e in power] == \
+        ["On", "Off", "On", "Off"], power
+    assert all(e["OriginOfCondition"]["@odata.id"] ==
+               "/redfish/v1/Systems/web-1" for e in power)
     ids = [e["MessageId"] for e in sse.events()]
     assert ids.count("TaskEvent.1.0.TaskCompletedOK") == 3, ids
     assert ids.count("TaskEvent.1.0.TaskAborted") == 1, ids
