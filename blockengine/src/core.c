@@ -425,6 +425,23 @@ static int clamp_query(const struct bdev *b, const char *what,
 }
 
 static _Thread_local bool map_nowait;
+static _Thread_local unsigned blocking_depth;
+
+/* See internal.h. */
+void bdev_blocking_enter(void)
+{
+	blocking_depth++;
+}
+
+void bdev_blocking_leave(void)
+{
+	blocking_depth--;
+}
+
+bool bdev_can_offload(void)
+{
+	return !blocking_depth && !opool_on_worker();
+}
 
 /* True inside bdev_layer_map_nowait (see internal.h). */
 bool bdev_map_nowait(void)

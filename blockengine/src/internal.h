@@ -254,6 +254,13 @@ int bdev_layer_map_nowait(struct bdev *b, uint64_t off, uint64_t len,
 			  struct bdev_map *m);
 /* True inside bdev_layer_map_nowait: a driver's map must not read. */
 bool bdev_map_nowait(void);
+/* Between these (nested), requests of this thread run their blocking
+   steps here instead of in the offload pool: the blocking helpers. */
+void bdev_blocking_enter(void);
+void bdev_blocking_leave(void);
+/* Whether this thread hands blocking steps to the offload pool: not on a
+   pool worker, not inside a blocking helper. */
+bool bdev_can_offload(void);
 
 extern const struct bdev_format bdev_format_raw;
 /* The source of a layer opened with bdev_format_raw. */

@@ -286,6 +286,15 @@ static void gread_sync(struct bdev_queue *q, struct gread *gr)
 	gread_finish(q, gr, n < 0 ? (int)n : 0);
 }
 
+/* Maps a run to read ahead: without reading tables on a thread that hands
+   blocking steps to the pool (read-ahead is not worth a hop). */
+static int map_for_readahead(struct bdev *layer, uint64_t off, uint64_t len,
+			     struct bdev_map *m)
+{
+	return bdev_can_offload() ? bdev_layer_map_nowait(layer, off, len, m)
+				  : bdev_layer_map(layer, off, len, m);
+}
+
 /*
  * Reads ahead the compressed grains that follow the one at grain_off, for a
  * sequential reader whose request is req_len bytes. A request at least as
@@ -314,7 +323,7 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 			       gs : layer->info.size - off;
 		struct gread *gr;
 
-		if (bdev_layer_map_nowait(layer, off, len, &ra) < 0)
+		if (map_for_readahead(layer, off, len, &ra) < 0)
 			break; /* a table not in memory: no read-ahead */
 		if (ra.kind != BDEV_MAP_COMPRESSED || ra.grain_off != off)
 			continue;
@@ -409,7 +418,7 @@ static void stream_readahead(struct bdev *layer, uint64_t off, uint64_t len)
 		struct bdev_map m;
 		struct stream_ra *ra;
 
-		if (bdev_layer_map_nowait(layer, from, to - from, &m) < 0)
+		if (map_for_readahead(layer, from, to - from, &m) < 0)
 			return;
 		from += m.len;
 		if (m.kind != BDEV_MAP_COMPRESSED ||
@@ -522,7 +531,7 @@ static bool split_read(struct bdev_queue *q, struct breq *r,
 		       struct iovcur *cur, uint64_t seq, struct bdev **stop,
 		       uint64_t *stop_off)
 {
-	bool nowait = !opool_on_worker();
+	bool nowait = bdev_can_offload();
 
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;

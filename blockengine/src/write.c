@@ -181,7 +181,7 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 {
 	bool no_hole = op == WOP_ZEROES && (r->flags & BDEV_REQ_NO_HOLE);
 	bool fast = op == WOP_ZEROES && (r->flags & BDEV_REQ_FAST_ZERO);
-	bool nowait = q && !opool_on_worker();
+	bool nowait = q && bdev_can_offload();
 	bool driver = b->fmt->write_alloc || b->fmt->zero;
 
 	while (len > 0 && !r->ret) {
@@ -364,7 +364,7 @@ static void write_start(struct bdev_queue *q, struct breq *r, struct bdev *b,
 					   memory_order_acquire);
 	int ret;
 
-	if (!opool_on_worker() &&
+	if (bdev_can_offload() &&
 	    (begin || atomic_load_explicit(&b->lane_writes,
 					   memory_order_acquire))) {
 		write_defer(q, r, op, off, len, cur, begin);
@@ -443,7 +443,7 @@ void breq_fua_flush(struct breq *r)
 
 	pthread_rwlock_rdlock(&top->top_lock);
 	layer = r->wt->layer;
-	if (layer->fmt->flush && !opool_on_worker() &&
+	if (layer->fmt->flush && bdev_can_offload() &&
 	    !(layer->fmt == &bdev_format_raw && raw_source(layer)->fd >= 0)) {
 		struct boff *o = boff_new(r, NULL, 0, 0);
 
@@ -656,7 +656,7 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 			s->left = 0;
 			bsub_start(q, r, s);
 		}
-	} else if (b->fmt->flush && !opool_on_worker()) {
+	} else if (b->fmt->flush && bdev_can_offload()) {
 		struct boff *o = boff_new(r, NULL, 0, 0);
 
 		if (!o) {
