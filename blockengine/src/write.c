@@ -285,10 +285,14 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 	}
 }
 
-/* The worker's part of a deferred write: under the handle's top lock, as
-   on the queue's thread, into the layer the request is counted in (the
-   top at submission, frozen by a snapshot since, whose finalizing waits
-   for this write). */
+/*
+ * The worker's part of a deferred write: under the handle's top lock, as
+ * on the queue's thread, into the top the request was queued for. When a
+ * snapshot (or a live commit) has switched the top since, nothing is
+ * written here: the frozen layer keeps its content and its CID (a child
+ * names it), and the request, ending sealed, is written again whole to
+ * the new top (breq_put).
+ */
 static void write_work(struct boff *o)
 {
 	struct breq shadow = { .flags = o->flags };
@@ -297,6 +301,10 @@ static void write_work(struct boff *o)
 
 	pthread_rwlock_rdlock(&top->top_lock);
 	layer = o->wt->layer;
+	if (atomic_load(&o->wt->sealed)) {
+		pthread_rwlock_unlock(&top->top_lock);
+		return;
+	}
 	if (o->begin)
 		ret = bdev_begin_write_once(layer);
 	if (ret < 0)
