@@ -473,7 +473,8 @@ void boff_fail_req(struct boff *o)
    follows. */
 static void boff_job(struct opool_job *j)
 {
-	struct boff *o = (struct boff *)((char *)j - offsetof(struct boff, job));
+	struct boff *o = (struct boff *)((char *)j -
+					 offsetof(struct boff, job));
 
 	bdev_err_clear();
 	o->work(o);

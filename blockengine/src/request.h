@@ -286,8 +286,8 @@ void boff_free(struct boff *o);
 /* Hands o (work, done and the caller's fields set, o->b among them) to
    the offload pool as a piece of r: on b's lane when b is not NULL (after
    b's earlier steps), else in any order. The pool has as many workers as
-   o->b's inflate_threads, at least one. Where the pool cannot take it, runs work and done
-   here and now. */
+   o->b's inflate_threads, at least one. Where the pool cannot take it,
+   runs work and done here and now. */
 void boff_start(struct bdev_queue *q, struct breq *r, struct boff *o,
 		struct bdev *b);
 /* Records o's failure (if any) in its request, on the queue's thread. */
