@@ -180,7 +180,7 @@ def run_with_kvm(script, workdir, timeout=300):
         "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
         "-monitor", "none",
         "-kernel", kernel.bzimage, "-initrd", initrd,
-        "-append", "console=ttyS0 quiet loglevel=3 panic=-1",
+        "-append", "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check",
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
     ]

@@ -213,7 +213,7 @@ def start(vmlinuz, initrd, qemu_args, console, mem="512M", smp=1):
            "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
            "-machine", "pc,memory-backend=mem",
            "-kernel", vmlinuz, "-initrd", initrd,
-           "-append", "console=ttyS0 panic=-1 quiet loglevel=4",
+           "-append", "console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check",
            "-serial", f"file:{console}"] + list(qemu_args)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
