@@ -26,7 +26,8 @@ int liveops_init(struct liveops *lo, struct bdev *bdev, const char *top,
 	memset(lo, 0, sizeof(*lo));
 	lo->bdev = bdev;
 	lo->read_only = read_only;
-	lo->top = realpath(top, NULL);
+	/* an RBD image (rbd:POOL/IMAGE...) is no path: kept as named */
+	lo->top = strncmp(top, "rbd:", 4) ? realpath(top, NULL) : strdup(top);
 	return lo->top ? 0 : -errno;
 }
 
