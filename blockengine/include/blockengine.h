@@ -595,6 +595,13 @@ int bdev_commit(const char *child_path);
  * of the machine (the file is found in use from another boot) every
  * checkpoint reports everything changed. Writes made by other programs
  * are not seen. At most 30 checkpoints, names of 1 to 103 bytes.
+ *
+ * On a Ceph RBD image (rbd:POOL/IMAGE) RBD keeps them instead: checkpoint
+ * NAME is the image's snapshot "ovk-ckpt-NAME" and changed status comes
+ * from RBD's diff (byte-exact runs; an object created since the
+ * checkpoint counts from its start; other clients' writes count too).
+ * There, names holding '/', '@' or ':' are refused (-EINVAL), the number
+ * is RBD's limit, and bdev_changed_status may ask the cluster.
  */
 
 /* Starts checkpoint name now: changes from here on count since it. Durable
