@@ -641,6 +641,8 @@ struct rbd_writer {
 	size_t lens[8];
 	unsigned head, count;
 	int error;
+	/* the ring above: bdev_copy's workers write from several threads */
+	pthread_mutex_t mu;
 };
 
 /* Waits for the oldest write in flight; remembers its error. */
@@ -667,34 +669,40 @@ static int rbdw_write(struct bdev_writer *w, uint64_t off, const void *buf,
 		      size_t len)
 {
 	struct rbd_writer *r = (struct rbd_writer *)w;
+	void *copy = malloc(len);
 	unsigned i;
 	int ret;
 
-	if (r->count == 8 && rbdw_reap(r) < 0)
-		return r->error;
-	if (r->error)
-		return r->error;
-	i = (r->head + r->count) % 8;
-	r->bufs[i] = malloc(len);
-	if (!r->bufs[i])
+	if (!copy)
 		return bdev_err(-ENOMEM, "%s: out of memory", r->name);
-	memcpy(r->bufs[i], buf, len);
-	r->offs[i] = off;
-	r->lens[i] = len;
+	memcpy(copy, buf, len);
+	pthread_mutex_lock(&r->mu);
+	if (r->count == 8)
+		rbdw_reap(r);
+	ret = r->error;
+	if (ret < 0)
+		goto out;
+	i = (r->head + r->count) % 8;
 	ret = p_rbd_aio_create_completion(NULL, NULL, &r->comp[i]);
 	if (ret == 0) {
-		ret = p_rbd_aio_write(r->c.img, off, len, r->bufs[i], r->comp[i]);
+		ret = p_rbd_aio_write(r->c.img, off, len, copy, r->comp[i]);
 		if (ret < 0)
 			p_rbd_aio_release(r->comp[i]);
 	}
 	if (ret < 0) {
-		free(r->bufs[i]);
-		r->bufs[i] = NULL;
-		return bdev_err(ret, "%s: write of %zu bytes at offset %" PRIu64
-				" failed: %s", r->name, len, off, strerror(-ret));
+		ret = bdev_err(ret, "%s: write of %zu bytes at offset %" PRIu64
+			       " failed: %s", r->name, len, off, strerror(-ret));
+		goto out;
 	}
+	r->bufs[i] = copy;
+	copy = NULL;
+	r->offs[i] = off;
+	r->lens[i] = len;
 	r->count++;
-	return 0;
+out:
+	pthread_mutex_unlock(&r->mu);
+	free(copy);
+	return ret;
 }
 
 static void rbdw_free(struct rbd_writer *r, bool remove)
@@ -708,6 +716,7 @@ static void rbdw_free(struct rbd_writer *r, bool remove)
 	if (remove && r->c.have_io)
 		p_rbd_remove(r->c.io, r->sp.image);
 	rbd_disconnect(&r->c);
+	pthread_mutex_destroy(&r->mu);
 	free(r->sp.buf);
 	free(r->name);
 	free(r);
@@ -786,6 +795,7 @@ int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out)
 		goto fail;
 	}
 	r->c.have_img = true;
+	pthread_mutex_init(&r->mu, NULL);
 	r->w.size = size;
 	r->w.grain = 4096;
 	r->w.write = rbdw_write;
