@@ -461,3 +461,42 @@ def test_checkpoint_changed_without_fast_diff(ceph, tmp_path):
     # names RBD names cannot carry are refused, saying why
     r = run([vmdk, "checkpoint", "create", spec, "a@b"], check=False)
     assert r.returncode == 1 and "'@'" in r.stderr
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_ovf_unpack_disks_into_rbd(ceph, tmp_path, gz):
+    """`ovf unpack --disks-to rbd:POOL/PREFIX`: an OVA's streamOptimized
+    disks go straight into RBD images PREFIX-DISKID (compared with the
+    packaged VMDKs by qemu-img through its own rbd driver), the other
+    files into the folder."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import ovfgen
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path), disks=2,
+                                               disk_size="16M")
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks,
+                          tmp_path / "a.ova", gz=gz)
+    prefix = fresh("ova")
+    dest = tmp_path / "out"
+    r = run([tool("ovf"), "unpack", "--disks-to",
+             ceph.spec(prefix), ova, dest], timeout=120)
+    assert r.stdout.split("\n")[:2] == [
+        f"vmdisk{i} {ceph.spec(f'{prefix}-vmdisk{i}')}" for i in (1, 2)]
+    assert sorted(os.listdir(dest)) == sorted([desc, "appliance.mf"])
+    for i, d in enumerate(disks, 1):
+        run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw",
+             os.path.join(folder, d), ceph.spec(f"{prefix}-vmdisk{i}")],
+            timeout=60)
+    # the images exist now: a second unpack refuses and leaves them
+    r = run([tool("ovf"), "unpack", "--disks-to", ceph.spec(prefix), ova,
+             tmp_path / "again"], check=False, timeout=120)
+    assert r.returncode == 1 and "exists" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "again")
+    # a failure on the second disk leaves no image of the first
+    other = fresh("ova")
+    run(["rbd", "-c", ceph.conf, "create", "--size", "1M",
+         f"{ceph.pool}/{other}-vmdisk2"], timeout=60)
+    r = run([tool("ovf"), "unpack", "--disks-to", ceph.spec(other), ova,
+             tmp_path / "third"], check=False, timeout=120)
+    assert r.returncode == 1 and f"{other}-vmdisk2" in r.stderr, r.stderr
+    ls = run(["rbd", "-c", ceph.conf, "ls", ceph.pool], timeout=60).stdout
+    assert f"{other}-vmdisk1" not in ls.split()
