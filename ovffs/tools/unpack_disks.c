@@ -90,8 +90,12 @@ static int write_disk(struct ovf_pkg *p, const struct ovf_disk *d,
 	}
 	r = ovf_disk_open_checked(p, d, s, NULL, &b, &fl);
 	if (r < 0) {
-		fprintf(stderr, "ovf unpack: disk %s: %s\n", o->id,
-			fl.n ? fl.v[0].what : ovf_errmsg());
+		if (!fl.n)
+			fprintf(stderr, "ovf unpack: disk %s: %s\n", o->id,
+				ovf_errmsg());
+		for (size_t i = 0; i < fl.n; i++)
+			fprintf(stderr, "ovf unpack: disk %s: %s: %s\n", o->id,
+				fl.v[i].where, fl.v[i].what);
 		goto out;
 	}
 	bdev_get_info(b, &info);
