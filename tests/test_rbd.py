@@ -500,3 +500,46 @@ def test_ovf_unpack_disks_into_rbd(ceph, tmp_path, gz):
     assert r.returncode == 1 and f"{other}-vmdisk2" in r.stderr, r.stderr
     ls = run(["rbd", "-c", ceph.conf, "ls", ceph.pool], timeout=60).stdout
     assert f"{other}-vmdisk1" not in ls.split()
+
+
+def test_backups_of_a_served_rbd_disk(ceph, tmp_path):
+    """ovkdisk's full and incremental backups of an RBD disk pvblk serves:
+    the view is the backup checkpoint's RBD snapshot, the incremental
+    reads only what RBD's diff says changed, and each point restores to
+    the disk's bytes at that moment."""
+    raw = tmp_path / "d.raw"
+    run(["qemu-img", "create", "-q", "-f", "raw", raw, "32M"])
+    run(["qemu-io", "-f", "raw", "-c", "write -P 1 0 8M", raw])
+    img = fresh("bk")
+    spec = ceph.spec(img)
+    run([tool("vmdk"), "convert", raw, spec])
+    sock, ctl = str(tmp_path / "nbd.sock"), str(tmp_path / "api.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--nbd", f"unix:{sock}",
+                          "--api-socket", ctl, spec],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    bk, points = tmp_path / "bk", []
+    try:
+        wait_socket(ctl, p)
+        uri = f"nbd+unix:///?socket={sock}"
+        for i, w in enumerate([None, "write -P 2 1M 64k", "write -P 3 20M 128k"]):
+            if w:
+                run(["qemu-io", "-f", "raw", "-c", w, uri], timeout=60)
+            e = json.loads(run([tool("ovkdisk"), "backup", "--output=json",
+                                ctl, bk], timeout=120).stdout)
+            assert e["kind"] == ("full" if i == 0 else "incremental"), e
+            if i:
+                assert e["read_bytes"] == int(w.split()[-1][:-1]) * 1024, e
+            at = tmp_path / f"at{i}.raw"
+            run(["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, at],
+                timeout=60)
+            points.append((e["checkpoint"], at))
+        # the last backup's checkpoint is kept, as an RBD snapshot
+        assert ckpt_snaps(ceph, img) == [f"ovk-ckpt-{points[-1][0]}"]
+        assert api(ctl, command="status")["view"] is None
+    finally:
+        assert stop(p) == 0
+    for cp, at in points:
+        out = tmp_path / f"r-{cp}.raw"
+        run([tool("ovkdisk"), "restore", "--at", cp, bk, out], timeout=60)
+        run(["qemu-img", "compare", "-f", "raw", "-F", "raw", out, at])

@@ -622,6 +622,16 @@ int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name);
  */
 int bdev_changed_status(struct bdev *b, const char *since, uint64_t offset,
 			uint64_t length, uint64_t *pnum);
+/*
+ * The name under which checkpoint name opens (read-only, with bdev_open)
+ * as the disk was when the checkpoint was made, written to buf (len
+ * bytes): where the store keeps such a copy, an RBD image's snapshot
+ * (rbd:POOL/IMAGE@ovk-ckpt-NAME with the disk's options). -ENOTSUP when
+ * it keeps only what changed (the sidecar change map), -ENOENT for an
+ * unknown checkpoint, -ENOSPC when buf is too small.
+ */
+int bdev_checkpoint_view(struct bdev *b, const char *name, char *buf,
+			 size_t len);
 
 enum bdev_resize_flag {
 	BDEV_RESIZE_SHRINK = 1u << 0, /* allow a smaller size (flat kinds drop

@@ -760,6 +760,24 @@ int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name)
 	return ret;
 }
 
+/* The name that opens a checkpoint as the disk was; see blockengine.h. */
+int bdev_checkpoint_view(struct bdev *b, const char *name, char *buf,
+			 size_t len)
+{
+	struct bsrc *ts;
+
+	bdev_err_clear();
+	if (!b || !name || !buf)
+		return bdev_err(-EINVAL, "bdev_checkpoint_view: no image, name "
+				"or buffer");
+	ts = ctk_track_source(b);
+	if (!ts || !ts->ops->track->view_name)
+		return bdev_err(-ENOTSUP, "%s: its checkpoints keep only what "
+				"changed (a change map), not the disk as it was",
+				b->filename);
+	return ts->ops->track->view_name(ts, name, buf, len);
+}
+
 /* Whether chunk k changed since checkpoint i (OR of maps i..n-1). */
 static int ctk_bit(const struct ctk *c, unsigned i, uint64_t k)
 {

@@ -71,6 +71,10 @@ struct bsrc_track_ops {
 	   checkpoint since, its length in *pnum (1 to len bytes). */
 	int (*changed)(struct bsrc *s, const char *since, uint64_t off,
 		       uint64_t len, uint64_t *pnum);
+	/* The name that opens checkpoint name as the disk was then
+	   (bdev_checkpoint_view); NULL: the store keeps no such copy. */
+	int (*view_name)(struct bsrc *s, const char *name, char *buf,
+			 size_t len);
 };
 
 struct bsrc_ops {

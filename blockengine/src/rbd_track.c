@@ -465,7 +465,36 @@ static int track_changed(struct bsrc *s, const char *since, uint64_t off,
 	return ret;
 }
 
+/* s's name with "@" RBD_CKPT_PREFIX name as its snapshot (replacing the
+   one it names, if any), its options kept. */
+static int track_view_name(struct bsrc *s, const char *name, char *buf,
+			   size_t len)
+{
+	struct rbd_src *r = s->priv;
+	const char *end = s->name + 4, *at;
+	int ret, n;
+
+	pthread_mutex_lock(&r->mu);
+	ret = track_list(s, r);
+	if (ret == 0 && find(r, name) < 0)
+		ret = bdev_err(-ENOENT, "%s: no checkpoint %s", s->name, name);
+	pthread_mutex_unlock(&r->mu);
+	if (ret < 0)
+		return ret;
+	/* the image part ends at the first unescaped ':' */
+	while (*end && !(*end == ':' && end[-1] != '\\'))
+		end++;
+	at = memchr(s->name, '@', (size_t)(end - s->name));
+	n = snprintf(buf, len, "%.*s@" RBD_CKPT_PREFIX "%s%s",
+		     (int)((at ? at : end) - s->name), s->name, name, end);
+	if (n < 0 || (size_t)n >= len)
+		return bdev_err(-ENOSPC, "%s: the name of checkpoint %s needs "
+				"%d bytes, %zu given", s->name, name, n + 1, len);
+	return 0;
+}
+
 const struct bsrc_track_ops rbd_track_ops = {
+	.view_name = track_view_name,
 	.create = track_create,
 	.remove = track_remove,
 	.get = track_get,
