@@ -6,8 +6,10 @@ session in a temporary folder and stopped at the end. Images are written
 by ovk and checked by independent readers: qemu-img (qemu-block-extra's
 rbd driver), the rbd CLI, nbdinfo/nbdcopy.
 """
+import json
 import os
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -340,3 +342,204 @@ def test_guest_runs_on_an_rbd_image(ceph, tmp_path):
     run(["e2fsck", "-fn", raw])
     r = run(["debugfs", "-R", "cat /note.txt", raw])
     assert "written by a guest whose disk is in Ceph" in r.stdout
+
+
+def api(path, **req):
+    """One request on a control socket; its "return" member."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(path)
+        s.sendall(json.dumps(req).encode() + b"\n")
+        rep = json.loads(s.makefile().readline())
+    assert "return" in rep, rep
+    return rep["return"]
+
+
+def dirty(uri, name):
+    r = run(["nbdinfo", "--json", f"--map=qemu:dirty-bitmap:{name}", uri],
+            timeout=60)
+    return [(e["offset"], e["length"]) for e in json.loads(r.stdout)
+            if e["type"] & 1]
+
+
+def ckpt_snaps(ceph, img):
+    out = run(["rbd", "-c", ceph.conf, "snap", "ls", f"{ceph.pool}/{img}"],
+              timeout=60).stdout
+    return sorted(w for w in out.split() if w.startswith("ovk-ckpt-"))
+
+
+def test_checkpoints_are_rbd_snapshots(ceph, tmp_path):
+    """A checkpoint of an RBD disk is an RBD snapshot, and what changed
+    since it comes from RBD's diff: the same extents through `vmdk
+    checkpoint changed`, pvblk's control socket and NBD's
+    qemu:dirty-bitmap:NAME, exactly the bytes written where the objects
+    existed at the checkpoint; deleting it removes the snapshot."""
+    need("nbdinfo")
+    vmdk = tool("vmdk")
+    raw = tmp_path / "d.raw"
+    # data everywhere but 24..32 MiB (no RBD objects there)
+    run(["qemu-img", "create", "-q", "-f", "raw", raw, "32M"])
+    run(["qemu-io", "-f", "raw", "-c", "write -P 0x11 0 24M", raw])
+    img = fresh("ckpt")
+    spec = ceph.spec(img)
+    run([vmdk, "convert", raw, spec])
+    run([vmdk, "checkpoint", "create", spec, "c1"])
+    assert ckpt_snaps(ceph, img) == ["ovk-ckpt-c1"]
+    sock, ctl = str(tmp_path / "nbd.sock"), str(tmp_path / "api.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--nbd", f"unix:{sock}",
+                          "--api-socket", ctl, spec],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        wait_socket(sock, p)
+        wait_socket(ctl, p)
+        uri = f"nbd+unix:///?socket={sock}"
+        assert dirty(uri, "c1") == []
+        writes = [(1 * MiB, 4096), (10 * MiB + 512, 100 * 1024),
+                  (26 * MiB, 4096)]
+        run(["qemu-io", "-f", "raw"] +
+            [a for o, n in writes for a in ("-c", f"write -P 0x22 {o} {n}")]
+            + [uri], timeout=60)
+        got = dirty(uri, "c1")
+        # in objects that existed: exactly the bytes written; the object
+        # at 24..28 MiB is new since, so it counts from its start
+        assert got[:2] == writes[:2], got
+        assert len(got) == 3 and got[2][0] == 24 * MiB and \
+            got[2][0] + got[2][1] == 26 * MiB + 4096, got
+        ch = api(ctl, command="changed", since="c1")
+        assert [tuple(e) for e in ch["extents"]] == got, ch
+        # another checkpoint through the control socket
+        api(ctl, command="checkpoint-create", name="c2")
+        assert api(ctl, command="checkpoint-list")["checkpoints"] == \
+            ["c1", "c2"]
+        assert dirty(uri, "c2") == []
+        run(["qemu-io", "-f", "raw", "-c", "write -P 0x33 5M 64k", uri],
+            timeout=60)
+        assert dirty(uri, "c2") == [(5 * MiB, 65536)]
+        assert (5 * MiB, 65536) in dirty(uri, "c1")
+        # RBD keeps the checkpoints: another program reads them while
+        # pvblk holds the image's lock
+        r = run([vmdk, "checkpoint", "changed", spec, "c2"], timeout=60)
+        assert r.stdout == f"{5 * MiB} 65536\n", r.stdout
+        api(ctl, command="checkpoint-delete", name="c1")
+        assert ckpt_snaps(ceph, img) == ["ovk-ckpt-c2"]
+        info = json.loads(run(["nbdinfo", "--json", uri]).stdout)
+        assert "qemu:dirty-bitmap:c1" not in info["exports"][0]["contexts"]
+    finally:
+        assert stop(p) == 0
+    assert run([vmdk, "checkpoint", "list", spec]).stdout == "c2\n"
+    # the checkpoint opens as the disk was then
+    r = run(["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 5M 64k",
+             ceph.spec(img, "ovk-ckpt-c2")], timeout=60)
+    assert "read 65536/65536" in r.stdout
+    run([vmdk, "checkpoint", "delete", spec, "c2"])
+    assert ckpt_snaps(ceph, img) == []
+    r = run([vmdk, "checkpoint", "changed", spec, "c2"], check=False)
+    assert r.returncode == 1 and "no checkpoint c2" in r.stderr
+
+
+def test_checkpoint_changed_without_fast_diff(ceph, tmp_path):
+    """An image without fast-diff (no object map): the exact diff asks
+    every object, with the same answer."""
+    img = fresh("nofd")
+    run(["rbd", "-c", ceph.conf, "create", "--size", "16M",
+         "--image-feature", "layering", f"{ceph.pool}/{img}"], timeout=60)
+    spec = ceph.spec(img)
+    # without the exclusive-lock feature a writer is refused, saying why
+    r = run([tool("vmdk"), "checkpoint", "create", spec, "n1"], check=False)
+    assert r.returncode == 1 and "no exclusive-lock feature" in r.stderr
+    run(["rbd", "-c", ceph.conf, "feature", "enable", f"{ceph.pool}/{img}",
+         "exclusive-lock"], timeout=60)
+    run(["qemu-io", "-f", "raw", "-c", "write -P 1 0 16M", spec], timeout=60)
+    vmdk = tool("vmdk")
+    run([vmdk, "checkpoint", "create", spec, "n1"])
+    run(["qemu-io", "-f", "raw", "-c", "write -P 2 7M 8k", "-c",
+         "discard 12M 1M", spec], timeout=60)
+    r = run([vmdk, "checkpoint", "changed", "--output=json", spec, "n1"])
+    assert json.loads(r.stdout) == [
+        {"offset": 7 * MiB, "length": 8192},
+        {"offset": 12 * MiB, "length": MiB}], r.stdout
+    # names RBD names cannot carry are refused, saying why
+    r = run([vmdk, "checkpoint", "create", spec, "a@b"], check=False)
+    assert r.returncode == 1 and "'@'" in r.stderr
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_ovf_unpack_disks_into_rbd(ceph, tmp_path, gz):
+    """`ovf unpack --disks-to rbd:POOL/PREFIX`: an OVA's streamOptimized
+    disks go straight into RBD images PREFIX-DISKID (compared with the
+    packaged VMDKs by qemu-img through its own rbd driver), the other
+    files into the folder."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    import ovfgen
+    folder, desc, disks = ovfgen.vmware_folder(str(tmp_path), disks=2,
+                                               disk_size="16M")
+    ova = ovfgen.make_ova(folder, [desc, "appliance.mf"] + disks,
+                          tmp_path / "a.ova", gz=gz)
+    prefix = fresh("ova")
+    dest = tmp_path / "out"
+    r = run([tool("ovf"), "unpack", "--disks-to",
+             ceph.spec(prefix), ova, dest], timeout=120)
+    assert r.stdout.split("\n")[:2] == [
+        f"vmdisk{i} {ceph.spec(f'{prefix}-vmdisk{i}')}" for i in (1, 2)]
+    assert sorted(os.listdir(dest)) == sorted([desc, "appliance.mf"])
+    for i, d in enumerate(disks, 1):
+        run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw",
+             os.path.join(folder, d), ceph.spec(f"{prefix}-vmdisk{i}")],
+            timeout=60)
+    # the images exist now: a second unpack refuses and leaves them
+    r = run([tool("ovf"), "unpack", "--disks-to", ceph.spec(prefix), ova,
+             tmp_path / "again"], check=False, timeout=120)
+    assert r.returncode == 1 and "exists" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "again")
+    # a failure on the second disk leaves no image of the first
+    other = fresh("ova")
+    run(["rbd", "-c", ceph.conf, "create", "--size", "1M",
+         f"{ceph.pool}/{other}-vmdisk2"], timeout=60)
+    r = run([tool("ovf"), "unpack", "--disks-to", ceph.spec(other), ova,
+             tmp_path / "third"], check=False, timeout=120)
+    assert r.returncode == 1 and f"{other}-vmdisk2" in r.stderr, r.stderr
+    ls = run(["rbd", "-c", ceph.conf, "ls", ceph.pool], timeout=60).stdout
+    assert f"{other}-vmdisk1" not in ls.split()
+
+
+def test_backups_of_a_served_rbd_disk(ceph, tmp_path):
+    """ovkdisk's full and incremental backups of an RBD disk pvblk serves:
+    the view is the backup checkpoint's RBD snapshot, the incremental
+    reads only what RBD's diff says changed, and each point restores to
+    the disk's bytes at that moment."""
+    raw = tmp_path / "d.raw"
+    run(["qemu-img", "create", "-q", "-f", "raw", raw, "32M"])
+    run(["qemu-io", "-f", "raw", "-c", "write -P 1 0 8M", raw])
+    img = fresh("bk")
+    spec = ceph.spec(img)
+    run([tool("vmdk"), "convert", raw, spec])
+    sock, ctl = str(tmp_path / "nbd.sock"), str(tmp_path / "api.sock")
+    p = subprocess.Popen([tool("pvblk"), "-o", "rw", "--nbd", f"unix:{sock}",
+                          "--api-socket", ctl, spec],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    bk, points = tmp_path / "bk", []
+    try:
+        wait_socket(ctl, p)
+        uri = f"nbd+unix:///?socket={sock}"
+        for i, w in enumerate([None, "write -P 2 1M 64k", "write -P 3 20M 128k"]):
+            if w:
+                run(["qemu-io", "-f", "raw", "-c", w, uri], timeout=60)
+            e = json.loads(run([tool("ovkdisk"), "backup", "--output=json",
+                                ctl, bk], timeout=120).stdout)
+            assert e["kind"] == ("full" if i == 0 else "incremental"), e
+            if i:
+                assert e["read_bytes"] == int(w.split()[-1][:-1]) * 1024, e
+            at = tmp_path / f"at{i}.raw"
+            run(["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, at],
+                timeout=60)
+            points.append((e["checkpoint"], at))
+        # the last backup's checkpoint is kept, as an RBD snapshot
+        assert ckpt_snaps(ceph, img) == [f"ovk-ckpt-{points[-1][0]}"]
+        assert api(ctl, command="status")["view"] is None
+    finally:
+        assert stop(p) == 0
+    for cp, at in points:
+        out = tmp_path / f"r-{cp}.raw"
+        run([tool("ovkdisk"), "restore", "--at", cp, bk, out], timeout=60)
+        run(["qemu-img", "compare", "-f", "raw", "-F", "raw", out, at])

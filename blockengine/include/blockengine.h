@@ -616,6 +616,13 @@ int bdev_commit(const char *child_path);
  * of the machine (the file is found in use from another boot) every
  * checkpoint reports everything changed. Writes made by other programs
  * are not seen. At most 30 checkpoints, names of 1 to 103 bytes.
+ *
+ * On a Ceph RBD image (rbd:POOL/IMAGE) RBD keeps them instead: checkpoint
+ * NAME is the image's snapshot "ovk-ckpt-NAME" and changed status comes
+ * from RBD's diff (byte-exact runs; an object created since the
+ * checkpoint counts from its start; other clients' writes count too).
+ * There, names holding '/', '@' or ':' are refused (-EINVAL), the number
+ * is RBD's limit, and bdev_changed_status may ask the cluster.
  */
 
 /* Starts checkpoint name now: changes from here on count since it. Durable
@@ -636,6 +643,16 @@ int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name);
  */
 int bdev_changed_status(struct bdev *b, const char *since, uint64_t offset,
 			uint64_t length, uint64_t *pnum);
+/*
+ * The name under which checkpoint name opens (read-only, with bdev_open)
+ * as the disk was when the checkpoint was made, written to buf (len
+ * bytes): where the store keeps such a copy, an RBD image's snapshot
+ * (rbd:POOL/IMAGE@ovk-ckpt-NAME with the disk's options). -ENOTSUP when
+ * it keeps only what changed (the sidecar change map), -ENOENT for an
+ * unknown checkpoint, -ENOSPC when buf is too small.
+ */
+int bdev_checkpoint_view(struct bdev *b, const char *name, char *buf,
+			 size_t len);
 
 enum bdev_resize_flag {
 	BDEV_RESIZE_SHRINK = 1u << 0, /* allow a smaller size (flat kinds drop

@@ -8,6 +8,7 @@
  * and keeps it (a second writer is refused, naming the image). The source
  * has no fd: the core moves its bytes through the ops, synchronously.
  * Block status comes from rbd_diff_iterate2 (allocated extents).
+ * Checkpoints of the disk are RBD snapshots (rbd_track.c).
  *
  * Asynchronous I/O: a queue's read or write of the image becomes one
  * rbd_aio_readv/rbd_aio_writev; librbd's callback thread posts the result
@@ -27,38 +28,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <rados/librados.h>
-#include <rbd/librbd.h>
-
 #include <liburing.h>
 
 #include <dlfcn.h>
 
 #include "create.h"
-#include "internal.h"
+#include "rbd_i.h"
 #include "request.h"
 
-/*
- * librbd and librados are loaded on first use of an rbd: name, not linked:
- * they pull in some 30 libraries and their static constructors, which
- * every other user of the engine would pay for in start-up time and
- * memory.
- */
-#define RBD_FUNCS(X)                                                          \
-	X(rados, rados_create) X(rados, rados_conf_read_file)                 \
-	X(rados, rados_conf_set) X(rados, rados_connect)                      \
-	X(rados, rados_ioctx_create) X(rados, rados_ioctx_destroy)            \
-	X(rados, rados_shutdown) X(rbd, rbd_open) X(rbd, rbd_open_read_only)  \
-	X(rbd, rbd_close) X(rbd, rbd_lock_acquire) X(rbd, rbd_get_size)       \
-	X(rbd, rbd_read) X(rbd, rbd_write) X(rbd, rbd_flush)                  \
-	X(rbd, rbd_diff_iterate2) X(rbd, rbd_aio_create_completion)           \
-	X(rbd, rbd_aio_readv) X(rbd, rbd_aio_writev) X(rbd, rbd_aio_write)    \
-	X(rbd, rbd_aio_get_return_value) X(rbd, rbd_aio_release)              \
-	X(rbd, rbd_aio_wait_for_complete) X(rbd, rbd_create)                  \
-	X(rbd, rbd_remove)
-
-#define RBD_DECL(lib, f) static __typeof__(f) *p_##f;
-RBD_FUNCS(RBD_DECL)
+#define RBD_DEF(lib, f) __typeof__(f) *p_##f;
+RBD_FUNCS(RBD_DEF)
 
 static pthread_once_t rbd_load_once = PTHREAD_ONCE_INIT;
 static char rbd_load_err[512];
@@ -86,7 +65,7 @@ static void rbd_load(void)
 }
 
 /* 0 once librbd is loaded, or -ENOTSUP with a message naming name. */
-static int rbd_loaded(const char *name)
+int rbd_loaded(const char *name)
 {
 	pthread_once(&rbd_load_once, rbd_load);
 	if (rbd_load_err[0])
@@ -107,13 +86,6 @@ struct rbd_spec {
 	const char *keys[16];
 	const char *vals[16];
 	unsigned nkv;
-};
-
-struct rbd_conn {
-	rados_t cluster;
-	rados_ioctx_t io;
-	rbd_image_t img;
-	bool have_cluster, have_io, have_img;
 };
 
 /* Splits name (rbd:POOL/IMAGE[@SNAP][:K=V]...) into sp. A ':' inside a
@@ -256,10 +228,6 @@ fail:
 }
 
 /* ---- the byte source ------------------------------------------------------ */
-
-struct rbd_src {
-	struct rbd_conn c;
-};
 
 static ssize_t rbd_src_pread(struct bsrc *s, void *buf, size_t len,
 			     uint64_t off)
@@ -520,7 +488,9 @@ static void rbd_src_close(struct bsrc *s)
 	struct rbd_src *r = s->priv;
 
 	if (r) {
+		rbd_track_free(r);
 		rbd_disconnect(&r->c);
+		pthread_mutex_destroy(&r->mu);
 		free(r);
 	}
 	free(s->name);
@@ -534,6 +504,7 @@ static const struct bsrc_ops bsrc_rbd_ops = {
 	.flush = rbd_src_flush,
 	.seek = rbd_src_seek,
 	.close = rbd_src_close,
+	.track = &rbd_track_ops,
 };
 
 static const struct bsrc_ops bsrc_rbd_ro_ops = {
@@ -541,6 +512,7 @@ static const struct bsrc_ops bsrc_rbd_ro_ops = {
 	.pread = rbd_src_pread,
 	.seek = rbd_src_seek,
 	.close = rbd_src_close,
+	.track = &rbd_track_ops,
 };
 
 /* The same with asynchronous I/O through the queues' rings. */
@@ -552,6 +524,7 @@ static const struct bsrc_ops bsrc_rbd_aio_ops = {
 	.seek = rbd_src_seek,
 	.aio = rbd_src_aio,
 	.close = rbd_src_close,
+	.track = &rbd_track_ops,
 };
 
 static const struct bsrc_ops bsrc_rbd_ro_aio_ops = {
@@ -560,6 +533,7 @@ static const struct bsrc_ops bsrc_rbd_ro_aio_ops = {
 	.seek = rbd_src_seek,
 	.aio = rbd_src_aio,
 	.close = rbd_src_close,
+	.track = &rbd_track_ops,
 };
 
 int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
@@ -590,6 +564,7 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 		ret = bdev_err(-ENOMEM, "%s: out of memory", path);
 		goto out_spec;
 	}
+	pthread_mutex_init(&r->mu, NULL);
 	s->fd = -1;
 	s->priv = r;
 	if (msg_ring_usable() && !getenv("OVK_RBD_SYNC"))
@@ -613,6 +588,18 @@ int bsrc_open_rbd(const char *path, bool writable, struct bsrc **out)
 	if (writable) {
 		/* one writer: the lock is kept until close (a peer asking
 		   for it is refused) */
+		uint64_t features = 0;
+
+		if (p_rbd_get_features(r->c.img, &features) == 0 &&
+		    !(features & RBD_FEATURE_EXCLUSIVE_LOCK)) {
+			ret = bdev_err(-ENOTSUP, "%s: image \"%s/%s\" has no "
+				       "exclusive-lock feature, which keeps it "
+				       "to one writer; enable it (rbd feature "
+				       "enable %s/%s exclusive-lock) or open it "
+				       "read-only", path, sp.pool, sp.image,
+				       sp.pool, sp.image);
+			goto out_src;
+		}
 		ret = p_rbd_lock_acquire(r->c.img, RBD_LOCK_MODE_EXCLUSIVE);
 		if (ret < 0) {
 			bdev_err(-EBUSY, "%s: image \"%s/%s\" is in use: another "
@@ -654,6 +641,8 @@ struct rbd_writer {
 	size_t lens[8];
 	unsigned head, count;
 	int error;
+	/* the ring above: bdev_copy's workers write from several threads */
+	pthread_mutex_t mu;
 };
 
 /* Waits for the oldest write in flight; remembers its error. */
@@ -680,34 +669,40 @@ static int rbdw_write(struct bdev_writer *w, uint64_t off, const void *buf,
 		      size_t len)
 {
 	struct rbd_writer *r = (struct rbd_writer *)w;
+	void *copy = malloc(len);
 	unsigned i;
 	int ret;
 
-	if (r->count == 8 && rbdw_reap(r) < 0)
-		return r->error;
-	if (r->error)
-		return r->error;
-	i = (r->head + r->count) % 8;
-	r->bufs[i] = malloc(len);
-	if (!r->bufs[i])
+	if (!copy)
 		return bdev_err(-ENOMEM, "%s: out of memory", r->name);
-	memcpy(r->bufs[i], buf, len);
-	r->offs[i] = off;
-	r->lens[i] = len;
+	memcpy(copy, buf, len);
+	pthread_mutex_lock(&r->mu);
+	if (r->count == 8)
+		rbdw_reap(r);
+	ret = r->error;
+	if (ret < 0)
+		goto out;
+	i = (r->head + r->count) % 8;
 	ret = p_rbd_aio_create_completion(NULL, NULL, &r->comp[i]);
 	if (ret == 0) {
-		ret = p_rbd_aio_write(r->c.img, off, len, r->bufs[i], r->comp[i]);
+		ret = p_rbd_aio_write(r->c.img, off, len, copy, r->comp[i]);
 		if (ret < 0)
 			p_rbd_aio_release(r->comp[i]);
 	}
 	if (ret < 0) {
-		free(r->bufs[i]);
-		r->bufs[i] = NULL;
-		return bdev_err(ret, "%s: write of %zu bytes at offset %" PRIu64
-				" failed: %s", r->name, len, off, strerror(-ret));
+		ret = bdev_err(ret, "%s: write of %zu bytes at offset %" PRIu64
+			       " failed: %s", r->name, len, off, strerror(-ret));
+		goto out;
 	}
+	r->bufs[i] = copy;
+	copy = NULL;
+	r->offs[i] = off;
+	r->lens[i] = len;
 	r->count++;
-	return 0;
+out:
+	pthread_mutex_unlock(&r->mu);
+	free(copy);
+	return ret;
 }
 
 static void rbdw_free(struct rbd_writer *r, bool remove)
@@ -721,6 +716,7 @@ static void rbdw_free(struct rbd_writer *r, bool remove)
 	if (remove && r->c.have_io)
 		p_rbd_remove(r->c.io, r->sp.image);
 	rbd_disconnect(&r->c);
+	pthread_mutex_destroy(&r->mu);
 	free(r->sp.buf);
 	free(r->name);
 	free(r);
@@ -799,6 +795,7 @@ int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out)
 		goto fail;
 	}
 	r->c.have_img = true;
+	pthread_mutex_init(&r->mu, NULL);
 	r->w.size = size;
 	r->w.grain = 4096;
 	r->w.write = rbdw_write;

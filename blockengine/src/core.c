@@ -357,7 +357,7 @@ int bdev_get_limits(struct bdev *b, struct bdev_limits *out)
 	l.discard_granularity = l.can_discard ? grain : 0;
 	l.zero_granularity = grain;
 	l.can_snapshot = l.can_write && b->fmt->freeze && b->info.has_cid;
-	l.can_track_changes = l.can_write || b->ctk;
+	l.can_track_changes = l.can_write || b->ctk || ctk_track_source(b);
 	pthread_rwlock_unlock(&b->top_lock);
 	n = out->struct_size < sizeof(l) ? out->struct_size : sizeof(l);
 	memcpy(out, &l, n);

@@ -21,6 +21,10 @@
  * so every checkpoint reports everything changed. A clean close syncs the
  * maps and marks the file clean. The file format is in
  * docs/ARCHITECTURE.md.
+ *
+ * A raw disk on a source that tracks changes itself (bsrc_ops.track: an
+ * RBD image, whose checkpoints are snapshots) has no sidecar: the public
+ * calls below check their arguments and hand it to the source.
  */
 #include <endian.h>
 #include <errno.h>
@@ -331,6 +335,18 @@ static uint64_t *ctk_slot_map(const struct ctk *c, uint32_t slot)
 	return c->mem + (uint64_t)slot * c->map_bytes / 8;
 }
 
+/* See internal.h. A raw disk has one layer and no snapshots, so its
+   source does not change while b is open. */
+struct bsrc *ctk_track_source(const struct bdev *b)
+{
+	struct bsrc *s;
+
+	if (!b || b->fmt != &bdev_format_raw)
+		return NULL;
+	s = raw_source(b);
+	return s && s->ops->track ? s : NULL;
+}
+
 /* Loads the sidecar of b's top layer, if there is one; see internal.h. */
 int ctk_open(struct bdev *b)
 {
@@ -342,6 +358,10 @@ int ctk_open(struct bdev *b)
 
 	if (!path)
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
+	if (ctk_track_source(b)) {
+		free(path);
+		return 0;
+	}
 	fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0) {
 		ret = errno == ENOENT ? 0 : bdev_err(-errno, "%s: cannot open "
@@ -585,6 +605,7 @@ static int ctk_create_file(struct bdev *b)
 /* Starts a new checkpoint of b; see blockengine.h. */
 int bdev_checkpoint_create(struct bdev *b, const char *name)
 {
+	struct bsrc *ts;
 	struct ctk *c;
 	struct ctk_cp *p;
 	uint32_t slot;
@@ -602,6 +623,8 @@ int bdev_checkpoint_create(struct bdev *b, const char *name)
 		return bdev_err(-EROFS, "%s: image is open read-only; a "
 				"checkpoint needs it open for writing",
 				b->filename);
+	if ((ts = ctk_track_source(b)))
+		return ts->ops->track->create(ts, name);
 	pthread_rwlock_wrlock(&b->top_lock);
 	if (!b->ctk && (ret = ctk_create_file(b)) < 0) {
 		pthread_rwlock_unlock(&b->top_lock);
@@ -667,6 +690,7 @@ out:
 /* Deletes a checkpoint; its changes count for the one before. */
 int bdev_checkpoint_delete(struct bdev *b, const char *name)
 {
+	struct bsrc *ts;
 	struct ctk *c;
 	int i, ret = 0;
 
@@ -674,6 +698,12 @@ int bdev_checkpoint_delete(struct bdev *b, const char *name)
 	if (!b || !name)
 		return bdev_err(-EINVAL, "bdev_checkpoint_delete: no image or "
 				"name");
+	if ((ts = ctk_track_source(b))) {
+		if (b->info.read_only)
+			return bdev_err(-EROFS, "%s: image is open read-only",
+					b->filename);
+		return ts->ops->track->remove(ts, name);
+	}
 	c = b->ctk;
 	if (!c || (i = ctk_find(c, name)) < 0)
 		return bdev_err(-ENOENT, "%s: no checkpoint %s", b->filename,
@@ -708,6 +738,7 @@ out:
 /* The index-th checkpoint, oldest first; see blockengine.h. */
 int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name)
 {
+	struct bsrc *ts;
 	struct ctk *c;
 	int ret = 0;
 
@@ -715,6 +746,8 @@ int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name)
 	if (!b || !name)
 		return bdev_err(-EINVAL, "bdev_checkpoint_get: no image or "
 				"result");
+	if ((ts = ctk_track_source(b)))
+		return ts->ops->track->get(ts, index, name);
 	c = b->ctk;
 	if (!c)
 		return -ENOENT;
@@ -725,6 +758,24 @@ int bdev_checkpoint_get(struct bdev *b, unsigned index, const char **name)
 		*name = c->cp[index].name;
 	pthread_mutex_unlock(&c->mu);
 	return ret;
+}
+
+/* The name that opens a checkpoint as the disk was; see blockengine.h. */
+int bdev_checkpoint_view(struct bdev *b, const char *name, char *buf,
+			 size_t len)
+{
+	struct bsrc *ts;
+
+	bdev_err_clear();
+	if (!b || !name || !buf)
+		return bdev_err(-EINVAL, "bdev_checkpoint_view: no image, name "
+				"or buffer");
+	ts = ctk_track_source(b);
+	if (!ts || !ts->ops->track->view_name)
+		return bdev_err(-ENOTSUP, "%s: its checkpoints keep only what "
+				"changed (a change map), not the disk as it was",
+				b->filename);
+	return ts->ops->track->view_name(ts, name, buf, len);
 }
 
 /* Whether chunk k changed since checkpoint i (OR of maps i..n-1). */
@@ -751,6 +802,7 @@ static uint64_t ctk_word(const struct ctk *c, unsigned i, uint64_t w)
 int bdev_changed_status(struct bdev *b, const char *since, uint64_t offset,
 			uint64_t length, uint64_t *pnum)
 {
+	struct bsrc *ts;
 	struct ctk *c;
 	uint64_t end, k, kend;
 	int i, v;
@@ -765,6 +817,17 @@ int bdev_changed_status(struct bdev *b, const char *since, uint64_t offset,
 				" bytes at offset %" PRIu64 ", past the end (%"
 				PRIu64 " bytes) or empty", b->filename, length,
 				offset, b->info.size);
+	if ((ts = ctk_track_source(b))) {
+		int st = ts->ops->track->changed(ts, since, offset, length,
+						 pnum);
+
+		if (st >= 0 && (*pnum == 0 || *pnum > length))
+			return bdev_err(-EIO, "%s: change tracking answered a "
+					"run of %" PRIu64 " bytes at offset %"
+					PRIu64 ", expected 1 to %" PRIu64,
+					b->filename, *pnum, offset, length);
+		return st;
+	}
 	c = b->ctk;
 	if (!c)
 		return bdev_err(-ENOENT, "%s: no checkpoint %s (the disk has "

@@ -53,6 +53,31 @@ struct bsrc;
 
 struct bsub;
 
+/*
+ * Change tracking that a source's store keeps itself (RBD: a snapshot per
+ * checkpoint, rbd_diff_iterate2 for what changed since one). A raw disk
+ * on such a source keeps its checkpoints there instead of in a sidecar
+ * file: ctk.c checks the public calls' arguments once and dispatches
+ * here. The contracts are those of bdev_checkpoint_* and
+ * bdev_changed_status in blockengine.h, except that the source may name
+ * names it cannot hold (-EINVAL with the reason) and that its runs need
+ * not end on a granularity boundary.
+ */
+struct bsrc_track_ops {
+	int (*create)(struct bsrc *s, const char *name);
+	int (*remove)(struct bsrc *s, const char *name);
+	/* The index-th checkpoint, oldest first; -ENOENT past the last. */
+	int (*get)(struct bsrc *s, unsigned index, const char **name);
+	/* 1 (changed) or 0 for the first run of [off, off + len) since
+	   checkpoint since, its length in *pnum (1 to len bytes). */
+	int (*changed)(struct bsrc *s, const char *since, uint64_t off,
+		       uint64_t len, uint64_t *pnum);
+	/* The name that opens checkpoint name as the disk was then
+	   (bdev_checkpoint_view); NULL: the store keeps no such copy. */
+	int (*view_name)(struct bsrc *s, const char *name, char *buf,
+			 size_t len);
+};
+
 struct bsrc_ops {
 	const char *kind; /* "file", "region", "mem" */
 	/* Read len bytes at off. Returns bytes read (short only at the end of
@@ -74,6 +99,8 @@ struct bsrc_ops {
 	   -errno. NULL: the core uses pread/pwrite on the calling thread. */
 	int (*aio)(struct bsrc *s, struct bsub *sub, int ring_fd);
 	void (*close)(struct bsrc *s);
+	/* Checkpoints kept by the source's store; NULL: a sidecar file. */
+	const struct bsrc_track_ops *track;
 };
 
 struct bsrc {
@@ -388,7 +415,8 @@ void commit_note(struct bdev *top, struct bdev_wtrack *wt, uint64_t off,
 int wtrack_flush_frozen(struct bdev *b);
 
 /* ---- Change tracking (ctk.c) ----
- * Loads IMAGE-ctk.ovk next to b's top layer when it exists. */
+ * Loads IMAGE-ctk.ovk next to b's top layer when it exists (nothing for
+ * a disk whose source tracks changes itself: bsrc_ops.track). */
 int ctk_open(struct bdev *b);
 /* Syncs the maps, marks the file clean (writable) and frees it. */
 int ctk_close(struct bdev *b);
@@ -403,6 +431,10 @@ int64_t ctk_note_write(struct bdev *b, uint64_t off, uint64_t len);
 int ctk_note_done(struct bdev *b, uint64_t gen, uint64_t off, uint64_t len);
 /* The top layer is now image_path (a snapshot): move the file next to it. */
 int ctk_follow(struct bdev *b, const char *image_path);
+
+/* The source that keeps b's checkpoints itself (a raw disk on a source
+   with track ops), or NULL. */
+struct bsrc *ctk_track_source(const struct bdev *b);
 
 /* A commit merged child_path into parent_path: the child's change map,
    if any, becomes the parent's (the parent now holds the disk). */

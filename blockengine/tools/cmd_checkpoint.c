@@ -35,6 +35,14 @@ static const char checkpoint_help[] =
 "read-write and take its lock. Served disks (pvblk) show the same\n"
 "checkpoints to NBD clients as qemu:dirty-bitmap:NAME.\n"
 "\n"
+"On a Ceph RBD image (rbd:POOL/IMAGE...) RBD keeps the record: checkpoint\n"
+"NAME is the image's snapshot ovk-ckpt-NAME (readable as\n"
+"rbd:POOL/IMAGE@ovk-ckpt-NAME), and changed ranges come from RBD's diff,\n"
+"exact to the byte where the object (4 MiB) existed at the checkpoint,\n"
+"the object from its start where it is new; writes by any client count.\n"
+"NAME may not hold '/', '@' or ':'. list and changed open the image\n"
+"read-only, so they work while another program writes it.\n"
+"\n"
 "Options:\n"
 "  --output=FMT  'human' (default) or 'json'\n"
 "  -h, --help    show this help\n"
@@ -42,6 +50,7 @@ static const char checkpoint_help[] =
 "Examples:\n"
 "  vmdk checkpoint create disk.vmdk monday\n"
 "  vmdk checkpoint changed disk.vmdk monday\n"
+"  vmdk checkpoint create rbd:rbd/vm1:conf=/etc/ceph/ceph.conf monday\n"
 "  nbdinfo --map=qemu:dirty-bitmap:monday 'nbd+unix:///?socket=disk.nbd'\n"
 "\n"
 "Exit status: 0 on success, 1 on error.\n";
@@ -156,6 +165,11 @@ int cmd_checkpoint(int argc, char **argv)
 						       : "expected IMAGE NAME");
 		return 1;
 	}
+	/* RBD keeps the checkpoints (snapshots): reading them needs no
+	   lock, so they can be asked while another program writes */
+	if (!strncmp(argv[optind], "rbd:", 4) &&
+	    (!strcmp(verb, "list") || !strcmp(verb, "changed")))
+		oo.flags = 0;
 	ret = bdev_open(argv[optind], &oo, &b);
 	if (ret < 0) {
 		tool_bdev_err(ret, "checkpoint");

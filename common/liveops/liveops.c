@@ -26,7 +26,8 @@ int liveops_init(struct liveops *lo, struct bdev *bdev, const char *top,
 	memset(lo, 0, sizeof(*lo));
 	lo->bdev = bdev;
 	lo->read_only = read_only;
-	lo->top = realpath(top, NULL);
+	/* an RBD image (rbd:POOL/IMAGE...) is no path: kept as named */
+	lo->top = strncmp(top, "rbd:", 4) ? realpath(top, NULL) : strdup(top);
 	return lo->top ? 0 : -errno;
 }
 
@@ -202,6 +203,8 @@ json_t *liveops_view_create(struct liveops *lo, const char *checkpoint)
 				     "beside %s", lo->top);
 	}
 	if (checkpoint) {
+		char kept[4096];
+
 		ret = bdev_checkpoint_create(lo->bdev, checkpoint);
 		if (ret < 0) {
 			free(top);
@@ -210,6 +213,24 @@ json_t *liveops_view_create(struct liveops *lo, const char *checkpoint)
 					     engine_msg(ret));
 		}
 		v->checkpoint = strdup(checkpoint);
+		/* the store keeps the checkpoint as a copy: that is the
+		   view, and writes go on to the disk */
+		if (bdev_checkpoint_view(lo->bdev, checkpoint, kept,
+					 sizeof(kept)) == 0) {
+			free(top);
+			free(v->frozen);
+			free(v->child);
+			v->frozen = strdup(kept);
+			v->child = strdup(lo->top);
+			v->in_store = true;
+			if (!v->frozen || !v->child || !v->checkpoint) {
+				bdev_checkpoint_delete(lo->bdev, checkpoint);
+				view_free(v);
+				return ctlsock_error("out of memory");
+			}
+			lo->view = v;
+			return ctlsock_ok(liveops_view_json(v));
+		}
 	}
 	ret = bdev_snapshot(lo->bdev, v->child);
 	if (ret == 0)
@@ -240,6 +261,13 @@ json_t *liveops_view_release(struct liveops *lo)
 
 	if (!v)
 		return ctlsock_error("no view is open");
+	if (v->in_store) {
+		/* nothing was split off: the checkpoint stays, the view goes */
+		lo->view = NULL;
+		view_free(v);
+		return ctlsock_ok(json_pack("{s:s,s:b}", "top", lo->top,
+					    "committed", 1));
+	}
 	/* the child goes back into the frozen layer while the disk runs */
 	ret = bdev_commit_live(lo->bdev);
 	if (ret < 0)

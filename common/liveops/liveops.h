@@ -55,6 +55,10 @@ struct liveops_view {
 	char *frozen;     /* the frozen layer: the point-in-time view */
 	char *child;      /* where the running disk's writes go meanwhile */
 	char *checkpoint; /* started with the view, or NULL */
+	bool in_store;    /* frozen is the checkpoint's copy that the disk's
+			     store keeps (an RBD snapshot,
+			     bdev_checkpoint_view) and child the disk
+			     itself: nothing to merge back on release */
 };
 
 struct liveops {
@@ -84,7 +88,9 @@ json_t *liveops_checkpoint_list(struct liveops *lo);
 json_t *liveops_changed(struct liveops *lo, const char *since,
 			uint64_t offset, uint64_t length, uint64_t size);
 /* Freeze the top layer as lo->view; checkpoint (or NULL) is created first
-   so that "changed" can later tell what was written since the view. */
+   so that "changed" can later tell what was written since the view. On a
+   disk whose store keeps checkpoints as copies (RBD) the view is that
+   copy (checkpoint needed) and writes go on to the disk itself. */
 json_t *liveops_view_create(struct liveops *lo, const char *checkpoint);
 /* Merge the view's child back into the frozen layer and close the view;
    "busy" in the error while another program holds the frozen file. */

@@ -352,8 +352,13 @@ int ovf_rename_noreplace(const char *from, const char *to);
  * it exists) unless flags has OVF_UNPACK_OVERWRITE: then an existing
  * folder is used and files in it replaced (unlinked and created anew).
  * Member paths are resolved below dir with no symlink at any level.
+ * OVF_UNPACK_NO_DISKS leaves out the files (and chunks) that Disks
+ * reference, for a caller that puts the disks elsewhere.
  */
-enum ovf_unpack_flag { OVF_UNPACK_OVERWRITE = 1u << 0 };
+enum ovf_unpack_flag {
+	OVF_UNPACK_OVERWRITE = 1u << 0,
+	OVF_UNPACK_NO_DISKS = 1u << 1,
+};
 int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags);
 
 const char *ovf_errmsg(void);

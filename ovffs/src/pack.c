@@ -535,6 +535,27 @@ static uint64_t next_data(struct ovf_stream *s, uint64_t at, uint64_t size)
 }
 
 /* Extracts every member into dir; all-zero blocks become holes. */
+/* Whether member name stores (a part of) the File of a Disk of p. */
+static bool is_disk_part(const struct ovf_pkg *p, const char *name)
+{
+	const struct ovf_envelope *env = p->env;
+	bool found = false;
+
+	for (size_t i = 0; env && i < env->ndisks && !found; i++) {
+		const struct ovf_file *f = env->disks[i].file_ref ?
+			ovf_find_file(env, env->disks[i].file_ref) : NULL;
+		char **names;
+		size_t n;
+
+		if (!f || ovf_pkg_file_parts(p, f, &names, &n) < 0)
+			continue;
+		for (size_t k = 0; k < n && !found; k++)
+			found = !strcmp(names[k], name);
+		ovf_strv_free(names, n);
+	}
+	return found;
+}
+
 int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags)
 {
 	bool overwrite = flags & OVF_UNPACK_OVERWRITE;
@@ -564,6 +585,8 @@ int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags)
 				    p->path, m->name);
 			break;
 		}
+		if ((flags & OVF_UNPACK_NO_DISKS) && is_disk_part(p, m->name))
+			continue;
 		fd = create_member(dfd, dir, m->name, overwrite);
 		if (fd < 0) {
 			r = fd;

@@ -5,16 +5,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd_create.h"
 #include "ovf.h"
+#include "unpack_disks.h"
 
 static void usage(FILE *f)
 {
 	fputs("usage: ovf info [--output=json|text] [--no-verify] PACKAGE\n"
 	      "       ovf validate PACKAGE\n"
 	      "       ovf pack [--digest sha1|sha256|sha512] DIR|FILE.ovf OUT.ova\n"
-	      "       ovf unpack [--overwrite] PACKAGE DIR\n"
+	      "       ovf unpack [--overwrite] [--disks-to rbd:POOL/PREFIX[:conf=PATH]...]\n"
+	      "                  PACKAGE DIR\n"
 	      "       ovf create --name N --cpus C --memory MIB --disk IMAGE [--disk IMAGE...]\n"
 	      "                  [--network NAME...] [--nic-type TYPE] [--controller TYPE]\n"
 	      "                  [--os NAME|ID] [--os-description TEXT] [--ovf-version 1|2]\n"
@@ -22,7 +25,10 @@ static void usage(FILE *f)
 	      "PACKAGE is an OVA file, a .ovf file or a folder holding one.\n"
 	      "validate exits 0 when valid, 1 when not (one line per finding).\n"
 	      "pack and create never replace an existing OUT, and leave none on failure.\n"
-	      "unpack makes DIR; --overwrite unpacks into an existing DIR, replacing its files.\n",
+	      "unpack makes DIR; --overwrite unpacks into an existing DIR, replacing its files.\n"
+	      "--disks-to writes each disk into a new Ceph RBD image PREFIX-DISKID (raw\n"
+	      "contents, zeros skipped, any VMDK kind read through the engine) instead of\n"
+	      "DIR, printing 'DISKID IMAGE' lines; a failure leaves no image behind.\n",
 	      f);
 }
 
@@ -150,25 +156,45 @@ static int cmd_unpack(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "overwrite", no_argument, NULL, 'f' },
+		{ "disks-to", required_argument, NULL, 'd' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *disks_to = NULL;
 	unsigned flags = 0;
 	struct ovf_pkg *p;
+	struct stat st;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c != 'f') {
+		if (c == 'f') {
+			flags |= OVF_UNPACK_OVERWRITE;
+		} else if (c == 'd') {
+			if (!unpack_disks_target_ok(optarg))
+				return 2;
+			disks_to = optarg;
+			flags |= OVF_UNPACK_NO_DISKS;
+		} else {
 			usage(stderr);
 			return 2;
 		}
-		flags |= OVF_UNPACK_OVERWRITE;
 	}
 	if (optind + 2 != argc) {
 		usage(stderr);
 		return 2;
 	}
+	/* before the disks are written, not after */
+	if (!(flags & OVF_UNPACK_OVERWRITE) && stat(argv[optind + 1], &st) == 0) {
+		fprintf(stderr, "ovf unpack: %s already exists; unpack makes a "
+			"new folder (--overwrite unpacks into an existing one)\n",
+			argv[optind + 1]);
+		return 1;
+	}
 	if (ovf_open(argv[optind], &p) < 0) {
 		fprintf(stderr, "ovf unpack: %s\n", ovf_errmsg());
+		return 1;
+	}
+	if (disks_to && unpack_disks(p, disks_to) < 0) {
+		ovf_close(p);
 		return 1;
 	}
 	r = ovf_unpack(p, argv[optind + 1], flags);

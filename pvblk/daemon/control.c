@@ -196,6 +196,7 @@ static void view_unexport(struct ctl_view_nbd *n)
 static json_t *do_view_release(struct pvblk_ctl *c)
 {
 	char *child, *frozen;
+	bool in_store;
 	json_t *rep;
 
 	if (!c->live.view)
@@ -203,8 +204,12 @@ static json_t *do_view_release(struct pvblk_ctl *c)
 	view_unexport(&c->nbd);
 	child = strdup(c->live.view->child);
 	frozen = strdup(c->live.view->frozen);
+	in_store = c->live.view->in_store;
 	rep = liveops_view_release(&c->live);
-	if (!c->live.view)
+	if (!c->live.view && in_store)
+		pvblk_log("view released: %s (kept with its checkpoint)",
+			  frozen ? frozen : "?");
+	else if (!c->live.view)
 		pvblk_log("view released: %s committed into %s",
 			  child ? child : "?", frozen ? frozen : "?");
 	free(child);
