@@ -286,7 +286,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (pvblk_export_open(&e, c.image, c.mode, c.child, c.format) < 0)
+	if (pvblk_recover_views(c.image, strcmp(c.mode, "ro") != 0) < 0 ||
+	    pvblk_export_open(&e, c.image, c.mode, c.child, c.format) < 0)
 		return 1;
 	for (; started < c.nlisten; started++) {
 		struct pvblk_listen *l = &c.listen[started];
