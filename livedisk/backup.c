@@ -34,7 +34,20 @@ struct job {
 	uint8_t zero_hash[32];   /* of a whole zero block */
 	uint8_t *buf, *zeros;
 	uint64_t read_bytes, written_bytes, done, total;
+	bool halfway;            /* stop_point("copy") was passed */
 };
+
+/* Counts n bytes of the copy done: the progress bar, and the crash
+   tests' stop point half way through. */
+static void advance(struct job *j, uint64_t n)
+{
+	j->done += n;
+	progress(j->o, "backup", j->done, j->total);
+	if (!j->halfway && j->done * 2 >= j->total) {
+		j->halfway = true;
+		stop_point("copy");
+	}
+}
 
 static const char *engine_msg(int ret)
 {
@@ -113,8 +126,7 @@ static int copy_full(struct job *j)
 			if (ret < 0)
 				return ret;
 		}
-		j->done += n;
-		progress(j->o, "backup", j->done, j->total);
+		advance(j, n);
 	}
 	return 0;
 }
@@ -160,8 +172,7 @@ static int copy_changed(struct job *j, const char *sock, const char *since)
 					json_decref(r);
 					return ret;
 				}
-				j->done += block_len(j, b);
-				progress(j->o, "backup", j->done, j->total);
+				advance(j, block_len(j, b));
 			}
 		}
 		next = json_is_integer(json_object_get(r, "next")) ?
@@ -271,6 +282,15 @@ static void remove_leftovers(json_t *m)
 		const char *n = de->d_name;
 		size_t l = strlen(n);
 
+		/* write_atomic's temporary files of a backup killed in it */
+		if (l > 4 && n[0] == '.' && !strcmp(n + l - 4, ".tmp") &&
+		    (!strncmp(n, ".ovkdisk-", 9) ||
+		     !strcmp(n, "." OVKDISK_MANIFEST ".tmp"))) {
+			fprintf(stderr, "ovkdisk: removing %s, left by an "
+				"interrupted backup\n", n);
+			unlink(n);
+			continue;
+		}
 		if (strncmp(n, "ovkdisk-", 8) ||
 		    !((l > 5 && !strcmp(n + l - 5, ".vmdk")) ||
 		      (l > 10 && !strcmp(n + l - 10, ".blockhash"))))
@@ -282,6 +302,73 @@ static void remove_leftovers(json_t *m)
 		}
 	}
 	closedir(d);
+}
+
+/* Whether the manifest has a backup at checkpoint cp. */
+static bool manifest_has_checkpoint(json_t *m, const char *cp)
+{
+	json_t *b;
+	size_t i;
+
+	json_array_foreach(json_object_get(m, "backups"), i, b) {
+		const char *c = json_string_value(json_object_get(b,
+								  "checkpoint"));
+
+		if (c && !strcmp(c, cp))
+			return true;
+	}
+	return false;
+}
+
+static void delete_checkpoint(const char *sock, const char *cp,
+			      const char *why)
+{
+	char err[1024];
+	json_t *req = json_pack("{s:s,s:s}", "command", "checkpoint-delete",
+				"name", cp), *r;
+
+	r = ctl_call(sock, req, err, sizeof(err));
+	json_decref(req);
+	if (r)
+		fprintf(stderr, "ovkdisk: deleted the checkpoint %s %s\n", cp,
+			why);
+	else
+		fprintf(stderr, "ovkdisk: warning: checkpoint-delete %s: %s\n",
+			cp, err);
+	json_decref(r);
+}
+
+/* Checkpoints on the disk that an interrupted backup into this folder
+   left: the one named in OVKDISK_PENDING when the manifest does not have
+   it (the backup died before the manifest named it), and those of earlier
+   backups than the manifest's last (it died before deleting them). Each
+   would otherwise stay until the disk runs out of checkpoints. */
+static void delete_stale_checkpoints(const char *sock, json_t *m,
+				     json_t *status)
+{
+	json_t *backups = json_object_get(m, "backups"), *b;
+	size_t i, n = json_array_size(backups);
+	char pending[128];
+	int fd = open(OVKDISK_PENDING, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		ssize_t r = read(fd, pending, sizeof(pending) - 1);
+
+		close(fd);
+		pending[r > 0 ? r : 0] = '\0';
+		if (r > 0 && !manifest_has_checkpoint(m, pending) &&
+		    has_checkpoint(status, pending))
+			delete_checkpoint(sock, pending, "of an interrupted "
+					  "backup");
+		unlink(OVKDISK_PENDING);
+	}
+	json_array_foreach(backups, i, b) {
+		const char *cp = json_string_value(json_object_get(
+							   b, "checkpoint"));
+
+		if (i + 1 < n && cp && has_checkpoint(status, cp))
+			delete_checkpoint(sock, cp, "of an earlier backup");
+	}
 }
 
 static int load_hashes(struct job *j, const char *file)
@@ -342,6 +429,16 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	}
 	if (release_leftover(sock, status) < 0)
 		goto out;
+	/* status again: the release may have deleted a checkpoint */
+	json_decref(status);
+	req = json_pack("{s:s}", "command", "status");
+	status = ctl_call(sock, req, err, sizeof(err));
+	json_decref(req);
+	if (!status) {
+		fprintf(stderr, "ovkdisk: status: %s\n", err);
+		goto out;
+	}
+	delete_stale_checkpoints(sock, m, status);
 	remove_leftovers(m);
 	j.size = (uint64_t)json_integer_value(json_object_get(status, "size"));
 	backups = json_object_get(m, "backups");
@@ -373,14 +470,20 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 
 	if (o->quiesce && run_quiesce(o->quiesce) < 0)
 		goto out;
+	ret = write_atomic(".", OVKDISK_PENDING, name, strlen(name));
+	if (ret < 0)
+		goto out;
 	req = json_pack("{s:s,s:s}", "command", "view-create", "checkpoint",
 			name);
 	r = ctl_call(sock, req, err, sizeof(err));
 	json_decref(req);
 	if (!r) {
 		fprintf(stderr, "ovkdisk: view-create: %s\n", err);
+		unlink(OVKDISK_PENDING);
+		ret = -EIO;
 		goto out;
 	}
+	stop_point("view");
 	ret = bdev_open(json_string_value(json_object_get(r, "path")), &oo,
 			&j.view);
 	json_decref(r);
@@ -425,6 +528,7 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 			engine_msg(ret));
 		goto out_view;
 	}
+	stop_point("written");
 	ret = write_atomic(".", hfile, j.hashes, j.nblocks * 32);
 	if (ret < 0)
 		goto out_view;
@@ -446,6 +550,7 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		fprintf(stderr, "ovkdisk: warning: view-release: %s (the "
 			"backup is complete)\n", err);
 	json_decref(r);
+	stop_point("released");
 
 	{
 		char when[32];
@@ -474,6 +579,8 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		free(text);
 		if (ret < 0)
 			goto out;
+		unlink(OVKDISK_PENDING);
+		stop_point("done");
 		if (o->json) {
 			char *t = json_dumps(entry, JSON_COMPACT);
 			puts(t);
@@ -508,6 +615,7 @@ out_release:
 			name);
 	json_decref(ctl_call(sock, req, err, sizeof(err)));
 	json_decref(req);
+	unlink(OVKDISK_PENDING);
 out:
 	free(j.hashes);
 	free(j.buf);

@@ -16,6 +16,9 @@
    engine's change-tracking granularity. */
 #define OVKDISK_BLOCK 65536u
 #define OVKDISK_MANIFEST "manifest.json"
+/* The checkpoint of a backup under way, removed once the manifest names
+   it: what the next backup deletes from the disk when one died. */
+#define OVKDISK_PENDING ".pending"
 
 struct ovkdisk_opts {
 	bool json;        /* --output=json */
@@ -55,6 +58,10 @@ void to_hex(const uint8_t *md, size_t n, char *hex);
    fsync of the folder. */
 int write_atomic(const char *dir, const char *name, const void *data,
 		 size_t len);
+
+/* For crash tests: when $OVKDISK_STOP_AT names phase, the process stops
+   itself (SIGSTOP) there, so that a test can kill -9 it at that point. */
+void stop_point(const char *phase);
 
 /* backup.c */
 int cmd_backup(const struct ovkdisk_opts *o, const char *sock,
