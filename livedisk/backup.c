@@ -28,7 +28,8 @@
 struct job {
 	const struct ovkdisk_opts *o;
 	struct bdev *view;
-	struct bdev_writer *w;
+	struct bdev_writer *w;   /* the new file's writer, or NULL: */
+	int fd;                  /* a raw synthetic full, written here */
 	uint64_t size, nblocks;
 	uint8_t *hashes;         /* 32 bytes per block */
 	uint8_t zero_hash[32];   /* of a whole zero block */
@@ -81,7 +82,13 @@ static int copy_block(struct job *j, uint64_t blk, bool keep_zero)
 	sha256(j->buf, n, j->hashes + blk * 32);
 	if (!keep_zero && !memcmp(j->buf, j->zeros, n))
 		return 0;
-	ret = bdev_writer_write(j->w, off, j->buf, n);
+	if (j->w) {
+		ret = bdev_writer_write(j->w, off, j->buf, n);
+	} else {
+		ssize_t w = pwrite(j->fd, j->buf, n, (off_t)off);
+
+		ret = w == (ssize_t)n ? 0 : w < 0 ? -errno : -EIO;
+	}
 	if (ret < 0) {
 		fprintf(stderr, "ovkdisk: writing the backup at %llu: %s\n",
 			(unsigned long long)off, engine_msg(ret));
@@ -293,6 +300,7 @@ static void remove_leftovers(json_t *m)
 		}
 		if (strncmp(n, "ovkdisk-", 8) ||
 		    !((l > 5 && !strcmp(n + l - 5, ".vmdk")) ||
+		      (l > 4 && !strcmp(n + l - 4, ".raw")) ||
 		      (l > 10 && !strcmp(n + l - 10, ".blockhash"))))
 			continue;
 		if (!in_manifest(m, n)) {
@@ -371,6 +379,64 @@ static void delete_stale_checkpoints(const char *sock, json_t *m,
 	}
 }
 
+/* A new raw file dst as a copy of the raw backup src of size bytes, holes
+   kept (copy_file_range: shared extents where the filesystem can). Its
+   fd, or -errno with a message. */
+static int copy_raw(const char *src, const char *dst, uint64_t size)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, ret = 0;
+	off_t pos = 0, end;
+
+	if (in < 0) {
+		ret = -errno;
+		fprintf(stderr, "ovkdisk: %s: %s\n", src, strerror(errno));
+		return ret;
+	}
+	out = open(dst, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (out < 0 || ftruncate(out, (off_t)size) < 0) {
+		ret = -errno;
+		fprintf(stderr, "ovkdisk: creating %s: %s\n", dst,
+			strerror(errno));
+		goto err;
+	}
+	while ((pos = lseek(in, pos, SEEK_DATA)) >= 0 &&
+	       (uint64_t)pos < size) {
+		end = lseek(in, pos, SEEK_HOLE);
+		if (end < 0 || (uint64_t)end > size)
+			end = (off_t)size;
+		while (pos < end) {
+			loff_t io = pos, oo = pos;
+			ssize_t n = copy_file_range(in, &io, out, &oo,
+						    (size_t)(end - pos), 0);
+
+			if (n <= 0) {
+				ret = n < 0 ? -errno : -EIO;
+				fprintf(stderr, "ovkdisk: copying %s to %s at "
+					"%lld: %s\n", src, dst, (long long)pos,
+					n < 0 ? strerror(errno) :
+					"the file is shorter than the disk");
+				goto err;
+			}
+			pos += n;
+		}
+	}
+	if (pos < 0 && errno != ENXIO) {
+		ret = -errno;
+		fprintf(stderr, "ovkdisk: %s: seeking data: %s\n", src,
+			strerror(errno));
+		goto err;
+	}
+	close(in);
+	return out;
+err:
+	close(in);
+	if (out >= 0) {
+		close(out);
+		unlink(dst);
+	}
+	return ret;
+}
+
 static int load_hashes(struct job *j, const char *file)
 {
 	size_t want = j->nblocks * 32;
@@ -390,13 +456,13 @@ static int load_hashes(struct job *j, const char *file)
 int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	       const char *dir)
 {
-	struct job j = { .o = o };
+	struct job j = { .o = o, .fd = -1 };
 	json_t *m = NULL, *status = NULL, *r, *req, *backups, *prev = NULL;
 	const char *prev_cp = NULL, *prev_file = NULL;
 	char err[1024], name[128], file[160], hfile[160], stamp[32];
 	char *sock = NULL, fhex[65], dhex[65];
 	uint8_t dmd[32];
-	bool incremental;
+	bool incremental, raw = !strcmp(o->format, "raw");
 	struct bdev_create_opts co = { .format = "vmdk" };
 	struct bdev_open_opts oo = { 0 };
 	uint64_t fsize = 0;
@@ -450,10 +516,14 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	}
 	incremental = prev && prev_cp && has_checkpoint(status, prev_cp) &&
 		      (uint64_t)json_integer_value(json_object_get(
-			      m, "disk_size")) == j.size;
+			      m, "disk_size")) == j.size &&
+		      raw == !strcmp(entry_engine_format(prev), "raw");
 	if (o->kind == 2 && !incremental) {
 		fprintf(stderr, "ovkdisk: %s: no incremental backup possible: "
 			"%s\n", dir, !prev ? "the folder holds no backup yet"
+			: raw != !strcmp(entry_engine_format(prev), "raw") ?
+			"the last backup is not of a format this one can build "
+			"on (raw on raw, VMDK on VMDK); take a --full one"
 			: "the disk no longer has the last backup's checkpoint "
 			"(or changed size); take a --full one");
 		goto out;
@@ -464,7 +534,7 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	snprintf(name, sizeof(name), "ovkdisk-%s-%zu", stamp,
 		 json_array_size(backups) + 1);
-	snprintf(file, sizeof(file), "%s.vmdk", name);
+	snprintf(file, sizeof(file), "%s.%s", name, raw ? "raw" : "vmdk");
 	snprintf(hfile, sizeof(hfile), "%s.blockhash", name);
 	unlink(file); /* only a dead backup's: a name is not reused */
 
@@ -508,26 +578,45 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		co.subformat = "monolithicSparse";
 		co.backing = prev_file;
 	} else {
-		co.subformat = "streamOptimized";
+		co.format = raw ? "raw" : "vmdk";
+		co.subformat = raw ? NULL : !strcmp(o->format, "vmdk-sparse") ?
+			       "monolithicSparse" : "streamOptimized";
 		co.size = j.size;
 	}
-	ret = bdev_writer_new(file, &co, &j.w);
-	if (ret < 0) {
-		fprintf(stderr, "ovkdisk: creating %s/%s: %s\n", dir, file,
-			engine_msg(ret));
-		goto out_view;
+	if (incremental && raw) {
+		/* raw has no delta: a synthetic full, the last backup's file
+		   with the changed blocks written over it */
+		ret = copy_raw(prev_file, file, j.size);
+		j.fd = ret;
+	} else {
+		ret = bdev_writer_new(file, &co, &j.w);
+		if (ret < 0)
+			fprintf(stderr, "ovkdisk: creating %s/%s: %s\n", dir,
+				file, engine_msg(ret));
 	}
+	if (ret < 0)
+		goto out_view;
 	ret = incremental ? copy_changed(&j, sock, prev_cp) : copy_full(&j);
 	if (ret < 0) {
-		bdev_writer_abort(j.w);
+		if (j.w)
+			bdev_writer_abort(j.w);
 		goto out_view;
 	}
-	ret = bdev_writer_finish(j.w, &fsize);
-	if (ret < 0) {
-		fprintf(stderr, "ovkdisk: finishing %s: %s\n", file,
-			engine_msg(ret));
-		goto out_view;
+	if (j.w) {
+		ret = bdev_writer_finish(j.w, &fsize);
+		if (ret < 0)
+			fprintf(stderr, "ovkdisk: finishing %s: %s\n", file,
+				engine_msg(ret));
+	} else {
+		ret = fsync(j.fd) < 0 ? -errno : 0;
+		if (ret < 0)
+			fprintf(stderr, "ovkdisk: finishing %s: %s\n", file,
+				strerror(-ret));
+		close(j.fd);
+		j.fd = -1;
 	}
+	if (ret < 0)
+		goto out_view;
 	stop_point("written");
 	ret = write_atomic(".", hfile, j.hashes, j.nblocks * 32);
 	if (ret < 0)
@@ -561,10 +650,11 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		if (stat(file, &st) == 0)
 			fsize = (uint64_t)st.st_size;
 		entry = json_pack(
-			"{s:s,s:s,s:s,s:s,s:s?,s:I,s:s,s:s,s:s,s:I,s:I,s:s}",
+			"{s:s,s:s,s:s,s:s,s:s,s:s?,s:I,s:s,s:s,s:s,s:I,s:I,s:s}",
 			"checkpoint", name, "kind",
 			incremental ? "incremental" : "full", "time", when,
-			"file", file, "parent", incremental ? prev_file : NULL,
+			"format", o->format, "file", file, "parent",
+			incremental && !raw ? prev_file : NULL,
 			"file_size", (json_int_t)fsize, "file_sha256", fhex,
 			"blockhash_file", hfile, "disk_sha256", dhex,
 			"read_bytes", (json_int_t)j.read_bytes,
@@ -606,6 +696,8 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 out_view:
 	if (j.view)
 		bdev_close(j.view);
+	if (j.fd >= 0)
+		close(j.fd);
 	unlink(file);
 out_release:
 	req = json_pack("{s:s}", "command", "view-release");

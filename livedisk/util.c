@@ -118,6 +118,13 @@ out:
 	return ret;
 }
 
+const char *entry_engine_format(json_t *entry)
+{
+	const char *f = json_string_value(json_object_get(entry, "format"));
+
+	return f && !strcmp(f, "raw") ? "raw" : "vmdk";
+}
+
 int run_quiesce(const char *cmd)
 {
 	int st = system(cmd);

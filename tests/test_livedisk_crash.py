@@ -132,7 +132,7 @@ def check_backups(disk, bk, models):
         return
     r = run([tool("ovkdisk"), "verify", bk])
     assert r.stdout.count("ok ") == len(m["backups"]), r.stdout
-    for b in m["backups"][-2:]:  # the last two: a chain and its parent
+    for b in m["backups"][-1:]:  # the last: the longest chain
         out = os.path.join(disk.d, "restored.raw")
         if os.path.exists(out):
             os.unlink(out)
@@ -206,7 +206,7 @@ def test_backup_killed_at_each_phase(tmp_path):
                 n + (phase == "done"), phase
             check_backups(disk, bk, models)
             good_backup(disk, bk, models, "incremental")
-            check_backups(disk, bk, models)
+        check_backups(disk, bk, models)
     finally:
         disk.daemon.stop()
     assert check_disk_closed(disk) == []
