@@ -380,3 +380,27 @@ def test_read_only_pvblk_says_a_leftover_view_makes_the_image_stale(
     assert "is stale" in err and "disk-live-1.vmdk" in err, err
     # the delta is left alone
     assert check_disk_closed(disk) == ["disk-live-1.vmdk"]
+
+
+def test_change_map_of_a_live_commit_killed_before_it_moved_back(tmp_path):
+    """A live commit killed after it deleted the view's child but before
+    the change map followed the disk back leaves disk-live-1.vmdk-ctk.ovk
+    alone (made here with the offline commit and a rename, the same
+    files): pvblk started again moves it back, so the checkpoints and the
+    next incremental backup survive."""
+    disk = Disk(str(tmp_path), random.Random(SEED + 6))
+    bk = str(tmp_path / "bk")
+    models = {}
+    d = disk.start()
+    disk.write(8)
+    good_backup(disk, bk, models, "full")
+    v = d.ok(command="view-create")
+    disk.write()
+    disk.kill()
+    run([tool("vmdk"), "commit", v["child"]])
+    os.rename(disk.img + "-ctk.ovk", v["child"] + "-ctk.ovk")
+    log = restart_and_back_up(disk, bk, models)
+    assert "moved the change map" in log, log
+    assert not os.path.exists(v["child"] + "-ctk.ovk")
+    disk.daemon.stop()
+    assert check_disk_closed(disk) == []

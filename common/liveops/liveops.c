@@ -370,6 +370,60 @@ static int find_leftovers(const char *image, struct leftover **out,
 	return ret;
 }
 
+/* The change map's file beside an image (blockengine.h: IMAGE-ctk.ovk). */
+#define CTK_SUFFIX "-ctk.ovk"
+
+/* A live commit killed after it deleted the child but before the change
+   map followed the disk back leaves BASE-live-N.vmdk-ctk.ovk with no
+   BASE-live-N.vmdk: the map of the disk, with its checkpoints. When img
+   has no map of its own and exactly one such orphan is there, it is moved
+   back beside img; its name is appended to done. */
+static void adopt_orphan_map(const char *img, char *done, size_t donelen)
+{
+	char *dirbuf = strdup(img), *dir, *mine = NULL, *orphan = NULL;
+	const char *name = strrchr(img, '/') + 1;
+	size_t blen = child_base_len(name), sl = strlen(CTK_SUFFIX);
+	unsigned found = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (!dirbuf || asprintf(&mine, "%s%s", img, CTK_SUFFIX) < 0) {
+		free(dirbuf);
+		return;
+	}
+	dir = dirname(dirbuf);
+	if (access(mine, F_OK) == 0 || !(d = opendir(dir)))
+		goto out;
+	while ((de = readdir(d))) {
+		const char *f = de->d_name;
+		size_t fl = strlen(f);
+		char *vmdk;
+
+		if (fl <= blen + 6 + sl || strncmp(f, name, blen) ||
+		    strncmp(f + blen, "-live-", 6) ||
+		    strcmp(f + fl - sl, CTK_SUFFIX))
+			continue;
+		if (asprintf(&vmdk, "%s/%.*s", dir, (int)(fl - sl), f) < 0)
+			continue;
+		if (access(vmdk, F_OK) < 0 && errno == ENOENT) {
+			found++;
+			free(orphan);
+			if (asprintf(&orphan, "%s/%s", dir, f) < 0)
+				orphan = NULL;
+		}
+		free(vmdk);
+	}
+	closedir(d);
+	if (found == 1 && orphan && rename(orphan, mine) == 0)
+		snprintf(done + strlen(done), donelen - strlen(done),
+			 "%smoved the change map %s of a live commit that died "
+			 "back to %s", *done ? "; " : "", orphan, mine);
+out:
+	free(orphan);
+	free(mine);
+	free(dirbuf);
+}
+
 int liveops_recover(const char *image, bool merge, unsigned *merged,
 		    char *err, size_t errlen)
 {
@@ -380,6 +434,8 @@ int liveops_recover(const char *image, bool merge, unsigned *merged,
 	int ret;
 
 	*merged = 0;
+	if (errlen)
+		err[0] = '\0';
 	if (!img)
 		return 0; /* the open that follows says what is wrong */
 	ret = find_leftovers(img, &v, &n, err, errlen);
@@ -438,8 +494,12 @@ int liveops_recover(const char *image, bool merge, unsigned *merged,
 		}
 		(*merged)++;
 	}
+	err[0] = '\0';
 	if (len)
-		snprintf(err, errlen, "%s", list);
+		snprintf(err, errlen, "merged %zu leftover view child(ren) "
+			 "of a program that died into %s: %s", len, img, list);
+	if (merge)
+		adopt_orphan_map(img, err, errlen);
 out:
 	for (size_t i = 0; i < n; i++) {
 		free(v[i].path);

@@ -166,10 +166,9 @@ static int open_image(struct vmblk *d)
 			fprintf(stderr, "ovkvm: --disk %s: %s; not starting\n",
 				d->path, err);
 			return rc;
-		} else if (merged) {
-			fprintf(stderr, "ovkvm: --disk %s: merged %u leftover "
-				"view child(ren) of a program that died: %s\n",
-				d->path, merged, err);
+		} else if (rc == 0 && err[0]) {
+			fprintf(stderr, "ovkvm: --disk %s: %s\n", d->path,
+				err);
 		}
 		if (!d->read_only)
 			oo.flags |= BDEV_O_RDWR;

@@ -106,9 +106,9 @@ int pvblk_recover_views(const char *image, bool merge)
 		pvblk_log("%s: %s; not serving it", image, err);
 		return ret;
 	}
-	if (merged)
-		pvblk_log("merged %u leftover view child(ren) of a daemon that "
-			  "died into %s: %s", merged, image, err);
+	if (err[0])
+		pvblk_log("%s", err);
+	(void)merged;
 	return 0;
 }
 
