@@ -404,3 +404,41 @@ def test_change_map_of_a_live_commit_killed_before_it_moved_back(tmp_path):
     assert not os.path.exists(v["child"] + "-ctk.ovk")
     disk.daemon.stop()
     assert check_disk_closed(disk) == []
+
+
+def test_leftover_view_still_mounted_is_reported_not_dropped(tmp_path):
+    """pvblk killed while `ovkdisk view` had the view mounted: the mount
+    still holds the frozen image, so the delta cannot be merged yet.
+    pvblk started again says so and exits instead of serving the stale
+    image; once the mount is gone it merges and serves the disk."""
+    need("fusermount3")
+    disk = Disk(str(tmp_path), random.Random(SEED + 7))
+    d = disk.start()
+    disk.write(4)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run([tool("ovkdisk"), "view", d.api, mnt])
+    try:
+        disk.write()
+        disk.kill()
+        os.unlink(d.api)
+        r = run([tool("pvblk"), "-o", "rw", "--nbd",
+                 f"unix:{tmp_path / 'again.sock'}", disk.img], check=False,
+                timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert "disk-live-1.vmdk" in r.stderr and "not serving" in \
+            r.stderr, r.stderr
+        assert os.path.exists(os.path.join(disk.d, "disk-live-1.vmdk"))
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+    for _ in range(100):  # vmdkfs closes the image as it exits
+        r = subprocess.run(["pgrep", "-f", f"vmdkfs.*{mnt}"],
+                           capture_output=True)
+        if r.returncode:
+            break
+        time.sleep(0.05)
+    assert check_disk_closed(disk) == ["disk-live-1.vmdk"]
+    d = disk.start()
+    assert "merged 1 leftover view" in d.text(), d.text()
+    assert disk.reads_as_model(d.uri, fmt="raw")
+    d.stop()
