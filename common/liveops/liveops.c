@@ -334,7 +334,7 @@ static int find_leftovers(const char *image, struct leftover **out,
 		return ret;
 	}
 	while ((de = readdir(d))) {
-		const char *f = de->d_name, *p = f + blen + 6;
+		const char *f = de->d_name, *p;
 		size_t fl = strlen(f);
 		struct leftover *nv;
 		char *path;
@@ -343,6 +343,7 @@ static int find_leftovers(const char *image, struct leftover **out,
 		    strncmp(f + blen, "-live-", 6) ||
 		    strcmp(f + fl - 5, ".vmdk"))
 			continue;
+		p = f + blen + 6;
 		while (*p >= '0' && *p <= '9')
 			p++;
 		if (p != f + fl - 5 || p == f + blen + 6)
