@@ -16,7 +16,8 @@ notes when each starts and ends (the same CLOCK_MONOTONIC):
   idle after     nothing but the client again
 The view/release cycle runs CYCLES times so that the short commits give
 enough samples. Prints p50, p99 and the request count of each phase, and
-p99 over idle p99 (the issue's goal: at most 2).
+p99 over the p99 of "idle after" (the issue's goal: at most 2): the first
+idle phase still warms the caches (its tail is the longer one).
 
 Usage: bench/bench_livedisk_latency.py [BUILD_DIR] [SIZE_MIB] [CYCLES]
 """
@@ -77,7 +78,7 @@ def main():
                           str(seconds), lat], stdout=subprocess.PIPE,
                          text=True)
     try:
-        time.sleep(2)  # warm up
+        time.sleep(4)  # warm up
         t = time.monotonic()
         time.sleep(6)
         marks.append(("idle", t, time.monotonic()))
@@ -111,16 +112,16 @@ def main():
         s = by.setdefault(phase, {"lat": [], "secs": 0.0})
         s["lat"] += [ms for tc, ms in rows if a <= tc <= b]
         s["secs"] += b - a
-    idle99 = pct(by["idle"]["lat"], 99)
+    idle99 = pct(by["idle after"]["lat"], 99)
     print(f"{SIZE_MIB} MiB monolithicSparse VMDK, 4 KiB random 50/50 "
           f"read/write at depth 1 over vhost-user-blk, {CYCLES} view cycles")
     print(f"{'phase':<14} {'seconds':>8} {'requests':>9} {'p50 us':>8} "
-          f"{'p99 us':>8} {'p99/idle':>9}")
+          f"{'p99 us':>8} {'p99/idle after':>15}")
     for phase in ["idle", "view", "consolidation", "backup", "idle after"]:
         s = by[phase]
         print(f"{phase:<14} {s['secs']:8.2f} {len(s['lat']):9d} "
               f"{pct(s['lat'], 50):8.0f} {pct(s['lat'], 99):8.0f} "
-              f"{pct(s['lat'], 99) / idle99:9.2f}")
+              f"{pct(s['lat'], 99) / idle99:15.2f}")
     subprocess.run(["rm", "-rf", tmp])
 
 
