@@ -114,7 +114,8 @@ static const char usage_text[] =
 "A progress bar is drawn on stderr when it is a terminal.\n";
 
 enum { OPT_FULL = 256, OPT_INCR, OPT_QUIESCE, OPT_AT, OPT_OUTPUT, OPT_COPY,
-       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK, OPT_FORMAT };
+       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK, OPT_FORMAT,
+       OPT_PROGRESS };
 
 static const struct option long_opts[] = {
 	{ "full", no_argument, NULL, OPT_FULL },
@@ -128,6 +129,7 @@ static const struct option long_opts[] = {
 	{ "discard", no_argument, NULL, OPT_DISCARD },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "format", required_argument, NULL, OPT_FORMAT },
+	{ "progress", required_argument, NULL, OPT_PROGRESS },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ 0 },
@@ -310,6 +312,14 @@ int main(int argc, char **argv)
 		case OPT_DISCARD:
 			o.patch_action = 'd';
 			break;
+		case OPT_PROGRESS:
+			if (strcmp(optarg, "json")) {
+				fprintf(stderr, "ovkdisk: --progress takes "
+					"json\n");
+				return 1;
+			}
+			o.progress_json = true;
+			break;
 		case OPT_DISK: {
 			char *end;
 			long d = strtol(optarg, &end, 10);
@@ -334,7 +344,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	o.progress = !o.json && isatty(2);
+	o.progress = !o.json && !o.progress_json && isatty(2);
 	if (optind >= argc) {
 		fputs("ovkdisk: no command given\nTry 'ovkdisk --help'.\n",
 		      stderr);

@@ -23,6 +23,7 @@
 struct ovkdisk_opts {
 	bool json;        /* --output=json */
 	bool progress;    /* a progress bar on stderr (a terminal) */
+	bool progress_json; /* --progress=json: JSON lines on stderr */
 	const char *quiesce; /* --quiesce CMD, or NULL */
 	int kind;         /* backup: 0 = as the folder allows, 1 full, 2 incr */
 	const char *format; /* backup --format: vmdk-stream, vmdk-sparse, raw */
@@ -49,7 +50,10 @@ const char *entry_engine_format(json_t *entry);
 int run_quiesce(const char *cmd);
 
 /* A progress bar on stderr: what, done of total bytes. done == total ends
-   the line. Does nothing unless o->progress. */
+   the line. With o->progress_json instead one line
+   {"progress":WHAT,"done":N,"total":N,"percent":P} each time the whole
+   percentage grows (for programs such as ovkd). Does nothing unless one
+   of them is set. */
 void progress(const struct ovkdisk_opts *o, const char *what, uint64_t done,
 	      uint64_t total);
 

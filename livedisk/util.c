@@ -142,11 +142,23 @@ int run_quiesce(const char *cmd)
 void progress(const struct ovkdisk_opts *o, const char *what, uint64_t done,
 	      uint64_t total)
 {
+	static int last_pct = -1; /* what progress_json said last */
 	int pct, bars;
 
-	if (!o->progress || !total)
+	if ((!o->progress && !o->progress_json) || !total)
 		return;
 	pct = (int)(done * 100 / total);
+	if (o->progress_json) {
+		if (pct > last_pct) {
+			last_pct = pct;
+			fprintf(stderr, "{\"progress\":\"%s\",\"done\":%llu,"
+				"\"total\":%llu,\"percent\":%d}\n", what,
+				(unsigned long long)done,
+				(unsigned long long)total, pct);
+			fflush(stderr);
+		}
+		return;
+	}
 	bars = pct * 30 / 100;
 	fprintf(stderr, "\r%-10s [%.*s%*s] %3d%% %llu/%llu MiB", what, bars,
 		"##############################", 30 - bars, "", pct,

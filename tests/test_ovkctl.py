@@ -193,12 +193,57 @@ def test_over_https_with_cacert(tmp_path, tls_cert, ova):
         stop_ovkd(p, log)
 
 
+def test_snapshot_and_backup_follow_their_tasks(ctl, ova, tmp_path):
+    """backup and snapshot of a VM running on QEMU TCG wait for ovkd's
+    task, show its progress and print what it made; ovkdisk verifies the
+    backups; refusals name the status and the reason."""
+    need("qemu-system-x86_64")
+    package, _ = ova
+    ctl("deploy", package, "--start")
+    bk = tmp_path / "bk"
+    r = ctl("backup", "web-1", "bk", cwd=tmp_path)
+    assert r.stdout.startswith("web-1 disk 0: full backup ovkdisk-"), r
+    assert f" in {bk}/disk0 (" in r.stdout
+    assert "backup of web-1: 100%" in r.stderr
+    t = ctl.json("backup", "web-1", bk, "--incremental")
+    assert t["TaskState"] == "Completed", t
+    b = t["Oem"]["Ovk"]["Result"]["Backups"][0]
+    assert b["kind"] == "incremental" and b["disk"] == 0
+    out = run([tool("ovkdisk"), "verify", bk / "disk0"]).stdout
+    assert out.count("ok ovkdisk-") == 2, out
+
+    r = ctl("snapshot", "web-1", "before-upgrade")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "web-1: checkpoint before-upgrade taken"
+    assert lines[1].startswith("disk 0 (") and \
+        lines[1].endswith(" before-upgrade"), lines
+    t = ctl.json("snapshot", "web-1")
+    name = t["Oem"]["Ovk"]["Result"]["Checkpoint"]
+    assert name.startswith("snap-")
+    assert name in t["Oem"]["Ovk"]["Result"]["Disks"][0]["checkpoints"]
+
+    r = ctl("backup", "web-1", "/no/such/folder/bk", check=False)
+    assert r.returncode == 1 and "HTTP 400" in r.stderr
+    assert "does not exist" in r.stderr
+    r = ctl("snapshot", "web-1", "../../x", check=False)
+    assert r.returncode == 1 and "HTTP 400" in r.stderr
+    r = ctl("backup", "nope", bk, check=False)
+    assert r.returncode == 1 and "HTTP 404" in r.stderr
+    r = ctl("snapshot", "web-1", "--full", check=False)
+    assert r.returncode == 2 and "for backup" in r.stderr
+    ctl("force-off", "web-1")
+    r = ctl("backup", "web-1", bk, check=False)
+    assert r.returncode == 1 and "HTTP 409" in r.stderr
+    assert "power it on" in r.stderr
+
+
 def test_help_names_every_command():
     out = run([tool("ovkctl"), "--help"]).stdout
     for cmd in ["list", "show ID", "deploy PACKAGE", "start ID", "stop ID",
                 "force-off ID", "restart ID", "pause ID", "resume ID",
                 "delete ID", "export ID OVA", "stats ID", "console ID",
-                "Ctrl-]", "--output=json", "Examples:"]:
+                "snapshot ID [NAME]", "backup ID DIR", "--incremental",
+                "--full", "Ctrl-]", "--output=json", "Examples:"]:
         assert cmd in out, cmd
 
 

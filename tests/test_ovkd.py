@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -63,10 +64,10 @@ class Ovkd:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def request(self, method, path, body=None, auth=True):
+    def request(self, method, path, body=None, auth=True, headers=None):
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data,
-                                     method=method)
+                                     method=method, headers=headers or {})
         if data is not None:
             req.add_header("Content-Type", "application/json")
         if auth:
@@ -322,6 +323,266 @@ def test_deployed_appliance_boots_writes_its_disk_and_powers_off(
         f.seek(4096)
         assert f.read(20) == b"OVKD-GUEST-WAS-HERE\n"
     run([need("qemu-img"), "check", disk])
+
+
+def wait_task(d, location, timeout=60):
+    """GET a Redfish Task until it is no longer New or Running."""
+    for _ in range(int(timeout * 10)):
+        status, t = d.get(location)
+        assert status == 200, t
+        if t["TaskState"] not in ("New", "Running"):
+            return t
+        time.sleep(0.1)
+    raise AssertionError(f"task {location} never ended: {t}")
+
+
+def oem_action(d, vm_id, name, body):
+    return d.request("POST", f"/redfish/v1/Systems/{vm_id}/Actions/Oem/"
+                     f"OvkComputerSystem.{name}", body)
+
+
+class EventStream:
+    """curl -N reading ovkd's server-sent events: its lines, as they
+    come, in a list."""
+
+    def __init__(self, d):
+        self.proc = subprocess.Popen(
+            [need("curl"), "-sS", "-N", "-i", "-u", f"{USER}:{PASSWORD}",
+             d.url + "/redfish/v1/EventService/SSE"],
+            stdout=subprocess.PIPE, text=True)
+        self.lines, self.headers = [], []
+        self.connected = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        assert self.connected.wait(10), "no answer on the event stream"
+
+    def _read(self):
+        for line in self.proc.stdout:
+            line = line.rstrip("\r\n")
+            if not self.connected.is_set():
+                if line:
+                    self.headers.append(line)
+                else:
+                    self.connected.set()
+                continue
+            self.lines.append(line)
+
+    def events(self):
+        return [json.loads(x[len("data: "):])["Events"][0]
+                for x in list(self.lines) if x.startswith("data: ")]
+
+    def wait_for(self, pred, timeout=20):
+        for _ in range(int(timeout * 20)):
+            for e in self.events():
+                if pred(e):
+                    return e
+            time.sleep(0.05)
+        raise AssertionError(f"no such event in {self.events()}")
+
+
+def test_deploy_as_a_task_when_asked_async(ovkd, ova, tmp_path):
+    """Prefer: respond-async makes a deploy a Task (202, Location); a
+    package that is not there ends the task in Exception, leaving no VM."""
+    package, _ = ova
+    status, root = ovkd.get("/redfish/v1/")
+    assert root["Tasks"]["@odata.id"] == "/redfish/v1/TaskService"
+    assert root["EventService"]["@odata.id"] == "/redfish/v1/EventService"
+    status, ts = ovkd.get("/redfish/v1/TaskService")
+    assert status == 200 and ts["ServiceEnabled"] is True
+    prefer = {"Prefer": "respond-async"}
+
+    status, t, r = ovkd.request(
+        "POST", "/redfish/v1/Systems",
+        {"Oem": {"Ovk": {"Package": str(tmp_path / "nothing.ova")}}},
+        headers=prefer)
+    assert status == 202, t
+    t = wait_task(ovkd, r.headers["Location"])
+    assert t["TaskState"] == "Exception" and t["TaskStatus"] == "Critical"
+    assert any("nothing.ova" in m["Message"] for m in t["Messages"]), t
+    assert ovkd.get("/redfish/v1/Systems")[1]["Members"] == []
+
+    status, t, r = ovkd.request(
+        "POST", "/redfish/v1/Systems",
+        {"Oem": {"Ovk": {"Package": str(package)}}}, headers=prefer)
+    assert status == 202, t
+    assert r.headers["Location"] == t["@odata.id"]
+    assert t["@odata.id"].startswith("/redfish/v1/TaskService/Tasks/")
+    t = wait_task(ovkd, r.headers["Location"])
+    assert t["TaskState"] == "Completed" and t["PercentComplete"] == 100, t
+    vm = t["Oem"]["Ovk"]["Result"]["System"]["@odata.id"]
+    assert ovkd.get(vm)[1]["PowerState"] == "Off"
+    members = ovkd.get("/redfish/v1/TaskService/Tasks")[1]["Members"]
+    assert len(members) == 2
+    assert ovkd.get("/redfish/v1/TaskService/Tasks/999")[0] == 404
+    assert ovkd.get("/redfish/v1/TaskService/Tasks/..%2F1")[0] == 404
+    for bad in ["+1", "%201", "01", "1x", "99999999999"]:
+        assert ovkd.get("/redfish/v1/TaskService/Tasks/" + bad)[0] == 404
+    # bytes that are not UTF-8 in the URL are quoted safely in the error
+    for path in ["/redfish/v1/TaskService/Tasks/%BF",
+                 "/redfish/v1/Systems/%C3%28/Actions/Oem/"
+                 "OvkComputerSystem.Backup"]:
+        status, doc = ovkd.get(path)
+        assert status == 404 and "?" in doc["error"]["message"], doc
+
+
+def test_backup_and_checkpoint_tasks_of_a_running_vm_with_events(
+        ovkd, ova, tmp_path, qemu_img):
+    """Backup (full, then incremental) and Checkpoint of a VM running on
+    QEMU TCG as Redfish Tasks; ovkdisk verifies and restores what they
+    wrote; bad input is refused with Redfish errors; an event stream read
+    by curl -N tells the power changes and the ends of the tasks."""
+    need("qemu-system-x86_64")
+    package, disk = ova
+    assert deploy(ovkd, package)[0] == 201
+    status, es = ovkd.get("/redfish/v1/EventService")
+    assert es["ServerSentEventUri"] == "/redfish/v1/EventService/SSE"
+    sse = EventStream(ovkd)
+    assert "Content-Type: text/event-stream" in sse.headers
+    bk = tmp_path / "backups"
+
+    # a VM that is off has no disk server to back up from
+    status, err, _ = oem_action(ovkd, "web-1", "Backup",
+                                {"TargetDirectory": str(bk)})
+    assert status == 409 and "power it on" in err["error"]["message"], err
+
+    status, err, _ = ovkd.request(
+        "POST", "/redfish/v1/Systems/web-1/Actions/ComputerSystem.Reset",
+        {"ResetType": "On"})
+    assert status == 204, err
+    vm = wait_power(ovkd, "web-1", "On")
+    assert "#OvkComputerSystem.Backup" in vm["Actions"]["Oem"]
+    sse.wait_for(lambda e: e["Oem"]["Ovk"].get("PowerState") == "On")
+
+    status, t, r = oem_action(ovkd, "web-1", "Backup",
+                              {"TargetDirectory": str(bk)})
+    assert status == 202, t
+    t = wait_task(ovkd, r.headers["Location"])
+    assert t["TaskState"] == "Completed", t
+    assert t["PercentComplete"] == 100 and t["TaskStatus"] == "OK"
+    full = t["Oem"]["Ovk"]["Result"]["Backups"][0]
+    assert full["kind"] == "full" and full["directory"] == str(bk / "disk0")
+    raw = tmp_path / "restored.raw"
+    run([tool("ovkdisk"), "restore", bk / "disk0", raw])
+    run([qemu_img, "compare", "-f", "raw", raw, disk])
+
+    # 1 MiB of the disk changes while the VM is off: vmdkfs writes through
+    # the engine, whose change tracking the next incremental backup reads
+    reset = "/redfish/v1/Systems/web-1/Actions/ComputerSystem.Reset"
+    assert ovkd.request("POST", reset, {"ResetType": "ForceOff"})[0] == 204
+    image = wait_power(ovkd, "web-1", "Off")["Oem"]["Ovk"]["Details"][
+        "Disks"][0]
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    fs = subprocess.Popen([tool("vmdkfs"), "-f", "-o", "rw", image, mnt])
+    try:
+        for _ in range(100):
+            if os.path.ismount(mnt):
+                break
+            time.sleep(0.05)
+        with open(mnt / "disk", "r+b") as f:
+            f.seek(8 << 20)
+            f.write(b"\xa5" * (1 << 20))
+    finally:
+        run([need("fusermount3"), "-u", mnt], check=False)
+        fs.wait(timeout=20)
+    assert ovkd.request("POST", reset, {"ResetType": "On"})[0] == 204
+    wait_power(ovkd, "web-1", "On")
+
+    status, t, r = oem_action(ovkd, "web-1", "Backup",
+                              {"TargetDirectory": str(bk),
+                               "BackupType": "Incremental"})
+    assert status == 202, t
+    t = wait_task(ovkd, r.headers["Location"])
+    assert t["TaskState"] == "Completed", t
+    incr = t["Oem"]["Ovk"]["Result"]["Backups"][0]
+    assert incr["kind"] == "incremental", incr
+    assert incr["changed_bytes"] == 1 << 20, incr
+    assert incr["disk_sha256"] != full["disk_sha256"]
+    out = run([tool("ovkdisk"), "verify", bk / "disk0"]).stdout
+    assert out.count("ok ") == 2, out
+
+    status, t, r = oem_action(ovkd, "web-1", "Checkpoint",
+                              {"Name": "before-upgrade"})
+    assert status == 202, t
+    t = wait_task(ovkd, r.headers["Location"])
+    assert t["TaskState"] == "Completed", t
+    cps = t["Oem"]["Ovk"]["Result"]["Disks"][0]["checkpoints"]
+    assert "before-upgrade" in cps, t
+
+    # a backup that fails midway ends its task in Exception
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "disk0").write_text("not a folder")
+    status, t, r = oem_action(ovkd, "web-1", "Backup",
+                              {"TargetDirectory": str(bad)})
+    assert status == 202, t
+    t = wait_task(ovkd, r.headers["Location"])
+    assert t["TaskState"] == "Exception" and t["TaskStatus"] == "Critical"
+    assert any("disk0" in m["Message"] and m["MessageSeverity"] ==
+               "Critical" for m in t["Messages"]), t
+
+    # bad input: clear Redfish errors, no task
+    (tmp_path / "afile").write_text("x")
+    for body, code, msgid, words in [
+            ({}, 400, "ActionParameterMissing", "TargetDirectory"),
+            ({"TargetDirectory": "backups"}, 400,
+             "ActionParameterValueFormatError", "absolute"),
+            ({"TargetDirectory": f"{tmp_path}/x/../../etc"}, 400,
+             "ActionParameterValueFormatError", ".."),
+            ({"TargetDirectory": f"{tmp_path}/no/such/dir"}, 400,
+             "ActionParameterValueFormatError", "does not exist"),
+            ({"TargetDirectory": f"{tmp_path}/afile"}, 400,
+             "ActionParameterValueFormatError", "not a folder"),
+            ({"TargetDirectory": str(bk), "BackupType": "Differential"},
+             400, "ActionParameterValueNotInList", "Differential"),
+            ({"TargetDirectory": str(bk), "Disk": 3}, 400,
+             "ActionParameterUnknown", "Disk")]:
+        status, err, _ = oem_action(ovkd, "web-1", "Backup", body)
+        assert status == code, (body, err)
+        assert err["error"]["code"] == "Base.1.8." + msgid, (body, err)
+        assert words in err["error"]["message"], (body, err)
+    for name in ["../../etc/passwd", "a/b", "", "ovkdisk-mine", "x" * 65]:
+        status, err, _ = oem_action(ovkd, "web-1", "Checkpoint",
+                                    {"Name": name})
+        assert status == 400, (name, err)
+        assert "checkpoint name" in err["error"]["message"]
+    status, err, _ = oem_action(ovkd, "nope", "Backup",
+                                {"TargetDirectory": str(bk)})
+    assert status == 404 and "nope" in err["error"]["message"]
+    status, err, _ = oem_action(ovkd, "..", "Checkpoint", {})
+    assert status == 404
+    status, err, r = ovkd.request(
+        "GET", "/redfish/v1/Systems/web-1/Actions/Oem/"
+        "OvkComputerSystem.Backup")
+    assert status == 405
+
+    status, err, _ = ovkd.request(
+        "POST", "/redfish/v1/Systems/web-1/Actions/ComputerSystem.Reset",
+        {"ResetType": "ForceOff"})
+    assert status == 204, err
+    wait_power(ovkd, "web-1", "Off")
+    # the last backup restores to the disk as it is now
+    run([tool("ovkdisk"), "restore", bk / "disk0", raw.with_suffix(".2")])
+    run([qemu_img, "compare", "-f", "raw", raw.with_suffix(".2"), image])
+    for _ in range(200):  # every power change, in order
+        power = [e for e in sse.events()
+                 if e["MessageId"] == "ResourceEvent.1.0.ResourceChanged"]
+        if len(power) >= 4:
+            break
+        time.sleep(0.05)
+    assert [e["Oem"]["Ovk"]["PowerState"] for e in power] == \
+        ["On", "Off", "On", "Off"], power
+    assert all(e["OriginOfCondition"]["@odata.id"] ==
+               "/redfish/v1/Systems/web-1" for e in power)
+    ids = [e["MessageId"] for e in sse.events()]
+    assert ids.count("TaskEvent.1.0.TaskCompletedOK") == 3, ids
+    assert ids.count("TaskEvent.1.0.TaskAborted") == 1, ids
+    done = [e for e in sse.events() if e["MessageId"].startswith("Task")]
+    assert done[0]["OriginOfCondition"]["@odata.id"].startswith(
+        "/redfish/v1/TaskService/Tasks/")
+    # ovkd ends its event streams as it stops
+    ovkd.stop()
+    assert sse.proc.wait(timeout=10) == 0
+    ovkd.start()
 
 
 def start_ovkd(tmp_path, *args):

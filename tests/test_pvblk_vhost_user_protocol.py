@@ -64,13 +64,13 @@ class Front:
 def server(tmp_path):
     procs = []
 
-    def start(mode="rw", queues=2, size=4 << 20, api=None):
+    def start(mode="rw", queues=2, size=4 << 20, api=None, extra=()):
         img = tmp_path / f"disk{len(procs)}.raw"
         with open(img, "wb") as f:
             f.write(bytes(range(256)) * (size // 256))
         sock = str(tmp_path / f"s{len(procs)}.sock")
         log = open(sock + ".log", "w+")
-        extra = ["--api-socket", api] if api else []
+        extra = list(extra) + (["--api-socket", api] if api else [])
         p = subprocess.Popen([tool("pvblk"), "-o", mode, "--vhost-user-blk",
                               sock, "--num-queues", str(queues)] + extra +
                              [str(img)], stderr=log)
@@ -143,12 +143,18 @@ def test_reply_ack(server):
     assert struct.unpack("<Q", f.recv()[1])[0] != 0  # not a power of 2
 
 
+def set_avail_idx(m, idx):
+    """One 16-bit store, as a driver makes it: struct.pack_into zero-fills
+    before it writes, and a device polling the ring would see that 0."""
+    m[0x1002:0x1004] = struct.pack("<H", idx)
+
+
 def setup_ring(f, base=0):
     fd = os.memfd_create("guest")
     os.ftruncate(fd, MEM)
     m = mmap.mmap(fd, MEM)
     # a ring resumed at base: every request before it is in the used ring
-    struct.pack_into("<H", m, 0x1002, base)
+    set_avail_idx(m, base)
     struct.pack_into("<H", m, 0x2002, base)
     uva = 0x7f0000000000  # any address: the backend maps by the fd
     f.send(SET_MEM_TABLE, struct.pack("<IIQQQQ", 1, 0, 0, MEM, uva, 0),
@@ -174,7 +180,7 @@ def do_request(m, kick, call, avail_idx, req_type, sector, nbytes, write):
     struct.pack_into("<QIHH", m, 16, 0x10000, nbytes, d, 2)
     struct.pack_into("<QIHH", m, 32, 0x3100, 1, 2, 0)
     struct.pack_into("<H", m, 0x1004 + 2 * (avail_idx % NUM), 0)
-    struct.pack_into("<H", m, 0x1002, (avail_idx + 1) & 0xffff)
+    set_avail_idx(m, (avail_idx + 1) & 0xffff)
     os.eventfd_write(kick, 1)
     r, _, _ = select.select([call], [], [], 10)
     assert r, "no interrupt"
@@ -202,7 +208,7 @@ def test_ring_serves_requests_and_vring_base(server):
     assert r == GET_VRING_BASE
     assert struct.unpack("<II", body) == (0, 103)
     # a stopped ring reads nothing more
-    struct.pack_into("<H", m, 0x1002, 104)
+    set_avail_idx(m, 104)
     os.eventfd_write(kick, 1)
     assert not select.select([call], [], [], 0.5)[0]
     f.s.close()
@@ -266,7 +272,7 @@ def test_broken_ring_is_logged_naming_export_and_queue(server):
     struct.pack_into("<QIHH", m, 16, MEM - 256, 512, 3, 2)
     struct.pack_into("<QIHH", m, 32, 0x3100, 1, 2, 0)
     struct.pack_into("<H", m, 0x1004, 0)
-    struct.pack_into("<H", m, 0x1002, 1)
+    set_avail_idx(m, 1)
     os.eventfd_write(kick, 1)
     log = wait_log(sock + ".log", "virtqueue broken")
     line, = [x for x in log.splitlines() if "virtqueue broken" in x]
@@ -312,7 +318,7 @@ def test_status_counts_requests_per_vring_and_names_a_broken_one(
     struct.pack_into("<IIQ", m, 0x3000, 0, 0, 0)
     struct.pack_into("<QIHH", m, 16, MEM - 256, 512, 3, 2)
     struct.pack_into("<H", m, 0x1004 + 2 * 3, 0)
-    struct.pack_into("<H", m, 0x1002, 4)
+    set_avail_idx(m, 4)
     os.eventfd_write(kick, 1)
     wait_log(sock + ".log", "virtqueue broken")
     exp, = status(api)["exports"]
@@ -375,7 +381,7 @@ def test_sealable_guest_memory_is_sealed_against_shrinking(server):
     # growing stays allowed, and the ring serves on
     os.ftruncate(fd, 2 * MEM)
     put_request(m, 0, 0x3000)
-    struct.pack_into("<H", m, 0x1002, 1)
+    set_avail_idx(m, 1)
     os.eventfd_write(kick, 1)
     assert select.select([call], [], [], 10)[0], "no interrupt"
     assert m[0x3400] == 0
@@ -395,7 +401,7 @@ def test_guest_memory_shrunk_under_the_device_breaks_only_the_queue(server):
     m, kick, call = setup_ring_fd(f, fd)
     put_request(m, 0, 0x3000)              # header past the new end
     os.ftruncate(fd, 0x3000)               # rings (below 0x3000) remain
-    struct.pack_into("<H", m, 0x1002, 1)
+    set_avail_idx(m, 1)
     os.eventfd_write(kick, 1)
     log = wait_log(sock + ".log", "virtqueue broken")
     line, = [x for x in log.splitlines() if "virtqueue broken" in x]
@@ -406,7 +412,7 @@ def test_guest_memory_shrunk_under_the_device_breaks_only_the_queue(server):
     if select.select([call], [], [], 0.2)[0]:
         os.eventfd_read(call)
     put_request(m, 1, 0x2400)
-    struct.pack_into("<H", m, 0x1002, 2)
+    set_avail_idx(m, 2)
     os.eventfd_write(kick, 1)
     assert not select.select([call], [], [], 0.5)[0]
     assert m[0x2800] == 0xee
@@ -469,3 +475,70 @@ def test_grow_is_announced_on_the_backend_channel(server, tmp_path):
     f.s.settimeout(10)
     assert f.s.recv(1) == b""  # pvblk hung up
     assert p.poll() is None
+
+
+def need_event(event, new, old):
+    """virtio's rule: notify when event lies in [old, new)."""
+    return (new - event - 1) & 0xffff < (new - old) & 0xffff
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_polling_queue_skips_kicks_and_sleeps_when_idle(server):
+    """With EVENT_IDX a driver kicks only when avail_event asks for it.
+    While the queue's thread polls the ring it stops asking, and must ask
+    again before it sleeps, or a request would wait forever. 3000 reads
+    and writes, each kicked only if avail_event says so: every one is
+    answered with the right data, some kicks were not needed (the thread
+    was polling), and once the front end goes quiet the thread sleeps."""
+    sock, p, img = server(extra=["--poll-us", "1000"])
+    f = Front(sock)
+    f.get_u64(GET_FEATURES)
+    f.get_u64(GET_PROTOCOL_FEATURES)
+    f.send(SET_PROTOCOL_FEATURES, struct.pack("<Q", PF_CONFIG))
+    f.send(SET_FEATURES, struct.pack("<Q", (1 << 32) | (1 << 29) |
+                                     F_PROTOCOL))
+    f.send(SET_OWNER)
+    m, kick, call = setup_ring(f)
+    avail_event_at = 0x2004 + 8 * NUM
+    used_event_at = 0x1004 + 2 * NUM
+    kicks = 0
+    for i in range(3000):
+        write = i % 3 == 2
+        sector = i % 64
+        struct.pack_into("<IIQ", m, 0x3000, 1 if write else 0, 0, sector)
+        m[0x3100] = 0xee
+        if write:
+            m[0x10000:0x10200] = struct.pack("<I", i) * 128
+        struct.pack_into("<QIHH", m, 0, 0x3000, 16, 1, 1)
+        struct.pack_into("<QIHH", m, 16, 0x10000, 512,
+                         0x1 if write else 0x3, 2)
+        struct.pack_into("<QIHH", m, 32, 0x3100, 1, 2, 0)
+        struct.pack_into("<H", m, 0x1004 + 2 * (i % NUM), 0)
+        # one 16-bit store each (see set_avail_idx)
+        m[used_event_at:used_event_at + 2] = struct.pack("<H", i & 0xffff)
+        set_avail_idx(m, (i + 1) & 0xffff)
+        event, = struct.unpack_from("<H", m, avail_event_at)
+        if need_event(event, (i + 1) & 0xffff, i & 0xffff):
+            os.eventfd_write(kick, 1)
+            kicks += 1
+        r, _, _ = select.select([call], [], [], 10)
+        assert r, f"request {i} not answered ({kicks} kicks so far)"
+        os.eventfd_read(call)
+        used_idx, = struct.unpack_from("<H", m, 0x2002)
+        assert used_idx == (i + 1) & 0xffff
+        assert m[0x3100] == 0
+        if not write and i > 64 * 3:
+            # the last write to this sector was request j
+            j = max(k for k in range(i) if k % 3 == 2 and k % 64 == sector)
+            assert m[0x10000:0x10200] == struct.pack("<I", j) * 128, i
+    assert 0 < kicks < 3000
+    time.sleep(0.3)
+    c0 = cpu_seconds(p.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(p.pid) - c0 < 0.1, "an idle queue keeps polling"
+    f.s.close()

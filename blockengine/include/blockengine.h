@@ -64,7 +64,11 @@ struct bdev_open_opts {
 				       largest number asked for, at most 64);
 				       0 = one per online CPU (none on a single
 				       CPU), UINT32_MAX = none: each queue
-				       inflates on its own thread */
+				       inflates on its own thread. The same
+				       pool (at least one thread) runs the
+				       steps that would block a queue's thread
+				       on the disk (see "Which calls may
+				       block") */
 	uint32_t struct_size;       /* sizeof(struct bdev_open_opts) as the
 				       caller's header had it, or 0 for the
 				       fields above; later fields are read only
@@ -342,8 +346,7 @@ enum bdev_req_flag {
 					 layer written after the data, in
 					 order). On a raw file an io_uring
 					 fdatasync; on VMDK the driver's flush,
-					 which runs synchronously on the thread
-					 that completes the request */
+					 in the engine's offload thread */
 	BDEV_REQ_NO_HOLE = 1u << 1,   /* write-zeroes: leave the range
 					 allocated (reads as zeros, later writes
 					 need no allocation) */
@@ -365,19 +368,37 @@ int bdev_aio_write_zeroes_flags(struct bdev_queue *q, struct bdev *b,
 
 /*
  * Which calls may block the calling thread:
- *  - never on disk I/O or another thread: bdev_aio_readv of uncompressed
- *    data, bdev_queue_run(q, 0), bdev_get_limits, bdev_changed_status;
+ *  - never on disk I/O of the image's metadata: every bdev_aio_* call and
+ *    bdev_queue_run(q, 0), bdev_get_limits, bdev_changed_status. A VMDK's
+ *    grain table that is not in memory (on a read or a write), a write
+ *    that allocates a grain (its data, a new table, the parent's bytes
+ *    around it), discard and write-zeroes that change tables, the driver's
+ *    flush (bdev_aio_flush, BDEV_REQ_FUA) and the first write after open
+ *    or after a snapshot (begin_write: uncleanShutdown, a new CID) run in
+ *    an engine-owned offload thread; its completion is posted to the
+ *    queue's ring and the callback runs in bdev_queue_run on the queue's
+ *    thread. Such steps of one disk run one at a time, in the order they
+ *    were queued, and a write queued while an earlier write of the disk
+ *    waits there queues behind it, so writes never overtake each other
+ *    and a flush covers every write completed before it was queued;
+ *  - inside the kernel, as any syscall may: the data of reads and writes
+ *    to stored runs goes through io_uring, except that a write of at most
+ *    1 MiB while nothing else of the queue is in flight is a buffered
+ *    pwritev on the calling thread (which the kernel may throttle when
+ *    much is dirty), and a read of at most 1 MiB is first tried with
+ *    preadv2(RWF_NOWAIT); with change tracking on, marking the change map
+ *    (a shared mapping of its file) may fault a page of it in;
  *  - briefly, on a lock held only across a short critical section (a
- *    snapshot's switch of the top layer, a grain-table cache lookup): every
- *    bdev_aio_* call;
- *  - on synchronous metadata I/O of the image (the queue's thread waits
- *    for the disk): VMDK writes that allocate a grain (grain data written
- *    with pwrite, a grain table read on a cache miss), a grain-table cache
- *    miss on read, bdev_aio_flush of a VMDK, BDEV_REQ_FUA on a VMDK, the
- *    first write after open (begin_write);
- *  - on purpose: the blocking helpers below, bdev_queue_run(q, n > 0),
- *    bdev_open/close, bdev_snapshot (creates and opens the child; it never
- *    waits for other threads' requests), bdev_checkpoint_create/delete.
+ *    snapshot's switch of the top layer, a grain-table cache lookup, the
+ *    offload pool's job list): every bdev_aio_* call;
+ *  - on purpose or by construction: the blocking helpers below,
+ *    bdev_queue_run(q, n > 0), bdev_open/close, bdev_snapshot (creates and
+ *    opens the child; it never waits for other threads' requests),
+ *    bdev_checkpoint_create/delete; byte sources without a file (the
+ *    callbacks of bdev_open_callbacks, memory) are read and written on the
+ *    calling thread; and where the offload thread cannot run (a kernel
+ *    without IORING_OP_MSG_RING, no thread could start) the steps above run
+ *    on the calling thread as the synchronous steps they are.
  */
 
 /* Blocking helpers: one request on this thread's own queue, waited for. */

@@ -424,6 +424,43 @@ static int clamp_query(const struct bdev *b, const char *what,
 	return 0;
 }
 
+static _Thread_local bool map_nowait;
+static _Thread_local unsigned blocking_depth;
+
+/* See internal.h. */
+void bdev_blocking_enter(void)
+{
+	blocking_depth++;
+}
+
+void bdev_blocking_leave(void)
+{
+	blocking_depth--;
+}
+
+bool bdev_can_offload(void)
+{
+	return !blocking_depth && !opool_on_worker();
+}
+
+/* True inside bdev_layer_map_nowait (see internal.h). */
+bool bdev_map_nowait(void)
+{
+	return map_nowait;
+}
+
+/* bdev_layer_map without reading metadata (see internal.h). */
+int bdev_layer_map_nowait(struct bdev *b, uint64_t off, uint64_t len,
+			  struct bdev_map *m)
+{
+	int ret;
+
+	map_nowait = true;
+	ret = bdev_layer_map(b, off, len, m);
+	map_nowait = false;
+	return ret;
+}
+
 static int layer_status(struct bdev *b, uint64_t offset, uint64_t length,
 			uint64_t *pnum);
 

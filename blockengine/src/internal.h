@@ -21,6 +21,7 @@
 #include <sys/uio.h>
 
 #include "blockengine.h"
+#include "offload_pool.h"
 
 #define BDEV_SECTOR 512u
 
@@ -179,7 +180,10 @@ struct bdev_format {
 	/*
 	 * Describe the first run of [off, off + len) of this layer, where
 	 * off + len <= b->info.size. Called from many threads at once; must not
-	 * hold a lock across I/O. May read metadata synchronously (cached).
+	 * hold a lock across I/O. May read metadata synchronously (cached),
+	 * except while bdev_map_nowait() is true: then it maps what precedes
+	 * metadata not in memory, or fails with -EWOULDBLOCK (no message)
+	 * when that is the first byte.
 	 */
 	int (*map)(struct bdev *b, uint64_t off, uint64_t len,
 		   struct bdev_map *m);
@@ -244,6 +248,19 @@ struct bdev_format {
  */
 int bdev_layer_map(struct bdev *b, uint64_t off, uint64_t len,
 		   struct bdev_map *m);
+/* Like bdev_layer_map, but -EWOULDBLOCK (no message) instead of reading
+   metadata from the disk: for a queue's thread. */
+int bdev_layer_map_nowait(struct bdev *b, uint64_t off, uint64_t len,
+			  struct bdev_map *m);
+/* True inside bdev_layer_map_nowait: a driver's map must not read. */
+bool bdev_map_nowait(void);
+/* Between these (nested), requests of this thread run their blocking
+   steps here instead of in the offload pool: the blocking helpers. */
+void bdev_blocking_enter(void);
+void bdev_blocking_leave(void);
+/* Whether this thread hands blocking steps to the offload pool: not on a
+   pool worker, not inside a blocking helper. */
+bool bdev_can_offload(void);
 
 extern const struct bdev_format bdev_format_raw;
 /* The source of a layer opened with bdev_format_raw. */
@@ -311,6 +328,11 @@ struct bdev {
 	struct ctk *ctk;            /* change tracking of the handle (ctk.c),
 				       or NULL: follows the handle, not the
 				       layer */
+	/* The handle's blocking write steps and flushes, run in order in
+	   the offload pool (write.c); lane_writes counts the writes queued
+	   there: while any is, later writes queue behind them. */
+	struct opool_lane lane;
+	atomic_uint lane_writes;
 	struct {
 		atomic_uint_fast64_t gt_hits, gt_misses;
 		atomic_uint_fast64_t grain_hits, grain_misses;

@@ -6,6 +6,7 @@
  * checks every public I/O call makes once. See request.h for the parts.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -243,6 +244,7 @@ static int bsub_issue(struct bdev_queue *q, struct bsub *s)
 					s->left);
 		break;
 	case BSUB_INFLATE:
+	case BSUB_OFFLOAD:
 		io_uring_prep_nop(sqe); /* never issued (see request.h) */
 		break;
 	}
@@ -307,6 +309,15 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	q->subs--;
 	if (s->kind == BSUB_INFLATE) {
 		gread_inflated(q, s);
+		return;
+	}
+	if (s->kind == BSUB_OFFLOAD) {
+		struct boff *o = s->bo;
+
+		/* what the worker wrote is read after its CQE */
+		atomic_thread_fence(memory_order_acquire);
+		bsub_release(q, s);
+		o->done(q, o);
 		return;
 	}
 	if (res == -EINTR || res == -EAGAIN)
@@ -413,6 +424,102 @@ static void queue_reap(struct bdev_queue *q)
 	io_uring_cq_advance(&q->ring, n);
 }
 
+/* ---- steps in the offload pool ----------------------------------------- */
+
+/* A boff for r over the next len bytes of cur (see request.h). */
+struct boff *boff_new(struct breq *r, struct iovcur *cur, uint64_t off,
+		      uint64_t len)
+{
+	struct boff *o = calloc(1, sizeof(*o));
+	int cnt = 0;
+
+	if (o && cur && len)
+		cnt = iovcur_slice(cur, len, o->iov_inline, BSUB_INLINE_IOV,
+				   &o->iov);
+	if (!o || cnt < 0) {
+		free(o);
+		bdev_err(-ENOMEM, "out of memory for a step of a request");
+		return NULL;
+	}
+	if (!o->iov)
+		o->iov = o->iov_inline;
+	o->cur = (struct iovcur){ .iov = o->iov, .cnt = cnt };
+	o->req = r;
+	o->off = off;
+	o->len = len;
+	return o;
+}
+
+void boff_free(struct boff *o)
+{
+	if (!o)
+		return;
+	if (o->iov != o->iov_inline)
+		free(o->iov);
+	free(o->errmsg);
+	free(o);
+}
+
+/* Records o's failure in its request (see request.h). */
+void boff_fail_req(struct boff *o)
+{
+	if (!o->err)
+		return;
+	bdev_err(o->err, "%s", o->errmsg ? o->errmsg : "");
+	breq_fail(o->req, o->err);
+}
+
+/* The worker's part: o's work, published to the queue by the CQE that
+   follows. */
+static void boff_job(struct opool_job *j)
+{
+	struct boff *o = (struct boff *)((char *)j -
+					 offsetof(struct boff, job));
+
+	bdev_err_clear();
+	o->work(o);
+	if (o->lane_counted)
+		atomic_fetch_sub(&o->b->lane_writes, 1);
+	atomic_thread_fence(memory_order_release);
+}
+
+/* Hands o to the pool as a piece of r (see request.h). */
+void boff_start(struct bdev_queue *q, struct breq *r, struct boff *o,
+		struct bdev *b)
+{
+	struct bsub *s = bsub_get(q);
+	/* the pool's size as the image's options ask for inflating; one
+	   worker where they ask for none (these steps must leave the
+	   queue's thread all the same) */
+	uint32_t workers = o->b->opts.inflate_threads;
+	bool queued;
+
+	if (workers == UINT32_MAX || workers == 0)
+		workers = 1;
+	o->req = r;
+	r->pending++;
+	if (s) {
+		s->kind = BSUB_OFFLOAD;
+		s->bo = o;
+		s->req = r;
+		s->src = NULL;
+		o->job.run = boff_job;
+		o->job.ring_fd = q->ring.ring_fd;
+		o->job.user_data = (uint64_t)(uintptr_t)s;
+		queued = b ? opool_submit_lane(&b->lane, &o->job, workers) :
+			     opool_submit(&o->job, workers);
+		if (queued) {
+			q->subs++;
+			return;
+		}
+		bsub_release(q, s);
+	}
+	/* no pool (or no memory for the operation): here, as before */
+	boff_job(&o->job);
+	atomic_thread_fence(memory_order_acquire);
+	o->done(q, o);
+}
+
 /* ---- moving runs -------------------------------------------------------- */
 
 /*
@@ -420,7 +527,7 @@ static void queue_reap(struct bdev_queue *q)
  * thread: the next len bytes of cur at src_off. Returns 0 or -errno with a
  * message; cur moves over the run either way.
  */
-static int write_inline(struct bsrc *src, uint64_t src_off, uint64_t len,
+int write_sync(struct bsrc *src, uint64_t src_off, uint64_t len,
 			struct iovcur *cur)
 {
 	struct iovec inl[BSUB_INLINE_IOV], *v, *p;
@@ -475,7 +582,7 @@ void run_data(struct bdev_queue *q, struct breq *r, bool write,
 	struct bsub *s;
 	int cnt;
 
-	if (src->fd < 0 && !src->ops->aio) {
+	if (src->fd < 0 && (!src->ops->aio || !q)) {
 		uint64_t off = src_off;
 		int ret = 0;
 
@@ -495,6 +602,15 @@ void run_data(struct bdev_queue *q, struct breq *r, bool write,
 				  "%s: source is read-only", src->name) : ret);
 		return;
 	}
+	if (!q) {
+		/* on a pool worker (a blocking step of a write): here */
+		int ret = write ? write_sync(src, src_off, len, cur) :
+			  bdev_err(-EINVAL, "%s: no queue for a read",
+				   src->name);
+		if (ret < 0)
+			breq_fail(r, ret);
+		return;
+	}
 	if (write && !q->subs && len <= BDEV_INLINE_WRITE_MAX &&
 	    src->fd >= 0) {
 		/* Nothing else of q in flight: write now, on this thread.
@@ -502,7 +618,7 @@ void run_data(struct bdev_queue *q, struct breq *r, bool write,
 		   thread; a lone write would pay that hop and a wake-up
 		   instead of one syscall. Order is kept: no earlier write of
 		   q can still be in flight. r still ends in bdev_queue_run. */
-		int ret = write_inline(src, src_off, len, cur);
+		int ret = write_sync(src, src_off, len, cur);
 		if (ret < 0)
 			breq_fail(r, ret);
 		return;

@@ -4,7 +4,8 @@
  * sending them down the chain: DATA with io_uring straight into the caller's
  * iovecs, ZERO as memset, UNALLOC to the parent layer, COMPRESSED through
  * the inflated-grain cache (reading and inflating records on a miss, with
- * read-ahead for sequential readers).
+ * read-ahead for sequential readers). A grain table not in memory is read
+ * by the offload pool; the request goes on from there when it is cached.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -162,7 +163,7 @@ static void gread_finish(struct bdev_queue *q, struct gread *gr, int err)
 }
 
 /* A pool worker's part: the inflate. */
-static void gread_job(struct ipool_job *j)
+static void gread_job(struct opool_job *j)
 {
 	struct gread *gr = (struct gread *)((char *)j -
 					    offsetof(struct gread, job));
@@ -197,7 +198,7 @@ static bool gread_offload(struct bdev_queue *q, struct bsub *s)
 	gr->job.user_data = (uint64_t)(uintptr_t)s;
 	gr->inflating = true;
 	s->kind = BSUB_INFLATE;
-	if (!ipool_submit(&gr->job, gr->pool_workers)) {
+	if (!opool_submit(&gr->job, gr->pool_workers)) {
 		s->kind = BSUB_GRAIN;
 		gr->inflating = false;
 		return false;
@@ -285,6 +286,15 @@ static void gread_sync(struct bdev_queue *q, struct gread *gr)
 	gread_finish(q, gr, n < 0 ? (int)n : 0);
 }
 
+/* Maps a run to read ahead: without reading tables on a thread that hands
+   blocking steps to the pool (read-ahead is not worth a hop). */
+static int map_for_readahead(struct bdev *layer, uint64_t off, uint64_t len,
+			     struct bdev_map *m)
+{
+	return bdev_can_offload() ? bdev_layer_map_nowait(layer, off, len, m)
+				  : bdev_layer_map(layer, off, len, m);
+}
+
 /*
  * Reads ahead the compressed grains that follow the one at grain_off, for a
  * sequential reader whose request is req_len bytes. A request at least as
@@ -313,8 +323,8 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 			       gs : layer->info.size - off;
 		struct gread *gr;
 
-		if (layer->fmt->map(layer, off, len, &ra) < 0)
-			break;
+		if (map_for_readahead(layer, off, len, &ra) < 0)
+			break; /* a table not in memory: no read-ahead */
 		if (ra.kind != BDEV_MAP_COMPRESSED || ra.grain_off != off)
 			continue;
 		if (gcache_contains(layer->gcache, ra.src, ra.src_off) ||
@@ -337,7 +347,7 @@ static void grain_readahead(struct bdev_queue *q, struct bdev *layer,
 /* A grain read ahead image-wide (BDEV_O_STREAM_READAHEAD), wholly on a
    pool worker: it holds a reference to the cache, not to any queue. */
 struct stream_ra {
-	struct ipool_job job;
+	struct opool_job job;
 	struct bdev *layer;
 	struct grain_cache *gc;
 	struct bdev_map m;
@@ -346,7 +356,7 @@ struct stream_ra {
 /* The worker reads the record with pread, inflates it into a new cache
    entry and lists it, unless a reader took the grain back first or the
    layer closed. */
-static void stream_ra_job(struct ipool_job *j)
+static void stream_ra_job(struct opool_job *j)
 {
 	struct stream_ra *ra = (struct stream_ra *)((char *)j -
 					offsetof(struct stream_ra, job));
@@ -408,8 +418,7 @@ static void stream_readahead(struct bdev *layer, uint64_t off, uint64_t len)
 		struct bdev_map m;
 		struct stream_ra *ra;
 
-		if (layer->fmt->map(layer, from, to - from, &m) < 0 ||
-		    !m.len)
+		if (map_for_readahead(layer, from, to - from, &m) < 0)
 			return;
 		from += m.len;
 		if (m.kind != BDEV_MAP_COMPRESSED ||
@@ -428,7 +437,7 @@ static void stream_readahead(struct bdev *layer, uint64_t off, uint64_t len)
 		ra->job.run = stream_ra_job;
 		ra->job.ring_fd = -1;
 		gcache_ref(ra->gc);
-		if (!ipool_submit(&ra->job, layer->opts.inflate_threads)) {
+		if (!opool_submit(&ra->job, layer->opts.inflate_threads)) {
 			gcache_claim_end(ra->gc, m.src, m.src_off, NULL);
 			gcache_unref(ra->gc);
 			free(ra);
@@ -510,12 +519,20 @@ static void run_compressed(struct bdev_queue *q, struct breq *r,
 		gread_sync(q, gr);
 }
 
-/* Reads [off, off + len) of layer into the next len bytes of the caller's
-   buffers, recursing into the parent for unallocated runs. */
-static void split_read(struct bdev_queue *q, struct breq *r,
+/*
+ * Reads [off, off + len) of layer into the next len bytes of the caller's
+ * buffers, recursing into the parent for unallocated runs. On a queue's
+ * thread it stops where a layer's grain table is not in memory: returns
+ * true with that layer in *stop and off there in *stop_off (cur has moved
+ * over exactly the bytes before it).
+ */
+static bool split_read(struct bdev_queue *q, struct breq *r,
 		       struct bdev *layer, uint64_t off, uint64_t len,
-		       struct iovcur *cur, uint64_t seq)
+		       struct iovcur *cur, uint64_t seq, struct bdev **stop,
+		       uint64_t *stop_off)
 {
+	bool nowait = bdev_can_offload();
+
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;
 		uint64_t lim;
@@ -523,13 +540,19 @@ static void split_read(struct bdev_queue *q, struct breq *r,
 
 		if (!layer || off >= layer->info.size) {
 			iovcur_zero(cur, len);
-			return;
+			return false;
 		}
 		lim = layer->info.size - off < len ? layer->info.size - off : len;
-		ret = bdev_layer_map(layer, off, lim, &m);
+		ret = nowait ? bdev_layer_map_nowait(layer, off, lim, &m) :
+			       bdev_layer_map(layer, off, lim, &m);
+		if (ret == -EWOULDBLOCK) {
+			*stop = layer;
+			*stop_off = off;
+			return true;
+		}
 		if (ret < 0) {
 			breq_fail(r, ret);
-			return;
+			return false;
 		}
 		switch (m.kind) {
 		case BDEV_MAP_DATA:
@@ -539,7 +562,9 @@ static void split_read(struct bdev_queue *q, struct breq *r,
 			iovcur_zero(cur, m.len);
 			break;
 		case BDEV_MAP_UNALLOC:
-			split_read(q, r, layer->backing, off, m.len, cur, seq);
+			if (split_read(q, r, layer->backing, off, m.len, cur,
+				       seq, stop, stop_off))
+				return true;
 			break;
 		case BDEV_MAP_COMPRESSED:
 			run_compressed(q, r, layer, &m, off, cur, seq);
@@ -550,11 +575,88 @@ static void split_read(struct bdev_queue *q, struct breq *r,
 					      " lies in extent %u, which is "
 					      "NOACCESS", layer->filename, off,
 					      m.extent));
-			return;
+			return false;
 		}
 		off += m.len;
 		len -= m.len;
 	}
+	return false;
+}
+
+static void read_run(struct bdev_queue *q, struct breq *r, struct bdev *b,
+		     uint64_t off, uint64_t len, struct iovcur *cur,
+		     uint64_t seq);
+
+/* The worker's part of a read stopped at a grain table: maps the run there
+   the blocking way, which brings the table into the layer's cache. Under
+   the handle's top lock: the layer may be the handle, which a snapshot
+   turns into another layer. */
+static void read_warm_work(struct boff *o)
+{
+	struct bdev *l = o->layer;
+	struct bdev_map m;
+	uint64_t n;
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&o->b->top_lock);
+	if (o->off < l->info.size) {
+		n = l->info.size - o->off < o->len ? l->info.size - o->off :
+						       o->len;
+		ret = bdev_layer_map(l, o->off, n, &m);
+	}
+	pthread_rwlock_unlock(&o->b->top_lock);
+	if (ret < 0) {
+		o->err = ret;
+		o->errmsg = strdup(bdev_errmsg());
+	}
+}
+
+/* Back on the queue's thread: the rest of the read, from where it
+   stopped (it may stop again at another table). */
+static void read_resume(struct bdev_queue *q, struct boff *o)
+{
+	struct breq *r = o->req;
+	struct bdev *b = o->b;
+
+	if (o->err) {
+		boff_fail_req(o);
+	} else {
+		pthread_rwlock_rdlock(&b->top_lock);
+		read_run(q, r, b, o->off, o->len, &o->cur, o->seq);
+		pthread_rwlock_unlock(&b->top_lock);
+	}
+	boff_free(o);
+	breq_put(r);
+	if (q->unsubmitted)
+		queue_poke(q);
+}
+
+/*
+ * Reads [off, off + len) of b (the handle; its top lock held) into cur: at
+ * once, or up to a grain table not in memory, whose read goes to the
+ * offload pool; the rest of the read follows when it is done.
+ */
+static void read_run(struct bdev_queue *q, struct breq *r, struct bdev *b,
+		     uint64_t off, uint64_t len, struct iovcur *cur,
+		     uint64_t seq)
+{
+	struct bdev *stop = NULL;
+	uint64_t at = 0;
+	struct boff *o;
+
+	if (!split_read(q, r, b, off, len, cur, seq, &stop, &at))
+		return;
+	o = boff_new(r, cur, at, off + len - at);
+	if (!o) {
+		breq_fail(r, -ENOMEM);
+		return;
+	}
+	o->b = b;
+	o->layer = stop;
+	o->seq = seq;
+	o->work = read_warm_work;
+	o->done = read_resume;
+	boff_start(q, r, o, NULL);
 }
 
 /* Queues a read of the image's bytes at offset into iov. */
@@ -594,7 +696,7 @@ int bdev_aio_readv(struct bdev_queue *q, struct bdev *b, uint64_t offset,
 		seq = 0;
 		stream_readahead(b, offset, len);
 	}
-	split_read(q, r, b, offset, len, &cur, seq);
+	read_run(q, r, b, offset, len, &cur, seq);
 	pthread_rwlock_unlock(&b->top_lock);
 	breq_put(r);
 	if (q->unsubmitted)

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "inflate_pool.h"
+#include "offload_pool.h"
 #include "internal.h"
 
 #define BSUB_INLINE_IOV 4
@@ -64,6 +64,8 @@ enum bsub_kind {
 	BSUB_GRAIN,        /* reads a compressed record into a gread */
 	BSUB_INFLATE,      /* then its gread inflating in the pool: never
 			      issued; a pool worker posts its CQE */
+	BSUB_OFFLOAD,      /* a blocking step of a request (struct boff)
+			      running in the pool: never issued either */
 };
 
 /* One io_uring operation of a request (or of a read-ahead). */
@@ -71,6 +73,7 @@ struct bsub {
 	enum bsub_kind kind;
 	struct breq *req;
 	struct gread *gr;   /* BSUB_GRAIN */
+	struct boff *bo;    /* BSUB_OFFLOAD */
 	struct bsrc *src;
 	uint64_t off;       /* offset in src of the next byte to move */
 	uint64_t left;      /* bytes still to move */
@@ -112,7 +115,7 @@ struct gread {
 	struct gcache_entry *entry;
 	int err;                /* how the read and inflate went */
 	char *errmsg;           /* its message */
-	struct ipool_job job;
+	struct opool_job job;
 	struct gread *next, **pprev; /* the queue's list of reads in flight */
 };
 
@@ -202,6 +205,36 @@ static inline void iovcur_skip(struct iovcur *cur, uint64_t len)
 	IOVCUR_WALK(cur, len, p, n, ((void)p, (void)n));
 }
 
+/*
+ * A step of request req that would block its queue's thread on the disk,
+ * handed to the offload pool: work runs on a worker (which may block),
+ * then done runs on the queue's thread when the worker's CQE arrives, and
+ * ends the piece of req the step holds (breq_put) or starts what follows.
+ * While work runs the worker owns the boff; it reports a failure in err
+ * and errmsg, never in req (whose other pieces end on the queue's thread).
+ * The fields below work are the callers' (write.c, read.c).
+ */
+struct boff {
+	struct opool_job job;
+	void (*work)(struct boff *o);
+	void (*done)(struct bdev_queue *q, struct boff *o);
+	struct breq *req;
+	int err;
+	char *errmsg;
+	struct bdev *b;      /* the handle the request was made on */
+	struct bdev *layer;  /* the layer the step is about */
+	struct bdev_wtrack *wt; /* a write's tracker (its layer is written) */
+	uint64_t off, len;   /* what is left of the request */
+	uint64_t seq;        /* a read: sequential length (read.c) */
+	struct iovcur cur;   /* over iov: the caller's buffers from off on */
+	struct iovec *iov;   /* iov_inline or malloc'd */
+	struct iovec iov_inline[BSUB_INLINE_IOV];
+	int op;              /* write.c's enum wop */
+	unsigned flags;      /* the request's flags */
+	bool begin;          /* run fmt->begin_write first */
+	bool lane_counted;   /* counted in b->lane_writes */
+};
+
 /* ---- requests and io_uring operations (queue.c) --------------------------- */
 
 /* Signals the eventfd once per batch, if anyone polls it. */
@@ -227,16 +260,38 @@ void bsub_start(struct bdev_queue *q, struct breq *r, struct bsub *s);
 /* Moves a DATA run between src (at src_off) and the next len bytes of the
    caller's buffers: io_uring for file sources (a write of at most
    BDEV_INLINE_WRITE_MAX bytes while nothing else of q is in flight: pwritev
-   at once), the ops for the others. */
+   at once), the ops for the others. q NULL (a write on a pool worker):
+   synchronously. */
 void run_data(struct bdev_queue *q, struct breq *r, bool write,
 	      struct bsrc *src, uint64_t src_off, uint64_t len,
 	      struct iovcur *cur);
+/* Writes the next len bytes of cur at src_off of a file source with
+   pwritev, here and now. Returns 0 or -errno with a message; cur moves over
+   the run either way. */
+int write_sync(struct bsrc *src, uint64_t src_off, uint64_t len,
+	       struct iovcur *cur);
 /* Sums an iovec array; -EINVAL on a bad count or overflow. */
 int iov_total(const char *name, const struct iovec *iov, int iovcnt,
 	      uint64_t *total);
 /* The checks every I/O call makes once, before any driver runs. */
 int io_check(struct bdev_queue *q, struct bdev *b, const char *what,
 	     bool write, uint64_t offset, uint64_t len);
+
+/* A boff for r with the next len bytes of cur (copied: the caller's iovec
+   array may not outlive the call) from off on; NULL (message set) when
+   memory is short. Freed with boff_free. */
+struct boff *boff_new(struct breq *r, struct iovcur *cur, uint64_t off,
+		      uint64_t len);
+void boff_free(struct boff *o);
+/* Hands o (work, done and the caller's fields set, o->b among them) to
+   the offload pool as a piece of r: on b's lane when b is not NULL (after
+   b's earlier steps), else in any order. The pool has as many workers as
+   o->b's inflate_threads, at least one. Where the pool cannot take it,
+   runs work and done here and now. */
+void boff_start(struct bdev_queue *q, struct breq *r, struct boff *o,
+		struct bdev *b);
+/* Records o's failure (if any) in its request, on the queue's thread. */
+void boff_fail_req(struct boff *o);
 
 /* ---- compressed grains (read.c) ------------------------------------------- */
 

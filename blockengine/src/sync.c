@@ -2,6 +2,10 @@
 /*
  * sync.c - the blocking helpers (bdev_pread...): each runs one request on a
  * queue the calling thread creates on first use and frees when it exits.
+ * They block anyway, so the request's blocking steps run on the calling
+ * thread too, not in the offload pool: a caller that holds a disk's top
+ * lock exclusive (bdev_commit_live) must not wait for pool workers that
+ * may themselves wait for that lock.
  */
 #include <pthread.h>
 #include <string.h>
@@ -90,7 +94,10 @@ static int bdev_wait(struct bdev_queue *q, struct bdev_wait *w, int queued)
 		int ret_ = bdev_thread_queue(&q_);                          \
 		if (ret_ < 0)                                               \
 			return ret_;                                        \
-		return bdev_wait(q_, &w_, call);                            \
+		bdev_blocking_enter();                                      \
+		ret_ = bdev_wait(q_, &w_, call);                            \
+		bdev_blocking_leave();                                      \
+		return ret_;                                                \
 	} while (0)
 
 int bdev_preadv(struct bdev *b, uint64_t offset, const struct iovec *iov,

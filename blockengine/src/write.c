@@ -2,7 +2,10 @@
 /*
  * write.c - writes, discards and write-zeroes of the top layer: DATA runs in
  * place with io_uring, other runs through the driver's allocating path or
- * zeroing hook; flush; the first-write hook of a writing session.
+ * zeroing hook; flush; the first-write hook of a writing session. What
+ * would block a queue's thread on the disk (the driver's paths, grain
+ * tables not in memory, the driver's flush) runs in the handle's lane of
+ * the offload pool, in the order it was queued.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +17,53 @@
 
 enum wop { WOP_WRITE, WOP_DISCARD, WOP_ZEROES };
 
-/* Starts a discard or zeroing fallocate on a DATA run of a file source. */
+/*
+ * A discard or zeroing of a DATA run of a file source, here and now (on a
+ * pool worker): PUNCH_HOLE, else ZERO_RANGE, else zero bytes written, as
+ * queue_complete falls back for io_uring.
+ */
+static int falloc_sync(struct breq *r, enum wop op, struct bsrc *src,
+		       uint64_t src_off, uint64_t len)
+{
+	off_t pos = (off_t)(src->base + src_off);
+	int ret = -EOPNOTSUPP;
+
+	if (op == WOP_DISCARD && fallocate(src->fd, FALLOC_FL_PUNCH_HOLE |
+					   FALLOC_FL_KEEP_SIZE, pos,
+					   (off_t)len) == 0)
+		ret = 0;
+	else if (fallocate(src->fd, FALLOC_FL_ZERO_RANGE, pos,
+			   (off_t)len) == 0)
+		ret = 0;
+	else if (errno != EOPNOTSUPP && errno != EINVAL)
+		return bdev_err(-errno, "%s: zeroing %" PRIu64 " bytes at "
+				"offset %" PRIu64 " failed: %s", src->name, len,
+				src_off, strerror(errno));
+	else if (r->flags & BDEV_REQ_FAST_ZERO)
+		return bdev_err(-ENOTSUP, "%s: the file system cannot zero at "
+				"offset %" PRIu64 " without writing zero bytes "
+				"(FAST_ZERO asked)", src->name, src_off);
+	if (ret == 0) {
+		atomic_fetch_add_explicit(&src->write_gen, 1,
+					  memory_order_release);
+		return 0;
+	}
+	while (len) {
+		uint64_t k = len < BDEV_ZERO_CHUNK ? len : BDEV_ZERO_CHUNK;
+		struct iovec v = { (void *)bdev_zeros, (size_t)k };
+		struct iovcur c = { .iov = &v, .cnt = 1 };
+
+		ret = write_sync(src, src_off, k, &c);
+		if (ret < 0)
+			return ret;
+		src_off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/* Starts a discard or zeroing fallocate on a DATA run of a file source
+   (q NULL: on a pool worker, here and now). */
 static void run_falloc(struct bdev_queue *q, struct breq *r, enum wop op,
 		       struct bsrc *src, uint64_t src_off, uint64_t len)
 {
@@ -41,6 +90,12 @@ static void run_falloc(struct bdev_queue *q, struct breq *r, enum wop op,
 	if (src->fd < 0) {
 		breq_fail(r, bdev_err(-EROFS, "%s: source is read-only",
 				      src->name));
+		return;
+	}
+	if (!q) {
+		int ret = falloc_sync(r, op, src, src_off, len);
+		if (ret < 0)
+			breq_fail(r, ret);
 		return;
 	}
 	s = bsub_get(q);
@@ -107,11 +162,18 @@ static ssize_t run_alloc_zeros(struct bdev *b, uint64_t off, uint64_t len)
 	return (ssize_t)done;
 }
 
+static void write_defer(struct bdev_queue *q, struct breq *r, enum wop op,
+			uint64_t off, uint64_t len, struct iovcur *cur,
+			bool begin);
+
 /*
  * Writes, discards or zeroes [off, off + len) of the top layer: DATA runs
  * in place with io_uring; other runs through the driver (write_alloc, or
  * zero for whole grains). Discard and write-zeroes both leave the range
- * reading as zeros.
+ * reading as zeros. On a queue's thread, the rest of the range from the
+ * first run that would block (a grain table not in memory, a run the
+ * driver handles) goes to the offload pool; q NULL (on a pool worker):
+ * everything here, synchronously.
  */
 static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 			enum wop op, uint64_t off, uint64_t len,
@@ -119,12 +181,24 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 {
 	bool no_hole = op == WOP_ZEROES && (r->flags & BDEV_REQ_NO_HOLE);
 	bool fast = op == WOP_ZEROES && (r->flags & BDEV_REQ_FAST_ZERO);
+	bool nowait = q && bdev_can_offload();
+	bool driver = b->fmt->write_alloc || b->fmt->zero;
 
 	while (len > 0 && !r->ret) {
 		struct bdev_map m;
 		ssize_t n;
-		int ret = bdev_layer_map(b, off, len, &m);
+		int ret = nowait ? bdev_layer_map_nowait(b, off, len, &m) :
+			  bdev_layer_map(b, off, len, &m);
 
+		if (ret == -EWOULDBLOCK ||
+		    (ret == 0 && nowait && driver &&
+		     ((m.kind != BDEV_MAP_DATA && !m.hole) ||
+		      (op == WOP_DISCARD && b->fmt->zero)))) {
+			/* its tables are on the disk, or the driver would
+			   allocate, fill or zero: not on this thread */
+			write_defer(q, r, op, off, len, cur, false);
+			return;
+		}
 		if (ret < 0) {
 			breq_fail(r, ret);
 			return;
@@ -211,6 +285,107 @@ static void split_write(struct bdev_queue *q, struct breq *r, struct bdev *b,
 	}
 }
 
+/*
+ * The worker's part of a deferred write: under the handle's top lock, as
+ * on the queue's thread, into the top the request was queued for. When a
+ * snapshot (or a live commit) has switched the top since, nothing is
+ * written here: the frozen layer keeps its content and its CID (a child
+ * names it), and the request, ending sealed, is written again whole to
+ * the new top (breq_put).
+ */
+static void write_work(struct boff *o)
+{
+	struct breq shadow = { .flags = o->flags };
+	struct bdev *top = o->b, *layer;
+	int ret = 0;
+
+	pthread_rwlock_rdlock(&top->top_lock);
+	layer = o->wt->layer;
+	if (atomic_load(&o->wt->sealed)) {
+		pthread_rwlock_unlock(&top->top_lock);
+		return;
+	}
+	if (o->begin)
+		ret = bdev_begin_write_once(layer);
+	if (ret < 0)
+		breq_fail(&shadow, ret);
+	else
+		split_write(NULL, &shadow, layer, (enum wop)o->op, o->off,
+			    o->len, &o->cur);
+	pthread_rwlock_unlock(&top->top_lock);
+	o->err = shadow.ret;
+	o->errmsg = shadow.errmsg;
+}
+
+/* A step of a request ended in the pool: its failure, then its piece. */
+static void boff_done_put(struct bdev_queue *q, struct boff *o)
+{
+	struct breq *r = o->req;
+
+	(void)q;
+	boff_fail_req(o);
+	boff_free(o);
+	breq_put(r);
+}
+
+/*
+ * Hands the rest of r's write, [off, off + len) from cur on, to the handle's
+ * lane of the offload pool (begin: fmt->begin_write first). It counts in
+ * lane_writes until the worker is done with it, so that later writes of the
+ * handle queue behind it instead of overtaking it.
+ */
+static void write_defer(struct bdev_queue *q, struct breq *r, enum wop op,
+			uint64_t off, uint64_t len, struct iovcur *cur,
+			bool begin)
+{
+	struct bdev *top = r->wt->top;
+	struct boff *o = boff_new(r, op == WOP_WRITE ? cur : NULL, off, len);
+
+	if (!o) {
+		breq_fail(r, -ENOMEM);
+		return;
+	}
+	o->b = top;
+	o->wt = r->wt;
+	o->op = op;
+	o->flags = r->flags;
+	o->begin = begin;
+	o->work = write_work;
+	o->done = boff_done_put;
+	o->lane_counted = true;
+	atomic_fetch_add(&top->lane_writes, 1);
+	boff_start(q, r, o, top);
+}
+
+/*
+ * Starts r's write of [off, off + len) into b, the top (the caller holds
+ * its top lock): at once on the queue's thread when nothing blocks, or all
+ * of it in the offload pool when the session's first write has not run
+ * fmt->begin_write yet, or when earlier writes of b wait in the pool.
+ */
+static void write_start(struct bdev_queue *q, struct breq *r, struct bdev *b,
+			enum wop op, uint64_t off, uint64_t len,
+			struct iovcur *cur)
+{
+	bool begin = b->fmt->begin_write &&
+		     !atomic_load_explicit(&b->write_begun,
+					   memory_order_acquire);
+	int ret;
+
+	if (bdev_can_offload() &&
+	    (begin || atomic_load_explicit(&b->lane_writes,
+					   memory_order_acquire))) {
+		write_defer(q, r, op, off, len, cur, begin);
+		return;
+	}
+	ret = bdev_begin_write_once(b);
+	if (ret < 0) {
+		breq_fail(r, ret);
+		return;
+	}
+	split_write(q, r, b, op, off, len, cur);
+}
+
 /* Runs fmt->begin_write the first time b is written in this session. */
 int bdev_begin_write_once(struct bdev *b)
 {
@@ -238,24 +413,37 @@ void breq_reapply(struct breq *r)
 	struct bdev_wtrack *sealed = r->wt;
 	struct bdev *top = sealed->top;
 	struct iovcur cur = { .iov = r->iov, .cnt = r->iovcnt };
-	int ret;
 
 	pthread_rwlock_rdlock(&top->top_lock);
 	r->wt = top->wtrack;
 	atomic_fetch_add(&r->wt->inflight, 1);
-	ret = bdev_begin_write_once(top);
-	if (ret < 0)
-		breq_fail(r, ret);
-	else
-		split_write(r->q, r, top, (enum wop)r->op, r->off, r->len, &cur);
+	write_start(r->q, r, top, (enum wop)r->op, r->off, r->len, &cur);
 	pthread_rwlock_unlock(&top->top_lock);
 	wtrack_done(sealed);
 	if (r->q->unsubmitted)
 		queue_poke(r->q);
 }
 
+/* The worker's part of a FUA write's flush: the driver's flush of the
+   layer the write went to. */
+static void fua_work(struct boff *o)
+{
+	struct bdev *top = o->b, *layer;
+	int ret;
+
+	pthread_rwlock_rdlock(&top->top_lock);
+	layer = o->wt->layer;
+	ret = layer->fmt->flush(layer);
+	pthread_rwlock_unlock(&top->top_lock);
+	if (ret < 0) {
+		o->err = ret;
+		o->errmsg = strdup(bdev_errmsg());
+	}
+}
+
 /* Flushes the layer r wrote, after its data: an io_uring fdatasync for a
-   raw file (a piece of r), else the driver's flush, here. */
+   raw file (a piece of r), else the driver's flush in the handle's lane of
+   the offload pool (after the blocking steps of writes queued before). */
 void breq_fua_flush(struct breq *r)
 {
 	struct bdev *top = r->wt->top, *layer;
@@ -263,6 +451,22 @@ void breq_fua_flush(struct breq *r)
 
 	pthread_rwlock_rdlock(&top->top_lock);
 	layer = r->wt->layer;
+	if (layer->fmt->flush && bdev_can_offload() &&
+	    !(layer->fmt == &bdev_format_raw && raw_source(layer)->fd >= 0)) {
+		struct boff *o = boff_new(r, NULL, 0, 0);
+
+		pthread_rwlock_unlock(&top->top_lock);
+		if (!o) {
+			breq_fail(r, -ENOMEM);
+			return;
+		}
+		o->b = top;
+		o->wt = r->wt;
+		o->work = fua_work;
+		o->done = boff_done_put;
+		boff_start(r->q, r, o, top);
+		return;
+	}
 	if (layer->fmt == &bdev_format_raw && raw_source(layer)->fd >= 0) {
 		struct bsub *s = bsub_get(r->q);
 		if (!s) {
@@ -313,8 +517,6 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 		ret = bdev_err(-EINVAL, "%s: %s does not take request flags "
 			       "0x%x", b->filename, names[op],
 			       flags & ~wop_flags[op]);
-	if (ret == 0)
-		ret = bdev_begin_write_once(b);
 	if (ret < 0) {
 		pthread_rwlock_unlock(&b->top_lock);
 		return ret;
@@ -351,7 +553,7 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 	r->iovcnt = iovcnt;
 	r->op = op;
 	atomic_fetch_add(&r->wt->inflight, 1);
-	split_write(q, r, b, op, offset, len, &cur);
+	write_start(q, r, b, op, offset, len, &cur);
 	pthread_rwlock_unlock(&b->top_lock);
 	breq_put(r);
 	if (q->unsubmitted)
@@ -416,8 +618,27 @@ int bdev_aio_write_zeroes_flags(struct bdev_queue *q, struct bdev *b,
 			    cb, opaque);
 }
 
+/* The driver's flush of b's top and of the layers snapshots froze but did
+   not finalize yet (on a pool worker). */
+static void flush_work(struct boff *o)
+{
+	struct bdev *b = o->b;
+	int ret;
+
+	pthread_rwlock_rdlock(&b->top_lock);
+	ret = b->fmt->flush(b);
+	pthread_rwlock_unlock(&b->top_lock);
+	if (ret == 0)
+		ret = wtrack_flush_frozen(b);
+	if (ret < 0) {
+		o->err = ret;
+		o->errmsg = strdup(bdev_errmsg());
+	}
+}
+
 /* Queues making completed writes durable: an io_uring fdatasync for a raw
-   file, the driver's flush (synchronous) for other formats. */
+   file; for other formats the driver's flush, in b's lane of the offload
+   pool, so after the blocking steps of the writes queued before it. */
 int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 		   void *opaque)
 {
@@ -443,15 +664,26 @@ int bdev_aio_flush(struct bdev_queue *q, struct bdev *b, bdev_cb cb,
 			s->left = 0;
 			bsub_start(q, r, s);
 		}
+	} else if (b->fmt->flush && bdev_can_offload()) {
+		struct boff *o = boff_new(r, NULL, 0, 0);
+
+		if (!o) {
+			breq_fail(r, -ENOMEM);
+		} else {
+			o->b = b;
+			o->work = flush_work;
+			o->done = boff_done_put;
+			boff_start(q, r, o, b);
+		}
 	} else if (b->fmt->flush) {
-		int ret;
-		pthread_rwlock_rdlock(&b->top_lock);
-		ret = b->fmt->flush(b);
-		pthread_rwlock_unlock(&b->top_lock);
-		if (ret == 0)
-			ret = wtrack_flush_frozen(b);
-		if (ret < 0)
-			breq_fail(r, ret);
+		struct boff o = { .b = b };
+
+		flush_work(&o);
+		if (o.err) {
+			bdev_err(o.err, "%s", o.errmsg ? o.errmsg : "");
+			breq_fail(r, o.err);
+		}
+		free(o.errmsg);
 	}
 	breq_put(r);
 	if (q->unsubmitted)

@@ -6,10 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "blockengine.h"
 #include "deploy.h"
+#include "events.h"
+#include "jobs.h"
 #include "redfish.h"
+#include "tasks.h"
+#include "util.h"
 
 #define SYSTEMS "/redfish/v1/Systems"
 
@@ -39,6 +45,7 @@ static void reply_error(struct rf_reply *r, unsigned status,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	mgmt_json_safe(msg); /* it may quote a client's bytes */
 	reply_json(r, status, json_pack(
 		"{s:{s:s, s:s, s:[{s:s, s:s, s:s, s:s}]}}", "error", "code",
 		msgid, "message", msg, "@Message.ExtendedInfo", "@odata.type",
@@ -79,6 +86,10 @@ static void service_root(struct mgmt *m, struct rf_reply *r)
 	json_object_set_new(o, "Product", json_string("ovkd (ovk)"));
 	json_object_set_new(o, "Systems", json_pack("{s:s}", "@odata.id",
 						    SYSTEMS));
+	json_object_set_new(o, "Tasks", json_pack("{s:s}", "@odata.id",
+						  "/redfish/v1/TaskService"));
+	json_object_set_new(o, "EventService", json_pack(
+		"{s:s}", "@odata.id", "/redfish/v1/EventService"));
 	json_object_set_new(o, "Links", json_object());
 	reply_json(r, 200, o);
 }
@@ -103,6 +114,18 @@ static const char *power_state(const struct vm *vm)
 {
 	return vm->power == VM_ON ? "On" : vm->power == VM_PAUSED ? "Paused"
 								   : "Off";
+}
+
+static bool method_is(const char *m, const char *want, struct rf_reply *r,
+		      const char *allow);
+
+/* {"target": PREFIX NAME} */
+static json_t *oem_action(const char *prefix, const char *name)
+{
+	char t[600];
+
+	snprintf(t, sizeof(t), "%s%s", prefix, name);
+	return json_pack("{s:s}", "target", t);
 }
 
 static json_t *system_json(struct mgmt *m, const struct vm *vm)
@@ -144,9 +167,19 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 			  "ResetType@Redfish.AllowableValues", types);
 	json_object_set_new(actions, "#ComputerSystem.Reset", reset);
 	snprintf(target, sizeof(target),
-		 SYSTEMS "/%s/Actions/Oem/OvkComputerSystem.Export", vm->id);
-	json_object_set_new(actions, "Oem", json_pack(
-		"{s:{s:s}}", "#OvkComputerSystem.Export", "target", target));
+		 SYSTEMS "/%s/Actions/Oem/OvkComputerSystem.", vm->id);
+	oem = json_object();
+	json_object_set_new(oem, "#OvkComputerSystem.Export", oem_action(
+		target, "Export"));
+	json_object_set_new(oem, "#OvkComputerSystem.Backup", oem_action(
+		target, "Backup"));
+	json_object_set_new(json_object_get(oem, "#OvkComputerSystem.Backup"),
+			    "BackupType@Redfish.AllowableValues",
+			    json_pack("[s,s,s]", "Auto", "Full",
+				      "Incremental"));
+	json_object_set_new(oem, "#OvkComputerSystem.Checkpoint", oem_action(
+		target, "Checkpoint"));
+	json_object_set_new(actions, "Oem", oem);
 	json_object_set_new(o, "Actions", actions);
 	for (unsigned i = 0; i < vm->ndisks; i++)
 		json_array_append_new(disks, json_string(vm->disks[i].path));
@@ -320,8 +353,33 @@ static void reset(struct mgmt *m, struct vm *vm, const char *body,
 	json_decref(o);
 }
 
+/* 202 Accepted with the task as body and Location. */
+static void reply_task(struct rf_reply *r, unsigned id)
+{
+	char sid[16];
+
+	snprintf(sid, sizeof(sid), "%u", id);
+	snprintf(r->location, sizeof(r->location), TASKS_URI "/%u", id);
+	reply_json(r, 202, tasks_task_json(sid));
+}
+
+/* A job that could not start: the VM off or busy, too many tasks. */
+static void reply_job_error(struct rf_reply *r, int ret, const char *err)
+{
+	if (ret == -EBUSY)
+		reply_error(r, 409, "Base.1.8.ResourceInUse", "%s", err);
+	else if (ret == -ENOENT)
+		reply_error(r, 409, "Base.1.8.ActionNotSupported", "%s", err);
+	else if (ret == -EAGAIN)
+		reply_error(r, 503, "Base.1.8.ServiceTemporarilyUnavailable",
+			    "%s", err);
+	else
+		reply_error(r, status_of(ret), "Base.1.8.GeneralError", "%s",
+			    err);
+}
+
 static void deploy(struct mgmt *m, const char *body, size_t len,
-		   struct rf_reply *r)
+		   unsigned flags, struct rf_reply *r)
 {
 	json_t *o = parse_body(body, len, r), *ovk;
 	struct deploy_opts d = { 0 };
@@ -346,6 +404,19 @@ static void deploy(struct mgmt *m, const char *body, size_t len,
 	d.kernel = json_string_value(json_object_get(ovk, "Kernel"));
 	d.initrd = json_string_value(json_object_get(ovk, "Initrd"));
 	d.cmdline = json_string_value(json_object_get(ovk, "Cmdline"));
+	if ((flags & RF_ASYNC) || json_is_true(json_object_get(ovk, "Async"))) {
+		unsigned id;
+
+		ret = job_deploy(m, o, &d, json_is_true(json_object_get(
+					 ovk, "Start")), &id, err,
+				 sizeof(err));
+		if (ret < 0)
+			reply_job_error(r, ret, err);
+		else
+			reply_task(r, id);
+		json_decref(o);
+		return;
+	}
 	ret = deploy_package(m->inv, m->storage_dir, &d, &vm, err,
 			     sizeof(err));
 	if (ret < 0) {
@@ -391,6 +462,232 @@ static void export(struct mgmt *m, struct vm *vm, const char *body,
 			r->status = 204;
 	}
 	json_decref(o);
+}
+
+/* Whether o holds only the keys in allowed (NULL-terminated); else a 400
+   naming the first other one. */
+static bool only_keys(json_t *o, const char *const *allowed, const char *act,
+		      struct rf_reply *r)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(o, k, v) {
+		bool ok = false;
+
+		for (const char *const *a = allowed; *a; a++)
+			ok |= !strcmp(k, *a);
+		if (!ok) {
+			reply_error(r, 400, "Base.1.8.ActionParameterUnknown",
+				    "%s has no parameter %s", act, k);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* A backup folder: absolute, no "." or ".." component, under a folder
+   that exists, itself a folder when it exists. NULL when good, else why
+   not. */
+static const char *check_target_dir(const char *dir)
+{
+	char parent[4096];
+	const char *p;
+	struct stat st;
+	size_t n = strlen(dir);
+
+	if (dir[0] != '/')
+		return "it is not an absolute path";
+	if (n >= 3000)
+		return "it is longer than 3000 bytes";
+	for (p = dir; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			return "it holds a control character";
+	for (p = dir; p; p = strchr(p + 1, '/')) {
+		size_t c = strcspn(p + 1, "/");
+
+		if ((c == 1 && p[1] == '.') ||
+		    (c == 2 && p[1] == '.' && p[2] == '.'))
+			return "it has a . or .. component";
+	}
+	snprintf(parent, sizeof(parent), "%s", dir);
+	while (n > 1 && parent[n - 1] == '/')
+		parent[--n] = '\0';
+	if (n == 1)
+		return "it is the root folder";
+	*strrchr(parent, '/') = '\0';
+	if (stat(parent[0] ? parent : "/", &st) < 0 || !S_ISDIR(st.st_mode))
+		return "the folder it is in does not exist";
+	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+		return "it exists and is not a folder";
+	return NULL;
+}
+
+static void backup(struct mgmt *m, struct vm *vm, const char *body,
+		   size_t len, struct rf_reply *r)
+{
+	static const char *const keys[] = { "TargetDirectory", "BackupType",
+					    NULL };
+	json_t *o = parse_body(body, len, r);
+	const char *dir, *type, *why;
+	enum backup_kind kind = BACKUP_AUTO;
+	char err[1024] = "";
+	unsigned id;
+	int ret;
+
+	if (!o)
+		return;
+	if (!only_keys(o, keys, "OvkComputerSystem.Backup", r))
+		goto out;
+	dir = json_string_value(json_object_get(o, "TargetDirectory"));
+	type = json_string_value(json_object_get(o, "BackupType"));
+	if (json_object_get(o, "BackupType") && !type) {
+		reply_error(r, 400, "Base.1.8.ActionParameterValueTypeError",
+			    "BackupType must be a string: Auto, Full or "
+			    "Incremental");
+		goto out;
+	}
+	if (!dir) {
+		reply_error(r, 400, "Base.1.8.ActionParameterMissing",
+			    "TargetDirectory is missing: the absolute path of "
+			    "the folder on ovkd's host that keeps this VM's "
+			    "backups (one subfolder diskN per disk)");
+		goto out;
+	}
+	why = check_target_dir(dir);
+	if (why) {
+		reply_error(r, 400, "Base.1.8.ActionParameterValueFormatError",
+			    "TargetDirectory %s cannot hold backups: %s", dir,
+			    why);
+		goto out;
+	}
+	if (!type || !strcmp(type, "Auto"))
+		kind = BACKUP_AUTO;
+	else if (!strcmp(type, "Full"))
+		kind = BACKUP_FULL;
+	else if (!strcmp(type, "Incremental"))
+		kind = BACKUP_INCREMENTAL;
+	else {
+		reply_error(r, 400, "Base.1.8.ActionParameterValueNotInList",
+			    "BackupType %s is not one of Auto, Full, "
+			    "Incremental", type);
+		goto out;
+	}
+	ret = job_backup(m, vm, dir, kind, &id, err, sizeof(err));
+	if (ret < 0)
+		reply_job_error(r, ret, err);
+	else
+		reply_task(r, id);
+out:
+	json_decref(o);
+}
+
+/* A checkpoint name: 1 to 64 of [A-Za-z0-9._-], starting with a letter
+   or digit; "ovkdisk-" names are the backups'. */
+static bool checkpoint_name_ok(const char *n)
+{
+	size_t len = strlen(n);
+
+	if (!len || len > 64 || !strncmp(n, "ovkdisk-", 8) ||
+	    !((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= 'A' && n[0] <= 'Z') ||
+	      (n[0] >= '0' && n[0] <= '9')))
+		return false;
+	return strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+			 "0123456789._-") == len;
+}
+
+static void checkpoint(struct mgmt *m, struct vm *vm, const char *body,
+		       size_t len, struct rf_reply *r)
+{
+	static const char *const keys[] = { "Name", NULL };
+	json_t *o = len ? parse_body(body, len, r) : json_object();
+	const char *name;
+	char err[1024] = "", def[64];
+	unsigned id;
+	int ret;
+
+	if (!o)
+		return;
+	if (!only_keys(o, keys, "OvkComputerSystem.Checkpoint", r))
+		goto out;
+	name = json_string_value(json_object_get(o, "Name"));
+	if (!name) {
+		time_t now = time(NULL);
+		struct tm tm;
+
+		if (json_object_get(o, "Name")) {
+			reply_error(r, 400,
+				    "Base.1.8.ActionParameterValueTypeError",
+				    "Name must be a string");
+			goto out;
+		}
+		gmtime_r(&now, &tm);
+		strftime(def, sizeof(def), "snap-%Y%m%dT%H%M%SZ", &tm);
+		name = def;
+	}
+	if (!checkpoint_name_ok(name)) {
+		reply_error(r, 400, "Base.1.8.ActionParameterValueFormatError",
+			    "checkpoint name '%s': expected 1 to 64 letters, "
+			    "digits, '.', '_' or '-', starting with a letter "
+			    "or digit, and not ovkdisk-... (the backups' "
+			    "names)", name);
+		goto out;
+	}
+	ret = job_checkpoint(m, vm, name, &id, err, sizeof(err));
+	if (ret < 0)
+		reply_job_error(r, ret, err);
+	else
+		reply_task(r, id);
+out:
+	json_decref(o);
+}
+
+static void event_service(struct rf_reply *r)
+{
+	reply_json(r, 200, json_pack(
+		"{s:s, s:s, s:s, s:s, s:b, s:s, s:[s,s], s:{s:s, s:s}}",
+		"@odata.type", "#EventService.v1_7_0.EventService",
+		"@odata.id", "/redfish/v1/EventService", "Id", "EventService",
+		"Name", "Event service", "ServiceEnabled", 1,
+		"ServerSentEventUri", "/redfish/v1/EventService/SSE",
+		"RegistryPrefixes", "ResourceEvent", "TaskEvent", "Status",
+		"State", "Enabled", "Health", "OK"));
+}
+
+/* TaskService and EventService: no inventory needed. */
+static void lock_free(const char *method, const char *path,
+		      struct rf_reply *r)
+{
+	const char *tasks = TASKS_URI "/";
+
+	if (!method_is(method, "GET", r, "GET"))
+		return;
+	if (!strcmp(path, "/redfish/v1/TaskService")) {
+		reply_json(r, 200, tasks_service_json());
+	} else if (!strcmp(path, TASKS_URI)) {
+		reply_json(r, 200, tasks_collection_json());
+	} else if (!strncmp(path, tasks, strlen(tasks))) {
+		json_t *t = tasks_task_json(path + strlen(tasks));
+
+		if (t)
+			reply_json(r, 200, t);
+		else
+			reply_error(r, 404, "Base.1.8.ResourceMissingAtURI",
+				    "no task %s (ovkd keeps the last %d, and "
+				    "none from before it started)",
+				    path + strlen(tasks), TASKS_KEPT);
+	} else if (!strcmp(path, "/redfish/v1/EventService")) {
+		event_service(r);
+	} else {
+		reply_error(r, 404, "Base.1.8.ResourceMissingAtURI",
+			    "%s: no such resource", path);
+	}
+}
+
+bool rf_lock_free(const char *path)
+{
+	return !strncmp(path, "/redfish/v1/TaskService", 23) ||
+	       !strncmp(path, "/redfish/v1/EventService", 24);
 }
 
 static void patch_system(struct mgmt *m, struct vm *vm, const char *body,
@@ -457,7 +754,8 @@ static bool method_is(const char *m, const char *want, struct rf_reply *r,
 }
 
 void rf_handle(struct mgmt *m, const char *method, const char *path,
-	       const char *body, size_t body_len, struct rf_reply *r)
+	       const char *body, size_t body_len, unsigned flags,
+	       struct rf_reply *r)
 {
 	char id[128], clean[1024];
 	const char *rest;
@@ -472,7 +770,9 @@ void rf_handle(struct mgmt *m, const char *method, const char *path,
 		clean[n - 1] = '\0';
 	path = clean;
 
-	if (!strcmp(path, "/redfish")) {
+	if (rf_lock_free(path)) {
+		lock_free(method, path, r);
+	} else if (!strcmp(path, "/redfish")) {
 		if (method_is(method, "GET", r, "GET"))
 			reply_json(r, 200, json_pack("{s:s}", "v1",
 						     "/redfish/v1/"));
@@ -483,7 +783,7 @@ void rf_handle(struct mgmt *m, const char *method, const char *path,
 		if (!strcmp(method, "GET"))
 			systems(m, r);
 		else if (method_is(method, "POST", r, "GET, POST"))
-			deploy(m, body, body_len, r);
+			deploy(m, body, body_len, flags, r);
 	} else if (!strncmp(path, SYSTEMS "/", strlen(SYSTEMS "/")) &&
 		   system_path(path, id, sizeof(id), &rest)) {
 		vm = inv_find(m->inv, id);
@@ -505,6 +805,14 @@ void rf_handle(struct mgmt *m, const char *method, const char *path,
 				   "OvkComputerSystem.Export")) {
 			if (method_is(method, "POST", r, "POST"))
 				export(m, vm, body, body_len, r);
+		} else if (!strcmp(rest, "/Actions/Oem/"
+				   "OvkComputerSystem.Backup")) {
+			if (method_is(method, "POST", r, "POST"))
+				backup(m, vm, body, body_len, r);
+		} else if (!strcmp(rest, "/Actions/Oem/"
+				   "OvkComputerSystem.Checkpoint")) {
+			if (method_is(method, "POST", r, "POST"))
+				checkpoint(m, vm, body, body_len, r);
 		} else if (!strcmp(rest, "/SimpleStorage") ||
 			   !strcmp(rest, "/SimpleStorage/1")) {
 			if (method_is(method, "GET", r, "GET"))

@@ -25,10 +25,24 @@
  *          running disk's server counters as Devices[i].Oem.Ovk.IO
  *          {"requests","read_bytes","written_bytes","errors"} when its
  *          pvblk reports them (status on its control socket)
+ *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Backup
+ *          {"TargetDirectory": ABS_DIR, "BackupType"?: Auto|Full|
+ *           Incremental}: a Task backing up every disk of the running VM
+ *          into ABS_DIR/diskN with ovkdisk (202 Accepted, Location: the
+ *          task)
+ *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Checkpoint
+ *          {"Name"?: NAME}: a Task making checkpoint NAME on every disk
+ *   GET    /redfish/v1/TaskService[/Tasks[/N]]   the tasks (tasks.h)
+ *   GET    /redfish/v1/EventService              server-sent events at
+ *          /redfish/v1/EventService/SSE (streamed by ovkd/main.c)
+ * POST /redfish/v1/Systems answers 202 with a task too when asked so
+ * (RF_ASYNC: "Prefer: respond-async", or Oem.Ovk.Async true).
  */
 #ifndef OVK_MGMT_REDFISH_H
 #define OVK_MGMT_REDFISH_H
 
+#include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "inventory.h"
@@ -40,6 +54,10 @@ struct mgmt {
 	const struct provider_ops *provider;
 	const char *storage_dir;
 	const char *ovf_tool; /* the ovf program, for exports */
+	const char *ovkdisk_tool; /* the ovkdisk program, for backups */
+	pthread_mutex_t *lock;   /* the daemon's one lock: rf_handle runs
+				    under it, tasks take it when they touch
+				    the inventory */
 	char uuid[37];
 };
 
@@ -50,8 +68,19 @@ struct rf_reply {
 	char allow[64];    /* Allow header for 405, or "" */
 };
 
-/* Answer one request; body may be NULL. */
+/* rf_handle's flags */
+#define RF_ASYNC 1u /* the client prefers 202 and a task (Prefer:
+		       respond-async) */
+
+/* Answer one request; body may be NULL. Called with m->lock held, unless
+   rf_lock_free(path). */
 void rf_handle(struct mgmt *m, const char *method, const char *path,
-	       const char *body, size_t body_len, struct rf_reply *out);
+	       const char *body, size_t body_len, unsigned flags,
+	       struct rf_reply *out);
+
+/* Whether path is answered without the inventory (TaskService,
+   EventService): then rf_handle is called without m->lock, so a task is
+   watched while a job holds the lock. */
+bool rf_lock_free(const char *path);
 
 #endif /* OVK_MGMT_REDFISH_H */

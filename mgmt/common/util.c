@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* util.c - small helpers the parts of ovkd share (util.h). */
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,4 +21,17 @@ int mgmt_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
 char *mgmt_strdup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
+}
+
+void mgmt_json_safe(char *s)
+{
+	json_t *j = json_string(s); /* NULL when s is not valid UTF-8 */
+
+	if (j) {
+		json_decref(j);
+		return;
+	}
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			*s = '?';
 }

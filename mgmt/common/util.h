@@ -10,6 +10,10 @@
 int mgmt_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+/* Make s a string JSON takes: when it is not valid UTF-8 (a URL's bytes,
+   a child's output), every byte outside printable ASCII becomes '?'. */
+void mgmt_json_safe(char *s);
+
 /* strdup(s), or NULL for NULL. */
 char *mgmt_strdup_or_null(const char *s);
 

@@ -124,13 +124,31 @@ static int open_package_disk(struct ovf_pkg *pkg, const struct ovf_file *f,
 /* Copy src's whole disk into a new monolithicSparse image at dst,
    skipping what reads as zeros. One worker: a gzip'd member is read
    through one stream. */
-static int import_disk(struct bdev *src, const char *dst, char *err,
+struct import_progress {
+	const struct deploy_opts *o;
+	unsigned disk;
+};
+
+static int import_progress(void *opaque, uint64_t done, uint64_t total)
+{
+	struct import_progress *p = opaque;
+
+	p->o->progress(p->o->opaque, p->disk, done, total);
+	return 0;
+}
+
+static int import_disk(struct bdev *src, const char *dst,
+		       const struct deploy_opts *o, unsigned disk, char *err,
 		       size_t errlen)
 {
 	struct bdev_create_opts co = { .format = "vmdk",
 				       .subformat = "monolithicSparse" };
+	struct import_progress ip = { .o = o, .disk = disk };
 	struct bdev_copy_opts cp = { .threads = 1,
-				     .struct_size = sizeof(cp) };
+				     .struct_size = sizeof(cp),
+				     .progress = o->progress ? import_progress
+							     : NULL,
+				     .opaque = &ip };
 	struct bdev_writer *w;
 	struct bdev_info in;
 	int ret;
@@ -163,8 +181,8 @@ static const char *disk_id_of(const char *host_resource)
 }
 
 static int import_disks(struct ovf_pkg *pkg, const struct ovf_system *s,
-			const char *dir, struct vm *vm, char *err,
-			size_t errlen)
+			const char *dir, const struct deploy_opts *o,
+			struct vm *vm, char *err, size_t errlen)
 {
 	const struct ovf_envelope *env = ovf_pkg_envelope(pkg);
 
@@ -207,7 +225,7 @@ static int import_disks(struct ovf_pkg *pkg, const struct ovf_system *s,
 		if (ret < 0)
 			return ret;
 		snprintf(path, sizeof(path), "%s/disk%u.vmdk", dir, vm->ndisks);
-		ret = import_disk(b, path, err, errlen);
+		ret = import_disk(b, path, o, vm->ndisks, err, errlen);
 		bdev_close(b);
 		if (ret < 0)
 			return ret;
@@ -285,7 +303,7 @@ int deploy_package(struct inventory *inv, const char *storage_dir,
 		vm_free(vm);
 		goto err_close;
 	}
-	ret = import_disks(pkg, s, dir, vm, err, errlen);
+	ret = import_disks(pkg, s, dir, o, vm, err, errlen);
 	if (ret == 0)
 		ret = inv_add(inv, vm);
 	if (ret < 0) {

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "inventory.h"
 
@@ -16,6 +17,12 @@ struct deploy_opts {
 	const char *name;     /* VM name; NULL = the VirtualSystem's */
 	bool allow_unverified; /* deploy although digests or signature fail */
 	const char *kernel, *initrd, *cmdline; /* direct Linux boot */
+	/* Called as disk number disk is imported, with its bytes done and
+	   its size (from the copy's workers, one call at a time); NULL for
+	   none. */
+	void (*progress)(void *opaque, unsigned disk, uint64_t done,
+			 uint64_t total);
+	void *opaque;
 };
 
 /*

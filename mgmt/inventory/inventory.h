@@ -46,6 +46,7 @@ struct vm {
 	struct vm_proc vmm;                     /* QEMU */
 	struct vm_proc blk[VM_MAX_DISKS];       /* one pvblk per disk */
 	char *last_event;                       /* last state change, why */
+	enum vm_power power_told;   /* the power the last event told of */
 };
 
 struct inventory;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -40,6 +41,17 @@ static const char usage_text[] =
 "  stats ID                CPU time and resident memory of the VMM, disk\n"
 "                          servers running, each disk's size and state,\n"
 "                          and its I/O counters when ovkd reports them\n"
+"  snapshot ID [NAME]      take checkpoint NAME (default snap-TIME) of\n"
+"                          every disk of a running VM: the point later\n"
+"                          changes are counted from (ovkd's Checkpoint\n"
+"                          action, a task); prints the disks' checkpoints\n"
+"  backup ID DIR           back up every disk of a running VM into DIR on\n"
+"                          ovkd's host, disk N in DIR/diskN (ovkdisk's\n"
+"                          folder: a streamOptimized VMDK for a full\n"
+"                          backup, a delta VMDK of the blocks changed since\n"
+"                          the last one for an incremental, manifest.json;\n"
+"                          check it with ovkdisk verify DIR/diskN). Runs as\n"
+"                          an ovkd task whose progress is shown on stderr\n"
 "  console ID              attach this terminal to the VM's serial\n"
 "                          console; detach with Ctrl-] (the console\n"
 "                          socket is on ovkd's host: use it there). With\n"
@@ -68,10 +80,19 @@ static const char usage_text[] =
 "  --name NAME             deploy: the VM's name (default: the package's)\n"
 "  --start                 deploy: power the VM on once it is deployed\n"
 "  --allow-unverified      deploy: accept a package without a manifest\n"
+"  --full                  backup: a full backup even when an incremental\n"
+"                          one is possible (default: incremental when DIR\n"
+"                          holds an earlier backup and the disk its\n"
+"                          checkpoint)\n"
+"  --incremental           backup: fail unless an incremental one is\n"
+"                          possible\n"
 "  --output=json           print JSON: list, an array of ComputerSystem\n"
 "                          documents; show, deploy and the power commands,\n"
 "                          the VM's ComputerSystem; stats, a summary\n"
-"                          object; delete and export, {\"Id\": ...}\n"
+"                          object; delete and export, {\"Id\": ...};\n"
+"                          snapshot and backup, the finished Redfish Task\n"
+"                          (its Oem.Ovk.Result lists each disk's backup\n"
+"                          as ovkdisk --output=json prints it)\n"
 "  -h, --help              this text\n"
 "  -V, --version           the version\n"
 "\n"
@@ -88,12 +109,16 @@ static const char usage_text[] =
 "  ovkctl stats web\n"
 "  ovkctl console web\n"
 "  ovkctl export web /srv/out/web.ova && ovkctl delete web\n"
+"  ovkctl snapshot web before-upgrade\n"
+"  ovkctl backup web /srv/backup/web          # full, then incremental\n"
+"  ovkdisk verify /srv/backup/web/disk0\n"
 "  ovkctl --url https://mgmt.example:8443 --cacert ca.pem \\\n"
 "         --user admin --password-file pw list\n";
 
 struct opts {
 	bool json, start, allow_unverified;
 	const char *name;
+	const char *backup_type; /* --full, --incremental, or NULL */
 };
 
 static int usage_error(const char *fmt, const char *arg)
@@ -371,6 +396,148 @@ static int cmd_export(struct ctl_client *c, const struct opts *o,
 	return 0;
 }
 
+/* Follow the task ovkd answered an action with until it ends, drawing
+   its PercentComplete on stderr; the last Task document in *done. 0 when
+   it Completed. */
+static int follow_task(struct ctl_client *c, json_t *task, const char *what,
+		       json_t **done)
+{
+	char path[200];
+	bool tty = isatty(2);
+	int last = -1, ret = 0;
+	json_t *t = json_incref(task), *m;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s", str(task, "@odata.id"));
+	for (;;) {
+		const char *state = str(t, "TaskState");
+		int pct = (int)json_integer_value(json_object_get(
+			t, "PercentComplete"));
+
+		if (pct != last) {
+			fprintf(stderr, tty ? "\r%s: %3d%%" : "%s: %d%%\n",
+				what, pct);
+			last = pct;
+		}
+		if (strcmp(state, "New") && strcmp(state, "Running") &&
+		    strcmp(state, "Pending") && strcmp(state, "Starting"))
+			break;
+		nanosleep(&(struct timespec){ .tv_nsec = 200000000 }, NULL);
+		json_decref(t);
+		t = NULL;
+		ret = ctl_expect(c, "GET", path, NULL, 200, &t);
+		if (ret < 0)
+			return ret;
+	}
+	if (tty)
+		fputc('\n', stderr);
+	if (strcmp(str(t, "TaskState"), "Completed")) {
+		fprintf(stderr, "ovkctl: %s: task %s ended %s\n", what,
+			str(t, "Id"), str(t, "TaskState"));
+		json_array_foreach(json_object_get(t, "Messages"), i, m)
+			if (strcmp(str(m, "MessageSeverity"), "OK"))
+				fprintf(stderr, "ovkctl: %s\n",
+					str(m, "Message"));
+		ret = -EIO;
+	}
+	*done = t;
+	return ret;
+}
+
+/* POST an OEM action that answers with a task, and follow it. */
+static int run_task_action(struct ctl_client *c, const char *id,
+			   const char *action, json_t *req, const char *what,
+			   json_t **done)
+{
+	char path[700];
+	json_t *task;
+	int ret;
+
+	snprintf(path, sizeof(path), "/redfish/v1/Systems/%s/Actions/Oem/"
+		 "OvkComputerSystem.%s", id, action);
+	ret = ctl_expect(c, "POST", path, req, 202, &task);
+	if (ret < 0)
+		return ret;
+	ret = follow_task(c, task, what, done);
+	json_decref(task);
+	return ret;
+}
+
+static json_t *task_result(json_t *t)
+{
+	return json_object_get(json_object_get(json_object_get(t, "Oem"),
+					       "Ovk"), "Result");
+}
+
+static int cmd_snapshot(struct ctl_client *c, const struct opts *o,
+			const char *id, const char *name)
+{
+	json_t *req = name ? json_pack("{s:s}", "Name", name) : json_object();
+	json_t *done = NULL, *d, *cp;
+	char what[300];
+	size_t i, k;
+	int ret;
+
+	snprintf(what, sizeof(what), "snapshot of %s", id);
+	ret = run_task_action(c, id, "Checkpoint", req, what, &done);
+	json_decref(req);
+	if (ret == 0 && o->json) {
+		print_json(done);
+	} else if (ret == 0) {
+		json_t *r = task_result(done);
+
+		printf("%s: checkpoint %s taken\n", id, str(r, "Checkpoint"));
+		json_array_foreach(json_object_get(r, "Disks"), i, d) {
+			printf("disk %lld (%s): checkpoints",
+			       json_integer_value(json_object_get(d, "disk")),
+			       str(d, "image"));
+			json_array_foreach(json_object_get(d, "checkpoints"),
+					   k, cp)
+				printf(" %s", json_string_value(cp));
+			putchar('\n');
+		}
+	}
+	json_decref(done);
+	return ret;
+}
+
+static int cmd_backup(struct ctl_client *c, const struct opts *o,
+		      const char *id, const char *dir)
+{
+	char full[PATH_MAX], what[300];
+	const char *where = abs_path(dir, full, true);
+	json_t *req, *done = NULL, *b;
+	size_t i;
+	int ret;
+
+	req = json_pack("{s:s}", "TargetDirectory", where);
+	if (o->backup_type)
+		json_object_set_new(req, "BackupType",
+				    json_string(o->backup_type));
+	snprintf(what, sizeof(what), "backup of %s", id);
+	ret = run_task_action(c, id, "Backup", req, what, &done);
+	json_decref(req);
+	if (ret == 0 && o->json) {
+		print_json(done);
+	} else if (ret == 0) {
+		json_array_foreach(json_object_get(task_result(done),
+						   "Backups"), i, b)
+			printf("%s disk %lld: %s backup %s in %s (%lld bytes, "
+			       "%lld bytes of the disk read), disk sha256 "
+			       "%s\n", id,
+			       json_integer_value(json_object_get(b, "disk")),
+			       str(b, "kind"), str(b, "checkpoint"),
+			       str(b, "directory"),
+			       json_integer_value(json_object_get(
+				       b, "file_size")),
+			       json_integer_value(json_object_get(
+				       b, "read_bytes")),
+			       str(b, "disk_sha256"));
+	}
+	json_decref(done);
+	return ret;
+}
+
 static void human_bytes(double b, char *out, size_t len)
 {
 	static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
@@ -558,7 +725,7 @@ static int power_index(const char *cmd)
 static bool known_command(const char *cmd)
 {
 	static const char *const other[] = { "list", "show", "deploy",
-		"delete", "export", "stats", "console" };
+		"delete", "export", "stats", "console", "snapshot", "backup" };
 
 	for (unsigned k = 0; k < sizeof(other) / sizeof(other[0]); k++)
 		if (!strcmp(cmd, other[k]))
@@ -567,7 +734,8 @@ static bool known_command(const char *cmd)
 }
 
 enum { OPT_STATE = 256, OPT_SOCKET, OPT_URL, OPT_CACERT, OPT_USER,
-       OPT_PWFILE, OPT_OUTPUT, OPT_NAME, OPT_START, OPT_UNVERIFIED };
+       OPT_PWFILE, OPT_OUTPUT, OPT_NAME, OPT_START, OPT_UNVERIFIED,
+       OPT_FULL, OPT_INCREMENTAL };
 
 int main(int argc, char **argv)
 {
@@ -582,6 +750,8 @@ int main(int argc, char **argv)
 		{ "name", required_argument, NULL, OPT_NAME },
 		{ "start", no_argument, NULL, OPT_START },
 		{ "allow-unverified", no_argument, NULL, OPT_UNVERIFIED },
+		{ "full", no_argument, NULL, OPT_FULL },
+		{ "incremental", no_argument, NULL, OPT_INCREMENTAL },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -611,6 +781,8 @@ int main(int argc, char **argv)
 		case OPT_NAME: o.name = optarg; break;
 		case OPT_START: o.start = true; break;
 		case OPT_UNVERIFIED: o.allow_unverified = true; break;
+		case OPT_FULL: o.backup_type = "Full"; break;
+		case OPT_INCREMENTAL: o.backup_type = "Incremental"; break;
 		case 'h': fputs(usage_text, stdout); return 0;
 		case 'V': printf("ovkctl (ovk) %s\n", OVK_VERSION); return 0;
 		default:
@@ -627,8 +799,10 @@ int main(int argc, char **argv)
 	nargs = (unsigned)(argc - optind - 1);
 	if (!strcmp(cmd, "list"))
 		want = 0;
-	else if (!strcmp(cmd, "export"))
+	else if (!strcmp(cmd, "export") || !strcmp(cmd, "backup"))
 		want = 2;
+	else if (!strcmp(cmd, "snapshot") && nargs == 2)
+		want = 2; /* the NAME is optional */
 	if (nargs != want) {
 		fprintf(stderr, "ovkctl: %s takes %u argument%s, not %u\n", cmd,
 			want, want == 1 ? "" : "s", nargs);
@@ -638,6 +812,9 @@ int main(int argc, char **argv)
 	if ((o.name || o.start || o.allow_unverified) && strcmp(cmd, "deploy"))
 		return usage_error("--name, --start and --allow-unverified "
 				   "are for deploy, not %s", cmd);
+	if (o.backup_type && strcmp(cmd, "backup"))
+		return usage_error("--full and --incremental are for backup, "
+				   "not %s", cmd);
 	if (want && strcmp(cmd, "deploy") && !id_ok(argv[optind + 1]))
 		return usage_error("%s: not a VM id", argv[optind + 1]);
 	if (c.url && c.socket)
@@ -678,6 +855,11 @@ int main(int argc, char **argv)
 		ret = cmd_stats(&c, &o, arg);
 	else if (!strcmp(cmd, "console"))
 		ret = cmd_console(&c, arg);
+	else if (!strcmp(cmd, "snapshot"))
+		ret = cmd_snapshot(&c, &o, arg, nargs == 2 ? argv[optind + 2]
+							  : NULL);
+	else if (!strcmp(cmd, "backup"))
+		ret = cmd_backup(&c, &o, arg, argv[optind + 2]);
 	else
 		ret = cmd_power(&c, &o, power_index(cmd), arg);
 	ctl_close(&c);

@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,10 +19,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include "events.h"
 #include "listen.h"
 #include "redfish.h"
 
 #define MAX_BODY (1u << 20)
+/* an event stream with nothing to say sends a comment this often, so a
+   reader that went away is noticed */
+#define SSE_KEEPALIVE_MS 15000
 
 static const char usage_text[] =
 "Usage: ovkd [OPTIONS]\n"
@@ -73,6 +78,16 @@ static const char usage_text[] =
 "stops. A restarted ovkd finds running VMs again by pid and process start\n"
 "time, and notices when they have powered off.\n"
 "\n"
+"Long jobs are Redfish Tasks (/redfish/v1/TaskService/Tasks/N, with\n"
+"TaskState, PercentComplete and Messages): the OEM actions\n"
+"OvkComputerSystem.Backup (every disk of a running VM into\n"
+"TargetDirectory/diskN, full or incremental, by ovkdisk) and\n"
+"OvkComputerSystem.Checkpoint answer 202 Accepted with the task in\n"
+"Location, and so does a deploy sent with \"Prefer: respond-async\".\n"
+"Power changes and the ends of tasks are server-sent events at\n"
+"/redfish/v1/EventService/SSE. Backups run the ovkdisk program (beside\n"
+"ovkd, else from PATH).\n"
+"\n"
 "Examples:\n"
 "  ovkd --state /srv/ovkd &\n"
 "  ovkctl --socket /srv/ovkd/ovkd.sock list\n"
@@ -83,6 +98,11 @@ static const char usage_text[] =
 "  ovkd --state /srv/ovkd --listen 0.0.0.0:8443 --tls-cert cert.pem \\\n"
 "       --tls-key key.pem &\n"
 "  curl --cacert cert.pem -u admin:PW https://HOST:8443/redfish/v1/Systems\n"
+"  curl --unix-socket /srv/ovkd/ovkd.sock -u admin:PW -d \\\n"
+"       '{\"TargetDirectory\": \"/srv/backup/web\"}' \\\n"
+"       http://localhost/redfish/v1/Systems/web/Actions/Oem/OvkComputerSystem.Backup\n"
+"  curl -N --unix-socket /srv/ovkd/ovkd.sock -u admin:PW \\\n"
+"       http://localhost/redfish/v1/EventService/SSE\n"
 "  ovkd --state /srv/ovkd --listen 127.0.0.1:8000 &\n"
 "  redfishtool -r 127.0.0.1:8000 -S Never -u admin -p PW Systems -I app "
 "reset On\n";
@@ -153,6 +173,92 @@ static bool authorized(struct MHD_Connection *c)
 	return ok;
 }
 
+/* One server-sent event stream: the events after the one that was newest
+   when it opened. */
+struct sse {
+	uint64_t seq;
+	char *pending; /* what is left of the record being sent */
+	size_t off;
+};
+
+/* event streams open: stopping waits for them to end cleanly */
+static atomic_uint g_streams;
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct sse *s = cls;
+	size_t n;
+
+	if (!s->pending) {
+		s->pending = events_next(&s->seq, SSE_KEEPALIVE_MS);
+		s->off = 0;
+		if (!s->pending) {
+			if (g_stop || events_stopped())
+				return MHD_CONTENT_READER_END_OF_STREAM;
+			s->pending = strdup(": keep-alive\n\n");
+			if (!s->pending)
+				return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+	}
+	n = strlen(s->pending + s->off);
+	if (n > max)
+		n = max;
+	memcpy(buf, s->pending + s->off, n);
+	s->off += n;
+	if (!s->pending[s->off]) {
+		free(s->pending);
+		s->pending = NULL;
+	}
+	return (ssize_t)n;
+}
+
+static void sse_free(void *cls)
+{
+	struct sse *s = cls;
+
+	free(s->pending);
+	free(s);
+	atomic_fetch_sub(&g_streams, 1);
+}
+
+/* GET /redfish/v1/EventService/SSE: text/event-stream until the client
+   goes or ovkd stops (each connection has its thread: the reader waits
+   for the next event there). */
+static enum MHD_Result sse_open(struct MHD_Connection *c)
+{
+	struct sse *s = calloc(1, sizeof(*s));
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
+	if (!s)
+		return MHD_NO;
+	s->seq = events_last();
+	/* a first comment at once: the headers go out with it, so the
+	   client knows it is connected before any event */
+	s->pending = strdup(": ovkd events\n\n");
+	atomic_fetch_add(&g_streams, 1);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+						 sse_read, s, sse_free);
+	if (!resp) {
+		sse_free(s);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+	MHD_add_response_header(resp, "Cache-Control", "no-cache");
+	MHD_add_response_header(resp, "OData-Version", "4.0");
+	ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static bool prefers_async(struct MHD_Connection *c)
+{
+	const char *p = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+						    "Prefer");
+
+	return p && strstr(p, "respond-async");
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 				  const char *url, const char *method,
 				  const char *version, const char *upload,
@@ -198,14 +304,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		MHD_destroy_response(resp);
 		return ret;
 	}
+	if (!strcmp(method, "GET") &&
+	    (!strcmp(url, "/redfish/v1/EventService/SSE") ||
+	     !strcmp(url, "/redfish/v1/EventService/SSE/")))
+		return sse_open(c);
 	memset(&r, 0, sizeof(r));
 	if (b->too_big) {
 		r.status = 413;
 		r.body = strdup("{\"error\":{\"code\":\"Base.1.8.GeneralError\","
 				"\"message\":\"request body over 1 MiB\"}}");
+	} else if (rf_lock_free(url)) {
+		rf_handle(&g_m, method, url, b->buf, b->len, 0, &r);
 	} else {
 		pthread_mutex_lock(&g_lock);
-		rf_handle(&g_m, method, url, b->buf, b->len, &r);
+		rf_handle(&g_m, method, url, b->buf, b->len,
+			  prefers_async(c) ? RF_ASYNC : 0, &r);
 		pthread_mutex_unlock(&g_lock);
 	}
 	ret = send_reply(c, &r);
@@ -225,17 +338,60 @@ static void on_done(void *cls, struct MHD_Connection *c, void **con_cls,
 	*con_cls = NULL;
 }
 
+/* Reap the VM processes we started that have ended; never any other
+   child (a task waits for its ovkdisk itself). A pid whose start time is
+   still the recorded one is ours. */
+static void reap_vm_procs(void)
+{
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+		struct vm *vm = inv_at(g_m.inv, i);
+
+		if (vm_proc_alive(&vm->vmm))
+			waitpid(vm->vmm.pid, NULL, WNOHANG);
+		for (unsigned d = 0; d < vm->ndisks; d++)
+			if (vm_proc_alive(&vm->blk[d]))
+				waitpid(vm->blk[d].pid, NULL, WNOHANG);
+	}
+}
+
+static const char *power_name(enum vm_power p)
+{
+	return p == VM_ON ? "On" : p == VM_PAUSED ? "Paused" : "Off";
+}
+
+/* An event for each VM whose power state changed since the last one told
+   (whoever changed it: an action, the guest, a crash). */
+static void power_events(void)
+{
+	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
+		struct vm *vm = inv_at(g_m.inv, i);
+		char uri[300];
+
+		if (vm->power == vm->power_told)
+			continue;
+		vm->power_told = vm->power;
+		snprintf(uri, sizeof(uri), "/redfish/v1/Systems/%s", vm->id);
+		events_publish("ResourceEvent.1.0.ResourceChanged", "OK", uri,
+			       json_pack("[]"), json_pack(
+			       "{s:s, s:s, s:s}", "System", vm->id,
+			       "PowerState", power_name(vm->power), "Reason",
+			       vm->last_event ? vm->last_event : ""),
+			       "The power state of %s is now %s.", vm->id,
+			       power_name(vm->power));
+	}
+}
+
 /* Watch the VMs: a VMM that went away (the guest powered off) gets its
-   disk servers stopped and its record set Off. */
+   disk servers stopped and its record set Off; every power change is an
+   event. */
 static void *monitor(void *arg)
 {
 	while (!g_stop) {
-		struct timespec ts = { 0, 300 * 1000 * 1000 };
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
 
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&g_lock);
-		while (waitpid(-1, NULL, WNOHANG) > 0)
-			; /* reap what we started */
+		reap_vm_procs();
 		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 			struct vm *vm = inv_at(g_m.inv, i);
 
@@ -247,6 +403,7 @@ static void *monitor(void *arg)
 				say("%s: powered off (the VMM exited)", vm->id);
 			}
 		}
+		power_events();
 		pthread_mutex_unlock(&g_lock);
 	}
 	return NULL;
@@ -402,8 +559,7 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 			struct timespec ts = { 0, 100 * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);
-			while (waitpid(-1, NULL, WNOHANG) > 0)
-				;
+			reap_vm_procs();
 			for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 				struct vm *vm = inv_at(g_m.inv, i);
 
@@ -440,7 +596,9 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 static struct MHD_Daemon *serve(int fd, const struct sockaddr_in *addr,
 				const char *cert, const char *key)
 {
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+	/* a thread per connection: an event stream waits on its own */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD |
+			 MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
 
 	if (cert)
 		flags |= MHD_USE_TLS;
@@ -583,6 +741,8 @@ int main(int argc, char **argv)
 	if (!g_m.env.pvblk)
 		g_m.env.pvblk = sibling("pvblk", "pvblk");
 	g_m.ovf_tool = sibling("ovffs", "ovf");
+	g_m.ovkdisk_tool = sibling("livedisk", "ovkdisk");
+	g_m.lock = &g_lock;
 	ret = inv_open(state, &g_m.inv);
 	if (ret < 0) {
 		say("state folder %s: %s", state, strerror(-ret));
@@ -602,6 +762,7 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 		struct vm *vm = inv_at(g_m.inv, i);
 
+		vm->power_told = vm->power;
 		if (vm->power != VM_OFF && vm_proc_alive(&vm->vmm))
 			say("%s: found running (QEMU pid %d)", vm->id,
 			    (int)vm->vmm.pid);
@@ -641,6 +802,9 @@ int main(int argc, char **argv)
 	while (!g_stop)
 		pause();
 	pthread_join(mon, NULL);
+	events_stop(); /* event streams end: let them say so to clients */
+	for (int i = 0; i < 200 && atomic_load(&g_streams); i++)
+		nanosleep(&(struct timespec){ .tv_nsec = 10000000 }, NULL);
 	stop_vms(on_exit, (unsigned)grace);
 	status = 0;
 	MHD_stop_daemon(d_unix); /* closes unix_fd */

@@ -13,6 +13,7 @@
 #ifndef OVK_MGMT_PROVIDER_H
 #define OVK_MGMT_PROVIDER_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -68,6 +69,20 @@ struct provider_ops {
 	   provider never knows). */
 	int (*disk_io)(const struct provider_env *env, const struct vm *vm,
 		       unsigned i, struct disk_io *out);
+	/* The live-disk control socket serving disk i of a running VM (the
+	   requests of pvblk's --api-socket: checkpoint-*, changed, view-*,
+	   status), for ovkdisk: its path in path, and in *disk the index
+	   to name in each request ("disk": N, ovkdisk --disk N), or -1 when
+	   the socket serves that disk alone. -ENOENT when not running. */
+	int (*disk_socket)(const struct provider_env *env,
+			   const struct vm *vm, unsigned i, char *path,
+			   size_t len, int *disk);
+	/* One request req on disk i's control socket; 0 with the reply's
+	   "return" object in *reply (a new reference), else -errno with
+	   the daemon's error in err. */
+	int (*disk_command)(const struct provider_env *env,
+			    const struct vm *vm, unsigned i, json_t *req,
+			    json_t **reply, char *err, size_t errlen);
 };
 
 extern const struct provider_ops provider_qemu;

@@ -29,6 +29,8 @@
 /* pvblk's status reply: taken within 1 s, up to 1 MiB */
 #define DISK_STATUS_MS 1000
 #define DISK_STATUS_MAX (1u << 20)
+/* other live-disk requests (a checkpoint) may wait on the engine */
+#define DISK_COMMAND_MS 30000
 
 static void sleep_ms(unsigned ms)
 {
@@ -528,38 +530,94 @@ static void q_stats(const struct provider_env *env, const struct vm *vm,
 		fclose(f);
 }
 
+static int q_disk_socket(const struct provider_env *env, const struct vm *vm,
+			 unsigned i, char *path, size_t len, int *disk)
+{
+	char name[32];
+
+	if (i >= vm->ndisks || vm->power == VM_OFF ||
+	    !vm_proc_alive(&vm->blk[i]))
+		return -ENOENT;
+	snprintf(name, sizeof(name), "disk%u.api", i);
+	vm_path(path, len, env, vm, name);
+	*disk = -1; /* one pvblk per disk: its socket serves only that */
+	return 0;
+}
+
+/* One request on disk i's pvblk control socket, its reply within ms:
+   the "return" object (a new reference), or NULL with the reason (the
+   daemon's own error when it answered one) in err. */
+static json_t *disk_call(const struct provider_env *env, const struct vm *vm,
+			 unsigned i, json_t *req, int ms, char *err,
+			 size_t errlen)
+{
+	char path[4096];
+	size_t have = 0, len;
+	json_t *o = NULL, *ret = NULL;
+	char *buf = NULL, *text = NULL;
+	int fd, disk;
+
+	if (q_disk_socket(env, vm, i, path, sizeof(path), &disk) < 0) {
+		mgmt_fail(err, errlen, -ENOENT, "%s: disk %u is not being "
+			  "served (is the VM on?)", vm->id, i);
+		return NULL;
+	}
+	fd = unix_connect(path);
+	if (fd < 0) {
+		mgmt_fail(err, errlen, fd, "%s: disk %u: control socket %s: "
+			  "%s", vm->id, i, path, strerror(-fd));
+		return NULL;
+	}
+	text = json_dumps(req, JSON_COMPACT);
+	buf = malloc(DISK_STATUS_MAX);
+	if (!text || !buf) {
+		mgmt_fail(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	len = strlen(text);
+	text[len++] = '\n'; /* json_dumps leaves room: we replace the NUL */
+	if (write(fd, text, len) != (ssize_t)len) {
+		mgmt_fail(err, errlen, -EIO, "%s: disk %u: writing to %s: %s",
+			  vm->id, i, path, strerror(errno));
+		goto out;
+	}
+	o = json_line_read(fd, buf, DISK_STATUS_MAX, &have, ms);
+	ret = json_object_get(o, "return");
+	if (json_is_object(ret)) {
+		json_incref(ret);
+	} else {
+		const char *e = json_string_value(json_object_get(
+			json_object_get(o, "error"), "desc"));
+
+		if (!e)
+			e = json_string_value(json_object_get(o, "error"));
+		mgmt_fail(err, errlen, -EIO, "%s: disk %u: %s", vm->id, i,
+			  e ? e : o ? "pvblk's reply has no \"return\""
+				    : "pvblk did not answer in time");
+		ret = NULL;
+	}
+out:
+	json_decref(o);
+	free(text);
+	free(buf);
+	close(fd);
+	return ret;
+}
+
 /* Disk i's counters from its pvblk's control socket ("status": each
    export's "io"), summed over the exports. */
 static int q_disk_io(const struct provider_env *env, const struct vm *vm,
 		     unsigned i, struct disk_io *out)
 {
-	static const char req[] = "{\"command\":\"status\"}\n";
-	char path[4096], name[32];
-	size_t have = 0, k;
-	json_t *o, *x, *io;
-	char *buf;
-	int fd, ret = -ENOENT;
+	json_t *req = json_pack("{s:s}", "command", "status"), *r, *x, *io;
+	char err[256];
+	size_t k;
+	int ret = -ENOENT;
 
 	memset(out, 0, sizeof(*out));
-	if (i >= vm->ndisks || !vm_proc_alive(&vm->blk[i]))
-		return -ENOENT;
-	snprintf(name, sizeof(name), "disk%u.api", i);
-	vm_path(path, sizeof(path), env, vm, name);
-	fd = unix_connect(path);
-	if (fd < 0)
-		return fd;
-	buf = malloc(DISK_STATUS_MAX);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	if (write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
-		ret = -EIO;
-		goto out;
-	}
-	o = json_line_read(fd, buf, DISK_STATUS_MAX, &have, DISK_STATUS_MS);
-	json_array_foreach(json_object_get(json_object_get(o, "return"),
-					   "exports"), k, x) {
+	r = disk_call(env, vm, i, req, DISK_STATUS_MS, err, sizeof(err));
+	json_decref(req);
+	json_array_foreach(json_object_get(r, "exports"), k, x) {
 		io = json_object_get(x, "io");
 		if (!json_is_object(io))
 			continue;
@@ -573,11 +631,16 @@ static int q_disk_io(const struct provider_env *env, const struct vm *vm,
 			json_object_get(io, "errors"));
 		ret = 0;
 	}
-	json_decref(o);
-out:
-	free(buf);
-	close(fd);
+	json_decref(r);
 	return ret;
+}
+
+static int q_disk_command(const struct provider_env *env,
+			  const struct vm *vm, unsigned i, json_t *req,
+			  json_t **reply, char *err, size_t errlen)
+{
+	*reply = disk_call(env, vm, i, req, DISK_COMMAND_MS, err, errlen);
+	return *reply ? 0 : -EIO;
 }
 
 const struct provider_ops provider_qemu = {
@@ -591,4 +654,6 @@ const struct provider_ops provider_qemu = {
 	.poll = q_poll,
 	.stats = q_stats,
 	.disk_io = q_disk_io,
+	.disk_socket = q_disk_socket,
+	.disk_command = q_disk_command,
 };

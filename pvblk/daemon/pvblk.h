@@ -28,6 +28,9 @@ struct pvblk_export {
 	uint64_t size;         /* virtual size in bytes */
 };
 
+/* --poll-us when not given: QEMU's IOThread poll-max-ns is 32768 */
+#define PVBLK_POLL_US_DEFAULT 32u
+
 /* One --nbd or --vhost-user-blk on the command line. */
 struct pvblk_listen {
 	const struct pvblk_protocol *proto;
@@ -36,6 +39,9 @@ struct pvblk_listen {
 	const char *tls_creds;   /* --tls-creds DIR (NBD), or NULL */
 	const char *tls_psk;     /* --tls-psk FILE (NBD), or NULL */
 	unsigned num_queues;     /* --num-queues (vhost-user-blk), >= 1 */
+	unsigned poll_us;        /* --poll-us (vhost-user-blk): the most a
+				    queue thread busy-polls before it sleeps
+				    (struct vblk_poll), 0: never */
 	struct pvblk_export *export;
 	void *state;             /* the server's own, set by start() */
 };

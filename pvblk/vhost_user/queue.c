@@ -115,6 +115,7 @@ static void *vring_thread(void *arg)
 	struct vu_dev *d = v->dev;
 	struct vblk_queue *q;
 	struct pollfd pfd[3];
+	struct vblk_poll poll_state = { .max_ns = d->poll_ns };
 	char label[512];
 	int ret;
 
@@ -144,7 +145,7 @@ static void *vring_thread(void *arg)
 	vblk_queue_kick(q);
 	note_broken(v, q);
 	for (;;) {
-		if (poll(pfd, 3, -1) < 0) {
+		if (vblk_queue_wait(q, &poll_state, pfd, 3) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;

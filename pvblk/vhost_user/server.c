@@ -288,6 +288,7 @@ static int vu_start(struct pvblk_listen *l, char *err, size_t errlen)
 	snprintf(s->label, sizeof(s->label), "vhost-user-blk %s (%s)",
 		 l->address, l->export->image);
 	s->dev.label = s->label;
+	s->dev.poll_ns = (uint64_t)l->poll_us * 1000u;
 	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd < 0) {
 		ret = -errno;

@@ -193,6 +193,7 @@ struct vu_dev {
 	atomic_uint mem_faults_base;
 	_Atomic uint64_t mem_fault_off;
 	unsigned num_queues;
+	uint64_t poll_ns; /* each vring thread's vblk_poll max_ns */
 	uint64_t features, protocol_features;
 	bool owner;
 	unsigned nregions;

@@ -62,6 +62,7 @@ struct vblk_queue {
 	bool started, stopping;
 	bool starved; /* avail entries left unread: no free request slot */
 	bool requeued; /* a completion queued a follow-up request */
+	bool kicks_off; /* a thread polls: avail_event is left behind */
 	struct vblk_req *reqs, *free_list;
 	unsigned nreqs, inflight;
 	char label[512]; /* names the queue in the log (vblk_queue_set_label) */
@@ -594,7 +595,10 @@ static void process(struct vblk_queue *q)
 			q->inflight++;
 			req_start(q, r);
 		}
-		if (q->vq.broken || q->starved || !vq_enable_kick(&q->vq))
+		if (q->vq.broken || q->starved)
+			break;
+		if (q->kicks_off ? !vq_has_avail(&q->vq)
+				 : !vq_enable_kick(&q->vq))
 			break;
 	}
 	bdev_queue_run(q->bq, 0);
@@ -605,6 +609,39 @@ static void process(struct vblk_queue *q)
 void vblk_queue_kick(struct vblk_queue *q)
 {
 	process(q);
+}
+
+bool vblk_queue_poll(struct vblk_queue *q)
+{
+	bool work = false;
+
+	if (!q->started || q->stopping)
+		return false;
+	if (q->inflight) {
+		uint64_t before = q->stats.requests;
+
+		vblk_queue_complete(q);
+		work = q->stats.requests != before;
+	}
+	if (vq_has_avail(&q->vq) && q->free_list) {
+		process(q);
+		work = true;
+	}
+	return work;
+}
+
+void blk_kicks_off(struct vblk_queue *q)
+{
+	q->kicks_off = true;
+}
+
+bool blk_kicks_on(struct vblk_queue *q)
+{
+	q->kicks_off = false;
+	/* a broken ring or one waiting for free slots has nothing to take
+	   now, whatever avail->idx says: the thread sleeps */
+	return q->started && !q->stopping && !q->vq.broken && !q->starved &&
+	       vq_enable_kick(&q->vq);
 }
 
 void vblk_queue_stats(const struct vblk_queue *q, struct vblk_stats *out)

@@ -300,3 +300,11 @@ bool vq_enable_kick(struct vq *vq)
 	return le16toh(__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE)) !=
 	       vq->last_avail;
 }
+
+bool vq_has_avail(const struct vq *vq)
+{
+	if (vq->broken)
+		return false;
+	return le16toh(__atomic_load_n(&vq->avail->idx, __ATOMIC_ACQUIRE)) !=
+	       vq->last_avail;
+}

@@ -58,5 +58,16 @@ void vq_push(struct vq *vq, uint16_t head, uint32_t len);
 bool vq_publish(struct vq *vq);
 /* Ask for a kick when more arrives; true when something already has. */
 bool vq_enable_kick(struct vq *vq);
+/* True when the driver has made requests available that vq_pop has not
+   taken yet (a read of avail->idx: no kick asked for or needed). */
+bool vq_has_avail(const struct vq *vq);
+
+/* Between blk.c and poll.c: while a thread polls the avail ring, the
+   driver need not kick (EVENT_IDX's avail_event stops advancing);
+   blk_kicks_on asks for kicks again and is true when requests arrived
+   meanwhile that the queue can take (the thread must not sleep then). */
+struct vblk_queue;
+void blk_kicks_off(struct vblk_queue *q);
+bool blk_kicks_on(struct vblk_queue *q);
 
 #endif

@@ -530,6 +530,8 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 			} else if (e->gd[gdi]) {
 				int ret = vmdk_gt_cache_get(&img->gtc, b, e, (uint32_t)gdi,
 							    &gt, &ref);
+				if (ret == -EWOULDBLOCK && done)
+					break; /* serve what precedes it */
 				if (ret < 0)
 					return ret;
 			}

@@ -184,6 +184,8 @@ int vmdk_gt_cache_get(struct vmdk_gt_cache *c, struct bdev *b,
 		return 0;
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (bdev_map_nowait())
+		return -EWOULDBLOCK; /* the caller reads it off its thread */
 	atomic_fetch_add_explicit(&b->stats.gt_misses, 1, memory_order_relaxed);
 
 	ent = malloc(sizeof(*ent) + e->gt_bytes);

@@ -330,6 +330,7 @@ void vmdk_gt_cache_destroy(struct vmdk_gt_cache *c);
  * The grain table gd_index of extent e, pinned until vmdk_gt_cache_put.
  * Reads it (outside the lock) on a miss and counts hits and misses in b.
  * Falls back to the redundant table if the primary one is damaged.
+ * Inside bdev_layer_map_nowait a miss fails with -EWOULDBLOCK instead.
  */
 int vmdk_gt_cache_get(struct vmdk_gt_cache *c, struct bdev *b,
 		      struct vmdk_extent *e, uint32_t gd_index,

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * inflate_pool.c - the shared pool of threads that inflate compressed
- * grains for the queues (see inflate_pool.h): one FIFO of jobs under one
- * mutex, workers that each own a tiny io_uring to post completions to the
- * queues' rings with IORING_OP_MSG_RING.
+ * offload_pool.c - the shared pool of threads that run work off the
+ * queues' threads (see offload_pool.h): one FIFO of jobs and lanes under
+ * one mutex, workers that each own a tiny io_uring to post completions to
+ * the queues' rings with IORING_OP_MSG_RING.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -11,9 +11,9 @@
 #include <sched.h>
 #include <stdlib.h>
 
-#include "inflate_pool.h"
+#include "offload_pool.h"
 
-struct ipool_worker {
+struct opool_worker {
 	pthread_t tid;
 	struct io_uring ring; /* only for MSG_RING: two entries */
 };
@@ -21,13 +21,14 @@ struct ipool_worker {
 static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t work;
-	struct ipool_job *head, **tail;
+	struct opool_job *head, **tail;
 	unsigned nworkers; /* running */
 	unsigned idle;     /* waiting on work */
 	bool usable;       /* probed: the kernel has IORING_OP_MSG_RING */
 	bool broken;       /* no MSG_RING, or a worker failed to start */
 	bool stop;         /* the library is unloading */
-	struct ipool_worker workers[IPOOL_MAX_WORKERS];
+	bool held;         /* a test holds the workers (opool_hold) */
+	struct opool_worker workers[OPOOL_MAX_WORKERS];
 } pool = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
 	.work = PTHREAD_COND_INITIALIZER,
@@ -35,10 +36,27 @@ static struct {
 };
 
 static pthread_once_t pool_atfork_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool on_worker;
+
+/* True on a pool worker (see offload_pool.h). */
+bool opool_on_worker(void)
+{
+	return on_worker;
+}
+
+/* Puts j at the tail of the pool's FIFO and wakes a worker (lock held). */
+static void opool_enqueue(struct opool_job *j)
+{
+	j->next = NULL;
+	*pool.tail = j;
+	pool.tail = &j->next;
+	if (pool.idle)
+		pthread_cond_signal(&pool.work);
+}
 
 /* Posts the CQE that tells the owning queue j's work is done. Retries
    while the target's completion queue has no room. */
-static void ipool_post(struct io_uring *ring, int ring_fd, uint64_t user_data)
+static void opool_post(struct io_uring *ring, int ring_fd, uint64_t user_data)
 {
 	for (;;) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
@@ -72,17 +90,18 @@ static void ipool_post(struct io_uring *ring, int ring_fd, uint64_t user_data)
 
 /* A worker: takes jobs in order until the library unloads and no job is
    left. */
-static void *ipool_worker_main(void *arg)
+static void *opool_worker_main(void *arg)
 {
-	struct ipool_worker *w = arg;
+	struct opool_worker *w = arg;
 
+	on_worker = true;
 	pthread_mutex_lock(&pool.lock);
 	for (;;) {
-		struct ipool_job *j;
+		struct opool_job *j;
 		uint64_t user_data;
 		int ring_fd;
 
-		while (!pool.head && !pool.stop) {
+		while ((!pool.head || pool.held) && !pool.stop) {
 			pool.idle++;
 			pthread_cond_wait(&pool.work, &pool.lock);
 			pool.idle--;
@@ -93,13 +112,36 @@ static void *ipool_worker_main(void *arg)
 		pool.head = j->next;
 		if (!pool.head)
 			pool.tail = &pool.head;
+		if (j->lane) {
+			/* a lane's turn: its next job, then the lane goes to
+			   the back of the FIFO if it has more (other work
+			   gets its turn meanwhile) */
+			struct opool_lane *l = j->lane;
+
+			j = l->head;
+			l->head = j->next;
+			pthread_mutex_unlock(&pool.lock);
+			ring_fd = j->ring_fd;
+			user_data = j->user_data;
+			j->run(j);
+			pthread_mutex_lock(&pool.lock);
+			if (l->head)
+				opool_enqueue(&l->runner);
+			else
+				l->active = false;
+			pthread_mutex_unlock(&pool.lock);
+			/* l is not touched after this: its owner may go */
+			opool_post(&w->ring, ring_fd, user_data);
+			pthread_mutex_lock(&pool.lock);
+			continue;
+		}
 		pthread_mutex_unlock(&pool.lock);
 		/* j belongs to its queue again once the CQE is posted */
 		ring_fd = j->ring_fd;
 		user_data = j->user_data;
 		j->run(j);
 		if (ring_fd >= 0)
-			ipool_post(&w->ring, ring_fd, user_data);
+			opool_post(&w->ring, ring_fd, user_data);
 		pthread_mutex_lock(&pool.lock);
 	}
 	pthread_mutex_unlock(&pool.lock);
@@ -108,7 +150,7 @@ static void *ipool_worker_main(void *arg)
 
 /* In a child after fork: the workers did not come along; start afresh
    (jobs queued belong to the parent's queues). */
-static void ipool_atfork_child(void)
+static void opool_atfork_child(void)
 {
 	for (unsigned i = 0; i < pool.nworkers; i++)
 		io_uring_queue_exit(&pool.workers[i].ring);
@@ -119,13 +161,13 @@ static void ipool_atfork_child(void)
 	pool.nworkers = pool.idle = 0;
 }
 
-static void ipool_atfork_register(void)
+static void opool_atfork_register(void)
 {
-	pthread_atfork(NULL, NULL, ipool_atfork_child);
+	pthread_atfork(NULL, NULL, opool_atfork_child);
 }
 
 /* Whether the kernel can post to another ring (lock held). */
-static bool ipool_probe(struct io_uring *ring)
+static bool opool_probe(struct io_uring *ring)
 {
 	struct io_uring_probe *p = io_uring_get_probe_ring(ring);
 	bool ok = p && io_uring_opcode_supported(p, IORING_OP_MSG_RING);
@@ -135,23 +177,23 @@ static bool ipool_probe(struct io_uring *ring)
 }
 
 /* Starts one more worker (lock held). */
-static int ipool_spawn(void)
+static int opool_spawn(void)
 {
-	struct ipool_worker *w = &pool.workers[pool.nworkers];
+	struct opool_worker *w = &pool.workers[pool.nworkers];
 	int ret;
 
 	ret = io_uring_queue_init(2, &w->ring, 0);
 	if (ret < 0)
 		return ret;
 	if (!pool.usable) {
-		if (!ipool_probe(&w->ring)) {
+		if (!opool_probe(&w->ring)) {
 			ret = -EOPNOTSUPP;
 			goto err_exit_ring;
 		}
 		pool.usable = true;
-		pthread_once(&pool_atfork_once, ipool_atfork_register);
+		pthread_once(&pool_atfork_once, opool_atfork_register);
 	}
-	ret = -pthread_create(&w->tid, NULL, ipool_worker_main, w);
+	ret = -pthread_create(&w->tid, NULL, opool_worker_main, w);
 	if (ret < 0)
 		goto err_exit_ring;
 	pool.nworkers++;
@@ -162,33 +204,72 @@ err_exit_ring:
 	return ret;
 }
 
-/* Queues j for a pool of at least workers threads (see inflate_pool.h). */
-bool ipool_submit(struct ipool_job *j, unsigned workers)
+/* Queues j for a pool of at least workers threads (see offload_pool.h). */
+bool opool_submit(struct opool_job *j, unsigned workers)
 {
-	if (workers > IPOOL_MAX_WORKERS)
-		workers = IPOOL_MAX_WORKERS;
+	if (workers > OPOOL_MAX_WORKERS)
+		workers = OPOOL_MAX_WORKERS;
 	if (!workers)
 		return false;
 	pthread_mutex_lock(&pool.lock);
 	while (!pool.broken && !pool.stop && pool.nworkers < workers)
-		if (ipool_spawn() < 0)
+		if (opool_spawn() < 0)
 			pool.broken = true; /* run with what started */
 	if (pool.stop || !pool.nworkers) {
 		pthread_mutex_unlock(&pool.lock);
 		return false;
 	}
-	j->next = NULL;
-	*pool.tail = j;
-	pool.tail = &j->next;
-	if (pool.idle)
-		pthread_cond_signal(&pool.work);
+	j->lane = NULL;
+	opool_enqueue(j);
 	pthread_mutex_unlock(&pool.lock);
 	return true;
 }
 
+/* Queues j on lane l (see offload_pool.h). */
+bool opool_submit_lane(struct opool_lane *l, struct opool_job *j,
+		       unsigned workers)
+{
+	if (workers > OPOOL_MAX_WORKERS)
+		workers = OPOOL_MAX_WORKERS;
+	if (!workers)
+		workers = 1;
+	pthread_mutex_lock(&pool.lock);
+	while (!pool.broken && !pool.stop && pool.nworkers < workers)
+		if (opool_spawn() < 0)
+			pool.broken = true;
+	if (pool.stop || !pool.nworkers) {
+		pthread_mutex_unlock(&pool.lock);
+		return false;
+	}
+	j->lane = NULL;
+	j->next = NULL;
+	if (l->head)
+		l->last->next = j;
+	else
+		l->head = j;
+	l->last = j;
+	if (!l->active) {
+		l->active = true;
+		l->runner.lane = l;
+		opool_enqueue(&l->runner);
+	}
+	pthread_mutex_unlock(&pool.lock);
+	return true;
+}
+
+/* Holds the workers before their next job, or lets them go (tests). */
+void opool_hold(bool hold)
+{
+	pthread_mutex_lock(&pool.lock);
+	pool.held = hold;
+	if (!hold)
+		pthread_cond_broadcast(&pool.work);
+	pthread_mutex_unlock(&pool.lock);
+}
+
 /* When the library unloads (or the program exits): workers finish what is
    queued and exit, so nothing they hold is left behind. */
-__attribute__((destructor)) static void ipool_exit(void)
+__attribute__((destructor)) static void opool_exit(void)
 {
 	unsigned n;
 
