@@ -89,6 +89,8 @@ static const char usage_text[] =
 "  --commit          patch: merge the pending patch into IMAGE\n"
 "  --discard         patch: delete the pending patch\n"
 "  --output=json     print the result as one JSON object\n"
+"  --progress=json   progress as JSON lines on stderr, one per percent:\n"
+"                    {\"progress\":WHAT,\"done\":B,\"total\":B,\"percent\":P}\n"
 "  -h, --help        this text\n"
 "  -V, --version     the version\n"
 "\n"
