@@ -4,9 +4,12 @@
  * memfd as guest memory, sets up one virtqueue on a backend (pvblk,
  * qemu-storage-daemon), keeps DEPTH requests in flight for SECONDS, and
  * prints requests per second and the backend's CPU time per request
- * (utime + stime of PID from /proc).
+ * (utime + stime of PID from /proc). rw alternates reads and writes.
+ * With LATFILE, each completed request also adds a line "T L" there: T the
+ * CLOCK_MONOTONIC second it completed at, L its latency in microseconds
+ * (from its kick to the completion seen), for latency percentiles by time.
  *
- *   vu_client SOCKET PID read|write rand|seq BLOCK DEPTH SECONDS
+ *   vu_client SOCKET PID read|write|rw rand|seq BLOCK DEPTH SECONDS [LATFILE]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -132,20 +135,25 @@ int main(int argc, char **argv)
 	uint32_t block, depth, seconds;
 	uint16_t last_used = 0, avail_idx = 0;
 	int pid, memfd, kick, call;
-	bool write_req, rand_req;
+	bool write_req, rand_req, mixed;
+	double submitted[64];
+	FILE *lat = NULL;
 	double t0, c0, t1, c1;
 	struct {
 		uint32_t offset, size, flags;
 		uint8_t cfg[60];
 	} cfg = { 0, 60, 0, { 0 } };
 
-	if (argc != 8) {
-		fprintf(stderr, "usage: vu_client SOCKET PID read|write "
-			"rand|seq BLOCK DEPTH SECONDS\n");
+	if (argc != 8 && argc != 9) {
+		fprintf(stderr, "usage: vu_client SOCKET PID read|write|rw "
+			"rand|seq BLOCK DEPTH SECONDS [LATFILE]\n");
 		return 2;
 	}
 	pid = atoi(argv[2]);
-	write_req = !strcmp(argv[3], "write");
+	mixed = !strcmp(argv[3], "rw");
+	write_req = !strcmp(argv[3], "write") || mixed;
+	if (argc == 9 && !(lat = fopen(argv[8], "w")))
+		die(argv[8]);
 	rand_req = !strcmp(argv[4], "rand");
 	block = (uint32_t)atoi(argv[5]);
 	depth = (uint32_t)atoi(argv[6]);
@@ -236,7 +244,11 @@ int main(int argc, char **argv)
 		uint32_t *h = (uint32_t *)(mem + 0x4000 + 32 * (slot));   \
 		uint64_t b = rand_req ? next_rand() % blocks : pos++ % blocks; \
 		uint64_t sector = b * (block / 512);                      \
-		h[0] = write_req ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;   \
+		bool w = mixed ? (avail_idx & 1) : write_req;             \
+		desc[3 * (slot) + 1].flags = (uint16_t)(VRING_DESC_F_NEXT | \
+			(w ? 0 : VRING_DESC_F_WRITE));                    \
+		h[0] = w ? VIRTIO_BLK_T_OUT : VIRTIO_BLK_T_IN;           \
+		submitted[slot] = now();                                  \
 		h[1] = 0;                                                 \
 		memcpy(&h[2], &sector, 8);                                \
 		avail->ring[avail_idx % NUM] = (uint16_t)(3 * (slot));    \
@@ -280,6 +292,12 @@ int main(int argc, char **argv)
 			last_used++;
 			done++;
 			got++;
+			if (lat) {
+				double t = now();
+
+				fprintf(lat, "%.6f %.1f\n", t,
+					(t - submitted[e.id / 3]) * 1e6);
+			}
 			if (more)
 				QUEUE(e.id / 3);
 		}
@@ -294,6 +312,8 @@ int main(int argc, char **argv)
 	}
 	t1 = now();
 	c1 = cpu_seconds(pid);
+	if (lat && fclose(lat) != 0)
+		die(argv[8]);
 	printf("iops %.0f mib_s %.1f cpu_us_per_req %.2f requests %llu\n",
 	       (double)done / (t1 - t0),
 	       (double)done * block / (1 << 20) / (t1 - t0),

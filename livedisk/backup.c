@@ -28,13 +28,27 @@
 struct job {
 	const struct ovkdisk_opts *o;
 	struct bdev *view;
-	struct bdev_writer *w;
+	struct bdev_writer *w;   /* the new file's writer, or NULL: */
+	int fd;                  /* a raw synthetic full, written here */
 	uint64_t size, nblocks;
 	uint8_t *hashes;         /* 32 bytes per block */
 	uint8_t zero_hash[32];   /* of a whole zero block */
 	uint8_t *buf, *zeros;
 	uint64_t read_bytes, written_bytes, done, total;
+	bool halfway;            /* stop_point("copy") was passed */
 };
+
+/* Counts n bytes of the copy done: the progress bar, and the crash
+   tests' stop point half way through. */
+static void advance(struct job *j, uint64_t n)
+{
+	j->done += n;
+	progress(j->o, "backup", j->done, j->total);
+	if (!j->halfway && j->done * 2 >= j->total) {
+		j->halfway = true;
+		stop_point("copy");
+	}
+}
 
 static const char *engine_msg(int ret)
 {
@@ -68,7 +82,13 @@ static int copy_block(struct job *j, uint64_t blk, bool keep_zero)
 	sha256(j->buf, n, j->hashes + blk * 32);
 	if (!keep_zero && !memcmp(j->buf, j->zeros, n))
 		return 0;
-	ret = bdev_writer_write(j->w, off, j->buf, n);
+	if (j->w) {
+		ret = bdev_writer_write(j->w, off, j->buf, n);
+	} else {
+		ssize_t w = pwrite(j->fd, j->buf, n, (off_t)off);
+
+		ret = w == (ssize_t)n ? 0 : w < 0 ? -errno : -EIO;
+	}
 	if (ret < 0) {
 		fprintf(stderr, "ovkdisk: writing the backup at %llu: %s\n",
 			(unsigned long long)off, engine_msg(ret));
@@ -113,8 +133,7 @@ static int copy_full(struct job *j)
 			if (ret < 0)
 				return ret;
 		}
-		j->done += n;
-		progress(j->o, "backup", j->done, j->total);
+		advance(j, n);
 	}
 	return 0;
 }
@@ -160,8 +179,7 @@ static int copy_changed(struct job *j, const char *sock, const char *since)
 					json_decref(r);
 					return ret;
 				}
-				j->done += block_len(j, b);
-				progress(j->o, "backup", j->done, j->total);
+				advance(j, block_len(j, b));
 			}
 		}
 		next = json_is_integer(json_object_get(r, "next")) ?
@@ -271,8 +289,18 @@ static void remove_leftovers(json_t *m)
 		const char *n = de->d_name;
 		size_t l = strlen(n);
 
+		/* write_atomic's temporary files of a backup killed in it */
+		if (l > 4 && n[0] == '.' && !strcmp(n + l - 4, ".tmp") &&
+		    (!strncmp(n, ".ovkdisk-", 9) ||
+		     !strcmp(n, "." OVKDISK_MANIFEST ".tmp"))) {
+			fprintf(stderr, "ovkdisk: removing %s, left by an "
+				"interrupted backup\n", n);
+			unlink(n);
+			continue;
+		}
 		if (strncmp(n, "ovkdisk-", 8) ||
 		    !((l > 5 && !strcmp(n + l - 5, ".vmdk")) ||
+		      (l > 4 && !strcmp(n + l - 4, ".raw")) ||
 		      (l > 10 && !strcmp(n + l - 10, ".blockhash"))))
 			continue;
 		if (!in_manifest(m, n)) {
@@ -282,6 +310,131 @@ static void remove_leftovers(json_t *m)
 		}
 	}
 	closedir(d);
+}
+
+/* Whether the manifest has a backup at checkpoint cp. */
+static bool manifest_has_checkpoint(json_t *m, const char *cp)
+{
+	json_t *b;
+	size_t i;
+
+	json_array_foreach(json_object_get(m, "backups"), i, b) {
+		const char *c = json_string_value(json_object_get(b,
+								  "checkpoint"));
+
+		if (c && !strcmp(c, cp))
+			return true;
+	}
+	return false;
+}
+
+static void delete_checkpoint(const char *sock, const char *cp,
+			      const char *why)
+{
+	char err[1024];
+	json_t *req = json_pack("{s:s,s:s}", "command", "checkpoint-delete",
+				"name", cp), *r;
+
+	r = ctl_call(sock, req, err, sizeof(err));
+	json_decref(req);
+	if (r)
+		fprintf(stderr, "ovkdisk: deleted the checkpoint %s %s\n", cp,
+			why);
+	else
+		fprintf(stderr, "ovkdisk: warning: checkpoint-delete %s: %s\n",
+			cp, err);
+	json_decref(r);
+}
+
+/* Checkpoints on the disk that an interrupted backup into this folder
+   left: the one named in OVKDISK_PENDING when the manifest does not have
+   it (the backup died before the manifest named it), and those of earlier
+   backups than the manifest's last (it died before deleting them). Each
+   would otherwise stay until the disk runs out of checkpoints. */
+static void delete_stale_checkpoints(const char *sock, json_t *m,
+				     json_t *status)
+{
+	json_t *backups = json_object_get(m, "backups"), *b;
+	size_t i, n = json_array_size(backups);
+	char pending[128];
+	int fd = open(OVKDISK_PENDING, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		ssize_t r = read(fd, pending, sizeof(pending) - 1);
+
+		close(fd);
+		pending[r > 0 ? r : 0] = '\0';
+		if (r > 0 && !manifest_has_checkpoint(m, pending) &&
+		    has_checkpoint(status, pending))
+			delete_checkpoint(sock, pending, "of an interrupted "
+					  "backup");
+		unlink(OVKDISK_PENDING);
+	}
+	json_array_foreach(backups, i, b) {
+		const char *cp = json_string_value(json_object_get(
+							   b, "checkpoint"));
+
+		if (i + 1 < n && cp && has_checkpoint(status, cp))
+			delete_checkpoint(sock, cp, "of an earlier backup");
+	}
+}
+
+/* A new raw file dst as a copy of the raw backup src of size bytes, holes
+   kept (copy_file_range: shared extents where the filesystem can). Its
+   fd, or -errno with a message. */
+static int copy_raw(const char *src, const char *dst, uint64_t size)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, ret = 0;
+	off_t pos = 0, end;
+
+	if (in < 0) {
+		ret = -errno;
+		fprintf(stderr, "ovkdisk: %s: %s\n", src, strerror(errno));
+		return ret;
+	}
+	out = open(dst, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (out < 0 || ftruncate(out, (off_t)size) < 0) {
+		ret = -errno;
+		fprintf(stderr, "ovkdisk: creating %s: %s\n", dst,
+			strerror(errno));
+		goto err;
+	}
+	while ((pos = lseek(in, pos, SEEK_DATA)) >= 0 &&
+	       (uint64_t)pos < size) {
+		end = lseek(in, pos, SEEK_HOLE);
+		if (end < 0 || (uint64_t)end > size)
+			end = (off_t)size;
+		while (pos < end) {
+			loff_t io = pos, oo = pos;
+			ssize_t n = copy_file_range(in, &io, out, &oo,
+						    (size_t)(end - pos), 0);
+
+			if (n <= 0) {
+				ret = n < 0 ? -errno : -EIO;
+				fprintf(stderr, "ovkdisk: copying %s to %s at "
+					"%lld: %s\n", src, dst, (long long)pos,
+					n < 0 ? strerror(errno) :
+					"the file is shorter than the disk");
+				goto err;
+			}
+			pos += n;
+		}
+	}
+	if (pos < 0 && errno != ENXIO) {
+		ret = -errno;
+		fprintf(stderr, "ovkdisk: %s: seeking data: %s\n", src,
+			strerror(errno));
+		goto err;
+	}
+	close(in);
+	return out;
+err:
+	close(in);
+	if (out >= 0) {
+		close(out);
+		unlink(dst);
+	}
+	return ret;
 }
 
 static int load_hashes(struct job *j, const char *file)
@@ -303,13 +456,13 @@ static int load_hashes(struct job *j, const char *file)
 int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	       const char *dir)
 {
-	struct job j = { .o = o };
+	struct job j = { .o = o, .fd = -1 };
 	json_t *m = NULL, *status = NULL, *r, *req, *backups, *prev = NULL;
 	const char *prev_cp = NULL, *prev_file = NULL;
 	char err[1024], name[128], file[160], hfile[160], stamp[32];
 	char *sock = NULL, fhex[65], dhex[65];
 	uint8_t dmd[32];
-	bool incremental;
+	bool incremental, raw = !strcmp(o->format, "raw");
 	struct bdev_create_opts co = { .format = "vmdk" };
 	struct bdev_open_opts oo = { 0 };
 	uint64_t fsize = 0;
@@ -342,6 +495,16 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	}
 	if (release_leftover(sock, status) < 0)
 		goto out;
+	/* status again: the release may have deleted a checkpoint */
+	json_decref(status);
+	req = json_pack("{s:s}", "command", "status");
+	status = ctl_call(sock, req, err, sizeof(err));
+	json_decref(req);
+	if (!status) {
+		fprintf(stderr, "ovkdisk: status: %s\n", err);
+		goto out;
+	}
+	delete_stale_checkpoints(sock, m, status);
 	remove_leftovers(m);
 	j.size = (uint64_t)json_integer_value(json_object_get(status, "size"));
 	backups = json_object_get(m, "backups");
@@ -353,10 +516,14 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	}
 	incremental = prev && prev_cp && has_checkpoint(status, prev_cp) &&
 		      (uint64_t)json_integer_value(json_object_get(
-			      m, "disk_size")) == j.size;
+			      m, "disk_size")) == j.size &&
+		      raw == !strcmp(entry_engine_format(prev), "raw");
 	if (o->kind == 2 && !incremental) {
 		fprintf(stderr, "ovkdisk: %s: no incremental backup possible: "
 			"%s\n", dir, !prev ? "the folder holds no backup yet"
+			: raw != !strcmp(entry_engine_format(prev), "raw") ?
+			"the last backup is not of a format this one can build "
+			"on (raw on raw, VMDK on VMDK); take a --full one"
 			: "the disk no longer has the last backup's checkpoint "
 			"(or changed size); take a --full one");
 		goto out;
@@ -367,11 +534,14 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	snprintf(name, sizeof(name), "ovkdisk-%s-%zu", stamp,
 		 json_array_size(backups) + 1);
-	snprintf(file, sizeof(file), "%s.vmdk", name);
+	snprintf(file, sizeof(file), "%s.%s", name, raw ? "raw" : "vmdk");
 	snprintf(hfile, sizeof(hfile), "%s.blockhash", name);
 	unlink(file); /* only a dead backup's: a name is not reused */
 
 	if (o->quiesce && run_quiesce(o->quiesce) < 0)
+		goto out;
+	ret = write_atomic(".", OVKDISK_PENDING, name, strlen(name));
+	if (ret < 0)
 		goto out;
 	req = json_pack("{s:s,s:s}", "command", "view-create", "checkpoint",
 			name);
@@ -379,8 +549,11 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	json_decref(req);
 	if (!r) {
 		fprintf(stderr, "ovkdisk: view-create: %s\n", err);
+		unlink(OVKDISK_PENDING);
+		ret = -EIO;
 		goto out;
 	}
+	stop_point("view");
 	ret = bdev_open(json_string_value(json_object_get(r, "path")), &oo,
 			&j.view);
 	json_decref(r);
@@ -405,26 +578,46 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		co.subformat = "monolithicSparse";
 		co.backing = prev_file;
 	} else {
-		co.subformat = "streamOptimized";
+		co.format = raw ? "raw" : "vmdk";
+		co.subformat = raw ? NULL : !strcmp(o->format, "vmdk-sparse") ?
+			       "monolithicSparse" : "streamOptimized";
 		co.size = j.size;
 	}
-	ret = bdev_writer_new(file, &co, &j.w);
-	if (ret < 0) {
-		fprintf(stderr, "ovkdisk: creating %s/%s: %s\n", dir, file,
-			engine_msg(ret));
-		goto out_view;
+	if (incremental && raw) {
+		/* raw has no delta: a synthetic full, the last backup's file
+		   with the changed blocks written over it */
+		ret = copy_raw(prev_file, file, j.size);
+		j.fd = ret;
+	} else {
+		ret = bdev_writer_new(file, &co, &j.w);
+		if (ret < 0)
+			fprintf(stderr, "ovkdisk: creating %s/%s: %s\n", dir,
+				file, engine_msg(ret));
 	}
+	if (ret < 0)
+		goto out_view;
 	ret = incremental ? copy_changed(&j, sock, prev_cp) : copy_full(&j);
 	if (ret < 0) {
-		bdev_writer_abort(j.w);
+		if (j.w)
+			bdev_writer_abort(j.w);
 		goto out_view;
 	}
-	ret = bdev_writer_finish(j.w, &fsize);
-	if (ret < 0) {
-		fprintf(stderr, "ovkdisk: finishing %s: %s\n", file,
-			engine_msg(ret));
-		goto out_view;
+	if (j.w) {
+		ret = bdev_writer_finish(j.w, &fsize);
+		if (ret < 0)
+			fprintf(stderr, "ovkdisk: finishing %s: %s\n", file,
+				engine_msg(ret));
+	} else {
+		ret = fsync(j.fd) < 0 ? -errno : 0;
+		if (ret < 0)
+			fprintf(stderr, "ovkdisk: finishing %s: %s\n", file,
+				strerror(-ret));
+		close(j.fd);
+		j.fd = -1;
 	}
+	if (ret < 0)
+		goto out_view;
+	stop_point("written");
 	ret = write_atomic(".", hfile, j.hashes, j.nblocks * 32);
 	if (ret < 0)
 		goto out_view;
@@ -446,6 +639,7 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		fprintf(stderr, "ovkdisk: warning: view-release: %s (the "
 			"backup is complete)\n", err);
 	json_decref(r);
+	stop_point("released");
 
 	{
 		char when[32];
@@ -456,10 +650,11 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		if (stat(file, &st) == 0)
 			fsize = (uint64_t)st.st_size;
 		entry = json_pack(
-			"{s:s,s:s,s:s,s:s,s:s?,s:I,s:s,s:s,s:s,s:I,s:I,s:s}",
+			"{s:s,s:s,s:s,s:s,s:s,s:s?,s:I,s:s,s:s,s:s,s:I,s:I,s:s}",
 			"checkpoint", name, "kind",
 			incremental ? "incremental" : "full", "time", when,
-			"file", file, "parent", incremental ? prev_file : NULL,
+			"format", o->format, "file", file, "parent",
+			incremental && !raw ? prev_file : NULL,
 			"file_size", (json_int_t)fsize, "file_sha256", fhex,
 			"blockhash_file", hfile, "disk_sha256", dhex,
 			"read_bytes", (json_int_t)j.read_bytes,
@@ -474,6 +669,8 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 		free(text);
 		if (ret < 0)
 			goto out;
+		unlink(OVKDISK_PENDING);
+		stop_point("done");
 		if (o->json) {
 			char *t = json_dumps(entry, JSON_COMPACT);
 			puts(t);
@@ -499,6 +696,8 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 out_view:
 	if (j.view)
 		bdev_close(j.view);
+	if (j.fd >= 0)
+		close(j.fd);
 	unlink(file);
 out_release:
 	req = json_pack("{s:s}", "command", "view-release");
@@ -508,6 +707,7 @@ out_release:
 			name);
 	json_decref(ctl_call(sock, req, err, sizeof(err)));
 	json_decref(req);
+	unlink(OVKDISK_PENDING);
 out:
 	free(j.hashes);
 	free(j.buf);

@@ -18,7 +18,7 @@ static const char usage_text[] =
 "Usage: ovkdisk view SOCKET MOUNTPOINT [--disk N] [--quiesce CMD]\n"
 "       ovkdisk release SOCKET MOUNTPOINT [--disk N]\n"
 "       ovkdisk backup SOCKET TARGETDIR [--disk N] [--full|--incremental]\n"
-"                      [--quiesce CMD]\n"
+"                      [--format vmdk-stream|vmdk-sparse|raw] [--quiesce CMD]\n"
 "       ovkdisk restore TARGETDIR [--at CHECKPOINT] OUTPUT\n"
 "       ovkdisk verify TARGETDIR\n"
 "       ovkdisk patch IMAGE --copy SRC:/GUEST/PATH... [--partition NAME]\n"
@@ -39,17 +39,24 @@ static const char usage_text[] =
 "  release    unmount MOUNTPOINT and release the view: the daemon merges\n"
 "             the child back into the disk while the VM runs\n"
 "  backup     copy the disk into TARGETDIR at a new checkpoint: the first\n"
-"             backup (or --full) is a streamOptimized VMDK of the whole\n"
-"             disk; later ones (or --incremental) hold only the 64 KiB\n"
-"             blocks written since the last backup's checkpoint, read from\n"
-"             the view, as a delta VMDK whose parent is the previous\n"
-"             backup's file, so each point is a VMDK chain any VMDK reader\n"
-"             opens. TARGETDIR/manifest.json lists every backup: checkpoint,\n"
-"             time, kind, file, size, SHA-256 of the file and a digest of\n"
+"             backup (or --full) holds the whole disk, as a streamOptimized\n"
+"             VMDK (--format vmdk-stream, the default), a monolithicSparse\n"
+"             one (vmdk-sparse) or a sparse raw file (raw); later ones (or\n"
+"             --incremental) read only the 64 KiB blocks written since the\n"
+"             last backup's checkpoint, from the view. A VMDK incremental is\n"
+"             a delta VMDK holding just those blocks whose parent is the\n"
+"             previous backup's file, so each point is a VMDK chain any\n"
+"             VMDK reader opens; a raw incremental is a whole raw file (a\n"
+"             copy of the previous one, sharing its extents where the\n"
+"             filesystem can, with the changed blocks written over it).\n"
+"             A change between raw and VMDK makes a full backup.\n"
+"             TARGETDIR/manifest.json lists every backup: checkpoint, time,\n"
+"             kind, format, file, size, SHA-256 of the file and a digest of\n"
 "             the disk's contents at that point (SHA-256 over the SHA-256 of\n"
 "             each 64 KiB block); it is replaced atomically after the data\n"
-"             is on disk, so an interrupted backup leaves the earlier ones\n"
-"             valid\n"
+"             is on disk, so an interrupted backup (even kill -9) leaves the\n"
+"             earlier ones valid; the next backup removes what it left (its\n"
+"             files, its view, its checkpoint on the disk)\n"
 "  restore    write the disk as it was at the last backup (or at\n"
 "             --at CHECKPOINT) to OUTPUT, a new raw file (sparse), and\n"
 "             check its digest against the manifest\n"
@@ -67,6 +74,8 @@ static const char usage_text[] =
 "  --full            backup: a full backup even when an incremental one\n"
 "                    is possible\n"
 "  --incremental     backup: fail unless an incremental one is possible\n"
+"  --format FMT      backup: vmdk-stream (default), vmdk-sparse or raw;\n"
+"                    restore and verify read each backup's from the manifest\n"
 "  --quiesce CMD     view, backup: run CMD (through /bin/sh) just before\n"
 "                    the view is taken, e.g. a guest agent's freeze; the\n"
 "                    backup is recorded as \"quiesced\", else as\n"
@@ -81,11 +90,19 @@ static const char usage_text[] =
 "  --commit          patch: merge the pending patch into IMAGE\n"
 "  --discard         patch: delete the pending patch\n"
 "  --output=json     print the result as one JSON object\n"
+"  --progress=json   progress as JSON lines on stderr, one per percent:\n"
+"                    {\"progress\":WHAT,\"done\":B,\"total\":B,\"percent\":P}\n"
 "  -h, --help        this text\n"
 "  -V, --version     the version\n"
 "\n"
 "Environment: OVK_VMDKFS names the vmdkfs program (default: the one built\n"
-"beside ovkdisk, else vmdkfs on PATH).\n"
+"beside ovkdisk, else vmdkfs on PATH). OVKDISK_STOP_AT=PHASE, for crash\n"
+"tests, makes backup stop itself (SIGSTOP) at PHASE: view, copy (half\n"
+"way), written, released, manifest (written, not yet renamed) or done.\n"
+"\n"
+"A pvblk killed while a view is open leaves the disk's latest writes in the\n"
+"view's delta IMAGE-live-N.vmdk: pvblk -o rw started again on IMAGE merges\n"
+"it back first (and says so), keeping the checkpoints.\n"
 "\n"
 "Examples:\n"
 "  pvblk -o rw --vhost-user-blk /run/vm0.sock --api-socket /run/vm0.api disk.vmdk &\n"
@@ -100,7 +117,8 @@ static const char usage_text[] =
 "A progress bar is drawn on stderr when it is a terminal.\n";
 
 enum { OPT_FULL = 256, OPT_INCR, OPT_QUIESCE, OPT_AT, OPT_OUTPUT, OPT_COPY,
-       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK, OPT_PROGRESS };
+       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK, OPT_FORMAT,
+       OPT_PROGRESS };
 
 static const struct option long_opts[] = {
 	{ "full", no_argument, NULL, OPT_FULL },
@@ -113,6 +131,7 @@ static const struct option long_opts[] = {
 	{ "commit", no_argument, NULL, OPT_COMMIT },
 	{ "discard", no_argument, NULL, OPT_DISCARD },
 	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "progress", required_argument, NULL, OPT_PROGRESS },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
@@ -243,7 +262,7 @@ static int cmd_release(const struct ovkdisk_opts *o, const char *sock,
 
 int main(int argc, char **argv)
 {
-	struct ovkdisk_opts o = { 0 };
+	struct ovkdisk_opts o = { .format = "vmdk-stream" };
 	const char *cmd;
 	int opt;
 
@@ -254,6 +273,17 @@ int main(int argc, char **argv)
 			break;
 		case OPT_INCR:
 			o.kind = 2;
+			break;
+		case OPT_FORMAT:
+			if (strcmp(optarg, "vmdk-stream") &&
+			    strcmp(optarg, "vmdk-sparse") &&
+			    strcmp(optarg, "raw")) {
+				fprintf(stderr, "ovkdisk: --format takes "
+					"vmdk-stream, vmdk-sparse or raw, not "
+					"'%s'\n", optarg);
+				return 1;
+			}
+			o.format = optarg;
 			break;
 		case OPT_QUIESCE:
 			o.quiesce = optarg;

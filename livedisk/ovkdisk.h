@@ -16,6 +16,9 @@
    engine's change-tracking granularity. */
 #define OVKDISK_BLOCK 65536u
 #define OVKDISK_MANIFEST "manifest.json"
+/* The checkpoint of a backup under way, removed once the manifest names
+   it: what the next backup deletes from the disk when one died. */
+#define OVKDISK_PENDING ".pending"
 
 struct ovkdisk_opts {
 	bool json;        /* --output=json */
@@ -23,6 +26,7 @@ struct ovkdisk_opts {
 	bool progress_json; /* --progress=json: JSON lines on stderr */
 	const char *quiesce; /* --quiesce CMD, or NULL */
 	int kind;         /* backup: 0 = as the folder allows, 1 full, 2 incr */
+	const char *format; /* backup --format: vmdk-stream, vmdk-sparse, raw */
 	const char *at;   /* restore --at CHECKPOINT */
 	const char *copies[64]; /* patch --copy SRC:DEST */
 	unsigned ncopies;
@@ -37,6 +41,10 @@ json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen);
 /* Name disk (an ovkvm socket's disk index) in every request from now on:
    ctl_call adds "disk": disk to req. */
 void ctl_set_disk(int disk);
+
+/* The engine format ("raw" or "vmdk") of the file of a manifest entry: its
+   "format" (vmdk-stream, vmdk-sparse or raw; absent: a VMDK). */
+const char *entry_engine_format(json_t *entry);
 
 /* Run a --quiesce command through /bin/sh; 0 when it exited 0. */
 int run_quiesce(const char *cmd);
@@ -60,6 +68,10 @@ void to_hex(const uint8_t *md, size_t n, char *hex);
 int write_atomic(const char *dir, const char *name, const void *data,
 		 size_t len);
 
+/* For crash tests: when $OVKDISK_STOP_AT names phase, the process stops
+   itself (SIGSTOP) there, so that a test can kill -9 it at that point. */
+void stop_point(const char *phase);
+
 /* backup.c */
 int cmd_backup(const struct ovkdisk_opts *o, const char *sock,
 	       const char *dir);
@@ -70,10 +82,10 @@ int cmd_patch(const struct ovkdisk_opts *o, const char *vmdkfs,
 int cmd_restore(const struct ovkdisk_opts *o, const char *dir,
 		const char *output);
 int cmd_verify(const struct ovkdisk_opts *o, const char *dir);
-/* Read the disk of image path block by block, compute the digest of its
+/* Read the disk of image path (of engine format format) block by block, compute the digest of its
    block digests (the manifest's disk_sha256); with out_fd >= 0 also write
    the disk there (sparse: all-zero blocks are skipped). */
-int digest_image(const struct ovkdisk_opts *o, const char *path, int out_fd,
-		 char hex[65], uint64_t *size);
+int digest_image(const struct ovkdisk_opts *o, const char *path,
+		 const char *format, int out_fd, char hex[65], uint64_t *size);
 
 #endif /* OVK_OVKDISK_H */

@@ -19,10 +19,10 @@ static const char *engine_msg(int ret)
 	return *m ? m : strerror(-ret);
 }
 
-int digest_image(const struct ovkdisk_opts *o, const char *path, int out_fd,
-		 char hex[65], uint64_t *size)
+int digest_image(const struct ovkdisk_opts *o, const char *path,
+		 const char *format, int out_fd, char hex[65], uint64_t *size)
 {
-	struct bdev_open_opts oo = { .flags = BDEV_O_SHARE };
+	struct bdev_open_opts oo = { .flags = BDEV_O_SHARE, .format = format };
 	struct bdev_info in;
 	struct bdev *b;
 	uint8_t *buf = malloc(OVKDISK_BLOCK), *zeros = calloc(1, OVKDISK_BLOCK);
@@ -136,7 +136,7 @@ int cmd_restore(const struct ovkdisk_opts *o, const char *dir,
 		json_decref(m);
 		return 1;
 	}
-	ret = digest_image(o, path, fd, hex, &size);
+	ret = digest_image(o, path, entry_engine_format(pick), fd, hex, &size);
 	if (ret == 0 && fsync(fd) < 0)
 		ret = -errno;
 	close(fd);
@@ -190,7 +190,8 @@ int cmd_verify(const struct ovkdisk_opts *o, const char *dir)
 				 json_object_get(b, "file")));
 		ok = sha256_file(path, fh) == 0 && want_f &&
 		     !strcmp(fh, want_f) &&
-		     digest_image(o, path, -1, dh, &size) == 0 && want_d &&
+		     digest_image(o, path, entry_engine_format(b), -1, dh,
+				  &size) == 0 && want_d &&
 		     !strcmp(dh, want_d);
 		if (!ok)
 			bad++;

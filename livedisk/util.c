@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,6 +118,13 @@ out:
 	return ret;
 }
 
+const char *entry_engine_format(json_t *entry)
+{
+	const char *f = json_string_value(json_object_get(entry, "format"));
+
+	return f && !strcmp(f, "raw") ? "raw" : "vmdk";
+}
+
 int run_quiesce(const char *cmd)
 {
 	int st = system(cmd);
@@ -206,6 +214,14 @@ out:
 	return ret;
 }
 
+void stop_point(const char *phase)
+{
+	const char *at = getenv("OVKDISK_STOP_AT");
+
+	if (at && !strcmp(at, phase))
+		raise(SIGSTOP);
+}
+
 int write_atomic(const char *dir, const char *name, const void *data,
 		 size_t len)
 {
@@ -232,6 +248,8 @@ int write_atomic(const char *dir, const char *name, const void *data,
 		goto err;
 	}
 	close(fd);
+	if (!strcmp(name, OVKDISK_MANIFEST))
+		stop_point("manifest");
 	if (rename(tmp, dst) < 0)
 		goto err;
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

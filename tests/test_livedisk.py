@@ -332,6 +332,58 @@ def test_full_and_incremental_backups_restore_each_point(tmp_path):
     assert r.returncode == 1 and "BAD" in r.stdout
 
 
+@pytest.mark.parametrize("fmt,ext,qfmt,sub", [
+    ("vmdk-stream", "vmdk", "vmdk", "streamOptimized"),
+    ("vmdk-sparse", "vmdk", "vmdk", "monolithicSparse"),
+    ("raw", "raw", "raw", None)])
+def test_backup_formats(tmp_path, fmt, ext, qfmt, sub):
+    """--format: the full backup is a file of that format, the incremental
+    one builds on it (a delta VMDK, or for raw a whole raw file); the
+    manifest records the format; restore and verify read each."""
+    t = tmp_path
+    img = image(str(t))
+    d = Daemon(str(t), img)
+    bk = t / "bk"
+    points = []
+    try:
+        for writes in [[], ["write -P 3 8M 1M", "write -z 0 64k"]]:
+            if writes:
+                qio(d.uri, *writes)
+            r = run([tool("ovkdisk"), "backup", "--output=json", "--format",
+                     fmt, d.api, bk])
+            e = json.loads(r.stdout)
+            assert e["format"] == fmt and e["file"].endswith("." + ext)
+            points.append((e, snapshot_of(d.uri, t / f"at{len(points)}.raw")))
+        # a backup of the other family cannot build on these
+        other = "vmdk-sparse" if fmt == "raw" else "raw"
+        r = run([tool("ovkdisk"), "backup", "--incremental", "--format",
+                 other, d.api, bk], check=False)
+        assert r.returncode == 1 and "--full" in r.stderr, r.stderr
+    finally:
+        d.stop()
+    full, incr = points[0][0], points[1][0]
+    assert full["kind"] == "full" and incr["kind"] == "incremental"
+    assert incr["read_bytes"] == MiB + 64 * 1024
+    info = json.loads(run([need("qemu-img"), "info", "--output=json", "-f",
+                           qfmt, bk / full["file"]]).stdout)
+    if sub:
+        assert info["format-specific"]["data"]["create-type"] == sub
+        assert incr["parent"] == full["file"]
+    else:
+        assert incr["parent"] is None  # a whole file: no chain
+    assert [b["format"] for b in manifest(bk)["backups"]] == [fmt, fmt]
+    r = run([tool("ovkdisk"), "verify", bk])
+    assert r.stdout.count("ok ") == 2, r.stdout
+    for i, (e, raw) in enumerate(points):
+        out = t / f"restored{i}.raw"
+        run([tool("ovkdisk"), "restore", "--at", e["checkpoint"], bk, out])
+        assert same(out, raw), i
+        assert same(bk / e["file"], raw, fa=qfmt), i
+    r = run([tool("ovkdisk"), "backup", "--format", "qcow2", "x", bk],
+            check=False)
+    assert r.returncode == 1 and "vmdk-stream" in r.stderr
+
+
 def test_killed_backup_leaves_earlier_ones_valid(tmp_path):
     t = tmp_path
     img = image(str(t), "512M")

@@ -3,7 +3,10 @@
  * liveops.c - checkpoints, changed extents and views of a running disk,
  * answered as control-socket replies (see liveops.h).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,28 +151,31 @@ json_t *liveops_view_json(const struct liveops_view *v)
 	return o;
 }
 
+/* The length of top's name without ".vmdk" and without a "-live-N" of its
+   own: the base its view children are named from (make_child). */
+static size_t child_base_len(const char *top)
+{
+	size_t n = strlen(top), k;
+
+	if (n > 5 && !strcmp(top + n - 5, ".vmdk"))
+		n -= 5;
+	k = n;
+	while (k && top[k - 1] >= '0' && top[k - 1] <= '9')
+		k--;
+	if (k < n && k >= 6 && !strncmp(top + k - 6, "-live-", 6))
+		n = k - 6;
+	return n;
+}
+
 /* BASE-live-N.vmdk beside the top layer (BASE: the top's name without
    .vmdk and without a -live-N of its own), a name not in use. */
 static int make_child(const char *top, struct liveops_view *v)
 {
-	size_t n = strlen(top);
-	int ret = -EEXIST;
+	int n = (int)child_base_len(top), ret = -EEXIST;
 
-	if (n > 5 && !strcmp(top + n - 5, ".vmdk"))
-		n -= 5;
-	/* a child of a child (no live commit in between) is numbered on
-	   from the same base name, not named X-live-1-live-1 */
-	{
-		size_t k = n;
-
-		while (k && top[k - 1] >= '0' && top[k - 1] <= '9')
-			k--;
-		if (k < n && k >= 6 && !strncmp(top + k - 6, "-live-", 6))
-			n = k - 6;
-	}
 	for (unsigned i = 1; i < 1000 && ret == -EEXIST; i++) {
 		free(v->child);
-		if (asprintf(&v->child, "%.*s-live-%u.vmdk", (int)n, top,
+		if (asprintf(&v->child, "%.*s-live-%u.vmdk", n, top,
 			     i) < 0) {
 			v->child = NULL;
 			return -ENOMEM;
@@ -286,6 +292,252 @@ json_t *liveops_view_release(struct liveops *lo)
 	lo->view = NULL;
 	view_free(v);
 	return rep;
+}
+
+/* A file of a dead view: its path and its parent's (both absolute). */
+struct leftover {
+	char *path;
+	char *parent;
+};
+
+/* The parent that child's parentFileNameHint names, made absolute against
+   the child's folder; NULL when there is none or it does not exist. */
+static char *parent_of(const char *child, char *err, size_t errlen,
+		       int *ret)
+{
+	struct bdev_open_opts oo = { .flags = BDEV_O_NO_BACKING |
+					      BDEV_O_SHARE };
+	struct bdev_info in;
+	struct bdev *b;
+	char *dir = NULL, *rel = NULL, *out = NULL;
+
+	*ret = bdev_open(child, &oo, &b);
+	if (*ret < 0) {
+		snprintf(err, errlen, "%s is named like a view's delta child "
+			 "but cannot be opened (%s): if it is one, merge it "
+			 "with `vmdk commit %s`, else move it away", child,
+			 engine_msg(*ret), child);
+		return NULL;
+	}
+	if (bdev_get_info(b, &in) == 0 && in.parent_hint) {
+		dir = strdup(child);
+		if (dir && (in.parent_hint[0] == '/' ?
+			    asprintf(&rel, "%s", in.parent_hint) :
+			    asprintf(&rel, "%s/%s", dirname(dir),
+				     in.parent_hint)) < 0)
+			rel = NULL;
+		if (rel)
+			out = realpath(rel, NULL);
+	}
+	bdev_close(b);
+	free(dir);
+	free(rel);
+	return out;
+}
+
+/* Every BASE-live-N.vmdk beside image (BASE from child_base_len) with the
+   parent it names; -errno with err set. */
+static int find_leftovers(const char *image, struct leftover **out,
+			  size_t *n, char *err, size_t errlen)
+{
+	char *dirbuf = strdup(image), *dir;
+	const char *name = strrchr(image, '/') + 1;
+	size_t blen = child_base_len(name);
+	struct leftover *v = NULL;
+	struct dirent *de;
+	DIR *d;
+	int ret = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (!dirbuf)
+		return -ENOMEM;
+	dir = dirname(dirbuf);
+	d = opendir(dir);
+	if (!d) {
+		ret = -errno;
+		snprintf(err, errlen, "%s: cannot list it for leftover views: "
+			 "%s", dir, strerror(errno));
+		free(dirbuf);
+		return ret;
+	}
+	while ((de = readdir(d))) {
+		const char *f = de->d_name, *p;
+		size_t fl = strlen(f);
+		struct leftover *nv;
+		char *path;
+
+		if (fl <= blen + 6 + 5 || strncmp(f, name, blen) ||
+		    strncmp(f + blen, "-live-", 6) ||
+		    strcmp(f + fl - 5, ".vmdk"))
+			continue;
+		p = f + blen + 6;
+		while (*p >= '0' && *p <= '9')
+			p++;
+		if (p != f + fl - 5 || p == f + blen + 6)
+			continue;
+		if (asprintf(&path, "%s/%s", dir, f) < 0) {
+			ret = -ENOMEM;
+			break;
+		}
+		nv = realloc(v, (*n + 1) * sizeof(*v));
+		if (!nv) {
+			free(path);
+			ret = -ENOMEM;
+			break;
+		}
+		v = nv;
+		v[*n].path = path;
+		v[*n].parent = parent_of(path, err, errlen, &ret);
+		(*n)++;
+		if (ret < 0)
+			break;
+	}
+	closedir(d);
+	free(dirbuf);
+	*out = v;
+	return ret;
+}
+
+/* The change map's file beside an image (blockengine.h: IMAGE-ctk.ovk). */
+#define CTK_SUFFIX "-ctk.ovk"
+
+/* A live commit killed after it deleted the child but before the change
+   map followed the disk back leaves BASE-live-N.vmdk-ctk.ovk with no
+   BASE-live-N.vmdk: the map of the disk, with its checkpoints. When img
+   has no map of its own and exactly one such orphan is there, it is moved
+   back beside img; its name is appended to done. */
+static void adopt_orphan_map(const char *img, char *done, size_t donelen)
+{
+	char *dirbuf = strdup(img), *dir, *mine = NULL, *orphan = NULL;
+	const char *name = strrchr(img, '/') + 1;
+	size_t blen = child_base_len(name), sl = strlen(CTK_SUFFIX);
+	unsigned found = 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (!dirbuf || asprintf(&mine, "%s%s", img, CTK_SUFFIX) < 0) {
+		free(dirbuf);
+		return;
+	}
+	dir = dirname(dirbuf);
+	if (access(mine, F_OK) == 0 || !(d = opendir(dir)))
+		goto out;
+	while ((de = readdir(d))) {
+		const char *f = de->d_name;
+		size_t fl = strlen(f);
+		char *vmdk;
+
+		if (fl <= blen + 6 + sl || strncmp(f, name, blen) ||
+		    strncmp(f + blen, "-live-", 6) ||
+		    strcmp(f + fl - sl, CTK_SUFFIX))
+			continue;
+		if (asprintf(&vmdk, "%s/%.*s", dir, (int)(fl - sl), f) < 0)
+			continue;
+		if (access(vmdk, F_OK) < 0 && errno == ENOENT) {
+			found++;
+			free(orphan);
+			if (asprintf(&orphan, "%s/%s", dir, f) < 0)
+				orphan = NULL;
+		}
+		free(vmdk);
+	}
+	closedir(d);
+	if (found == 1 && orphan && rename(orphan, mine) == 0)
+		snprintf(done + strlen(done), donelen - strlen(done),
+			 "%smoved the change map %s of a live commit that died "
+			 "back to %s", *done ? "; " : "", orphan, mine);
+out:
+	free(orphan);
+	free(mine);
+	free(dirbuf);
+}
+
+int liveops_recover(const char *image, bool merge, unsigned *merged,
+		    char *err, size_t errlen)
+{
+	char *img = realpath(image, NULL), list[2048] = "";
+	struct leftover *v = NULL;
+	const char **chain = NULL;
+	size_t n = 0, len = 0;
+	int ret;
+
+	*merged = 0;
+	if (errlen)
+		err[0] = '\0';
+	if (!img)
+		return 0; /* the open that follows says what is wrong */
+	ret = find_leftovers(img, &v, &n, err, errlen);
+	if (ret < 0)
+		goto out;
+	chain = calloc(n + 1, sizeof(*chain));
+	if (!chain) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	/* image <- chain[0] <- chain[1] ...: each the only child of the one
+	   below */
+	for (const char *cur = img; cur;) {
+		const char *next = NULL;
+
+		for (size_t i = 0; i < n; i++) {
+			if (!v[i].parent || strcmp(v[i].parent, cur))
+				continue;
+			if (next) {
+				ret = -EINVAL;
+				snprintf(err, errlen, "%s has two leftover view "
+					 "children, %s and %s: the disk's "
+					 "latest state is one of them; merge "
+					 "the right one with `vmdk commit` and "
+					 "move the other away", cur, next,
+					 v[i].path);
+				goto out;
+			}
+			next = v[i].path;
+		}
+		if (next && len == n) /* a loop of parent hints */
+			break;
+		if (next)
+			chain[len++] = next;
+		cur = next;
+	}
+	for (size_t i = 0; i < len; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list),
+			 "%s%s", i ? ", " : "", chain[i]);
+	if (len && !merge) {
+		ret = -EEXIST;
+		snprintf(err, errlen, "%s is stale: a view left by a program "
+			 "that died holds the disk's latest writes in %s; "
+			 "serve it read-write to merge them, or merge them "
+			 "with `vmdk commit` (top first)", img, list);
+		goto out;
+	}
+	for (size_t i = len; i-- > 0;) {
+		ret = bdev_commit(chain[i]);
+		if (ret < 0) {
+			snprintf(err, errlen, "merging the leftover view child "
+				 "%s into its parent: %s", chain[i],
+				 engine_msg(ret));
+			goto out;
+		}
+		(*merged)++;
+	}
+	err[0] = '\0';
+	if (len)
+		snprintf(err, errlen, "merged %zu leftover view child(ren) "
+			 "of a program that died into %s: %s", len, img, list);
+	if (merge)
+		adopt_orphan_map(img, err, errlen);
+out:
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].path);
+		free(v[i].parent);
+	}
+	free(v);
+	free(chain);
+	free(img);
+	return ret;
 }
 
 static const struct {

@@ -109,6 +109,22 @@ int liveops_parse(json_t *req, struct liveops_req *out, char *err,
 json_t *liveops_run(struct liveops *lo, const struct liveops_req *r,
 		    uint64_t size);
 
+/*
+ * Find what a view of image left when the program serving it died (kill -9,
+ * a crash): delta children named IMAGE-live-N.vmdk beside image (IMAGE:
+ * image's name without .vmdk) whose parentFileNameHint is image, and their
+ * own -live- children. They hold the disk's latest writes, so image alone
+ * is stale. With merge, each is merged into its parent offline, top first
+ * (bdev_commit: crash-safe, the change map follows back to image), and
+ * *merged counts them; without merge nothing is changed. 0 when none is
+ * left (or all were merged), -EEXIST with a sentence in err naming the
+ * files when some are left and merge is false, another -errno when a
+ * leftover cannot be read or merged (two children of one parent, a file
+ * held by another program).
+ */
+int liveops_recover(const char *image, bool merge, unsigned *merged,
+		    char *err, size_t errlen);
+
 /* The view as status and view-create show it (a new object). */
 json_t *liveops_view_json(const struct liveops_view *v);
 

@@ -11,6 +11,7 @@
 #include "../kvm/vm.h"
 
 #include <blockengine.h>
+#include <liveops.h>
 #include <virtio_blk.h>
 
 #include <errno.h>
@@ -150,6 +151,25 @@ static int open_image(struct vmblk *d)
 			return rc;
 		}
 	} else {
+		char err[2048];
+		unsigned merged;
+
+		/* a view's delta left by an ovkvm or pvblk that died holds
+		   the disk's latest writes: merge it back (read-only: say
+		   the image is stale) */
+		rc = liveops_recover(d->path, !d->read_only, &merged, err,
+				     sizeof(err));
+		if (rc == -EEXIST && d->read_only) {
+			fprintf(stderr, "ovkvm: warning: --disk %s: %s\n",
+				d->path, err);
+		} else if (rc < 0) {
+			fprintf(stderr, "ovkvm: --disk %s: %s; not starting\n",
+				d->path, err);
+			return rc;
+		} else if (rc == 0 && err[0]) {
+			fprintf(stderr, "ovkvm: --disk %s: %s\n", d->path,
+				err);
+		}
 		if (!d->read_only)
 			oo.flags |= BDEV_O_RDWR;
 		rc = bdev_open(d->path, &oo, &d->bdev);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "liveops.h"
 #include "pvblk.h"
 
 void pvblk_log(const char *fmt, ...)
@@ -84,6 +85,31 @@ err_free:
 	free(e->snapshot_child);
 	e->snapshot_child = NULL;
 	return ret;
+}
+
+/* A view left by a pvblk (or ovkvm) that died holds the disk's latest
+   writes in IMAGE-live-N.vmdk: served writable, the image gets them back
+   first (an offline commit, crash-safe); served read-only, the image is
+   stale and the log says so. -errno when a leftover cannot be merged: then
+   serving the image would silently drop the guest's writes. */
+int pvblk_recover_views(const char *image, bool merge)
+{
+	char err[2048];
+	unsigned merged;
+	int ret = liveops_recover(image, merge, &merged, err, sizeof(err));
+
+	if (ret == -EEXIST && !merge) {
+		pvblk_log("warning: %s", err);
+		return 0;
+	}
+	if (ret < 0) {
+		pvblk_log("%s: %s; not serving it", image, err);
+		return ret;
+	}
+	if (err[0])
+		pvblk_log("%s", err);
+	(void)merged;
+	return 0;
 }
 
 int pvblk_export_open(struct pvblk_export *e, const char *image,

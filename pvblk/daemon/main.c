@@ -56,7 +56,11 @@ static const char usage_text[] =
 "Image options:\n"
 "  -o ro                    read-only (the default): writes are refused\n"
 "  -o rw                    read-write; the image is locked against a\n"
-"                           second writer (pvblk, vmdkfs, vmdk, QEMU)\n"
+"                           second writer (pvblk, vmdkfs, vmdk, QEMU).\n"
+"                           A view's delta IMAGE-live-N.vmdk left by a\n"
+"                           pvblk that died holds the latest writes: it\n"
+"                           is merged into IMAGE first (also with -o\n"
+"                           snapshot; -o ro warns that IMAGE is stale)\n"
 "  -o snapshot[=CHILD]      writes go to a new delta child CHILD (default\n"
 "                           IMAGE-snapshot-DATE.vmdk beside IMAGE); IMAGE\n"
 "                           stays untouched\n"
@@ -311,7 +315,8 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (pvblk_export_open(&e, c.image, c.mode, c.child, c.format) < 0)
+	if (pvblk_recover_views(c.image, strcmp(c.mode, "ro") != 0) < 0 ||
+	    pvblk_export_open(&e, c.image, c.mode, c.child, c.format) < 0)
 		return 1;
 	for (; started < c.nlisten; started++) {
 		struct pvblk_listen *l = &c.listen[started];

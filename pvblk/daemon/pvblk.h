@@ -112,6 +112,11 @@ struct pvblk_protocol {
 extern const struct pvblk_protocol *const pvblk_protocol_nbd;
 extern const struct pvblk_protocol *const pvblk_protocol_vhost_user_blk;
 
+/* export.c: before the image is opened, find the delta children of a view
+   that a pvblk which died left beside it (liveops_recover): merge them into
+   it when merge (the image is served writable), else log that it is stale.
+   -errno (logged) when leftovers cannot be merged. */
+int pvblk_recover_views(const char *image, bool merge);
 /* export.c: open the image for mode "ro", "rw" or "snapshot" (child may be
    NULL: IMAGE-snapshot-DATE.vmdk beside the image). A failed open leaves no
    child behind. Messages go to stderr naming the image. */
