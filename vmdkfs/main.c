@@ -336,11 +336,9 @@ opened:
 		goto err_close;
 	}
 	fs->size = in.size;
-	/* every grain of a streamOptimized image without a parent is
+	/* every grain of a compressed image (a stream) without a parent is
 	   compressed: no reply of it has a host-file run to splice */
-	fs->splice_reads = !(in.subformat &&
-			     !strcmp(in.subformat, "streamOptimized") &&
-			     !in.parent_hint);
+	fs->splice_reads = !(in.compressed && !in.parent_hint);
 	return 0;
 
 err_close:
