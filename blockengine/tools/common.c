@@ -132,33 +132,22 @@ const char *human_size(uint64_t bytes, char *buf, size_t len)
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present)
 {
-	struct bdev *l = top, *last = top;
 	unsigned d = 0;
+	int st = bdev_block_status_depth(top, off, len, pnum, &d);
 
-	while (l) {
-		uint64_t n = 0;
-		int st = bdev_block_status(l, off, len, &n);
-
-		if (st < 0)
-			return st;
-		if (n == 0 || n > len)
-			n = len;	/* defensive: the engine promises 1..len */
-		len = n;
-		if (st == BDEV_STATUS_DATA || st == BDEV_STATUS_ZERO) {
-			*pnum = n;
-			*depth = d;
-			*present = true;
-			return st == BDEV_STATUS_DATA ? CHAIN_DATA : CHAIN_ZERO;
-		}
-		last = l;
-		l = bdev_backing(l);
-		if (l)
-			d++;
+	if (st < 0)
+		return st;
+	if (*pnum == 0 || *pnum > len)
+		*pnum = len;	/* defensive: the engine promises 1..len */
+	*present = d > 0;
+	if (d > 0) {
+		*depth = d - 1;
+		return st == BDEV_STATUS_DATA ? CHAIN_DATA : CHAIN_ZERO;
 	}
-	(void)last;
-	*pnum = len;
+	/* in no layer: qemu-img map names the bottom one */
+	for (struct bdev *l = bdev_backing(top); l; l = bdev_backing(l))
+		d++;
 	*depth = d;
-	*present = false;
 	return CHAIN_ZERO;
 }
 

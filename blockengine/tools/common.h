@@ -61,8 +61,10 @@ enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
  * How [off, off + len) reads through the whole chain: data stored in some
  * layer, or zeros (a zeroed grain, a ZERO extent, or unallocated down to
  * the bottom). *pnum gets the run length, *depth the layer answering
- * (0 = top; bottom + 1 for zeros past the bottom). Returns the kind or
- * -errno.
+ * (0 = top; the bottom's for zeros no layer holds, with *present false).
+ * One bdev_block_status_depth call: the engine answers under its top
+ * lock, and a layer shorter than its child reads as unallocated there.
+ * Returns the kind or -errno.
  */
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present);
