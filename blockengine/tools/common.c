@@ -109,26 +109,6 @@ int tool_open(const char *path, const char *format, bool share,
 	return ret;
 }
 
-const char *human_size(uint64_t bytes, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB",
-					     "PiB", "EiB" };
-	unsigned u = 0;
-	double v = (double)bytes;
-
-	while (v >= 1024.0 && u < 6) {
-		v /= 1024.0;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, len, "%" PRIu64 " B", bytes);
-	else if (v == (double)(uint64_t)v)
-		snprintf(buf, len, "%.0f %s", v, units[u]);
-	else
-		snprintf(buf, len, "%.3g %s", v, units[u]);
-	return buf;
-}
-
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present)
 {

@@ -12,6 +12,7 @@
 
 #include "blockengine.h"
 #include "info_json.h"
+#include "units.h"
 
 #define TOOL_NAME "vmdk"
 
@@ -52,8 +53,6 @@ int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int tool_open(const char *path, const char *format, bool share,
 	      bool writable, struct bdev **out);
 
-/* "10 MiB", "6 GiB", "1.5 KiB": into buf of at least 32 bytes. */
-const char *human_size(uint64_t bytes, char *buf, size_t len);
 
 enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
 

@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "blockengine.h"
 #include "ovf_i.h"
 
 #define COPY_BUF (1u << 20)
@@ -509,12 +510,6 @@ static int create_member(int dfd, const char *dir, const char *name,
 	return fd;
 }
 
-/* True when the block is all zeros. */
-static bool all_zero(const char *b, size_t n)
-{
-	return n == 0 || (b[0] == 0 && !memcmp(b, b + 1, n - 1));
-}
-
 /* The first offset at or after at that may hold data: holes of a plain
    member in a sparse OVA are skipped without reading them. */
 static uint64_t next_data(struct ovf_stream *s, uint64_t at, uint64_t size)
@@ -579,7 +574,7 @@ int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags)
 			want = m->size - at < COPY_BUF ? (size_t)(m->size - at)
 						       : COPY_BUF;
 			r = ovf_stream_read_full(s, buf, want, at);
-			if (r >= 0 && !all_zero(buf, want) &&
+			if (r >= 0 && !bdev_all_zero(buf, want) &&
 			    pwrite(fd, buf, want, (off_t)at) != (ssize_t)want)
 				r = ovf_err(-errno, "%s/%s: write: %s", dir,
 					    m->name, strerror(errno));
