@@ -716,6 +716,23 @@ static bool chain_compressed(struct bdev *b)
 	return false;
 }
 
+/* An engine writer of cv's size for dst as co says, into cv->w; -1 with
+   the message printed. */
+static int open_writer(struct conv *cv, struct bdev_create_opts *co,
+		       const char *dst)
+{
+	int ret;
+
+	co->size = cv->size;
+	ret = bdev_writer_new(dst, co, &cv->w);
+	if (ret < 0) {
+		tool_bdev_err(ret, dst);
+		return -1;
+	}
+	cv->align = bdev_writer_grain(cv->w);
+	return 0;
+}
+
 /*
  * Sets up cv's output dst: an engine writer for -O vmdk and for a new RBD
  * image (co says how), else dst opened, emptied and sized as a raw file
@@ -727,7 +744,6 @@ static int open_output(struct conv *cv, const char *ofmt,
 		       struct bdev_create_opts *co, const char *dst, bool share)
 {
 	struct stat st;
-	int ret;
 
 	if (!strncmp(dst, "rbd:", 4)) {
 		/* a new RBD image: created by the engine, raw contents, only
@@ -738,27 +754,13 @@ static int open_output(struct conv *cv, const char *ofmt,
 			return -1;
 		}
 		co->format = "raw";
-		co->size = cv->size;
-		ret = bdev_writer_new(dst, co, &cv->w);
-		if (ret < 0) {
-			tool_bdev_err(ret, dst);
-			return -1;
-		}
-		cv->align = bdev_writer_grain(cv->w);
-		return 0;
+		return open_writer(cv, co, dst);
 	}
 	if (!strcmp(ofmt, "vmdk")) {
 		co->format = "vmdk";
-		co->size = cv->size;
 		if (!co->adapter_type)
 			co->adapter_type = source_adapter(cv->b);
-		ret = bdev_writer_new(dst, co, &cv->w);
-		if (ret < 0) {
-			tool_bdev_err(ret, dst);
-			return -1;
-		}
-		cv->align = bdev_writer_grain(cv->w);
-		return 0;
+		return open_writer(cv, co, dst);
 	}
 	cv->dst_fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 	if (cv->dst_fd < 0) {
