@@ -62,6 +62,25 @@ def test_qemu_made_image_is_clean(vmdk, tmp_path):
     assert check(vmdk, p).returncode == 0
 
 
+def test_raw_image_has_nothing_to_check(vmdk, tmp_path):
+    """A raw image has no metadata: check runs, says so, and finds nothing."""
+    p = tmp_path / "d.img"
+    with open(p, "wb") as f:
+        f.truncate(4 * MiB)
+        f.write(os.urandom(4096))
+    q = run([need("qemu-img"), "info", "--output=json", p])
+    assert json.loads(q.stdout)["format"] == "raw"
+    r = check(vmdk, p)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "raw image has no metadata" in r.stdout
+    assert "No errors" in r.stdout
+    r = check(vmdk, p, "--output=json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    j = json.loads(r.stdout)
+    assert j["format"] == "raw" and j["corruptions"] == 0 and j["leaks"] == 0
+    assert any("nothing to check" in f for f in j["findings"])
+
+
 def test_gt_entry_out_of_range(vmdk, img):
     gd, rgd, gt0, rgt0 = tables(img)
     size = os.path.getsize(img)

@@ -345,6 +345,30 @@ def test_resize_sparse_refusals(vmdk, qemu_img, tmp_path):
     assert r.returncode == 1 and "delta" in r.stderr
 
 
+def test_resize_raw_grow_and_shrink(vmdk, qemu_img, tmp_path):
+    """A raw image resizes as qemu-img resize does it: grows with zeros,
+    shrinks only with --shrink, keeping the bytes before the new end."""
+    img, ref = tmp_path / "r.img", tmp_path / "ref.raw"
+    make_raw(img, 16 * MiB, [(0, 4096), (15 * MiB, MiB)])
+    ref.write_bytes(img.read_bytes())
+    run([vmdk, "resize", img, "+8M"])
+    assert qinfo(img)["format"] == "raw"
+    assert os.path.getsize(img) == 24 * MiB
+    with open(ref, "r+b") as f:
+        f.truncate(24 * MiB)
+    assert qcompare(img, ref, "-f", "raw", "-F", "raw").returncode == 0
+    r = run([vmdk, "resize", img, "8M"], check=False)
+    assert r.returncode == 1 and "--shrink" in r.stderr, r.stderr
+    assert os.path.getsize(img) == 24 * MiB
+    run([vmdk, "resize", "--shrink", img, "-16M"])
+    assert os.path.getsize(img) == 8 * MiB
+    with open(ref, "r+b") as f:
+        f.truncate(8 * MiB)
+    assert qcompare(img, ref, "-f", "raw", "-F", "raw").returncode == 0
+    r = run([vmdk, "resize", img, "1000"], check=False)
+    assert r.returncode == 1 and "multiple of 512" in r.stderr, r.stderr
+
+
 def test_resize_flat_grow_and_shrink(vmdk, qemu_img, tmp_path):
     img, raw = tmp_path / "f.vmdk", tmp_path / "f.raw"
     make_raw(raw, 64 * MiB, [(0, 4096), (63 * MiB, MiB)])

@@ -819,6 +819,26 @@ def test_snapshot_keeps_base(ext4_image, tmp_path):
             "snap\n"
 
 
+def test_snapshot_child_named_after_the_image(tmp_path):
+    """-o snapshot without a path puts IMAGE-snapshot-STAMP.vmdk next to
+    the image, whatever folder vmdkfs was started from."""
+    base = tmp_path / "img" / "base.vmdk"
+    os.makedirs(base.parent)
+    run(["qemu-img", "create", "-q", "-f", "vmdk", base, "8M"])
+    os.makedirs(tmp_path / "m")
+    r = subprocess.run([tool("vmdkfs"), "-o", "snapshot", "img/base.vmdk",
+                        tmp_path / "m"], capture_output=True, text=True,
+                       cwd=tmp_path)
+    if r.returncode != 0:
+        force_unmount(tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    force_unmount(tmp_path / "m")
+    children = list(base.parent.glob("base-snapshot-*.vmdk"))
+    assert len(children) == 1, list(base.parent.iterdir())
+    assert json.loads(run(["qemu-img", "info", "--output=json",
+                           children[0]]).stdout)["backing-filename"]
+
+
 # ---- errors a user can act on --------------------------------------------
 
 def vmdkfs_fails(*args):

@@ -336,11 +336,9 @@ opened:
 		goto err_close;
 	}
 	fs->size = in.size;
-	/* every grain of a streamOptimized image without a parent is
+	/* every grain of a compressed image (a stream) without a parent is
 	   compressed: no reply of it has a host-file run to splice */
-	fs->splice_reads = !(in.subformat &&
-			     !strcmp(in.subformat, "streamOptimized") &&
-			     !in.parent_hint);
+	fs->splice_reads = !(in.compressed && !in.parent_hint);
 	return 0;
 
 err_close:
@@ -629,14 +627,146 @@ static void malloc_policy(void)
 	mallopt(M_TRIM_THRESHOLD, 2 * VMDKFS_IO_MAX);
 }
 
+/* Frees what fuse_opt_parse allocated in o. */
+static void options_free(struct options *o)
+{
+	free(o->browse_mode);
+	free(o->format);
+	free(o->snapshot_path);
+	free(o->io_uring_mode);
+}
+
+/* The browse and io_uring modes and the format o asks for; -1 with a
+   message when one is not a known word. */
+static int parse_modes(const struct options *o, enum vmdkfs_browse_mode *bmode,
+		       enum vmdkfs_uring_mode *uring)
+{
+	*bmode = o->browse ? VMDKFS_BROWSE_AUTO : VMDKFS_BROWSE_OFF;
+	if (o->browse_mode) {
+		if (!strcmp(o->browse_mode, "auto"))
+			*bmode = VMDKFS_BROWSE_AUTO;
+		else if (!strcmp(o->browse_mode, "kernel"))
+			*bmode = VMDKFS_BROWSE_KERNEL;
+		else if (!strcmp(o->browse_mode, "fuse"))
+			*bmode = VMDKFS_BROWSE_FUSE;
+		else if (!strcmp(o->browse_mode, "off"))
+			*bmode = VMDKFS_BROWSE_OFF;
+		else {
+			vmdkfs_log("browse must be auto, kernel, fuse or off, "
+				   "not '%s'", o->browse_mode);
+			return -1;
+		}
+	}
+	*uring = o->io_uring ? VMDKFS_URING_ON : VMDKFS_URING_OFF;
+	if (o->io_uring_mode) {
+		if (!strcmp(o->io_uring_mode, "on"))
+			*uring = VMDKFS_URING_ON;
+		else if (!strcmp(o->io_uring_mode, "auto"))
+			*uring = VMDKFS_URING_AUTO;
+		else if (!strcmp(o->io_uring_mode, "off"))
+			*uring = VMDKFS_URING_OFF;
+		else {
+			vmdkfs_log("io_uring must be on, off or auto, not '%s'",
+				   o->io_uring_mode);
+			return -1;
+		}
+	}
+	if (o->format && strcmp(o->format, "vmdk") && strcmp(o->format, "raw")) {
+		vmdkfs_log("format must be vmdk or raw, not '%s'", o->format);
+		return -1;
+	}
+	return 0;
+}
+
+/* Where -o snapshot puts the child: -o snapshot=PATH, or
+   IMAGE-snapshot-YYYYmmdd-HHMMSS.vmdk next to image (already resolved).
+   -1 with a message when that file exists. */
+static int snapshot_child_path(const struct options *o, const char *image,
+			       char *child, size_t len)
+{
+	if (o->snapshot_path) {
+		snprintf(child, len, "%s", o->snapshot_path);
+	} else {
+		char stamp[32];
+		time_t now = time(NULL);
+		struct tm tm;
+		size_t n = strlen(image);
+
+		localtime_r(&now, &tm);
+		strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+		if (ends_with_vmdk(image))
+			n -= 5;
+		snprintf(child, len, "%.*s-snapshot-%s.vmdk", (int)n, image,
+			 stamp);
+	}
+	if (access(child, F_OK) == 0) {
+		vmdkfs_log("snapshot child %s already exists", child);
+		return -1;
+	}
+	return 0;
+}
+
+/* o's image (an RBD name as it is) and mountpoint as absolute paths into
+   image and mp (PATH_MAX bytes each); -1 with a message saying what is
+   wrong with them. */
+static int resolve_paths(const struct options *o, char *image, char *mp)
+{
+	if (!strncmp(o->image, "rbd:", 4)) {
+		/* a Ceph RBD image: not a path, the engine opens it */
+		if (strlen(o->image) >= PATH_MAX) {
+			vmdkfs_log("image %s: name too long", o->image);
+			return -1;
+		}
+		strcpy(image, o->image);
+	} else if (!realpath(o->image, image)) {
+		vmdkfs_log("image %s: %s", o->image,
+			   errno == ENOENT ? "no such file" : strerror(errno));
+		return -1;
+	}
+	if (!realpath(o->mountpoint, mp)) {
+		if (errno == ENOTCONN)
+			vmdkfs_log("mountpoint %s: a dead FUSE mount is still "
+				   "there; run `fusermount3 -uz %s`",
+				   o->mountpoint, o->mountpoint);
+		else
+			vmdkfs_log("mountpoint %s does not exist (mkdir it "
+				   "first)", o->mountpoint);
+		return -1;
+	}
+	return 0;
+}
+
+/* Starts the staging session that serves fs/'s guest file systems and
+   mounts them; -1 with a message. */
+static int start_browse(struct vmdkfs *fs, enum vmdkfs_browse_mode bmode,
+			struct session *stage_s, struct fuse_args *sargs,
+			const char *argv0, struct fuse_args *uargs,
+			const struct options *o)
+{
+	if (browse_new(bmode, &fs->browse) < 0)
+		return -1;
+	build_fuse_args(sargs, argv0, uargs, fs->image, fs->writable, false);
+	stage_s->single = o->single;
+	stage_s->max_threads = o->max_threads;
+	if (session_start(stage_s, sargs, fs, true, fs->browse->devdir) < 0)
+		return -1;
+	if (pthread_create(&stage_s->thread, NULL, session_thread, stage_s) != 0) {
+		vmdkfs_log("cannot start the staging thread");
+		return -1;
+	}
+	stage_s->threaded = true;
+	browse_mount_all(fs->browse, fs);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct fuse_args uargs = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_args margs = FUSE_ARGS_INIT(0, NULL);
 	struct fuse_args sargs = FUSE_ARGS_INIT(0, NULL);
 	struct session main_s = { 0 }, stage_s = { 0 };
-	enum vmdkfs_browse_mode bmode = VMDKFS_BROWSE_OFF;
-	enum vmdkfs_uring_mode uring = VMDKFS_URING_OFF;
+	enum vmdkfs_browse_mode bmode;
+	enum vmdkfs_uring_mode uring;
 	char image[PATH_MAX], mp[PATH_MAX], child[PATH_MAX + 64];
 	struct options o = { 0 };
 	struct vmdkfs fs = { 0 };
@@ -654,9 +784,7 @@ int main(int argc, char **argv)
 			printf("vmdkfs (ovk) %s, FUSE %s\n", OVK_VERSION,
 			       fuse_pkgversion());
 		fuse_opt_free_args(&uargs);
-		free(o.browse_mode);
-		free(o.format);
-		free(o.snapshot_path);
+		options_free(&o);
 		return 0;
 	}
 	if (!o.image || !o.mountpoint) {
@@ -664,42 +792,8 @@ int main(int argc, char **argv)
 			"Try 'vmdkfs --help' for more information.\n");
 		return 1;
 	}
-	if (o.browse_mode) {
-		if (!strcmp(o.browse_mode, "auto"))
-			bmode = VMDKFS_BROWSE_AUTO;
-		else if (!strcmp(o.browse_mode, "kernel"))
-			bmode = VMDKFS_BROWSE_KERNEL;
-		else if (!strcmp(o.browse_mode, "fuse"))
-			bmode = VMDKFS_BROWSE_FUSE;
-		else if (!strcmp(o.browse_mode, "off"))
-			bmode = VMDKFS_BROWSE_OFF;
-		else {
-			vmdkfs_log("browse must be auto, kernel, fuse or off, "
-				   "not '%s'", o.browse_mode);
-			return 1;
-		}
-	} else if (o.browse) {
-		bmode = VMDKFS_BROWSE_AUTO;
-	}
-	if (o.io_uring_mode) {
-		if (!strcmp(o.io_uring_mode, "on"))
-			uring = VMDKFS_URING_ON;
-		else if (!strcmp(o.io_uring_mode, "auto"))
-			uring = VMDKFS_URING_AUTO;
-		else if (!strcmp(o.io_uring_mode, "off"))
-			uring = VMDKFS_URING_OFF;
-		else {
-			vmdkfs_log("io_uring must be on, off or auto, not '%s'",
-				   o.io_uring_mode);
-			return 1;
-		}
-	} else if (o.io_uring) {
-		uring = VMDKFS_URING_ON;
-	}
-	if (o.format && strcmp(o.format, "vmdk") && strcmp(o.format, "raw")) {
-		vmdkfs_log("format must be vmdk or raw, not '%s'", o.format);
+	if (parse_modes(&o, &bmode, &uring) < 0)
 		return 1;
-	}
 	fs.writable = o.readwrite || (o.rw && !o.ro);
 	if (o.rw && !o.readwrite && started_by_mount())
 		fs.writable = false; /* mount(8)'s implicit 'rw' */
@@ -707,57 +801,19 @@ int main(int argc, char **argv)
 		vmdkfs_log("-o ro and -o rw contradict each other");
 		return 1;
 	}
-	if (o.snapshot || o.snapshot_path) {
-		if (o.snapshot_path) {
-			snprintf(child, sizeof(child), "%s", o.snapshot_path);
-		} else {
-			char stamp[32];
-			time_t now = time(NULL);
-			struct tm tm;
-			size_t n = strlen(image);
-
-			localtime_r(&now, &tm);
-			strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
-			if (ends_with_vmdk(image))
-				n -= 5;
-			snprintf(child, sizeof(child), "%.*s-snapshot-%s.vmdk",
-				 (int)n, image, stamp);
-		}
-		if (access(child, F_OK) == 0) {
-			vmdkfs_log("snapshot child %s already exists", child);
-			return 1;
-		}
-		fs.snapshot_child = child;
-		fs.writable = true;
-	}
 	fs.debug = o.debug;
 	if (o.debug)
 		o.foreground = 1;
-
-	if (!strncmp(o.image, "rbd:", 4)) {
-		/* a Ceph RBD image: not a path, the engine opens it */
-		if (strlen(o.image) >= sizeof(image)) {
-			vmdkfs_log("image %s: name too long", o.image);
-			return 1;
-		}
-		strcpy(image, o.image);
-	} else if (!realpath(o.image, image)) {
-		vmdkfs_log("image %s: %s", o.image,
-			   errno == ENOENT ? "no such file" : strerror(errno));
+	if (resolve_paths(&o, image, mp) < 0)
 		return 1;
-	}
-	if (!realpath(o.mountpoint, mp)) {
-		if (errno == ENOTCONN)
-			vmdkfs_log("mountpoint %s: a dead FUSE mount is still "
-				   "there; run `fusermount3 -uz %s`",
-				   o.mountpoint, o.mountpoint);
-		else
-			vmdkfs_log("mountpoint %s does not exist (mkdir it "
-				   "first)", o.mountpoint);
-		return 1;
-	}
 	o.image = image;
 	o.mountpoint = mp;
+	if (o.snapshot || o.snapshot_path) {
+		if (snapshot_child_path(&o, image, child, sizeof(child)) < 0)
+			return 1;
+		fs.snapshot_child = child;
+		fs.writable = true;
+	}
 	if (access("/dev/fuse", R_OK | W_OK) < 0) {
 		vmdkfs_log("no usable /dev/fuse (%s): load the fuse module "
 			   "(modprobe fuse) or, in a container, pass the device "
@@ -779,25 +835,9 @@ int main(int argc, char **argv)
 		goto out;
 	if (load_partitions(&fs) < 0)
 		goto err_close_image;
-
-	if (bmode != VMDKFS_BROWSE_OFF) {
-		if (browse_new(bmode, &fs.browse) < 0)
-			goto err_close_image;
-		build_fuse_args(&sargs, argv[0], &uargs, image, fs.writable,
-				false);
-		stage_s.single = o.single;
-		stage_s.max_threads = o.max_threads;
-		if (session_start(&stage_s, &sargs, &fs, true,
-				  fs.browse->devdir) < 0)
-			goto err_free_browse;
-		if (pthread_create(&stage_s.thread, NULL, session_thread,
-				   &stage_s) != 0) {
-			vmdkfs_log("cannot start the staging thread");
-			goto err_stop_staging;
-		}
-		stage_s.threaded = true;
-		browse_mount_all(fs.browse, &fs);
-	}
+	if (bmode != VMDKFS_BROWSE_OFF &&
+	    start_browse(&fs, bmode, &stage_s, &sargs, argv[0], &uargs, &o) < 0)
+		goto err_stop_staging;
 
 	build_fuse_args(&margs, argv[0], &uargs, image, fs.writable, o.debug);
 	main_s.single = o.single;
@@ -825,7 +865,6 @@ err_unmount_guests:
 err_stop_staging:
 	session_stop(&stage_s);
 	vmdkfs_free_guest_handles(&fs);
-err_free_browse:
 	browse_free(fs.browse);
 err_close_image:
 	if (bdev_close(fs.bdev) < 0) {
@@ -845,9 +884,6 @@ out:
 	fuse_opt_free_args(&margs);
 	fuse_opt_free_args(&sargs);
 	fuse_opt_free_args(&uargs);
-	free(o.browse_mode);
-	free(o.format);
-	free(o.snapshot_path);
-	free(o.io_uring_mode);
+	options_free(&o);
 	return rc;
 }

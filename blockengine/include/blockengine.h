@@ -689,8 +689,9 @@ struct bdev_check_result {
  * Check the sparse extents of the VMDK at path (like qemu-img check) and
  * repair what repair (enum bdev_check_repair) allows; a repair opens the
  * files read-write with exclusive locks. report (may be NULL) gets one line
- * per finding, naming the file and the entry. Returns 0 when the check ran
- * (see r for what it found) or -errno when it could not run.
+ * per finding, naming the file and the entry. A raw image has no metadata:
+ * its check finds nothing and reports one line saying so. Returns 0 when
+ * the check ran (see r for what it found) or -errno when it could not run.
  */
 int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
 	       void (*report)(void *opaque, const char *line), void *opaque);

@@ -632,9 +632,6 @@ void bdev_get_stats(const struct bdev *b, struct bdev_stats *out)
    VMDK's tables too: its driver's grow runs under the same hold). */
 static int grow_locked(struct bdev *b, uint64_t new_size)
 {
-	struct bsrc *s;
-	int ret = 0;
-
 	if (new_size < b->info.size)
 		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than "
 				"the disk (%" PRIu64 " bytes); shrinking is not "
@@ -646,22 +643,11 @@ static int grow_locked(struct bdev *b, uint64_t new_size)
 		return bdev_err(-ENOTSUP, "%s: has checkpoints sized for %" PRIu64
 				" bytes; delete them before growing it",
 				b->filename, b->info.size);
-	if (b->fmt != &bdev_format_raw) {
-		if (!b->fmt->grow)
-			return bdev_err(-ENOTSUP, "%s: growing an open %s %s disk "
-					"is not supported", b->filename,
-					b->info.format, b->info.subformat ?
-					b->info.subformat : "");
-		return b->fmt->grow(b, new_size);
-	}
-	s = raw_source(b);
-	if (!s || !s->whole_file || !s->ops->truncate)
-		return bdev_err(-ENOTSUP, "%s: not a whole regular file (a region "
-				"or a device): it cannot grow", b->filename);
-	ret = s->ops->truncate(s, new_size);
-	if (ret == 0)
-		b->info.size = new_size;
-	return ret;
+	if (!b->fmt->grow)
+		return bdev_err(-ENOTSUP, "%s: growing an open %s %s disk is not "
+				"supported", b->filename, b->info.format,
+				b->info.subformat ? b->info.subformat : "");
+	return b->fmt->grow(b, new_size);
 }
 
 int bdev_grow(struct bdev *b, uint64_t new_size)
@@ -685,4 +671,76 @@ int bdev_grow(struct bdev *b, uint64_t new_size)
 	pthread_rwlock_unlock(&b->top_lock);
 	chain_op_end(b);
 	return ret;
+}
+
+/* ---- Whole-image calls, dispatched to the format's op --------------------- */
+
+/* Change the virtual size of the image at path; see blockengine.h. */
+int bdev_resize(const char *path, uint64_t new_size, unsigned flags)
+{
+	struct bdev_open_opts o = { .flags = BDEV_O_RDWR | BDEV_O_NO_BACKING };
+	struct bdev *b;
+	int ret;
+
+	bdev_err_clear();
+	if (!path)
+		return bdev_err(-EINVAL, "bdev_resize: no path");
+	if (!new_size || new_size % BDEV_SECTOR)
+		return bdev_err(-EINVAL, "%s: new size %" PRIu64 " is not a positive "
+				"multiple of %u bytes", path, new_size, BDEV_SECTOR);
+	/* the exclusive locks keep every other writer and reader out */
+	ret = bdev_open(path, &o, &b);
+	if (ret < 0)
+		return ret;
+	if (!b->fmt->resize)
+		ret = bdev_err(-ENOTSUP, "%s: images of format %s cannot be "
+			       "resized", path, b->fmt->name);
+	else
+		ret = b->fmt->resize(b, new_size, flags);
+	if (ret < 0) {
+		char why[1024];
+		snprintf(why, sizeof(why), "%s", bdev_errmsg());
+		bdev_close(b);
+		return bdev_err(ret, "%s", why);
+	}
+	return bdev_close(b);
+}
+
+/* The driver whose probe claims the file at path (an RBD image: raw), as
+   bdev_open would choose it; without opening the image. */
+static int bdev_probe_path(const char *path, const struct bdev_format **out)
+{
+	struct bsrc *src;
+	int ret;
+
+	if (bsrc_is_rbd_name(path)) {
+		*out = &bdev_format_raw;
+		return 0;
+	}
+	ret = bsrc_open_file(path, false, true, &src);
+	if (ret < 0)
+		return ret;
+	ret = bdev_probe(src, out);
+	bsrc_close(src);
+	return ret;
+}
+
+/* Check the image at path with its format's check; see blockengine.h. */
+int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
+	       void (*report)(void *opaque, const char *line), void *opaque)
+{
+	const struct bdev_format *fmt = NULL;
+	int ret;
+
+	bdev_err_clear();
+	if (!path || !r)
+		return bdev_err(-EINVAL, "bdev_check: no path or result");
+	memset(r, 0, sizeof(*r));
+	ret = bdev_probe_path(path, &fmt);
+	if (ret < 0)
+		return ret;
+	if (!fmt->check)
+		return bdev_err(-ENOTSUP, "%s: images of format %s cannot be "
+				"checked", path, fmt->name);
+	return fmt->check(path, repair, r, report, opaque);
 }

@@ -143,7 +143,10 @@ struct create_kind {
 	int (*writer_new)(const char *path, const struct bdev_create_opts *o,
 			  struct bdev_writer **out);
 	bool layout;        /* takes a subformat, backing file, grain... */
-	bool into_region;   /* can be written into a region of a file */
+	/* Check (and default) *d for an image written into a region of a
+	   file, with an observer when observe; NULL: the format cannot be. */
+	int (*region_opts)(const char *name, struct bdev_create_opts *d,
+			   bool observe);
 };
 
 static int vmdk_writer_new_path(const char *path,
@@ -154,8 +157,8 @@ static int vmdk_writer_new_path(const char *path,
 }
 
 static const struct create_kind create_kinds[] = {
-	{ "vmdk", vmdk_writer_new_path, true, true },
-	{ "raw", raw_writer_new, false, false },
+	{ "vmdk", vmdk_writer_new_path, true, vmdk_region_opts },
+	{ "raw", raw_writer_new, false, NULL },
 };
 
 /* The kind named name, or NULL. */
@@ -240,24 +243,13 @@ int bdev_writer_new_fd(int fd, uint64_t offset, const char *name,
 	ret = check_opts(name, o, &d);
 	if (ret < 0)
 		return ret;
-	if (!create_kind(d.format)->into_region)
+	if (!create_kind(d.format)->region_opts)
 		return bdev_err(-EINVAL, "%s: only a VMDK is written into a file "
 				"region (a raw image is its own bytes: pwrite them)",
 				name);
-	if (!d.subformat)
-		d.subformat = "monolithicSparse";
-	if (strcmp(d.subformat, "monolithicSparse") &&
-	    strcmp(d.subformat, "streamOptimized"))
-		return bdev_err(-EINVAL, "%s: a %s image has several files or sizes "
-				"its file; a file region takes streamOptimized or "
-				"monolithicSparse", name, d.subformat);
-	if (d.backing)
-		return bdev_err(-EINVAL, "%s: a delta disk names its parent relative "
-				"to its own file; create it at a path", name);
-	if (observe && strcmp(d.subformat, "streamOptimized"))
-		return bdev_err(-EINVAL, "%s: an observer needs streamOptimized, the "
-				"subformat written front to back (monolithicSparse "
-				"writes its tables in place at close)", name);
+	ret = create_kind(d.format)->region_opts(name, &d, observe != NULL);
+	if (ret < 0)
+		return ret;
 	fl = fcntl(fd, F_GETFL);
 	if (fl < 0)
 		return bdev_err(-errno, "%s: fd %d: %s", name, fd, strerror(errno));

@@ -39,6 +39,10 @@ struct writer_target {
 int rbd_writer_new(const char *path, uint64_t size, struct bdev_writer **out);
 int vmdk_writer_new(const char *path, const struct bdev_create_opts *o,
 		    const struct writer_target *t, struct bdev_writer **out);
+/* What a VMDK written into a file region may be (vmdk/create.c): fills in
+   the default subformat of o, refuses the others with a message. */
+int vmdk_region_opts(const char *name, struct bdev_create_opts *o,
+		     bool observe);
 
 /* Create path with O_EXCL; -errno with a message naming it. */
 int create_excl(const char *path, int *fd);

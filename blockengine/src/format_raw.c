@@ -2,6 +2,8 @@
 /* format_raw.c - a raw image: the source's bytes are the disk, one FLAT
    extent covering all of it; holes of a sparse file read as ZERO runs. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -198,6 +200,56 @@ struct bsrc *raw_source(const struct bdev *b)
 	return ((const struct raw *)b->priv)->src;
 }
 
+/* Grows the open file to new_size (the core holds top_lock exclusively
+   and checked new_size > info.size). */
+static int raw_grow(struct bdev *b, uint64_t new_size)
+{
+	struct bsrc *s = raw_source(b);
+	int ret;
+
+	if (!s || !s->whole_file || !s->ops->truncate)
+		return bdev_err(-ENOTSUP, "%s: not a whole regular file (a region "
+				"or a device): it cannot grow", b->filename);
+	ret = s->ops->truncate(s, new_size);
+	if (ret == 0)
+		b->info.size = new_size;
+	return ret;
+}
+
+/* bdev_resize of a raw file, as qemu-img resize does it: grows (the new
+   bytes read as zeros), and shrinks (the bytes past the new end are
+   dropped) only when flags has BDEV_RESIZE_SHRINK. */
+static int raw_resize(struct bdev *b, uint64_t new_size, unsigned flags)
+{
+	struct bsrc *s = raw_source(b);
+
+	if (new_size >= b->info.size)
+		return bdev_grow(b, new_size);
+	if (!(flags & BDEV_RESIZE_SHRINK))
+		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than the "
+				"disk (%" PRIu64 " bytes); shrinking needs --shrink",
+				b->filename, new_size, b->info.size);
+	if (!s->ops->truncate)
+		return bdev_err(-ENOTSUP, "%s: cannot be truncated", b->filename);
+	return s->ops->truncate(s, new_size);
+}
+
+/* A raw image has no metadata: nothing to check, and the report says so. */
+static int raw_check(const char *path, unsigned repair,
+		     struct bdev_check_result *r,
+		     void (*report)(void *opaque, const char *line), void *opaque)
+{
+	char line[512];
+
+	(void)repair;
+	(void)r;
+	snprintf(line, sizeof(line), "%s: a raw image has no metadata; there "
+		 "is nothing to check", path);
+	if (report)
+		report(opaque, line);
+	return 0;
+}
+
 const struct bdev_format bdev_format_raw = {
 	.name = "raw",
 	.probe = raw_probe,
@@ -206,4 +258,7 @@ const struct bdev_format bdev_format_raw = {
 	.map = raw_map,
 	.get_extent = raw_get_extent,
 	.flush = raw_flush,
+	.grow = raw_grow,
+	.resize = raw_resize,
+	.check = raw_check,
 };

@@ -267,6 +267,24 @@ struct bdev_format {
 	   request maps, allocates or flushes meanwhile). Durable and
 	   crash-safe when it returns. NULL: the format cannot grow open. */
 	int (*grow)(struct bdev *b, uint64_t new_size);
+
+	/* ---- Whole-image calls (bdev_resize, bdev_check); NULL: -ENOTSUP. -- */
+	/*
+	 * bdev_resize of b, opened read-write with exclusive locks and without
+	 * its parents; new_size is a positive multiple of 512 (the core
+	 * checked). Smaller than info.size only with BDEV_RESIZE_SHRINK in
+	 * flags; the driver refuses otherwise. b is closed by the core.
+	 */
+	int (*resize)(struct bdev *b, uint64_t new_size, unsigned flags);
+	/*
+	 * bdev_check of the image at path, whose first bytes probed as this
+	 * format. The driver opens what it needs itself (it may check files
+	 * the engine refuses to open, to say why); r is zeroed.
+	 */
+	int (*check)(const char *path, unsigned repair,
+		     struct bdev_check_result *r,
+		     void (*report)(void *opaque, const char *line),
+		     void *opaque);
 };
 
 /*

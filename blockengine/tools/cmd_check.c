@@ -20,7 +20,8 @@ static const char check_help[] =
 "sparse (KDMV, also streamOptimized), COWD (vmfsSparse) and seSparse\n"
 "extents are checked (seSparse: regions, entries, double references and\n"
 "leaks; never repaired); flat extents are not. An image the engine\n"
-"refuses to open is still checked, to report why.\n"
+"refuses to open is still checked, to report why. A raw image has no\n"
+"metadata: its check reports that there is nothing to check.\n"
 "\n"
 "On an image left with uncleanShutdown set, redundant tables that differ\n"
 "from the primary ones only in valid entries (the writer was killed\n"
@@ -46,6 +47,22 @@ static void print_line(void *opaque, const char *line)
 	FILE *f = opaque;
 
 	fprintf(f, "%s\n", line);
+}
+
+/* The format the engine reads path as, for the JSON report: "vmdk" when it
+   refuses to open it (the check then read its extents unopened). */
+static void image_format(const char *path, char *out, size_t len)
+{
+	struct bdev_open_opts o = { .flags = BDEV_O_SHARE | BDEV_O_NO_BACKING };
+	struct bdev_info in;
+	struct bdev *b;
+
+	snprintf(out, len, "vmdk");
+	if (bdev_open(path, &o, &b) < 0)
+		return;
+	if (bdev_get_info(b, &in) == 0)
+		snprintf(out, len, "%s", in.format);
+	bdev_close(b);
 }
 
 struct lines {
@@ -113,9 +130,14 @@ int cmd_check(int argc, char **argv)
 	rc = r.corruptions > r.corruptions_fixed ? 2 :
 	     r.leaks > r.leaks_fixed ? 3 : 0;
 	if (json) {
+		char fmt[32];
+
+		image_format(path, fmt, sizeof(fmt));
 		printf("{\n    \"filename\": ");
 		json_str(stdout, path);
-		printf(",\n    \"format\": \"vmdk\",\n    \"check-errors\": 0,\n"
+		printf(",\n    \"format\": ");
+		json_str(stdout, fmt);
+		printf(",\n    \"check-errors\": 0,\n"
 		       "    \"corruptions\": %" PRIu64 ",\n    \"corruptions-fixed\": %" PRIu64
 		       ",\n    \"leaks\": %" PRIu64 ",\n    \"leaks-fixed\": %" PRIu64
 		       ",\n    \"allocated-clusters\": %" PRIu64

@@ -716,6 +716,89 @@ static bool chain_compressed(struct bdev *b)
 	return false;
 }
 
+/* An engine writer of cv's size for dst as co says, into cv->w; -1 with
+   the message printed. */
+static int open_writer(struct conv *cv, struct bdev_create_opts *co,
+		       const char *dst)
+{
+	int ret;
+
+	co->size = cv->size;
+	ret = bdev_writer_new(dst, co, &cv->w);
+	if (ret < 0) {
+		tool_bdev_err(ret, dst);
+		return -1;
+	}
+	cv->align = bdev_writer_grain(cv->w);
+	return 0;
+}
+
+/*
+ * Sets up cv's output dst: an engine writer for -O vmdk and for a new RBD
+ * image (co says how), else dst opened, emptied and sized as a raw file
+ * (cv->dst_fd; cv->write_all for a device or pipe, cv->direct when zero
+ * blocks of the source's files may be found by mapping them). -1 with
+ * the message printed.
+ */
+static int open_output(struct conv *cv, const char *ofmt,
+		       struct bdev_create_opts *co, const char *dst, bool share)
+{
+	struct stat st;
+
+	if (!strncmp(dst, "rbd:", 4)) {
+		/* a new RBD image: created by the engine, raw contents, only
+		   the grains that hold data are written */
+		if (strcmp(ofmt, "raw")) {
+			tool_err("output '%s' is an RBD image, which holds raw "
+				 "contents: use -O raw (the default)", dst);
+			return -1;
+		}
+		co->format = "raw";
+		return open_writer(cv, co, dst);
+	}
+	if (!strcmp(ofmt, "vmdk")) {
+		co->format = "vmdk";
+		if (!co->adapter_type)
+			co->adapter_type = source_adapter(cv->b);
+		return open_writer(cv, co, dst);
+	}
+	cv->dst_fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (cv->dst_fd < 0) {
+		tool_err("cannot open output '%s': %s", dst, strerror(errno));
+		return -1;
+	}
+	if (fstat(cv->dst_fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		int fd;
+
+		/* Truncate to 0 only a file that has data (qemu-img creates a
+		   new file without truncating it). */
+		if ((st.st_size && ftruncate(cv->dst_fd, 0) < 0) ||
+		    ftruncate(cv->dst_fd, (off_t)cv->size) < 0) {
+			tool_err("cannot size output '%s' to %" PRIu64 " bytes: %s",
+				 dst, cv->size, strerror(errno));
+			return -1;
+		}
+		/* Write through a fresh open, as qemu-img does: ext4 flushes
+		   a file truncated to 0 when that descriptor closes (its
+		   auto_da_alloc), which on 1 GiB blocked close(2) for 0.5 s. */
+		fd = open(dst, O_WRONLY | O_CLOEXEC);
+		if (fd < 0) {
+			tool_err("cannot open output '%s': %s", dst,
+				 strerror(errno));
+			return -1;
+		}
+		close(cv->dst_fd);
+		cv->dst_fd = fd;
+	} else {
+		cv->write_all = true;
+	}
+	/* Zero blocks of FILE runs are found by mapping SRC's files; with -U
+	   a writer might shrink one under the mapping (SIGBUS), so -U reads
+	   everything through the engine. */
+	cv->direct = !cv->write_all && !share;
+	return 0;
+}
+
 int cmd_convert(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -735,7 +818,6 @@ int cmd_convert(int argc, char **argv)
 	struct bdev_info in;
 	pthread_t tids[16];
 	unsigned nthreads, i;
-	struct stat st;
 	double t0;
 	int c, ret, rc = 1;
 
@@ -813,72 +895,8 @@ int cmd_convert(int argc, char **argv)
 	cv.depth = (unsigned)depth;
 	cv.sparse = (size_t)sparse;
 	cv.dst_fd = -1;
-	if (!strncmp(dst, "rbd:", 4)) {
-		/* a new RBD image: created by the engine, raw contents, only
-		   the grains that hold data are written */
-		if (strcmp(ofmt, "raw")) {
-			tool_err("output '%s' is an RBD image, which holds raw "
-				 "contents: use -O raw (the default)", dst);
-			goto out_close;
-		}
-		co.format = "raw";
-		co.size = cv.size;
-		ret = bdev_writer_new(dst, &co, &cv.w);
-		if (ret < 0) {
-			tool_bdev_err(ret, dst);
-			goto out_close;
-		}
-		cv.align = bdev_writer_grain(cv.w);
-		goto start;
-	}
-	if (!strcmp(ofmt, "vmdk")) {
-		co.format = "vmdk";
-		co.size = cv.size;
-		if (!co.adapter_type)
-			co.adapter_type = source_adapter(cv.b);
-		ret = bdev_writer_new(dst, &co, &cv.w);
-		if (ret < 0) {
-			tool_bdev_err(ret, dst);
-			goto out_close;
-		}
-		cv.align = bdev_writer_grain(cv.w);
-		goto start;
-	}
-	cv.dst_fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-	if (cv.dst_fd < 0) {
-		tool_err("cannot open output '%s': %s", dst, strerror(errno));
-		goto out_close;
-	}
-	if (fstat(cv.dst_fd, &st) == 0 && S_ISREG(st.st_mode)) {
-		int fd;
-
-		/* Truncate to 0 only a file that has data (qemu-img creates a
-		   new file without truncating it). */
-		if ((st.st_size && ftruncate(cv.dst_fd, 0) < 0) ||
-		    ftruncate(cv.dst_fd, (off_t)cv.size) < 0) {
-			tool_err("cannot size output '%s' to %" PRIu64 " bytes: %s",
-				 dst, cv.size, strerror(errno));
-			goto out_fd;
-		}
-		/* Write through a fresh open, as qemu-img does: ext4 flushes
-		   a file truncated to 0 when that descriptor closes (its
-		   auto_da_alloc), which on 1 GiB blocked close(2) for 0.5 s. */
-		fd = open(dst, O_WRONLY | O_CLOEXEC);
-		if (fd < 0) {
-			tool_err("cannot open output '%s': %s", dst,
-				 strerror(errno));
-			goto out_fd;
-		}
-		close(cv.dst_fd);
-		cv.dst_fd = fd;
-	} else {
-		cv.write_all = true;
-	}
-	/* Zero blocks of FILE runs are found by mapping SRC's files; with -U
-	   a writer might shrink one under the mapping (SIGBUS), so -U reads
-	   everything through the engine. */
-	cv.direct = !cv.write_all && !share;
-start:
+	if (open_output(&cv, ofmt, &co, dst, share) < 0)
+		goto out_fd;
 	/* Raw output: two workers overlap one's pwrite(2) with the other's
 	   reads (measured: 1 GiB sparse, 0.6-1.5 s -> 0.46-1.0 s). Compressed
 	   grains: the engine's inflate pool already keeps every CPU busy

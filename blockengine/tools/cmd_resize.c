@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * cmd_resize.c - `vmdk resize [--shrink] IMAGE [+|-]SIZE`: change a VMDK's
- * virtual size in place, like qemu-img resize.
+ * or raw image's virtual size in place, like qemu-img resize.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -21,7 +21,8 @@ static const char resize_help[] =
 "twoGbMaxExtentSparse (the last extent grows to 2047 MiB, then new\n"
 "NAME-sNNN.vmdk extents are added). Refused with the reason:\n"
 "streamOptimized (append-only), vmfsSparse and seSparse (delta disks),\n"
-"delta disks of any kind.\n"
+"delta disks of any kind. A raw image grows (the new bytes read as zeros)\n"
+"or, with --shrink, is truncated.\n"
 "\n"
 "Crash-safe: new tables and files are written and synced before the header\n"
 "or descriptor that names them, so an interrupted resize leaves the old\n"
@@ -30,7 +31,8 @@ static const char resize_help[] =
 "\n"
 "Options:\n"
 "  --shrink      allow a smaller size; flat extents lose the bytes past the\n"
-"                new end, sparse images shrink only over unallocated space\n"
+"                new end, sparse images shrink only over unallocated space,\n"
+"                a raw file is truncated\n"
 "  -h, --help    show this help\n"
 "\n"
 "Examples:\n"

@@ -109,56 +109,25 @@ int tool_open(const char *path, const char *format, bool share,
 	return ret;
 }
 
-const char *human_size(uint64_t bytes, char *buf, size_t len)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB",
-					     "PiB", "EiB" };
-	unsigned u = 0;
-	double v = (double)bytes;
-
-	while (v >= 1024.0 && u < 6) {
-		v /= 1024.0;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, len, "%" PRIu64 " B", bytes);
-	else if (v == (double)(uint64_t)v)
-		snprintf(buf, len, "%.0f %s", v, units[u]);
-	else
-		snprintf(buf, len, "%.3g %s", v, units[u]);
-	return buf;
-}
-
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present)
 {
-	struct bdev *l = top, *last = top;
 	unsigned d = 0;
+	int st = bdev_block_status_depth(top, off, len, pnum, &d);
 
-	while (l) {
-		uint64_t n = 0;
-		int st = bdev_block_status(l, off, len, &n);
-
-		if (st < 0)
-			return st;
-		if (n == 0 || n > len)
-			n = len;	/* defensive: the engine promises 1..len */
-		len = n;
-		if (st == BDEV_STATUS_DATA || st == BDEV_STATUS_ZERO) {
-			*pnum = n;
-			*depth = d;
-			*present = true;
-			return st == BDEV_STATUS_DATA ? CHAIN_DATA : CHAIN_ZERO;
-		}
-		last = l;
-		l = bdev_backing(l);
-		if (l)
-			d++;
+	if (st < 0)
+		return st;
+	if (*pnum == 0 || *pnum > len)
+		*pnum = len;	/* defensive: the engine promises 1..len */
+	*present = d > 0;
+	if (d > 0) {
+		*depth = d - 1;
+		return st == BDEV_STATUS_DATA ? CHAIN_DATA : CHAIN_ZERO;
 	}
-	(void)last;
-	*pnum = len;
+	/* in no layer: qemu-img map names the bottom one */
+	for (struct bdev *l = bdev_backing(top); l; l = bdev_backing(l))
+		d++;
 	*depth = d;
-	*present = false;
 	return CHAIN_ZERO;
 }
 

@@ -12,6 +12,7 @@
 
 #include "blockengine.h"
 #include "info_json.h"
+#include "units.h"
 
 #define TOOL_NAME "vmdk"
 
@@ -52,8 +53,6 @@ int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int tool_open(const char *path, const char *format, bool share,
 	      bool writable, struct bdev **out);
 
-/* "10 MiB", "6 GiB", "1.5 KiB": into buf of at least 32 bytes. */
-const char *human_size(uint64_t bytes, char *buf, size_t len);
 
 enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
 
@@ -61,8 +60,10 @@ enum chain_kind { CHAIN_DATA, CHAIN_ZERO };
  * How [off, off + len) reads through the whole chain: data stored in some
  * layer, or zeros (a zeroed grain, a ZERO extent, or unallocated down to
  * the bottom). *pnum gets the run length, *depth the layer answering
- * (0 = top; bottom + 1 for zeros past the bottom). Returns the kind or
- * -errno.
+ * (0 = top; the bottom's for zeros no layer holds, with *present false).
+ * One bdev_block_status_depth call: the engine answers under its top
+ * lock, and a layer shorter than its child reads as unallocated there.
+ * Returns the kind or -errno.
  */
 int chain_status(struct bdev *top, uint64_t off, uint64_t len,
 		 uint64_t *pnum, unsigned *depth, bool *present);

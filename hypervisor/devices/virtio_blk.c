@@ -184,15 +184,16 @@ static int open_image(struct vmblk *d)
 		return 0;
 	if (info.read_only)
 		d->read_only = true;
-	/* A stream holds one compressed record per grain: a guest that
-	   rewrites a block gets an I/O error. Say so before it happens. */
-	if (!d->read_only && !d->snapshot && info.subformat &&
-	    !strcmp(info.subformat, "streamOptimized"))
-		fprintf(stderr, "ovkvm: warning: --disk %s is streamOptimized: "
+	/* A compressed image (a stream) holds one compressed record per
+	   grain: a guest that rewrites a block gets an I/O error. Say so
+	   before it happens. */
+	if (!d->read_only && !d->snapshot && info.compressed)
+		fprintf(stderr, "ovkvm: warning: --disk %s is %s: "
 			"each grain can be written once, so a guest that "
 			"rewrites a block gets an I/O error; add ,snapshot "
 			"(writes go to a delta child) or ,ro, or convert it "
-			"to monolithicSparse\n", d->path);
+			"to monolithicSparse\n", d->path,
+			info.subformat ? info.subformat : "compressed");
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "client.h"
 #include "console.h"
+#include "units.h"
 
 static const char usage_text[] =
 "Usage: ovkctl [OPTIONS] COMMAND [ARGUMENTS]\n"
@@ -538,16 +539,10 @@ static int cmd_backup(struct ctl_client *c, const struct opts *o,
 	return ret;
 }
 
+/* A byte count from the JSON (a number, maybe not an integer) for people. */
 static void human_bytes(double b, char *out, size_t len)
 {
-	static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	unsigned u = 0;
-
-	while (b >= 1024 && u < 4) {
-		b /= 1024;
-		u++;
-	}
-	snprintf(out, len, u ? "%.1f %s" : "%.0f %s", b, unit[u]);
+	human_size_1dp(b > 0 ? (uint64_t)b : 0, out, len);
 }
 
 static int cmd_stats(struct ctl_client *c, const struct opts *o,

@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "blockengine.h"
 #include "ovf_i.h"
 
 #define COPY_BUF (1u << 20)
@@ -279,6 +280,95 @@ int ovf_rename_noreplace(const char *from, const char *to)
 /* The OVA is built at a temporary name beside out_path, synced and renamed
    to it only when complete, never over an existing file: a failure leaves
    nothing, and a reader never sees half an archive. */
+/* The members of pack's OVA in order into a calloc'd *order (*norder of
+   them): the descriptor, then the files of References (each file's parts)
+   in order, once each. The manifest's place after the descriptor is kept
+   by the caller. */
+static int pack_order(struct ovf_pkg *p, const char *src, char ***order,
+		      size_t *norder)
+{
+	int r;
+
+	*order = calloc(p->nmembers + 2, sizeof(**order));
+	if (!*order || !((*order)[(*norder)++] = strdup(p->descriptor)))
+		return ovf_err(-ENOMEM, "out of memory");
+	for (size_t f = 0; f < p->env->nfiles; f++) {
+		char **parts;
+		size_t np;
+
+		const char *fid = p->env->files[f].id ? p->env->files[f].id : "?";
+
+		/* the same rule as validate: an href inside the package that
+		   names regular files in its folder, never through symlinks */
+		r = ovf_pkg_file_parts(p, &p->env->files[f], &parts, &np);
+		if (r < 0) {
+			char why[512];
+
+			snprintf(why, sizeof(why), "%s", ovf_errmsg());
+			return ovf_err(r, "%s: References/File[@id=%s]: %s; nothing packed",
+				       src, fid, why);
+		}
+		if (!np) {
+			ovf_strv_free(parts, np);
+			return ovf_err(-ENOENT, "%s: References/File[@id=%s]: file %s is not in the package (a package's files are regular files in its folder %s, never reached through symlinks); nothing packed",
+				       src, fid, p->env->files[f].href, p->dir);
+		}
+		for (size_t j = 0; j < np; j++) {
+			bool dup = false;
+
+			for (size_t k = 0; k < *norder; k++)
+				dup = dup || !strcmp((*order)[k], parts[j]);
+			if (dup || *norder >= p->nmembers + 1) {
+				free(parts[j]);
+				continue;
+			}
+			(*order)[(*norder)++] = parts[j];
+		}
+		free(parts);
+	}
+	return 0;
+}
+
+/* Appends member name of p to the tar at out (header, then its bytes),
+   digesting it with md in ctx while it is copied; its digest goes, in
+   hex, to hex. */
+static int pack_member(struct ovf_pkg *p, const char *name, int out,
+		       const char *out_path, time_t now, const EVP_MD *md,
+		       EVP_MD_CTX *ctx, char *hex)
+{
+	static const char hx[] = "0123456789abcdef";
+	char *path = ovf_asprintf("%s/%s", p->dir, name);
+	unsigned char dig[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	struct stat st;
+	int in, r;
+
+	if (!path)
+		return ovf_err(-ENOMEM, "out of memory");
+	in = ovf_pkg_open_fd(p, name);
+	if (in < 0 || fstat(in, &st) < 0) {
+		r = in < 0 ? in : ovf_err(-errno, "%s: %s", path, strerror(errno));
+		if (in >= 0)
+			close(in);
+		free(path);
+		return r;
+	}
+	r = write_header(out, out_path, name, (uint64_t)st.st_size, now);
+	EVP_DigestInit_ex(ctx, md, NULL);
+	if (r >= 0)
+		r = copy_member(in, out, (uint64_t)st.st_size, path, out_path, ctx);
+	close(in);
+	free(path);
+	if (r < 0)
+		return r;
+	EVP_DigestFinal_ex(ctx, dig, &dlen);
+	for (unsigned k = 0; k < dlen; k++) {
+		hex[2 * k] = hx[dig[k] >> 4];
+		hex[2 * k + 1] = hx[dig[k] & 15];
+	}
+	return 0;
+}
+
 int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 	     struct ovf_finding_list *warnings)
 {
@@ -308,47 +398,9 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		goto err_close_pkg;
 	}
 	/* the order: descriptor, manifest, then References order */
-	order = calloc(p->nmembers + 2, sizeof(*order));
-	if (!order || !(order[norder++] = strdup(p->descriptor))) {
-		r = ovf_err(-ENOMEM, "out of memory");
+	r = pack_order(p, src, &order, &norder);
+	if (r < 0)
 		goto err_free_order;
-	}
-	for (size_t f = 0; f < p->env->nfiles; f++) {
-		char **parts;
-		size_t np;
-
-		const char *fid = p->env->files[f].id ? p->env->files[f].id : "?";
-
-		/* the same rule as validate: an href inside the package that
-		   names regular files in its folder, never through symlinks */
-		r = ovf_pkg_file_parts(p, &p->env->files[f], &parts, &np);
-		if (r < 0) {
-			char why[512];
-
-			snprintf(why, sizeof(why), "%s", ovf_errmsg());
-			r = ovf_err(r, "%s: References/File[@id=%s]: %s; nothing packed",
-				    src, fid, why);
-			goto err_free_order;
-		}
-		if (!np) {
-			ovf_strv_free(parts, np);
-			r = ovf_err(-ENOENT, "%s: References/File[@id=%s]: file %s is not in the package (a package's files are regular files in its folder %s, never reached through symlinks); nothing packed",
-				    src, fid, p->env->files[f].href, p->dir);
-			goto err_free_order;
-		}
-		for (size_t j = 0; j < np; j++) {
-			bool dup = false;
-
-			for (size_t k = 0; k < norder; k++)
-				dup = dup || !strcmp(order[k], parts[j]);
-			if (dup || norder >= p->nmembers + 1) {
-				free(parts[j]);
-				continue;
-			}
-			order[norder++] = parts[j];
-		}
-		free(parts);
-	}
 	if (warnings && (p->manifest || p->cert))
 		ovf_finding_add(warnings, OVF_SEV_WARN, p->dir,
 				"existing %s%s%s not copied: a fresh %s manifest is written",
@@ -383,42 +435,10 @@ int ovf_pack(const char *src, const char *out_path, enum ovf_digest_algo algo,
 		goto err_free_order;
 	}
 	for (size_t i = 0; i < norder; i++) {
-		char *path = ovf_asprintf("%s/%s", p->dir, order[i]);
-		struct stat st;
-		int in;
-
-		if (!path) {
-			r = ovf_err(-ENOMEM, "out of memory");
-			goto err_close_out;
-		}
-		in = ovf_pkg_open_fd(p, order[i]);
-		if (in < 0 || fstat(in, &st) < 0) {
-			r = in < 0 ? in : ovf_err(-errno, "%s: %s", path, strerror(errno));
-			if (in >= 0)
-				close(in);
-			free(path);
-			goto err_close_out;
-		}
-		r = write_header(out, out_path, order[i], (uint64_t)st.st_size, now);
-		EVP_DigestInit_ex(ctx, md, NULL);
-		if (r >= 0)
-			r = copy_member(in, out, (uint64_t)st.st_size, path, out_path, ctx);
-		close(in);
-		free(path);
+		r = pack_member(p, order[i], out, out_path, now, md, ctx,
+				mftext + hexat[i]);
 		if (r < 0)
 			goto err_close_out;
-		{
-			unsigned char dig[EVP_MAX_MD_SIZE];
-			unsigned dlen = 0;
-
-			EVP_DigestFinal_ex(ctx, dig, &dlen);
-			for (unsigned k = 0; k < dlen; k++) {
-				static const char hx[] = "0123456789abcdef";
-
-				mftext[hexat[i] + 2 * k] = hx[dig[k] >> 4];
-				mftext[hexat[i] + 2 * k + 1] = hx[dig[k] & 15];
-			}
-		}
 		if (i == 0) { /* the manifest right after the descriptor */
 			size_t len = strlen(mftext);
 
@@ -509,12 +529,6 @@ static int create_member(int dfd, const char *dir, const char *name,
 	return fd;
 }
 
-/* True when the block is all zeros. */
-static bool all_zero(const char *b, size_t n)
-{
-	return n == 0 || (b[0] == 0 && !memcmp(b, b + 1, n - 1));
-}
-
 /* The first offset at or after at that may hold data: holes of a plain
    member in a sparse OVA are skipped without reading them. */
 static uint64_t next_data(struct ovf_stream *s, uint64_t at, uint64_t size)
@@ -602,7 +616,7 @@ int ovf_unpack(struct ovf_pkg *p, const char *dir, unsigned flags)
 			want = m->size - at < COPY_BUF ? (size_t)(m->size - at)
 						       : COPY_BUF;
 			r = ovf_stream_read_full(s, buf, want, at);
-			if (r >= 0 && !all_zero(buf, want) &&
+			if (r >= 0 && !bdev_all_zero(buf, want) &&
 			    pwrite(fd, buf, want, (off_t)at) != (ssize_t)want)
 				r = ovf_err(-errno, "%s/%s: write: %s", dir,
 					    m->name, strerror(errno));

@@ -7,23 +7,7 @@
 #include <string.h>
 
 #include "ovf_i.h"
-
-/* "4.0 GiB"-style size for people. */
-static void human_size(char *out, size_t n, uint64_t bytes)
-{
-	static const char *const u[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
-	double v = (double)bytes;
-	int i = 0;
-
-	while (v >= 1024 && i < 5) {
-		v /= 1024;
-		i++;
-	}
-	if (i == 0)
-		snprintf(out, n, "%" PRIu64 " B", bytes);
-	else
-		snprintf(out, n, "%.1f %s", v, u[i]);
-}
+#include "units.h"
 
 /* Appends ,"key": to a JSON object being built (first: no comma). */
 static void jkey(struct ovf_buf *b, bool *first, const char *key)
@@ -335,7 +319,7 @@ static void system_text(struct ovf_buf *b, const struct ovf_envelope *env,
 		       s->id ? s->id : "?", s->name ? " (" : "",
 		       s->name ? s->name : "", s->name ? ")" : "");
 	if (!s->collection) {
-		human_size(sz, sizeof(sz), s->memory_bytes);
+		human_size_1dp(s->memory_bytes, sz, sizeof(sz));
 		ovf_buf_printf(b, "%*s  cpus: %u, memory: %s\n", ind, "", s->cpus, sz);
 		for (size_t i = 0; i < s->nitems; i++) {
 			const struct ovf_item *it = &s->items[i];
@@ -447,7 +431,7 @@ char *ovf_info_text(struct ovf_pkg *p, const struct ovf_verify *v)
 		const char *fmt = d->format ? strrchr(d->format, '#') : NULL;
 
 		if (d->has_capacity)
-			human_size(sz, sizeof(sz), d->capacity);
+			human_size_1dp(d->capacity, sz, sizeof(sz));
 		else
 			snprintf(sz, sizeof(sz), "%s", d->capacity_text ? d->capacity_text : "?");
 		ovf_buf_printf(&b, "  %s capacity %s (%" PRIu64 " bytes) file %s format %s\n",

@@ -218,16 +218,101 @@ static int tar_push(struct ovf_tar_member **v, size_t *n, size_t *cap,
 }
 
 /* Lists the regular files of the tar in src. */
+/* What ovf_tar_list carries from one header to the next: the members so
+   far, and what a GNU long name or pax header said of the next one. */
+struct tar_walk {
+	struct ovf_tar_member *v;
+	size_t n, cap;
+	char *longname, *paxpath;
+	bool pax_has_size;
+	uint64_t pax_size;
+};
+
+/* A regular file's header h at off (its bytes: size at data) into w's
+   list, under the name a GNU long name or pax path before it gave. */
+static int tar_regular(struct tar_walk *w, const struct tar_header *h,
+		       const char *arch, uint64_t off, uint64_t size,
+		       uint64_t data)
+{
+	char *name;
+	int r;
+
+	if (w->paxpath) {
+		name = w->paxpath;
+		w->paxpath = NULL;
+	} else if (w->longname) {
+		name = w->longname;
+		w->longname = NULL;
+	} else if (!memcmp(h->magic, "ustar", 5) && h->prefix[0]) {
+		char *pre = tar_field(h->prefix, sizeof(h->prefix));
+		char *nm = tar_field(h->name, sizeof(h->name));
+
+		name = pre && nm ? ovf_asprintf("%s/%s", pre, nm) : NULL;
+		free(pre);
+		free(nm);
+	} else {
+		name = tar_field(h->name, sizeof(h->name));
+	}
+	if (!name)
+		return ovf_err(-ENOMEM, "%s: out of memory", arch);
+	tar_clean_name(name);
+	if (!ovf_name_is_safe(name)) {
+		r = ovf_err(-EPERM, "%s: member \"%s\" at offset %llu refused: names must be relative and must not contain \"..\"",
+			    arch, name, (unsigned long long)off);
+		free(name);
+		return r;
+	}
+	if (w->n >= TAR_MAX_MEMBERS) {
+		free(name);
+		r = ovf_err(-E2BIG, "%s: more than %d members", arch,
+			    TAR_MAX_MEMBERS);
+		return r;
+	}
+	r = tar_push(&w->v, &w->n, &w->cap, name, size, data, arch);
+	if (r < 0) {
+		free(name);
+		return r;
+	}
+	w->pax_has_size = false;
+	return 0;
+}
+
+/* Any other entry (directory, link, device) at off: not a package file;
+   refused when its name leaves the package, else skipped (with a warning
+   but for a directory). Forgets the long name and pax path it took. */
+static int tar_other(struct tar_walk *w, const struct tar_header *h,
+		     const char *arch, uint64_t off,
+		     struct ovf_finding_list *warn)
+{
+	char *nm = w->paxpath ? strdup(w->paxpath) : w->longname ? strdup(w->longname) :
+		   tar_field(h->name, sizeof(h->name));
+
+	if (nm && !ovf_name_is_safe(nm) && strcmp(nm, "/") != 0) {
+		int r = ovf_err(-EPERM, "%s: entry \"%s\" at offset %llu refused: names must be relative and must not contain \"..\"",
+			    arch, nm, (unsigned long long)off);
+		free(nm);
+		return r;
+	}
+	if (warn && h->typeflag != '5')
+		ovf_finding_add(warn, OVF_SEV_WARN, arch,
+				"entry \"%s\" at offset %llu of type '%c' skipped: only regular files are package files",
+				nm ? nm : "?",
+				(unsigned long long)off,
+				h->typeflag);
+	free(nm);
+	free(w->paxpath);
+	free(w->longname);
+	w->paxpath = w->longname = NULL;
+	w->pax_has_size = false;
+	return 0;
+}
+
 int ovf_tar_list(struct ovf_stream *src, const char *arch,
 		 struct ovf_tar_member **out, size_t *nout,
 		 struct ovf_finding_list *warn)
 {
-	struct ovf_tar_member *v = NULL;
-	size_t n = 0, cap = 0;
+	struct tar_walk w = { 0 };
 	uint64_t off = 0, src_size = UINT64_MAX;
-	char *longname = NULL, *paxpath = NULL;
-	bool pax_has_size = false;
-	uint64_t pax_size = 0;
 	bool ended = false;
 	int r = 0;
 
@@ -238,13 +323,12 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 		const struct tar_header *h = (const void *)blk;
 		uint64_t size, sum, data;
 		ssize_t got = ovf_stream_pread(src, blk, TAR_BLOCK, off);
-		char *name;
 
 		if (got < 0) {
 			r = (int)got;
 			goto err_free_list;
 		}
-		if (got == 0 && n > 0) {
+		if (got == 0 && w.n > 0) {
 			if (warn)
 				ovf_finding_add(warn, OVF_SEV_WARN, arch,
 						"no end-of-archive marker (two zero blocks) at offset %llu",
@@ -271,8 +355,8 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 				    arch, (unsigned long long)off);
 			goto err_free_list;
 		}
-		if (pax_has_size && h->typeflag != 'x' && h->typeflag != 'g')
-			size = pax_size;
+		if (w.pax_has_size && h->typeflag != 'x' && h->typeflag != 'g')
+			size = w.pax_size;
 		data = off + TAR_BLOCK;
 		if (size > UINT64_MAX - data - TAR_BLOCK ||
 		    (src_size != UINT64_MAX && data + size > src_size)) {
@@ -284,10 +368,10 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 		}
 		switch (h->typeflag) {
 		case 'L': /* GNU long name for the next member */
-			free(longname);
-			longname = NULL;
+			free(w.longname);
+			w.longname = NULL;
 			r = tar_read_small(src, arch, off, size,
-					   TAR_MAX_LONGNAME, &longname);
+					   TAR_MAX_LONGNAME, &w.longname);
 			if (r < 0)
 				goto err_free_list;
 			break;
@@ -298,8 +382,8 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 					   &rec);
 			if (r < 0)
 				goto err_free_list;
-			r = tar_pax(arch, off, rec, (size_t)size, &paxpath,
-				    &pax_has_size, &pax_size);
+			r = tar_pax(arch, off, rec, (size_t)size, &w.paxpath,
+				    &w.pax_has_size, &w.pax_size);
 			free(rec);
 			if (r < 0)
 				goto err_free_list;
@@ -311,88 +395,33 @@ int ovf_tar_list(struct ovf_stream *src, const char *arch,
 		case '0':
 		case '\0':
 		case '7':
-			if (paxpath) {
-				name = paxpath;
-				paxpath = NULL;
-			} else if (longname) {
-				name = longname;
-				longname = NULL;
-			} else if (!memcmp(h->magic, "ustar", 5) && h->prefix[0]) {
-				char *pre = tar_field(h->prefix, sizeof(h->prefix));
-				char *nm = tar_field(h->name, sizeof(h->name));
-
-				name = pre && nm ? ovf_asprintf("%s/%s", pre, nm) : NULL;
-				free(pre);
-				free(nm);
-			} else {
-				name = tar_field(h->name, sizeof(h->name));
-			}
-			if (!name) {
-				r = ovf_err(-ENOMEM, "%s: out of memory", arch);
+			r = tar_regular(&w, h, arch, off, size, data);
+			if (r < 0)
 				goto err_free_list;
-			}
-			tar_clean_name(name);
-			if (!ovf_name_is_safe(name)) {
-				r = ovf_err(-EPERM, "%s: member \"%s\" at offset %llu refused: names must be relative and must not contain \"..\"",
-					    arch, name, (unsigned long long)off);
-				free(name);
-				goto err_free_list;
-			}
-			if (n >= TAR_MAX_MEMBERS) {
-				free(name);
-				r = ovf_err(-E2BIG, "%s: more than %d members", arch,
-					    TAR_MAX_MEMBERS);
-				goto err_free_list;
-			}
-			r = tar_push(&v, &n, &cap, name, size, data, arch);
-			if (r < 0) {
-				free(name);
-				goto err_free_list;
-			}
-			pax_has_size = false;
 			break;
-		default: {
-			/* directories, links, devices: not package files */
-			char *nm = paxpath ? strdup(paxpath) : longname ? strdup(longname) :
-				   tar_field(h->name, sizeof(h->name));
-
-			if (nm && !ovf_name_is_safe(nm) && strcmp(nm, "/") != 0) {
-				r = ovf_err(-EPERM, "%s: entry \"%s\" at offset %llu refused: names must be relative and must not contain \"..\"",
-					    arch, nm, (unsigned long long)off);
-				free(nm);
+		default:
+			r = tar_other(&w, h, arch, off, warn);
+			if (r < 0)
 				goto err_free_list;
-			}
-			if (warn && h->typeflag != '5')
-				ovf_finding_add(warn, OVF_SEV_WARN, arch,
-						"entry \"%s\" at offset %llu of type '%c' skipped: only regular files are package files",
-						nm ? nm : "?",
-						(unsigned long long)off,
-						h->typeflag);
-			free(nm);
-			free(paxpath);
-			free(longname);
-			paxpath = longname = NULL;
-			pax_has_size = false;
 			break;
-		}
 		}
 		off = data + ((size + TAR_BLOCK - 1) / TAR_BLOCK) * TAR_BLOCK;
 	}
-	if (!ended && n == 0) {
+	if (!ended && w.n == 0) {
 		r = ovf_err(-EINVAL, "%s: empty or truncated tar archive", arch);
 		goto err_free_list;
 	}
-	free(longname);
-	free(paxpath);
-	*out = v;
-	*nout = n;
+	free(w.longname);
+	free(w.paxpath);
+	*out = w.v;
+	*nout = w.n;
 	return 0;
 
 err_free_list:
-	free(longname);
-	free(paxpath);
-	for (size_t i = 0; i < n; i++)
-		free(v[i].name);
-	free(v);
+	free(w.longname);
+	free(w.paxpath);
+	for (size_t i = 0; i < w.n; i++)
+		free(w.v[i].name);
+	free(w.v);
 	return r;
 }

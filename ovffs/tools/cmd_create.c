@@ -347,7 +347,113 @@ static bool parse_os(const char *s, struct vm_spec *vm)
 	return true;
 }
 
-int cmd_create(int argc, char **argv)
+/* What the command line asks for. */
+struct create_args {
+	struct vm_spec vm;
+	const char *disks[MAX_DISKS], *nets[16];
+	int nd;
+	const char *out;
+};
+
+/* One option c (with optarg) into a; -1 when it is taken, else the exit
+   status to stop with (0 for --list-os and --help, 2 for bad usage). */
+static int parse_option(int c, struct create_args *a, const char **os_desc,
+			bool *ctl_given)
+{
+	struct vm_spec *vm = &a->vm;
+	char *end;
+	unsigned long v;
+
+	switch (c) {
+	case 'n':
+		vm->name = optarg;
+		break;
+	case 'c':
+		errno = 0;
+		v = strtoul(optarg, &end, 10);
+		if (errno || *end || end == optarg || !v || v > 768 || *optarg == '-') {
+			fprintf(stderr, "ovf create: --cpus \"%s\": expected a number from 1 to 768\n", optarg);
+			return 2;
+		}
+		vm->cpus = (unsigned)v;
+		break;
+	case 'm':
+		if (!parse_memory(optarg, &vm->memory_mib)) {
+			fprintf(stderr, "ovf create: --memory \"%s\": expected MiB as a positive number, optionally with M or G\n", optarg);
+			return 2;
+		}
+		break;
+	case 'd':
+		if (a->nd == MAX_DISKS) {
+			fprintf(stderr, "ovf create: at most %d disks\n", MAX_DISKS);
+			return 2;
+		}
+		a->disks[a->nd++] = optarg;
+		break;
+	case 'N':
+		if (vm->nnetworks == 16) {
+			fprintf(stderr, "ovf create: at most 16 networks\n");
+			return 2;
+		}
+		a->nets[vm->nnetworks++] = optarg;
+		break;
+	case 'V':
+		if (strcmp(optarg, "1") && strcmp(optarg, "2")) {
+			fprintf(stderr, "ovf create: --ovf-version \"%s\": expected 1 or 2\n", optarg);
+			return 2;
+		}
+		vm->version = optarg[0] - '0';
+		break;
+	case 'o':
+		if (!parse_os(optarg, vm)) {
+			fprintf(stderr, "ovf create: --os \"%s\": expected a name from --list-os or a CIM OsType number 0-65535\n", optarg);
+			return 2;
+		}
+		break;
+	case 'D':
+		*os_desc = optarg;
+		break;
+	case 't': {
+		size_t i, n = sizeof(nic_kinds) / sizeof(nic_kinds[0]);
+
+		for (i = 0; i < n && strcasecmp(optarg, nic_kinds[i].name); i++)
+			;
+		if (i == n) {
+			fprintf(stderr, "ovf create: --nic-type \"%s\": expected e1000, e1000e, vmxnet3, virtio or pcnet32\n", optarg);
+			return 2;
+		}
+		vm->nic_subtype = nic_kinds[i].subtype;
+		break;
+	}
+	case 'C': {
+		size_t i, n = sizeof(ctl_kinds) / sizeof(ctl_kinds[0]);
+
+		for (i = 0; i < n && strcasecmp(optarg, ctl_kinds[i].name); i++)
+			;
+		if (i == n) {
+			fprintf(stderr, "ovf create: --controller \"%s\": expected lsilogic, lsilogicsas, pvscsi, buslogic, ide, sata or nvme\n", optarg);
+			return 2;
+		}
+		vm->ctl = &ctl_kinds[i];
+		*ctl_given = true;
+		break;
+	}
+	case 'L':
+		list_os();
+		return 0;
+	case 'h':
+		create_help();
+		return 0;
+	default:
+		create_usage(stderr);
+		return 2;
+	}
+	return -1;
+}
+
+/* The command line into a, defaults filled in and checked against each
+   other; -1 to go on, else the exit status to stop with. */
+static int parse_args(int argc, char **argv, struct create_args *a)
 {
 	static const struct option opts[] = {
 		{ "name", required_argument, NULL, 'n' },
@@ -364,205 +470,150 @@ int cmd_create(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *disks[MAX_DISKS], *nets[16];
-	struct vm_spec vm = { .version = 1 };
-	struct disk_job jobs[MAX_DISKS] = { { 0 } };
-	int nd = 0, done = 0, c, r = 1;
-	bool ctl_given = false;
-	char *work = NULL, *path = NULL, desc_hex[EVP_MAX_MD_SIZE * 2 + 1];
-	const char *out;
-	bool ova;
-	struct stat st;
-
+	struct vm_spec *vm = &a->vm;
 	const char *os_desc = NULL;
+	bool ctl_given = false;
+	int c, rc;
 
-	vm.networks = nets;
-	parse_os(DEFAULT_OS, &vm);
-	vm.nic_subtype = nic_kinds[0].subtype;
-	vm.ctl = &ctl_kinds[0];
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		char *end;
-		unsigned long v;
-
-		switch (c) {
-		case 'n':
-			vm.name = optarg;
-			break;
-		case 'c':
-			errno = 0;
-			v = strtoul(optarg, &end, 10);
-			if (errno || *end || end == optarg || !v || v > 768 || *optarg == '-') {
-				fprintf(stderr, "ovf create: --cpus \"%s\": expected a number from 1 to 768\n", optarg);
-				return 2;
-			}
-			vm.cpus = (unsigned)v;
-			break;
-		case 'm':
-			if (!parse_memory(optarg, &vm.memory_mib)) {
-				fprintf(stderr, "ovf create: --memory \"%s\": expected MiB as a positive number, optionally with M or G\n", optarg);
-				return 2;
-			}
-			break;
-		case 'd':
-			if (nd == MAX_DISKS) {
-				fprintf(stderr, "ovf create: at most %d disks\n", MAX_DISKS);
-				return 2;
-			}
-			disks[nd++] = optarg;
-			break;
-		case 'N':
-			if (vm.nnetworks == 16) {
-				fprintf(stderr, "ovf create: at most 16 networks\n");
-				return 2;
-			}
-			nets[vm.nnetworks++] = optarg;
-			break;
-		case 'V':
-			if (strcmp(optarg, "1") && strcmp(optarg, "2")) {
-				fprintf(stderr, "ovf create: --ovf-version \"%s\": expected 1 or 2\n", optarg);
-				return 2;
-			}
-			vm.version = optarg[0] - '0';
-			break;
-		case 'o':
-			if (!parse_os(optarg, &vm)) {
-				fprintf(stderr, "ovf create: --os \"%s\": expected a name from --list-os or a CIM OsType number 0-65535\n", optarg);
-				return 2;
-			}
-			break;
-		case 'D':
-			os_desc = optarg;
-			break;
-		case 't': {
-			size_t i, n = sizeof(nic_kinds) / sizeof(nic_kinds[0]);
-
-			for (i = 0; i < n && strcasecmp(optarg, nic_kinds[i].name); i++)
-				;
-			if (i == n) {
-				fprintf(stderr, "ovf create: --nic-type \"%s\": expected e1000, e1000e, vmxnet3, virtio or pcnet32\n", optarg);
-				return 2;
-			}
-			vm.nic_subtype = nic_kinds[i].subtype;
-			break;
-		}
-		case 'C': {
-			size_t i, n = sizeof(ctl_kinds) / sizeof(ctl_kinds[0]);
-
-			for (i = 0; i < n && strcasecmp(optarg, ctl_kinds[i].name); i++)
-				;
-			if (i == n) {
-				fprintf(stderr, "ovf create: --controller \"%s\": expected lsilogic, lsilogicsas, pvscsi, buslogic, ide, sata or nvme\n", optarg);
-				return 2;
-			}
-			vm.ctl = &ctl_kinds[i];
-			ctl_given = true;
-			break;
-		}
-		case 'L':
-			list_os();
-			return 0;
-		case 'h':
-			create_help();
-			return 0;
-		default:
-			create_usage(stderr);
-			return 2;
-		}
-	}
-	if (optind + 1 != argc || !vm.name || !vm.cpus || !vm.memory_mib || !nd) {
+	vm->version = 1;
+	vm->networks = a->nets;
+	parse_os(DEFAULT_OS, vm);
+	vm->nic_subtype = nic_kinds[0].subtype;
+	vm->ctl = &ctl_kinds[0];
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+		if ((rc = parse_option(c, a, &os_desc, &ctl_given)) >= 0)
+			return rc;
+	if (optind + 1 != argc || !vm->name || !vm->cpus || !vm->memory_mib || !a->nd) {
 		fprintf(stderr, "ovf create: --name, --cpus, --memory, at least one --disk and OUT are required\n");
 		create_usage(stderr);
 		return 2;
 	}
 	if (os_desc)
-		vm.os_description = os_desc;
+		vm->os_description = os_desc;
 	if (!ctl_given) {
-		const struct ctl_kind *k = disk_controller(disks[0]);
+		const struct ctl_kind *k = disk_controller(a->disks[0]);
 
 		if (k)
-			vm.ctl = k;
+			vm->ctl = k;
 	}
-	if (nd > vm.ctl->units * vm.ctl->ncontrollers) {
+	if (a->nd > vm->ctl->units * vm->ctl->ncontrollers) {
 		fprintf(stderr, "ovf create: --controller %s takes at most %d disks\n",
-			vm.ctl->name, vm.ctl->units * vm.ctl->ncontrollers);
+			vm->ctl->name, vm->ctl->units * vm->ctl->ncontrollers);
 		return 2;
 	}
-	if (!safe_name(vm.name)) {
-		fprintf(stderr, "ovf create: --name \"%s\": must be a file name (no '/')\n", vm.name);
+	if (!safe_name(vm->name)) {
+		fprintf(stderr, "ovf create: --name \"%s\": must be a file name (no '/')\n", vm->name);
 		return 2;
 	}
-	out = argv[optind];
-	if (lstat(out, &st) == 0) {
-		fprintf(stderr, "ovf create: %s already exists\n", out);
+	a->out = argv[optind];
+	return -1;
+}
+
+/* The folder the package is built in: OUT itself, or for an OVA a
+   temporary one next to it (OUT.tmp-XXXXXX). NULL with a message. */
+static char *make_work_dir(const char *out, bool ova)
+{
+	char *work = malloc(strlen(out) + 16);
+
+	if (!work)
+		return NULL;
+	if (ova) {
+		sprintf(work, "%s.tmp-XXXXXX", out);
+		if (mkdtemp(work))
+			return work;
+	} else {
+		strcpy(work, out);
+		if (mkdir(work, 0755) == 0)
+			return work;
+	}
+	fprintf(stderr, "ovf create: %s: %s\n", work, strerror(errno));
+	free(work);
+	return NULL;
+}
+
+/* The folder package in work: the disks converted, the descriptor and
+   the manifest. *done counts the disks written (for the clean-up). */
+static int write_folder(const char *work, const struct vm_spec *vm,
+			struct disk_job *jobs, int nd, int *done)
+{
+	char desc_hex[EVP_MAX_MD_SIZE * 2 + 1];
+	char *path = malloc(strlen(work) + strlen(vm->name) + 64);
+	int r = -1;
+
+	if (!path)
+		return -1;
+	for (; *done < nd; (*done)++) {
+		sprintf(path, "%s/%s", work, jobs[*done].href);
+		if (convert_to_file(&jobs[*done], path) < 0)
+			goto out;
+	}
+	sprintf(path, "%s/%s.ovf", work, vm->name);
+	if (write_descriptor(path, vm, jobs, nd, desc_hex) < 0)
+		goto out;
+	if (write_manifest(work, vm->name, desc_hex, jobs, nd) < 0)
+		goto out;
+	r = 0;
+out:
+	free(path);
+	return r;
+}
+
+int cmd_create(int argc, char **argv)
+{
+	struct create_args a = { .nd = 0 };
+	struct disk_job jobs[MAX_DISKS] = { { 0 } };
+	struct vm_spec *vm = &a.vm;
+	int done = 0, r = 1;
+	char *work = NULL;
+	bool ova;
+	struct stat st;
+
+	r = parse_args(argc, argv, &a);
+	if (r >= 0)
+		return r;
+	r = 1;
+	if (lstat(a.out, &st) == 0) {
+		fprintf(stderr, "ovf create: %s already exists\n", a.out);
 		return 1;
 	}
-	for (int i = 0; i < nd; i++)
-		if (stat(disks[i], &st) < 0) {
-			fprintf(stderr, "ovf create: --disk %s: %s\n", disks[i], strerror(errno));
+	for (int i = 0; i < a.nd; i++)
+		if (stat(a.disks[i], &st) < 0) {
+			fprintf(stderr, "ovf create: --disk %s: %s\n", a.disks[i], strerror(errno));
 			return 1;
 		}
-	ova = strlen(out) > 4 && !strcmp(out + strlen(out) - 4, ".ova");
-	if (ova) {
-		work = malloc(strlen(out) + 16);
-		if (!work)
-			goto out_free;
-		sprintf(work, "%s.tmp-XXXXXX", out);
-		if (!mkdtemp(work)) {
-			fprintf(stderr, "ovf create: %s: %s\n", work, strerror(errno));
-			goto out_free;
-		}
-	} else {
-		work = strdup(out);
-		if (!work)
-			goto out_free;
-		if (mkdir(work, 0755) < 0) {
-			fprintf(stderr, "ovf create: %s: %s\n", work, strerror(errno));
-			goto out_free;
-		}
-	}
-	for (int i = 0; i < nd; i++) {
-		jobs[i].src = disks[i];
-		jobs[i].adapter = vm.ctl->adapter;
-		jobs[i].href = malloc(strlen(vm.name) + 32);
+	ova = strlen(a.out) > 4 && !strcmp(a.out + strlen(a.out) - 4, ".ova");
+	work = make_work_dir(a.out, ova);
+	if (!work)
+		return 1;
+	for (int i = 0; i < a.nd; i++) {
+		jobs[i].src = a.disks[i];
+		jobs[i].adapter = vm->ctl->adapter;
+		jobs[i].href = malloc(strlen(vm->name) + 32);
 		if (!jobs[i].href)
 			goto err_remove;
-		sprintf(jobs[i].href, "%s-disk%d.vmdk", vm.name, i + 1);
+		sprintf(jobs[i].href, "%s-disk%d.vmdk", vm->name, i + 1);
 		/* the rule validate and pack apply to every href */
 		if (ovf_href_check(jobs[i].href) < 0) {
-			fprintf(stderr, "ovf create: --name \"%s\": %s\n", vm.name,
+			fprintf(stderr, "ovf create: --name \"%s\": %s\n", vm->name,
 				ovf_errmsg());
 			goto err_remove;
 		}
 	}
 	if (ova) {
-		if (create_build_ova(work, out, &vm, jobs, nd) < 0)
+		if (create_build_ova(work, a.out, vm, jobs, a.nd) < 0)
 			goto err_remove;
 		rmdir(work);
-		r = 0;
-		goto out_free;
+	} else if (write_folder(work, vm, jobs, a.nd, &done) < 0) {
+		goto err_remove;
 	}
-	path = malloc(strlen(work) + strlen(vm.name) + 64);
-	if (!path)
-		goto err_remove;
-	for (; done < nd; done++) {
-		sprintf(path, "%s/%s", work, jobs[done].href);
-		if (convert_to_file(&jobs[done], path) < 0)
-			goto err_remove;
-	}
-	sprintf(path, "%s/%s.ovf", work, vm.name);
-	if (write_descriptor(path, &vm, jobs, nd, desc_hex) < 0)
-		goto err_remove;
-	if (write_manifest(work, vm.name, desc_hex, jobs, nd) < 0)
-		goto err_remove;
 	r = 0;
 	goto out_free;
 
 err_remove:
-	remove_work(work, vm.name, jobs, done);
+	remove_work(work, vm->name, jobs, done);
 out_free:
-	for (int i = 0; i < nd; i++)
+	for (int i = 0; i < a.nd; i++)
 		free(jobs[i].href);
-	free(path);
 	free(work);
 	return r;
 }

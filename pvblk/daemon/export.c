@@ -152,15 +152,15 @@ int pvblk_export_open(struct pvblk_export *e, const char *image,
 	e->size = in.size;
 	if (in.read_only)
 		e->read_only = true;
-	/* A stream holds one compressed record per grain: a guest that
-	   rewrites a block gets an I/O error. Say so before it happens. */
-	if (!e->read_only && !e->snapshot_child && in.subformat &&
-	    !strcmp(in.subformat, "streamOptimized"))
-		pvblk_log("warning: %s is streamOptimized: each grain can be "
+	/* A compressed image (a stream) holds one compressed record per
+	   grain: a guest that rewrites a block gets an I/O error. Say so
+	   before it happens. */
+	if (!e->read_only && !e->snapshot_child && in.compressed)
+		pvblk_log("warning: %s is %s: each grain can be "
 			  "written once, so a guest that rewrites a block gets "
 			  "an I/O error; serve it with -o snapshot (writes go "
 			  "to a delta child) or convert it to monolithicSparse",
-			  image);
+			  image, in.subformat ? in.subformat : "compressed");
 	return 0;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * check.c - bdev_check: finds the sparse extents of a VMDK (through the
+ * check.c - the VMDK driver's check op (bdev_check): finds the sparse extents of a VMDK (through the
  * open image, or from the descriptor when the engine refuses to open it)
  * and hands each file to its kind's check (the `check` op of struct
  * vmdk_extent_ops: extent_sparse.c for hosted sparse and streams,
@@ -170,10 +170,13 @@ static int check_unopened(struct vmdk_check_ctx *c, const char *path, unsigned r
 	return 0;
 }
 
-int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
+/* The check op of the VMDK driver (bdev_check of a file that probed as a
+   VMDK); see vmdk.h. */
+int vmdk_check(const char *path, unsigned repair, struct bdev_check_result *r,
 	       void (*report)(void *opaque, const char *line), void *opaque)
 {
-	struct bdev_open_opts o = { .flags = BDEV_O_SHARE | BDEV_O_NO_BACKING };
+	struct bdev_open_opts o = { .flags = BDEV_O_SHARE | BDEV_O_NO_BACKING,
+				    .format = "vmdk" };
 	struct vmdk_check_ctx c = { r, report, opaque };
 	struct bdev *b;
 	struct bdev_info in;
@@ -188,8 +191,6 @@ int bdev_check(const char *path, unsigned repair, struct bdev_check_result *r,
 	if (ret < 0)
 		return check_unopened(&c, path, repair, ret);
 	ret = bdev_get_info(b, &in);
-	if (ret == 0 && strcmp(in.format, "vmdk"))
-		ret = bdev_err(-ENOTSUP, "%s: only VMDK images can be checked", path);
 	if (ret == 0) {
 		paths = calloc(in.extent_count + 1, sizeof(*paths));
 		sizes = calloc(in.extent_count + 1, sizeof(*sizes));

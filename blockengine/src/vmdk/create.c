@@ -867,6 +867,28 @@ static int validate(const char *path, struct bdev_create_opts *o,
 	return 0;
 }
 
+/* See create.h: a file region holds one file of a size known only at the
+   end, so a monolithic subformat without a parent. */
+int vmdk_region_opts(const char *name, struct bdev_create_opts *o,
+		     bool observe)
+{
+	if (!o->subformat)
+		o->subformat = "monolithicSparse";
+	if (strcmp(o->subformat, "monolithicSparse") &&
+	    strcmp(o->subformat, "streamOptimized"))
+		return bdev_err(-EINVAL, "%s: a %s image has several files or sizes "
+				"its file; a file region takes streamOptimized or "
+				"monolithicSparse", name, o->subformat);
+	if (o->backing)
+		return bdev_err(-EINVAL, "%s: a delta disk names its parent relative "
+				"to its own file; create it at a path", name);
+	if (observe && strcmp(o->subformat, "streamOptimized"))
+		return bdev_err(-EINVAL, "%s: an observer needs streamOptimized, the "
+				"subformat written front to back (monolithicSparse "
+				"writes its tables in place at close)", name);
+	return 0;
+}
+
 /* Create path (or fill t's region) as o says and return its writer. */
 int vmdk_writer_new(const char *path, const struct bdev_create_opts *opts,
 		    const struct writer_target *t, struct bdev_writer **out)

@@ -755,4 +755,6 @@ const struct bdev_format bdev_format_vmdk = {
 	.thaw = vmdk_thaw_layer,
 	.grow = vmdk_grow,
 	.finish = vmdk_finish,
+	.resize = vmdk_resize,
+	.check = vmdk_check,
 };

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * resize.c - bdev_resize: change the virtual size of a VMDK in place.
+ * resize.c - the VMDK driver's resize op (bdev_resize): change the virtual
+ * size of a VMDK in place.
  *
  * What is supported:
  *  - flat kinds (monolithicFlat, vmfs, twoGbMaxExtentFlat): the last
@@ -653,77 +654,43 @@ out:
 	return ret;
 }
 
-/* Change the virtual size of the VMDK at path; see blockengine.h. */
-int bdev_resize(const char *path, uint64_t new_size, unsigned flags)
+/* The resize op of the VMDK driver: b is open read-write without its
+   parents, new_size a positive multiple of 512; see blockengine.h. */
+int vmdk_resize(struct bdev *b, uint64_t new_size, unsigned flags)
 {
-	struct bdev_open_opts o = { .flags = BDEV_O_RDWR | BDEV_O_NO_BACKING };
-	struct bdev *b;
-	const char *sf;
-	int ret, r;
+	const char *path = b->filename;
+	const char *sf = b->info.subformat ? b->info.subformat : "";
 
-	bdev_err_clear();
-	if (!path)
-		return bdev_err(-EINVAL, "bdev_resize: no path");
-	if (!new_size || new_size % 512)
-		return bdev_err(-EINVAL, "%s: new size %" PRIu64 " is not a positive "
-				"multiple of 512 bytes", path, new_size);
 	if (new_size / 512 > VMDK_MAX_CAPACITY_SECTORS)
 		return bdev_err(-EFBIG, "%s: size %" PRIu64 " exceeds the VMDK limit",
 				path, new_size);
-	/* the exclusive locks keep every other writer and reader out */
-	ret = bdev_open(path, &o, &b);
-	if (ret < 0)
-		return ret;
-	sf = b->info.subformat ? b->info.subformat : "";
-	if (b->fmt == &bdev_format_raw && new_size >= b->info.size)
-		ret = bdev_grow(b, new_size);
-	else if (b->fmt == &bdev_format_raw && !(flags & BDEV_RESIZE_SHRINK))
-		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than the "
-			       "disk (%" PRIu64 " bytes); shrinking needs --shrink",
-			       path, new_size, b->info.size);
-	else if (b->fmt == &bdev_format_raw)
-		ret = raw_source(b)->ops->truncate ?
-		      raw_source(b)->ops->truncate(raw_source(b), new_size) :
-		      bdev_err(-ENOTSUP, "%s: cannot be truncated", path);
-	else if (strcmp(b->info.format, "vmdk"))
-		ret = bdev_err(-ENOTSUP, "%s: only VMDK and raw images are resized "
-			       "here (format %s)", path, b->info.format);
-	else if (b->info.parent_hint)
-		ret = bdev_err(-ENOTSUP, "%s: a delta disk has its parent's size; "
-			       "resize the parent and make a new delta", path);
-	else if (new_size == b->info.size && strcmp(sf, "monolithicSparse"))
-		ret = 0; /* (a monolithicSparse one rewrites its descriptor: a
-			    grow cut short after the header left it behind) */
-	else if (new_size < b->info.size && !(flags & BDEV_RESIZE_SHRINK))
-		ret = bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than the "
-			       "disk (%" PRIu64 " bytes); shrinking needs --shrink",
-			       path, new_size, b->info.size);
-	else if (!strcmp(sf, "monolithicFlat") || !strcmp(sf, "vmfs") ||
-		 !strcmp(sf, "twoGbMaxExtentFlat"))
-		ret = resize_flat(b, path, new_size, flags);
-	else if (!strcmp(sf, "monolithicSparse"))
-		ret = resize_sparse(b, path, new_size);
-	else if (!strcmp(sf, "twoGbMaxExtentSparse"))
-		ret = resize_split_sparse(b, path, new_size);
-	else if (!strcmp(sf, "streamOptimized"))
-		ret = bdev_err(-ENOTSUP, "%s: resizing streamOptimized images is not "
-			       "supported: the stream is append-only and its tables "
-			       "are written once at the end; convert to "
-			       "monolithicSparse, resize, convert back", path);
-	else if (!strcmp(sf, "vmfsSparse") || !strcmp(sf, "seSparse"))
-		ret = bdev_err(-ENOTSUP, "%s: resizing %s images is not supported: "
-			       "they are ESXi delta disks, sized by their parent",
-			       path, sf);
-	else
-		ret = bdev_err(-ENOTSUP, "%s: resizing %s images is not supported "
-			       "(monolithicFlat, vmfs, twoGbMaxExtentFlat, "
-			       "monolithicSparse and twoGbMaxExtentSparse are)", path, sf);
-	if (ret < 0) {
-		char why[1024];
-		snprintf(why, sizeof(why), "%s", bdev_errmsg());
-		bdev_close(b);
-		return bdev_err(ret, "%s", why);
-	}
-	r = bdev_close(b);
-	return r;
+	if (b->info.parent_hint)
+		return bdev_err(-ENOTSUP, "%s: a delta disk has its parent's size; "
+				"resize the parent and make a new delta", path);
+	if (new_size == b->info.size && strcmp(sf, "monolithicSparse"))
+		return 0; /* (a monolithicSparse one rewrites its descriptor: a
+			     grow cut short after the header left it behind) */
+	if (new_size < b->info.size && !(flags & BDEV_RESIZE_SHRINK))
+		return bdev_err(-EINVAL, "%s: %" PRIu64 " bytes is smaller than the "
+				"disk (%" PRIu64 " bytes); shrinking needs --shrink",
+				path, new_size, b->info.size);
+	if (!strcmp(sf, "monolithicFlat") || !strcmp(sf, "vmfs") ||
+	    !strcmp(sf, "twoGbMaxExtentFlat"))
+		return resize_flat(b, path, new_size, flags);
+	if (!strcmp(sf, "monolithicSparse"))
+		return resize_sparse(b, path, new_size);
+	if (!strcmp(sf, "twoGbMaxExtentSparse"))
+		return resize_split_sparse(b, path, new_size);
+	if (!strcmp(sf, "streamOptimized"))
+		return bdev_err(-ENOTSUP, "%s: resizing streamOptimized images is not "
+				"supported: the stream is append-only and its tables "
+				"are written once at the end; convert to "
+				"monolithicSparse, resize, convert back", path);
+	if (!strcmp(sf, "vmfsSparse") || !strcmp(sf, "seSparse"))
+		return bdev_err(-ENOTSUP, "%s: resizing %s images is not supported: "
+				"they are ESXi delta disks, sized by their parent",
+				path, sf);
+	return bdev_err(-ENOTSUP, "%s: resizing %s images is not supported "
+			"(monolithicFlat, vmfs, twoGbMaxExtentFlat, "
+			"monolithicSparse and twoGbMaxExtentSparse are)", path, sf);
 }

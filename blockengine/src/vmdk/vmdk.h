@@ -377,6 +377,11 @@ int vmdk_finish(struct bdev *b);
 int vmdk_flush(struct bdev *b);
 /* grow.c: the grow op (struct bdev_format.grow). */
 int vmdk_grow(struct bdev *b, uint64_t new_size);
+/* resize.c: the resize op (struct bdev_format.resize, bdev_resize). */
+int vmdk_resize(struct bdev *b, uint64_t new_size, unsigned flags);
+/* check.c: the check op (struct bdev_format.check, bdev_check). */
+int vmdk_check(const char *path, unsigned repair, struct bdev_check_result *r,
+	       void (*report)(void *opaque, const char *line), void *opaque);
 
 /* write_common.c: shared by both write paths; the lookup also by the map. */
 /* The extent holding virtual byte off, or NULL. */
