@@ -542,3 +542,60 @@ def test_polling_queue_skips_kicks_and_sleeps_when_idle(server):
     time.sleep(1.0)
     assert cpu_seconds(p.pid) - c0 < 0.1, "an idle queue keeps polling"
     f.s.close()
+
+
+@pytest.mark.parametrize("where", ["path", "abstract"])
+def test_ready_and_stopping_reach_the_service_manager(tmp_path, where):
+    """As a systemd Type=notify service: READY=1 arrives on $NOTIFY_SOCKET
+    only once every socket accepts, STOPPING=1 on SIGTERM, then exit 0."""
+    img = tmp_path / "d.raw"
+    img.write_bytes(bytes(1 << 20))
+    sock, api = str(tmp_path / "vu.sock"), str(tmp_path / "api.sock")
+    nbd = str(tmp_path / "nbd.sock")
+    mgr = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if where == "path":
+        name = str(tmp_path / "notify")
+        mgr.bind(name)
+    else:
+        name = "@ovk-test-notify-%d" % os.getpid()
+        mgr.bind("\0" + name[1:])
+    mgr.settimeout(20)
+    env = dict(os.environ, NOTIFY_SOCKET=name)
+    p = subprocess.Popen([tool("pvblk"), "--vhost-user-blk", sock,
+                          "--nbd", "unix:" + nbd, "--api-socket", api,
+                          str(img)], env=env, stderr=subprocess.PIPE)
+    try:
+        assert mgr.recv(256) == b"READY=1"
+        for path in (sock, api, nbd):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)   # each one accepts by now
+            s.close()
+        p.send_signal(signal.SIGTERM)
+        assert mgr.recv(256) == b"STOPPING=1"
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        mgr.close()
+
+
+def test_bad_notify_socket_is_named_and_serving_goes_on(tmp_path):
+    img = tmp_path / "d.raw"
+    img.write_bytes(bytes(1 << 20))
+    sock = str(tmp_path / "vu.sock")
+    env = dict(os.environ, NOTIFY_SOCKET="relative/notify")
+    p = subprocess.Popen([tool("pvblk"), "--vhost-user-blk", sock,
+                          str(img)], env=env, stderr=subprocess.PIPE,
+                         text=True)
+    for _ in range(500):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.02)
+    f = Front(sock)
+    assert f.get_u64(GET_FEATURES) & F_PROTOCOL
+    f.s.close()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0
+    err = p.stderr.read()
+    assert "NOTIFY_SOCKET=relative/notify: expected an absolute path" in err

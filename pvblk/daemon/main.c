@@ -117,6 +117,10 @@ static const char usage_text[] =
 "  qemu-img info 'nbd+unix:///?socket=/run/disk0.nbd'\n"
 "  nbdinfo --map 'nbd+unix:///?socket=/run/disk0.nbd'\n"
 "\n"
+"As a service: pvblk stays in the foreground and logs to stderr; under\n"
+"systemd use Type=notify: with $NOTIFY_SOCKET set it sends READY=1 once\n"
+"every socket accepts and STOPPING=1 on SIGTERM (docs/pvblk@.service).\n"
+"\n"
 "Exit status: 0 after a clean stop, 1 on a usage error or when the image\n"
 "or a socket cannot be opened, 2 when closing the image failed.\n";
 
@@ -341,9 +345,12 @@ int main(int argc, char **argv)
 		}
 		pvblk_log("control socket at %s", c.api_socket);
 	}
+	/* every socket accepts: a Type=notify service is up */
+	pvblk_service_notify("READY=1");
 	while (sigwait(&stop_set, &sig) == 0 && sig == SIGHUP)
 		; /* nothing to reload yet */
 	pvblk_log("%s: stopping", strsignal(sig));
+	pvblk_service_notify("STOPPING=1");
 stop:
 	pvblk_ctl_stop(ctl);
 	while (started) {

@@ -129,5 +129,8 @@ int pvblk_export_close(struct pvblk_export *e, bool discard);
 
 /* Log a line to stderr as "pvblk: ...". */
 void pvblk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Sends state ("READY=1", "STOPPING=1", ...) to the service manager at
+   $NOTIFY_SOCKET (sd_notify's protocol), if set; 0 or -errno, logged. */
+int pvblk_service_notify(const char *state);
 
 #endif /* OVK_PVBLK_H */
