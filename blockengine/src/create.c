@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -303,6 +304,79 @@ void bdev_writer_abort(struct bdev_writer *w)
 {
 	if (w)
 		w->abort(w);
+}
+
+/* path's folder, for an unnamed file in it ("." when path has none). */
+static char *folder_of(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	if (!s)
+		return strdup(".");
+	if (s == path)
+		return strdup("/");
+	return strndup(path, (size_t)(s - path));
+}
+
+int create_whole(const char *path, const struct bdev_create_opts *o)
+{
+	struct writer_target t = { .fd = -1 };
+	struct bdev_create_opts d, probe;
+	const struct create_kind *k;
+	struct bdev_writer *w;
+	char proc[64], *dir;
+	uint64_t length;
+	int ret;
+
+	bdev_err_clear();
+	ret = check_opts(path, o, &d);
+	if (ret < 0)
+		return ret;
+	/* only a single-file image can be made whole before it has a name:
+	   ask the format whether this one is (its region rules, the parent
+	   aside, which is named relative to path all the same) */
+	k = create_kind(d.format);
+	probe = d;
+	probe.backing = NULL;
+	if (bsrc_is_rbd_name(path) || !k->region_opts ||
+	    k->region_opts(path, &probe, false) < 0) {
+		bdev_err_clear();
+		return bdev_create(path, o);
+	}
+	d.subformat = probe.subformat;
+	dir = folder_of(path);
+	if (!dir)
+		return bdev_err(-ENOMEM, "%s: out of memory", path);
+	t.fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+	if (t.fd < 0) {
+		int e = errno;
+
+		if (e == EOPNOTSUPP || e == EISDIR || e == EINVAL) {
+			free(dir);
+			return bdev_create(path, o); /* no unnamed files here */
+		}
+		ret = bdev_err(-e, "%s: cannot make a new file in %s: %s",
+			       path, dir, strerror(e));
+		free(dir);
+		return ret;
+	}
+	free(dir);
+	ret = vmdk_writer_new(path, &d, &t, &w);
+	if (ret == 0)
+		ret = w->finish(w, &length);
+	if (ret == 0 && fsync(t.fd) < 0)
+		ret = bdev_err(-errno, "%s: fsync of the new image failed: %s",
+			       path, strerror(errno));
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t.fd);
+	if (ret == 0 &&
+	    linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0)
+		ret = errno == EEXIST
+			? bdev_err(-EEXIST, "%s: file exists; refusing to "
+				   "overwrite it", path)
+			: bdev_err(-errno, "%s: cannot put the new image in "
+				   "place: %s", path, strerror(errno));
+	close(t.fd);
+	return ret;
 }
 
 int bdev_create(const char *path, const struct bdev_create_opts *o)

@@ -44,6 +44,16 @@ int vmdk_writer_new(const char *path, const struct bdev_create_opts *o,
 int vmdk_region_opts(const char *name, struct bdev_create_opts *o,
 		     bool observe);
 
+/*
+ * bdev_create, except that path appears whole or not at all, so that a
+ * kill -9 in the middle leaves no half-made image to trip over: a
+ * single-file image is written into an unnamed file (O_TMPFILE) in path's
+ * folder, synced, then linked at path (-EEXIST if something is there).
+ * Other images, and filesystems without O_TMPFILE, get bdev_create.
+ * The caller syncs the folder.
+ */
+int create_whole(const char *path, const struct bdev_create_opts *o);
+
 /* Create path with O_EXCL; -errno with a message naming it. */
 int create_excl(const char *path, int *fd);
 /* pwrite all of buf at off; -errno with a message naming name. */

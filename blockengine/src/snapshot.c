@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "create.h"
 #include "internal.h"
 
 #define COMMIT_CHUNK (1u << 20)
@@ -249,7 +250,8 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	co.subformat = "monolithicSparse";
 	co.size = b->info.size;
 	co.backing = b->filename;
-	ret = bdev_create(child_path, &co);
+	/* whole or not at all: a kill while it is made leaves no child */
+	ret = create_whole(child_path, &co);
 	if (ret < 0)
 		return ret;
 	ret = sync_parent_dir(child_path);
