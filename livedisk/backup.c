@@ -486,24 +486,16 @@ int cmd_backup(const struct ovkdisk_opts *o, const char *sock_arg,
 	m = load_manifest(".");
 	if (!m)
 		goto out;
-	req = json_pack("{s:s}", "command", "status");
-	status = ctl_call(sock, req, err, sizeof(err));
-	json_decref(req);
-	if (!status) {
-		fprintf(stderr, "ovkdisk: status: %s\n", err);
+	status = ctl_command(sock, "status");
+	if (!status)
 		goto out;
-	}
 	if (release_leftover(sock, status) < 0)
 		goto out;
 	/* status again: the release may have deleted a checkpoint */
 	json_decref(status);
-	req = json_pack("{s:s}", "command", "status");
-	status = ctl_call(sock, req, err, sizeof(err));
-	json_decref(req);
-	if (!status) {
-		fprintf(stderr, "ovkdisk: status: %s\n", err);
+	status = ctl_command(sock, "status");
+	if (!status)
 		goto out;
-	}
 	delete_stale_checkpoints(sock, m, status);
 	remove_leftovers(m);
 	j.size = (uint64_t)json_integer_value(json_object_get(status, "size"));

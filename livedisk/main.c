@@ -173,18 +173,6 @@ static int run(char *const argv[])
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
 }
 
-static json_t *call(const char *sock, const char *cmd)
-{
-	json_t *req = json_pack("{s:s}", "command", cmd), *r;
-	char err[1024];
-
-	r = ctl_call(sock, req, err, sizeof(err));
-	json_decref(req);
-	if (!r)
-		fprintf(stderr, "ovkdisk: %s: %s\n", cmd, err);
-	return r;
-}
-
 static int cmd_view(const struct ovkdisk_opts *o, const char *sock,
 		    const char *mnt)
 {
@@ -194,7 +182,7 @@ static int cmd_view(const struct ovkdisk_opts *o, const char *sock,
 
 	if (o->quiesce && run_quiesce(o->quiesce) < 0)
 		return 1;
-	r = call(sock, "view-create");
+	r = ctl_command(sock, "view-create");
 	if (!r)
 		return 1;
 	path = json_string_value(json_object_get(r, "path"));
@@ -206,7 +194,7 @@ static int cmd_view(const struct ovkdisk_opts *o, const char *sock,
 			fprintf(stderr, "ovkdisk: %s could not mount the view "
 				"%s at %s; releasing it\n", argv[0], path, mnt);
 			json_decref(r);
-			json_decref(call(sock, "view-release"));
+			json_decref(ctl_command(sock, "view-release"));
 			return 1;
 		}
 	}

@@ -38,6 +38,9 @@ struct ovkdisk_opts {
    the reply line). Returns the "return" object (new reference) or NULL
    with the daemon's error (or what went wrong) in err. */
 json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen);
+/* ctl_call of {"command": cmd} alone; a failure is printed ("ovkdisk:
+   CMD: why") and gives NULL. */
+json_t *ctl_command(const char *path, const char *cmd);
 /* Name disk (an ovkvm socket's disk index) in every request from now on:
    ctl_call adds "disk": disk to req. */
 void ctl_set_disk(int disk);

@@ -264,3 +264,15 @@ err:
 	unlink(tmp);
 	return ret;
 }
+
+json_t *ctl_command(const char *path, const char *cmd)
+{
+	json_t *req = json_pack("{s:s}", "command", cmd), *r;
+	char err[1024];
+
+	r = ctl_call(path, req, err, sizeof(err));
+	json_decref(req);
+	if (!r)
+		fprintf(stderr, "ovkdisk: %s: %s\n", cmd, err);
+	return r;
+}
