@@ -300,6 +300,26 @@ static int status_of(int ret)
 						       : 500;
 }
 
+void rf_power_events(struct mgmt *m)
+{
+	for (unsigned i = 0; i < inv_count(m->inv); i++) {
+		struct vm *vm = inv_at(m->inv, i);
+		char uri[300];
+
+		if (vm->power == vm->power_told)
+			continue;
+		vm->power_told = vm->power;
+		snprintf(uri, sizeof(uri), SYSTEMS "/%s", vm->id);
+		events_publish("ResourceEvent.1.0.ResourceChanged", "OK", uri,
+			       json_pack("[]"), json_pack(
+			       "{s:s, s:s, s:s}", "System", vm->id,
+			       "PowerState", vm_power_name(vm->power),
+			       "Reason", vm->last_event ? vm->last_event : ""),
+			       "The power state of %s is now %s.", vm->id,
+			       vm_power_name(vm->power));
+	}
+}
+
 static void reset(struct mgmt *m, struct vm *vm, const char *body,
 		  size_t len, struct rf_reply *r)
 {
@@ -350,6 +370,7 @@ static void reset(struct mgmt *m, struct vm *vm, const char *body,
 		r->status = 204;
 	}
 	inv_save(m->inv, vm);
+	rf_power_events(m);
 	json_decref(o);
 }
 
@@ -432,6 +453,7 @@ static void deploy(struct mgmt *m, const char *body, size_t len,
 						      : "On%s", err) < 0)
 			vm->last_event = NULL;
 		inv_save(m->inv, vm);
+		rf_power_events(m);
 	}
 	snprintf(r->location, sizeof(r->location), SYSTEMS "/%s", vm->id);
 	reply_json(r, 201, system_json(m, vm));

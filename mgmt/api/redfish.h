@@ -78,6 +78,13 @@ void rf_handle(struct mgmt *m, const char *method, const char *path,
 	       const char *body, size_t body_len, unsigned flags,
 	       struct rf_reply *out);
 
+/* An event (ResourceEvent.1.0.ResourceChanged) for each VM whose power
+   state differs from the one its last event told, whoever changed it: an
+   action (called as the action ends, so an Off and On in quick succession
+   are two events each) or the monitor (a guest that powered off, a VMM
+   that crashed). Called with m->lock held. */
+void rf_power_events(struct mgmt *m);
+
 /* Whether path is answered without the inventory (TaskService,
    EventService): then rf_handle is called without m->lock, so a task is
    watched while a job holds the lock. */

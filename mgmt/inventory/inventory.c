@@ -76,7 +76,7 @@ bool vm_proc_alive(const struct vm_proc *p)
 	return p->pid > 0 && p->start && proc_start_time(p->pid) == p->start;
 }
 
-static const char *power_name(enum vm_power p)
+const char *vm_power_name(enum vm_power p)
 {
 	return p == VM_ON ? "On" : p == VM_PAUSED ? "Paused" : "Off";
 }
@@ -115,7 +115,7 @@ static json_t *vm_to_json(const struct vm *vm)
 		json_object_set_new(o, "initrd", json_string(vm->initrd));
 	if (vm->cmdline)
 		json_object_set_new(o, "cmdline", json_string(vm->cmdline));
-	json_object_set_new(o, "power", json_string(power_name(vm->power)));
+	json_object_set_new(o, "power", json_string(vm_power_name(vm->power)));
 	json_object_set_new(o, "vmm", proc_json(&vm->vmm));
 	json_object_set_new(o, "blk", blk);
 	if (vm->last_event)

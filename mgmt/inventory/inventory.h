@@ -20,6 +20,9 @@
 
 enum vm_power { VM_OFF, VM_ON, VM_PAUSED };
 
+/* "On", "Off" or "Paused": Redfish's PowerState names. */
+const char *vm_power_name(enum vm_power p);
+
 struct vm_disk {
 	char *path;    /* the image the VM writes (absolute) */
 	char *source;  /* where it came from (package member), or NULL */

@@ -354,33 +354,6 @@ static void reap_vm_procs(void)
 	}
 }
 
-static const char *power_name(enum vm_power p)
-{
-	return p == VM_ON ? "On" : p == VM_PAUSED ? "Paused" : "Off";
-}
-
-/* An event for each VM whose power state changed since the last one told
-   (whoever changed it: an action, the guest, a crash). */
-static void power_events(void)
-{
-	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
-		struct vm *vm = inv_at(g_m.inv, i);
-		char uri[300];
-
-		if (vm->power == vm->power_told)
-			continue;
-		vm->power_told = vm->power;
-		snprintf(uri, sizeof(uri), "/redfish/v1/Systems/%s", vm->id);
-		events_publish("ResourceEvent.1.0.ResourceChanged", "OK", uri,
-			       json_pack("[]"), json_pack(
-			       "{s:s, s:s, s:s}", "System", vm->id,
-			       "PowerState", power_name(vm->power), "Reason",
-			       vm->last_event ? vm->last_event : ""),
-			       "The power state of %s is now %s.", vm->id,
-			       power_name(vm->power));
-	}
-}
-
 /* Watch the VMs: a VMM that went away (the guest powered off) gets its
    disk servers stopped and its record set Off; every power change is an
    event. */
@@ -403,7 +376,7 @@ static void *monitor(void *arg)
 				say("%s: powered off (the VMM exited)", vm->id);
 			}
 		}
-		power_events();
+		rf_power_events(&g_m);
 		pthread_mutex_unlock(&g_lock);
 	}
 	return NULL;

@@ -455,6 +455,7 @@ static void deploy_run(struct task *t, void *arg)
 				     "failed: %s" : "On%s", err) < 0)
 				vm->last_event = NULL;
 			inv_save(j->m->inv, vm);
+			rf_power_events(j->m);
 			if (ret < 0)
 				task_message(t, "Warning",
 					     "Base.1.8.GeneralError",
