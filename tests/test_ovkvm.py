@@ -430,7 +430,10 @@ md5sum /tmp/ro.raw > /tmp/ro.md5
 echo "=== OVKVM-HOST ro-md5=$(cut -d' ' -f1 /tmp/ro.md5)"
 qemu-img convert -O vmdk -o subformat=streamOptimized /tmp/ro.raw /tmp/s2.vmdk
 truncate -s 8M /tmp/grow.raw
-{q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
+# a guest that stops answering is stopped after 8 minutes, well before the
+# outer guest's 15: the status poller then prints ovkvm's last status
+# (each disk's requests in flight, each vCPU's exits) for the post-mortem
+timeout -s TERM 480 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
   --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
   --disk /tmp/ro.raw,ro --disk /tmp/s2.vmdk --disk /tmp/grow.raw \
   --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &

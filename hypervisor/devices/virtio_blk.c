@@ -516,6 +516,7 @@ json_t *vmblk_status(const struct vmblk *dc)
 {
 	struct vmblk *d = (struct vmblk *)dc;
 	struct vblk_stats sum = { 0 };
+	unsigned inflight = 0;
 
 	pthread_mutex_lock(&d->stats_lock);
 	for (unsigned i = 0; i < d->nqueues; i++) {
@@ -527,6 +528,7 @@ json_t *vmblk_status(const struct vmblk *dc)
 			st.read_bytes += l.read_bytes;
 			st.written_bytes += l.written_bytes;
 			st.errors += l.errors;
+			inflight += vblk_queue_inflight(d->q[i].live);
 		}
 		sum.requests += st.requests;
 		sum.read_bytes += st.read_bytes;
@@ -534,14 +536,15 @@ json_t *vmblk_status(const struct vmblk *dc)
 		sum.errors += st.errors;
 	}
 	pthread_mutex_unlock(&d->stats_lock);
-	return json_pack("{s:s,s:s,s:b,s:b,s:i,s:I,s:I,s:I,s:I}",
+	return json_pack("{s:s,s:s,s:b,s:b,s:i,s:I,s:I,s:I,s:I,s:i}",
 			 "name", d->name, "path", d->path,
 			 "read_only", d->read_only, "snapshot", d->snapshot,
 			 "queues", (int)d->nqueues,
 			 "requests", (json_int_t)sum.requests,
 			 "read_bytes", (json_int_t)sum.read_bytes,
 			 "written_bytes", (json_int_t)sum.written_bytes,
-			 "errors", (json_int_t)sum.errors);
+			 "errors", (json_int_t)sum.errors,
+			 "inflight", (int)inflight);
 }
 
 static int vmblk_new(struct vm *vm, unsigned index, const char *arg,

@@ -346,7 +346,7 @@ struct vblk_stats {
 };
 void vblk_queue_stats(const struct vblk_queue *q, struct vblk_stats *out);
 
-/* Requests submitted and not yet in the used ring. */
+/* Requests submitted and not yet in the used ring (any thread may ask). */
 unsigned vblk_queue_inflight(const struct vblk_queue *q);
 
 #endif /* OVK_VIRTIO_BLK_H */

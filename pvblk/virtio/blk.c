@@ -233,9 +233,17 @@ void vblk_queue_break(struct vblk_queue *q, const char *why)
 	vq_fail_reason(&q->vq, why);
 }
 
+/* Only q's thread changes q->inflight; vblk_queue_inflight may read it
+   from another (ovkvm's status), so the stores are atomic. */
+static void inflight_add(struct vblk_queue *q, int d)
+{
+	__atomic_store_n(&q->inflight, q->inflight + (unsigned)d,
+			 __ATOMIC_RELAXED);
+}
+
 unsigned vblk_queue_inflight(const struct vblk_queue *q)
 {
-	return q->inflight;
+	return __atomic_load_n(&q->inflight, __ATOMIC_RELAXED);
 }
 
 static void req_start(struct vblk_queue *q, struct vblk_req *r);
@@ -268,7 +276,7 @@ static int replay(struct vblk_queue *q)
 		if (vq_walk(&q->vq, heads[i], &r->chain) < 0)
 			break;
 		q->free_list = r->next_free;
-		q->inflight++;
+		inflight_add(q, 1);
 		req_start(q, r);
 	}
 	free(heads);
@@ -309,7 +317,7 @@ int vblk_queue_start(struct vblk_queue *q, const struct vblk_mem *mem,
 	q->mem = *mem;
 	vq_init(&q->vq, &q->mem, ring);
 	q->vq.label = q->label[0] ? q->label : NULL;
-	q->inflight = 0;
+	__atomic_store_n(&q->inflight, 0, __ATOMIC_RELAXED);
 	q->starved = false;
 	q->stopping = false;
 	q->started = true;
@@ -352,7 +360,7 @@ static void req_done(struct vblk_req *r, uint8_t status)
 	vq_push(&q->vq, r->chain.head, r->used_len);
 	r->next_free = q->free_list;
 	q->free_list = r;
-	q->inflight--;
+	inflight_add(q, -1);
 }
 
 static void io_done(void *opaque, int ret)
@@ -442,7 +450,7 @@ static void req_start(struct vblk_queue *q, struct vblk_req *r)
 			c->head);
 		r->next_free = q->free_list;
 		q->free_list = r;
-		q->inflight--;
+		inflight_add(q, -1);
 		return;
 	}
 	st = &c->iov[in_end - 1];
@@ -592,7 +600,7 @@ static void process(struct vblk_queue *q)
 			if (ret <= 0)
 				break;
 			q->free_list = r->next_free;
-			q->inflight++;
+			inflight_add(q, 1);
 			req_start(q, r);
 		}
 		if (q->vq.broken || q->starved)
