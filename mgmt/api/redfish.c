@@ -369,7 +369,10 @@ static void reset(struct mgmt *m, struct vm *vm, const char *body,
 			vm->last_event = NULL;
 		r->status = 204;
 	}
-	inv_save(m->inv, vm);
+	/* a refused action changed nothing worth two fsyncs under the lock
+	   (the failure is still told in LastEvent until the next save) */
+	if (ret == 0 || vm->power != vm->power_told)
+		inv_save(m->inv, vm);
 	rf_power_events(m);
 	json_decref(o);
 }
