@@ -25,9 +25,9 @@ marker, and attributes every KiB of the overhead: each mapping of
 shared library, the main heap, each thread's stack found from the stack
 pointer in /proc/PID/task/TID/syscall, glibc's per-thread malloc arenas
 (anonymous heaps at a 64 MiB boundary), io_uring rings, the vCPUs'
-kvm_run pages, other anonymous memory). The rows sum to the RSS; guest
-RAM is the one mapping of exactly --memory bytes, left out of the
-overhead.
+kvm_run pages, other anonymous memory), with how much of it is
+transparent huge pages. The rows sum to the RSS; guest RAM is the one
+mapping of exactly --memory bytes, left out of the overhead.
 """
 import os
 import shlex
@@ -65,7 +65,7 @@ wait $pid
 
 # --breakdown: the same wait, then every mapping of smaps on one line
 # ("BD-MAP name start-end perms path size rss private_clean private_dirty
-# anonymous", KiB), each thread's name and /proc/.../syscall (its stack
+# anonymous anon_huge_pages", KiB), each thread's name and /proc/.../syscall (its stack
 # pointer is the second-to-last field) and the kernel's RSS split.
 BREAKDOWN_SAMPLE = r"""
 i=0
@@ -75,8 +75,8 @@ done
 sleep 1
 awk -v n="$name" '
   function flush() {
-    if (hdr != "") print "BD-MAP", n, hdr, sz, rss, pc, pd, an
-    sz = rss = pc = pd = an = 0
+    if (hdr != "") print "BD-MAP", n, hdr, sz, rss, pc, pd, an, ah
+    sz = rss = pc = pd = an = ah = 0
   }
   /^[0-9a-f]+-[0-9a-f]+ / {
     flush(); p = ""
@@ -88,6 +88,7 @@ awk -v n="$name" '
   /^Private_Clean:/ { pc = $2 }
   /^Private_Dirty:/ { pd = $2 }
   /^Anonymous:/ { an = $2 }
+  /^AnonHugePages:/ { ah = $2 }
   END { flush() }' /proc/$pid/smaps
 for t in /proc/$pid/task/*; do
   echo "BD-THREAD $name ${t##*/} $(cat $t/comm) $(cat $t/syscall)"
@@ -127,8 +128,9 @@ ARENA_ALIGN = 64 << 20  # glibc's HEAP_MAX_SIZE on 64-bit: arenas align to it
 
 
 def classify(maps, threads, mem_kib):
-    """Rows {label: [mappings, size, rss, private]} (KiB) for one sample:
-    maps are (start, end, perms, path, size, rss, pclean, pdirty, anon),
+    """Rows {label: [mappings, size, rss, private, thp]} (KiB) for one
+    sample: maps are (start, end, perms, path, size, rss, pclean, pdirty,
+    anon, anon_huge_pages),
     threads {tid: (comm, stack pointer or None)}."""
     rows = {}
     stacks = {}
@@ -138,7 +140,7 @@ def classify(maps, threads, mem_kib):
                 stacks.setdefault(m[0], []).append(comm)
     prev = None
     for m in maps:
-        start, end, perms, path, size, rss, pc, pd, _ = m
+        start, end, perms, path, size, rss, pc, pd, _, thp = m
         base = os.path.basename(path)
         if path == "-" and size == mem_kib:
             label = "guest RAM (not overhead)"
@@ -182,11 +184,12 @@ def classify(maps, threads, mem_kib):
             label = "other anonymous (malloc mmap, guard pages)"
         else:
             label = "other file " + base
-        r = rows.setdefault(label, [0, 0, 0, 0])
+        r = rows.setdefault(label, [0, 0, 0, 0, 0])
         r[0] += 1
         r[1] += size
         r[2] += rss
         r[3] += pc + pd
+        r[4] += thp
         prev = m
     return rows
 
@@ -226,8 +229,9 @@ def breakdown():
         _, out = run_with_kvm(script, work, timeout=600)
         with open(os.path.join(work, "breakdown.log"), "w") as f:
             f.write(out)
-    head = subprocess.run(["git", "-C", os.path.dirname(__file__), "rev-parse",
-                           "--short", "HEAD"], capture_output=True, text=True)
+    head = subprocess.run(["git", "-C", os.path.dirname(__file__), "describe",
+                           "--always", "--dirty"], capture_output=True,
+                          text=True)
     print(f"# ovkvm RSS by mapping, {MEM_MB} MiB guest, 2 vCPUs, at "
           f"{head.stdout.strip()}; KiB")
     for name in cases:
@@ -238,10 +242,10 @@ def breakdown():
             f = line[line.index("BD-"):].split()
             if len(f) < 2 or f[1] != name:
                 continue
-            if f[0] == "BD-MAP" and len(f) == 10:
+            if f[0] == "BD-MAP" and len(f) == 11:
                 a, b = (int(x, 16) for x in f[2].split("-"))
                 maps.append((a, b, f[3], f[4]) +
-                            tuple(int(x) for x in f[5:10]))
+                            tuple(int(x) for x in f[5:11]))
             elif f[0] == "BD-THREAD" and len(f) >= 4:
                 sc = f[4:]
                 sp = int(sc[-2], 16) if len(sc) >= 3 else None
@@ -263,20 +267,21 @@ def breakdown():
         mem_kib = MEM_MB * 1024
         rows = classify(maps, threads, mem_kib)
         total = sum(r[2] for r in rows.values())
-        guest = rows.get("guest RAM (not overhead)", [0, 0, 0, 0])[2]
+        guest = rows.get("guest RAM (not overhead)", [0] * 5)[2]
         print(f"\n{name}{' (guest read 16 MiB, wrote 4 MiB)' if used else ''}"
               f": RSS {total} (status VmRSS {status.get('VmRSS')}, RssAnon "
               f"{status.get('RssAnon')}, RssFile {status.get('RssFile')}), "
               f"guest RAM {guest}, overhead {total - guest}; "
               f"{len(threads)} threads: "
               + ", ".join(sorted(c for c, _ in threads.values())))
-        print("| what | mappings | mapped | Rss | private |")
-        print("|---|---:|---:|---:|---:|")
+        print("| what | mappings | mapped | Rss | private | of it THP |")
+        print("|---|---:|---:|---:|---:|---:|")
         for label, r in sorted(rows.items(), key=lambda kv: -kv[1][2]):
             if label.startswith("guest RAM"):
                 continue
-            print(f"| {label} | {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
-        print(f"| **overhead** | | | **{total - guest}** | |")
+            print(f"| {label} | {r[0]} | {r[1]} | {r[2]} | {r[3]} "
+                  f"| {r[4]} |")
+        print(f"| **overhead** | | | **{total - guest}** | | |")
 
 
 def main():

@@ -343,7 +343,7 @@ static int blk_queue_start(void *opaque, unsigned qi,
 	if (q->stop_fd < 0)
 		return -errno;
 	sem_init(&q->started, 0, 0);
-	rc = pthread_create(&q->thread, NULL, queue_thread, q);
+	rc = vm_thread_create(&q->thread, queue_thread, q);
 	if (rc) {
 		close(q->stop_fd);
 		sem_destroy(&q->started);
