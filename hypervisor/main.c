@@ -304,6 +304,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ovkvm: %s\n", err);
 		goto out_devices;
 	}
+	/* Their bytes are in guest RAM now and a reboot ends ovkvm: keep no
+	   file pages resident for the rest of the run (issue 18: they were
+	   9 of ovkvm's 10 MiB of overhead with Debian's kernel). */
+	munmap(kernel.data, kernel.len);
+	kernel.data = NULL;
+	if (initrd.data) {
+		munmap(initrd.data, initrd.len);
+		initrd.data = NULL;
+	}
 	if (vm_create_vcpus(&vm, &entry))
 		goto out_devices;
 	/* served on a thread of its own from here on: the disks it answers

@@ -45,6 +45,7 @@ struct vmblk_queue {
 struct vmblk {
 	struct vm *vm;
 	char name[32];
+	unsigned index; /* the disk's place among the --disk options */
 	char *path, *child;
 	bool read_only, snapshot;
 	unsigned nqueues;
@@ -247,8 +248,12 @@ static void *queue_thread(void *arg)
 	struct vblk_queue *vq;
 	struct pollfd pfd[3];
 	bool broken = false;
+	char tname[16];
 	int rc;
 
+	/* "blkD-qQ" in ps and /proc/PID/task/TID/comm */
+	snprintf(tname, sizeof(tname), "blk%u-q%u", d->index, q->index);
+	pthread_setname_np(pthread_self(), tname);
 	rc = vblk_queue_new(d->blk, queue_notify, q, &vq);
 	if (rc == 0) {
 		rc = vblk_queue_start(vq, &d->mem, &q->ring);
@@ -338,7 +343,7 @@ static int blk_queue_start(void *opaque, unsigned qi,
 	if (q->stop_fd < 0)
 		return -errno;
 	sem_init(&q->started, 0, 0);
-	rc = pthread_create(&q->thread, NULL, queue_thread, q);
+	rc = vm_thread_create(&q->thread, queue_thread, q);
 	if (rc) {
 		close(q->stop_fd);
 		sem_destroy(&q->started);
@@ -558,6 +563,7 @@ static int vmblk_new(struct vm *vm, unsigned index, const char *arg,
 		return -ENOMEM;
 	pthread_mutex_init(&d->stats_lock, NULL);
 	d->vm = vm;
+	d->index = index;
 	snprintf(d->name, sizeof(d->name), "virtio-blk%u", index);
 	if ((rc = parse(d, arg)) < 0 || (rc = open_image(d)) < 0)
 		goto fail;

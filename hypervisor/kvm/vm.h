@@ -117,6 +117,12 @@ void vm_pause(struct vm *vm);
 void vm_resume(struct vm *vm);
 bool vm_is_paused(struct vm *vm);
 
+/* pthread_create() with a VM_THREAD_STACK stack: for ovkvm's vCPU and I/O
+ * threads, whose deepest stacks measured are under 40 KiB.  Returns 0 or
+ * an errno value, as pthread_create() does. */
+#define VM_THREAD_STACK (1u << 20)
+int vm_thread_create(pthread_t *t, void *(*fn)(void *), void *arg);
+
 /* Drive an interrupt line of the in-kernel PIC/IOAPIC. */
 void vm_set_irq_line(struct vm *vm, unsigned irq, bool level);
 

@@ -65,6 +65,7 @@ struct vblk_queue {
 	bool kicks_off; /* a thread polls: avail_event is left behind */
 	struct vblk_req *reqs, *free_list;
 	unsigned nreqs, inflight;
+	unsigned fresh; /* reqs[fresh..nreqs) never used since the start */
 	char label[512]; /* names the queue in the log (vblk_queue_set_label) */
 	struct vblk_stats stats; /* written by the queue's thread only */
 };
@@ -255,6 +256,29 @@ static unsigned mem_faults(const struct vblk_queue *q)
 						    memory_order_acquire) : 0;
 }
 
+/* The request slot the next chain goes into, or NULL when all are in
+   flight: a returned one first, else one never used since the start.
+   A slot is 8 KiB (the iovec array) and pages are touched only as slots
+   are used, so a queue holds as much memory as it has had requests in
+   flight at once, not 8 KiB per ring entry from the start. */
+static struct vblk_req *req_peek(struct vblk_queue *q)
+{
+	if (q->free_list)
+		return q->free_list;
+	return q->fresh < q->nreqs ? &q->reqs[q->fresh] : NULL;
+}
+
+/* Take r, the slot req_peek() gave, out of the free ones. */
+static void req_take(struct vblk_queue *q, struct vblk_req *r)
+{
+	if (r == q->free_list) {
+		q->free_list = r->next_free;
+	} else {
+		q->fresh++;
+		r->q = q;
+	}
+}
+
 /* Serve again what an earlier device had taken from this ring and not
    returned (ring->inflight), oldest first; avail is read after them. */
 static int replay(struct vblk_queue *q)
@@ -268,14 +292,14 @@ static int replay(struct vblk_queue *q)
 	/* taken = returned (used idx) + still out */
 	q->vq.last_avail = (uint16_t)(q->vq.used_idx + (n > 0 ? n : 0));
 	for (int i = 0; i < n && !q->vq.broken; i++) {
-		struct vblk_req *r = q->free_list;
+		struct vblk_req *r = req_peek(q);
 
 		if (!r)
 			break; /* more than the ring holds: cannot be */
 		r->faults0 = mem_faults(q); /* before any guest byte is read */
 		if (vq_walk(&q->vq, heads[i], &r->chain) < 0)
 			break;
-		q->free_list = r->next_free;
+		req_take(q, r);
 		inflight_add(q, 1);
 		req_start(q, r);
 	}
@@ -308,12 +332,9 @@ int vblk_queue_start(struct vblk_queue *q, const struct vblk_mem *mem,
 			return -ENOMEM;
 		}
 	}
+	/* slots join as they are first needed (req_peek) */
 	q->free_list = NULL;
-	for (unsigned i = 0; i < q->nreqs; i++) {
-		q->reqs[i].q = q;
-		q->reqs[i].next_free = q->free_list;
-		q->free_list = &q->reqs[i];
-	}
+	q->fresh = 0;
 	q->mem = *mem;
 	vq_init(&q->vq, &q->mem, ring);
 	q->vq.label = q->label[0] ? q->label : NULL;
@@ -588,7 +609,7 @@ static void process(struct vblk_queue *q)
 	bdev_queue_hold(q->bq);
 	for (;;) {
 		while (!q->vq.broken) {
-			struct vblk_req *r = q->free_list;
+			struct vblk_req *r = req_peek(q);
 			int ret;
 
 			if (!r) {
@@ -599,7 +620,7 @@ static void process(struct vblk_queue *q)
 			ret = vq_pop(&q->vq, &r->chain);
 			if (ret <= 0)
 				break;
-			q->free_list = r->next_free;
+			req_take(q, r);
 			inflight_add(q, 1);
 			req_start(q, r);
 		}
@@ -631,7 +652,7 @@ bool vblk_queue_poll(struct vblk_queue *q)
 		vblk_queue_complete(q);
 		work = q->stats.requests != before;
 	}
-	if (vq_has_avail(&q->vq) && q->free_list) {
+	if (vq_has_avail(&q->vq) && req_peek(q)) {
 		process(q);
 		work = true;
 	}
@@ -670,7 +691,7 @@ void vblk_queue_complete(struct vblk_queue *q)
 		bdev_queue_run(q->bq, 0);
 	} while (q->requeued);
 	flush_used(q);
-	if (q->starved && q->free_list) {
+	if (q->starved && req_peek(q)) {
 		q->starved = false;
 		process(q);
 	}

@@ -593,6 +593,59 @@ static void test_inflight_replay(void)
 	rig_stop(&r);
 }
 
+/* Every slot in use at once, twice, with a restart between: the slots
+   join as they are first needed (one per request in flight), and a
+   restart starts them afresh, so no two requests ever share one. */
+static void test_all_slots_in_flight(void)
+{
+	struct vring_desc *ind = gp(IND_GPA);
+	struct vblk_ring ring = { .num = NUM, .desc = desc, .avail = avail,
+				  .used = used,
+				  .features = 1ull << VIRTIO_RING_F_INDIRECT_DESC };
+	struct rig r;
+
+	rig_start(&r, false, ring.features);
+	for (unsigned round = 0; round < 2; round++) {
+		bool seen[NUM] = { false };
+
+		/* NUM flushes, each an indirect table (header, status) */
+		for (unsigned i = 0; i < NUM; i++) {
+			ind[2 * i] = (struct vring_desc){ HDR_GPA + 16 * i, 16,
+							  VRING_DESC_F_NEXT,
+							  1 };
+			put_hdr(i, VIRTIO_BLK_T_FLUSH, 0);
+			ind[2 * i + 1] = (struct vring_desc){
+				STATUS_GPA + i, 1, VRING_DESC_F_WRITE, 0 };
+			*(uint8_t *)gp(STATUS_GPA + i) = 0xee;
+			desc[i] = (struct vring_desc){
+				IND_GPA + 32 * i, 32, VRING_DESC_F_INDIRECT, 0 };
+			avail->ring[(r.next_avail + i) % NUM] = (uint16_t)i;
+		}
+		r.next_avail += NUM;
+		__atomic_store_n(&avail->idx, r.next_avail, __ATOMIC_RELEASE);
+		vblk_queue_kick(r.q);
+		while (vblk_queue_inflight(r.q)) {
+			struct pollfd pfd = { vblk_queue_fd(r.q), POLLIN, 0 };
+
+			CHECK_EQ(poll(&pfd, 1, 5000), 1);
+			vblk_queue_complete(r.q);
+		}
+		CHECK_EQ(used->idx, (uint16_t)(NUM * (round + 1)));
+		for (unsigned i = 0; i < NUM; i++) {
+			unsigned id = used->ring[i].id;
+
+			CHECK(id < NUM && !seen[id]);
+			seen[id] = true;
+			CHECK_EQ(status_of(i), VIRTIO_BLK_S_OK);
+		}
+		/* as a reset and a new DRIVER_OK do */
+		CHECK_EQ(vblk_queue_stop(r.q), r.next_avail);
+		ring.last_avail_idx = r.next_avail;
+		CHECK_EQ(vblk_queue_start(r.q, &mem, &ring), 0);
+	}
+	rig_stop(&r);
+}
+
 static void test_config(void)
 {
 	struct vblk_dev_opts o = { .bdev = bdev, .num_queues = 4 };
@@ -642,6 +695,7 @@ int main(void)
 	test_fault_in_flight();
 	test_event_idx();
 	test_inflight_replay();
+	test_all_slots_in_flight();
 	CHECK_EQ(bdev_close(bdev), 0);
 	unlink(path);
 	printf("test_virtio_blk: ok\n");
