@@ -132,7 +132,7 @@ static int queue_run_done(struct bdev_queue *q)
 
 		/* a checkpoint created before this callback runs sees the
 		   write as changed since it too */
-		if (r->ctk_gen && ctk_note_done(r->wt->top, r->ctk_gen, r->off,
+		if (r->ctk_gen && ctk_note_done(r->top, r->ctk_gen, r->off,
 						r->len) < 0)
 			breq_fail(r, -EIO);
 		ret = r->ret;

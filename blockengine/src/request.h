@@ -39,7 +39,11 @@ struct breq {
 	int ret;          /* first error, 0 if none */
 	char *errmsg;     /* its message, restored before cb */
 	unsigned pending; /* pieces in flight (+1 while being split) */
-	struct bdev_wtrack *wt; /* a write: counted in wt->inflight */
+	struct bdev_wtrack *wt; /* a write: counted in wt->inflight; freed
+				   by a live commit once that count is 0,
+				   so r->wt is not used after wtrack_done */
+	struct bdev *top; /* a write: the handle it was queued on (outlives
+			     r, unlike wt) */
 	unsigned flags;   /* enum bdev_req_flag */
 	bool fua_done;    /* the FUA flush has been started */
 	uint64_t ctk_gen; /* change map generation at submission (0: none) */

@@ -533,6 +533,7 @@ static int aio_write_op(struct bdev_queue *q, struct bdev *b, enum wop op,
 		return bdev_err(-ENOMEM, "%s: out of memory", b->filename);
 	}
 	r->wt = b->wtrack;
+	r->top = b;
 	r->flags = flags;
 	r->ctk_gen = (uint64_t)gen;
 	r->off = offset;
