@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,28 @@
 #define KVM_TSS_GPA 0xfeffd000ull
 
 #define KVM_API_VERSION_WANTED 12
+
+/* Whether /proc/cpuinfo shows hardware virtualization (svm or vmx). A
+   /dev/kvm on a CPU without either is a paravirtual KVM (PVM, in some
+   sandboxes), which runs only kernels built for it: an unmodified guest
+   spins in KVM_RUN with no exit. True when cpuinfo cannot be read. */
+static bool cpu_has_hw_virt(void)
+{
+	char line[4096];
+	bool hw = true;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	if (!f)
+		return true;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		hw = strstr(line, " svm") || strstr(line, " vmx");
+		break;
+	}
+	fclose(f);
+	return hw;
+}
 
 static int need_cap(int kvm_fd, int cap, const char *name)
 {
@@ -172,6 +195,11 @@ int vm_create(struct vm *vm, uint64_t ram_size, unsigned ncpus)
 		fprintf(stderr, "ovkvm: /dev/kvm: %s\n", strerror(errno));
 		return rc;
 	}
+	if (!cpu_has_hw_virt())
+		fprintf(stderr, "ovkvm: warning: this CPU shows neither svm nor "
+			"vmx in /proc/cpuinfo, so /dev/kvm is likely a "
+			"paravirtual KVM (PVM) that runs only kernels built "
+			"for it; an unmodified kernel may never start\n");
 	if (ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION_WANTED) {
 		fprintf(stderr, "ovkvm: unexpected KVM API version\n");
 		rc = -ENOTSUP;

@@ -56,7 +56,7 @@ static const char usage_text[] =
 "  --pvblk PATH         the pvblk program (default: beside ovkd, else PATH)\n"
 "  --qemu PATH          the QEMU program (default qemu-system-x86_64)\n"
 "  --accel kvm|tcg      QEMU's accelerator (default kvm when /dev/kvm is\n"
-"                       usable, else tcg)\n"
+"                       usable and the CPU has svm or vmx, else tcg)\n"
 "  --on-exit keep|shutdown|force-off\n"
 "                       what SIGTERM or SIGINT does to running VMs: keep\n"
 "                       them running (the default), ask each guest to\n"

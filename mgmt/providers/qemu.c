@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,31 @@
 #define DISK_STATUS_MAX (1u << 20)
 /* other live-disk requests (a checkpoint) may wait on the engine */
 #define DISK_COMMAND_MS 30000
+
+/* Whether QEMU can use KVM here: /dev/kvm is usable and the CPU offers
+   hardware virtualization (svm or vmx in /proc/cpuinfo). Some sandboxes
+   offer a /dev/kvm without either (a paravirtual KVM such as PVM) on which
+   an unmodified guest never runs; TCG is the right choice there. */
+static bool kvm_usable(void)
+{
+	char line[4096];
+	bool hw = false;
+	FILE *f;
+
+	if (access("/dev/kvm", R_OK | W_OK) != 0)
+		return false;
+	f = fopen("/proc/cpuinfo", "r");
+	if (!f)
+		return false;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "flags", 5) != 0)
+			continue;
+		hw = strstr(line, " svm") || strstr(line, " vmx");
+		break;
+	}
+	fclose(f);
+	return hw;
+}
 
 static void sleep_ms(unsigned ms)
 {
@@ -324,7 +350,7 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	}
 
 	if (!accel)
-		accel = access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "tcg";
+		accel = kvm_usable() ? "kvm" : "tcg";
 	snprintf(mem, sizeof(mem), "%lluM",
 		 (unsigned long long)(vm->memory >> 20));
 	snprintf(smp, sizeof(smp), "%u", vm->cpus ? vm->cpus : 1);
