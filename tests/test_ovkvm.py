@@ -322,6 +322,7 @@ if live:
     print("=== OVKVM-BACKUP rc=%d %s" % (b.returncode, b.stderr.strip()),
           flush=True)
 last = None
+tick = time.monotonic()
 while True:
     try:
         line = call(command="status")
@@ -331,6 +332,13 @@ while True:
         break
     last = line
     disks = json.loads(last).get("return", {}).get("disks", [])
+    if time.monotonic() - tick >= 60:
+        # a minute's progress, for the post-mortem of a guest that stops
+        tick = time.monotonic()
+        print("=== OVKVM-TICK", " ".join(
+            "vd%c:req=%s,inflight=%s" % (97 + i, d.get("requests"),
+                                         d.get("inflight"))
+            for i, d in enumerate(disks)), flush=True)
     if live and disks and disks[0]["written_bytes"] >= 10 << 20:
         print("=== OVKVM-CHANGED", call(command="changed", disk=0,
                                       since="t0"), flush=True)
@@ -433,7 +441,7 @@ truncate -s 8M /tmp/grow.raw
 # a guest that stops answering is stopped after 8 minutes, well before the
 # outer guest's 15: the status poller then prints ovkvm's last status
 # (each disk's requests in flight, each vCPU's exits) for the post-mortem
-timeout -s TERM 480 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
+timeout -k 30 -s TERM 480 {q(ovkvm)} --kernel {q(kernel.bzimage)} --initrd {q(initrd)} --memory 320M --cpus 2 \
   --disk /tmp/disk.vmdk,queues=2 --disk /tmp/stream.vmdk,snapshot \
   --disk /tmp/ro.raw,ro --disk /tmp/s2.vmdk --disk /tmp/grow.raw \
   --api-socket /tmp/api.sock --cmdline 'console=ttyS0 loglevel=4 panic=-1' &
