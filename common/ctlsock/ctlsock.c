@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "ctlsock.h"
+#include "unixsock.h"
 
 struct ctlsock_client {
 	int fd;
@@ -195,75 +196,17 @@ static void *ctlsock_thread(void *arg)
 	}
 }
 
-/* Whether a program still accepts connections on the socket at sa. */
-static bool socket_is_live(const struct sockaddr_un *sa)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool live;
-
-	if (fd < 0)
-		return false;
-	live = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-	close(fd);
-	return live;
-}
-
+/* The listening socket at path (see unixsock.h), mode 0600: the control
+   socket is its owner's alone. */
 static int listen_unix(const char *path, const char *what)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX }, tmp;
-	struct stat st;
-	int fd, err;
+	char err[400];
+	int fd = unixsock_listen(path, 0, CTLSOCK_MAX_CLIENTS, 0600, err,
+				 sizeof(err));
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "%s %s: path longer than %zu bytes\n", what,
-			path, sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	/* a socket left by a program that was killed is replaced; one that
-	   is served, or any other file, is not touched */
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			fprintf(stderr, "%s %s: the file exists and is not a "
-				"socket\n", what, path);
-			return -EEXIST;
-		}
-		if (socket_is_live(&sa)) {
-			fprintf(stderr, "%s %s: another program serves this "
-				"socket\n", what, path);
-			return -EADDRINUSE;
-		}
-		unlink(path);
-	}
-	/* bound and listening under PATH.new, then renamed: a client that
-	   sees PATH can connect at once (none is refused between bind and
-	   listen); a path too long for that is bound in place */
-	tmp = sa;
-	if (snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.new", path) >=
-	    (int)sizeof(tmp.sun_path))
-		tmp = sa;
-	else if (lstat(tmp.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(tmp.sun_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
-	if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0) {
-		err = -errno;
-		goto err_close;
-	}
-	if (chmod(tmp.sun_path, 0600) < 0 ||
-	    listen(fd, CTLSOCK_MAX_CLIENTS) < 0 ||
-	    rename(tmp.sun_path, path) < 0) {
-		err = -errno;
-		unlink(tmp.sun_path);
-		goto err_close;
-	}
+		fprintf(stderr, "%s: %s\n", what, err);
 	return fd;
-
-err_close:
-	fprintf(stderr, "%s %s: %s\n", what, tmp.sun_path, strerror(-err));
-	close(fd);
-	return err;
 }
 
 int ctlsock_start(const char *path, const char *what,

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "console.h"
+#include "unixsock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,35 +15,22 @@
 
 #define CTRL_A 0x01
 
-int unix_listen(const char *path, int backlog, const char *what)
+/* The console's listening socket: ready once its path exists; a socket
+   file an earlier run left is replaced, one another ovkvm serves is not,
+   nor is any other file. */
+static int listen_console(const char *path)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd;
+	char err[400];
+	int fd = unixsock_listen(path, SOCK_NONBLOCK, 1, 0, err, sizeof(err));
 
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "ovkvm: %s path too long: %s\n", what, path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	/* Replace a stale socket from an earlier run, nothing else. */
-	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-		unlink(path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(fd, backlog) < 0) {
-		int e = errno;
-		fprintf(stderr, "ovkvm: %s %s: %s\n", what, path, strerror(e));
-		if (fd >= 0)
-			close(fd);
-		return -e;
-	}
+	if (fd < 0)
+		fprintf(stderr, "ovkvm: console socket: %s\n", err);
 	return fd;
 }
 
 static int open_socket(struct console *con, const char *path)
 {
-	int fd = unix_listen(path, 1, "console socket");
+	int fd = listen_console(path);
 
 	if (fd < 0)
 		return fd;

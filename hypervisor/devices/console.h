@@ -40,11 +40,6 @@ struct console {
 	struct console_sink sink;
 };
 
-/* A non-blocking listening unix socket at path (a stale socket there is
- * replaced, nothing else): the fd, or -errno with a message on stderr
- * naming what (e.g. "console socket") and the path. */
-int unix_listen(const char *path, int backlog, const char *what);
-
 /* Parse "stdio", "file:PATH" or "socket:PATH" and open it; -errno with a
  * message on stderr on failure. */
 int console_open(struct console *con, const char *spec);

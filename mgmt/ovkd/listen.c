@@ -12,70 +12,24 @@
 #include <arpa/inet.h>
 
 #include "listen.h"
+#include "unixsock.h"
 #include "util.h"
 
 #define PEM_MAX (1u << 20)
 
-/* Is something answering on the unix socket at path? */
-static bool unix_alive(const struct sockaddr_un *sa)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool alive;
-
-	if (fd < 0)
-		return false;
-	alive = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
-	close(fd);
-	return alive;
-}
-
 int listen_unix(const char *path, char *err, size_t errlen)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd, ret;
-
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return mgmt_fail(err, errlen, -ENAMETOOLONG, "socket %s: "
-				 "longer than a unix socket path may be (%zu "
-				 "bytes)", path, sizeof(sa.sun_path) - 1);
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode))
-			return mgmt_fail(err, errlen, -EEXIST, "socket %s: "
-					 "the path exists and is not a "
-					 "socket; not replacing it", path);
-		if (unix_alive(&sa))
-			return mgmt_fail(err, errlen, -EADDRINUSE, "socket "
-					 "%s: another ovkd answers there",
-					 path);
-		unlink(path); /* stale: its ovkd is gone */
-	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return mgmt_fail(err, errlen, -errno, "socket %s: %s", sa.sun_path,
-				 strerror(errno));
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		ret = mgmt_fail(err, errlen, -errno, "socket %s: %s", sa.sun_path,
-				strerror(errno));
-		goto err_close;
-	}
+	char why[400];
 	/* the owner and its group may talk to ovkd; the API still asks for
 	   the credentials */
-	if (chmod(sa.sun_path, 0660) < 0 || listen(fd, 64) < 0) {
-		int e = errno;
+	int fd = unixsock_listen(path, 0, 64, 0660, why, sizeof(why));
 
-		ret = mgmt_fail(err, errlen, -e, "socket %s: %s", sa.sun_path,
-				strerror(e));
-		goto err_unlink;
-	}
+	if (fd == -EADDRINUSE)
+		return mgmt_fail(err, errlen, fd, "socket %s: another ovkd "
+				 "answers there", path);
+	if (fd < 0)
+		return mgmt_fail(err, errlen, fd, "socket %s", why);
 	return fd;
-
-err_unlink:
-	unlink(path);
-err_close:
-	close(fd);
-	return ret;
 }
 
 int listen_parse_tcp(const char *s, struct sockaddr_in *a)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "nbd_i.h"
+#include "unixsock.h"
 
 #define QUEUE_DEPTH 128
 
@@ -184,63 +185,19 @@ static void *accept_thread(void *arg)
 	return NULL;
 }
 
-/* A unix socket at path; a stale socket file nobody listens on is
-   replaced, anything else is left alone. */
+/* A unix socket at path (see unixsock.h: ready once the path exists; a
+   stale socket file nobody listens on is replaced, anything else is left
+   alone). */
 static int listen_unix(struct nbd_server *s, const char *path, char *err,
 		       size_t errlen)
 {
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int fd, ret;
+	int fd = unixsock_listen(path, SOCK_NONBLOCK, 128, 0, err, errlen);
 
-	if (strlen(path) >= sizeof(a.sun_path)) {
-		snprintf(err, errlen, "socket path longer than %zu bytes",
-			 sizeof(a.sun_path) - 1);
-		return -ENAMETOOLONG;
-	}
-	strcpy(a.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
-		goto err_errno;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		struct stat st;
-		int probe;
-		bool live;
-
-		if (errno != EADDRINUSE)
-			goto err_close;
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		live = probe >= 0 && connect(probe, (struct sockaddr *)&a,
-					     sizeof(a)) == 0;
-		if (probe >= 0)
-			close(probe);
-		if (live || lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-			snprintf(err, errlen, "%s exists%s", path,
-				 live ? " and a server listens on it" :
-					" and is not a socket");
-			close(fd);
-			return -EADDRINUSE;
-		}
-		unlink(path);
-		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-			goto err_close;
-	}
-	if (listen(fd, 128) < 0)
-		goto err_unlink;
+		return fd;
 	s->unix_path = strdup(path);
 	s->listen_fd = fd;
 	return 0;
-
-err_unlink:
-	unlink(path);
-err_close:
-	ret = -errno;
-	close(fd);
-	snprintf(err, errlen, "%s: %s", path, strerror(-ret));
-	return ret;
-err_errno:
-	ret = -errno;
-	snprintf(err, errlen, "socket: %s", strerror(-ret));
-	return ret;
 }
 
 static bool is_loopback(const struct sockaddr *sa)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "pvblk.h"
+#include "unixsock.h"
 #include "vhost_user.h"
 
 struct vu_server {
@@ -295,36 +296,12 @@ static int vu_start(struct pvblk_listen *l, char *err, size_t errlen)
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		goto err_dev;
 	}
-	s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* ready once the path exists; a socket file left by an earlier
+	   run is replaced, a live one is not, nor is anything else */
+	s->listen_fd = unixsock_listen(l->address, 0, 1, 0, err, errlen);
 	if (s->listen_fd < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "socket: %s", strerror(errno));
+		ret = s->listen_fd;
 		goto err_stop_fd;
-	}
-	strcpy(sa.sun_path, l->address);
-	/* a socket file left by an earlier run is replaced; a live one is not
-	   (connect succeeds) and neither is anything else */
-	{
-		struct stat st;
-
-		if (lstat(l->address, &st) == 0 && S_ISSOCK(st.st_mode)) {
-			int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC,
-					   0);
-
-			if (probe >= 0 &&
-			    connect(probe, (struct sockaddr *)&sa,
-				    sizeof(sa)) < 0 &&
-			    errno == ECONNREFUSED)
-				unlink(l->address);
-			if (probe >= 0)
-				close(probe);
-		}
-	}
-	if (bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(s->listen_fd, 1) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot listen: %s", strerror(errno));
-		goto err_sock;
 	}
 	ret = -pthread_create(&s->thread, NULL, server_thread, s);
 	if (ret) {
