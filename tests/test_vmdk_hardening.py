@@ -4,6 +4,7 @@
 independent reference, and fails on the behaviour the testers reported."""
 import hashlib
 import os
+import re
 
 import pytest
 
@@ -165,6 +166,12 @@ def test_chain_depth_is_bounded(vmdk, tmp_path):
     r = run([vmdk, "info", tmp_path / f"l{n - 1}.vmdk"], check=False)
     _fails_cleanly(r)
     assert "deeper than" in r.stderr
+    # the links next to the failure and to the top are named, the middle
+    # counted: one readable sentence, not 128 links of it
+    assert len(r.stderr) < 2000, r.stderr
+    assert re.search(r"; \.\.\. \d+ more links \.\.\.;", r.stderr), r.stderr
+    assert (f"l{n - 2}.vmdk is the parent of {tmp_path}/l{n - 1}.vmdk"
+            in r.stderr), r.stderr
 
 
 def _long_chain(d, n, missing_base):

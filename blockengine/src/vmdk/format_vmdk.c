@@ -262,6 +262,8 @@ static _Thread_local struct chain_file {
 	ino_t ino;
 } chain_files[VMDK_CHAIN_MAX + 1];
 static _Thread_local unsigned chain_len;
+/* chain_len + 1 where a failure was first placed in the chain (0: none) */
+static _Thread_local unsigned chain_fail_at;
 
 /* Records child (the first time: the chain's top) before its parent is
    opened; refuses a parent already in the chain and a chain too deep. */
@@ -269,6 +271,8 @@ static int chain_push(const char *child, const char *parent)
 {
 	struct stat cs, ps;
 
+	if (chain_len == 0)
+		chain_fail_at = 0; /* a new chain */
 	if (stat(child, &cs) < 0)
 		return bdev_err(-errno, "%s: cannot stat: %s", child, strerror(errno));
 	if (chain_len >= VMDK_CHAIN_MAX)
@@ -301,6 +305,28 @@ static void chain_pop(void)
 	chain_len--;
 }
 
+#define CHAIN_NOTE_ENDS 3 /* links named at each end of a failed chain */
+
+/* Says where a failure to open parent sits in the chain, after the
+   innermost cause (called as the failure unwinds, chain_len links above
+   parent): the links next to the failure and next to the top are named,
+   a deep chain's middle is counted, so the sentence stays readable. */
+static int chain_note(int ret, const char *parent, const char *child)
+{
+	unsigned from_fail;
+
+	if (!chain_fail_at)
+		chain_fail_at = chain_len + 1;
+	from_fail = chain_fail_at - 1 - chain_len;
+	if (from_fail < CHAIN_NOTE_ENDS || chain_len < CHAIN_NOTE_ENDS)
+		return bdev_err_append(ret, "; %s is the parent of %s", parent,
+				       child);
+	if (chain_len == CHAIN_NOTE_ENDS)
+		return bdev_err_append(ret, "; ... %u more links ...",
+				       chain_fail_at - 2 * CHAIN_NOTE_ENDS);
+	return ret;
+}
+
 /* Open the parent named by parentFileNameHint and check its CID. */
 static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 {
@@ -325,8 +351,7 @@ static int open_parent(struct bdev *b, struct vmdk_image *img, const char *path)
 	if (ret < 0) {
 		/* the innermost cause first, then where it sits in the chain */
 		b->backing = NULL;
-		return bdev_err_append(ret, "; %s is the parent of %s",
-				       img->parent_path, path);
+		return chain_note(ret, img->parent_path, path);
 	}
 	if (b->opts.flags & BDEV_O_FORCE_CID)
 		return 0;
