@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "vm.h"
+#include "kvmprobe.h"
 #include "../devices/device.h"
 
 #include <errno.h>
@@ -22,28 +23,6 @@
 #define KVM_TSS_GPA 0xfeffd000ull
 
 #define KVM_API_VERSION_WANTED 12
-
-/* Whether /proc/cpuinfo shows hardware virtualization (svm or vmx). A
-   /dev/kvm on a CPU without either is a paravirtual KVM (PVM, in some
-   sandboxes), which runs only kernels built for it: an unmodified guest
-   spins in KVM_RUN with no exit. True when cpuinfo cannot be read. */
-static bool cpu_has_hw_virt(void)
-{
-	char line[4096];
-	bool hw = true;
-	FILE *f = fopen("/proc/cpuinfo", "r");
-
-	if (!f)
-		return true;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "flags", 5) != 0)
-			continue;
-		hw = strstr(line, " svm") || strstr(line, " vmx");
-		break;
-	}
-	fclose(f);
-	return hw;
-}
 
 static int need_cap(int kvm_fd, int cap, const char *name)
 {
@@ -195,7 +174,7 @@ int vm_create(struct vm *vm, uint64_t ram_size, unsigned ncpus)
 		fprintf(stderr, "ovkvm: /dev/kvm: %s\n", strerror(errno));
 		return rc;
 	}
-	if (!cpu_has_hw_virt())
+	if (kvmprobe_cpu_virt() == 0)
 		fprintf(stderr, "ovkvm: warning: this CPU shows neither svm nor "
 			"vmx in /proc/cpuinfo, so /dev/kvm is likely a "
 			"paravirtual KVM (PVM) that runs only kernels built "

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kvmprobe.h"
 #include "provider.h"
 #include "util.h"
 
@@ -34,28 +35,11 @@
 #define DISK_COMMAND_MS 30000
 
 /* Whether QEMU can use KVM here: /dev/kvm is usable and the CPU offers
-   hardware virtualization (svm or vmx in /proc/cpuinfo). Some sandboxes
-   offer a /dev/kvm without either (a paravirtual KVM such as PVM) on which
-   an unmodified guest never runs; TCG is the right choice there. */
+   hardware virtualization (kvmprobe.h: a paravirtual KVM cannot run an
+   unmodified guest; TCG is the right choice there). */
 static bool kvm_usable(void)
 {
-	char line[4096];
-	bool hw = false;
-	FILE *f;
-
-	if (access("/dev/kvm", R_OK | W_OK) != 0)
-		return false;
-	f = fopen("/proc/cpuinfo", "r");
-	if (!f)
-		return false;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "flags", 5) != 0)
-			continue;
-		hw = strstr(line, " svm") || strstr(line, " vmx");
-		break;
-	}
-	fclose(f);
-	return hw;
+	return access("/dev/kvm", R_OK | W_OK) == 0 && kvmprobe_cpu_virt() == 1;
 }
 
 static void sleep_ms(unsigned ms)
