@@ -207,38 +207,52 @@ def test_nbd_export_and_second_writer(ceph, tmp_path):
 
 def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
     """With the OSD gone a writer must end with an error that says what
-    failed, within the configured OSD operation timeout, not hang."""
+    failed, within the configured OSD operation timeout, not hang. The
+    OSD is killed once the image exists; a machine fast enough to finish
+    the whole convert before that gets a source four times larger (up to
+    1.5 GiB), so the kill always lands mid-write."""
     raw = tmp_path / "d.raw"
-    with open(raw, "wb") as f:
-        for i in range(96):
-            f.write(os.urandom(MiB))
     src = tmp_path / "d.vmdk"
-    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", raw, src])
-    img = fresh()
-    spec = ceph.spec(img) + ":rados_osd_op_timeout=5"
-    p = subprocess.Popen([tool("vmdk"), "convert", src, spec],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
-    try:
-        # kill the OSD once the image exists and data is flowing
-        end = time.monotonic() + 60
-        while img not in run(["rbd", "-c", ceph.conf, "ls", ceph.pool],
-                             timeout=60).stdout:
-            assert p.poll() is None, p.stderr.read()
-            assert time.monotonic() < end
-            time.sleep(0.1)
-        time.sleep(0.3)
-        assert p.poll() is None, "convert ended before the OSD was killed"
-        ceph.kill("osd.0", signal.SIGKILL)
-        t0 = time.monotonic()
-        out, err = p.communicate(timeout=120)
-        took = time.monotonic() - t0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        ceph.start_osd()
-    assert p.returncode != 0
+    for mib in (96, 384, 1536):
+        with open(raw, "wb") as f:
+            for i in range(mib // 8):
+                f.write(os.urandom(MiB) * 8)  # 8 MiB, no grain all zero
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", raw,
+             src])
+        os.unlink(raw)
+        img = fresh()
+        spec = ceph.spec(img) + ":rados_osd_op_timeout=5"
+        p = subprocess.Popen([tool("vmdk"), "convert", src, spec],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        killed = False
+        try:
+            # kill the OSD once the image exists and data is flowing
+            end = time.monotonic() + 60
+            while img not in run(["rbd", "-c", ceph.conf, "ls", ceph.pool],
+                                 timeout=60).stdout and p.poll() is None:
+                assert time.monotonic() < end
+                time.sleep(0.05)
+            if p.poll() is not None:
+                assert p.returncode == 0, p.stderr.read()
+                continue  # done before the kill: a larger source
+            ceph.kill("osd.0", signal.SIGKILL)
+            killed = True
+            t0 = time.monotonic()
+            out, err = p.communicate(timeout=120)
+            took = time.monotonic() - t0
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            if killed:
+                ceph.start_osd()
+        if p.returncode == 0:
+            continue  # the last write landed just before the kill
+        break
+    else:
+        raise AssertionError("every convert finished before the OSD was "
+                             "killed, the 1.5 GiB one included")
     assert img in err and ("timed out" in err or "Connection" in err), err
     assert took < 100, f"took {took:.0f} s"
 
