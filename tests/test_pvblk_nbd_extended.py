@@ -12,18 +12,20 @@ nbdcopy) that use the compact headers, which must keep working unchanged.
 import json
 import os
 import socket
+import ssl
 import struct
 
 import pytest
 
 from conftest import need, run
-from test_pvblk_nbd import Pvblk, Raw, make_image
+from test_pvblk_nbd import Pvblk, Raw, free_port, make_image, make_tls_creds
 
-OPT_GO, OPT_STRUCTURED_REPLY, OPT_SET_META = 7, 8, 10
+OPT_STARTTLS, OPT_GO, OPT_STRUCTURED_REPLY, OPT_SET_META = 5, 7, 8, 10
 OPT_EXPORT_NAME, OPT_EXTENDED_HEADERS = 1, 11
 REP_ACK, REP_INFO, REP_META = 1, 3, 4
 ERR = 1 << 31
-REP_ERR_INVALID, REP_ERR_EXT_HEADER_REQD = ERR | 3, ERR | 10
+REP_ERR_INVALID, REP_ERR_TLS_REQD = ERR | 3, ERR | 5
+REP_ERR_EXT_HEADER_REQD = ERR | 10
 REQ_MAGIC, EXT_REQ_MAGIC = 0x25609513, 0x21E41C71
 EXT_REPLY_MAGIC = 0x6E8A278C
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
@@ -41,8 +43,10 @@ K, M, G = 1 << 10, 1 << 20, 1 << 30
 class Ext(Raw):
     """An NBD client with extended headers, byte for byte."""
 
-    def negotiate(self, meta=(b"base:allocation",), name=b"disk"):
-        self.greet()
+    def negotiate(self, meta=(b"base:allocation",), name=b"disk",
+                  greet=True):
+        if greet:
+            self.greet()
         assert self.replies(OPT_EXTENDED_HEADERS)[-1][0] == REP_ACK
         if meta:
             d = struct.pack(">I", len(name)) + name + \
@@ -208,6 +212,11 @@ def test_negotiation(tmp_path):
         c.go(structured=True)
         c.request(CMD_FLUSH, 0, 0)
         assert c.simple() == (0, b"")
+        # PAYLOAD_LEN is no compact flag: the write's bytes are skipped
+        c.request(CMD_WRITE, 0, 3, FLAG_PAYLOAD_LEN, payload=b"abc")
+        assert c.simple() == (EINVAL, b"")
+        c.request(CMD_FLUSH, 0, 0)     # and the stream is still in step
+        assert c.simple() == (0, b"")
         c.close()
         # and an extended request from it is a bad magic: dropped
         c = Ext(srv.sock)
@@ -315,6 +324,77 @@ def test_errors_keep_the_connection_sane(tmp_path):
         assert c.write(0, b"x") == EPERM
         assert c.read(0, 1) == b"s"
         c.close()
+
+
+def test_pipelined_replies_match_their_cookies(tmp_path):
+    """Requests in flight together: each chunk names its request by cookie
+    and offset, whatever order the replies come back in."""
+    img, _ = make_image(str(tmp_path), "sparse")
+    with Pvblk(str(tmp_path), img, "-o", "rw") as srv:
+        c = Ext(srv.sock)
+        c.negotiate(meta=(b"base:allocation", b"qemu:allocation-depth"))
+        reqs = {}
+        for i in range(32):
+            off = i * M
+            if i % 4 == 0:
+                c.xreq(CMD_WRITE, off, 4096, FLAG_PAYLOAD_LEN, cookie=i,
+                       payload=bytes([i]) * 4096)
+            elif i % 4 == 1:
+                c.xreq(CMD_READ, off, 128 * K, cookie=i)
+            elif i % 4 == 2:
+                c.xreq(CMD_BLOCK_STATUS, off, 16 * M, cookie=i)
+            else:
+                c.xreq(CMD_WRITE_ZEROES, off, 8 * G, cookie=i)  # ENOSPC
+            reqs[i] = off
+        done, chunks = set(), {}
+        while len(done) < 32:
+            fl, typ, ck, o, d = c.chunk()
+            assert ck in reqs and ck not in done and o == reqs[ck]
+            chunks.setdefault(ck, []).append((typ, d))
+            if fl & DONE:
+                done.add(ck)
+        for i, got in chunks.items():
+            kinds = [t for t, _ in got]
+            if i % 4 == 0:
+                assert kinds == [T_NONE]
+            elif i % 4 == 1:
+                assert set(kinds) <= {T_DATA, T_HOLE}
+            elif i % 4 == 2:
+                assert kinds == [T_BS_EXT, T_BS_EXT]
+            else:
+                assert kinds == [T_ERROR]
+                assert struct.unpack(">I", got[0][1][:4])[0] == ENOSPC
+        assert c.read(4 * M, 8) == bytes([4]) * 8
+        c.close()
+
+
+def test_extended_headers_over_tls(tmp_path):
+    """With TLS required, extended headers are negotiated after STARTTLS
+    (before it the server says TLS is required) and work over GnuTLS."""
+    img, _ = make_image(str(tmp_path), "raw")
+    srvdir, clidir = make_tls_creds(str(tmp_path))
+    port = free_port()
+    with Pvblk(str(tmp_path), img, "-o", "rw", "--tls-creds", srvdir,
+               addr=f"tcp:127.0.0.1:{port}") as srv:
+        c = Ext.__new__(Ext)
+        c.s = socket.create_connection(("127.0.0.1", port), 20)
+        c.s.settimeout(20)
+        c.greet()
+        assert c.replies(OPT_EXTENDED_HEADERS)[-1][0] == REP_ERR_TLS_REQD
+        assert c.replies(OPT_STARTTLS)[-1][0] == REP_ACK
+        ctx = ssl.create_default_context(
+            cafile=os.path.join(clidir, "ca-cert.pem"))
+        c.s = ctx.wrap_socket(c.s, server_hostname="localhost")
+        c.negotiate(greet=False)
+        assert c.write(5 * M, b"tls!" * 1024) == 0
+        assert c.read(5 * M - 2, 8) == b"\0\0tls!tl"
+        (ext,) = c.block_status(0, c.size).values()
+        assert sum(n for n, _ in ext) == c.size
+        c.close()
+        srv.stop()
+    with open(img, "rb") as f:
+        f.seek(5 * M)
+        assert f.read(4) == b"tls!"
 
 
 # ---- lengths over 4 GiB ---------------------------------------------------
