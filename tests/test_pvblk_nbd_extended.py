@@ -444,10 +444,10 @@ def test_over_4gib_zero_trim_and_status(tmp_path, kind):
         run([qi, "check", img])
 
 
-def test_block_status_reply_is_bounded(tmp_path):
-    """A 4 TiB sparse VMDK: one BLOCK_STATUS for all of it is answered
-    quickly with a chunk that may stop short, and asking on from where it
-    stopped covers the disk."""
+def test_block_status_of_a_4tib_disk(tmp_path):
+    """A 4 TiB sparse VMDK: BLOCK_STATUS for all of it in one request
+    (a 64-bit length), two contexts; asking on from where each reply
+    stopped covers the disk in a few replies."""
     qi = need("qemu-img")
     img = str(tmp_path / "huge.vmdk")
     run([qi, "create", "-f", "vmdk", img, "4T"])
@@ -464,7 +464,51 @@ def test_block_status_reply_is_bounded(tmp_path):
             replies += 1
             assert replies < 1000
         assert off == 4 << 40
+        assert replies <= 2, replies   # nothing there: one hole
         c.close()
+
+
+def test_block_status_chunk_stops_after_16384_lookups(tmp_path):
+    """A chain whose grains alternate between base and child: every engine
+    lookup answers one 64 KiB grain (the depth changes), base:allocation
+    calls them all data. The chunk stops after 16,384 lookups (1 GiB), the
+    depth chunk after 256 descriptors, and both the extended client asking
+    on and nbdinfo (compact) cover the whole disk."""
+    d = str(tmp_path)
+    qi, qio = need("qemu-img"), need("qemu-io")
+    g, n = 64 * K, 16384 + 64
+    with open(os.path.join(d, "even.raw"), "wb") as f:
+        f.truncate(n * g)
+        for i in range(0, n, 2):
+            f.seek(i * g)
+            f.write(b"\x5a" * g)
+    run([qi, "convert", "-f", "raw", "-O", "vmdk", "even.raw", "base.vmdk"],
+        cwd=d)
+    os.unlink(os.path.join(d, "even.raw"))
+    run([qi, "create", "-f", "vmdk", "-b", "base.vmdk", "-F", "vmdk",
+         "child.vmdk"], cwd=d)
+    cmds = "".join(f"write -P 0x5b {i * g} 64k\n" for i in range(1, n, 2))
+    run([qio, "-f", "vmdk", "child.vmdk"], input=cmds, cwd=d)
+    with Pvblk(d, os.path.join(d, "child.vmdk"), "-o", "ro") as srv:
+        c = Ext(srv.sock)
+        c.negotiate(meta=(b"base:allocation", b"qemu:allocation-depth"))
+        alloc, depth = c.ctx[b"base:allocation"], \
+            c.ctx[b"qemu:allocation-depth"]
+        st = c.block_status(0, c.size)
+        assert st[alloc] == [(16384 * g, 0)]
+        assert len(st[depth]) == 256
+        assert st[depth][:2] in ([(g, 2), (g, 1)], [(g, 1), (g, 2)])
+        off = 0
+        while off < c.size:
+            (ext,) = [e for k, e in c.block_status(off, c.size - off).items()
+                      if k == alloc]
+            off += sum(x for x, _ in ext)
+        assert off == n * g
+        c.close()
+        m = json.loads(run([need("nbdinfo"), "--json", "--map",
+                            srv.url]).stdout)
+        assert sum(e["length"] for e in m) == n * g
+        assert all(e["type"] == 0 for e in m), m
 
 
 # ---- old clients ---------------------------------------------------------
