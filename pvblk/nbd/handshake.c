@@ -169,6 +169,9 @@ static int opt_export_name(struct nbd_conn *c, const uint8_t *d, uint32_t len)
 
 	if (len > NBD_MAX_NAME || !export_matches(c, d, len))
 		return -ENOENT;
+	/* a client with extended headers must use NBD_OPT_GO */
+	if (c->extended)
+		return -EPROTO;
 	ret = nbd_write_full(c, &v, 1);
 	return ret < 0 ? ret : HS_TRANSMISSION;
 }
@@ -227,6 +230,7 @@ static int opt_starttls(struct nbd_conn *c, uint32_t len)
 	/* nothing negotiated in the clear survives */
 	c->tls = true;
 	c->structured = false;
+	c->extended = false;
 	nbd_meta_clear(c);
 	return HS_OPTION;
 }
@@ -313,9 +317,33 @@ static int opt_structured_reply(struct nbd_conn *c, uint32_t len)
 		return send_err(c, NBD_OPT_STRUCTURED_REPLY,
 				NBD_REP_ERR_INVALID,
 				"NBD_OPT_STRUCTURED_REPLY carries no data");
+	/* no way back from extended headers to 20-byte chunk headers */
+	if (c->extended)
+		return send_err(c, NBD_OPT_STRUCTURED_REPLY,
+				NBD_REP_ERR_EXT_HEADER_REQD,
+				"extended headers are already on");
 	ret = send_ack(c, NBD_OPT_STRUCTURED_REPLY);
 	if (ret < 0)
 		return ret;
+	c->structured = true;
+	return HS_OPTION;
+}
+
+/* NBD_OPT_EXTENDED_HEADERS: 32-byte request and reply headers with 64-bit
+   lengths from transmission on; they imply chunked (structured-style)
+   replies. Asking again just acknowledges again. */
+static int opt_extended_headers(struct nbd_conn *c, uint32_t len)
+{
+	int ret;
+
+	if (len)
+		return send_err(c, NBD_OPT_EXTENDED_HEADERS,
+				NBD_REP_ERR_INVALID,
+				"NBD_OPT_EXTENDED_HEADERS carries no data");
+	ret = send_ack(c, NBD_OPT_EXTENDED_HEADERS);
+	if (ret < 0)
+		return ret;
+	c->extended = true;
 	c->structured = true;
 	return HS_OPTION;
 }
@@ -363,7 +391,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 	if (!list && !c->structured)
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
 				"NBD_OPT_SET_META_CONTEXT needs structured "
-				"replies first");
+				"replies or extended headers first");
 	if (!cur_name(&k, &name, &nlen) || !cur_u32(&k, &nq))
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
 				"malformed meta context request");
@@ -474,6 +502,9 @@ static int hs_option(struct nbd_conn *c)
 		break;
 	case NBD_OPT_STRUCTURED_REPLY:
 		ret = opt_structured_reply(c, len);
+		break;
+	case NBD_OPT_EXTENDED_HEADERS:
+		ret = opt_extended_headers(c, len);
 		break;
 	case NBD_OPT_LIST_META_CONTEXT:
 	case NBD_OPT_SET_META_CONTEXT:

@@ -110,7 +110,9 @@ struct nbd_conn {
 	/* negotiated */
 	bool no_zeroes;
 	bool tls;                 /* STARTTLS done */
-	bool structured;
+	bool structured;          /* chunked replies: structured or extended */
+	bool extended;            /* NBD_OPT_EXTENDED_HEADERS: 32-byte request
+				     and reply headers, 64-bit lengths */
 	uint32_t meta_selected;   /* bitmask over the contexts (meta.c) */
 	char *meta_bitmap[NBD_META_MAX]; /* selected dirty bitmaps: the
 				     checkpoint each names, fixed at SET */
@@ -158,21 +160,28 @@ int nbd_wait_fd(struct nbd_conn *c, bool for_write);
    when the connection is to be dropped. */
 int nbd_negotiate(struct nbd_conn *c);
 
-/* request.c: the 28-byte request header, and what the server thinks of it
-   before any payload is read. */
+/* request.c: the request header (28 bytes compact, 32 extended), and what
+   the server thinks of it before any payload is read. */
 struct nbd_request {
 	uint16_t flags, type;
 	uint64_t cookie, offset;
-	uint32_t length;
+	uint64_t length;          /* 32 bits unless extended headers */
 };
-/* Decodes buf; -EPROTO when the magic is wrong (drop the connection). */
-int nbd_parse_request(const uint8_t buf[NBD_REQUEST_SIZE],
+/* The header size c's requests have: NBD_REQUEST_SIZE, or
+   NBD_EXTENDED_REQUEST_SIZE once extended headers are negotiated. */
+size_t nbd_request_size(const struct nbd_conn *c);
+/* Decodes a header of nbd_request_size(c) bytes at buf; -EPROTO when the
+   magic is not the one negotiated (drop the connection: the stream cannot
+   be resynchronised). */
+int nbd_parse_request(const struct nbd_conn *c, const uint8_t *buf,
 		      struct nbd_request *r);
 /* 0 when r may run on c, else the NBD error to reply with. */
 uint32_t nbd_check_request(const struct nbd_conn *c,
 			   const struct nbd_request *r);
-/* True when r carries a payload of r->length bytes (NBD_CMD_WRITE). */
-bool nbd_request_has_payload(const struct nbd_request *r);
+/* True when r carries a payload of r->length bytes: NBD_CMD_WRITE on a
+   compact connection, NBD_CMD_FLAG_PAYLOAD_LEN on an extended one. */
+bool nbd_request_has_payload(const struct nbd_conn *c,
+			     const struct nbd_request *r);
 
 /* transmission.c: serve requests until the client leaves or the server
    stops; waits for every request in flight. */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * nbd_proto.h - the NBD protocol's numbers (fixed newstyle negotiation,
- * simple and structured replies), as the NBD protocol document defines
- * them. All fields travel big-endian.
+ * simple and structured replies, extended headers), as the NBD protocol
+ * document defines them. All fields travel big-endian.
  */
 #ifndef OVK_NBD_PROTO_H
 #define OVK_NBD_PROTO_H
@@ -30,6 +30,7 @@ enum {
 	NBD_OPT_STRUCTURED_REPLY = 8,
 	NBD_OPT_LIST_META_CONTEXT = 9,
 	NBD_OPT_SET_META_CONTEXT = 10,
+	NBD_OPT_EXTENDED_HEADERS = 11,
 };
 
 /* option replies */
@@ -49,6 +50,7 @@ enum {
 #define NBD_REP_ERR_SHUTDOWN (NBD_REP_ERR_BIT | 7)
 #define NBD_REP_ERR_BLOCK_SIZE_REQD (NBD_REP_ERR_BIT | 8)
 #define NBD_REP_ERR_TOO_BIG (NBD_REP_ERR_BIT | 9)
+#define NBD_REP_ERR_EXT_HEADER_REQD (NBD_REP_ERR_BIT | 10)
 
 /* NBD_REP_INFO types */
 enum {
@@ -74,6 +76,9 @@ enum {
 /* requests */
 #define NBD_REQUEST_MAGIC 0x25609513u
 #define NBD_REQUEST_SIZE 28
+/* after NBD_OPT_EXTENDED_HEADERS: the same fields, a 64-bit length */
+#define NBD_EXTENDED_REQUEST_MAGIC 0x21e41c71u
+#define NBD_EXTENDED_REQUEST_SIZE 32
 enum {
 	NBD_CMD_READ = 0,
 	NBD_CMD_WRITE = 1,
@@ -89,18 +94,24 @@ enum {
 #define NBD_CMD_FLAG_DF (1u << 2)
 #define NBD_CMD_FLAG_REQ_ONE (1u << 3)
 #define NBD_CMD_FLAG_FAST_ZERO (1u << 4)
+#define NBD_CMD_FLAG_PAYLOAD_LEN (1u << 5) /* extended: length = payload */
 
 /* replies */
 #define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
 #define NBD_STRUCTURED_REPLY_MAGIC 0x668e33efu
 #define NBD_SIMPLE_REPLY_SIZE 16
 #define NBD_STRUCTURED_REPLY_SIZE 20
+/* after NBD_OPT_EXTENDED_HEADERS every reply is a chunk with this header:
+   magic, flags, type, cookie, the request's offset, a 64-bit length */
+#define NBD_EXTENDED_REPLY_MAGIC 0x6e8a278cu
+#define NBD_EXTENDED_REPLY_SIZE 32
 #define NBD_REPLY_FLAG_DONE (1u << 0)
 enum {
 	NBD_REPLY_TYPE_NONE = 0,
 	NBD_REPLY_TYPE_OFFSET_DATA = 1,
 	NBD_REPLY_TYPE_OFFSET_HOLE = 2,
 	NBD_REPLY_TYPE_BLOCK_STATUS = 5,
+	NBD_REPLY_TYPE_BLOCK_STATUS_EXT = 6, /* extended headers only */
 	NBD_REPLY_TYPE_ERROR = (1 << 15) + 1,
 	NBD_REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2,
 };

@@ -7,31 +7,46 @@
 
 #include "nbd_i.h"
 
-int nbd_parse_request(const uint8_t buf[NBD_REQUEST_SIZE],
+size_t nbd_request_size(const struct nbd_conn *c)
+{
+	return c->extended ? NBD_EXTENDED_REQUEST_SIZE : NBD_REQUEST_SIZE;
+}
+
+int nbd_parse_request(const struct nbd_conn *c, const uint8_t *buf,
 		      struct nbd_request *r)
 {
-	uint32_t magic, len;
+	uint32_t magic, len32;
 	uint16_t flags, type;
-	uint64_t cookie, off;
+	uint64_t cookie, off, len64;
 
+	/* both layouts share the first 24 bytes; only the length differs */
 	memcpy(&magic, buf, 4);
 	memcpy(&flags, buf + 4, 2);
 	memcpy(&type, buf + 6, 2);
 	memcpy(&cookie, buf + 8, 8);
 	memcpy(&off, buf + 16, 8);
-	memcpy(&len, buf + 24, 4);
-	if (be32toh(magic) != NBD_REQUEST_MAGIC)
+	if (be32toh(magic) != (c->extended ? NBD_EXTENDED_REQUEST_MAGIC :
+					     NBD_REQUEST_MAGIC))
 		return -EPROTO;
 	r->flags = be16toh(flags);
 	r->type = be16toh(type);
 	r->cookie = cookie; /* echoed back as the client sent it */
 	r->offset = be64toh(off);
-	r->length = be32toh(len);
+	if (c->extended) {
+		memcpy(&len64, buf + 24, 8);
+		r->length = be64toh(len64);
+	} else {
+		memcpy(&len32, buf + 24, 4);
+		r->length = be32toh(len32);
+	}
 	return 0;
 }
 
-bool nbd_request_has_payload(const struct nbd_request *r)
+bool nbd_request_has_payload(const struct nbd_conn *c,
+			     const struct nbd_request *r)
 {
+	if (c->extended)
+		return r->flags & NBD_CMD_FLAG_PAYLOAD_LEN;
 	return r->type == NBD_CMD_WRITE;
 }
 
@@ -74,7 +89,13 @@ uint32_t nbd_check_request(const struct nbd_conn *c,
 	default:
 		return NBD_EINVAL;
 	}
-	if (r->flags & ~allowed_flags(r->type))
+	if (r->flags & ~(allowed_flags(r->type) |
+			 (c->extended ? NBD_CMD_FLAG_PAYLOAD_LEN : 0)))
+		return NBD_EINVAL;
+	/* with extended headers a WRITE says its payload length, and no
+	   other command takes a payload here (its bytes were skipped) */
+	if (c->extended && (r->type == NBD_CMD_WRITE) !=
+				   !!(r->flags & NBD_CMD_FLAG_PAYLOAD_LEN))
 		return NBD_EINVAL;
 	if ((r->flags & NBD_CMD_FLAG_DF) && !c->structured)
 		return NBD_EINVAL;

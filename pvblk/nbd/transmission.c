@@ -5,7 +5,8 @@
  * eventfd and the server's stop eventfd; requests are checked once
  * (request.c), queued on the engine without waiting, and answered from the
  * engine's callbacks (simple replies, or structured ones with hole chunks
- * for zero runs of a READ once negotiated).
+ * for zero runs of a READ once negotiated; after NBD_OPT_EXTENDED_HEADERS
+ * every reply is a chunk with the 32-byte extended header).
  */
 #include <endian.h>
 #include <errno.h>
@@ -67,7 +68,7 @@ uint32_t nbd_errno(int err)
 
 /* Counts one reply to a request of type with length bytes for the status
    counters (relaxed atomics: the control thread reads them meanwhile). */
-static void count_reply(struct nbd_conn *c, uint16_t type, uint32_t length,
+static void count_reply(struct nbd_conn *c, uint16_t type, uint64_t length,
 			bool failed)
 {
 	__atomic_fetch_add(&c->st.requests, 1, __ATOMIC_RELAXED);
@@ -87,6 +88,8 @@ static void send_or_die(struct nbd_conn *c, const struct iovec *iov, int n)
 		c->dead = true;
 }
 
+/* A compact simple reply (no extended headers): the 16-byte header, and
+   data after it when there is no error. */
 static void simple_reply(struct nbd_conn *c, uint64_t cookie, uint32_t err,
 			 const void *data, size_t len)
 {
@@ -100,51 +103,94 @@ static void simple_reply(struct nbd_conn *c, uint64_t cookie, uint32_t err,
 	send_or_die(c, v, err ? 1 : 2);
 }
 
-struct __attribute__((packed)) chunk_hdr {
-	uint32_t magic;
-	uint16_t flags, type;
-	uint64_t cookie;
-	uint32_t len;
-};
-_Static_assert(sizeof(struct chunk_hdr) == NBD_STRUCTURED_REPLY_SIZE,
-	       "structured reply chunk header");
-
-static void chunk_hdr(struct chunk_hdr *h, uint16_t flags, uint16_t type,
-		      uint64_t cookie, uint32_t len)
+/*
+ * Writes at h the header of one reply chunk to r with a payload of len
+ * bytes: the 20-byte structured header, or once extended headers are on
+ * the 32-byte extended one (which also echoes the request's offset).
+ * Returns the header's size.
+ */
+static size_t chunk_hdr(const struct nbd_conn *c, uint8_t *h, uint16_t flags,
+			uint16_t type, const struct nbd_request *r,
+			uint64_t len)
 {
-	h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
-	h->flags = htobe16(flags);
-	h->type = htobe16(type);
-	h->cookie = cookie;
-	h->len = htobe32(len);
+	uint16_t f = htobe16(flags), t = htobe16(type);
+	uint32_t magic = htobe32(c->extended ? NBD_EXTENDED_REPLY_MAGIC :
+					       NBD_STRUCTURED_REPLY_MAGIC);
+
+	memcpy(h, &magic, 4);
+	memcpy(h + 4, &f, 2);
+	memcpy(h + 6, &t, 2);
+	memcpy(h + 8, &r->cookie, 8); /* as the client sent it */
+	if (c->extended) {
+		uint64_t off = htobe64(r->offset), l = htobe64(len);
+
+		memcpy(h + 16, &off, 8);
+		memcpy(h + 24, &l, 8);
+		return NBD_EXTENDED_REPLY_SIZE;
+	}
+	{
+		uint32_t l = htobe32((uint32_t)len);
+
+		memcpy(h + 16, &l, 4);
+		return NBD_STRUCTURED_REPLY_SIZE;
+	}
+}
+
+/* Room for the largest chunk header. */
+#define HDR_MAX NBD_EXTENDED_REPLY_SIZE
+
+/* Writes at out a final NBD_REPLY_TYPE_ERROR chunk (no message) for r;
+   returns its size (at most HDR_MAX + 6). */
+static size_t error_chunk_at(const struct nbd_conn *c, uint8_t *out,
+			     const struct nbd_request *r, uint32_t err)
+{
+	size_t hl = chunk_hdr(c, out, NBD_REPLY_FLAG_DONE,
+			      NBD_REPLY_TYPE_ERROR, r, 6);
+	uint32_t e = htobe32(err);
+
+	memcpy(out + hl, &e, 4);
+	memset(out + hl + 4, 0, 2); /* message length */
+	return hl + 6;
 }
 
 /* NBD_REPLY_TYPE_ERROR with the DONE flag: the whole reply. */
-static void error_chunk(struct nbd_conn *c, uint64_t cookie, uint32_t err)
+static void error_chunk(struct nbd_conn *c, const struct nbd_request *r,
+			uint32_t err)
 {
-	struct __attribute__((packed)) {
-		struct chunk_hdr h;
-		uint32_t err;
-		uint16_t msglen;
-	} e;
-	struct iovec v = { &e, sizeof(e) };
+	uint8_t b[HDR_MAX + 6];
+	struct iovec v = { b, error_chunk_at(c, b, r, err) };
 
-	chunk_hdr(&e.h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, cookie, 6);
-	e.err = htobe32(err);
-	e.msglen = 0;
 	send_or_die(c, &v, 1);
 }
 
 /* An error for r: a structured error chunk where the client expects
-   chunks (READ, BLOCK_STATUS), a simple reply otherwise. */
+   chunks (READ, BLOCK_STATUS, or anything once extended headers are on:
+   they have no simple reply), a simple reply otherwise. */
 static void reply_error(struct nbd_conn *c, const struct nbd_request *r,
 			uint32_t err)
 {
-	if (c->structured && (r->type == NBD_CMD_READ ||
-			      r->type == NBD_CMD_BLOCK_STATUS))
-		error_chunk(c, r->cookie, err);
+	if (c->extended ||
+	    (c->structured && (r->type == NBD_CMD_READ ||
+			       r->type == NBD_CMD_BLOCK_STATUS)))
+		error_chunk(c, r, err);
 	else
 		simple_reply(c, r->cookie, err, NULL, 0);
+}
+
+/* Success with no data (everything but READ and BLOCK_STATUS): a simple
+   reply, or a final NBD_REPLY_TYPE_NONE chunk with extended headers. */
+static void reply_ok(struct nbd_conn *c, const struct nbd_request *r)
+{
+	uint8_t h[HDR_MAX];
+	struct iovec v = { h, 0 };
+
+	if (!c->extended) {
+		simple_reply(c, r->cookie, 0, NULL, 0);
+		return;
+	}
+	v.iov_len = chunk_hdr(c, h, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
+			      r, 0);
+	send_or_die(c, &v, 1);
 }
 
 /* The size class of a buffer of len bytes (1 to NBD_MAX_BLOCK). */
@@ -195,14 +241,14 @@ void nbd_pool_free(struct nbd_conn *c)
 static void req_free(struct req *q)
 {
 	if (q->buf)
-		buf_put(q->c, q->buf, q->r.length);
+		buf_put(q->c, q->buf, (uint32_t)q->r.length);
 	free(q);
 }
 
-/* The structured reply of a READ: one chunk per segment, the last DONE. */
+/* The chunked reply of a READ: one chunk per segment, the last DONE. */
 static void read_reply_structured(struct req *q)
 {
-	struct chunk_hdr h[READ_SEGS];
+	uint8_t h[READ_SEGS][HDR_MAX];
 	struct __attribute__((packed)) {
 		uint64_t off;
 		uint32_t len;
@@ -211,9 +257,9 @@ static void read_reply_structured(struct req *q)
 	int n = 0;
 
 	if (q->nseg == 0) { /* a zero-length READ: one empty final chunk */
-		chunk_hdr(&h[0], NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE,
-			  q->r.cookie, 0);
-		v[0] = (struct iovec){ &h[0], sizeof(h[0]) };
+		v[0] = (struct iovec){
+			h[0], chunk_hdr(q->c, h[0], NBD_REPLY_FLAG_DONE,
+					NBD_REPLY_TYPE_NONE, &q->r, 0) };
 		send_or_die(q->c, v, 1);
 		return;
 	}
@@ -225,14 +271,16 @@ static void read_reply_structured(struct req *q)
 		meta[i].off = htobe64(s->off);
 		meta[i].len = htobe32(s->len);
 		if (s->hole) {
-			chunk_hdr(&h[i], fl, NBD_REPLY_TYPE_OFFSET_HOLE,
-				  q->r.cookie, 12);
-			v[n++] = (struct iovec){ &h[i], sizeof(h[i]) };
+			v[n++] = (struct iovec){
+				h[i], chunk_hdr(q->c, h[i], fl,
+						NBD_REPLY_TYPE_OFFSET_HOLE,
+						&q->r, 12) };
 			v[n++] = (struct iovec){ &meta[i], 12 };
 		} else {
-			chunk_hdr(&h[i], fl, NBD_REPLY_TYPE_OFFSET_DATA,
-				  q->r.cookie, 8 + s->len);
-			v[n++] = (struct iovec){ &h[i], sizeof(h[i]) };
+			v[n++] = (struct iovec){
+				h[i], chunk_hdr(q->c, h[i], fl,
+						NBD_REPLY_TYPE_OFFSET_DATA,
+						&q->r, 8 + (uint64_t)s->len) };
 			v[n++] = (struct iovec){ &meta[i], 8 };
 			v[n++] = (struct iovec){
 				q->buf + (s->off - q->r.offset), s->len };
@@ -254,7 +302,7 @@ static void req_done(struct req *q)
 	if (err && !refused) {
 		const char *msg = bdev_errmsg();
 
-		pvblk_log("nbd: %s: command %u at %" PRIu64 " (+%" PRIu32
+		pvblk_log("nbd: %s: command %u at %" PRIu64 " (+%" PRIu64
 			  "): %s", c->peer, q->r.type, q->r.offset,
 			  q->r.length, *msg ? msg : strerror(-q->err));
 	}
@@ -266,7 +314,7 @@ static void req_done(struct req *q)
 	else if (q->r.type == NBD_CMD_READ)
 		simple_reply(c, q->r.cookie, 0, q->buf, q->r.length);
 	else
-		simple_reply(c, q->r.cookie, 0, NULL, 0);
+		reply_ok(c, &q->r);
 	c->inflight--;
 	if (q->buf)
 		c->inflight_bytes -= q->r.length;
@@ -432,16 +480,20 @@ static void dispatch(struct req *q)
 
 /*
  * NBD_CMD_BLOCK_STATUS: one chunk per selected context, each at most
- * BS_MAX descriptors (one with REQ_ONE), the last chunk DONE. The engine
- * may read grain tables to answer, so the reply is built on a worker
- * (offload.c) and sent from the connection's thread when it is done.
+ * BS_MAX descriptors (one with REQ_ONE), the last chunk DONE; with
+ * extended headers NBD_REPLY_TYPE_BLOCK_STATUS_EXT chunks with 64-bit
+ * extent lengths. A chunk also ends after BS_LOOKUPS engine lookups, so
+ * a request for a huge range of finely fragmented status (64-bit lengths
+ * make that cheap to ask) costs a bounded amount of work per reply: the
+ * client asks again from where the reply stopped. The engine may read
+ * grain tables to answer, so the reply is built on a worker (offload.c)
+ * and sent from the connection's thread when it is done.
  */
 #define BS_MAX 256
-struct bs_chunk {
-	struct chunk_hdr h;
-	uint32_t id;
-	uint32_t d[2 * BS_MAX];
-} __attribute__((packed));
+#define BS_LOOKUPS 16384
+/* the largest chunk: extended header, context id and count, descriptors
+   of 16 bytes (an error chunk is smaller) */
+#define BS_CHUNK_MAX (HDR_MAX + 8 + 16 * BS_MAX)
 
 struct bs_job {
 	struct nbd_job j;
@@ -458,34 +510,70 @@ static int bs_context(struct bs_job *bj, unsigned i, bool last)
 	struct nbd_conn *c = bj->j.c;
 	const struct nbd_request *r = &bj->r;
 	struct bdev *b = c->srv->export->bdev;
-	struct bs_chunk *bs = (struct bs_chunk *)(bj->buf + bj->len);
+	struct {
+		uint64_t len;
+		uint32_t fl;
+	} d[BS_MAX];
 	unsigned nd = 0, maxd = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : BS_MAX;
+	unsigned lookups = 0;
+	/* compact descriptors hold 32-bit lengths */
+	uint64_t dmax = c->extended ? UINT64_MAX : UINT32_MAX;
 	uint64_t off = r->offset, end = r->offset + r->length;
+	uint8_t *p = bj->buf + bj->len;
+	size_t hl, plen;
+	uint32_t id = htobe32(i + 1), cnt;
 
-	while (off < end) {
+	while (off < end && lookups < BS_LOOKUPS) {
 		uint64_t n;
 		uint32_t fl;
 		int ret = nbd_meta_extent(c, b, i, off, end - off, &n, &fl);
 
 		if (ret < 0)
 			return ret;
-		if (nd && be32toh(bs->d[2 * nd - 1]) == fl &&
-		    be32toh(bs->d[2 * nd - 2]) + n <= UINT32_MAX) {
-			bs->d[2 * nd - 2] = htobe32(
-				(uint32_t)(be32toh(bs->d[2 * nd - 2]) + n));
+		lookups++;
+		if (nd && d[nd - 1].fl == fl && n <= dmax - d[nd - 1].len) {
+			d[nd - 1].len += n;
 		} else {
 			if (nd == maxd)
 				break;
-			bs->d[2 * nd] = htobe32((uint32_t)n);
-			bs->d[2 * nd + 1] = htobe32(fl);
+			d[nd].len = n;
+			d[nd].fl = fl;
 			nd++;
 		}
 		off += n;
 	}
-	chunk_hdr(&bs->h, last ? NBD_REPLY_FLAG_DONE : 0,
-		  NBD_REPLY_TYPE_BLOCK_STATUS, r->cookie, 4 + 8 * nd);
-	bs->id = htobe32(i + 1);
-	bj->len += sizeof(bs->h) + 4 + 8 * nd;
+	plen = c->extended ? 8 + 16 * (size_t)nd : 4 + 8 * (size_t)nd;
+	hl = chunk_hdr(c, p, last ? NBD_REPLY_FLAG_DONE : 0,
+		       c->extended ? NBD_REPLY_TYPE_BLOCK_STATUS_EXT :
+				     NBD_REPLY_TYPE_BLOCK_STATUS,
+		       r, plen);
+	p += hl;
+	memcpy(p, &id, 4);
+	p += 4;
+	if (c->extended) {
+		cnt = htobe32(nd);
+		memcpy(p, &cnt, 4);
+		p += 4;
+	}
+	for (unsigned k = 0; k < nd; k++) {
+		uint32_t fl = htobe32(d[k].fl);
+
+		if (c->extended) {
+			uint64_t l = htobe64(d[k].len);
+
+			memcpy(p, &l, 8);
+			memset(p + 8, 0, 4); /* padding */
+			memcpy(p + 12, &fl, 4);
+			p += 16;
+		} else {
+			uint32_t l = htobe32((uint32_t)d[k].len);
+
+			memcpy(p, &l, 4);
+			memcpy(p + 4, &fl, 4);
+			p += 8;
+		}
+	}
+	bj->len += hl + plen;
 	return 0;
 }
 
@@ -503,18 +591,8 @@ static void bs_run(struct nbd_job *j)
 		sel &= ~(1u << i);
 		ret = bs_context(bj, i, sel == 0);
 		if (ret < 0) {
-			struct __attribute__((packed)) {
-				struct chunk_hdr h;
-				uint32_t err;
-				uint16_t msglen;
-			} e;
-
-			chunk_hdr(&e.h, NBD_REPLY_FLAG_DONE,
-				  NBD_REPLY_TYPE_ERROR, bj->r.cookie, 6);
-			e.err = htobe32(nbd_errno(ret));
-			e.msglen = 0;
-			memcpy(bj->buf + bj->len, &e, sizeof(e));
-			bj->len += sizeof(e);
+			bj->len += error_chunk_at(j->c, bj->buf + bj->len,
+						  &bj->r, nbd_errno(ret));
 			bj->failed = true;
 			return;
 		}
@@ -540,7 +618,7 @@ static int cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
 	struct bs_job *bj;
 
 	/* the error chunk fits where a context's chunk would have gone */
-	bj = malloc(sizeof(*bj) + (size_t)nsel * sizeof(struct bs_chunk));
+	bj = malloc(sizeof(*bj) + (size_t)nsel * BS_CHUNK_MAX);
 	if (!bj)
 		return -ENOMEM;
 	bj->j.run = bs_run;
@@ -556,20 +634,20 @@ static int cmd_block_status(struct nbd_conn *c, const struct nbd_request *r)
 /* Reads one request (and its payload) and starts it. */
 static int handle_request(struct nbd_conn *c)
 {
-	uint8_t hdr[NBD_REQUEST_SIZE];
+	uint8_t hdr[NBD_EXTENDED_REQUEST_SIZE];
 	struct nbd_request r;
 	struct req *q;
 	uint32_t err;
 	int ret;
 
-	ret = nbd_read_full(c, hdr, sizeof(hdr));
+	ret = nbd_read_full(c, hdr, nbd_request_size(c));
 	if (ret < 0)
 		return ret;
-	ret = nbd_parse_request(hdr, &r);
+	ret = nbd_parse_request(c, hdr, &r);
 	if (ret < 0)
 		return ret;
 	err = nbd_check_request(c, &r);
-	if (nbd_request_has_payload(&r)) {
+	if (nbd_request_has_payload(c, &r)) {
 		if (r.length > c->srv->max_block)
 			return -E2BIG; /* cannot resync: drop */
 		if (err) {
@@ -595,7 +673,7 @@ static int handle_request(struct nbd_conn *c)
 	q->c = c;
 	q->r = r;
 	if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && r.length) {
-		q->buf = buf_get(c, r.length);
+		q->buf = buf_get(c, (uint32_t)r.length);
 		if (!q->buf) {
 			if (r.type == NBD_CMD_WRITE) {
 				ret = nbd_skip(c, r.length);

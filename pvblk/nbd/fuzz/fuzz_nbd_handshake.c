@@ -4,7 +4,8 @@
  * that follow it: input byte 0 configures the server (TLS required,
  * read-only), the rest is everything a client sends. Requests are parsed
  * and checked, not run (there is no image), and a checked request must lie
- * inside the export.
+ * inside the export. Extended headers (NBD_OPT_EXTENDED_HEADERS) switch
+ * the parser to 32-byte headers with 64-bit lengths.
  */
 #include <stdlib.h>
 
@@ -31,18 +32,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (nbd_negotiate(&c) != 1)
 		return 0;
 	for (;;) {
-		uint8_t h[NBD_REQUEST_SIZE];
+		uint8_t h[NBD_EXTENDED_REQUEST_SIZE];
 		struct nbd_request r;
 		uint32_t err;
 
-		if (nbd_read_full(&c, h, sizeof(h)) < 0 ||
-		    nbd_parse_request(h, &r) < 0)
+		if (nbd_read_full(&c, h, nbd_request_size(&c)) < 0 ||
+		    nbd_parse_request(&c, h, &r) < 0)
 			break;
 		err = nbd_check_request(&c, &r);
 		if (!err && (r.offset + r.length < r.offset ||
 			     r.offset + r.length > s.size))
 			abort(); /* a checked request outside the export */
-		if (nbd_request_has_payload(&r) &&
+		if (!err && c.extended && !c.structured)
+			abort(); /* extended headers imply chunked replies */
+		if (!err && c.extended &&
+		    (r.type == NBD_CMD_WRITE) !=
+			    !!(r.flags & NBD_CMD_FLAG_PAYLOAD_LEN))
+			abort(); /* a WRITE without its payload length */
+		if (nbd_request_has_payload(&c, &r) &&
 		    (r.length > s.max_block || nbd_skip(&c, r.length) < 0))
 			break;
 	}

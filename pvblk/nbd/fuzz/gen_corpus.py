@@ -21,6 +21,12 @@ def req(cmd, off, length, flags=0, payload=b""):
                        length) + payload
 
 
+def xreq(cmd, off, length, flags=0, payload=b""):
+    """An extended request header (after NBD_OPT_EXTENDED_HEADERS)."""
+    return struct.pack(">IHHQQQ", 0x21E41C71, flags, cmd, 1, off,
+                       length) + payload
+
+
 def meta(o, *queries):
     d = name(b"disk") + struct.pack(">I", len(queries))
     for q in queries:
@@ -33,6 +39,12 @@ flags = struct.pack(">I", 3)
 reqs = (req(0, 0, 4096) + req(1, 4096, 16, 1, b"x" * 16) + req(3, 0, 0) +
         req(4, 0, 65536) + req(6, 0, 65536, 2) + req(5, 0, 4096) +
         req(7, 0, 1 << 20, 8) + req(0, 1 << 30, 1) + req(2, 0, 0))
+PAYLOAD_LEN = 1 << 5
+xreqs = (xreq(0, 0, 4096) + xreq(1, 4096, 16, 1 | PAYLOAD_LEN, b"x" * 16) +
+         xreq(3, 0, 0) + xreq(4, 0, 5 << 30) + xreq(6, 0, 6 << 30, 2) +
+         xreq(5, 0, 1 << 33) + xreq(7, 0, 1 << 40, 8) +
+         xreq(4, 0, 3, PAYLOAD_LEN, b"abc") + xreq(1, 0, 4) +
+         xreq(0, 0, 2 ** 64 - 1) + xreq(2, 0, 0))
 seeds = {
     "fuzz_nbd_handshake": {
         "export_name": b"\0" + flags + opt(1, b"disk") + reqs,
@@ -42,14 +54,26 @@ seeds = {
                                                         b"\0\0") + meta(9, b"qemu:") + opt(2),
         "tls_required": b"\1" + flags + opt(3) + opt(5) + opt(1, b""),
         "read_only": b"\2" + flags + go + req(1, 0, 4, 0, b"abcd") + reqs,
+        "extended": b"\0" + flags + opt(11) + opt(8) +
+        meta(10, b"base:allocation") + go + xreqs,
+        "extended_bad": b"\0" + flags + opt(11, b"?") + opt(11) +
+        opt(11) + go + xreq(1, 0, 64 << 20, PAYLOAD_LEN),
+        "extended_export_name": b"\0" + flags + opt(11) + opt(1, b"disk"),
         "bad_lengths": b"\0" + flags + opt(6, struct.pack(">I", 9999)) +
         opt(10, b"\0\0\0\0\xff\xff\xff\xff") + opt(99, b"?") + go,
     },
     "fuzz_nbd_request": {
-        "mixed": b"".join(bytes([s]) + req(c, o, n, f)[:28] for s, c, o, n, f in [
+        "mixed": b"".join(bytes([s]) + req(c, o, n, f)[:28] + b"\0" * 4 for s, c, o, n, f in [
             (0, 0, 0, 4096, 0), (1, 0, 0, 4096, 4), (3, 7, 0, 512, 8),
             (4, 1, 0, 512, 1), (0, 6, 1 << 30, 1, 16), (0, 0, 2 ** 64 - 1, 2, 0),
             (0, 1, 0, 64 << 20, 0), (0, 99, 0, 0, 0), (0, 2, 0, 0, 0)]),
+        "extended": b"".join(bytes([s]) + xreq(c, o, n, f) for s, c, o, n, f in [
+            (8, 0, 0, 4096, 0), (8, 1, 0, 512, PAYLOAD_LEN),
+            (8, 1, 0, 512, 0), (10, 7, 0, 1 << 40, 8),
+            (8, 4, 0, 5 << 30, 0), (8, 6, 0, 6 << 30, 2),
+            (8, 5, 0, 1 << 33, 0), (8, 4, 0, 3, PAYLOAD_LEN),
+            (12, 1, 0, 4, PAYLOAD_LEN), (8, 0, 0, 1 << 33, 0),
+            (8, 0, 2 ** 64 - 1, 2, 0), (0, 4, 0, 4096, PAYLOAD_LEN)]),
     },
 }
 for h, files in seeds.items():
