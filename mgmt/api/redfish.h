@@ -51,7 +51,9 @@
 struct mgmt {
 	struct inventory *inv;
 	struct provider_env env;
+	/* the provider that starts a VM (mgmt_provider) */
 	const struct provider_ops *provider;
+	bool provider_auto; /* chosen by --provider auto */
 	const char *storage_dir;
 	const char *ovf_tool; /* the ovf program, for exports */
 	const char *ovkdisk_tool; /* the ovkdisk program, for backups */
@@ -67,6 +69,12 @@ struct rf_reply {
 	char location[512];/* Location header for 201, or "" */
 	char allow[64];    /* Allow header for 405, or "" */
 };
+
+/* The provider that runs vm, or would start it: the one recorded in it
+   while it is on, else m->provider; under --provider auto, a VM without
+   a kernel to boot starts on QEMU (ovkvm has no firmware). */
+const struct provider_ops *mgmt_provider(const struct mgmt *m,
+					 const struct vm *vm);
 
 /* rf_handle's flags */
 #define RF_ASYNC 1u /* the client prefers 202 and a task (Prefer:

@@ -21,6 +21,7 @@
 
 #include "events.h"
 #include "listen.h"
+#include "procs.h"
 #include "redfish.h"
 
 #define MAX_BODY (1u << 20)
@@ -368,7 +369,7 @@ static void *monitor(void *arg)
 		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 			struct vm *vm = inv_at(g_m.inv, i);
 
-			if (g_m.provider->poll(&g_m.env, vm)) {
+			if (mgmt_provider(&g_m, vm)->poll(&g_m.env, vm)) {
 				free(vm->last_event);
 				vm->last_event = strdup("powered off: the VMM "
 							"exited");
@@ -487,6 +488,46 @@ static const char *sibling(const char *folder, const char *name)
 	return name;
 }
 
+/* --provider: ovkvm where it can run an unmodified guest (a usable
+   /dev/kvm on a CPU with svm or vmx, and the ovkvm program: beside ovkd
+   or --ovkvm), else QEMU; an explicit ovkvm that cannot run is refused
+   here rather than at each VM's start. Said on stderr. */
+static int choose_provider(const char *want)
+{
+	bool kvm = prov_hw_kvm();
+	const char *why = NULL;
+
+	if (!g_m.env.ovkvm) {
+		const char *k = sibling("hypervisor", "ovkvm");
+
+		/* from PATH only when asked for by name */
+		if (k[0] == '/' || !strcmp(want, "ovkvm"))
+			g_m.env.ovkvm = k;
+	}
+	if (!kvm)
+		why = access("/dev/kvm", R_OK | W_OK) < 0
+			? "/dev/kvm is missing or not usable"
+			: "/dev/kvm is there but the CPU shows neither svm nor "
+			  "vmx (a paravirtual KVM cannot run a stock kernel)";
+	else if (!g_m.env.ovkvm)
+		why = "no ovkvm program beside ovkd (give --ovkvm PATH)";
+	if (!strcmp(want, "ovkvm") && why) {
+		say("--provider ovkvm: %s; use --provider qemu (QEMU with "
+		    "TCG) here", why);
+		return -1;
+	}
+	g_m.provider_auto = !strcmp(want, "auto");
+	g_m.provider = !strcmp(want, "qemu") || why ? &provider_qemu
+						    : &provider_ovkvm;
+	if (g_m.provider_auto)
+		say("provider %s (--provider auto: %s)", g_m.provider->name,
+		    why ? why : "hardware KVM and ovkvm found; VMs without a "
+				"kernel start on QEMU");
+	else
+		say("provider %s", g_m.provider->name);
+	return 0;
+}
+
 static void on_signal(int sig)
 {
 	g_stop = 1;
@@ -524,8 +565,8 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 			struct vm *vm = inv_at(g_m.inv, i);
 
 			if (vm->power == VM_ON &&
-			    g_m.provider->shutdown(&g_m.env, vm, err,
-						   sizeof(err)) < 0)
+			    mgmt_provider(&g_m, vm)->shutdown(
+				    &g_m.env, vm, err, sizeof(err)) < 0)
 				say("%s", err);
 		}
 		for (unsigned t = 0; t < grace_s * 10 && vms_on(); t++) {
@@ -537,7 +578,8 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 				struct vm *vm = inv_at(g_m.inv, i);
 
 				if (vm->power != VM_OFF &&
-				    g_m.provider->poll(&g_m.env, vm)) {
+				    mgmt_provider(&g_m, vm)->poll(&g_m.env,
+								  vm)) {
 					inv_save(g_m.inv, vm);
 					say("%s: powered off by its guest",
 					    vm->id);
@@ -550,8 +592,8 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 
 		if (vm->power == VM_OFF)
 			continue;
-		if (g_m.provider->force_off(&g_m.env, vm, err,
-					    sizeof(err)) < 0) {
+		if (mgmt_provider(&g_m, vm)->force_off(&g_m.env, vm, err,
+						       sizeof(err)) < 0) {
 			say("%s", err);
 			continue;
 		}
@@ -615,6 +657,8 @@ int main(int argc, char **argv)
 		{ "pvblk", required_argument, NULL, 'P' },
 		{ "qemu", required_argument, NULL, 'Q' },
 		{ "accel", required_argument, NULL, 'A' },
+		{ "provider", required_argument, NULL, 'R' },
+		{ "ovkvm", required_argument, NULL, 'K' },
 		{ "on-exit", required_argument, NULL, 'E' },
 		{ "shutdown-timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
@@ -624,6 +668,7 @@ int main(int argc, char **argv)
 	const char *listen = NULL, *state = "/var/lib/ovkd";
 	const char *auth_file = NULL, *sock_opt = NULL;
 	const char *cert_file = NULL, *key_file = NULL;
+	const char *provider = "auto";
 	char *cert = NULL, *key = NULL;
 	char run_dir[4096], storage[4096], sock_path[4096], err[512];
 	struct sockaddr_in addr;
@@ -644,6 +689,16 @@ int main(int argc, char **argv)
 		case 'a': auth_file = optarg; break;
 		case 'P': g_m.env.pvblk = optarg; break;
 		case 'Q': g_m.env.qemu = optarg; break;
+		case 'K': g_m.env.ovkvm = optarg; break;
+		case 'R':
+			if (strcmp(optarg, "auto") && strcmp(optarg, "qemu") &&
+			    strcmp(optarg, "ovkvm")) {
+				say("--provider %s: expected auto, qemu or "
+				    "ovkvm", optarg);
+				return 1;
+			}
+			provider = optarg;
+			break;
 		case 'A':
 			if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg")) {
 				say("--accel %s: expected kvm or tcg", optarg);
@@ -731,14 +786,15 @@ int main(int argc, char **argv)
 		snprintf(sock_path, sizeof(sock_path), "%s/ovkd.sock", state);
 	g_m.env.run_dir = run_dir;
 	g_m.storage_dir = storage;
-	g_m.provider = &provider_qemu;
+	if (choose_provider(provider) < 0)
+		goto out_inv;
 	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 		struct vm *vm = inv_at(g_m.inv, i);
 
 		vm->power_told = vm->power;
 		if (vm->power != VM_OFF && vm_proc_alive(&vm->vmm))
-			say("%s: found running (QEMU pid %d)", vm->id,
-			    (int)vm->vmm.pid);
+			say("%s: found running (%s pid %d)", vm->id,
+			    mgmt_provider(&g_m, vm)->name, (int)vm->vmm.pid);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
