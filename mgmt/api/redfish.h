@@ -24,7 +24,8 @@
  *   GET    /redfish/v1/Systems/ID/SimpleStorage[/1]   the VM's disks; a
  *          running disk's server counters as Devices[i].Oem.Ovk.IO
  *          {"requests","read_bytes","written_bytes","errors"} when its
- *          pvblk reports them (status on its control socket)
+ *          server reports them (status on pvblk's or ovkvm's control
+ *          socket)
  *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Backup
  *          {"TargetDirectory": ABS_DIR, "BackupType"?: Auto|Full|
  *           Incremental}: a Task backing up every disk of the running VM
