@@ -17,32 +17,6 @@ from ovkvm_guest import debian_kernel, host_kvm, make_initramfs, run_with_kvm
 from test_ovkd import Ovkd, deploy, wait_power
 
 
-class ProviderOvkd(Ovkd):
-    """An ovkd started with extra options (--provider ...)."""
-
-    def __init__(self, state, auth, extra=()):
-        super().__init__(state, auth)
-        self.extra = list(extra)
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [tool("ovkd"), "--state", self.state, "--auth-file", self.auth,
-             "--listen", f"127.0.0.1:{self.port}", "--accel", "tcg",
-             *self.extra],
-            stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
-        import time
-        import urllib.error
-        for _ in range(200):
-            try:
-                self.get("/redfish/v1/", auth=False)
-                return self
-            except (urllib.error.URLError, ConnectionError):
-                if self.proc.poll() is not None:
-                    raise AssertionError(open(self.log).read())
-                time.sleep(0.05)
-        raise AssertionError("ovkd did not answer:\n" + open(self.log).read())
-
-
 def running(pid):
     """Whether pid runs (a zombie left to init to reap does not)."""
     try:
@@ -81,7 +55,7 @@ def test_auto_picks_qemu_without_hardware_kvm(tmp_path, auth, small_ova):
     KVM counts as none, and auto runs VMs on QEMU."""
     if host_kvm():
         pytest.skip("this host has hardware KVM: auto picks ovkvm here")
-    d = ProviderOvkd(str(tmp_path / "state"), auth).start()
+    d = Ovkd(str(tmp_path / "state"), auth).start()
     try:
         log = open(d.log).read()
         assert "provider qemu (--provider auto: " in log, log
@@ -114,7 +88,7 @@ def test_provider_kept_in_the_record_across_restart(tmp_path, auth,
     also --provider qemu by hand) manages it with QEMU and powers it off."""
     need("qemu-system-x86_64")
     state = str(tmp_path / "state")
-    d = ProviderOvkd(state, auth).start()
+    d = Ovkd(state, auth).start()
     try:
         assert deploy(d, small_ova)[0] == 201
         record = os.path.join(state, "vms", "app.json")
@@ -190,7 +164,22 @@ def req(method, path, body=None):
     c.request(method, path, json.dumps(body) if body is not None else None, h)
     r = c.getresponse()
     text = r.read().decode()
+    global location
+    location = r.getheader("Location")
     return r.status, json.loads(text) if text else None
+
+def task(action, body):
+    st, t = req("POST", SYS + "/Actions/Oem/OvkComputerSystem." + action,
+                body)
+    where = location
+    for _ in range(600):
+        if st != 202:
+            return st, {"TaskState": None, "error": t}
+        if t["TaskState"] not in ("New", "Running"):
+            break
+        time.sleep(0.1)
+        t = req("GET", where)[1]
+    return st, t
 
 def api(cmd, **kw):
     s = socket.socket(socket.AF_UNIX)
@@ -242,6 +231,20 @@ st, _ = req("POST", RESET, {"ResetType": "Resume"})
 say("resume", [st, req("GET", SYS)[1]["PowerState"], api("status")["return"]["state"]])
 st, body = req("GET", SYS + "/SimpleStorage/1")
 say("io", "IO" in body["Devices"][0].get("Oem", {}).get("Ovk", {}))
+# live-disk actions go to ovkvm's control socket with "disk": 0
+st, t = task("Checkpoint", {"Name": "c1"})
+say("checkpoint", [st, t["TaskState"], "c1" in t.get("Oem", {}).get(
+    "Ovk", {}).get("Result", {}).get("Disks", [{}])[0].get("checkpoints", [])])
+os.mkdir("/tmp/bk")
+st, t = task("Backup", {"TargetDirectory": "/tmp/bk"})
+b = t.get("Oem", {}).get("Ovk", {}).get("Result", {}).get("Backups", [{}])[0]
+say("backup", [st, t["TaskState"], b.get("kind"), b.get("directory")])
+if t["TaskState"] != "Completed":
+    say("backup-task", t)
+ovkdisk = os.path.join(os.path.dirname(ovkd), "..", "livedisk", "ovkdisk")
+v = subprocess.run([ovkdisk, "verify", "/tmp/bk/disk0"], capture_output=True,
+                   text=True)
+say("verify", [v.returncode, v.stdout.count("ok ")])
 pid = json.load(open(state + "/vms/app.json"))["vmm"]["pid"]
 # ovkd stops (VMs kept running) and comes back with another default
 d.send_signal(signal.SIGTERM)
@@ -284,6 +287,7 @@ def test_deploy_and_power_a_vm_on_ovkvm(qemu_img):
     """ovkd --provider ovkvm where there is KVM (nested under QEMU TCG on
     these machines): deploy an OVF with a kernel, On (ovkvm serves the disk
     itself), the guest's console, Pause/Resume, GracefulShutdown refused,
+    a Checkpoint and a Backup through ovkvm's control socket,
     ovkd restarted with --provider qemu still managing it through ovkvm,
     ForceOff."""
     ovkd, ovkvm = tool("ovkd"), tool("ovkvm")
@@ -320,6 +324,9 @@ def test_deploy_and_power_a_vm_on_ovkvm(qemu_img):
     assert r["pause"] == [204, "Paused", "paused"], tail
     assert r["resume"] == [204, "On", "running"], tail
     assert r["io"] is True, tail
+    assert r["checkpoint"] == [202, "Completed", True], tail
+    assert r["backup"] == [202, "Completed", "full", "/tmp/bk/disk0"], tail
+    assert r["verify"] == [0, 1], tail
     assert r["restarted"] == ["ovkvm", "On", "ovkvm", True], tail
     assert r["forceoff"] == 204, tail
     assert r["off"] == ["Off", True], tail

@@ -192,8 +192,10 @@ static int k_force_off(const struct provider_env *env, struct vm *vm,
 static int k_shutdown(const struct provider_env *env, struct vm *vm,
 		      char *err, size_t errlen)
 {
-	if (vm->power == VM_OFF)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
+	int ret = prov_need_power(vm, VM_OFF, err, errlen);
+
+	if (ret < 0)
+		return ret;
 	return mgmt_fail(err, errlen, -ENOTSUP, "%s runs on ovkvm, which has "
 			 "no ACPI power button: GracefulShutdown cannot ask "
 			 "the guest to power off; power it off from inside, "
@@ -206,8 +208,10 @@ static int k_shutdown(const struct provider_env *env, struct vm *vm,
 static int k_reset(const struct provider_env *env, struct vm *vm, char *err,
 		   size_t errlen)
 {
-	if (vm->power == VM_OFF)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
+	int ret = prov_need_power(vm, VM_OFF, err, errlen);
+
+	if (ret < 0)
+		return ret;
 	k_force_off(env, vm, err, errlen);
 	return k_start(env, vm, err, errlen);
 }
@@ -218,11 +222,9 @@ static int k_pause_resume(const struct provider_env *env, struct vm *vm,
 {
 	int ret;
 
-	if (vm->power == VM_OFF)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
-	if (vm->power != need)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is %s", vm->id,
-				 vm->power == VM_PAUSED ? "paused" : "running");
+	ret = prov_need_power(vm, need, err, errlen);
+	if (ret < 0)
+		return ret;
 	ret = ctl_simple(env, vm, cmd, err, errlen);
 	if (ret == 0)
 		vm->power = then;
@@ -239,11 +241,6 @@ static int k_resume(const struct provider_env *env, struct vm *vm, char *err,
 		    size_t errlen)
 {
 	return k_pause_resume(env, vm, "resume", VM_PAUSED, VM_ON, err, errlen);
-}
-
-static bool k_poll(const struct provider_env *env, struct vm *vm)
-{
-	return prov_poll(vm);
 }
 
 /* The disks are served inside ovkvm: running while it runs. */
@@ -325,7 +322,7 @@ const struct provider_ops provider_ovkvm = {
 	.reset = k_reset,
 	.pause = k_pause,
 	.resume = k_resume,
-	.poll = k_poll,
+	.poll = prov_poll,
 	.stats = k_stats,
 	.disk_io = k_disk_io,
 	.disk_socket = k_disk_socket,

@@ -301,7 +301,7 @@ void prov_stop_disks(struct vm *vm)
 		prov_stop(&vm->blk[i], SIGTERM, 15000);
 }
 
-bool prov_poll(struct vm *vm)
+bool prov_poll(const struct provider_env *env, struct vm *vm)
 {
 	if (vm->vmm.pid > 0)
 		waitpid(vm->vmm.pid, NULL, WNOHANG);
@@ -312,6 +312,17 @@ bool prov_poll(struct vm *vm)
 	prov_stop_disks(vm);
 	vm->power = VM_OFF;
 	return true;
+}
+
+int prov_need_power(const struct vm *vm, enum vm_power need, char *err,
+		    size_t errlen)
+{
+	if (vm->power == VM_OFF)
+		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
+	if (need != VM_OFF && vm->power != need)
+		return mgmt_fail(err, errlen, -EINVAL, "%s is %s", vm->id,
+				 vm->power == VM_PAUSED ? "paused" : "running");
+	return 0;
 }
 
 void prov_record(struct vm *vm, const char *name)

@@ -69,9 +69,14 @@ void prov_vmm_stats(const struct vm *vm, struct vm_stats *out);
    itself): SIGTERM, which flushes and closes the images. */
 void prov_stop_disks(struct vm *vm);
 
-/* When vm's VMM has gone while vm is on: stop its disk servers and set
-   it Off; true when vm changed (provider_ops.poll). */
-bool prov_poll(struct vm *vm);
+/* provider_ops.poll for both: when vm's VMM has gone while vm is on,
+   stop its disk servers and set it Off; true when vm changed. */
+bool prov_poll(const struct provider_env *env, struct vm *vm);
+
+/* 0 when vm is on and, unless need is VM_OFF (any), in power need; else
+   -EINVAL with the VM's state in err. */
+int prov_need_power(const struct vm *vm, enum vm_power need, char *err,
+		    size_t errlen);
 
 /* Record that provider name runs vm now (struct vm.provider). */
 void prov_record(struct vm *vm, const char *name);

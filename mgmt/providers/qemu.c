@@ -267,11 +267,9 @@ static int q_simple(const struct provider_env *env, struct vm *vm,
 {
 	int ret;
 
-	if (vm->power == VM_OFF)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
-	if (need != VM_OFF && vm->power != need)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is %s", vm->id,
-			    vm->power == VM_PAUSED ? "paused" : "running");
+	ret = prov_need_power(vm, need, err, errlen);
+	if (ret < 0)
+		return ret;
 	ret = qmp(env, vm, cmd, err, errlen);
 	if (ret == 0 && then != VM_OFF)
 		vm->power = then;
@@ -300,11 +298,6 @@ static int q_resume(const struct provider_env *env, struct vm *vm, char *err,
 		    size_t errlen)
 {
 	return q_simple(env, vm, "cont", VM_PAUSED, VM_ON, err, errlen);
-}
-
-static bool q_poll(const struct provider_env *env, struct vm *vm)
-{
-	return prov_poll(vm);
 }
 
 static void q_stats(const struct provider_env *env, const struct vm *vm,
@@ -395,7 +388,7 @@ const struct provider_ops provider_qemu = {
 	.reset = q_reset,
 	.pause = q_pause,
 	.resume = q_resume,
-	.poll = q_poll,
+	.poll = prov_poll,
 	.stats = q_stats,
 	.disk_io = q_disk_io,
 	.disk_socket = q_disk_socket,
