@@ -135,10 +135,11 @@ sock = state + "/ovkd.sock"
 def say(key, val):
     print("=== PROV", key, json.dumps(val), flush=True)
 
-def start(provider):
+def start(provider, *extra):
     log = open("/tmp/ovkd.log", "a")
     p = subprocess.Popen([ovkd, "--state", state, "--auth-file", auth,
-                          "--provider", provider], stdout=log, stderr=log)
+                          "--provider", provider, *extra], stdout=log,
+                         stderr=log)
     for _ in range(600):
         try:
             req("GET", "/redfish/v1/")
@@ -269,6 +270,16 @@ gone = not running(pid)
 say("off", [body["PowerState"], gone])
 d.send_signal(signal.SIGTERM)
 say("ovkd-exit", d.wait(timeout=30))
+# --on-exit shutdown: ovkvm has no button to press, so ovkd forces the VM
+# off at once instead of waiting out --shutdown-timeout
+d = start("ovkvm", "--on-exit", "shutdown", "--shutdown-timeout", "120")
+st, _ = req("POST", RESET, {"ResetType": "On"})
+pid = json.load(open(state + "/vms/app.json"))["vmm"]["pid"]
+t = time.time()
+d.send_signal(signal.SIGTERM)
+rc = d.wait(timeout=60)
+say("on-exit", [st, rc, time.time() - t < 30, not running(pid),
+                json.load(open(state + "/vms/app.json"))["power"]])
 say("seconds", round(time.time() - t0, 1))
 say("ovkd-log", open("/tmp/ovkd.log").read())
 '''
@@ -289,7 +300,7 @@ def test_deploy_and_power_a_vm_on_ovkvm(qemu_img):
     itself), the guest's console, Pause/Resume, GracefulShutdown refused,
     a Checkpoint and a Backup through ovkvm's control socket,
     ovkd restarted with --provider qemu still managing it through ovkvm,
-    ForceOff."""
+    ForceOff; ovkd --on-exit shutdown forces an ovkvm VM off at once."""
     ovkd, ovkvm = tool("ovkd"), tool("ovkvm")
     kernel = debian_kernel()
     work = os.path.join(build_dir(), "tests-ovkd-providers")
@@ -331,3 +342,4 @@ def test_deploy_and_power_a_vm_on_ovkvm(qemu_img):
     assert r["forceoff"] == 204, tail
     assert r["off"] == ["Off", True], tail
     assert r["ovkd-exit"] == 0, tail
+    assert r["on-exit"] == [204, 0, True, True, "Off"], tail

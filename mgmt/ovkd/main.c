@@ -76,7 +76,8 @@ static const char usage_text[] =
 "                       what SIGTERM or SIGINT does to running VMs: keep\n"
 "                       them running (the default), ask each guest to\n"
 "                       power off (ACPI) and force off those still on\n"
-"                       after --shutdown-timeout, or force them off\n"
+"                       after --shutdown-timeout (ovkvm's at once: they\n"
+"                       have no power button), or force them off\n"
 "  --shutdown-timeout SECONDS\n"
 "                       how long --on-exit shutdown waits (default 30)\n"
 "  -h, --help           this text\n"
@@ -578,11 +579,26 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 	if (how == EXIT_SHUTDOWN) {
 		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 			struct vm *vm = inv_at(g_m.inv, i);
+			const struct provider_ops *p = mgmt_provider(&g_m, vm);
+			int ret;
 
-			if (vm->power == VM_ON &&
-			    mgmt_provider(&g_m, vm)->shutdown(
-				    &g_m.env, vm, err, sizeof(err)) < 0)
+			if (vm->power != VM_ON)
+				continue;
+			ret = p->shutdown(&g_m.env, vm, err, sizeof(err));
+			if (ret < 0)
 				say("%s", err);
+			/* no way to ask this guest (ovkvm): no use waiting */
+			if (ret != -ENOTSUP)
+				continue;
+			if (p->force_off(&g_m.env, vm, err, sizeof(err)) < 0) {
+				say("%s", err);
+				continue;
+			}
+			free(vm->last_event);
+			vm->last_event = strdup("ForceOff as ovkd stopped (no "
+						"power button to press)");
+			inv_save(g_m.inv, vm);
+			say("%s: forced off", vm->id);
 		}
 		for (unsigned t = 0; t < grace_s * 10 && vms_on(); t++) {
 			struct timespec ts = { 0, 100 * 1000 * 1000 };
