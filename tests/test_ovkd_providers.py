@@ -195,6 +195,17 @@ def api(cmd, **kw):
 SYS = "/redfish/v1/Systems/app"
 RESET = SYS + "/Actions/ComputerSystem.Reset"
 t0 = time.time()
+# auto where there is hardware KVM: ovkvm, but a VM with no kernel to boot
+# would start on QEMU (ovkvm has no firmware)
+d = start("auto")
+st, body = req("POST", "/redfish/v1/Systems",
+               {"Name": "nokernel", "Oem": {"Ovk": {"Package": ova}}})
+say("auto", ["provider ovkvm (--provider auto: hardware KVM" in
+             open("/tmp/ovkd.log").read(), st,
+             body["Oem"]["Ovk"]["Details"]["Provider"],
+             req("DELETE", "/redfish/v1/Systems/nokernel")[0]])
+d.send_signal(signal.SIGTERM)
+d.wait(timeout=30)
 d = start("ovkvm")
 # ovkvm has no firmware: starting a package without a kernel is refused
 st, body = req("POST", "/redfish/v1/Systems",
@@ -324,6 +335,7 @@ def test_deploy_and_power_a_vm_on_ovkvm(qemu_img):
     r = prov_results(out)
     tail = out[-6000:]
     assert r.get("driver") == 0, tail
+    assert r["auto"] == [True, 201, "qemu", 204], tail
     assert r["nokernel"][0] == 400 and "Oem.Ovk.Kernel" in r["nokernel"][1]
     assert r["deploy"] == [201, "Off", "ovkvm"], tail
     assert r["on"] == [204, None], tail
