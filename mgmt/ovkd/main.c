@@ -859,8 +859,10 @@ int main(int argc, char **argv)
 	if (listen)
 		say("Redfish API on %s://%s/redfish/v1/",
 		    cert ? "https" : "http", listen);
+	/* not pause(): SIGTERM may be taken by any thread (the monitor,
+	   libmicrohttpd's), and then a pause() here would never return */
 	while (!g_stop)
-		pause();
+		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
 	pthread_join(mon, NULL);
 	events_stop(); /* event streams end: let them say so to clients */
 	for (int i = 0; i < 200 && atomic_load(&g_streams); i++)
