@@ -34,8 +34,9 @@ def free_port():
 class Ovkd:
     """One ovkd process on a state folder; restartable."""
 
-    def __init__(self, state, auth):
+    def __init__(self, state, auth, extra=()):
         self.state, self.auth = state, auth
+        self.extra = list(extra)  # more options (--provider ...)
         self.port = free_port()
         self.proc = None
         self.log = os.path.join(os.path.dirname(state), "ovkd.log")
@@ -43,7 +44,8 @@ class Ovkd:
     def start(self):
         self.proc = subprocess.Popen(
             [tool("ovkd"), "--state", self.state, "--auth-file", self.auth,
-             "--listen", f"127.0.0.1:{self.port}", "--accel", "tcg"],
+             "--listen", f"127.0.0.1:{self.port}", "--accel", "tcg",
+             *self.extra],
             stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
         for _ in range(200):
             try:

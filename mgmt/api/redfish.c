@@ -137,7 +137,7 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 	struct vm_stats st;
 	char target[512];
 
-	m->provider->stats(&m->env, vm, &st);
+	mgmt_provider(m, vm)->stats(&m->env, vm, &st);
 	json_object_set_new(o, "Id", json_string(vm->id));
 	json_object_set_new(o, "Name", json_string(vm->name));
 	json_object_set_new(o, "SystemType", json_string("Virtual"));
@@ -184,7 +184,7 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 	for (unsigned i = 0; i < vm->ndisks; i++)
 		json_array_append_new(disks, json_string(vm->disks[i].path));
 	oem = json_pack("{s:s, s:o, s:f, s:I, s:i, s:s}", "Provider",
-			m->provider->name, "Disks", disks, "CPUSeconds",
+			mgmt_provider(m, vm)->name, "Disks", disks, "CPUSeconds",
 			st.cpu_seconds, "VMMResidentBytes",
 			(json_int_t)st.rss_bytes, "DiskServersRunning",
 			(int)st.running_disks, "LastEvent",
@@ -211,10 +211,11 @@ static json_t *system_json(struct mgmt *m, const struct vm *vm)
 static void disk_io_json(struct mgmt *m, const struct vm *vm, unsigned i,
 			 json_t *d)
 {
+	const struct provider_ops *p = mgmt_provider(m, vm);
 	struct disk_io io;
 
-	if (vm->power == VM_OFF || !m->provider->disk_io ||
-	    m->provider->disk_io(&m->env, vm, i, &io) < 0)
+	if (vm->power == VM_OFF || !p->disk_io ||
+	    p->disk_io(&m->env, vm, i, &io) < 0)
 		return;
 	json_object_set_new(d, "Oem", json_pack(
 		"{s:{s:s, s:{s:I, s:I, s:I, s:I}}}", "Ovk", "@odata.type",
@@ -300,6 +301,19 @@ static int status_of(int ret)
 						       : 500;
 }
 
+const struct provider_ops *mgmt_provider(const struct mgmt *m,
+					 const struct vm *vm)
+{
+	const struct provider_ops *p = provider_by_name(vm->provider);
+
+	/* a VM that runs stays with the provider that started it */
+	if (vm->power != VM_OFF && p)
+		return p;
+	if (m->provider_auto && m->provider == &provider_ovkvm && !vm->kernel)
+		return &provider_qemu;
+	return m->provider;
+}
+
 void rf_power_events(struct mgmt *m)
 {
 	for (unsigned i = 0; i < inv_count(m->inv); i++) {
@@ -324,7 +338,7 @@ static void reset(struct mgmt *m, struct vm *vm, const char *body,
 		  size_t len, struct rf_reply *r)
 {
 	json_t *o = parse_body(body, len, r);
-	const struct provider_ops *p = m->provider;
+	const struct provider_ops *p = mgmt_provider(m, vm);
 	const char *t;
 	char err[1024] = "";
 	int ret;
@@ -428,6 +442,17 @@ static void deploy(struct mgmt *m, const char *body, size_t len,
 	d.kernel = json_string_value(json_object_get(ovk, "Kernel"));
 	d.initrd = json_string_value(json_object_get(ovk, "Initrd"));
 	d.cmdline = json_string_value(json_object_get(ovk, "Cmdline"));
+	/* refused before anything is made: the VM could never start here */
+	if (json_is_true(json_object_get(ovk, "Start")) && !d.kernel &&
+	    m->provider == &provider_ovkvm && !m->provider_auto) {
+		json_decref(o);
+		reply_error(r, 400, "Base.1.8.ActionNotSupported",
+			    "ovkd runs VMs on ovkvm (--provider ovkvm), which "
+			    "has no firmware and boots a Linux bzImage "
+			    "directly: give Oem.Ovk.Kernel (and Initrd, "
+			    "Cmdline) to deploy and start this package");
+		return;
+	}
 	if ((flags & RF_ASYNC) || json_is_true(json_object_get(ovk, "Async"))) {
 		unsigned id;
 
@@ -450,7 +475,8 @@ static void deploy(struct mgmt *m, const char *body, size_t len,
 		return;
 	}
 	if (json_is_true(json_object_get(ovk, "Start"))) {
-		ret = m->provider->start(&m->env, vm, err, sizeof(err));
+		ret = mgmt_provider(m, vm)->start(&m->env, vm, err,
+						  sizeof(err));
 		free(vm->last_event);
 		if (asprintf(&vm->last_event, ret < 0 ? "start failed: %s"
 						      : "On%s", err) < 0)

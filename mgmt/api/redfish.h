@@ -24,7 +24,8 @@
  *   GET    /redfish/v1/Systems/ID/SimpleStorage[/1]   the VM's disks; a
  *          running disk's server counters as Devices[i].Oem.Ovk.IO
  *          {"requests","read_bytes","written_bytes","errors"} when its
- *          pvblk reports them (status on its control socket)
+ *          server reports them (status on pvblk's or ovkvm's control
+ *          socket)
  *   POST   /redfish/v1/Systems/ID/Actions/Oem/OvkComputerSystem.Backup
  *          {"TargetDirectory": ABS_DIR, "BackupType"?: Auto|Full|
  *           Incremental}: a Task backing up every disk of the running VM
@@ -51,7 +52,9 @@
 struct mgmt {
 	struct inventory *inv;
 	struct provider_env env;
+	/* the provider that starts a VM (mgmt_provider) */
 	const struct provider_ops *provider;
+	bool provider_auto; /* chosen by --provider auto */
 	const char *storage_dir;
 	const char *ovf_tool; /* the ovf program, for exports */
 	const char *ovkdisk_tool; /* the ovkdisk program, for backups */
@@ -67,6 +70,12 @@ struct rf_reply {
 	char location[512];/* Location header for 201, or "" */
 	char allow[64];    /* Allow header for 405, or "" */
 };
+
+/* The provider that runs vm, or would start it: the one recorded in it
+   while it is on, else m->provider; under --provider auto, a VM without
+   a kernel to boot starts on QEMU (ovkvm has no firmware). */
+const struct provider_ops *mgmt_provider(const struct mgmt *m,
+					 const struct vm *vm);
 
 /* rf_handle's flags */
 #define RF_ASYNC 1u /* the client prefers 202 and a task (Prefer:

@@ -35,6 +35,7 @@ void vm_free(struct vm *vm)
 	free(vm->kernel);
 	free(vm->initrd);
 	free(vm->cmdline);
+	free(vm->provider);
 	free(vm->last_event);
 	free(vm);
 }
@@ -115,6 +116,8 @@ static json_t *vm_to_json(const struct vm *vm)
 		json_object_set_new(o, "initrd", json_string(vm->initrd));
 	if (vm->cmdline)
 		json_object_set_new(o, "cmdline", json_string(vm->cmdline));
+	if (vm->provider)
+		json_object_set_new(o, "provider", json_string(vm->provider));
 	json_object_set_new(o, "power", json_string(vm_power_name(vm->power)));
 	json_object_set_new(o, "vmm", proc_json(&vm->vmm));
 	json_object_set_new(o, "blk", blk);
@@ -181,6 +184,10 @@ static struct vm *vm_from_json(json_t *o, const char *file)
 	vm->kernel = json_str_dup(o, "kernel");
 	vm->initrd = json_str_dup(o, "initrd");
 	vm->cmdline = json_str_dup(o, "cmdline");
+	/* records from before there were two providers: QEMU ran them */
+	vm->provider = json_str_dup(o, "provider");
+	if (!vm->provider && power && strcmp(power, "Off"))
+		vm->provider = strdup("qemu");
 	vm->power = power && !strcmp(power, "On")       ? VM_ON
 		    : power && !strcmp(power, "Paused") ? VM_PAUSED
 							: VM_OFF;

@@ -45,9 +45,11 @@ struct vm {
 	unsigned ndisks;
 	char *kernel, *initrd, *cmdline; /* direct Linux boot, or NULL */
 	/* runtime */
+	char *provider;  /* the provider that started it last ("qemu",
+			    "ovkvm"), or NULL when never started */
 	enum vm_power power;
-	struct vm_proc vmm;                     /* QEMU */
-	struct vm_proc blk[VM_MAX_DISKS];       /* one pvblk per disk */
+	struct vm_proc vmm;                     /* QEMU or ovkvm */
+	struct vm_proc blk[VM_MAX_DISKS];       /* one pvblk per disk (QEMU) */
 	char *last_event;                       /* last state change, why */
 	enum vm_power power_told;   /* the power the last event told of */
 };

@@ -21,6 +21,7 @@
 
 #include "events.h"
 #include "listen.h"
+#include "procs.h"
 #include "redfish.h"
 
 #define MAX_BODY (1u << 20)
@@ -33,7 +34,8 @@ static const char usage_text[] =
 "\n"
 "The ovk management daemon. It keeps an inventory of virtual machines,\n"
 "deploys OVF packages and OVA archives as VMs (disks imported through the\n"
-"engine, manifest and certificate checked), runs them on QEMU with every\n"
+"engine, manifest and certificate checked), runs them on ovk's own\n"
+"hypervisor ovkvm (which serves the disks itself) or on QEMU with every\n"
 "disk served by pvblk over vhost-user-blk, and answers a DMTF Redfish API\n"
 "in which each VM is a ComputerSystem with SystemType \"Virtual\".\n"
 "Redfish clients such as redfishtool and python3-sushy drive it.\n"
@@ -56,12 +58,26 @@ static const char usage_text[] =
 "  --pvblk PATH         the pvblk program (default: beside ovkd, else PATH)\n"
 "  --qemu PATH          the QEMU program (default qemu-system-x86_64)\n"
 "  --accel kvm|tcg      QEMU's accelerator (default kvm when /dev/kvm is\n"
-"                       usable and the CPU has svm or vmx, else tcg)\n"
+"                       usable and the CPU has svm or vmx, else tcg)\n""  --provider auto|qemu|ovkvm\n"
+"                       what starts VMs. ovkvm boots the VM's Linux kernel\n"
+"                       (Oem.Ovk.Kernel at deploy; it has no firmware) on\n"
+"                       KVM; it needs a usable /dev/kvm on a CPU that shows\n"
+"                       svm or vmx (a paravirtual KVM counts as none), and\n"
+"                       ovkd refuses to start with --provider ovkvm without\n"
+"                       it. It has no ACPI power button: GracefulShutdown\n"
+"                       is refused (400) for its VMs, and ForceRestart\n"
+"                       boots a new ovkvm. auto (the default) picks ovkvm\n"
+"                       when KVM can run it and the ovkvm program is found,\n"
+"                       else qemu; under auto a VM without a kernel starts\n"
+"                       on QEMU. A VM that runs keeps the provider that\n"
+"                       started it (in its record), also across restarts\n"
+"  --ovkvm PATH         the ovkvm program (default: beside ovkd)\n"
 "  --on-exit keep|shutdown|force-off\n"
 "                       what SIGTERM or SIGINT does to running VMs: keep\n"
 "                       them running (the default), ask each guest to\n"
 "                       power off (ACPI) and force off those still on\n"
-"                       after --shutdown-timeout, or force them off\n"
+"                       after --shutdown-timeout (ovkvm's at once: they\n"
+"                       have no power button), or force them off\n"
 "  --shutdown-timeout SECONDS\n"
 "                       how long --on-exit shutdown waits (default 30)\n"
 "  -h, --help           this text\n"
@@ -76,7 +92,8 @@ static const char usage_text[] =
 "keep running when ovkd stops (SIGTERM or SIGINT); ovkd says as it stops\n"
 "whether it leaves them running or stops them, and names each VM it\n"
 "stops. A restarted ovkd finds running VMs again by pid and process start\n"
-"time, and notices when they have powered off.\n"
+"time, and notices when they have powered off; each is managed by the\n"
+"provider that started it.\n"
 "\n"
 "Long jobs are Redfish Tasks (/redfish/v1/TaskService/Tasks/N, with\n"
 "TaskState, PercentComplete and Messages): the OEM actions\n"
@@ -368,7 +385,7 @@ static void *monitor(void *arg)
 		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 			struct vm *vm = inv_at(g_m.inv, i);
 
-			if (g_m.provider->poll(&g_m.env, vm)) {
+			if (mgmt_provider(&g_m, vm)->poll(&g_m.env, vm)) {
 				free(vm->last_event);
 				vm->last_event = strdup("powered off: the VMM "
 							"exited");
@@ -487,6 +504,46 @@ static const char *sibling(const char *folder, const char *name)
 	return name;
 }
 
+/* --provider: ovkvm where it can run an unmodified guest (a usable
+   /dev/kvm on a CPU with svm or vmx, and the ovkvm program: beside ovkd
+   or --ovkvm), else QEMU; an explicit ovkvm that cannot run is refused
+   here rather than at each VM's start. Said on stderr. */
+static int choose_provider(const char *want)
+{
+	bool kvm = prov_hw_kvm();
+	const char *why = NULL;
+
+	if (!g_m.env.ovkvm) {
+		const char *k = sibling("hypervisor", "ovkvm");
+
+		/* from PATH only when asked for by name */
+		if (k[0] == '/' || !strcmp(want, "ovkvm"))
+			g_m.env.ovkvm = k;
+	}
+	if (!kvm)
+		why = access("/dev/kvm", R_OK | W_OK) < 0
+			? "/dev/kvm is missing or not usable"
+			: "/dev/kvm is there but the CPU shows neither svm nor "
+			  "vmx (a paravirtual KVM cannot run a stock kernel)";
+	else if (!g_m.env.ovkvm)
+		why = "no ovkvm program beside ovkd (give --ovkvm PATH)";
+	if (!strcmp(want, "ovkvm") && why) {
+		say("--provider ovkvm: %s; use --provider qemu (QEMU with "
+		    "TCG) here", why);
+		return -1;
+	}
+	g_m.provider_auto = !strcmp(want, "auto");
+	g_m.provider = !strcmp(want, "qemu") || why ? &provider_qemu
+						    : &provider_ovkvm;
+	if (g_m.provider_auto)
+		say("provider %s (--provider auto: %s)", g_m.provider->name,
+		    why ? why : "hardware KVM and ovkvm found; VMs without a "
+				"kernel start on QEMU");
+	else
+		say("provider %s", g_m.provider->name);
+	return 0;
+}
+
 static void on_signal(int sig)
 {
 	g_stop = 1;
@@ -522,11 +579,26 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 	if (how == EXIT_SHUTDOWN) {
 		for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 			struct vm *vm = inv_at(g_m.inv, i);
+			const struct provider_ops *p = mgmt_provider(&g_m, vm);
+			int ret;
 
-			if (vm->power == VM_ON &&
-			    g_m.provider->shutdown(&g_m.env, vm, err,
-						   sizeof(err)) < 0)
+			if (vm->power != VM_ON)
+				continue;
+			ret = p->shutdown(&g_m.env, vm, err, sizeof(err));
+			if (ret < 0)
 				say("%s", err);
+			/* no way to ask this guest (ovkvm): no use waiting */
+			if (ret != -ENOTSUP)
+				continue;
+			if (p->force_off(&g_m.env, vm, err, sizeof(err)) < 0) {
+				say("%s", err);
+				continue;
+			}
+			free(vm->last_event);
+			vm->last_event = strdup("ForceOff as ovkd stopped (no "
+						"power button to press)");
+			inv_save(g_m.inv, vm);
+			say("%s: forced off", vm->id);
 		}
 		for (unsigned t = 0; t < grace_s * 10 && vms_on(); t++) {
 			struct timespec ts = { 0, 100 * 1000 * 1000 };
@@ -537,7 +609,8 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 				struct vm *vm = inv_at(g_m.inv, i);
 
 				if (vm->power != VM_OFF &&
-				    g_m.provider->poll(&g_m.env, vm)) {
+				    mgmt_provider(&g_m, vm)->poll(&g_m.env,
+								  vm)) {
 					inv_save(g_m.inv, vm);
 					say("%s: powered off by its guest",
 					    vm->id);
@@ -550,8 +623,8 @@ static void stop_vms(enum on_exit how, unsigned grace_s)
 
 		if (vm->power == VM_OFF)
 			continue;
-		if (g_m.provider->force_off(&g_m.env, vm, err,
-					    sizeof(err)) < 0) {
+		if (mgmt_provider(&g_m, vm)->force_off(&g_m.env, vm, err,
+						       sizeof(err)) < 0) {
 			say("%s", err);
 			continue;
 		}
@@ -615,6 +688,8 @@ int main(int argc, char **argv)
 		{ "pvblk", required_argument, NULL, 'P' },
 		{ "qemu", required_argument, NULL, 'Q' },
 		{ "accel", required_argument, NULL, 'A' },
+		{ "provider", required_argument, NULL, 'R' },
+		{ "ovkvm", required_argument, NULL, 'K' },
 		{ "on-exit", required_argument, NULL, 'E' },
 		{ "shutdown-timeout", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
@@ -624,6 +699,7 @@ int main(int argc, char **argv)
 	const char *listen = NULL, *state = "/var/lib/ovkd";
 	const char *auth_file = NULL, *sock_opt = NULL;
 	const char *cert_file = NULL, *key_file = NULL;
+	const char *provider = "auto";
 	char *cert = NULL, *key = NULL;
 	char run_dir[4096], storage[4096], sock_path[4096], err[512];
 	struct sockaddr_in addr;
@@ -644,6 +720,16 @@ int main(int argc, char **argv)
 		case 'a': auth_file = optarg; break;
 		case 'P': g_m.env.pvblk = optarg; break;
 		case 'Q': g_m.env.qemu = optarg; break;
+		case 'K': g_m.env.ovkvm = optarg; break;
+		case 'R':
+			if (strcmp(optarg, "auto") && strcmp(optarg, "qemu") &&
+			    strcmp(optarg, "ovkvm")) {
+				say("--provider %s: expected auto, qemu or "
+				    "ovkvm", optarg);
+				return 1;
+			}
+			provider = optarg;
+			break;
 		case 'A':
 			if (strcmp(optarg, "kvm") && strcmp(optarg, "tcg")) {
 				say("--accel %s: expected kvm or tcg", optarg);
@@ -731,14 +817,15 @@ int main(int argc, char **argv)
 		snprintf(sock_path, sizeof(sock_path), "%s/ovkd.sock", state);
 	g_m.env.run_dir = run_dir;
 	g_m.storage_dir = storage;
-	g_m.provider = &provider_qemu;
+	if (choose_provider(provider) < 0)
+		goto out_inv;
 	for (unsigned i = 0; i < inv_count(g_m.inv); i++) {
 		struct vm *vm = inv_at(g_m.inv, i);
 
 		vm->power_told = vm->power;
 		if (vm->power != VM_OFF && vm_proc_alive(&vm->vmm))
-			say("%s: found running (QEMU pid %d)", vm->id,
-			    (int)vm->vmm.pid);
+			say("%s: found running (%s pid %d)", vm->id,
+			    mgmt_provider(&g_m, vm)->name, (int)vm->vmm.pid);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
@@ -772,8 +859,10 @@ int main(int argc, char **argv)
 	if (listen)
 		say("Redfish API on %s://%s/redfish/v1/",
 		    cert ? "https" : "http", listen);
+	/* not pause(): SIGTERM may be taken by any thread (the monitor,
+	   libmicrohttpd's), and then a pause() here would never return */
 	while (!g_stop)
-		pause();
+		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
 	pthread_join(mon, NULL);
 	events_stop(); /* event streams end: let them say so to clients */
 	for (int i = 0; i < 200 && atomic_load(&g_streams); i++)

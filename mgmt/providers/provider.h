@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * provider.h - what runs a VM. A provider is an ops table; ovkd picks one
- * per VM and never looks inside. Today there is one: QEMU (KVM when
- * /dev/kvm is usable, else TCG) with every disk served by its own pvblk
- * over vhost-user-blk. ovkvm comes next behind the same table.
+ * per VM and never looks inside. There are two: QEMU (KVM when /dev/kvm
+ * is usable, else TCG) with every disk served by its own pvblk over
+ * vhost-user-blk (qemu.c), and ovk's own hypervisor ovkvm, which boots
+ * the VM's kernel on KVM and serves the disks itself (ovkvm.c). A VM that
+ * runs records the provider that started it (struct vm.provider) and is
+ * managed by that one until it is off, whatever ovkd's default is.
  *
  * Every call is made with the inventory lock held, returns 0 or -errno,
  * and on failure writes a sentence into err naming the VM and the cause.
@@ -24,6 +27,7 @@ struct provider_env {
 	const char *pvblk;   /* the pvblk program */
 	const char *qemu;    /* qemu-system-x86_64 */
 	const char *accel;   /* "kvm", "tcg", or NULL to choose */
+	const char *ovkvm;   /* the ovkvm program, or NULL when none */
 };
 
 struct vm_stats {
@@ -49,7 +53,8 @@ struct provider_ops {
 	   servers, which flush and close the images. */
 	int (*force_off)(const struct provider_env *env, struct vm *vm,
 			 char *err, size_t errlen);
-	/* Ask the guest to power off (ACPI power button); returns at once. */
+	/* Ask the guest to power off (ACPI power button); returns at once.
+	   -ENOTSUP when the provider has no way to ask. */
 	int (*shutdown)(const struct provider_env *env, struct vm *vm,
 			char *err, size_t errlen);
 	int (*reset)(const struct provider_env *env, struct vm *vm,
@@ -86,5 +91,9 @@ struct provider_ops {
 };
 
 extern const struct provider_ops provider_qemu;
+extern const struct provider_ops provider_ovkvm;
+
+/* The provider called name ("qemu", "ovkvm"), or NULL. */
+const struct provider_ops *provider_by_name(const char *name);
 
 #endif /* OVK_MGMT_PROVIDER_H */

@@ -7,212 +7,25 @@
  * them by pid and start time (inventory.h) and they outlive it.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "kvmprobe.h"
+#include "procs.h"
 #include "provider.h"
 #include "util.h"
 
 #define QMP_TIMEOUT_MS 5000
-/* pvblk's status reply: taken within 1 s, up to 1 MiB */
+/* pvblk's status reply: taken within 1 s */
 #define DISK_STATUS_MS 1000
-#define DISK_STATUS_MAX (1u << 20)
 /* other live-disk requests (a checkpoint) may wait on the engine */
 #define DISK_COMMAND_MS 30000
-
-/* Whether QEMU can use KVM here: /dev/kvm is usable and the CPU offers
-   hardware virtualization (kvmprobe.h: a paravirtual KVM cannot run an
-   unmodified guest; TCG is the right choice there). */
-static bool kvm_usable(void)
-{
-	return access("/dev/kvm", R_OK | W_OK) == 0 && kvmprobe_cpu_virt() == 1;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
-static void vm_path(char *buf, size_t len, const struct provider_env *env,
-		    const struct vm *vm, const char *leaf)
-{
-	snprintf(buf, len, "%s/%s/%s", env->run_dir, vm->id, leaf);
-}
-
-/* Start argv in its own session with stdout and stderr to log; returns
-   the pid and fills *p, or -errno. */
-static int spawn(char *const argv[], const char *log, struct vm_proc *p)
-{
-	pid_t pid;
-
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-			      0600);
-		int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		sigset_t none;
-
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		setsid();
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		if (null >= 0)
-			dup2(null, 0);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	p->pid = pid;
-	/* the start time is read once the child is a process of its own */
-	for (int i = 0; i < 100 && !(p->start = proc_start_time(pid)); i++)
-		sleep_ms(1);
-	return pid;
-}
-
-/* Signal p and wait up to ms for it to go; then SIGKILL. */
-static void stop_proc(struct vm_proc *p, int sig, unsigned ms)
-{
-	if (!vm_proc_alive(p)) {
-		p->pid = 0;
-		p->start = 0;
-		return;
-	}
-	kill(p->pid, sig);
-	for (unsigned t = 0; t < ms; t += 20) {
-		waitpid(p->pid, NULL, WNOHANG); /* our child: reap it */
-		if (!vm_proc_alive(p))
-			break;
-		sleep_ms(20);
-	}
-	if (vm_proc_alive(p)) {
-		kill(p->pid, SIGKILL);
-		for (int i = 0; i < 100 && vm_proc_alive(p); i++) {
-			waitpid(p->pid, NULL, WNOHANG);
-			sleep_ms(10);
-		}
-	}
-	waitpid(p->pid, NULL, WNOHANG);
-	p->pid = 0;
-	p->start = 0;
-}
-
-static int unix_connect(const char *path)
-{
-	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(path) >= sizeof(a.sun_path))
-		return -ENAMETOOLONG;
-	strcpy(a.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-		int err = -errno;
-
-		close(fd);
-		return err;
-	}
-	return fd;
-}
-
-/* Wait until path accepts a connection while p runs (at most ms). */
-static int wait_socket(const char *path, const struct vm_proc *p,
-		       unsigned ms)
-{
-	for (unsigned t = 0; t < ms; t += 50) {
-		int fd = unix_connect(path);
-
-		if (fd >= 0) {
-			close(fd);
-			return 0;
-		}
-		if (!vm_proc_alive(p))
-			return -ECHILD;
-		sleep_ms(50);
-	}
-	return -ETIMEDOUT;
-}
-
-/* The last line of a log, for messages. */
-static void log_tail(const char *log, char *out, size_t len)
-{
-	char buf[2048];
-	ssize_t n;
-	int fd = open(log, O_RDONLY | O_CLOEXEC);
-
-	out[0] = '\0';
-	if (fd < 0)
-		return;
-	off_t size = lseek(fd, 0, SEEK_END);
-	off_t from = size > (off_t)sizeof(buf) - 1 ? size - (off_t)sizeof(buf) + 1
-						   : 0;
-	n = pread(fd, buf, sizeof(buf) - 1, from);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-		buf[--n] = '\0';
-	const char *last = strrchr(buf, '\n');
-	size_t n2;
-
-	last = last ? last + 1 : buf;
-	n2 = strlen(last) < len - 1 ? strlen(last) : len - 1;
-	memcpy(out, last, n2);
-	out[n2] = '\0';
-}
-
-/* Read one JSON line from fd, waiting at most ms for each read. */
-static json_t *json_line_read(int fd, char *buf, size_t cap, size_t *have,
-			      int ms)
-{
-	for (;;) {
-		char *nl = memchr(buf, '\n', *have);
-
-		if (nl) {
-			size_t line = (size_t)(nl - buf) + 1;
-			json_t *o = json_loadb(buf, line, 0, NULL);
-
-			memmove(buf, buf + line, *have - line);
-			*have -= line;
-			if (o)
-				return o;
-			continue;
-		}
-		if (*have == cap)
-			return NULL; /* a line longer than we take */
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-		if (poll(&pfd, 1, ms) != 1)
-			return NULL;
-		ssize_t n = read(fd, buf + *have, cap - *have);
-
-		if (n <= 0)
-			return NULL;
-		*have += (size_t)n;
-	}
-}
 
 /* Run one QMP command on vm's monitor; 0 when it returned, else -errno
    with QMP's own error in err. */
@@ -225,12 +38,12 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 	json_t *o;
 	int fd, ret = -EIO;
 
-	vm_path(path, sizeof(path), env, vm, "qmp.sock");
-	fd = unix_connect(path);
+	prov_vm_path(path, sizeof(path), env, vm, "qmp.sock");
+	fd = prov_connect(path);
 	if (fd < 0)
 		return mgmt_fail(err, errlen, fd, "%s: QEMU's monitor %s: %s",
 			    vm->id, path, strerror(-fd));
-	o = json_line_read(fd, buf, sizeof(buf), &have,
+	o = prov_json_line(fd, buf, sizeof(buf), &have,
 			   QMP_TIMEOUT_MS); /* greeting */
 	json_decref(o);
 	for (int step = 0; step < 2; step++) {
@@ -238,7 +51,7 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 			 step ? cmd : "qmp_capabilities");
 		if (write(fd, line, strlen(line)) != (ssize_t)strlen(line))
 			break;
-		while ((o = json_line_read(fd, buf, sizeof(buf), &have,
+		while ((o = prov_json_line(fd, buf, sizeof(buf), &have,
 					   QMP_TIMEOUT_MS))) {
 			json_t *e = json_object_get(o, "error");
 
@@ -273,16 +86,10 @@ static int qmp(const struct provider_env *env, struct vm *vm,
 	return ret;
 }
 
-static void stop_disks(struct vm *vm)
-{
-	for (unsigned i = 0; i < vm->ndisks; i++)
-		stop_proc(&vm->blk[i], SIGTERM, 15000);
-}
-
 static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		   size_t errlen)
 {
-	char dir[4096], sock[4096], api[4096], log[4096], tail[512];
+	char sock[4096], api[4096], log[4096], tail[512];
 	char mem[64], smp[16], backend[160], machine[96], chardev[4300];
 	char qmpopt[4200], console[8400], qmp_sock[4096];
 	const char *accel = env->accel;
@@ -296,12 +103,9 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	if (!vm->ndisks && !vm->kernel)
 		return mgmt_fail(err, errlen, -EINVAL, "%s has no disk and no kernel "
 			    "to boot", vm->id);
-	snprintf(dir, sizeof(dir), "%s/%s", env->run_dir, vm->id);
-	if (mkdir(env->run_dir, 0700) < 0 && errno != EEXIST)
-		return mgmt_fail(err, errlen, -errno, "%s: %s", env->run_dir,
-			    strerror(errno));
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-		return mgmt_fail(err, errlen, -errno, "%s: %s", dir, strerror(errno));
+	ret = prov_vm_dir(env, vm, err, errlen);
+	if (ret < 0)
+		return ret;
 
 	/* a virtqueue (thread and io_uring in pvblk) per vCPU, up to 4 */
 	snprintf(queues, sizeof(queues), "%u",
@@ -314,18 +118,18 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 			       "--api-socket", api, vm->disks[i].path, NULL };
 
 		snprintf(name, sizeof(name), "disk%u.sock", i);
-		vm_path(sock, sizeof(sock), env, vm, name);
+		prov_vm_path(sock, sizeof(sock), env, vm, name);
 		snprintf(name, sizeof(name), "disk%u.api", i);
-		vm_path(api, sizeof(api), env, vm, name);
+		prov_vm_path(api, sizeof(api), env, vm, name);
 		snprintf(name, sizeof(name), "disk%u.log", i);
-		vm_path(log, sizeof(log), env, vm, name);
+		prov_vm_path(log, sizeof(log), env, vm, name);
 		unlink(sock);
 		unlink(api);
-		ret = spawn(pv, log, &vm->blk[i]);
+		ret = prov_spawn(pv, log, &vm->blk[i]);
 		if (ret >= 0)
-			ret = wait_socket(sock, &vm->blk[i], 15000);
+			ret = prov_wait_socket(sock, &vm->blk[i], 15000);
 		if (ret < 0) {
-			log_tail(log, tail, sizeof(tail));
+			prov_log_tail(log, tail, sizeof(tail));
 			mgmt_fail(err, errlen, ret, "%s: disk %u (%s) could not be "
 			     "served: %s", vm->id, i, vm->disks[i].path,
 			     tail[0] ? tail : strerror(-ret));
@@ -334,7 +138,7 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 	}
 
 	if (!accel)
-		accel = kvm_usable() ? "kvm" : "tcg";
+		accel = prov_hw_kvm() ? "kvm" : "tcg";
 	snprintf(mem, sizeof(mem), "%lluM",
 		 (unsigned long long)(vm->memory >> 20));
 	snprintf(smp, sizeof(smp), "%u", vm->cpus ? vm->cpus : 1);
@@ -342,12 +146,12 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		 "memory-backend-memfd,id=mem,size=%s,share=on", mem);
 	snprintf(machine, sizeof(machine), "pc,memory-backend=mem,accel=%s",
 		 accel);
-	vm_path(qmp_sock, sizeof(qmp_sock), env, vm, "qmp.sock");
+	prov_vm_path(qmp_sock, sizeof(qmp_sock), env, vm, "qmp.sock");
 	unlink(qmp_sock);
 	snprintf(qmpopt, sizeof(qmpopt), "unix:%s,server=on,wait=off",
 		 qmp_sock);
-	vm_path(sock, sizeof(sock), env, vm, "console.sock");
-	vm_path(log, sizeof(log), env, vm, "console.log");
+	prov_vm_path(sock, sizeof(sock), env, vm, "console.sock");
+	prov_vm_path(log, sizeof(log), env, vm, "console.log");
 	unlink(sock);
 	snprintf(console, sizeof(console),
 		 "socket,id=con,path=%s,server=on,wait=off,logfile=%s", sock,
@@ -378,7 +182,7 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		char name[32];
 
 		snprintf(name, sizeof(name), "disk%u.sock", i);
-		vm_path(chardev, sizeof(chardev), env, vm, name);
+		prov_vm_path(chardev, sizeof(chardev), env, vm, name);
 		if (asprintf(&chars[i], "socket,id=vu%u,path=%s", i,
 			     chardev) < 0)
 			chars[i] = NULL;
@@ -404,14 +208,14 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		}
 	}
 	argv[argc] = NULL;
-	vm_path(log, sizeof(log), env, vm, "qemu.log");
-	ret = spawn(argv, log, &vm->vmm);
+	prov_vm_path(log, sizeof(log), env, vm, "qemu.log");
+	ret = prov_spawn(argv, log, &vm->vmm);
 	for (unsigned i = 0; i < vm->ndisks; i++) {
 		free(chars[i]);
 		free(devs[i]);
 	}
 	if (ret >= 0)
-		ret = wait_socket(qmp_sock, &vm->vmm, 30000);
+		ret = prov_wait_socket(qmp_sock, &vm->vmm, 30000);
 	/* the monitor listens before the devices are made: QEMU is up only
 	   once it answers a command */
 	for (int t = 0; ret >= 0 && t < 300; t++) {
@@ -422,20 +226,21 @@ static int q_start(const struct provider_env *env, struct vm *vm, char *err,
 		if (!vm_proc_alive(&vm->vmm))
 			ret = -ECHILD;
 		else
-			sleep_ms(100);
+			prov_sleep_ms(100);
 	}
 	if (ret < 0) {
-		log_tail(log, tail, sizeof(tail));
+		prov_log_tail(log, tail, sizeof(tail));
 		mgmt_fail(err, errlen, ret, "%s: QEMU did not start: %s", vm->id,
 		     tail[0] ? tail : strerror(-ret));
-		stop_proc(&vm->vmm, SIGKILL, 1000);
+		prov_stop(&vm->vmm, SIGKILL, 1000);
 		goto err_disks;
 	}
 	vm->power = VM_ON;
+	prov_record(vm, "qemu");
 	return 0;
 
 err_disks:
-	stop_disks(vm);
+	prov_stop_disks(vm);
 	return ret;
 }
 
@@ -449,9 +254,9 @@ static int q_force_off(const struct provider_env *env, struct vm *vm,
 	/* quit through the monitor (QEMU closes its side cleanly), else
 	   by signal */
 	if (vm_proc_alive(&vm->vmm) && qmp(env, vm, "quit", e2, sizeof(e2)) == 0)
-		stop_proc(&vm->vmm, 0, 5000);
-	stop_proc(&vm->vmm, SIGTERM, 5000);
-	stop_disks(vm);
+		prov_stop(&vm->vmm, 0, 5000);
+	prov_stop(&vm->vmm, SIGTERM, 5000);
+	prov_stop_disks(vm);
 	vm->power = VM_OFF;
 	return 0;
 }
@@ -462,11 +267,9 @@ static int q_simple(const struct provider_env *env, struct vm *vm,
 {
 	int ret;
 
-	if (vm->power == VM_OFF)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is off", vm->id);
-	if (need != VM_OFF && vm->power != need)
-		return mgmt_fail(err, errlen, -EINVAL, "%s is %s", vm->id,
-			    vm->power == VM_PAUSED ? "paused" : "running");
+	ret = prov_need_power(vm, need, err, errlen);
+	if (ret < 0)
+		return ret;
 	ret = qmp(env, vm, cmd, err, errlen);
 	if (ret == 0 && then != VM_OFF)
 		vm->power = then;
@@ -497,47 +300,12 @@ static int q_resume(const struct provider_env *env, struct vm *vm, char *err,
 	return q_simple(env, vm, "cont", VM_PAUSED, VM_ON, err, errlen);
 }
 
-static bool q_poll(const struct provider_env *env, struct vm *vm)
-{
-	if (vm->vmm.pid > 0)
-		waitpid(vm->vmm.pid, NULL, WNOHANG);
-	if (vm->power == VM_OFF || vm_proc_alive(&vm->vmm))
-		return false;
-	vm->vmm.pid = 0;
-	vm->vmm.start = 0;
-	stop_disks(vm);
-	vm->power = VM_OFF;
-	return true;
-}
-
 static void q_stats(const struct provider_env *env, const struct vm *vm,
 		    struct vm_stats *out)
 {
-	char path[64], buf[4096];
-	unsigned long ut = 0, st = 0, rss = 0;
-	FILE *f;
-
-	memset(out, 0, sizeof(*out));
+	prov_vmm_stats(vm, out);
 	for (unsigned i = 0; i < vm->ndisks; i++)
 		out->running_disks += vm_proc_alive(&vm->blk[i]);
-	if (!vm_proc_alive(&vm->vmm))
-		return;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)vm->vmm.pid);
-	f = fopen(path, "re");
-	if (f && fgets(buf, sizeof(buf), f)) {
-		char *p = strrchr(buf, ')');
-
-		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u "
-				"%*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u "
-				"%*u %lu", &ut, &st, &rss) == 3) {
-			out->cpu_seconds = (double)(ut + st) /
-					   (double)sysconf(_SC_CLK_TCK);
-			out->rss_bytes = (uint64_t)rss *
-					 (uint64_t)sysconf(_SC_PAGESIZE);
-		}
-	}
-	if (f)
-		fclose(f);
 }
 
 static int q_disk_socket(const struct provider_env *env, const struct vm *vm,
@@ -549,7 +317,7 @@ static int q_disk_socket(const struct provider_env *env, const struct vm *vm,
 	    !vm_proc_alive(&vm->blk[i]))
 		return -ENOENT;
 	snprintf(name, sizeof(name), "disk%u.api", i);
-	vm_path(path, len, env, vm, name);
+	prov_vm_path(path, len, env, vm, name);
 	*disk = -1; /* one pvblk per disk: its socket serves only that */
 	return 0;
 }
@@ -561,57 +329,16 @@ static json_t *disk_call(const struct provider_env *env, const struct vm *vm,
 			 unsigned i, json_t *req, int ms, char *err,
 			 size_t errlen)
 {
-	char path[4096];
-	size_t have = 0, len;
-	json_t *o = NULL, *ret = NULL;
-	char *buf = NULL, *text = NULL;
-	int fd, disk;
+	char path[4096], what[160];
+	int disk;
 
 	if (q_disk_socket(env, vm, i, path, sizeof(path), &disk) < 0) {
 		mgmt_fail(err, errlen, -ENOENT, "%s: disk %u is not being "
 			  "served (is the VM on?)", vm->id, i);
 		return NULL;
 	}
-	fd = unix_connect(path);
-	if (fd < 0) {
-		mgmt_fail(err, errlen, fd, "%s: disk %u: control socket %s: "
-			  "%s", vm->id, i, path, strerror(-fd));
-		return NULL;
-	}
-	text = json_dumps(req, JSON_COMPACT);
-	buf = malloc(DISK_STATUS_MAX);
-	if (!text || !buf) {
-		mgmt_fail(err, errlen, -ENOMEM, "out of memory");
-		goto out;
-	}
-	len = strlen(text);
-	text[len++] = '\n'; /* json_dumps leaves room: we replace the NUL */
-	if (write(fd, text, len) != (ssize_t)len) {
-		mgmt_fail(err, errlen, -EIO, "%s: disk %u: writing to %s: %s",
-			  vm->id, i, path, strerror(errno));
-		goto out;
-	}
-	o = json_line_read(fd, buf, DISK_STATUS_MAX, &have, ms);
-	ret = json_object_get(o, "return");
-	if (json_is_object(ret)) {
-		json_incref(ret);
-	} else {
-		const char *e = json_string_value(json_object_get(
-			json_object_get(o, "error"), "desc"));
-
-		if (!e)
-			e = json_string_value(json_object_get(o, "error"));
-		mgmt_fail(err, errlen, -EIO, "%s: disk %u: %s", vm->id, i,
-			  e ? e : o ? "pvblk's reply has no \"return\""
-				    : "pvblk did not answer in time");
-		ret = NULL;
-	}
-out:
-	json_decref(o);
-	free(text);
-	free(buf);
-	close(fd);
-	return ret;
+	snprintf(what, sizeof(what), "%s: disk %u", vm->id, i);
+	return prov_ctl_call(path, req, ms, "pvblk", what, err, errlen);
 }
 
 /* Disk i's counters from its pvblk's control socket ("status": each
@@ -661,7 +388,7 @@ const struct provider_ops provider_qemu = {
 	.reset = q_reset,
 	.pause = q_pause,
 	.resume = q_resume,
-	.poll = q_poll,
+	.poll = prov_poll,
 	.stats = q_stats,
 	.disk_io = q_disk_io,
 	.disk_socket = q_disk_socket,

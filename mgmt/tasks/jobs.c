@@ -51,7 +51,7 @@ static int check_vm(struct mgmt *m, struct vm *vm, bool need_on,
 {
 	char busy[256];
 
-	if (need_on && (vm->power == VM_OFF || !m->provider->disk_socket))
+	if (need_on && (vm->power == VM_OFF || !mgmt_provider(m, vm)->disk_socket))
 		return mgmt_fail(err, errlen, -ENOENT, "%s is Off: a %s "
 				 "needs the VM running (its disks served); "
 				 "power it on first", vm->id, what);
@@ -282,9 +282,9 @@ int job_backup(struct mgmt *m, struct vm *vm, const char *dir,
 	snprintf(j->vm_id, sizeof(j->vm_id), "%s", vm->id);
 	snprintf(j->dir, sizeof(j->dir), "%s", dir);
 	for (unsigned i = 0; i < vm->ndisks; i++) {
-		ret = m->provider->disk_socket(&m->env, vm, i, j->sock[i],
-					       sizeof(j->sock[i]),
-					       &j->disk_index[i]);
+		ret = mgmt_provider(m, vm)->disk_socket(
+			&m->env, vm, i, j->sock[i], sizeof(j->sock[i]),
+			&j->disk_index[i]);
 		if (ret < 0) {
 			free(j);
 			return mgmt_fail(err, errlen, -ENOENT, "%s: disk %u "
@@ -319,19 +319,21 @@ static void checkpoint_run(struct task *t, void *arg)
 	struct checkpoint_job *j = arg;
 	json_t *disks = json_array();
 	char err[1024], what[300];
+	const struct provider_ops *prov;
 	bool ok = true;
 	struct vm *vm;
 
 	/* a checkpoint is a moment's work for each disk's server */
 	pthread_mutex_lock(j->m->lock);
 	vm = inv_find(j->m->inv, j->vm_id);
+	prov = vm ? mgmt_provider(j->m, vm) : NULL;
 	for (unsigned i = 0; vm && ok && i < vm->ndisks; i++) {
 		json_t *req = json_pack("{s:s, s:s}", "command",
 					"checkpoint-create", "name", j->name);
 		json_t *r = NULL, *list = NULL;
 
-		if (j->m->provider->disk_command(&j->m->env, vm, i, req, &r,
-						 err, sizeof(err)) < 0) {
+		if (prov->disk_command(&j->m->env, vm, i, req, &r, err,
+				       sizeof(err)) < 0) {
 			task_message(t, "Critical", "Base.1.8.GeneralError",
 				     "%s", err);
 			ok = false;
@@ -339,9 +341,8 @@ static void checkpoint_run(struct task *t, void *arg)
 			json_t *lreq = json_pack("{s:s}", "command",
 						 "checkpoint-list");
 
-			if (j->m->provider->disk_command(&j->m->env, vm, i,
-							 lreq, &list, err,
-							 sizeof(err)) < 0)
+			if (prov->disk_command(&j->m->env, vm, i, lreq,
+					       &list, err, sizeof(err)) < 0)
 				list = NULL;
 			json_decref(lreq);
 			json_array_append_new(disks, json_pack(
@@ -384,9 +385,10 @@ int job_checkpoint(struct mgmt *m, struct vm *vm, const char *name,
 
 	if (ret < 0)
 		return ret;
-	if (!m->provider->disk_command)
+	if (!mgmt_provider(m, vm)->disk_command)
 		return mgmt_fail(err, errlen, -ENOTSUP, "provider %s has no "
-				 "live-disk control", m->provider->name);
+				 "live-disk control",
+				 mgmt_provider(m, vm)->name);
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return mgmt_fail(err, errlen, -ENOMEM, "out of memory");
@@ -448,8 +450,8 @@ static void deploy_run(struct task *t, void *arg)
 		task_message(t, "OK", "Base.1.8.ResourceCreated",
 			     "deployed %s as %s", j->o.package, vm->id);
 		if (j->start) {
-			ret = j->m->provider->start(&j->m->env, vm, err,
-						    sizeof(err));
+			ret = mgmt_provider(j->m, vm)->start(
+				&j->m->env, vm, err, sizeof(err));
 			free(vm->last_event);
 			if (asprintf(&vm->last_event, ret < 0 ? "start "
 				     "failed: %s" : "On%s", err) < 0)
