@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * nbd_i.h - the NBD server's parts: the server (one per --nbd), its
+ * nbd_i.h - the NBD server's parts: the server (one per --nbd and export;
+ * exports sharing a socket hang off its listener), its
  * connections (one thread each), the byte transport under a connection
  * (plain socket, TLS, or a memory buffer for the fuzzers), the option
  * negotiation, the request parser and the meta contexts.
