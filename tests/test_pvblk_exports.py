@@ -232,6 +232,16 @@ def test_control_socket_per_export(daemon):
     assert ch["extents"] == [[4 * MiB, 65536]], ch
     ch = d.ok(command="changed", since="a1", export="alpha")
     assert ch["extents"] == [], ch
+    # over NBD each export offers its own checkpoints' dirty bitmaps
+    nbdinfo = need("nbdinfo")
+    m = json.loads(run([nbdinfo, "--json", "--map=qemu:dirty-bitmap:c1",
+                        d.url("beta")]).stdout)
+    dirty = [(e["offset"], e["length"]) for e in m if e["type"] & 1]
+    assert dirty == [(4 * MiB, 65536)], m
+    ctx = json.loads(run([nbdinfo, "--json", d.url("alpha")]).stdout)[
+        "exports"][0]["contexts"]
+    assert "qemu:dirty-bitmap:a1" in ctx and \
+        "qemu:dirty-bitmap:c1" not in ctx, ctx
     # a read-only export takes no checkpoint
     assert "error" in d.call(command="checkpoint-create", name="g",
                              export="gamma")
@@ -288,6 +298,11 @@ def test_duplicate_names_and_images_are_refused(tmp_path):
         "--nbd", nbd, "--export", f"{alpha},name=a,rw,nbd",
         "--export", f"{d}/../{os.path.basename(d)}/alpha.vmdk,name=b,nbd"])
     assert "exports 'a' and 'b' both name the image" in err, err
+    err = start_fails(tmp_path, [
+        "--nbd", nbd, "--export", f"{alpha},name=a,nbd,"
+                                  f"vhost-user-blk={d}/x.vu",
+        "--export", f"{beta},name=b,vhost-user-blk={d}/x.vu"])
+    assert f"the socket {d}/x.vu is export 'a''s already" in err, err
     err = start_fails(tmp_path, ["--nbd", nbd, "--export", f"{alpha},nbd"])
     assert "give the export a name=NAME" in err, err
     err = start_fails(tmp_path, ["--export", f"{alpha},name=a,nbd"])

@@ -340,18 +340,33 @@ static int parse_export(struct cmdline *c, char *arg)
 		pvblk_log("--export %s: give the export a name=NAME", copy);
 		goto err;
 	}
+	if (e->num_queues && !e->vhost_user_blk) {
+		pvblk_log("--export %s: num-queues= is for a vhost-user-blk= "
+			  "socket, and this export has none", copy);
+		goto err;
+	}
 	if (!e->nbd && !e->vhost_user_blk) {
 		pvblk_log("--export %s: serves nothing: add nbd or "
 			  "vhost-user-blk=SOCKET", copy);
 		goto err;
 	}
-	for (unsigned i = 0; i + 1 < c->nspec; i++)
-		if (!strcmp(c->spec[i].name, e->name)) {
+	for (unsigned i = 0; i + 1 < c->nspec; i++) {
+		const struct export_spec *o = &c->spec[i];
+
+		if (!strcmp(o->name, e->name)) {
 			pvblk_log("--export %s: the name '%s' is taken by "
 				  "export %u (%s); names must be unique", copy,
-				  e->name, i + 1, c->spec[i].image);
+				  e->name, i + 1, o->image);
 			goto err;
 		}
+		if (e->vhost_user_blk && o->vhost_user_blk &&
+		    !strcmp(o->vhost_user_blk, e->vhost_user_blk)) {
+			pvblk_log("--export %s: the socket %s is export '%s''s "
+				  "already; each export needs its own", copy,
+				  e->vhost_user_blk, o->name);
+			goto err;
+		}
+	}
 	free(copy);
 	return 0;
 err:
@@ -394,12 +409,14 @@ static int check_exports(struct cmdline *c)
 	   only, serve a disk that the first changes under it) */
 	for (unsigned i = 0; i < c->nspec; i++) {
 		struct stat a, b;
+		bool file = stat(c->spec[i].image, &a) == 0;
 
-		if (stat(c->spec[i].image, &a) < 0)
-			continue; /* opening it says why */
+		/* not a file (rbd:..., or missing): the same name is the
+		   same image; opening a missing one says why */
 		for (unsigned j = 0; j < i; j++)
-			if (stat(c->spec[j].image, &b) == 0 &&
-			    a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+			if (!strcmp(c->spec[j].image, c->spec[i].image) ||
+			    (file && stat(c->spec[j].image, &b) == 0 &&
+			     a.st_dev == b.st_dev && a.st_ino == b.st_ino)) {
 				pvblk_log("exports '%s' and '%s' both name the "
 					  "image %s%s%s: an image can be served "
 					  "by one export only", c->spec[j].name,

@@ -355,6 +355,9 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 		return ret;
 	if (opt != NBD_OPT_GO)
 		return HS_OPTION;
+	/* contexts selected for another export are not selected here */
+	if (c->meta_export != s)
+		nbd_meta_clear(c);
 	c->chosen = s;
 	return HS_TRANSMISSION;
 }
@@ -472,6 +475,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 
 		if (ret < 0)
 			return ret;
+		c->meta_export = s;
 		match = c->meta_selected;
 	}
 	for (unsigned i = 0; i < total; i++) {

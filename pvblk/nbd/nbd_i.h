@@ -119,6 +119,9 @@ struct nbd_conn {
 	char peer[64];
 	struct nbd_server *chosen; /* the export GO/EXPORT_NAME picked, where
 				     the connection moves for transmission */
+	struct nbd_server *meta_export; /* the export SET_META_CONTEXT named:
+				     its selection is dropped at a GO to
+				     another */
 
 	/* negotiated */
 	bool no_zeroes;
