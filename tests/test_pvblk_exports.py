@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -378,3 +379,76 @@ def test_one_image_form_is_unchanged(tmp_path):
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=30) == 0
     run([need("qemu-img"), "check", alpha])
+
+
+def test_negotiation_by_name_on_the_wire(daemon):
+    """The options by hand: LIST gives every export, INFO and GO and
+    EXPORT_NAME pick by name, an unknown name is NBD_REP_ERR_UNKNOWN, and
+    meta contexts set for one export are not selected at a GO to another."""
+    from test_pvblk_nbd import (Raw, OPT_LIST, OPT_INFO, OPT_GO,
+                                OPT_EXPORT_NAME, OPT_STRUCTURED_REPLY,
+                                OPT_SET_META, REP_SERVER, REP_ACK, REP_INFO,
+                                REP_META, REP_ERR_UNKNOWN)
+    d = daemon
+
+    def name_data(name, nreq=0):
+        return struct.pack(">I", len(name)) + name + struct.pack(">H", nreq)
+
+    c = Raw(d.nbd)
+    c.greet()
+    r = c.replies(OPT_LIST)
+    assert r[-1][0] == REP_ACK
+    names = []
+    for typ, data in r[:-1]:
+        assert typ == REP_SERVER
+        n = struct.unpack(">I", data[:4])[0]
+        names.append((data[4:4 + n].decode(), data[4 + n:].decode()))
+    assert names == [("alpha", d.alpha), ("beta", d.beta),
+                     ("gamma", d.gamma)]
+    assert c.replies(OPT_GO, name_data(b"delta"))[-1][0] == REP_ERR_UNKNOWN
+    r = c.replies(OPT_INFO, name_data(b"gamma"))
+    assert r[-1][0] == REP_ACK
+    info = [x for t, x in r if t == REP_INFO and x[:2] == b"\0\0"][0]
+    size, flags = struct.unpack(">QH", info[2:12])
+    assert size == 32 * MiB and flags & 2  # NBD_FLAG_READ_ONLY
+    # contexts set on beta, then GO to alpha: none selected there
+    assert c.replies(OPT_STRUCTURED_REPLY)[-1][0] == REP_ACK
+    q = b"base:allocation"
+    r = c.replies(OPT_SET_META, struct.pack(">I", 4) + b"beta" +
+                  struct.pack(">II", 1, len(q)) + q)
+    assert [t for t, _ in r] == [REP_META, REP_ACK]
+    r = c.replies(OPT_GO, name_data(b"alpha"))
+    assert r[-1][0] == REP_ACK
+    info = [x for t, x in r if t == REP_INFO and x[:2] == b"\0\0"][0]
+    assert struct.unpack(">Q", info[2:10])[0] == 64 * MiB
+    c.request(7, 0, 65536)  # NBD_CMD_BLOCK_STATUS
+    magic, fl, typ, cookie, n = struct.unpack(">IHHQI", c.recv(20))
+    c.recv(n)
+    assert magic == 0x668E33EF and typ & 0x8000, typ  # an error chunk
+    c.close()
+    # the same on beta itself is served
+    c = Raw(d.nbd)
+    c.greet()
+    assert c.replies(OPT_STRUCTURED_REPLY)[-1][0] == REP_ACK
+    c.replies(OPT_SET_META, struct.pack(">I", 4) + b"beta" +
+              struct.pack(">II", 1, len(q)) + q)
+    assert c.replies(OPT_GO, name_data(b"beta"))[-1][0] == REP_ACK
+    c.request(7, 0, 65536)
+    magic, fl, typ, cookie, n = struct.unpack(">IHHQI", c.recv(20))
+    c.recv(n)
+    assert magic == 0x668E33EF and typ == 5, typ  # BLOCK_STATUS chunk
+    c.close()
+    # NBD_OPT_EXPORT_NAME picks by name too; an unknown one is hung up on
+    c = Raw(d.nbd)
+    c.greet()
+    c.opt(OPT_EXPORT_NAME, b"gamma")
+    size, flags = struct.unpack(">QH", c.recv(10))
+    assert size == 32 * MiB and flags & 2
+    c.close()
+    c = Raw(d.nbd)
+    c.greet()
+    c.opt(OPT_EXPORT_NAME, b"nope")
+    with pytest.raises((EOFError, ConnectionError)):
+        c.recv(10)
+    c.close()
+    d.stop()
