@@ -452,3 +452,37 @@ def test_negotiation_by_name_on_the_wire(daemon):
         c.recv(10)
     c.close()
     d.stop()
+
+
+def test_sigterm_with_clients_on_every_export(daemon):
+    """SIGTERM while clients hold connections to several exports (and one
+    is still negotiating on the listener): every export drains, flushes
+    and closes, and pvblk exits 0."""
+    from test_pvblk_nbd import Raw, OPT_GO, REP_ACK
+    d = daemon
+    conns = []
+    for name in (b"alpha", b"beta", b"gamma"):
+        c = Raw(d.nbd)
+        c.greet()
+        r = c.replies(OPT_GO, struct.pack(">I", len(name)) + name +
+                      struct.pack(">H", 0))
+        assert r[-1][0] == REP_ACK
+        conns.append(c)
+    half = Raw(d.nbd)  # greeted, no option yet
+    half.greet()
+    vu = subprocess.Popen([tool("vu_client"), d.vu_a, str(d.p.pid), "rw",
+                           "rand", "4096", "4", "30"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1)
+    st = d.ok(command="status")
+    # the one still negotiating counts on the listener's (first) export
+    assert [e["connections"] for e in st["exports"]] == [2, 1, 1], st
+    t0 = time.monotonic()
+    d.stop()
+    assert time.monotonic() - t0 < 20
+    vu.kill()
+    vu.wait()
+    for c in conns + [half]:
+        c.close()
+    for img in (d.alpha, d.child):
+        run([need("qemu-img"), "check", img])
