@@ -58,20 +58,19 @@ static int conn_switch(struct nbd_conn *c, struct nbd_server *to)
 		if (to->nconns >= NBD_MAX_CONNS) {
 			ret = -EMFILE;
 		} else {
+			/* off the listener's list first: that uses c's links */
+			unlink_conn(g, c);
+			g->nconns--;
+			pthread_cond_signal(&g->conn_gone);
 			to->nconns++;
 			c->next = to->conns;
 			c->prev = NULL;
 			if (c->next)
 				c->next->prev = c;
 			to->conns = c;
+			c->srv = to;
 		}
 		pthread_mutex_unlock(&to->lock);
-	}
-	if (ret == 0) {
-		unlink_conn(g, c);
-		g->nconns--;
-		pthread_cond_signal(&g->conn_gone);
-		c->srv = to;
 	}
 	pthread_mutex_unlock(&g->lock);
 	return ret;
