@@ -101,6 +101,7 @@ static void io_json(struct pvblk_listen *l, json_t *x,
 	free(st);
 }
 
+/* The mode e was opened in, as --export and -o name it. */
 static const char *mode_of(const struct pvblk_export *e)
 {
 	return e->snapshot_child ? "snapshot" : e->read_only ? "ro" : "rw";
@@ -184,6 +185,7 @@ static json_t *export_json(struct pvblk_ctl *c, struct ctl_export *x,
 	return o;
 }
 
+/* export-list: every export, in command-line order, without counters. */
 static json_t *do_export_list(struct pvblk_ctl *c)
 {
 	json_t *a = json_array();
