@@ -15,9 +15,11 @@
 #include "ovkdisk.h"
 
 static const char usage_text[] =
-"Usage: ovkdisk view SOCKET MOUNTPOINT [--disk N] [--quiesce CMD]\n"
-"       ovkdisk release SOCKET MOUNTPOINT [--disk N]\n"
-"       ovkdisk backup SOCKET TARGETDIR [--disk N] [--full|--incremental]\n"
+"Usage: ovkdisk view SOCKET MOUNTPOINT [--disk N|--export NAME]\n"
+"                    [--quiesce CMD]\n"
+"       ovkdisk release SOCKET MOUNTPOINT [--disk N|--export NAME]\n"
+"       ovkdisk backup SOCKET TARGETDIR [--disk N|--export NAME]\n"
+"                      [--full|--incremental]\n"
 "                      [--format vmdk-stream|vmdk-sparse|raw] [--quiesce CMD]\n"
 "       ovkdisk restore TARGETDIR [--at CHECKPOINT] OUTPUT\n"
 "       ovkdisk verify TARGETDIR\n"
@@ -26,8 +28,10 @@ static const char usage_text[] =
 "\n"
 "Look into and back up the disk of a running virtual machine. SOCKET is\n"
 "the control socket of the pvblk daemon serving the disk (pvblk\n"
-"--api-socket SOCKET -o rw ...), or of the ovkvm running the VM (ovkvm\n"
-"--api-socket SOCKET --disk ...: name the disk with --disk N); the disk\n"
+"--api-socket SOCKET -o rw ...; a pvblk serving several disks with\n"
+"--export: name the disk with --export NAME), or of the ovkvm running\n"
+"the VM (ovkvm --api-socket SOCKET --disk ...: name the disk with --disk\n"
+"N); the disk\n"
 "must be a VMDK, or a Ceph RBD image for backup (its view is the backup\n"
 "checkpoint's RBD snapshot, and what changed comes from RBD's diff).\n"
 "\n"
@@ -82,6 +86,9 @@ static const char usage_text[] =
 "                    \"crash-consistent\"\n"
 "  --disk N          view, release, backup: SOCKET is ovkvm's and the disk\n"
 "                    is its N-th --disk (0 for the first)\n"
+"  --export NAME     view, release, backup: SOCKET is a pvblk's that serves\n"
+"                    several exports (pvblk --export IMAGE,name=NAME,...)\n"
+"                    and the disk is the export NAME (default: its first)\n"
 "  --at CHECKPOINT   restore: the backup to restore (default: the last)\n"
 "  --copy SRC:DEST   patch: copy host file or folder SRC to DEST (an\n"
 "                    absolute path in the guest); may be repeated\n"
@@ -111,13 +118,17 @@ static const char usage_text[] =
 "  ovkdisk backup /run/vm0.api /backup/vm0      # full, then incremental\n"
 "  ovkvm --kernel bzImage --disk vm1.vmdk --api-socket /run/vm1.api &\n"
 "  ovkdisk backup /run/vm1.api /backup/vm1 --disk 0\n"
+"  pvblk --api-socket /run/d.api \\\n"
+"    --export a.vmdk,name=a,rw,vhost-user-blk=/run/a.sock \\\n"
+"    --export b.vmdk,name=b,rw,vhost-user-blk=/run/b.sock &\n"
+"  ovkdisk backup /run/d.api /backup/b --export b\n"
 "  ovkdisk restore /backup/vm0 --at ovkdisk-20261204T200000Z-1 disk.raw\n"
 "\n"
 "Exit status: 0 on success, 1 on any failure (with a message on stderr).\n"
 "A progress bar is drawn on stderr when it is a terminal.\n";
 
 enum { OPT_FULL = 256, OPT_INCR, OPT_QUIESCE, OPT_AT, OPT_OUTPUT, OPT_COPY,
-       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK, OPT_FORMAT,
+       OPT_PART, OPT_COMMIT, OPT_DISCARD, OPT_DISK, OPT_EXPORT, OPT_FORMAT,
        OPT_PROGRESS };
 
 static const struct option long_opts[] = {
@@ -131,6 +142,7 @@ static const struct option long_opts[] = {
 	{ "commit", no_argument, NULL, OPT_COMMIT },
 	{ "discard", no_argument, NULL, OPT_DISCARD },
 	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "export", required_argument, NULL, OPT_EXPORT },
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "progress", required_argument, NULL, OPT_PROGRESS },
 	{ "help", no_argument, NULL, 'h' },
@@ -324,6 +336,15 @@ int main(int argc, char **argv)
 			ctl_set_disk((int)d);
 			break;
 		}
+		case OPT_EXPORT:
+			if (!*optarg || strlen(optarg) > 255) {
+				fprintf(stderr, "ovkdisk: --export takes the "
+					"name of one of pvblk's exports (1 to "
+					"255 bytes)\n");
+				return 1;
+			}
+			ctl_set_export(optarg);
+			break;
 		case 'h':
 			fputs(usage_text, stdout);
 			return 0;

@@ -44,6 +44,9 @@ json_t *ctl_command(const char *path, const char *cmd);
 /* Name disk (an ovkvm socket's disk index) in every request from now on:
    ctl_call adds "disk": disk to req. */
 void ctl_set_disk(int disk);
+/* Name export (of a pvblk serving several, pvblk --export) in every
+   request from now on: ctl_call adds "export": name to req. */
+void ctl_set_export(const char *name);
 
 /* The engine format ("raw" or "vmdk") of the file of a manifest entry: its
    "format" (vmdk-stream, vmdk-sparse or raw; absent: a VMDK). */

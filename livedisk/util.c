@@ -21,10 +21,16 @@
 /* --disk N: the disk of an ovkvm socket every request names (-1: none,
    as pvblk, which serves one disk, wants it). */
 static int ctl_disk = -1;
+static const char *ctl_export;
 
 void ctl_set_disk(int disk)
 {
 	ctl_disk = disk;
+}
+
+void ctl_set_export(const char *name)
+{
+	ctl_export = name;
 }
 
 json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen)
@@ -50,6 +56,8 @@ json_t *ctl_call(const char *path, json_t *req, char *err, size_t errlen)
 	}
 	if (ctl_disk >= 0)
 		json_object_set_new(req, "disk", json_integer(ctl_disk));
+	if (ctl_export)
+		json_object_set_new(req, "export", json_string(ctl_export));
 	text = json_dumps(req, JSON_COMPACT);
 	if (!text) {
 		snprintf(err, errlen, "out of memory");

@@ -32,12 +32,15 @@ enum pvblk_ctl_cmd {
 	CTL_VIEW_CREATE,
 	CTL_VIEW_RELEASE,
 	CTL_GROW,
+	CTL_EXPORT_LIST,
 };
 
 /* A checked request: strings point into the parsed JSON (see
    pvblk_ctl_parse) and hold no control characters. */
 struct pvblk_ctl_req {
 	enum pvblk_ctl_cmd cmd;
+	const char *export; /* any command: the export it is about (its
+			       name), or NULL for the daemon's first */
 	const char *name;   /* checkpoint-create/delete; changed: "since";
 			       view-create: the checkpoint to start, or NULL */
 	const char *nbd;    /* view-create: unix:PATH to export the view on */
@@ -64,11 +67,12 @@ void pvblk_ctl_free(void *owner);
 struct pvblk_ctl;
 
 /*
- * Listen on path and serve requests on a thread of its own against e,
- * whose NBD/vhost-user listeners are listen[0..nlisten). -errno with a
- * message on stderr when the socket cannot be made.
+ * Listen on path and serve requests on a thread of its own against the
+ * exports e[0..ne) (a request's "export" picks one by name; e[0] when it
+ * names none), whose NBD/vhost-user listeners are listen[0..nlisten).
+ * -errno with a message on stderr when the socket cannot be made.
  */
-int pvblk_ctl_start(const char *path, struct pvblk_export *e,
+int pvblk_ctl_start(const char *path, struct pvblk_export *e, unsigned ne,
 		    struct pvblk_listen *listen, unsigned nlisten,
 		    struct pvblk_ctl **out);
 /* Stop the thread, close every client, remove the socket, close a view

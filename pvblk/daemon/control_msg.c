@@ -22,6 +22,7 @@ static const struct {
 	{ "view-create", CTL_VIEW_CREATE, "checkpoint nbd" },
 	{ "view-release", CTL_VIEW_RELEASE, "" },
 	{ "grow", CTL_GROW, "size" },
+	{ "export-list", CTL_EXPORT_LIST, "" },
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -148,13 +149,21 @@ int pvblk_ctl_parse_json(json_t *j, struct pvblk_ctl_req *req, char *err,
 		return fail(err, errlen, "unknown command (status, "
 			    "checkpoint-create, checkpoint-delete, "
 			    "checkpoint-list, changed, view-create, "
-			    "view-release, grow)");
+			    "view-release, grow, export-list)");
 	json_object_foreach(j, key, v) {
-		if (strcmp(key, "command") && !key_allowed(keys, key))
+		/* "export" (which export of the daemon) goes with any */
+		if (strcmp(key, "command") && strcmp(key, "export") &&
+		    !key_allowed(keys, key))
 			return fail(err, errlen, "%s takes no member "
-				    "\"%.64s\"%s%s", cmd, key,
-				    *keys ? "; it takes: " : "", keys);
+				    "\"%.64s\"%s%s%s", cmd, key,
+				    "; it takes: export", *keys ? " " : "",
+				    keys);
 	}
+	if (get_string(j, "export", &req->export, err, errlen) < 0)
+		return -EINVAL;
+	if (req->export && strlen(req->export) > 255)
+		return fail(err, errlen, "\"export\" names an export: at "
+			    "most 255 bytes");
 	switch (req->cmd) {
 	case CTL_CHECKPOINT_CREATE:
 	case CTL_CHECKPOINT_DELETE:

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* main.c - the pvblk daemon: serve one disk image over NBD and/or
-   vhost-user-blk until SIGTERM. */
+/* main.c - the pvblk daemon: serve one disk image, or several (--export),
+   over NBD and/or vhost-user-blk until SIGTERM. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -8,14 +8,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "control.h"
 #include "pvblk.h"
 
-#define MAX_LISTEN 16
+#define MAX_LISTEN 128
+#define MAX_EXPORTS 32
+#define MAX_NBD_ADDR 8
 
 static const char usage_text[] =
 "Usage: pvblk [OPTIONS] --nbd ADDRESS | --vhost-user-blk SOCKET ... IMAGE\n"
+"       pvblk [OPTIONS] [--nbd ADDRESS] --export IMAGE,name=NAME,... ...\n"
 "\n"
 "Serve the disk image IMAGE (a VMDK of any subformat, a delta chain, or a\n"
 "raw file) to running virtual machines and to block clients, through ovk's\n"
@@ -69,20 +73,45 @@ static const char usage_text[] =
 "                           stays untouched\n"
 "  -f, --format FORMAT      raw or vmdk (default: probed)\n"
 "\n"
+"Several images in one pvblk (instead of IMAGE, -o, -f, --vhost-user-blk\n"
+"and --export-name; may be given up to 32 times):\n"
+"  --export IMAGE,name=NAME[,ro|rw|snapshot[=CHILD]][,format=FMT]\n"
+"           [,vhost-user-blk=SOCKET][,num-queues=N][,nbd]\n"
+"                           serve IMAGE (a path without commas) as the\n"
+"                           export NAME: its own engine handle, image lock\n"
+"                           and mode (ro by default, as -o above);\n"
+"                           vhost-user-blk=SOCKET gives it a vhost-user-blk\n"
+"                           socket of its own with N virtqueues (default\n"
+"                           --num-queues, else 1); nbd offers it on the\n"
+"                           --nbd socket(s), where clients pick it by NAME\n"
+"                           (NBD_OPT_LIST lists every export, with its image\n"
+"                           as description; the name \"\" is the first).\n"
+"                           Names must be unique and an image may be\n"
+"                           served by one export only. When one export\n"
+"                           cannot start, those started before it stop\n"
+"                           again (no snapshot child or socket stays)\n"
+"\n"
 "Control:\n"
 "  --api-socket PATH        a JSON control socket (unix, mode 0600): one\n"
 "                           request per line, one reply per line, e.g.\n"
 "                           {\"command\": \"status\"} answers\n"
 "                           {\"return\": {...}} or {\"error\": \"...\"}.\n"
-"                           Commands (members besides \"command\"):\n"
-"                           status: image, chain, size, exports, checkpoints,\n"
-"                             NBD connections, the engine's cache counters,\n"
-"                             the open view; each export's \"io\": requests\n"
-"                             answered, read_bytes and written_bytes (data\n"
-"                             of successful reads and writes), errors (since\n"
+"                           Every command takes \"export\": NAME, the export\n"
+"                           it is about (default: the first, or the one\n"
+"                           IMAGE). Commands (members besides \"command\"):\n"
+"                           status: the export's image, mode, chain, size,\n"
+"                             checkpoints, engine cache counters and open\n"
+"                             view; \"exports\": every export with its\n"
+"                             name, image, mode, protocols, \"listeners\"\n"
+"                             (protocol, address, queues, NBD connections,\n"
+"                             io) and summed \"io\": requests answered,\n"
+"                             read_bytes and written_bytes (data of\n"
+"                             successful reads and writes), errors (since\n"
 "                             start, clients gone included), and for\n"
 "                             vhost-user-blk \"vrings\": index, requests and\n"
 "                             \"broken\" (why the ring stopped, or null)\n"
+"                           export-list: every export's name, image, mode,\n"
+"                             size and protocols\n"
 "                           checkpoint-create, checkpoint-delete (\"name\")\n"
 "                           checkpoint-list\n"
 "                           changed (\"since\", optional \"offset\" and\n"
@@ -120,15 +149,23 @@ static const char usage_text[] =
 "  qemu-img info 'nbd+unix:///?socket=/run/disk0.nbd'\n"
 "  nbdinfo --map 'nbd+unix:///?socket=/run/disk0.nbd'\n"
 "\n"
+"  pvblk --nbd unix:/run/disks.nbd --api-socket /run/disks.api \\\n"
+"    --export vm1.vmdk,name=vm1,rw,vhost-user-blk=/run/vm1.sock,nbd \\\n"
+"    --export base.vmdk,name=test,snapshot,nbd \\\n"
+"    --export iso.raw,name=iso,ro,format=raw,nbd &\n"
+"  nbdinfo --list 'nbd+unix:///?socket=/run/disks.nbd'\n"
+"  qemu-img info 'nbd+unix:///test?socket=/run/disks.nbd'\n"
+"  ovkdisk backup /run/disks.api /backup/vm1 --export vm1\n"
+"\n"
 "As a service: pvblk stays in the foreground and logs to stderr; under\n"
 "systemd use Type=notify: with $NOTIFY_SOCKET set it sends READY=1 once\n"
 "every socket accepts and STOPPING=1 on SIGTERM (docs/pvblk@.service).\n"
 "\n"
-"Exit status: 0 after a clean stop, 1 on a usage error or when the image\n"
-"or a socket cannot be opened, 2 when closing the image failed.\n";
+"Exit status: 0 after a clean stop, 1 on a usage error or when an image\n"
+"or a socket cannot be opened, 2 when closing an image failed.\n";
 
 enum { OPT_NBD = 256, OPT_VU, OPT_QUEUES, OPT_POLL, OPT_NAME, OPT_TLS,
-       OPT_PSK, OPT_API };
+       OPT_PSK, OPT_API, OPT_EXPORT };
 
 static const struct option long_opts[] = {
 	{ "nbd", required_argument, NULL, OPT_NBD },
@@ -139,10 +176,19 @@ static const struct option long_opts[] = {
 	{ "tls-creds", required_argument, NULL, OPT_TLS },
 	{ "tls-psk", required_argument, NULL, OPT_PSK },
 	{ "api-socket", required_argument, NULL, OPT_API },
+	{ "export", required_argument, NULL, OPT_EXPORT },
 	{ "format", required_argument, NULL, 'f' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ 0 },
+};
+
+/* One --export IMAGE,name=NAME[,...] as given. */
+struct export_spec {
+	const char *image, *name, *mode, *child, *format;
+	const char *vhost_user_blk; /* its own socket, or NULL */
+	unsigned num_queues;        /* 0: --num-queues, else 1 */
+	bool nbd;                   /* on the --nbd listener(s) */
 };
 
 struct cmdline {
@@ -153,6 +199,15 @@ struct cmdline {
 	const char *api_socket;
 	unsigned num_queues;
 	long poll_us; /* -1: not given */
+	bool o_given, vu_given; /* image options outside --export */
+	struct export_spec spec[MAX_EXPORTS];
+	unsigned nspec;
+};
+
+/* The running daemon: its exports and the listeners serving them. */
+struct daemon {
+	struct pvblk_export exports[MAX_EXPORTS];
+	unsigned nexports;
 };
 
 static int add_listen(struct cmdline *c, const struct pvblk_protocol *p,
@@ -197,6 +252,246 @@ static int parse_o(struct cmdline *c, char *arg)
 	return 0;
 }
 
+/* --num-queues N or num-queues=N: 1 to 64. */
+static int parse_queues(const char *what, const char *arg, unsigned *out)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(arg, &end, 10);
+	if (errno || *end || !*arg || n < 1 || n > 64) {
+		pvblk_log("%s %s: expected 1 to 64", what, arg);
+		return -1;
+	}
+	*out = (unsigned)n;
+	return 0;
+}
+
+/* An export's name: what NBD clients and the control socket call it. */
+static int check_export_name(const char *arg, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n < 1 || n > 255) {
+		pvblk_log("--export %s: name= must be 1 to 255 bytes", arg);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)name[i] <= 0x20 || name[i] == 0x7f) {
+			pvblk_log("--export %s: name= may hold no spaces or "
+				  "control characters", arg);
+			return -1;
+		}
+	return 0;
+}
+
+/* --export IMAGE,name=NAME[,ro|rw|snapshot[=CHILD]][,format=FMT]
+   [,vhost-user-blk=SOCKET][,num-queues=N][,nbd]. IMAGE holds no comma. */
+static int parse_export(struct cmdline *c, char *arg)
+{
+	char *copy = strdup(arg), *save = NULL, *tok;
+	struct export_spec *e;
+
+	if (!copy)
+		return -1;
+	if (c->nspec == MAX_EXPORTS) {
+		pvblk_log("at most %d --export options", MAX_EXPORTS);
+		return -1;
+	}
+	e = &c->spec[c->nspec++];
+	e->mode = "ro";
+	e->image = strtok_r(arg, ",", &save);
+	if (!e->image || strchr(e->image, '=')) {
+		pvblk_log("--export %s: expected IMAGE first, then "
+			  "name=NAME and the options", copy);
+		goto err;
+	}
+	while ((tok = strtok_r(NULL, ",", &save))) {
+		if (!strncmp(tok, "name=", 5)) {
+			e->name = tok + 5;
+			if (check_export_name(copy, e->name) < 0)
+				goto err;
+		} else if (!strcmp(tok, "ro") || !strcmp(tok, "rw") ||
+			   !strcmp(tok, "snapshot")) {
+			e->mode = tok;
+		} else if (!strncmp(tok, "snapshot=", 9) && tok[9]) {
+			e->mode = "snapshot";
+			e->child = tok + 9;
+		} else if (!strncmp(tok, "format=", 7) && tok[7]) {
+			e->format = tok + 7;
+		} else if (!strncmp(tok, "vhost-user-blk=", 15) && tok[15]) {
+			e->vhost_user_blk = tok + 15;
+		} else if (!strncmp(tok, "num-queues=", 11)) {
+			if (parse_queues("--export num-queues=", tok + 11,
+					 &e->num_queues) < 0)
+				goto err;
+		} else if (!strcmp(tok, "nbd")) {
+			e->nbd = true;
+		} else {
+			pvblk_log("--export %s: unknown option '%s' (expected "
+				  "name=NAME, ro, rw, snapshot[=CHILD], "
+				  "format=FMT, vhost-user-blk=SOCKET, "
+				  "num-queues=N, nbd)", copy, tok);
+			goto err;
+		}
+	}
+	if (!e->name) {
+		pvblk_log("--export %s: give the export a name=NAME", copy);
+		goto err;
+	}
+	if (e->num_queues && !e->vhost_user_blk) {
+		pvblk_log("--export %s: num-queues= is for a vhost-user-blk= "
+			  "socket, and this export has none", copy);
+		goto err;
+	}
+	if (!e->nbd && !e->vhost_user_blk) {
+		pvblk_log("--export %s: serves nothing: add nbd or "
+			  "vhost-user-blk=SOCKET", copy);
+		goto err;
+	}
+	for (unsigned i = 0; i + 1 < c->nspec; i++) {
+		const struct export_spec *o = &c->spec[i];
+
+		if (!strcmp(o->name, e->name)) {
+			pvblk_log("--export %s: the name '%s' is taken by "
+				  "export %u (%s); names must be unique", copy,
+				  e->name, i + 1, o->image);
+			goto err;
+		}
+		if (e->vhost_user_blk && o->vhost_user_blk &&
+		    !strcmp(o->vhost_user_blk, e->vhost_user_blk)) {
+			pvblk_log("--export %s: the socket %s is export '%s''s "
+				  "already; each export needs its own", copy,
+				  e->vhost_user_blk, o->name);
+			goto err;
+		}
+	}
+	free(copy);
+	return 0;
+err:
+	free(copy);
+	return -1;
+}
+
+/* With --export the image options go inside each --export; and every
+   export needs the sockets it names. */
+static int check_exports(struct cmdline *c)
+{
+	bool any_nbd = false;
+	unsigned nnbd = 0;
+
+	if (c->o_given || c->format || c->vu_given || c->export_name) {
+		pvblk_log("with --export, give -o, -f, --vhost-user-blk and "
+			  "--export-name inside each --export (ro, rw, "
+			  "snapshot, format=, vhost-user-blk=, name=)");
+		return -1;
+	}
+	for (unsigned i = 0; i < c->nspec; i++)
+		any_nbd |= c->spec[i].nbd;
+	for (unsigned i = 0; i < c->nlisten; i++)
+		nnbd += c->listen[i].proto == pvblk_protocol_nbd;
+	if (any_nbd && !nnbd) {
+		pvblk_log("an --export has nbd but no --nbd ADDRESS says "
+			  "where to listen");
+		return -1;
+	}
+	if (!any_nbd && nnbd) {
+		pvblk_log("--nbd given but no --export has nbd: add nbd to the "
+			  "exports to serve there");
+		return -1;
+	}
+	if (nnbd > MAX_NBD_ADDR) {
+		pvblk_log("at most %d --nbd with --export", MAX_NBD_ADDR);
+		return -1;
+	}
+	/* one image, one export: the second would find it locked (or, read
+	   only, serve a disk that the first changes under it) */
+	for (unsigned i = 0; i < c->nspec; i++) {
+		struct stat a, b;
+		bool file = stat(c->spec[i].image, &a) == 0;
+
+		/* not a file (rbd:..., or missing): the same name is the
+		   same image; opening a missing one says why */
+		for (unsigned j = 0; j < i; j++)
+			if (!strcmp(c->spec[j].image, c->spec[i].image) ||
+			    (file && stat(c->spec[j].image, &b) == 0 &&
+			     a.st_dev == b.st_dev && a.st_ino == b.st_ino)) {
+				pvblk_log("exports '%s' and '%s' both name the "
+					  "image %s%s%s: an image can be served "
+					  "by one export only", c->spec[j].name,
+					  c->spec[i].name, c->spec[i].image,
+					  strcmp(c->spec[i].image,
+						 c->spec[j].image) ? " = " : "",
+					  strcmp(c->spec[i].image,
+						 c->spec[j].image) ?
+						  c->spec[j].image : "");
+				return -1;
+			}
+	}
+	return 0;
+}
+
+/* Turn the --export options into listeners: each export's own
+   vhost-user-blk socket, and for each --nbd address the first nbd export
+   listening there and the others sharing its socket. */
+static int plan_exports(struct cmdline *c, struct daemon *d)
+{
+	struct pvblk_listen nbd[MAX_NBD_ADDR];
+	unsigned nnbd = 0, n = 0;
+	struct pvblk_listen *out = c->listen;
+
+	for (unsigned i = 0; i < c->nlisten; i++)
+		nbd[nnbd++] = c->listen[i]; /* only --nbd: checked */
+	for (unsigned i = 0; i < c->nspec; i++) {
+		const struct export_spec *e = &c->spec[i];
+		unsigned need = (e->vhost_user_blk ? 1 : 0) +
+				(e->nbd ? nnbd : 0);
+
+		if (n + need > MAX_LISTEN) {
+			pvblk_log("at most %d sockets", MAX_LISTEN);
+			return -1;
+		}
+		if (e->vhost_user_blk) {
+			if (!pvblk_protocol_vhost_user_blk) {
+				pvblk_log("vhost-user-blk is not built into "
+					  "this pvblk");
+				return -1;
+			}
+			out[n++] = (struct pvblk_listen){
+				.proto = pvblk_protocol_vhost_user_blk,
+				.address = e->vhost_user_blk,
+				.num_queues = e->num_queues ? e->num_queues :
+					      c->num_queues ? c->num_queues : 1,
+				.export = &d->exports[i],
+			};
+		}
+	}
+	/* the NBD listeners after every vhost-user socket: out[] must not
+	   move once a share points into it */
+	for (unsigned a = 0; a < nnbd; a++) {
+		struct pvblk_listen *first = NULL;
+
+		for (unsigned i = 0; i < c->nspec; i++) {
+			if (!c->spec[i].nbd)
+				continue;
+			if (n == MAX_LISTEN) {
+				pvblk_log("at most %d sockets", MAX_LISTEN);
+				return -1;
+			}
+			out[n] = nbd[a];
+			out[n].export_name = c->spec[i].name;
+			out[n].export = &d->exports[i];
+			out[n].share = first;
+			if (!first)
+				first = &out[n];
+			n++;
+		}
+	}
+	c->nlisten = n;
+	return 0;
+}
+
 static int parse(struct cmdline *c, int argc, char **argv)
 {
 	int opt;
@@ -210,7 +505,12 @@ static int parse(struct cmdline *c, int argc, char **argv)
 
 		switch (opt) {
 		case 'o':
+			c->o_given = true;
 			if (parse_o(c, optarg) < 0)
+				return -1;
+			break;
+		case OPT_EXPORT:
+			if (parse_export(c, optarg) < 0)
 				return -1;
 			break;
 		case 'f':
@@ -222,19 +522,15 @@ static int parse(struct cmdline *c, int argc, char **argv)
 				return -1;
 			break;
 		case OPT_VU:
+			c->vu_given = true;
 			if (add_listen(c, pvblk_protocol_vhost_user_blk,
 				       "--vhost-user-blk", optarg) < 0)
 				return -1;
 			break;
 		case OPT_QUEUES:
-			errno = 0;
-			n = strtoul(optarg, &end, 10);
-			if (errno || *end || n < 1 || n > 64) {
-				pvblk_log("--num-queues %s: expected 1 to 64",
-					  optarg);
+			if (parse_queues("--num-queues", optarg,
+					 &c->num_queues) < 0)
 				return -1;
-			}
-			c->num_queues = (unsigned)n;
 			break;
 		case OPT_POLL:
 			errno = 0;
@@ -270,22 +566,33 @@ static int parse(struct cmdline *c, int argc, char **argv)
 			return -1;
 		}
 	}
-	if (optind != argc - 1) {
+	if (c->nspec) {
+		if (optind != argc) {
+			pvblk_log("with --export, give no IMAGE ('%s'): each "
+				  "--export names its own", argv[optind]);
+			fputs("Try 'pvblk --help'.\n", stderr);
+			return -1;
+		}
+		if (check_exports(c) < 0)
+			return -1;
+	} else if (optind != argc - 1) {
 		pvblk_log(optind == argc ? "no IMAGE given"
 					 : "more than one IMAGE given");
 		fputs("Try 'pvblk --help'.\n", stderr);
 		return -1;
-	}
-	c->image = argv[optind];
-	if (!c->nlisten) {
-		pvblk_log("nothing to serve: give --nbd or --vhost-user-blk");
-		return -1;
+	} else {
+		c->image = argv[optind];
+		if (!c->nlisten) {
+			pvblk_log("nothing to serve: give --nbd or "
+				  "--vhost-user-blk");
+			return -1;
+		}
 	}
 	/* these options apply to every socket, wherever they stand */
 	for (unsigned i = 0; i < c->nlisten; i++) {
 		struct pvblk_listen *l = &c->listen[i];
 
-		if (c->num_queues)
+		if (c->num_queues && !c->nspec)
 			l->num_queues = c->num_queues;
 		l->poll_us = c->poll_us < 0 ? PVBLK_POLL_US_DEFAULT
 					    : (unsigned)c->poll_us;
@@ -300,17 +607,49 @@ static int parse(struct cmdline *c, int argc, char **argv)
 	return 0;
 }
 
+/* Open every export, in command-line order; on failure close (and
+   discard: no snapshot child stays) those already open. */
+static int open_exports(struct cmdline *c, struct daemon *d)
+{
+	if (!c->nspec) {
+		c->spec[0] = (struct export_spec){
+			.image = c->image, .mode = c->mode, .child = c->child,
+			.format = c->format,
+			.name = c->export_name ? c->export_name : "",
+		};
+	}
+	for (unsigned i = 0; i < (c->nspec ? c->nspec : 1); i++) {
+		const struct export_spec *e = &c->spec[i];
+
+		if (pvblk_recover_views(e->image, strcmp(e->mode, "ro")) < 0 ||
+		    pvblk_export_open(&d->exports[i], e->image, e->mode,
+				      e->child, e->format) < 0) {
+			if (c->nspec)
+				pvblk_log("export '%s' (%s) cannot start; "
+					  "stopping the %u started before it",
+					  e->name, e->image, i);
+			while (i)
+				pvblk_export_close(&d->exports[--i], true);
+			return -1;
+		}
+		d->exports[i].name = e->name;
+		d->nexports = i + 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct cmdline c;
-	struct pvblk_export e;
+	static struct daemon d;
 	struct pvblk_ctl *ctl = NULL;
 	sigset_t stop_set;
 	char err[1024];
 	unsigned started = 0;
 	int sig, status = 0;
 
-	if (parse(&c, argc, argv) < 0)
+	if (parse(&c, argc, argv) < 0 ||
+	    (c.nspec && plan_exports(&c, &d) < 0))
 		return 1;
 	/* Every thread the servers start inherits this mask, so SIGTERM and
 	   SIGINT reach only sigwait() below; a client that goes away must
@@ -322,27 +661,41 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (pvblk_recover_views(c.image, strcmp(c.mode, "ro") != 0) < 0 ||
-	    pvblk_export_open(&e, c.image, c.mode, c.child, c.format) < 0)
+	if (open_exports(&c, &d) < 0)
 		return 1;
 	for (; started < c.nlisten; started++) {
 		struct pvblk_listen *l = &c.listen[started];
+		struct pvblk_export *e;
 
-		l->export = &e;
+		if (!l->export)
+			l->export = &d.exports[0];
+		e = l->export;
 		err[0] = '\0';
 		if (l->proto->start(l, err, sizeof(err)) < 0) {
-			pvblk_log("%s %s: %s", l->proto->name, l->address,
-				  err[0] ? err : "cannot start");
+			if (c.nspec)
+				pvblk_log("export '%s': %s %s: %s", e->name,
+					  l->proto->name, l->address,
+					  err[0] ? err : "cannot start");
+			else
+				pvblk_log("%s %s: %s", l->proto->name,
+					  l->address,
+					  err[0] ? err : "cannot start");
 			status = 1;
 			goto stop;
 		}
-		pvblk_log("serving %s over %s at %s%s", c.image,
-			  l->proto->name, l->address,
-			  e.read_only ? " (read-only)" : "");
+		if (c.nspec)
+			pvblk_log("serving %s as export '%s' over %s at %s%s",
+				  e->image, e->name, l->proto->name,
+				  l->address, e->read_only ? " (read-only)"
+							   : "");
+		else
+			pvblk_log("serving %s over %s at %s%s", e->image,
+				  l->proto->name, l->address,
+				  e->read_only ? " (read-only)" : "");
 	}
 	if (c.api_socket) {
-		if (pvblk_ctl_start(c.api_socket, &e, c.listen, c.nlisten,
-				    &ctl) < 0) {
+		if (pvblk_ctl_start(c.api_socket, d.exports, d.nexports,
+				    c.listen, c.nlisten, &ctl) < 0) {
 			status = 1;
 			goto stop;
 		}
@@ -361,7 +714,15 @@ stop:
 
 		l->proto->stop(l);
 	}
-	if (pvblk_export_close(&e, status != 0) < 0 && !status)
-		status = 2;
+	/* each export flushes and closes even when one before it failed;
+	   a failed start discards what it made (snapshot children) */
+	{
+		bool discard = status != 0;
+
+		while (d.nexports)
+			if (pvblk_export_close(&d.exports[--d.nexports],
+					       discard) < 0 && !status)
+				status = 2;
+	}
 	return status;
 }

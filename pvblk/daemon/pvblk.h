@@ -3,12 +3,14 @@
  * pvblk.h - what the pvblk daemon's parts share: an export (one open image)
  * and the protocol servers that serve it.
  *
- * A protocol server (NBD, vhost-user-blk) is an ops table. main.c opens the
- * image once (export.c), then starts every listener the command line named
- * on that export; each server runs its own threads (one io_uring queue of the
- * engine per thread) and returns from start() once its socket accepts. On
- * SIGTERM or SIGINT main.c calls stop() on each listener in reverse order,
- * then closes the export (flush, mark clean, unlock).
+ * A protocol server (NBD, vhost-user-blk) is an ops table. main.c opens
+ * each image once (export.c: the one IMAGE, or one per --export), then
+ * starts every listener the command line named on its export; each server
+ * runs its own threads (one io_uring queue of the engine per thread) and
+ * returns from start() once its socket accepts. Several exports may share
+ * one NBD socket (pvblk_listen.share): clients pick one by name. On SIGTERM
+ * or SIGINT main.c calls stop() on each listener in reverse order, then
+ * closes every export (flush, mark clean, unlock).
  */
 #ifndef OVK_PVBLK_H
 #define OVK_PVBLK_H
@@ -19,8 +21,11 @@
 
 #include "blockengine.h"
 
-/* One open image, shared by every listener of the daemon. */
+/* One open image, shared by every listener that serves it: the daemon's
+   one IMAGE, or one per --export. */
 struct pvblk_export {
+	const char *name;      /* --export name=, or the one IMAGE's
+				  --export-name ("" when not given) */
 	const char *image;     /* the path given on the command line */
 	char *snapshot_child;  /* -o snapshot: the delta child written to */
 	struct bdev *bdev;     /* the open image (the child for -o snapshot) */
@@ -43,6 +48,11 @@ struct pvblk_listen {
 				    queue thread busy-polls before it sleeps
 				    (struct vblk_poll), 0: never */
 	struct pvblk_export *export;
+	/* NBD: serve export as one more export (named export_name) on the
+	   socket of share, a listener of the same protocol started before
+	   and stopped after this one; address is share's. NULL: a socket of
+	   its own. */
+	struct pvblk_listen *share;
 	void *state;             /* the server's own, set by start() */
 };
 

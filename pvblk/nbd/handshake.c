@@ -103,19 +103,36 @@ static int send_err(struct nbd_conn *c, uint32_t opt, uint32_t err,
 	return ret < 0 ? ret : HS_OPTION;
 }
 
-/* Whether name (not NUL-terminated) names our export; "" is the default
-   export, which is ours. */
-static bool export_matches(const struct nbd_conn *c, const uint8_t *name,
-			   uint32_t len)
+/* Whether name (len bytes) is s's export name. */
+static bool name_is(const struct nbd_server *s, const uint8_t *name,
+		    uint32_t len)
 {
-	const char *ours = c->srv->export_name;
-
-	return len == 0 || (strlen(ours) == len && !memcmp(ours, name, len));
+	return strlen(s->export_name) == len &&
+	       !memcmp(s->export_name, name, len);
 }
 
-static uint16_t tx_flags(const struct nbd_conn *c)
+struct nbd_server *nbd_export_find(struct nbd_conn *c, const uint8_t *name,
+				   uint32_t len)
 {
-	uint16_t f = c->srv->tx_flags;
+	struct nbd_server *g = c->srv->group, *s, *found = NULL;
+
+	if (!g) /* one export (and the fuzzers): "" is the default, ours */
+		return len == 0 || name_is(c->srv, name, len) ? c->srv : NULL;
+	pthread_mutex_lock(&g->lock);
+	for (s = g; s && !found; s = s->group_next)
+		if (!s->gone && name_is(s, name, len))
+			found = s;
+	/* "" names the first export still served when none is called "" */
+	for (s = g; s && !found && len == 0; s = s->group_next)
+		if (!s->gone)
+			found = s;
+	pthread_mutex_unlock(&g->lock);
+	return found;
+}
+
+static uint16_t tx_flags(const struct nbd_conn *c, const struct nbd_server *s)
+{
+	uint16_t f = s->tx_flags;
 
 	/* DF only means something with structured replies */
 	if (!c->structured)
@@ -158,20 +175,24 @@ static int hs_client_flags(struct nbd_conn *c)
 /* NBD_OPT_EXPORT_NAME: no way to report an error but closing. */
 static int opt_export_name(struct nbd_conn *c, const uint8_t *d, uint32_t len)
 {
+	struct nbd_server *s = len > NBD_MAX_NAME ? NULL :
+			       nbd_export_find(c, d, len);
 	struct __attribute__((packed)) {
 		uint64_t size;
 		uint16_t flags;
 		uint8_t zeroes[124];
-	} r = { htobe64(__atomic_load_n(&c->srv->size, __ATOMIC_ACQUIRE)),
-		htobe16(tx_flags(c)), { 0 } };
+	} r = { 0 };
 	struct iovec v = { &r, c->no_zeroes ? 10 : sizeof(r) };
 	int ret;
 
-	if (len > NBD_MAX_NAME || !export_matches(c, d, len))
+	if (!s)
 		return -ENOENT;
 	/* a client with extended headers must use NBD_OPT_GO */
 	if (c->extended)
 		return -EPROTO;
+	r.size = htobe64(__atomic_load_n(&s->size, __ATOMIC_ACQUIRE));
+	r.flags = htobe16(tx_flags(c, s));
+	c->chosen = s;
 	ret = nbd_write_full(c, &v, 1);
 	return ret < 0 ? ret : HS_TRANSMISSION;
 }
@@ -183,24 +204,50 @@ static int opt_abort(struct nbd_conn *c)
 	return HS_DONE;
 }
 
-/* NBD_OPT_LIST: our one export, with its description. */
+/* NBD_OPT_LIST: one NBD_REP_SERVER for s: its name and description. */
+static int list_one(struct nbd_conn *c, const struct nbd_server *s)
+{
+	const char *desc = s->description ? s->description : "";
+	size_t nl = strlen(s->export_name);
+	uint32_t nlen = htobe32((uint32_t)nl);
+	uint8_t buf[4 + NBD_MAX_NAME];
+
+	if (nl > NBD_MAX_NAME)
+		return -EINVAL;
+	memcpy(buf, &nlen, 4);
+	memcpy(buf + 4, s->export_name, nl);
+	return send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + nl, desc,
+			strlen(desc));
+}
+
+/* NBD_OPT_LIST: every export of the listener, with its description. */
 static int opt_list(struct nbd_conn *c, uint32_t len)
 {
-	const char *name = c->srv->export_name;
-	const char *desc = c->srv->description ? c->srv->description : "";
-	uint32_t nlen = htobe32((uint32_t)strlen(name));
-	uint8_t buf[4 + NBD_MAX_NAME];
-	int ret;
+	struct nbd_server *g = c->srv->group;
+	int ret = 0;
 
 	if (len)
 		return send_err(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID,
 				"NBD_OPT_LIST carries no data");
-	if (strlen(name) > NBD_MAX_NAME)
-		return -EINVAL;
-	memcpy(buf, &nlen, 4);
-	memcpy(buf + 4, name, strlen(name));
-	ret = send_rep(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, 4 + strlen(name),
-		       desc, strlen(desc));
+	if (!g) {
+		ret = list_one(c, c->srv);
+	} else {
+		/* the exports stay allocated until the listener stops, and
+		   their names and descriptions never change: the lock is
+		   held for the walk, not for the sends */
+		for (struct nbd_server *s = g; s && ret >= 0;) {
+			struct nbd_server *next;
+			bool gone;
+
+			pthread_mutex_lock(&g->lock);
+			next = s->group_next;
+			gone = s->gone;
+			pthread_mutex_unlock(&g->lock);
+			if (!gone)
+				ret = list_one(c, s);
+			s = next;
+		}
+	}
 	if (ret < 0)
 		return ret;
 	ret = send_ack(c, NBD_OPT_LIST);
@@ -253,14 +300,15 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 	uint32_t nlen;
 	uint16_t nreq;
 	bool want_name = false, want_desc = false;
-	const struct nbd_server *s = c->srv;
+	struct nbd_server *s;
 	int ret;
 
 	if (!cur_name(&k, &name, &nlen) || !cur_u16(&k, &nreq) ||
 	    !cur_bytes(&k, (size_t)nreq * 2, &reqs) || k.left)
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
 				"malformed NBD_OPT_INFO/NBD_OPT_GO data");
-	if (!export_matches(c, name, nlen))
+	s = nbd_export_find(c, name, nlen);
+	if (!s)
 		return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
 				"no export of that name");
 	for (uint16_t i = 0; i < nreq; i++) {
@@ -276,7 +324,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 			uint64_t size;
 			uint16_t flags;
 		} e = { htobe64(__atomic_load_n(&s->size, __ATOMIC_ACQUIRE)),
-			htobe16(tx_flags(c)) };
+			htobe16(tx_flags(c, s)) };
 
 		ret = send_info(c, opt, NBD_INFO_EXPORT, &e, sizeof(e));
 		if (ret < 0)
@@ -305,7 +353,13 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const uint8_t *d,
 	ret = send_ack(c, opt);
 	if (ret < 0)
 		return ret;
-	return opt == NBD_OPT_GO ? HS_TRANSMISSION : HS_OPTION;
+	if (opt != NBD_OPT_GO)
+		return HS_OPTION;
+	/* contexts selected for another export are not selected here */
+	if (c->meta_export != s)
+		nbd_meta_clear(c);
+	c->chosen = s;
+	return HS_TRANSMISSION;
 }
 
 /* NBD_OPT_STRUCTURED_REPLY */
@@ -381,10 +435,10 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 			    const uint8_t *d, uint32_t len)
 {
 	bool list = opt == NBD_OPT_LIST_META_CONTEXT;
-	/* no export: the fuzz harness negotiates with no image */
-	struct bdev *b = c->srv->export ? c->srv->export->bdev : NULL;
+	struct nbd_server *s;
+	struct bdev *b;
 	struct cur k = { d, len };
-	unsigned total = nbd_meta_total(b);
+	unsigned total;
 	const uint8_t *name, *q;
 	uint32_t nlen, nq, qlen, match = 0;
 
@@ -395,6 +449,12 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 	if (!cur_name(&k, &name, &nlen) || !cur_u32(&k, &nq))
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
 				"malformed meta context request");
+	/* the contexts are those of the export named; an unknown name is
+	   answered below, once the data is known to be well-formed */
+	s = nbd_export_find(c, name, nlen);
+	/* no export: the fuzz harness negotiates with no image */
+	b = s && s->export ? s->export->bdev : NULL;
+	total = nbd_meta_total(b);
 	for (uint32_t i = 0; i < nq; i++) {
 		if (!cur_name(&k, &q, &qlen))
 			return send_err(c, opt, NBD_REP_ERR_INVALID,
@@ -404,7 +464,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 	if (k.left)
 		return send_err(c, opt, NBD_REP_ERR_INVALID,
 				"trailing bytes after the queries");
-	if (!export_matches(c, name, nlen))
+	if (!s)
 		return send_err(c, opt, NBD_REP_ERR_UNKNOWN,
 				"no export of that name");
 	if (list && nq == 0)
@@ -415,6 +475,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt,
 
 		if (ret < 0)
 			return ret;
+		c->meta_export = s;
 		match = c->meta_selected;
 	}
 	for (unsigned i = 0; i < total; i++) {

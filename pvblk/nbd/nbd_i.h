@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * nbd_i.h - the NBD server's parts: the server (one per --nbd), its
+ * nbd_i.h - the NBD server's parts: the server (one per --nbd and export;
+ * exports sharing a socket hang off its listener), its
  * connections (one thread each), the byte transport under a connection
  * (plain socket, TLS, or a memory buffer for the fuzzers), the option
  * negotiation, the request parser and the meta contexts.
@@ -67,6 +68,16 @@ struct nbd_server {
 	struct nbd_conn *conns;      /* the live ones (under lock) */
 	struct nbd_counters ended;   /* summed from those that ended */
 
+	/* Several exports on one socket (pvblk --export ...,nbd): each is a
+	   server of its own (own connections, counters, workers, stop_fd)
+	   without a listener, on the list of the server that listens. A
+	   connection negotiates on the listener and moves to the export it
+	   picks by name (nbd_conn_switch). NULL group: this export alone. */
+	struct nbd_server *group;    /* the listener; itself when listening */
+	struct nbd_server *group_next; /* next export on it, under group->lock */
+	bool gone;                   /* stopped: offered no more (group->lock);
+					freed by the listener's stop */
+
 	/* offload.c: jobs waiting for a worker, and the workers */
 	pthread_mutex_t jobs_lock;
 	pthread_cond_t jobs_cond;
@@ -106,6 +117,11 @@ struct nbd_conn {
 	void *io_opaque;          /* the transport's own (TLS session, ...) */
 	int fd;
 	char peer[64];
+	struct nbd_server *chosen; /* the export GO/EXPORT_NAME picked, where
+				     the connection moves for transmission */
+	struct nbd_server *meta_export; /* the export SET_META_CONTEXT named:
+				     its selection is dropped at a GO to
+				     another */
 
 	/* negotiated */
 	bool no_zeroes;
@@ -159,6 +175,11 @@ int nbd_wait_fd(struct nbd_conn *c, bool for_write);
    entered transmission, 0 when it ended the negotiation cleanly, -errno
    when the connection is to be dropped. */
 int nbd_negotiate(struct nbd_conn *c);
+/* handshake.c: the export of c's listener named name (len bytes, not
+   NUL-terminated; "" is the listener's first export), or NULL. The server
+   stays valid until the listener stops, which waits for c. */
+struct nbd_server *nbd_export_find(struct nbd_conn *c, const uint8_t *name,
+				   uint32_t len);
 
 /* request.c: the request header (28 bytes compact, 32 extended), and what
    the server thinks of it before any payload is read. */

@@ -37,13 +37,63 @@ static void unlink_conn(struct nbd_server *s, struct nbd_conn *c)
 		c->next->prev = c->prev;
 }
 
+/*
+ * Moves c, negotiated on its listener, to the export `to` of the same
+ * listener: c counts, and waits for stop, there from now on. -ENOENT when
+ * `to` has stopped meanwhile, -EMFILE when it serves its most connections.
+ */
+static int conn_switch(struct nbd_conn *c, struct nbd_server *to)
+{
+	struct nbd_server *g = c->srv;
+	int ret = 0;
+
+	if (to == g)
+		return 0;
+	/* lock order: the listener's, then an export's */
+	pthread_mutex_lock(&g->lock);
+	if (to->gone) {
+		ret = -ENOENT;
+	} else {
+		pthread_mutex_lock(&to->lock);
+		if (to->nconns >= NBD_MAX_CONNS) {
+			ret = -EMFILE;
+		} else {
+			/* off the listener's list first: that uses c's links */
+			unlink_conn(g, c);
+			g->nconns--;
+			pthread_cond_signal(&g->conn_gone);
+			to->nconns++;
+			c->next = to->conns;
+			c->prev = NULL;
+			if (c->next)
+				c->next->prev = c;
+			to->conns = c;
+			c->srv = to;
+		}
+		pthread_mutex_unlock(&to->lock);
+	}
+	pthread_mutex_unlock(&g->lock);
+	return ret;
+}
+
 /* Runs one connection to its end, then frees it. */
 static void *conn_thread(void *arg)
 {
 	struct nbd_conn *c = arg;
-	struct nbd_server *s = c->srv;
+	struct nbd_server *s;
 	int ret = nbd_negotiate(c);
 
+	if (ret == 1 && c->chosen) {
+		int sw = conn_switch(c, c->chosen);
+
+		if (sw < 0) {
+			pvblk_log("nbd: %s: dropped (export '%s' %s)", c->peer,
+				  c->chosen->export_name, sw == -ENOENT ?
+				  "stopped" : "has too many connections");
+			ret = sw;
+		}
+	}
+	s = c->srv;
 	if (ret == 1) {
 		ret = bdev_queue_new(QUEUE_DEPTH, &c->q);
 		if (ret == 0) {
@@ -317,6 +367,33 @@ static int describe_export(struct nbd_server *s, struct pvblk_export *e,
 	return 0;
 }
 
+/* One more export on the socket of the listener g (--export ...,nbd):
+   a server without a socket of its own, found by name at negotiation. */
+static int join_group(struct nbd_server *s, struct nbd_server *g, char *err,
+		      size_t errlen)
+{
+	s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->stop_fd < 0) {
+		snprintf(err, errlen, "eventfd: %s", strerror(errno));
+		return -errno;
+	}
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->conn_gone, NULL);
+	nbd_offload_init(s);
+	s->tls_creds = g->tls_creds; /* the listener's, freed with it */
+	s->group = g;
+	pthread_mutex_lock(&g->lock);
+	{
+		struct nbd_server **p = &g->group_next;
+
+		while (*p)
+			p = &(*p)->group_next;
+		*p = s; /* NBD_OPT_LIST answers in command-line order */
+	}
+	pthread_mutex_unlock(&g->lock);
+	return 0;
+}
+
 static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 {
 	struct nbd_server *s = calloc(1, sizeof(*s));
@@ -350,6 +427,21 @@ static int nbd_start(struct pvblk_listen *l, char *err, size_t errlen)
 	ret = describe_export(s, l->export, err, errlen);
 	if (ret < 0)
 		goto err_free;
+	if (l->share) {
+		struct nbd_server *g = l->share->state;
+
+		if (!g || l->share->proto != l->proto) {
+			snprintf(err, errlen, "no NBD listener to join");
+			ret = -EINVAL;
+			goto err_free;
+		}
+		ret = join_group(s, g, err, errlen);
+		if (ret < 0)
+			goto err_free;
+		l->state = s;
+		return 0;
+	}
+	s->group = s;
 	if (l->tls_creds || l->tls_psk) {
 		ret = nbd_tls_load(l->tls_creds, l->tls_psk, &s->tls_creds,
 				   err, errlen);
@@ -398,6 +490,32 @@ err_free:
 	return ret;
 }
 
+/* Waits until every connection of s has ended, then stops its workers. */
+static void drain(struct nbd_server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->nconns)
+		pthread_cond_wait(&s->conn_gone, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	nbd_offload_stop(s); /* no connection is left to give it a job */
+}
+
+/* An export sharing another's socket stops: no new connection picks it,
+   its own end, and the listener frees it when it stops (a negotiation
+   there may still be reading its name). */
+static void leave_group(struct nbd_server *s)
+{
+	struct nbd_server *g = s->group;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&g->lock);
+	s->gone = true;
+	pthread_mutex_unlock(&g->lock);
+	if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one))
+		pvblk_log("nbd: cannot signal the connections to stop");
+	drain(s);
+}
+
 static void nbd_stop(struct pvblk_listen *l)
 {
 	struct nbd_server *s = l->state;
@@ -405,6 +523,11 @@ static void nbd_stop(struct pvblk_listen *l)
 
 	if (!s)
 		return;
+	l->state = NULL;
+	if (s->group != s) {
+		leave_group(s);
+		return;
+	}
 	/* every thread polls stop_fd; it stays readable from now on */
 	if (write(s->stop_fd, &one, sizeof(one)) != sizeof(one))
 		pvblk_log("nbd: cannot signal the connections to stop");
@@ -412,18 +535,25 @@ static void nbd_stop(struct pvblk_listen *l)
 	close(s->listen_fd);
 	if (s->unix_path)
 		unlink(s->unix_path);
-	pthread_mutex_lock(&s->lock);
-	while (s->nconns)
-		pthread_cond_wait(&s->conn_gone, &s->lock);
-	pthread_mutex_unlock(&s->lock);
-	nbd_offload_stop(s); /* no connection is left to give it a job */
+	drain(s);
+	/* the exports that joined stopped before (they start after it) */
+	while (s->group_next) {
+		struct nbd_server *m = s->group_next;
+
+		if (!m->gone) /* a caller bug: stop them first */
+			leave_group(m);
+		s->group_next = m->group_next;
+		pthread_cond_destroy(&m->conn_gone);
+		pthread_mutex_destroy(&m->lock);
+		close(m->stop_fd);
+		free(m);
+	}
 	pthread_cond_destroy(&s->conn_gone);
 	pthread_mutex_destroy(&s->lock);
 	close(s->stop_fd);
 	nbd_tls_free(s->tls_creds);
 	free(s->unix_path);
 	free(s);
-	l->state = NULL;
 }
 
 /* Connections open now (for the control socket's status). */
