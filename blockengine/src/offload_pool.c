@@ -130,7 +130,10 @@ static void *opool_worker_main(void *arg)
 			else
 				l->active = false;
 			pthread_mutex_unlock(&pool.lock);
-			/* l is not touched after this: its owner may go */
+			/* neither j nor l is touched after this: their
+			   owner may go once it reaps the CQE */
+			atomic_store_explicit(&j->posted, true,
+					      memory_order_release);
 			opool_post(&w->ring, ring_fd, user_data);
 			pthread_mutex_lock(&pool.lock);
 			continue;
@@ -140,8 +143,11 @@ static void *opool_worker_main(void *arg)
 		ring_fd = j->ring_fd;
 		user_data = j->user_data;
 		j->run(j);
-		if (ring_fd >= 0)
+		if (ring_fd >= 0) {
+			atomic_store_explicit(&j->posted, true,
+					      memory_order_release);
 			opool_post(&w->ring, ring_fd, user_data);
+		}
 		pthread_mutex_lock(&pool.lock);
 	}
 	pthread_mutex_unlock(&pool.lock);
@@ -238,6 +244,7 @@ bool opool_submit(struct opool_job *j, unsigned workers)
 		return false;
 	}
 	j->lane = NULL;
+	atomic_store_explicit(&j->posted, false, memory_order_relaxed);
 	opool_enqueue(j);
 	pthread_mutex_unlock(&pool.lock);
 	return true;
@@ -261,6 +268,7 @@ bool opool_submit_lane(struct opool_lane *l, struct opool_job *j,
 	}
 	j->lane = NULL;
 	j->next = NULL;
+	atomic_store_explicit(&j->posted, false, memory_order_relaxed);
 	if (l->head)
 		l->last->next = j;
 	else

@@ -314,8 +314,7 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	if (s->kind == BSUB_OFFLOAD) {
 		struct boff *o = s->bo;
 
-		/* what the worker wrote is read after its CQE */
-		atomic_thread_fence(memory_order_acquire);
+		opool_job_reaped(&o->job);
 		bsub_release(q, s);
 		o->done(q, o);
 		return;
@@ -495,7 +494,6 @@ static void boff_job(struct opool_job *j)
 	o->work(o);
 	if (o->lane_counted)
 		atomic_fetch_sub(&o->b->lane_writes, 1);
-	atomic_thread_fence(memory_order_release);
 }
 
 /* Hands o to the pool as a piece of r (see request.h). */
@@ -531,7 +529,6 @@ void boff_start(struct bdev_queue *q, struct breq *r, struct boff *o,
 	}
 	/* no pool (or no memory for the operation): here, as before */
 	boff_job(&o->job);
-	atomic_thread_fence(memory_order_acquire);
 	o->done(q, o);
 }
 
