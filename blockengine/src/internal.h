@@ -123,6 +123,22 @@ struct bsrc {
 	atomic_uint_fast64_t synced_gen;
 };
 
+/* s's length now. Once a source is shared, writers that append (grains
+   allocated at the end of a file) or grow it (a live resize) change it
+   with a release store on their thread; this acquire load pairs with it,
+   so the bytes written below a length read here are visible. Code that
+   runs while the source is in use reads the length only through this. */
+static inline uint64_t bsrc_length(const struct bsrc *s)
+{
+	return __atomic_load_n(&s->length, __ATOMIC_ACQUIRE);
+}
+
+/* Sets s's length (see bsrc_length) once the bytes below it are written. */
+static inline void bsrc_set_length(struct bsrc *s, uint64_t length)
+{
+	__atomic_store_n(&s->length, length, __ATOMIC_RELEASE);
+}
+
 /*
  * open(2) path with flags for I/O, refusing (without blocking) what is not
  * a regular file or a block device: a FIFO, socket or character device

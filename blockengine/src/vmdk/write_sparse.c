@@ -69,7 +69,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 			ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 			if (ret < 0)
 				return ret;
-			ret = vmdk_sparse_header_parse(hb, 0, e->src->length,
+			ret = vmdk_sparse_header_parse(hb, 0, bsrc_length(e->src),
 						       e->path, &h);
 			if (ret < 0)
 				return ret;
@@ -87,7 +87,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 		}
 		/* QEMU's rule: fresh grains start at the file's end rounded
 		   up to a whole grain. */
-		atomic_store(&e->next_free, (e->src->length + e->grain_bytes - 1) &
+		atomic_store(&e->next_free, (bsrc_length(e->src) + e->grain_bytes - 1) &
 			     ~(e->grain_bytes - 1));
 		pthread_mutex_init(&e->gt_alloc_mu, NULL);
 		e->write_init = true;
@@ -460,9 +460,10 @@ int vmdk_flush(struct bdev *b)
 		struct vmdk_extent *e = dv[i].ext;
 		uint64_t at = __atomic_load_n(&e->gd[dv[i].gd_index], __ATOMIC_ACQUIRE);
 		ssize_t w = e->src->ops->pwrite(e->src, dv[i].copy, e->gt_bytes, at);
-		if (w >= 0 && e->rgd && e->rgd[dv[i].gd_index])
+		uint64_t rat = e->rgd ? vmdk_gd_load(e->rgd, dv[i].gd_index) : 0;
+		if (w >= 0 && rat)
 			w = e->src->ops->pwrite(e->src, dv[i].copy, e->gt_bytes,
-						e->rgd[dv[i].gd_index]);
+						rat);
 		if (w < 0) {
 			r = (int)w;
 			goto fail;
@@ -550,7 +551,8 @@ static int set_unclean(struct vmdk_image *img, bool on)
 		}
 		if (w < 0)
 			return (int)w;
-		e->unclean = on;
+		/* bdev_get_extent reads it on any thread */
+		__atomic_store_n(&e->unclean, on, __ATOMIC_RELAXED);
 	}
 	return sync_all(img);
 }
@@ -622,7 +624,7 @@ static int write_embedded_cid(struct bdev *b, struct vmdk_extent *e, uint32_t ci
 	ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 	if (ret < 0)
 		return ret;
-	ret = vmdk_sparse_header_parse(hb, 0, e->src->length, e->path, &h);
+	ret = vmdk_sparse_header_parse(hb, 0, bsrc_length(e->src), e->path, &h);
 	if (ret < 0)
 		return ret;
 	if (!h.desc_offset || !h.desc_size)
