@@ -95,6 +95,8 @@ static void *opool_worker_main(void *arg)
 	struct opool_worker *w = arg;
 
 	on_worker = true;
+	/* top -H and tests tell the pool's threads by this name */
+	pthread_setname_np(pthread_self(), OPOOL_THREAD_NAME);
 	pthread_mutex_lock(&pool.lock);
 	for (;;) {
 		struct opool_job *j;

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #define OPOOL_MAX_WORKERS 64u
+#define OPOOL_THREAD_NAME "ovk-offload" /* each worker's name (comm) */
 
 struct opool_lane;
 
