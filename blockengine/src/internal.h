@@ -375,6 +375,12 @@ struct bdev {
 	   writes in flight to the top layer; its next the frozen layers'. */
 	pthread_rwlock_t top_lock;
 	pthread_mutex_t begin_lock;
+	/* Covers the fields of info that change while the handle is in use
+	   and top_lock is not held exclusively (unclean and cid, set by the
+	   first write on an offload thread; read_only and unclean, by a
+	   freeze or a thaw): they are stored, and bdev_get_info copies info,
+	   under it. Held for no more than that. */
+	pthread_mutex_t info_lock;
 	atomic_bool write_begun;    /* fmt->begin_write has run */
 	struct bdev_wtrack *wtrack; /* NULL in a layer a snapshot froze */
 	atomic_int chain_op;        /* enum chain_op: the bdev_snapshot,

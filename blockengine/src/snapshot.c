@@ -305,6 +305,7 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	old->gcache = b->gcache;
 	pthread_rwlock_init(&old->top_lock, NULL);
 	pthread_mutex_init(&old->begin_lock, NULL);
+	pthread_mutex_init(&old->info_lock, NULL);
 	atomic_store(&old->write_begun, atomic_load(&b->write_begun));
 	atomic_store(&old->stats.gt_hits, atomic_load(&b->stats.gt_hits));
 	atomic_store(&old->stats.gt_misses, atomic_load(&b->stats.gt_misses));
@@ -331,6 +332,7 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	wtrack_close_all(c); /* the child's own, never used */
 	pthread_rwlock_destroy(&c->top_lock);
 	pthread_mutex_destroy(&c->begin_lock);
+	pthread_mutex_destroy(&c->info_lock);
 	free(c);
 	if (atomic_load(&ot->inflight) == 0) {
 		/* nothing in flight: make the frozen layer durable, clean
@@ -791,6 +793,7 @@ static int commit_live(struct bdev *b)
 	c->gcache = b->gcache;
 	pthread_rwlock_init(&c->top_lock, NULL);
 	pthread_mutex_init(&c->begin_lock, NULL);
+	pthread_mutex_init(&c->info_lock, NULL);
 	atomic_store(&c->write_begun, atomic_load(&b->write_begun));
 	ret = copy_dirty(&lc, c, p, buf, size, &copied);
 	if (ret == 0)
@@ -809,6 +812,7 @@ static int commit_live(struct bdev *b)
 		pthread_rwlock_unlock(&b->top_lock);
 		pthread_rwlock_destroy(&c->top_lock);
 		pthread_mutex_destroy(&c->begin_lock);
+		pthread_mutex_destroy(&c->info_lock);
 		free(c);
 		c = NULL;
 		goto out;

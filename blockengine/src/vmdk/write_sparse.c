@@ -693,7 +693,10 @@ int vmdk_begin_write(struct bdev *b)
 	ret = set_unclean(img, true);
 	if (ret < 0)
 		return ret;
+	/* on an offload thread, while others may copy b->info */
+	pthread_mutex_lock(&b->info_lock);
 	b->info.unclean = true;
+	pthread_mutex_unlock(&b->info_lock);
 	if (!img->desc_parsed || !img->desc.has_cid)
 		return 0;
 	cid = new_cid(img->desc.cid);
@@ -708,7 +711,9 @@ int vmdk_begin_write(struct bdev *b)
 	if (ret < 0)
 		return ret;
 	img->desc.cid = cid;
+	pthread_mutex_lock(&b->info_lock);
 	b->info.cid = cid;
+	pthread_mutex_unlock(&b->info_lock);
 	return 0;
 }
 
@@ -721,8 +726,11 @@ int vmdk_finish(struct bdev *b)
 	if (!img->write_init)
 		return 0;
 	ret = set_unclean(img, false);
-	if (ret == 0)
+	if (ret == 0) {
+		pthread_mutex_lock(&b->info_lock);
 		b->info.unclean = false;
+		pthread_mutex_unlock(&b->info_lock);
+	}
 	return ret;
 }
 
@@ -737,7 +745,9 @@ int vmdk_freeze_layer(struct bdev *b)
 		ret = vmdk_finish(b);
 	if (ret < 0)
 		return ret;
+	pthread_mutex_lock(&b->info_lock);
 	b->info.read_only = true;
+	pthread_mutex_unlock(&b->info_lock);
 	for (unsigned i = 0; i < img->n_extents; i++) {
 		struct vmdk_extent *e = &img->extents[i];
 		if (e->owns_src && e->src->writable) {
@@ -781,7 +791,9 @@ int vmdk_thaw_layer(struct bdev *b)
 	ret = set_unclean(img, true);
 	if (ret < 0)
 		return ret;
+	pthread_mutex_lock(&b->info_lock);
 	b->info.unclean = true;
 	b->info.read_only = false;
+	pthread_mutex_unlock(&b->info_lock);
 	return 0;
 }
