@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "offload_pool.h"
+#include "ring_tsan.h"
 
 struct opool_worker {
 	pthread_t tid;
@@ -160,8 +161,10 @@ static void *opool_worker_main(void *arg)
    (jobs queued belong to the parent's queues). */
 static void opool_atfork_child(void)
 {
-	for (unsigned i = 0; i < pool.nworkers; i++)
+	for (unsigned i = 0; i < pool.nworkers; i++) {
+		ring_unmapping();
 		io_uring_queue_exit(&pool.workers[i].ring);
+	}
 	pthread_mutex_init(&pool.lock, NULL);
 	pthread_cond_init(&pool.work, NULL);
 	pool.head = NULL;
@@ -205,6 +208,7 @@ static int opool_spawn(void)
 	ret = io_uring_queue_init(2, &w->ring, 0);
 	if (ret < 0)
 		return ret;
+	ring_mapped();
 	if (!pool.usable) {
 		if (!opool_probe(&w->ring)) {
 			ret = -EOPNOTSUPP;
@@ -226,6 +230,7 @@ static int opool_spawn(void)
 	return 0;
 
 err_exit_ring:
+	ring_unmapping();
 	io_uring_queue_exit(&w->ring);
 	return ret;
 }
@@ -308,6 +313,7 @@ __attribute__((destructor)) static void opool_exit(void)
 	pthread_mutex_unlock(&pool.lock);
 	for (unsigned i = 0; i < n; i++) {
 		pthread_join(pool.workers[i].tid, NULL);
+		ring_unmapping();
 		io_uring_queue_exit(&pool.workers[i].ring);
 	}
 	pool.nworkers = 0;

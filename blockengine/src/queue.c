@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "request.h"
+#include "ring_tsan.h"
 
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
@@ -26,6 +27,10 @@
 #endif
 
 const uint8_t bdev_zeros[BDEV_ZERO_CHUNK];
+
+#if defined(__SANITIZE_THREAD__) || __has_feature(thread_sanitizer)
+char ring_tsan_sync; /* see ring_tsan.h */
+#endif
 
 /* ---- iovec cursor ---------------------------------------------------------- */
 
@@ -740,6 +745,7 @@ int bdev_queue_new(unsigned depth, struct bdev_queue **out)
 			       entries, strerror(-ret));
 		goto err_free_queue;
 	}
+	ring_mapped();
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (q->efd < 0) {
 		ret = bdev_err(-errno, "cannot create an eventfd: %s",
@@ -759,6 +765,7 @@ int bdev_queue_new(unsigned depth, struct bdev_queue **out)
 err_close_efd:
 	close(q->efd);
 err_exit_ring:
+	ring_unmapping();
 	io_uring_queue_exit(&q->ring);
 err_free_queue:
 	free(q);
@@ -857,6 +864,7 @@ void bdev_queue_free(struct bdev_queue *q)
 		q->free_subs = s->next;
 		free(s);
 	}
+	ring_unmapping();
 	io_uring_queue_exit(&q->ring);
 	close(q->efd);
 	free(q);
