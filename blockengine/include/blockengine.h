@@ -390,7 +390,9 @@ int bdev_aio_write_zeroes_flags(struct bdev_queue *q, struct bdev *b,
  *    (a shared mapping of its file) may fault a page of it in;
  *  - briefly, on a lock held only across a short critical section (a
  *    snapshot's switch of the top layer, a grain-table cache lookup, the
- *    offload pool's job list): every bdev_aio_* call;
+ *    offload pool's job list): every bdev_aio_* call, and bdev_get_info
+ *    and bdev_get_extent (which read what a snapshot or a grow rewrites
+ *    under the top lock);
  *  - on purpose or by construction: the blocking helpers below,
  *    bdev_queue_run(q, n > 0), bdev_open/close, bdev_snapshot (creates and
  *    opens the child; it never waits for other threads' requests),

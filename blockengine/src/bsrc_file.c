@@ -50,10 +50,12 @@ static ssize_t bsrc_fd_pread(struct bsrc *s, void *buf, size_t len,
 	ssize_t n;
 
 	if (!s->whole_file) {
-		if (off >= s->length)
+		uint64_t length = bsrc_length(s);
+
+		if (off >= length)
 			return 0;
-		if (len > s->length - off)
-			len = (size_t)(s->length - off);
+		if (len > length - off)
+			len = (size_t)(length - off);
 	}
 	n = fd_pread_all(s->fd, buf, len, s->base + off);
 	if (n < 0)
@@ -122,7 +124,7 @@ static int bsrc_file_truncate(struct bsrc *s, uint64_t len)
 	if (ftruncate(s->fd, (off_t)len) < 0)
 		return bdev_err(-errno, "%s: cannot resize to %" PRIu64
 				" bytes: %s", s->name, len, strerror(errno));
-	s->length = len;
+	bsrc_set_length(s, len);
 	atomic_fetch_add_explicit(&s->write_gen, 1, memory_order_release);
 	return 0;
 }

@@ -35,6 +35,7 @@
 #include "create.h"
 #include "rbd_i.h"
 #include "request.h"
+#include "ring_tsan.h"
 
 #define RBD_DEF(lib, f) __typeof__(f) *p_##f;
 RBD_FUNCS(RBD_DEF)
@@ -355,6 +356,7 @@ static pthread_once_t post_once = PTHREAD_ONCE_INIT;
 
 static void post_ring_free(void *p)
 {
+	ring_unmapping();
 	io_uring_queue_exit(p);
 	free(p);
 }
@@ -381,6 +383,7 @@ static int post_cqe(int ring_fd, void *user_data, int res)
 			free(ring);
 			return -ENOMEM;
 		}
+		ring_mapped();
 		pthread_setspecific(post_key, ring);
 	}
 	sqe = io_uring_get_sqe(ring);

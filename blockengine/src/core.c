@@ -110,6 +110,7 @@ static int bdev_open_with(const struct bdev_format *fmt, const char *path,
 	}
 	pthread_rwlock_init(&b->top_lock, NULL);
 	pthread_mutex_init(&b->begin_lock, NULL);
+	pthread_mutex_init(&b->info_lock, NULL);
 	b->wtrack = wtrack_new(b);
 	if (!b->wtrack) {
 		ret = bdev_err(-ENOMEM, "%s: out of memory", src->name);
@@ -309,6 +310,7 @@ int bdev_close(struct bdev *b)
 			/* a shell whose layer the handle took over */
 			pthread_rwlock_destroy(&l->top_lock);
 			pthread_mutex_destroy(&l->begin_lock);
+			pthread_mutex_destroy(&l->info_lock);
 			free(l);
 		}
 	}
@@ -320,6 +322,7 @@ int bdev_close(struct bdev *b)
 	free(b->filename);
 	pthread_rwlock_destroy(&b->top_lock);
 	pthread_mutex_destroy(&b->begin_lock);
+	pthread_mutex_destroy(&b->info_lock);
 	free(b);
 	return ret;
 }
@@ -368,10 +371,19 @@ int bdev_get_limits(struct bdev *b, struct bdev_limits *out)
 /* A copy of what the driver said about the image. */
 int bdev_get_info(const struct bdev *b, struct bdev_info *info)
 {
+	/* taking its locks changes nothing a caller sees in b */
+	struct bdev *mb = (struct bdev *)b;
+
 	bdev_err_clear();
 	if (!b || !info)
 		return bdev_err(-EINVAL, "bdev_get_info: no image or result");
+	/* a snapshot or a grow rewrites info holding top_lock exclusively;
+	   a first write or a freeze, under info_lock */
+	pthread_rwlock_rdlock(&mb->top_lock);
+	pthread_mutex_lock(&mb->info_lock);
 	*info = b->info;
+	pthread_mutex_unlock(&mb->info_lock);
+	pthread_rwlock_unlock(&mb->top_lock);
 	return 0;
 }
 
@@ -379,16 +391,24 @@ int bdev_get_info(const struct bdev *b, struct bdev_info *info)
 int bdev_get_extent(const struct bdev *b, unsigned index,
 		    struct bdev_extent_info *out)
 {
+	struct bdev *mb = (struct bdev *)b; /* as in bdev_get_info */
+	int ret;
+
 	bdev_err_clear();
 	if (!b || !out)
 		return bdev_err(-EINVAL, "bdev_get_extent: no image or result");
+	/* a snapshot swaps the layer, a grow the last extent's size */
+	pthread_rwlock_rdlock(&mb->top_lock);
 	if (index >= b->info.extent_count)
-		return bdev_err(-ENOENT, "%s: no extent %u, the image has %u",
-				b->filename, index, b->info.extent_count);
-	if (!b->fmt->get_extent)
-		return bdev_err(-ENOTSUP, "%s: format %s cannot describe its "
-				"extents", b->filename, b->fmt->name);
-	return b->fmt->get_extent(b, index, out);
+		ret = bdev_err(-ENOENT, "%s: no extent %u, the image has %u",
+			       b->filename, index, b->info.extent_count);
+	else if (!b->fmt->get_extent)
+		ret = bdev_err(-ENOTSUP, "%s: format %s cannot describe its "
+			       "extents", b->filename, b->fmt->name);
+	else
+		ret = b->fmt->get_extent(b, index, out);
+	pthread_rwlock_unlock(&mb->top_lock);
+	return ret;
 }
 
 /* The driver's disk database entry index. */
@@ -410,7 +430,7 @@ struct bdev *bdev_backing(const struct bdev *b)
 }
 
 /* Checks that a query (what) of *length bytes at offset starts inside the
-   image, and trims *length to its end. */
+   image, and trims *length to its end (top_lock held shared). */
 static int clamp_query(const struct bdev *b, const char *what,
 		       uint64_t offset, uint64_t *length)
 {
@@ -473,12 +493,11 @@ int bdev_block_status(struct bdev *b, uint64_t offset, uint64_t length,
 	bdev_err_clear();
 	if (!b || !pnum)
 		return bdev_err(-EINVAL, "bdev_block_status: no image or result");
-	ret = clamp_query(b, "block status", offset, &length);
-	if (ret < 0)
-		return ret;
-	/* a snapshot may swap a live top's layer meanwhile */
+	/* a snapshot may swap a live top's layer meanwhile, a grow its size */
 	pthread_rwlock_rdlock(&b->top_lock);
-	ret = layer_status(b, offset, length, pnum);
+	ret = clamp_query(b, "block status", offset, &length);
+	if (ret == 0)
+		ret = layer_status(b, offset, length, pnum);
 	pthread_rwlock_unlock(&b->top_lock);
 	return ret;
 }
@@ -526,10 +545,12 @@ int bdev_block_status_depth(struct bdev *b, uint64_t offset, uint64_t length,
 	if (!b || !pnum || !depth)
 		return bdev_err(-EINVAL, "bdev_block_status_depth: no image or "
 				"result");
-	ret = clamp_query(b, "block status", offset, &length);
-	if (ret < 0)
-		return ret;
 	pthread_rwlock_rdlock(&b->top_lock);
+	ret = clamp_query(b, "block status", offset, &length);
+	if (ret < 0) {
+		pthread_rwlock_unlock(&b->top_lock);
+		return ret;
+	}
 	for (layer = b;; layer = layer->backing, d++) {
 		if (!layer || offset >= layer->info.size) {
 			/* below the chain: zeros nobody stores */
@@ -602,12 +623,11 @@ int bdev_map_host(struct bdev *b, uint64_t offset, uint64_t length,
 	bdev_err_clear();
 	if (!b || !run)
 		return bdev_err(-EINVAL, "bdev_map_host: no image or result");
-	ret = clamp_query(b, "host mapping", offset, &length);
-	if (ret < 0)
-		return ret;
 	*run = (struct bdev_host_run){ .fd = -1 };
 	pthread_rwlock_rdlock(&b->top_lock);
-	ret = host_run(b, offset, length, run);
+	ret = clamp_query(b, "host mapping", offset, &length);
+	if (ret == 0)
+		ret = host_run(b, offset, length, run);
 	pthread_rwlock_unlock(&b->top_lock);
 	return ret;
 }

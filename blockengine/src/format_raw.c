@@ -75,6 +75,7 @@ static void raw_close(struct bdev *b)
 static int raw_seek(const struct bsrc *src, uint64_t off, uint64_t *end)
 {
 	off_t pos = (off_t)(src->base + off), d, h;
+	uint64_t length = bsrc_length(src);
 
 	if (src->fd < 0)
 		return src->ops->seek ? src->ops->seek(src, off, end) : -1;
@@ -87,7 +88,7 @@ static int raw_seek(const struct bsrc *src, uint64_t off, uint64_t *end)
 		d = lseek(src->fd, 0, SEEK_END);
 		if (d < 0)
 			return -1;
-		*end = src->length;
+		*end = length;
 		if (d <= pos)
 			return 1;
 		if ((uint64_t)d - src->base < *end)
@@ -96,16 +97,16 @@ static int raw_seek(const struct bsrc *src, uint64_t off, uint64_t *end)
 	}
 	if (d > pos) {
 		*end = (uint64_t)d - src->base;
-		if (*end > src->length)
-			*end = src->length;
+		if (*end > length)
+			*end = length;
 		return 0;
 	}
 	h = lseek(src->fd, pos, SEEK_HOLE);
 	if (h < 0)
 		return -1;
 	*end = (uint64_t)h - src->base;
-	if (*end > src->length || *end <= off)
-		*end = src->length;
+	if (*end > length || *end <= off)
+		*end = length;
 	return 1;
 }
 

@@ -123,6 +123,22 @@ struct bsrc {
 	atomic_uint_fast64_t synced_gen;
 };
 
+/* s's length now. Once a source is shared, writers that append (grains
+   allocated at the end of a file) or grow it (a live resize) change it
+   with a release store on their thread; this acquire load pairs with it,
+   so the bytes written below a length read here are visible. Code that
+   runs while the source is in use reads the length only through this. */
+static inline uint64_t bsrc_length(const struct bsrc *s)
+{
+	return __atomic_load_n(&s->length, __ATOMIC_ACQUIRE);
+}
+
+/* Sets s's length (see bsrc_length) once the bytes below it are written. */
+static inline void bsrc_set_length(struct bsrc *s, uint64_t length)
+{
+	__atomic_store_n(&s->length, length, __ATOMIC_RELEASE);
+}
+
 /*
  * open(2) path with flags for I/O, refusing (without blocking) what is not
  * a regular file or a block device: a FIFO, socket or character device
@@ -359,6 +375,12 @@ struct bdev {
 	   writes in flight to the top layer; its next the frozen layers'. */
 	pthread_rwlock_t top_lock;
 	pthread_mutex_t begin_lock;
+	/* Covers the fields of info that change while the handle is in use
+	   and top_lock is not held exclusively (unclean and cid, set by the
+	   first write on an offload thread; read_only and unclean, by a
+	   freeze or a thaw): they are stored, and bdev_get_info copies info,
+	   under it. Held for no more than that. */
+	pthread_mutex_t info_lock;
 	atomic_bool write_begun;    /* fmt->begin_write has run */
 	struct bdev_wtrack *wtrack; /* NULL in a layer a snapshot froze */
 	atomic_int chain_op;        /* enum chain_op: the bdev_snapshot,

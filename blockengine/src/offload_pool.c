@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "offload_pool.h"
+#include "ring_tsan.h"
 
 struct opool_worker {
 	pthread_t tid;
@@ -95,6 +96,8 @@ static void *opool_worker_main(void *arg)
 	struct opool_worker *w = arg;
 
 	on_worker = true;
+	/* top -H and tests tell the pool's threads by this name */
+	pthread_setname_np(pthread_self(), OPOOL_THREAD_NAME);
 	pthread_mutex_lock(&pool.lock);
 	for (;;) {
 		struct opool_job *j;
@@ -130,7 +133,10 @@ static void *opool_worker_main(void *arg)
 			else
 				l->active = false;
 			pthread_mutex_unlock(&pool.lock);
-			/* l is not touched after this: its owner may go */
+			/* neither j nor l is touched after this: their
+			   owner may go once it reaps the CQE */
+			atomic_store_explicit(&j->posted, true,
+					      memory_order_release);
 			opool_post(&w->ring, ring_fd, user_data);
 			pthread_mutex_lock(&pool.lock);
 			continue;
@@ -140,8 +146,11 @@ static void *opool_worker_main(void *arg)
 		ring_fd = j->ring_fd;
 		user_data = j->user_data;
 		j->run(j);
-		if (ring_fd >= 0)
+		if (ring_fd >= 0) {
+			atomic_store_explicit(&j->posted, true,
+					      memory_order_release);
 			opool_post(&w->ring, ring_fd, user_data);
+		}
 		pthread_mutex_lock(&pool.lock);
 	}
 	pthread_mutex_unlock(&pool.lock);
@@ -152,8 +161,10 @@ static void *opool_worker_main(void *arg)
    (jobs queued belong to the parent's queues). */
 static void opool_atfork_child(void)
 {
-	for (unsigned i = 0; i < pool.nworkers; i++)
+	for (unsigned i = 0; i < pool.nworkers; i++) {
+		ring_unmapping();
 		io_uring_queue_exit(&pool.workers[i].ring);
+	}
 	pthread_mutex_init(&pool.lock, NULL);
 	pthread_cond_init(&pool.work, NULL);
 	pool.head = NULL;
@@ -197,6 +208,7 @@ static int opool_spawn(void)
 	ret = io_uring_queue_init(2, &w->ring, 0);
 	if (ret < 0)
 		return ret;
+	ring_mapped();
 	if (!pool.usable) {
 		if (!opool_probe(&w->ring)) {
 			ret = -EOPNOTSUPP;
@@ -218,6 +230,7 @@ static int opool_spawn(void)
 	return 0;
 
 err_exit_ring:
+	ring_unmapping();
 	io_uring_queue_exit(&w->ring);
 	return ret;
 }
@@ -238,6 +251,7 @@ bool opool_submit(struct opool_job *j, unsigned workers)
 		return false;
 	}
 	j->lane = NULL;
+	atomic_store_explicit(&j->posted, false, memory_order_relaxed);
 	opool_enqueue(j);
 	pthread_mutex_unlock(&pool.lock);
 	return true;
@@ -261,6 +275,7 @@ bool opool_submit_lane(struct opool_lane *l, struct opool_job *j,
 	}
 	j->lane = NULL;
 	j->next = NULL;
+	atomic_store_explicit(&j->posted, false, memory_order_relaxed);
 	if (l->head)
 		l->last->next = j;
 	else
@@ -298,6 +313,7 @@ __attribute__((destructor)) static void opool_exit(void)
 	pthread_mutex_unlock(&pool.lock);
 	for (unsigned i = 0; i < n; i++) {
 		pthread_join(pool.workers[i].tid, NULL);
+		ring_unmapping();
 		io_uring_queue_exit(&pool.workers[i].ring);
 	}
 	pool.nworkers = 0;

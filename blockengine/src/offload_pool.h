@@ -20,10 +20,13 @@
 #ifndef OVK_BLOCKENGINE_OFFLOAD_POOL_H
 #define OVK_BLOCKENGINE_OFFLOAD_POOL_H
 
+#include <assert.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #define OPOOL_MAX_WORKERS 64u
+#define OPOOL_THREAD_NAME "ovk-offload" /* each worker's name (comm) */
 
 struct opool_lane;
 
@@ -35,6 +38,8 @@ struct opool_job {
 	struct opool_job *next;
 	struct opool_lane *lane; /* set by the pool: the lane this runner
 				    stands for, else NULL */
+	atomic_bool posted; /* set by the pool: stored (release) by the
+			       worker after run, just before its CQE */
 };
 
 /*
@@ -61,6 +66,22 @@ bool opool_submit(struct opool_job *j, unsigned workers);
    run (and never alongside one). j->ring_fd must be a ring. */
 bool opool_submit_lane(struct opool_lane *l, struct opool_job *j,
 		       unsigned workers);
+
+/*
+ * On the owning queue's thread, once j's CQE is reaped: everything the
+ * worker wrote running j (and the pool's last touches of j and its lane)
+ * happens before what this thread does next. The kernel's CQ ring already
+ * orders the CQE after the worker's stores; this acquire, paired with the
+ * worker's release of j->posted, says so in the language's memory model,
+ * which is what ThreadSanitizer checks (it cannot see MSG_RING).
+ */
+static inline void opool_job_reaped(struct opool_job *j)
+{
+	bool posted = atomic_load_explicit(&j->posted, memory_order_acquire);
+
+	assert(posted); /* a CQE arrives only after the store */
+	(void)posted;
+}
 
 /* True on a pool worker: code there may block, and must not hand work to
    the pool and wait for it (the pool might have no other worker). */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "request.h"
+#include "ring_tsan.h"
 
 #if __has_include(<valgrind/memcheck.h>)
 #include <valgrind/memcheck.h>
@@ -26,6 +27,10 @@
 #endif
 
 const uint8_t bdev_zeros[BDEV_ZERO_CHUNK];
+
+#if defined(__SANITIZE_THREAD__) || __has_feature(thread_sanitizer)
+char ring_tsan_sync; /* see ring_tsan.h */
+#endif
 
 /* ---- iovec cursor ---------------------------------------------------------- */
 
@@ -314,8 +319,7 @@ static void queue_complete(struct bdev_queue *q, struct bsub *s, int res)
 	if (s->kind == BSUB_OFFLOAD) {
 		struct boff *o = s->bo;
 
-		/* what the worker wrote is read after its CQE */
-		atomic_thread_fence(memory_order_acquire);
+		opool_job_reaped(&o->job);
 		bsub_release(q, s);
 		o->done(q, o);
 		return;
@@ -495,7 +499,6 @@ static void boff_job(struct opool_job *j)
 	o->work(o);
 	if (o->lane_counted)
 		atomic_fetch_sub(&o->b->lane_writes, 1);
-	atomic_thread_fence(memory_order_release);
 }
 
 /* Hands o to the pool as a piece of r (see request.h). */
@@ -531,7 +534,6 @@ void boff_start(struct bdev_queue *q, struct breq *r, struct boff *o,
 	}
 	/* no pool (or no memory for the operation): here, as before */
 	boff_job(&o->job);
-	atomic_thread_fence(memory_order_acquire);
 	o->done(q, o);
 }
 
@@ -743,6 +745,7 @@ int bdev_queue_new(unsigned depth, struct bdev_queue **out)
 			       entries, strerror(-ret));
 		goto err_free_queue;
 	}
+	ring_mapped();
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (q->efd < 0) {
 		ret = bdev_err(-errno, "cannot create an eventfd: %s",
@@ -762,6 +765,7 @@ int bdev_queue_new(unsigned depth, struct bdev_queue **out)
 err_close_efd:
 	close(q->efd);
 err_exit_ring:
+	ring_unmapping();
 	io_uring_queue_exit(&q->ring);
 err_free_queue:
 	free(q);
@@ -860,6 +864,7 @@ void bdev_queue_free(struct bdev_queue *q)
 		q->free_subs = s->next;
 		free(s);
 	}
+	ring_unmapping();
 	io_uring_queue_exit(&q->ring);
 	close(q->efd);
 	free(q);

@@ -169,9 +169,6 @@ static void gread_job(struct opool_job *j)
 					    offsetof(struct gread, job));
 
 	gread_inflate(gr);
-	/* what the worker wrote is read on the queue's thread after the
-	   CQE the worker posts next */
-	atomic_thread_fence(memory_order_release);
 }
 
 /*
@@ -223,7 +220,7 @@ void gread_inflated(struct bdev_queue *q, struct bsub *s)
 {
 	struct gread *gr = s->gr;
 
-	atomic_thread_fence(memory_order_acquire);
+	opool_job_reaped(&gr->job);
 	bsub_release(q, s);
 	gr->inflating = false;
 	gread_serve(q, gr);

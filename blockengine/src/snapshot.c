@@ -39,15 +39,26 @@ struct bdev_wtrack *wtrack_new(struct bdev *top)
 }
 
 /* One write of t ended; see internal.h. Never waits long: others hold the
-   mutex only to check the count or to signal. */
+   mutex only to check the count or to signal.
+
+   Once t is sealed, whoever waits for it idle (a live commit, a snapshot's
+   finalizer) may free it as soon as it sees the count at 0 under t->mu; a
+   write that dropped the count first and locked t->mu after would lock a
+   freed mutex (ThreadSanitizer caught live_grow's commit doing that). So a
+   write that finds t sealed drops the count and signals under t->mu. One
+   that found it unsealed drops the count and touches t no more: if the seal
+   came in between, the waiter sees the count at its next check (its timed
+   wait), not by a signal. */
 void wtrack_done(struct bdev_wtrack *t)
 {
-	if (atomic_fetch_sub(&t->inflight, 1) == 1 &&
-	    atomic_load(&t->sealed)) {
-		pthread_mutex_lock(&t->mu);
-		pthread_cond_broadcast(&t->cv);
-		pthread_mutex_unlock(&t->mu);
+	if (!atomic_load(&t->sealed)) {
+		atomic_fetch_sub(&t->inflight, 1);
+		return;
 	}
+	pthread_mutex_lock(&t->mu);
+	if (atomic_fetch_sub(&t->inflight, 1) == 1)
+		pthread_cond_broadcast(&t->cv);
+	pthread_mutex_unlock(&t->mu);
 }
 
 /* Flushes, finishes and shares the frozen layer of t (once), then wakes
@@ -75,7 +86,14 @@ static void wtrack_wait_idle(struct bdev_wtrack *t)
 	while (atomic_load(&t->inflight)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += 1; /* a safety net: the signal is what wakes us */
+		/* the signal is what wakes us, but a write whose count dropped
+		   as t was sealed sends none (see wtrack_done): look again
+		   every 20 ms */
+		ts.tv_nsec += 20000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
 		pthread_cond_timedwait(&t->cv, &t->mu, &ts);
 	}
 	pthread_mutex_unlock(&t->mu);
@@ -305,6 +323,7 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	old->gcache = b->gcache;
 	pthread_rwlock_init(&old->top_lock, NULL);
 	pthread_mutex_init(&old->begin_lock, NULL);
+	pthread_mutex_init(&old->info_lock, NULL);
 	atomic_store(&old->write_begun, atomic_load(&b->write_begun));
 	atomic_store(&old->stats.gt_hits, atomic_load(&b->stats.gt_hits));
 	atomic_store(&old->stats.gt_misses, atomic_load(&b->stats.gt_misses));
@@ -331,6 +350,7 @@ static int snapshot_try(struct bdev *b, const char *child_path)
 	wtrack_close_all(c); /* the child's own, never used */
 	pthread_rwlock_destroy(&c->top_lock);
 	pthread_mutex_destroy(&c->begin_lock);
+	pthread_mutex_destroy(&c->info_lock);
 	free(c);
 	if (atomic_load(&ot->inflight) == 0) {
 		/* nothing in flight: make the frozen layer durable, clean
@@ -791,6 +811,7 @@ static int commit_live(struct bdev *b)
 	c->gcache = b->gcache;
 	pthread_rwlock_init(&c->top_lock, NULL);
 	pthread_mutex_init(&c->begin_lock, NULL);
+	pthread_mutex_init(&c->info_lock, NULL);
 	atomic_store(&c->write_begun, atomic_load(&b->write_begun));
 	ret = copy_dirty(&lc, c, p, buf, size, &copied);
 	if (ret == 0)
@@ -809,6 +830,7 @@ static int commit_live(struct bdev *b)
 		pthread_rwlock_unlock(&b->top_lock);
 		pthread_rwlock_destroy(&c->top_lock);
 		pthread_mutex_destroy(&c->begin_lock);
+		pthread_mutex_destroy(&c->info_lock);
 		free(c);
 		c = NULL;
 		goto out;

@@ -7,6 +7,7 @@
  * read-aheads; a damaged grain fails only its own request, with the
  * driver's message; inflate_threads sizes the pool (or turns it off).
  */
+#include <dirent.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -78,18 +79,31 @@ static struct bdev *open_image(const char *p, uint64_t cache, uint32_t ra,
 	return b;
 }
 
-/* Threads of this process (the pool's workers among them). */
+/* The offload pool's threads in this process, told by their name (a
+   sanitizer's runtime may start threads of its own). */
 static long thread_count(void)
 {
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long n = -1;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *de;
+	long n = 0;
 
-	CHECK(f);
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "Threads: %ld", &n) == 1)
-			break;
-	fclose(f);
+	CHECK(d);
+	while ((de = readdir(d))) {
+		char p[288], comm[64] = "";
+		FILE *f;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "/proc/self/task/%s/comm", de->d_name);
+		f = fopen(p, "r");
+		if (!f)
+			continue; /* the thread exited meanwhile */
+		if (fgets(comm, sizeof(comm), f) &&
+		    strcmp(comm, OPOOL_THREAD_NAME "\n") == 0)
+			n++;
+		fclose(f);
+	}
+	closedir(d);
 	return n;
 }
 

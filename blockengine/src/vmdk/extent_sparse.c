@@ -39,10 +39,12 @@ void vmdk_sparse_tables_free(struct vmdk_extent *e)
 int vmdk_gte_decode32(const struct vmdk_extent *e, const uint8_t *gt,
 		    uint32_t idx, uint64_t *file_off)
 {
-	uint32_t v;
+	/* acquire: a writer stores the entry (release) after its grain's
+	   bytes, which a reader of the offset must see */
+	uint32_t v = le32toh(__atomic_load_n((const uint32_t *)(const void *)
+					     (gt + (size_t)idx * 4),
+					     __ATOMIC_ACQUIRE));
 
-	memcpy(&v, gt + (size_t)idx * 4, 4);
-	v = le32toh(v);
 	if (v == 0)
 		return VMDK_GRAIN_UNALLOC;
 	/* QEMU's rule: 1 means "zeroed" only when the header says

@@ -551,8 +551,10 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 
 		if (gdi < e->gd_entries) {
 			if (e->mem_gts) {
-				gt = (const uint8_t *)e->mem_gts[gdi];
-			} else if (e->gd[gdi]) {
+				/* a stream writer adds tables (release) */
+				gt = (const uint8_t *)__atomic_load_n(
+					&e->mem_gts[gdi], __ATOMIC_ACQUIRE);
+			} else if (vmdk_gd_load(e->gd, gdi)) {
 				int ret = vmdk_gt_cache_get(&img->gtc, b, e, (uint32_t)gdi,
 							    &gt, &ref);
 				if (ret == -EWOULDBLOCK && done)
@@ -590,8 +592,8 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 			if (first < 0) {
 				first = st;
 				if (st == VMDK_GRAIN_DATA && e->compressed) {
-					uint64_t avail = foff < e->src->length ?
-						e->src->length - foff : 0;
+					uint64_t flen = bsrc_length(e->src);
+					uint64_t avail = foff < flen ? flen - foff : 0;
 					uint64_t bound = vmdk_stream_record_bound(gb);
 					if (ref)
 						vmdk_gt_cache_put(&img->gtc, ref);
@@ -599,7 +601,7 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 						return bdev_err(-EIO, "%s: grain %" PRIu64 " at offset %"
 								PRIu64 " lies beyond the end of the file (%"
 								PRIu64 " bytes)", e->path, grain, foff,
-								e->src->length);
+								flen);
 					m->kind = BDEV_MAP_COMPRESSED;
 					m->len = n;
 					m->src = e->src;
@@ -619,7 +621,7 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 			if (st == VMDK_GRAIN_DATA) {
 				/* writers appending grains grow it meanwhile */
 				if (foff + in + n >
-				    __atomic_load_n(&e->src->length, __ATOMIC_ACQUIRE)) {
+				    bsrc_length(e->src)) {
 					if (done) {
 						stop = true; /* serve what precedes it first */
 						break;
@@ -630,7 +632,7 @@ static int map_sparse(struct bdev *b, struct vmdk_image *img,
 							" lies beyond the end of the file (%" PRIu64
 							" bytes)", e->path,
 							(rel + done) >> e->grain_shift, foff,
-							e->src->length);
+							bsrc_length(e->src));
 				}
 				expect = foff + gb;
 			}
@@ -682,14 +684,15 @@ static int vmdk_map(struct bdev *b, uint64_t off, uint64_t len, struct bdev_map 
 		}
 		m->src_off = e->flat_off + rel;
 		m->len = len;
-		if (!e->src->writable && m->src_off >= e->src->length) {
+		if (!e->src->writable && m->src_off >= bsrc_length(e->src)) {
 			/* A flat file shorter than its extent reads as zeros
 			   past its end, as a sparse host file would. */
 			m->kind = BDEV_MAP_ZERO;
 			return 0;
 		}
-		if (!e->src->writable && len > e->src->length - m->src_off)
-			m->len = e->src->length - m->src_off;
+		if (!e->src->writable &&
+		    len > bsrc_length(e->src) - m->src_off)
+			m->len = bsrc_length(e->src) - m->src_off;
 		m->kind = BDEV_MAP_DATA;
 		m->src = e->src;
 		return 0;
@@ -744,7 +747,8 @@ static int vmdk_get_extent(const struct bdev *b, unsigned index,
 		out->version = e->version;
 	}
 	out->compressed = e->compressed;
-	out->unclean = e->unclean;
+	/* the first write sets it on an offload thread */
+	out->unclean = __atomic_load_n(&e->unclean, __ATOMIC_RELAXED);
 	return 0;
 }
 

@@ -68,7 +68,7 @@ static int embedded_desc_resize(struct vmdk_extent *e, uint64_t sectors,
 
 	ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 	if (ret == 0)
-		ret = vmdk_sparse_header_parse(hb, 0, e->src->length, e->path, &h);
+		ret = vmdk_sparse_header_parse(hb, 0, bsrc_length(e->src), e->path, &h);
 	if (ret < 0 || !h.desc_offset || !h.desc_size)
 		return ret;
 	size = (size_t)h.desc_size * 512;
@@ -285,7 +285,7 @@ static int grow_flat(struct bdev *b, struct vmdk_extent *e, uint64_t new_sec)
 	ret = desc_resize_any(b, e, new_sec, true);
 	if (ret < 0)
 		return ret;
-	if (s->length < end) {
+	if (bsrc_length(s) < end) {
 		ret = s->ops->truncate(s, end);
 		if (ret == 0 && s->ops->flush)
 			ret = s->ops->flush(s);

@@ -125,7 +125,7 @@ int vmdk_gt_check(const struct vmdk_extent *e, const uint8_t *gt)
 		int st = vmdk_gte_decode(e, gt, i, &off);
 		if (st < 0)
 			return st;
-		if (st == VMDK_GRAIN_DATA && off >= e->src->length)
+		if (st == VMDK_GRAIN_DATA && off >= bsrc_length(e->src))
 			return -EINVAL;
 	}
 	return 0;
@@ -135,13 +135,14 @@ int vmdk_gt_check(const struct vmdk_extent *e, const uint8_t *gt)
    copy when the primary is missing or points outside the file. */
 static int read_table(struct vmdk_extent *e, uint32_t gd_index, uint8_t *out)
 {
-	uint64_t off = e->gd[gd_index];
+	uint64_t off = vmdk_gd_load(e->gd, gd_index);
+	uint64_t roff = e->rgd ? vmdk_gd_load(e->rgd, gd_index) : 0;
 	int ret = bsrc_read_full(e->src, out, e->gt_bytes, off);
 
 	if (ret == 0 && vmdk_gt_check(e, out) == 0)
 		return 0;
-	if (e->rgd && e->rgd[gd_index] && e->rgd[gd_index] != off) {
-		int r2 = bsrc_read_full(e->src, out, e->gt_bytes, e->rgd[gd_index]);
+	if (roff && roff != off) {
+		int r2 = bsrc_read_full(e->src, out, e->gt_bytes, roff);
 		if (r2 == 0 && vmdk_gt_check(e, out) == 0) {
 			__atomic_store_n(&e->used_rgd, true, __ATOMIC_RELAXED);
 			bdev_err_clear();
@@ -245,6 +246,19 @@ void vmdk_gt_cache_mark_dirty(struct vmdk_gt_cache *c, struct vmdk_gt_entry *ref
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Copies bytes of a table that writers may be changing, entry by entry:
+   each an acquire load paired with the writer's release store of that
+   entry, so every grain the copy points at was written before the copy. */
+static void gt_copy(uint8_t *dst, const uint8_t *src, uint64_t bytes)
+{
+	for (uint64_t i = 0; i + 4 <= bytes; i += 4) {
+		uint32_t v = __atomic_load_n((const uint32_t *)(const void *)
+					     (src + i), __ATOMIC_ACQUIRE);
+
+		memcpy(dst + i, &v, 4);
+	}
+}
+
 /* Snapshot the dirty tables; see vmdk.h. Each returned ref keeps the pin
    its dirtiness held until the caller puts it. */
 int vmdk_gt_cache_take_dirty(struct vmdk_gt_cache *c, struct vmdk_dirty_gt **out,
@@ -273,7 +287,7 @@ int vmdk_gt_cache_take_dirty(struct vmdk_gt_cache *c, struct vmdk_dirty_gt **out
 			ret = -ENOMEM;
 			break;
 		}
-		memcpy(v[cnt].copy, e->data, e->ext->gt_bytes);
+		gt_copy(v[cnt].copy, e->data, e->ext->gt_bytes);
 		/* the writer only ever names its extent through this entry */
 		v[cnt].ext = (struct vmdk_extent *)e->ext;
 		v[cnt].gd_index = e->gd_index;

@@ -282,14 +282,25 @@ bool vmdk_is_cowd_magic(const uint8_t *buf, size_t len);
 bool vmdk_is_sesparse_magic(const uint8_t *buf, size_t len);
 /* Free the tables a sparse open allocated. */
 void vmdk_sparse_tables_free(struct vmdk_extent *e);
+/* Directory entry i of dir (e->gd or e->rgd): its table's byte offset,
+   0 for none. Writers publish new tables there (release) on other
+   threads once the table's bytes are written, so this loads with acquire. */
+static inline uint64_t vmdk_gd_load(const uint64_t *dir, uint64_t i)
+{
+	return __atomic_load_n(&dir[i], __ATOMIC_ACQUIRE);
+}
+
 /* The decode of kinds with u32 sector entries (hosted sparse, COWD). */
 int vmdk_gte_decode32(const struct vmdk_extent *e, const uint8_t *gt,
 		      uint32_t idx, uint64_t *file_off);
 
 /*
- * Decode GTE idx of a grain table (raw little-endian bytes) of e. Returns
- * the state, and for DATA the byte offset of the grain (or its compressed
- * record) in e->src. -EINVAL (with a message) for an entry that cannot be.
+ * Decode GTE idx of a grain table (raw little-endian bytes, aligned to its
+ * entries' size) of e. Returns the state, and for DATA the byte offset of
+ * the grain (or its compressed record) in e->src. -EINVAL (with a message)
+ * for an entry that cannot be. A writer on another thread may publish the
+ * entry meanwhile (after writing its grain): kinds that allocate read it
+ * with an acquire load paired with the writer's release store.
  */
 static inline int vmdk_gte_decode(const struct vmdk_extent *e, const uint8_t *gt,
 				  uint32_t idx, uint64_t *file_off)

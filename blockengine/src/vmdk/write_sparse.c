@@ -69,7 +69,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 			ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 			if (ret < 0)
 				return ret;
-			ret = vmdk_sparse_header_parse(hb, 0, e->src->length,
+			ret = vmdk_sparse_header_parse(hb, 0, bsrc_length(e->src),
 						       e->path, &h);
 			if (ret < 0)
 				return ret;
@@ -87,7 +87,7 @@ int vmdk_write_setup(struct bdev *b, struct vmdk_image *img)
 		}
 		/* QEMU's rule: fresh grains start at the file's end rounded
 		   up to a whole grain. */
-		atomic_store(&e->next_free, (e->src->length + e->grain_bytes - 1) &
+		atomic_store(&e->next_free, (bsrc_length(e->src) + e->grain_bytes - 1) &
 			     ~(e->grain_bytes - 1));
 		pthread_mutex_init(&e->gt_alloc_mu, NULL);
 		e->write_init = true;
@@ -460,9 +460,10 @@ int vmdk_flush(struct bdev *b)
 		struct vmdk_extent *e = dv[i].ext;
 		uint64_t at = __atomic_load_n(&e->gd[dv[i].gd_index], __ATOMIC_ACQUIRE);
 		ssize_t w = e->src->ops->pwrite(e->src, dv[i].copy, e->gt_bytes, at);
-		if (w >= 0 && e->rgd && e->rgd[dv[i].gd_index])
+		uint64_t rat = e->rgd ? vmdk_gd_load(e->rgd, dv[i].gd_index) : 0;
+		if (w >= 0 && rat)
 			w = e->src->ops->pwrite(e->src, dv[i].copy, e->gt_bytes,
-						e->rgd[dv[i].gd_index]);
+						rat);
 		if (w < 0) {
 			r = (int)w;
 			goto fail;
@@ -550,7 +551,8 @@ static int set_unclean(struct vmdk_image *img, bool on)
 		}
 		if (w < 0)
 			return (int)w;
-		e->unclean = on;
+		/* bdev_get_extent reads it on any thread */
+		__atomic_store_n(&e->unclean, on, __ATOMIC_RELAXED);
 	}
 	return sync_all(img);
 }
@@ -622,7 +624,7 @@ static int write_embedded_cid(struct bdev *b, struct vmdk_extent *e, uint32_t ci
 	ret = bsrc_read_full(e->src, hb, sizeof(hb), 0);
 	if (ret < 0)
 		return ret;
-	ret = vmdk_sparse_header_parse(hb, 0, e->src->length, e->path, &h);
+	ret = vmdk_sparse_header_parse(hb, 0, bsrc_length(e->src), e->path, &h);
 	if (ret < 0)
 		return ret;
 	if (!h.desc_offset || !h.desc_size)
@@ -691,7 +693,10 @@ int vmdk_begin_write(struct bdev *b)
 	ret = set_unclean(img, true);
 	if (ret < 0)
 		return ret;
+	/* on an offload thread, while others may copy b->info */
+	pthread_mutex_lock(&b->info_lock);
 	b->info.unclean = true;
+	pthread_mutex_unlock(&b->info_lock);
 	if (!img->desc_parsed || !img->desc.has_cid)
 		return 0;
 	cid = new_cid(img->desc.cid);
@@ -706,7 +711,9 @@ int vmdk_begin_write(struct bdev *b)
 	if (ret < 0)
 		return ret;
 	img->desc.cid = cid;
+	pthread_mutex_lock(&b->info_lock);
 	b->info.cid = cid;
+	pthread_mutex_unlock(&b->info_lock);
 	return 0;
 }
 
@@ -719,8 +726,11 @@ int vmdk_finish(struct bdev *b)
 	if (!img->write_init)
 		return 0;
 	ret = set_unclean(img, false);
-	if (ret == 0)
+	if (ret == 0) {
+		pthread_mutex_lock(&b->info_lock);
 		b->info.unclean = false;
+		pthread_mutex_unlock(&b->info_lock);
+	}
 	return ret;
 }
 
@@ -735,7 +745,9 @@ int vmdk_freeze_layer(struct bdev *b)
 		ret = vmdk_finish(b);
 	if (ret < 0)
 		return ret;
+	pthread_mutex_lock(&b->info_lock);
 	b->info.read_only = true;
+	pthread_mutex_unlock(&b->info_lock);
 	for (unsigned i = 0; i < img->n_extents; i++) {
 		struct vmdk_extent *e = &img->extents[i];
 		if (e->owns_src && e->src->writable) {
@@ -779,7 +791,9 @@ int vmdk_thaw_layer(struct bdev *b)
 	ret = set_unclean(img, true);
 	if (ret < 0)
 		return ret;
+	pthread_mutex_lock(&b->info_lock);
 	b->info.unclean = true;
 	b->info.read_only = false;
+	pthread_mutex_unlock(&b->info_lock);
 	return 0;
 }

@@ -92,7 +92,7 @@ int vmdk_stream_write_setup(struct vmdk_extent *e)
 	ret = bsrc_read_full(e->src, e->stream_hdr, 512, 0);
 	if (ret < 0)
 		return ret;
-	ret = vmdk_sparse_header_parse(e->stream_hdr, 0, e->src->length, e->path, &h);
+	ret = vmdk_sparse_header_parse(e->stream_hdr, 0, bsrc_length(e->src), e->path, &h);
 	if (ret < 0)
 		return ret;
 	e->stream_gd_at_end = h.gd_offset == VMDK4_GD_AT_END;
@@ -131,7 +131,7 @@ int vmdk_stream_write_setup(struct vmdk_extent *e)
 	}
 	end = (end + 511) & ~UINT64_C(511);
 	atomic_store(&e->next_free, end);
-	e->stream_tail_present = e->src->length > end;
+	e->stream_tail_present = bsrc_length(e->src) > end;
 	e->stream_need_tail = false;
 	pthread_mutex_init(&e->stream_mu, NULL);
 	e->stream_w = true;

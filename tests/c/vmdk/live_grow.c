@@ -34,9 +34,11 @@ static char dir[256];
 static struct bdev *disk;
 static atomic_bool stop;
 static atomic_uint writes;
+static uint64_t size_from, size_to; /* of the grow under way */
 
 /* A queue rewriting the pattern over the first MiB until told to stop
-   (and at least 4 times). */
+   (and at least 4 times); between writes it asks for the disk's size and
+   block status, as a holder of the disk would while it grows. */
 static void *writer(void *arg)
 {
 	struct bdev_queue *q;
@@ -48,10 +50,17 @@ static void *writer(void *arg)
 	pattern_fill(buf, MiB, 0);
 	CHECK_EQ(bdev_queue_new(8, &q), 0);
 	while (!atomic_load(&stop) || atomic_load(&writes) < 4) {
+		struct bdev_info bi;
+		uint64_t pnum;
+
 		CHECK_EQ(bdev_aio_writev(q, disk, 0, &v, 1, NULL, NULL), 0);
 		while (bdev_queue_inflight(q))
 			CHECK(bdev_queue_run(q, 1) >= 0);
 		atomic_fetch_add(&writes, 1);
+		CHECK_EQ(bdev_get_info(disk, &bi), 0);
+		CHECK(bi.size == size_from || bi.size == size_to);
+		CHECK_EQ(bdev_block_status(disk, 0, MiB, &pnum),
+			 BDEV_STATUS_DATA);
 	}
 	bdev_queue_free(q);
 	free(buf);
@@ -110,6 +119,8 @@ static void grow_under_writer(const char *sf, uint64_t new_size)
 
 	atomic_store(&stop, false);
 	atomic_store(&writes, 0);
+	size_from = 64 * MiB;
+	size_to = new_size;
 	CHECK_EQ(pthread_create(&t, NULL, writer, NULL), 0);
 	while (atomic_load(&writes) < 2)
 		usleep(1000);
@@ -255,6 +266,8 @@ static void test_delta(void)
 	CHECK_EQ(bdev_snapshot(disk, child), 0);
 	atomic_store(&stop, false);
 	atomic_store(&writes, 0);
+	size_from = 64 * MiB;
+	size_to = 128 * MiB;
 	CHECK_EQ(pthread_create(&t, NULL, writer, NULL), 0);
 	CHECK_EQ(bdev_grow(disk, 128 * MiB), 0);
 	CHECK_EQ(bdev_get_info(disk, &bi), 0);
@@ -275,6 +288,7 @@ static void test_delta(void)
 	test_run("qemu-img compare -U -q -f vmdk -F raw %s %s", child, model);
 	/* the live commit grows the parent first */
 	atomic_store(&stop, false);
+	size_from = size_to;
 	CHECK_EQ(pthread_create(&t, NULL, writer, NULL), 0);
 	CHECK_EQ(bdev_commit_live(disk), 0);
 	atomic_store(&stop, true);

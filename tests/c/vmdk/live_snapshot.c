@@ -17,7 +17,8 @@
  *
  * "load": 4 queue threads each keep 32 reads and writes in flight on
  * their own quarter of one disk, every read checked against a model,
- * while another thread snapshots in a loop (8 times; 40 with OVK_LONG=1).
+ * while another thread snapshots in a loop (8 times; 40 with OVK_LONG=1)
+ * and a third asks for the disk's info, extent, limits and block status.
  * Afterwards the model is written to a raw file and qemu-img compares the
  * chain with it and checks every layer.
  */
@@ -289,6 +290,38 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* What a management thread asks of a disk in use while the queues write
+   and snapshots switch its top: the queries that take no queue. Their
+   answers must stay those of this disk (under ThreadSanitizer, their reads
+   must not race with the first write's or the switch's stores). */
+static void *observer_main(void *arg)
+{
+	uint64_t *calls = arg;
+
+	while (!atomic_load(&stop)) {
+		struct bdev_info info;
+		struct bdev_extent_info ext;
+		struct bdev_limits lim = { .struct_size = sizeof(lim) };
+		uint64_t pnum;
+		unsigned depth;
+
+		CHECK_EQ(bdev_get_info(disk, &info), 0);
+		CHECK_EQ(info.size, DISK);
+		CHECK(!info.read_only);
+		CHECK_EQ(bdev_get_extent(disk, 0, &ext), 0);
+		CHECK_EQ(ext.size, DISK);
+		CHECK_EQ(bdev_get_limits(disk, &lim), 0);
+		CHECK(bdev_block_status(disk, 0, DISK, &pnum) >= 0);
+		CHECK(pnum >= 1 && pnum <= DISK);
+		CHECK(bdev_block_status_depth(disk, DISK / 2, DISK / 2, &pnum,
+					      &depth) >= 0);
+		CHECK(pnum >= 1 && pnum <= DISK / 2);
+		(*calls)++;
+		usleep(1000);
+	}
+	return NULL;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -316,7 +349,8 @@ static void run_load(unsigned snapshots, unsigned gap_ms, bool bench)
 	struct bdev_open_opts oo = { .flags = BDEV_O_RDWR };
 	struct bdev_create_opts co = { .size = DISK };
 	struct worker w[THREADS];
-	pthread_t t[THREADS];
+	pthread_t t[THREADS], obs;
+	uint64_t obs_calls = 0;
 	uint64_t *snap_ms = calloc(snapshots + 1, sizeof(uint64_t)), bad = 0, ops = 0;
 	uint64_t *all[2] = { NULL, NULL }, *subs[2] = { NULL, NULL };
 	size_t nall[2] = { 0, 0 }, nsubs[2] = { 0, 0 };
@@ -343,6 +377,9 @@ static void run_load(unsigned snapshots, unsigned gap_ms, bool bench)
 		w[i].seed = 0x9e3779b97f4a7c15ull * (i + 1);
 		CHECK_EQ(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
 	}
+	if (!bench)
+		CHECK_EQ(pthread_create(&obs, NULL, observer_main, &obs_calls),
+			 0);
 	usleep(gap_ms * 1000);
 	for (unsigned s = 0; s < snapshots; s++) {
 		uint64_t t0;
@@ -357,6 +394,12 @@ static void run_load(unsigned snapshots, unsigned gap_ms, bool bench)
 	if (!snapshots)
 		usleep(gap_ms * 1000);
 	atomic_store(&stop, true);
+	if (!bench) {
+		CHECK_EQ(pthread_join(obs, NULL), 0);
+		printf("load: %" PRIu64 " rounds of queries alongside\n",
+		       obs_calls);
+		CHECK(obs_calls > 0);
+	}
 	for (unsigned i = 0; i < THREADS; i++) {
 		CHECK_EQ(pthread_join(t[i], NULL), 0);
 		CHECK_EQ(w[i].err, 0);
