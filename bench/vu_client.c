@@ -52,7 +52,8 @@ static void send_msg(uint32_t req, const void *p, uint32_t len, int fd)
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 
 	memcpy(buf, &h, sizeof(h));
-	memcpy(buf + sizeof(h), p, len);
+	if (len) /* p may be NULL for a message without a body */
+		memcpy(buf + sizeof(h), p, len);
 	if (fd >= 0) {
 		struct cmsghdr *c;
 
