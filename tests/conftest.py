@@ -6,8 +6,10 @@ The build directory comes from the environment variable OVK_BUILD (default
 `tool(name)` finds an executable of that name anywhere under the build
 directory.
 """
+import json
 import os
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -49,6 +51,15 @@ def need(program):
     if not p:
         pytest.skip(f"{program} is not installed")
     return p
+
+
+def control_call(path, **req):
+    """One request on a JSON-lines control socket (pvblk's or ovkvm's
+    --api-socket); returns the decoded reply."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        s.sendall(json.dumps(req).encode() + b"\n")
+        return json.loads(s.makefile().readline())
 
 
 def run(cmd, check=True, **kw):

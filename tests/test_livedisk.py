@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import need, run, tool
+from conftest import control_call, need, run, tool
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "guest"))
 import guestvm  # noqa: E402
@@ -55,10 +55,7 @@ class Daemon:
 
     def call(self, **req):
         """One request; returns the decoded reply."""
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(self.api)
-            s.sendall(json.dumps(req).encode() + b"\n")
-            return json.loads(s.makefile().readline())
+        return control_call(self.api, **req)
 
     def ok(self, **req):
         r = self.call(**req)

@@ -16,24 +16,15 @@ after a live commit had freed it (pvblk crashed within minutes of this
 load). CI runs it for 30 s; OVK_LONG_TESTS=1 (or OVK_STRESS_SECONDS=N)
 for 10 minutes.
 """
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
-from conftest import need, run, tool
+from conftest import control_call as call, need, run, tool
 
 LONG = os.environ.get("OVK_LONG_TESTS") == "1"
 SECONDS = int(os.environ.get("OVK_STRESS_SECONDS", "600" if LONG else "30"))
-
-
-def call(api, **req):
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(api)
-        s.sendall(json.dumps(req).encode() + b"\n")
-        return json.loads(s.makefile().readline())
 
 
 def test_backups_while_vhost_user_and_nbd_clients_write(tmp_path):

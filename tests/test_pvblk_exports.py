@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import need, run, tool
+from conftest import control_call, need, run, tool
 
 MiB = 1 << 20
 
@@ -85,10 +85,7 @@ class Daemon:
         return f"nbd+unix:///{name}?socket={self.nbd}"
 
     def call(self, **req):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(self.api)
-            s.sendall(json.dumps(req).encode() + b"\n")
-            return json.loads(s.makefile().readline())
+        return control_call(self.api, **req)
 
     def ok(self, **req):
         r = self.call(**req)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import tool
+from conftest import control_call, tool
 
 GET_FEATURES, SET_FEATURES, SET_OWNER = 1, 2, 3
 SET_MEM_TABLE, SET_VRING_NUM, SET_VRING_ADDR = 5, 8, 9
@@ -444,10 +444,7 @@ def test_grow_is_announced_on_the_backend_channel(server, tmp_path):
     assert cap == (4 << 20) // 512
 
     def control(**req):
-        with socket.socket(socket.AF_UNIX) as c:
-            c.connect(api)
-            c.sendall(json.dumps(req).encode() + b"\n")
-            return json.loads(c.makefile().readline())
+        return control_call(api, **req)
 
     r = control(command="grow", size=12 << 20)
     assert r["return"] == {"size": 12 << 20, "clients_told": 1}, r

@@ -9,7 +9,6 @@ rbd driver), the rbd CLI, nbdinfo/nbdcopy.
 import json
 import os
 import shutil
-import socket
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 import cephcluster
 import vmdkgen
-from conftest import need, run, tool
+from conftest import control_call, need, run, tool
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "guest"))
 import guestvm  # noqa: E402
@@ -373,10 +372,7 @@ def test_guest_runs_on_an_rbd_image(ceph, tmp_path):
 
 def api(path, **req):
     """One request on a control socket; its "return" member."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(path)
-        s.sendall(json.dumps(req).encode() + b"\n")
-        rep = json.loads(s.makefile().readline())
+    rep = control_call(path, **req)
     assert "return" in rep, rep
     return rep["return"]
 
