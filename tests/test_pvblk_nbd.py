@@ -202,16 +202,23 @@ class Raw:
             if typ == REP_ACK or typ & ERR:
                 return out
 
-    def go(self, name=b"disk", structured=False):
-        self.greet()
-        if structured:
-            assert self.replies(OPT_STRUCTURED_REPLY)[-1][0] == REP_ACK
+    def opt_go(self, name):
+        """NBD_OPT_GO for name, acknowledged; keeps the export's size and
+        flags, and its maximum block size when the server says it."""
         r = self.replies(OPT_GO, struct.pack(">I", len(name)) + name +
                          struct.pack(">H", 0))
         assert r[-1][0] == REP_ACK, r
         for typ, d in r:
             if typ == REP_INFO and struct.unpack(">H", d[:2])[0] == 0:
                 self.size, self.flags = struct.unpack(">QH", d[2:12])
+            if typ == REP_INFO and struct.unpack(">H", d[:2])[0] == 3:
+                self.max_block = struct.unpack(">III", d[2:14])[2]
+
+    def go(self, name=b"disk", structured=False):
+        self.greet()
+        if structured:
+            assert self.replies(OPT_STRUCTURED_REPLY)[-1][0] == REP_ACK
+        self.opt_go(name)
 
     def request(self, cmd, off, length, flags=0, cookie=7, payload=b""):
         self.s.sendall(struct.pack(">IHHQQI", 0x25609513, flags, cmd, cookie,

@@ -57,14 +57,7 @@ class Ext(Raw):
             assert r[-1][0] == REP_ACK, r
             self.ctx = {d[4:]: struct.unpack(">I", d[:4])[0]
                         for t, d in r if t == REP_META}
-        r = self.replies(OPT_GO, struct.pack(">I", len(name)) + name +
-                         struct.pack(">H", 0))
-        assert r[-1][0] == REP_ACK, r
-        for typ, d in r:
-            if typ == REP_INFO and struct.unpack(">H", d[:2])[0] == 0:
-                self.size, self.flags = struct.unpack(">QH", d[2:12])
-            if typ == REP_INFO and struct.unpack(">H", d[:2])[0] == 3:
-                self.max_block = struct.unpack(">III", d[2:14])[2]
+        self.opt_go(name)
 
     def xreq(self, cmd, off, length, flags=0, cookie=7, payload=b""):
         self.s.sendall(struct.pack(">IHHQQQ", EXT_REQ_MAGIC, flags, cmd,
